@@ -1,0 +1,60 @@
+/*
+ * gRPC message framing (the 5-byte length prefix of the gRPC-over-HTTP/2
+ * protocol): a push deframer that reassembles messages across any split of
+ * DATA frames, and the prefix encoder.
+ */
+#ifndef NCGRPC_GRPC_FRAME_H
+#define NCGRPC_GRPC_FRAME_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define GRPC_FRAME_HDR_LEN 5
+#define GRPC_DEFAULT_MAX_MESSAGE (4u * 1024 * 1024)
+
+struct grpc_deframer {
+	uint8_t df_hdr[GRPC_FRAME_HDR_LEN];
+	size_t df_hdr_have;
+	uint8_t *df_msg;     /* grows as bytes arrive, never past df_msg_len */
+	size_t df_msg_cap;
+	size_t df_msg_len;   /* declared length of the current message */
+	size_t df_msg_have;
+	size_t df_max;	     /* largest message accepted */
+	int df_complete;     /* a whole message is waiting in df_msg */
+	int df_error;	     /* sticky error, 0 if none */
+};
+
+/* Initialises a deframer accepting messages of at most max bytes. */
+void grpc_deframer_init(struct grpc_deframer *d, size_t max);
+void grpc_deframer_free(struct grpc_deframer *d);
+
+/*
+ * Consumes input, stopping right after a message is complete so that the
+ * caller can take it before feeding more (this is what lets a slow consumer
+ * push back).  Returns the number of bytes consumed (0..len), or:
+ *   -EMSGSIZE         declared length exceeds the maximum
+ *   -EPROTONOSUPPORT  compressed flag set (no compression is negotiated)
+ *   -EPROTO           flag byte other than 0 or 1
+ *   -ENOMEM
+ * Errors are sticky.  While a complete message waits untaken, returns 0.
+ * Memory is allocated as bytes arrive, so a peer that declares 4 MiB and
+ * sends 10 bytes costs about 10 bytes, not 4 MiB.
+ */
+ssize_t grpc_deframer_feed(struct grpc_deframer *d, const uint8_t *data,
+			   size_t len);
+
+/*
+ * If a whole message is waiting, hands it over: *msg (malloc'd, the caller
+ * frees it; non-NULL even for an empty message) and *len, and returns 1.
+ * Returns 0 if no message is complete.
+ */
+int grpc_deframer_take(struct grpc_deframer *d, uint8_t **msg, size_t *len);
+
+/* Nonzero when a message has started but is not complete (truncated). */
+int grpc_deframer_partial(const struct grpc_deframer *d);
+
+/* Writes the 5-byte prefix of an uncompressed message of len bytes. */
+void grpc_frame_header(uint8_t out[GRPC_FRAME_HDR_LEN], uint32_t len);
+
+#endif

@@ -1,0 +1,114 @@
+/*
+ * TLS engine: OpenSSL 3 over two memory BIOs, with no I/O of its own.
+ *
+ * The transport feeds ciphertext read from the socket with tls_conn_feed(),
+ * drives the handshake and reads plaintext with tls_conn_handshake() and
+ * tls_conn_read(), encrypts with tls_conn_write(), and sends whatever
+ * tls_conn_take() hands back.  After every call that may produce output the
+ * caller checks tls_conn_pending().
+ *
+ * Verification (client side, SPEC.md section 3): the peer must chain to one
+ * of the trusted certificates given to tls_ctx_client_new() (a self-signed
+ * server certificate, or a CA chain).  When the peer name is an IP address it
+ * must match a SubjectAltName IP entry.  When it is a hostname it must match
+ * a SAN DNS entry (wildcards as in RFC 6125), or the subject CN when the
+ * certificate has no SAN at all.  When the certificate has SAN IP entries
+ * the CN is never used.  ALPN "h2" is required on both sides.
+ */
+#ifndef NCGRPC_TLS_H
+#define NCGRPC_TLS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define TLS_EAGAIN 1 /* positive: not an error, more input is needed */
+
+struct tls_ctx;
+struct tls_conn;
+
+/*
+ * Creates a client context trusting the PEM certificates in pem[0..len)
+ * (one or more; the text need not be NUL-terminated).  TLS 1.2 minimum,
+ * ALPN "h2".  On failure a description is written to err (errlen bytes,
+ * always NUL-terminated) and -EINVAL (no certificate in the PEM, or bad
+ * PEM), NCG_ETLS_BAD_CERT or -ENOMEM is returned.  *out is set only on
+ * success.
+ */
+int tls_ctx_client_new(struct tls_ctx **out, const char *pem, size_t len,
+		       char *err, size_t errlen);
+
+/* Same as tls_ctx_client_new(), reading the PEM from path. */
+int tls_ctx_client_new_file(struct tls_ctx **out, const char *path, char *err,
+			    size_t errlen);
+
+/*
+ * Creates a server context from a PEM certificate (chain) file and a PEM
+ * private key file, which must match.  TLS 1.2 minimum, ALPN "h2" required
+ * of clients.  Errors as for tls_ctx_client_new(), plus -ENOENT/-EACCES etc.
+ * when a file cannot be read.
+ */
+int tls_ctx_server_new(struct tls_ctx **out, const char *cert_file,
+		       const char *key_file, char *err, size_t errlen);
+
+/* Drops the caller's reference; connections keep the context alive. */
+void tls_ctx_free(struct tls_ctx *ctx);
+
+/*
+ * Creates a connection.  For a client context, peer_name is the host name or
+ * IP address text that was dialled: it is verified against the certificate,
+ * and sent as SNI when it is a hostname.  For a server context peer_name
+ * must be NULL.  Returns 0, -EINVAL or -ENOMEM; *out is set only on success.
+ */
+int tls_conn_new(struct tls_conn **out, struct tls_ctx *ctx,
+		 const char *peer_name);
+void tls_conn_free(struct tls_conn *c);
+
+/* Queues len bytes of ciphertext received from the peer.  0 or -ENOMEM. */
+int tls_conn_feed(struct tls_conn *c, const uint8_t *data, size_t len);
+
+/*
+ * Advances the handshake.  Returns 0 when it is complete (and on every later
+ * call), TLS_EAGAIN when more input is needed, or a negative code:
+ * NCG_ETLS_UNKNOWN_CA, NCG_ETLS_NAME, NCG_ETLS_EXPIRED, NCG_ETLS_NOT_YET,
+ * NCG_ETLS_NO_ALPN, NCG_ETLS_BAD_CERT, NCG_ETLS (anything else, such as a
+ * protocol version mismatch or a garbage peer) or -ENOMEM.  After an error,
+ * tls_conn_errmsg() explains it, and tls_conn_pending() may hold an alert
+ * worth sending before closing.
+ */
+int tls_conn_handshake(struct tls_conn *c);
+
+/*
+ * Reads up to len bytes of plaintext.  Returns the count (> 0), 0 when the
+ * peer sent close_notify, -EAGAIN when no complete record is buffered, or a
+ * negative code as for tls_conn_handshake().
+ */
+ssize_t tls_conn_read(struct tls_conn *c, uint8_t *buf, size_t len);
+
+/*
+ * Encrypts all len bytes of plaintext into the outgoing queue (only after
+ * the handshake).  Returns 0, -ENOMEM, or NCG_ETLS.
+ */
+int tls_conn_write(struct tls_conn *c, const uint8_t *data, size_t len);
+
+/* Queues a close_notify alert.  Returns 0 or NCG_ETLS. */
+int tls_conn_shutdown(struct tls_conn *c);
+
+/* Bytes of ciphertext waiting to be sent. */
+size_t tls_conn_pending(const struct tls_conn *c);
+
+/* Moves up to len bytes of pending ciphertext into buf; returns the count. */
+size_t tls_conn_take(struct tls_conn *c, uint8_t *buf, size_t len);
+
+/*
+ * The reason for the last error, e.g. "certificate has expired (notAfter
+ * 2020-01-01 00:00:00 GMT)" or "certificate names 'a.example' and
+ * '10.0.0.1', not '127.0.0.1'".  Empty when there was no error.  Valid until
+ * the next call on c.
+ */
+const char *tls_conn_errmsg(const struct tls_conn *c);
+
+/* Negotiated protocol version text, e.g. "TLSv1.3", after the handshake. */
+const char *tls_conn_version(const struct tls_conn *c);
+
+#endif
