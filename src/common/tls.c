@@ -1,0 +1,1236 @@
+/*
+ * TLS engine over two memory BIOs; see tls.h for the contract.
+ *
+ * The SSL object reads ciphertext from c_rbio, which tls_conn_feed() fills,
+ * and writes ciphertext to c_wbio, which tls_conn_take() drains.  Nothing
+ * here touches a socket, so the transport decides when bytes move.
+ *
+ * Peer verification runs inside OpenSSL's chain verification through
+ * verify_cb(), so that a failed check aborts the handshake with the right
+ * alert while we remember the precise reason in the connection.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include "err.h"
+#include "tls.h"
+
+/* PEM files larger than this are surely not certificates or keys. */
+#define TLS_FILE_MAX (1024 * 1024)
+/* Longest peer name accepted: a DNS name is at most 253 characters. */
+#define TLS_NAME_MAX 255
+#define TLS_MSG_MAX  512
+
+/* The only application protocol we speak, in wire format. */
+static const unsigned char tls_alpn_h2[] = {2, 'h', '2'};
+
+struct tls_ctx {
+	SSL_CTX *tc_ssl;
+	int tc_server;
+};
+
+struct tls_conn {
+	SSL *c_ssl;
+	BIO *c_rbio;   /* ciphertext from the peer, owned by c_ssl */
+	BIO *c_wbio;   /* ciphertext for the peer, owned by c_ssl */
+	char *c_peer;  /* name to verify (client only) */
+	int c_peer_ip; /* c_peer is an IP address literal */
+	int c_done;    /* handshake completed */
+	int c_err;     /* sticky fatal error, 0 if none */
+	int c_verr;    /* reason recorded by a callback during the handshake */
+	char c_msg[TLS_MSG_MAX];
+};
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void conn_msg(struct tls_conn *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void
+seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err == NULL || errlen == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+static void
+conn_msg(struct tls_conn *c, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(c->c_msg, sizeof(c->c_msg), fmt, ap);
+	va_end(ap);
+}
+
+/*
+ * Copies untrusted text (from a certificate or the peer) into dst, replacing
+ * anything but printable ASCII so that log lines stay intact.
+ */
+static void
+clean(char *dst, size_t dstlen, const unsigned char *src, size_t len)
+{
+	size_t i, n;
+
+	if (dstlen == 0)
+		return;
+	n = len < dstlen - 1 ? len : dstlen - 1;
+	for (i = 0; i < n; i++)
+		dst[i] = src[i] >= 0x20 && src[i] < 0x7f ? (char)src[i] : '?';
+	dst[n] = '\0';
+}
+
+/* Reason text of an OpenSSL error code, never NULL. */
+static const char *
+ossl_reason(unsigned long e, char *buf, size_t len)
+{
+	const char *r;
+
+	if (e == 0)
+		return "unknown error";
+	if ((r = ERR_reason_error_string(e)) != NULL)
+		return r;
+	ERR_error_string_n(e, buf, len);
+	return buf;
+}
+
+/* Takes the first (root cause) error off the queue and clears the rest. */
+static unsigned long
+ossl_first_error(void)
+{
+	unsigned long e = ERR_peek_error();
+
+	ERR_clear_error();
+	return e;
+}
+
+static int
+ossl_is_oom(unsigned long e)
+{
+	return e != 0 && !ERR_SYSTEM_ERROR(e) &&
+	       ERR_GET_REASON(e) == ERR_R_MALLOC_FAILURE;
+}
+
+/* RFC 2253 text of a certificate name, e.g. "CN=Foo CA,O=Example". */
+static void
+name_text(const X509_NAME *name, char *buf, size_t len)
+{
+	BIO *b;
+	char *p;
+	long n;
+
+	if (len == 0)
+		return;
+	buf[0] = '\0';
+	if (name == NULL || (b = BIO_new(BIO_s_mem())) == NULL)
+		return;
+	if (X509_NAME_print_ex(b, name, 0, XN_FLAG_RFC2253) >= 0 &&
+	    (n = BIO_get_mem_data(b, &p)) > 0)
+		clean(buf, len, (const unsigned char *)p, (size_t)n);
+	BIO_free(b);
+}
+
+static void
+time_text(const ASN1_TIME *t, char *buf, size_t len)
+{
+	struct tm tm;
+
+	if (t == NULL || !ASN1_TIME_to_tm(t, &tm)) {
+		snprintf(buf, len, "unknown");
+		return;
+	}
+	snprintf(buf, len, "%04d-%02d-%02d %02d:%02d:%02d GMT",
+	         tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+	         tm.tm_min, tm.tm_sec);
+}
+
+/*
+ * Reads a whole file of at most TLS_FILE_MAX bytes.  The caller cleanses
+ * and frees *out, since it may hold a private key.
+ */
+static int
+read_file(const char *path, char **out, size_t *outlen, char *err,
+          size_t errlen)
+{
+	FILE *f;
+	char *p;
+	size_t n;
+	int rc;
+
+	if ((f = fopen(path, "rb")) == NULL) {
+		rc = -errno;
+		seterr(err, errlen, "cannot open '%s': %s", path,
+		       strerror(-rc));
+		return rc;
+	}
+	if ((p = malloc(TLS_FILE_MAX + 1)) == NULL) {
+		fclose(f);
+		seterr(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	n = fread(p, 1, TLS_FILE_MAX + 1, f);
+	if (ferror(f)) {
+		rc = errno != 0 ? -errno : -EIO;
+		seterr(err, errlen, "cannot read '%s': %s", path,
+		       strerror(-rc));
+	} else if (n > TLS_FILE_MAX) {
+		rc = -EFBIG;
+		seterr(err, errlen, "'%s' is larger than %d bytes", path,
+		       TLS_FILE_MAX);
+	} else
+		rc = 0;
+	fclose(f);
+	if (rc != 0) {
+		OPENSSL_cleanse(p, n);
+		free(p);
+		return rc;
+	}
+	*out = p;
+	*outlen = n;
+	return 0;
+}
+
+static void
+free_file(char *p, size_t len)
+{
+	if (p == NULL)
+		return;
+	OPENSSL_cleanse(p, len);
+	free(p);
+}
+
+/*
+ * Maps the error left by a failed PEM read: broken armour or base64 is a bad
+ * PEM text (-EINVAL), a well-formed block that does not decode is a bad
+ * certificate.
+ */
+static int
+pem_error(unsigned long e, const char *what, char *err, size_t errlen)
+{
+	char tmp[128];
+
+	if (ossl_is_oom(e)) {
+		seterr(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	if (ERR_GET_LIB(e) == ERR_LIB_PEM) {
+		seterr(err, errlen, "bad pem text in %s: %s", what,
+		       ossl_reason(e, tmp, sizeof(tmp)));
+		return -EINVAL;
+	}
+	seterr(err, errlen, "cannot parse %s: %s", what,
+	       ossl_reason(e, tmp, sizeof(tmp)));
+	return NCG_ETLS_BAD_CERT;
+}
+
+static int
+is_pem_eof(unsigned long e)
+{
+	return ERR_GET_LIB(e) == ERR_LIB_PEM &&
+	       ERR_GET_REASON(e) == PEM_R_NO_START_LINE;
+}
+
+/* Settings shared by client and server contexts. */
+static int
+ctx_common(SSL_CTX *ssl, char *err, size_t errlen)
+{
+	if (!SSL_CTX_set_min_proto_version(ssl, TLS1_2_VERSION)) {
+		seterr(err, errlen, "cannot set the minimum tls version");
+		return NCG_ETLS;
+	}
+	/*
+	 * Compression invites CRIME-style attacks and renegotiation is a
+	 * needless attack surface.  We never resume sessions, so tickets
+	 * would only cost bytes and server CPU.
+	 */
+	SSL_CTX_set_options(ssl, SSL_OP_NO_COMPRESSION |
+	                             SSL_OP_NO_RENEGOTIATION |
+	                             SSL_OP_NO_TICKET);
+	SSL_CTX_set_num_tickets(ssl, 0);
+	SSL_CTX_set_session_cache_mode(ssl, SSL_SESS_CACHE_OFF);
+	/* Idle connections (many agents on one server) keep no buffers. */
+	SSL_CTX_set_mode(ssl, SSL_MODE_RELEASE_BUFFERS);
+	return 0;
+}
+
+static int
+ctx_wrap(struct tls_ctx **out, SSL_CTX *ssl, int server, char *err,
+         size_t errlen)
+{
+	struct tls_ctx *ctx;
+
+	if ((ctx = calloc(1, sizeof(*ctx))) == NULL) {
+		seterr(err, errlen, "out of memory");
+		SSL_CTX_free(ssl);
+		return -ENOMEM;
+	}
+	ctx->tc_ssl = ssl;
+	ctx->tc_server = server;
+	*out = ctx;
+	if (err != NULL && errlen > 0)
+		err[0] = '\0';
+	return 0;
+}
+
+/*
+ * Fills a store with every certificate in the PEM text.  Other PEM blocks
+ * are skipped by the PEM reader.
+ */
+static int
+load_trust(X509_STORE *store, const char *pem, size_t len, char *err,
+           size_t errlen)
+{
+	BIO *b;
+	X509 *x;
+	unsigned long e;
+	int n = 0, rc = 0;
+
+	if (len == 0) {
+		seterr(err, errlen,
+		       "no certificate in the trusted pem text "
+		       "(it is empty)");
+		return -EINVAL;
+	}
+	if (len > INT_MAX) {
+		seterr(err, errlen, "trusted pem text is too large");
+		return -EINVAL;
+	}
+	if ((b = BIO_new_mem_buf(pem, (int)len)) == NULL) {
+		seterr(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	ERR_clear_error();
+	while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
+		if (!X509_STORE_add_cert(store, x)) {
+			X509_free(x);
+			rc = pem_error(ossl_first_error(),
+			               "trusted certificate", err, errlen);
+			break;
+		}
+		X509_free(x);
+		n++;
+	}
+	if (rc == 0) {
+		e = ossl_first_error();
+		if (e != 0 && !is_pem_eof(e))
+			rc = pem_error(e, "trusted certificate", err, errlen);
+		else if (n == 0) {
+			seterr(err, errlen,
+			       "no certificate in the trusted "
+			       "pem text");
+			rc = -EINVAL;
+		}
+	}
+	BIO_free(b);
+	ERR_clear_error();
+	return rc;
+}
+
+static int verify_cb(int ok, X509_STORE_CTX *xs);
+
+int
+tls_ctx_client_new(struct tls_ctx **out, const char *pem, size_t len, char *err,
+                   size_t errlen)
+{
+	SSL_CTX *ssl;
+	X509_STORE *store;
+	int rc;
+
+	if (pem == NULL && len > 0) {
+		seterr(err, errlen, "no trusted pem text");
+		return -EINVAL;
+	}
+	if ((ssl = SSL_CTX_new(TLS_client_method())) == NULL) {
+		seterr(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	if ((rc = ctx_common(ssl, err, errlen)) != 0)
+		goto fail;
+	/*
+	 * A fresh store: only what the configuration trusts, never the
+	 * system CAs, which SSL_CTX_new() does not load either.
+	 */
+	if ((store = X509_STORE_new()) == NULL) {
+		rc = -ENOMEM;
+		seterr(err, errlen, "out of memory");
+		goto fail;
+	}
+	SSL_CTX_set_cert_store(ssl, store);
+	if ((rc = load_trust(store, pem, len, err, errlen)) != 0)
+		goto fail;
+	/*
+	 * Partial chains let the anchor be an intermediate CA or the server
+	 * certificate itself, as Junos allows for trusted-cert.
+	 */
+	X509_VERIFY_PARAM_set_flags(SSL_CTX_get0_param(ssl),
+	                            X509_V_FLAG_PARTIAL_CHAIN);
+	SSL_CTX_set_verify(ssl, SSL_VERIFY_PEER, verify_cb);
+	/* Note the inverted convention: 0 means success here. */
+	if (SSL_CTX_set_alpn_protos(ssl, tls_alpn_h2, sizeof(tls_alpn_h2))) {
+		rc = -ENOMEM;
+		seterr(err, errlen, "out of memory");
+		goto fail;
+	}
+	return ctx_wrap(out, ssl, 0, err, errlen);
+fail:
+	SSL_CTX_free(ssl);
+	ERR_clear_error();
+	return rc;
+}
+
+int
+tls_ctx_client_new_file(struct tls_ctx **out, const char *path, char *err,
+                        size_t errlen)
+{
+	char *p = NULL, tmp[256];
+	size_t len = 0;
+	int rc;
+
+	if ((rc = read_file(path, &p, &len, err, errlen)) != 0)
+		return rc;
+	rc = tls_ctx_client_new(out, p, len, tmp, sizeof(tmp));
+	if (rc != 0)
+		seterr(err, errlen, "%s: %s", path, tmp);
+	else
+		seterr(err, errlen, "%s", "");
+	free_file(p, len);
+	return rc;
+}
+
+/*
+ * Refuses to prompt for a passphrase: a daemon has no terminal, and an
+ * encrypted key then fails to load with a clear error instead.
+ */
+static int
+no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+	(void)buf;
+	(void)size;
+	(void)rwflag;
+	(void)u;
+	return -1;
+}
+
+/* Installs the certificate chain in the PEM text: leaf first. */
+static int
+load_chain(SSL_CTX *ssl, const char *pem, size_t len, const char *path,
+           char *err, size_t errlen)
+{
+	BIO *b;
+	X509 *x;
+	unsigned long e;
+	char tmp[128];
+	int n = 0, rc = 0;
+
+	if ((b = BIO_new_mem_buf(pem, (int)len)) == NULL) {
+		seterr(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	ERR_clear_error();
+	while ((x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
+		/* The leaf is referenced, chain certificates are handed on. */
+		if (n == 0 ? SSL_CTX_use_certificate(ssl, x) != 1
+		           : SSL_CTX_add0_chain_cert(ssl, x) != 1) {
+			e = ossl_first_error();
+			X509_free(x);
+			rc = ossl_is_oom(e) ? -ENOMEM : NCG_ETLS_BAD_CERT;
+			seterr(err, errlen, "%s: unusable certificate: %s",
+			       path, ossl_reason(e, tmp, sizeof(tmp)));
+			break;
+		}
+		if (n == 0)
+			X509_free(x);
+		n++;
+	}
+	if (rc == 0) {
+		e = ossl_first_error();
+		if (e != 0 && !is_pem_eof(e)) {
+			rc = pem_error(e, "certificate", tmp, sizeof(tmp));
+			seterr(err, errlen, "%s: %s", path, tmp);
+		} else if (n == 0) {
+			seterr(err, errlen, "%s: no certificate found", path);
+			rc = -EINVAL;
+		}
+	}
+	BIO_free(b);
+	ERR_clear_error();
+	return rc;
+}
+
+/*
+ * Installs the private key.  Error texts carry only OpenSSL's reason, never
+ * any of the key's bytes.
+ */
+static int
+load_key(SSL_CTX *ssl, const char *pem, size_t len, const char *path, char *err,
+         size_t errlen)
+{
+	BIO *b;
+	EVP_PKEY *k;
+	unsigned long e;
+	char tmp[128];
+	int rc = 0;
+
+	if ((b = BIO_new_mem_buf(pem, (int)len)) == NULL) {
+		seterr(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	ERR_clear_error();
+	k = PEM_read_bio_PrivateKey(b, NULL, no_passphrase, NULL);
+	BIO_free(b);
+	if (k == NULL) {
+		e = ossl_first_error();
+		if (ossl_is_oom(e)) {
+			seterr(err, errlen, "out of memory");
+			return -ENOMEM;
+		}
+		seterr(err, errlen,
+		       "%s: no usable private key (%s; it must "
+		       "be unencrypted pem)",
+		       path, ossl_reason(e, tmp, sizeof(tmp)));
+		return -EINVAL;
+	}
+	if (SSL_CTX_use_PrivateKey(ssl, k) != 1 ||
+	    SSL_CTX_check_private_key(ssl) != 1) {
+		e = ossl_first_error();
+		rc = ossl_is_oom(e) ? -ENOMEM : NCG_ETLS_BAD_CERT;
+		seterr(err, errlen,
+		       "%s: private key does not match the "
+		       "certificate (%s)",
+		       path, ossl_reason(e, tmp, sizeof(tmp)));
+	}
+	EVP_PKEY_free(k);
+	ERR_clear_error();
+	return rc;
+}
+
+static int alpn_select_cb(SSL *ssl, const unsigned char **out,
+                          unsigned char *outlen, const unsigned char *in,
+                          unsigned int inlen, void *arg);
+static int client_hello_cb(SSL *ssl, int *alert, void *arg);
+
+int
+tls_ctx_server_new(struct tls_ctx **out, const char *cert_file,
+                   const char *key_file, char *err, size_t errlen)
+{
+	SSL_CTX *ssl = NULL;
+	char *cp = NULL, *kp = NULL;
+	size_t clen = 0, klen = 0;
+	int rc;
+
+	if ((rc = read_file(cert_file, &cp, &clen, err, errlen)) != 0 ||
+	    (rc = read_file(key_file, &kp, &klen, err, errlen)) != 0)
+		goto out;
+	if ((ssl = SSL_CTX_new(TLS_server_method())) == NULL) {
+		seterr(err, errlen, "out of memory");
+		rc = -ENOMEM;
+		goto out;
+	}
+	if ((rc = ctx_common(ssl, err, errlen)) != 0 ||
+	    (rc = load_chain(ssl, cp, clen, cert_file, err, errlen)) != 0 ||
+	    (rc = load_key(ssl, kp, klen, key_file, err, errlen)) != 0)
+		goto out;
+	SSL_CTX_set_options(ssl, SSL_OP_CIPHER_SERVER_PREFERENCE);
+	SSL_CTX_set_verify(ssl, SSL_VERIFY_NONE, NULL);
+	SSL_CTX_set_client_hello_cb(ssl, client_hello_cb, NULL);
+	SSL_CTX_set_alpn_select_cb(ssl, alpn_select_cb, NULL);
+	rc = ctx_wrap(out, ssl, 1, err, errlen);
+	ssl = NULL;
+out:
+	SSL_CTX_free(ssl);
+	free_file(cp, clen);
+	free_file(kp, klen);
+	ERR_clear_error();
+	return rc;
+}
+
+void
+tls_ctx_free(struct tls_ctx *ctx)
+{
+	if (ctx == NULL)
+		return;
+	/* Each SSL holds its own reference, so live connections go on. */
+	SSL_CTX_free(ctx->tc_ssl);
+	free(ctx);
+}
+
+/*
+ * Is name an IP address literal?  Brackets around an IPv6 address, as in
+ * URLs, are dropped into buf.
+ */
+static int
+peer_is_ip(const char *name, char *buf, size_t len)
+{
+	unsigned char addr[16];
+	size_t n = strlen(name);
+
+	if (n >= 2 && name[0] == '[' && name[n - 1] == ']' && n - 2 < len) {
+		memcpy(buf, name + 1, n - 2);
+		buf[n - 2] = '\0';
+		return inet_pton(AF_INET6, buf, addr) == 1;
+	}
+	return inet_pton(AF_INET, name, addr) == 1 ||
+	       inet_pton(AF_INET6, name, addr) == 1;
+}
+
+int
+tls_conn_new(struct tls_conn **out, struct tls_ctx *ctx, const char *peer_name)
+{
+	struct tls_conn *c;
+	char ip[TLS_NAME_MAX + 1];
+	int server;
+
+	if (ctx == NULL)
+		return -EINVAL;
+	server = ctx->tc_server;
+	if (server != (peer_name == NULL))
+		return -EINVAL;
+	if (!server &&
+	    (peer_name[0] == '\0' || strlen(peer_name) > TLS_NAME_MAX))
+		return -EINVAL;
+	if ((c = calloc(1, sizeof(*c))) == NULL)
+		return -ENOMEM;
+	ERR_clear_error();
+	c->c_ssl = SSL_new(ctx->tc_ssl);
+	c->c_rbio = BIO_new(BIO_s_mem());
+	c->c_wbio = BIO_new(BIO_s_mem());
+	if (c->c_ssl == NULL || c->c_rbio == NULL || c->c_wbio == NULL) {
+		BIO_free(c->c_rbio);
+		BIO_free(c->c_wbio);
+		goto nomem;
+	}
+	/* An empty read BIO means "wait for more", not end of stream. */
+	BIO_set_mem_eof_return(c->c_rbio, -1);
+	BIO_set_mem_eof_return(c->c_wbio, -1);
+	SSL_set_bio(c->c_ssl, c->c_rbio, c->c_wbio);
+	SSL_set_app_data(c->c_ssl, c);
+	if (server) {
+		SSL_set_accept_state(c->c_ssl);
+		*out = c;
+		return 0;
+	}
+	ip[0] = '\0';
+	c->c_peer_ip = peer_is_ip(peer_name, ip, sizeof(ip));
+	if ((c->c_peer = strdup(
+	         c->c_peer_ip && ip[0] != '\0' ? ip : peer_name)) == NULL)
+		goto nomem;
+	/* RFC 6066 forbids IP literals in SNI. */
+	if (!c->c_peer_ip && !SSL_set_tlsext_host_name(c->c_ssl, c->c_peer))
+		goto nomem;
+	SSL_set_connect_state(c->c_ssl);
+	*out = c;
+	return 0;
+nomem:
+	/* Once SSL_set_bio() has run, this frees the BIOs too. */
+	SSL_free(c->c_ssl);
+	free(c->c_peer);
+	free(c);
+	ERR_clear_error();
+	return -ENOMEM;
+}
+
+void
+tls_conn_free(struct tls_conn *c)
+{
+	if (c == NULL)
+		return;
+	SSL_free(c->c_ssl);
+	free(c->c_peer);
+	free(c);
+}
+
+int
+tls_conn_feed(struct tls_conn *c, const uint8_t *data, size_t len)
+{
+	size_t n;
+
+	while (len > 0) {
+		n = len > INT_MAX ? INT_MAX : len;
+		if (BIO_write(c->c_rbio, data, (int)n) != (int)n) {
+			ERR_clear_error();
+			return -ENOMEM;
+		}
+		data += n;
+		len -= n;
+	}
+	return 0;
+}
+
+/* --- Verification ------------------------------------------------------ */
+
+/* How many names a mismatch message quotes; the rest are counted. */
+#define TLS_NAMES_SHOWN 4
+
+struct names {
+	char n_text[TLS_NAMES_SHOWN][96];
+	int n_count; /* all names seen, shown or not */
+};
+
+static void
+names_add(struct names *nl, const unsigned char *s, size_t slen,
+          const char *tag)
+{
+	char one[80];
+
+	if (nl->n_count < TLS_NAMES_SHOWN) {
+		clean(one, sizeof(one), s, slen);
+		snprintf(nl->n_text[nl->n_count], sizeof(nl->n_text[0]),
+		         "'%s'%s", one, tag);
+	}
+	nl->n_count++;
+}
+
+/*
+ * Lists the names a certificate offers, for the mismatch message: its SAN
+ * DNS and IP entries, or its CN when it has no SAN.  A DNS entry holding an
+ * address is tagged, since it never matches an address.
+ */
+static void
+cert_names(X509 *cert, char *buf, size_t len)
+{
+	struct names nl;
+	GENERAL_NAMES *gens;
+	const GENERAL_NAME *g;
+	const X509_NAME *subj;
+	const ASN1_STRING *s;
+	char ip[INET6_ADDRSTRLEN], tmp[96];
+	unsigned char bin[16];
+	size_t used;
+	const char *sep;
+	int i, shown, idx, looks_ip;
+
+	memset(&nl, 0, sizeof(nl));
+	gens = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+	for (i = 0; gens != NULL && i < sk_GENERAL_NAME_num(gens); i++) {
+		g = sk_GENERAL_NAME_value(gens, i);
+		if (g->type == GEN_DNS) {
+			s = g->d.dNSName;
+			clean(tmp, sizeof(tmp), ASN1_STRING_get0_data(s),
+			      (size_t)ASN1_STRING_length(s));
+			looks_ip = inet_pton(AF_INET, tmp, bin) == 1 ||
+			           inet_pton(AF_INET6, tmp, bin) == 1;
+			names_add(&nl, ASN1_STRING_get0_data(s),
+			          (size_t)ASN1_STRING_length(s),
+			          looks_ip ? " (dns)" : "");
+		} else if (g->type == GEN_IPADD) {
+			s = g->d.iPAddress;
+			if (ASN1_STRING_length(s) != 4 &&
+			    ASN1_STRING_length(s) != 16)
+				continue;
+			inet_ntop(ASN1_STRING_length(s) == 4 ? AF_INET
+			                                     : AF_INET6,
+			          ASN1_STRING_get0_data(s), ip, sizeof(ip));
+			names_add(&nl, (unsigned char *)ip, strlen(ip), "");
+		}
+	}
+	GENERAL_NAMES_free(gens);
+	if (X509_get_ext_by_NID(cert, NID_subject_alt_name, -1) < 0) {
+		subj = X509_get_subject_name(cert);
+		idx = -1;
+		while ((idx = X509_NAME_get_index_by_NID(subj, NID_commonName,
+		                                         idx)) >= 0) {
+			s = X509_NAME_ENTRY_get_data(
+			    X509_NAME_get_entry(subj, idx));
+			names_add(&nl, ASN1_STRING_get0_data(s),
+			          (size_t)ASN1_STRING_length(s), " (cn)");
+		}
+	}
+	if (nl.n_count == 0) {
+		snprintf(buf, len, "no names");
+		return;
+	}
+	/* "'a'", "'a' and 'b'", "'a', ..., 'd' and 9 more" */
+	shown = nl.n_count < TLS_NAMES_SHOWN ? nl.n_count : TLS_NAMES_SHOWN;
+	buf[0] = '\0';
+	for (i = 0; i < shown; i++) {
+		if (i == 0)
+			sep = "";
+		else if (i == shown - 1 && shown == nl.n_count)
+			sep = " and ";
+		else
+			sep = ", ";
+		used = strlen(buf);
+		snprintf(buf + used, len - used, "%s%s", sep, nl.n_text[i]);
+	}
+	if (nl.n_count > shown) {
+		used = strlen(buf);
+		snprintf(buf + used, len - used, " and %d more",
+		         nl.n_count - shown);
+	}
+}
+
+/* Does the subject CN equal name?  Only used to explain a mismatch. */
+static int
+cn_is(X509 *cert, const char *name)
+{
+	return X509_check_host(cert, name, 0,
+	                       X509_CHECK_FLAG_ALWAYS_CHECK_SUBJECT |
+	                           X509_CHECK_FLAG_NO_WILDCARDS,
+	                       NULL) == 1;
+}
+
+/*
+ * The name rules of SPEC.md section 3.  X509_check_host() falls back to the
+ * CN whenever there is no SAN DNS entry, but we allow the CN only when the
+ * certificate has no SAN extension at all, so with one present the subject
+ * is never consulted.
+ */
+static int
+check_name(struct tls_conn *c, X509 *cert)
+{
+	char names[512];
+	unsigned int flags;
+	int has_san, ok;
+	const char *why = "";
+
+	has_san = X509_get_ext_by_NID(cert, NID_subject_alt_name, -1) >= 0;
+	flags = X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS;
+	if (has_san)
+		flags |= X509_CHECK_FLAG_NEVER_CHECK_SUBJECT;
+	if (c->c_peer_ip)
+		ok = X509_check_ip_asc(cert, c->c_peer, 0) == 1;
+	else
+		ok = X509_check_host(cert, c->c_peer, 0, flags, NULL) == 1;
+	if (ok)
+		return 0;
+	cert_names(cert, names, sizeof(names));
+	if (c->c_peer_ip && !has_san)
+		why = " (an ip address must be a subjectaltname ip entry; "
+		      "the cn is not used)";
+	else if (!c->c_peer_ip && has_san && cn_is(cert, c->c_peer))
+		why = " (the cn is not used when the certificate has a "
+		      "subjectaltname)";
+	conn_msg(c, "certificate names %s, not '%s'%s", names, c->c_peer, why);
+	return NCG_ETLS_NAME;
+}
+
+/* Maps a chain verification error to our code and a message. */
+static int
+verify_error(struct tls_conn *c, X509_STORE_CTX *xs, int verr)
+{
+	X509 *cert = X509_STORE_CTX_get_current_cert(xs);
+	int depth = X509_STORE_CTX_get_error_depth(xs);
+	char subj[160], iss[160], when[64], which[200];
+
+	subj[0] = iss[0] = '\0';
+	if (cert != NULL) {
+		name_text(X509_get_subject_name(cert), subj, sizeof(subj));
+		name_text(X509_get_issuer_name(cert), iss, sizeof(iss));
+	}
+	if (depth > 0)
+		snprintf(which, sizeof(which), "certificate '%s' in the chain",
+		         subj);
+	else
+		snprintf(which, sizeof(which), "certificate");
+	switch (verr) {
+	case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+	case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+	case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+		conn_msg(c, "unable to verify: issuer '%s' is not trusted",
+		         iss);
+		return NCG_ETLS_UNKNOWN_CA;
+	case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+		conn_msg(c,
+		         "unable to verify: self-signed certificate '%s' "
+		         "is not trusted",
+		         subj);
+		return NCG_ETLS_UNKNOWN_CA;
+	case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+		conn_msg(c,
+		         "unable to verify: root certificate '%s' in the "
+		         "chain is not trusted",
+		         subj);
+		return NCG_ETLS_UNKNOWN_CA;
+	case X509_V_ERR_CERT_SIGNATURE_FAILURE:
+	case X509_V_ERR_UNABLE_TO_DECRYPT_CERT_SIGNATURE:
+		conn_msg(c,
+		         "unable to verify: certificate '%s' is not "
+		         "signed by the trusted '%s'",
+		         subj, iss);
+		return NCG_ETLS_UNKNOWN_CA;
+	case X509_V_ERR_CERT_HAS_EXPIRED:
+		time_text(cert != NULL ? X509_get0_notAfter(cert) : NULL, when,
+		          sizeof(when));
+		conn_msg(c, "%s has expired (notAfter %s)", which, when);
+		return NCG_ETLS_EXPIRED;
+	case X509_V_ERR_CERT_NOT_YET_VALID:
+		time_text(cert != NULL ? X509_get0_notBefore(cert) : NULL, when,
+		          sizeof(when));
+		conn_msg(c, "%s is not yet valid (notBefore %s)", which, when);
+		return NCG_ETLS_NOT_YET;
+	case X509_V_ERR_ERROR_IN_CERT_NOT_BEFORE_FIELD:
+	case X509_V_ERR_ERROR_IN_CERT_NOT_AFTER_FIELD:
+	case X509_V_ERR_INVALID_CA:
+	case X509_V_ERR_INVALID_PURPOSE:
+	case X509_V_ERR_INVALID_EXTENSION:
+	case X509_V_ERR_KEYUSAGE_NO_CERTSIGN:
+	case X509_V_ERR_UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY:
+	case X509_V_ERR_EE_KEY_TOO_SMALL:
+	case X509_V_ERR_CA_KEY_TOO_SMALL:
+	case X509_V_ERR_CA_MD_TOO_WEAK:
+		/* The certificate is readable, but unfit for this use. */
+		conn_msg(c, "certificate '%s'%s is unusable: %s", subj,
+		         depth > 0 ? " in the chain" : "",
+		         X509_verify_cert_error_string(verr));
+		return NCG_ETLS_BAD_CERT;
+	default:
+		conn_msg(c, "certificate '%s'%s failed verification: %s", subj,
+		         depth > 0 ? " in the chain" : "",
+		         X509_verify_cert_error_string(verr));
+		return NCG_ETLS;
+	}
+}
+
+/*
+ * Runs for every certificate of the chain.  The first failure is kept: it is
+ * the one that aborted the handshake, and later calls would only blur it.
+ */
+static int
+verify_cb(int ok, X509_STORE_CTX *xs)
+{
+	SSL *ssl;
+	struct tls_conn *c;
+	X509 *cert;
+	int rc;
+
+	ssl = X509_STORE_CTX_get_ex_data(xs,
+	                                 SSL_get_ex_data_X509_STORE_CTX_idx());
+	if (ssl == NULL || (c = SSL_get_app_data(ssl)) == NULL)
+		return 0;
+	if (!ok) {
+		if (c->c_verr == 0)
+			c->c_verr =
+			    verify_error(c, xs, X509_STORE_CTX_get_error(xs));
+		return 0;
+	}
+	if (X509_STORE_CTX_get_error_depth(xs) != 0 || c->c_peer == NULL)
+		return 1;
+	cert = X509_STORE_CTX_get_current_cert(xs);
+	if (cert == NULL || (rc = check_name(c, cert)) != 0) {
+		if (cert == NULL)
+			conn_msg(c, "no server certificate to verify");
+		if (c->c_verr == 0)
+			c->c_verr = NCG_ETLS_NAME;
+		X509_STORE_CTX_set_error(
+		    xs, c->c_peer_ip ? X509_V_ERR_IP_ADDRESS_MISMATCH
+		                     : X509_V_ERR_HOSTNAME_MISMATCH);
+		return 0;
+	}
+	return 1;
+}
+
+/* --- ALPN (server side) ------------------------------------------------ */
+
+/*
+ * OpenSSL calls the ALPN selection callback only when the client sends the
+ * extension, so a client without ALPN is caught here, early, with the same
+ * alert.
+ */
+static int
+client_hello_cb(SSL *ssl, int *alert, void *arg)
+{
+	struct tls_conn *c = SSL_get_app_data(ssl);
+	const unsigned char *p;
+	size_t n;
+
+	(void)arg;
+	if (SSL_client_hello_get0_ext(
+	        ssl, TLSEXT_TYPE_application_layer_protocol_negotiation, &p,
+	        &n) == 1)
+		return SSL_CLIENT_HELLO_SUCCESS;
+	if (c != NULL && c->c_verr == 0) {
+		c->c_verr = NCG_ETLS_NO_ALPN;
+		conn_msg(c, "client did not offer alpn \"h2\" (it sent no "
+		            "alpn extension)");
+	}
+	*alert = SSL_AD_NO_APPLICATION_PROTOCOL;
+	return SSL_CLIENT_HELLO_ERROR;
+}
+
+/*
+ * Picks "h2" from the client's list.  The list is scanned by hand, which
+ * also lets *out point into the client's const buffer without a cast.
+ */
+static int
+alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+               const unsigned char *in, unsigned int inlen, void *arg)
+{
+	struct tls_conn *c = SSL_get_app_data(ssl);
+	unsigned int i, n;
+
+	(void)arg;
+	for (i = 0; i < inlen; i += 1 + n) {
+		n = in[i];
+		if (n > inlen - i - 1)
+			break;
+		if (n == tls_alpn_h2[0] &&
+		    memcmp(in + i + 1, tls_alpn_h2 + 1, n) == 0) {
+			*out = in + i + 1;
+			*outlen = (unsigned char)n;
+			return SSL_TLSEXT_ERR_OK;
+		}
+	}
+	if (c != NULL && c->c_verr == 0) {
+		c->c_verr = NCG_ETLS_NO_ALPN;
+		conn_msg(c, "client did not offer alpn \"h2\"");
+	}
+	/* Sends the no_application_protocol alert (RFC 7301). */
+	return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
+/* --- Connection -------------------------------------------------------- */
+
+/*
+ * A memory BIO never gives back what it once grew to, so after a burst
+ * (a 1 MiB write, say) an emptied buffer is replaced to keep idle
+ * connections small.  On allocation failure the old BIO simply stays.
+ */
+#define TLS_BIO_KEEP (64 * 1024)
+
+static void
+trim_bio(struct tls_conn *c, int rbio)
+{
+	BIO *old = rbio ? c->c_rbio : c->c_wbio, *b;
+	BUF_MEM *bm = NULL;
+
+	if (BIO_ctrl_pending(old) != 0 || BIO_get_mem_ptr(old, &bm) != 1 ||
+	    bm == NULL || bm->max <= TLS_BIO_KEEP)
+		return;
+	if ((b = BIO_new(BIO_s_mem())) == NULL) {
+		ERR_clear_error();
+		return;
+	}
+	BIO_set_mem_eof_return(b, -1);
+	if (rbio) {
+		SSL_set0_rbio(c->c_ssl, b);
+		c->c_rbio = b;
+	} else {
+		SSL_set0_wbio(c->c_ssl, b);
+		c->c_wbio = b;
+	}
+}
+
+/*
+ * Classifies a failed SSL call.  Returns 1 when it only wants more input;
+ * otherwise records the reason and returns a sticky negative code.
+ */
+static int
+conn_error(struct tls_conn *c, int ret, const char *what)
+{
+	unsigned long e;
+	int reason, rc;
+	char tmp[128];
+
+	switch (SSL_get_error(c->c_ssl, ret)) {
+	case SSL_ERROR_WANT_READ:
+	case SSL_ERROR_WANT_WRITE:
+		ERR_clear_error();
+		return 1;
+	case SSL_ERROR_ZERO_RETURN:
+		ERR_clear_error();
+		conn_msg(c, "%s failed: peer closed the connection", what);
+		return c->c_err = NCG_ETLS;
+	default:
+		break;
+	}
+	e = ossl_first_error();
+	reason = ERR_GET_LIB(e) == ERR_LIB_SSL ? ERR_GET_REASON(e) : 0;
+	if (c->c_verr != 0) {
+		/* A callback already explained it. */
+		rc = c->c_verr;
+	} else if (ossl_is_oom(e)) {
+		conn_msg(c, "%s failed: out of memory", what);
+		rc = -ENOMEM;
+	} else if (reason == SSL_R_TLSV1_ALERT_NO_APPLICATION_PROTOCOL) {
+		conn_msg(c, "peer does not speak alpn \"h2\" "
+		            "(no_application_protocol alert)");
+		rc = NCG_ETLS_NO_ALPN;
+	} else if (reason == SSL_R_HTTP_REQUEST ||
+	           reason == SSL_R_HTTPS_PROXY_REQUEST) {
+		conn_msg(c, "%s failed: peer sent a plain http request", what);
+		rc = NCG_ETLS;
+	} else if (reason > SSL_AD_REASON_OFFSET &&
+	           reason < SSL_AD_REASON_OFFSET + 256) {
+		conn_msg(
+		    c, "%s failed: peer sent alert '%s'", what,
+		    SSL_alert_desc_string_long(reason - SSL_AD_REASON_OFFSET));
+		rc = NCG_ETLS;
+	} else {
+		conn_msg(c, "%s failed: %s", what,
+		         e != 0 ? ossl_reason(e, tmp, sizeof(tmp))
+		                : "unexpected error");
+		rc = NCG_ETLS;
+	}
+	return c->c_err = rc;
+}
+
+/* The client insists on "h2"; the server's callbacks already did. */
+static int
+handshake_done(struct tls_conn *c)
+{
+	const unsigned char *p = NULL;
+	unsigned int n = 0;
+
+	SSL_get0_alpn_selected(c->c_ssl, &p, &n);
+	if (n != tls_alpn_h2[0] || memcmp(p, tls_alpn_h2 + 1, n) != 0) {
+		conn_msg(c, SSL_is_server(c->c_ssl)
+		                ? "client did not negotiate alpn \"h2\""
+		                : "server did not select alpn \"h2\" (it "
+		                  "does not speak grpc over http/2)");
+		return c->c_err = NCG_ETLS_NO_ALPN;
+	}
+	c->c_done = 1;
+	c->c_msg[0] = '\0';
+	trim_bio(c, 1);
+	return 0;
+}
+
+int
+tls_conn_handshake(struct tls_conn *c)
+{
+	int r;
+
+	if (c->c_err != 0)
+		return c->c_err;
+	if (c->c_done)
+		return 0;
+	ERR_clear_error();
+	r = SSL_do_handshake(c->c_ssl);
+	if (r == 1)
+		return handshake_done(c);
+	return conn_error(c, r, "tls handshake") == 1 ? TLS_EAGAIN : c->c_err;
+}
+
+ssize_t
+tls_conn_read(struct tls_conn *c, uint8_t *buf, size_t len)
+{
+	size_t n = 0;
+	int r;
+
+	if (c->c_err != 0)
+		return c->c_err;
+	if (!c->c_done) {
+		r = tls_conn_handshake(c);
+		if (r != 0)
+			return r == TLS_EAGAIN ? -EAGAIN : r;
+	}
+	if (len == 0)
+		return -EINVAL;
+	if (len > SSIZE_MAX)
+		len = SSIZE_MAX;
+	ERR_clear_error();
+	if (SSL_read_ex(c->c_ssl, buf, len, &n) == 1)
+		return (ssize_t)n;
+	if (SSL_get_error(c->c_ssl, 0) == SSL_ERROR_ZERO_RETURN) {
+		ERR_clear_error();
+		return 0;
+	}
+	if (conn_error(c, 0, "tls read") == 1) {
+		trim_bio(c, 1);
+		return -EAGAIN;
+	}
+	return c->c_err;
+}
+
+int
+tls_conn_write(struct tls_conn *c, const uint8_t *data, size_t len)
+{
+	size_t n;
+
+	/* The handshake's own reasons are reported by the handshake. */
+	if (c->c_err != 0)
+		return c->c_err == -ENOMEM ? -ENOMEM : NCG_ETLS;
+	if (!c->c_done) {
+		conn_msg(c, "tls write before the handshake completed");
+		return NCG_ETLS;
+	}
+	ERR_clear_error();
+	while (len > 0) {
+		n = 0;
+		if (SSL_write_ex(c->c_ssl, data, len, &n) != 1) {
+			/* A memory BIO never blocks, so wanting is a bug. */
+			if (conn_error(c, 0, "tls write") == 1) {
+				conn_msg(c, "tls write failed: stalled");
+				c->c_err = NCG_ETLS;
+			}
+			return c->c_err == -ENOMEM ? -ENOMEM : NCG_ETLS;
+		}
+		data += n;
+		len -= n;
+	}
+	return 0;
+}
+
+int
+tls_conn_shutdown(struct tls_conn *c)
+{
+	int r;
+
+	if (c->c_err != 0 || !c->c_done) {
+		if (c->c_err == 0)
+			conn_msg(c, "tls shutdown before the handshake "
+			            "completed");
+		return NCG_ETLS;
+	}
+	ERR_clear_error();
+	r = SSL_shutdown(c->c_ssl);
+	if (r >= 0)
+		return 0;
+	/* Called again, it waits for the peer's close_notify: ours is out. */
+	if (SSL_get_error(c->c_ssl, r) == SSL_ERROR_WANT_READ) {
+		ERR_clear_error();
+		return 0;
+	}
+	conn_error(c, r, "tls shutdown");
+	return NCG_ETLS;
+}
+
+size_t
+tls_conn_pending(const struct tls_conn *c)
+{
+	return BIO_ctrl_pending(c->c_wbio);
+}
+
+size_t
+tls_conn_take(struct tls_conn *c, uint8_t *buf, size_t len)
+{
+	int n;
+
+	if (len == 0)
+		return 0;
+	n = BIO_read(c->c_wbio, buf, len > INT_MAX ? INT_MAX : (int)len);
+	if (n <= 0)
+		return 0;
+	trim_bio(c, 0);
+	return (size_t)n;
+}
+
+const char *
+tls_conn_errmsg(const struct tls_conn *c)
+{
+	return c->c_msg;
+}
+
+const char *
+tls_conn_version(const struct tls_conn *c)
+{
+	return SSL_get_version(c->c_ssl);
+}
