@@ -1,0 +1,566 @@
+/*
+ * nghttp2 glue, after the nghttp2 example server: input is drained with
+ * nghttp2_session_mem_recv(), output is sent while the session wants to
+ * write and the transport's queue is below a high-water mark, and the
+ * connection closes when the session wants neither.
+ *
+ * nghttp2 must not be re-entered from its own callbacks, so c->c_depth
+ * counts how deep we are in nghttp2 calls; h2_flush() made from inside only
+ * marks the connection, and the outermost caller flushes on the way out.
+ * Likewise the connection is freed only when the transport reports it
+ * closed, which libuv does from the loop, never from inside a callback.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+#include "h2.h"
+#include "xport.h"
+
+#define H2_HIGH_WATER		(256 * 1024)
+#define H2_DEFAULT_MAX_STREAMS	100
+#define H2_DEFAULT_STREAM_WIN	(1024 * 1024)
+#define H2_DEFAULT_CONN_WIN	(16 * 1024 * 1024)
+#define H2_DEFAULT_PING_TIMEOUT 20000
+
+struct h2conn {
+	nghttp2_session *c_session;
+	struct xport *c_xport;
+	const struct h2_stream_ops *c_ops;
+	void *c_arg;
+	struct h2_opts c_opts;
+	uv_timer_t c_ping_timer;
+	int c_ping_timer_open;
+	int c_ping_outstanding;
+	int c_depth;	   /* nesting of nghttp2 calls */
+	int c_want_flush;  /* h2_flush() asked for while nested */
+	int c_ready;	   /* on_ready delivered */
+	int c_closing;	   /* GOAWAY sent or received, or closing */
+	int c_xclosed;	   /* xport_close() called */
+	int c_err;
+	char c_reason[160];
+};
+
+static void h2_close_xport(struct h2conn *, int, const char *);
+
+nghttp2_session *
+h2_session(struct h2conn *c)
+{
+	return c->c_session;
+}
+
+struct xport *
+h2_xport(struct h2conn *c)
+{
+	return c->c_xport;
+}
+
+void *
+h2_arg(struct h2conn *c)
+{
+	return c->c_arg;
+}
+
+void
+h2_set_arg(struct h2conn *c, void *arg)
+{
+	c->c_arg = arg;
+}
+
+int
+h2_is_closing(const struct h2conn *c)
+{
+	return c->c_closing || c->c_xclosed;
+}
+
+unsigned
+h2_ping_interval(const struct h2conn *c)
+{
+	return c->c_opts.ho_ping_interval_ms;
+}
+
+/* nghttp2 callbacks: each one forwards to the stream layer. */
+
+static int
+cb_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud)
+{
+	struct h2conn *c = ud;
+	void *st;
+
+	if (f->hd.type != NGHTTP2_HEADERS ||
+	    f->headers.cat != NGHTTP2_HCAT_REQUEST || !c->c_opts.ho_server)
+		return 0;
+	if (c->c_closing) {
+		nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->hd.stream_id,
+					  NGHTTP2_REFUSED_STREAM);
+		return 0;
+	}
+	st = c->c_ops->on_stream_open(c, f->hd.stream_id, c->c_arg);
+	if (st == NULL) {
+		nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->hd.stream_id,
+					  NGHTTP2_REFUSED_STREAM);
+		return 0;
+	}
+	nghttp2_session_set_stream_user_data(s, f->hd.stream_id, st);
+	return 0;
+}
+
+static int
+cb_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name,
+	  size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+	  void *ud)
+{
+	struct h2conn *c = ud;
+	nghttp2_nv nv;
+	void *st;
+
+	(void)flags;
+	if (f->hd.type != NGHTTP2_HEADERS)
+		return 0;
+	st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+	if (st == NULL)
+		return 0;
+	nv.name = (uint8_t *)(uintptr_t)name;
+	nv.namelen = namelen;
+	nv.value = (uint8_t *)(uintptr_t)value;
+	nv.valuelen = valuelen;
+	nv.flags = NGHTTP2_NV_FLAG_NONE;
+	if (c->c_ops->on_header(c, st, &nv) != 0)
+		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+	return 0;
+}
+
+static int
+cb_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
+{
+	struct h2conn *c = ud;
+	void *st;
+
+	switch (f->hd.type) {
+	case NGHTTP2_HEADERS:
+		st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+		if (st != NULL)
+			c->c_ops->on_headers_end(
+				c, st, f->hd.flags & NGHTTP2_FLAG_END_STREAM);
+		break;
+	case NGHTTP2_DATA:
+		st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+		if (st != NULL && (f->hd.flags & NGHTTP2_FLAG_END_STREAM))
+			c->c_ops->on_data_end(c, st);
+		break;
+	case NGHTTP2_PING:
+		if ((f->hd.flags & NGHTTP2_FLAG_ACK) &&
+		    c->c_ping_outstanding) {
+			c->c_ping_outstanding = 0;
+			h2_set_ping_interval(c, c->c_opts.ho_ping_interval_ms);
+		}
+		break;
+	case NGHTTP2_GOAWAY:
+		c->c_closing = 1;
+		if (c->c_ops->on_goaway != NULL)
+			c->c_ops->on_goaway(c, f->goaway.error_code,
+					    f->goaway.opaque_data,
+					    f->goaway.opaque_data_len,
+					    c->c_arg);
+		break;
+	default:
+		break;
+	}
+	return 0;
+}
+
+static int
+cb_data_chunk(nghttp2_session *s, uint8_t flags, int32_t stream_id,
+	      const uint8_t *data, size_t len, void *ud)
+{
+	struct h2conn *c = ud;
+	void *st;
+
+	(void)flags;
+	st = nghttp2_session_get_stream_user_data(s, stream_id);
+	if (st == NULL) {
+		/* A stream we refused or already ended: just give it back. */
+		nghttp2_session_consume(s, stream_id, len);
+		return 0;
+	}
+	c->c_ops->on_data(c, st, data, len);
+	return 0;
+}
+
+static int
+cb_stream_close(nghttp2_session *s, int32_t stream_id, uint32_t error_code,
+		void *ud)
+{
+	struct h2conn *c = ud;
+	void *st;
+
+	st = nghttp2_session_get_stream_user_data(s, stream_id);
+	if (st == NULL)
+		return 0;
+	nghttp2_session_set_stream_user_data(s, stream_id, NULL);
+	c->c_ops->on_stream_close(c, st, error_code);
+	return 0;
+}
+
+static int
+cb_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *ud)
+{
+	struct h2conn *c = ud;
+	void *st;
+
+	if ((f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA) ||
+	    !(f->hd.flags & NGHTTP2_FLAG_END_STREAM) ||
+	    c->c_ops->on_end_sent == NULL)
+		return 0;
+	st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+	if (st != NULL)
+		c->c_ops->on_end_sent(c, st);
+	return 0;
+}
+
+/* Transport callbacks. */
+
+static void
+h2_run_flush(struct h2conn *c)
+{
+	const uint8_t *data;
+	ssize_t n;
+	int rc;
+
+	c->c_want_flush = 0;
+	while (!c->c_xclosed && xport_queued(c->c_xport) < H2_HIGH_WATER) {
+		c->c_depth++;
+		n = nghttp2_session_mem_send(c->c_session, &data);
+		c->c_depth--;
+		if (n < 0) {
+			h2_close_xport(c, NCG_EH2, nghttp2_strerror((int)n));
+			return;
+		}
+		if (n == 0)
+			break;
+		if ((rc = xport_write(c->c_xport, data, (size_t)n)) != 0) {
+			char why[160];
+
+			snprintf(why, sizeof(why), "write to %s: %s",
+				 xport_peer(c->c_xport),
+				 xport_errmsg(c->c_xport)[0] != '\0'
+					 ? xport_errmsg(c->c_xport)
+					 : ncg_strerror(rc));
+			h2_close_xport(c, rc, why);
+			return;
+		}
+	}
+	if (c->c_xclosed)
+		return;
+	if (!nghttp2_session_want_read(c->c_session) &&
+	    !nghttp2_session_want_write(c->c_session)) {
+		h2_close_xport(c, 0, NULL);
+		return;
+	}
+	if (c->c_ops->on_flushed != NULL)
+		c->c_ops->on_flushed(c, c->c_arg);
+}
+
+void
+h2_flush(struct h2conn *c)
+{
+	if (c->c_xport == NULL || !c->c_ready)
+		return;
+	if (c->c_depth > 0) {
+		c->c_want_flush = 1;
+		return;
+	}
+	h2_run_flush(c);
+}
+
+static void
+on_xport_ready(struct xport *x, void *arg)
+{
+	struct h2conn *c = arg;
+
+	(void)x;
+	c->c_ready = 1;
+	h2_set_ping_interval(c, c->c_opts.ho_ping_interval_ms);
+	c->c_ops->on_ready(c, c->c_arg);
+	h2_flush(c);
+}
+
+static void
+on_xport_data(struct xport *x, const uint8_t *data, size_t len, void *arg)
+{
+	struct h2conn *c = arg;
+	ssize_t n;
+
+	(void)x;
+	if (c->c_xclosed)
+		return;
+	c->c_depth++;
+	n = nghttp2_session_mem_recv(c->c_session, data, len);
+	c->c_depth--;
+	if (n < 0) {
+		char why[128];
+
+		snprintf(why, sizeof(why), "http/2 error from %s: %s",
+			 xport_peer(c->c_xport), nghttp2_strerror((int)n));
+		/* nghttp2 queued a GOAWAY explaining the error; try to send. */
+		h2_run_flush(c);
+		h2_close_xport(c, NCG_EH2, why);
+		return;
+	}
+	h2_run_flush(c);
+}
+
+static void
+on_xport_drain(struct xport *x, void *arg)
+{
+	struct h2conn *c = arg;
+
+	(void)x;
+	/* Handshake records drain before the connection is ready. */
+	if (c->c_depth == 0 && c->c_ready)
+		h2_run_flush(c);
+}
+
+static void
+on_ping_timer_closed(uv_handle_t *h)
+{
+	struct h2conn *c = h->data;
+
+	nghttp2_session_del(c->c_session);
+	free(c);
+}
+
+static void
+on_xport_closed(struct xport *x, int err, void *arg)
+{
+	struct h2conn *c = arg;
+	const char *reason;
+
+	c->c_xclosed = 1;
+	if (c->c_err == 0 && err != 0) {
+		c->c_err = err;
+		snprintf(c->c_reason, sizeof(c->c_reason), "%s",
+			 xport_errmsg(x)[0] != '\0' ? xport_errmsg(x)
+						    : ncg_strerror(err));
+	}
+	c->c_xport = NULL;
+	reason = c->c_err != 0 ? c->c_reason : "closed";
+	c->c_ops->on_closed(c, c->c_err, reason, c->c_arg);
+	/* The timer's close callback frees c, after libuv is done with it. */
+	uv_timer_stop(&c->c_ping_timer);
+	uv_close((uv_handle_t *)&c->c_ping_timer, on_ping_timer_closed);
+}
+
+const struct xport_cb h2_xport_cb = {
+	.xc_ready = on_xport_ready,
+	.xc_data = on_xport_data,
+	.xc_drain = on_xport_drain,
+	.xc_closed = on_xport_closed,
+};
+
+static void
+h2_close_xport(struct h2conn *c, int err, const char *reason)
+{
+	if (c->c_xclosed || c->c_xport == NULL)
+		return;
+	c->c_xclosed = 1;
+	c->c_closing = 1;
+	if (c->c_err == 0 && err != 0) {
+		c->c_err = err;
+		snprintf(c->c_reason, sizeof(c->c_reason), "%s",
+			 reason != NULL ? reason : ncg_strerror(err));
+	}
+	uv_timer_stop(&c->c_ping_timer);
+	xport_close(c->c_xport, err);
+}
+
+static void
+on_ping_timer(uv_timer_t *t)
+{
+	struct h2conn *c = t->data;
+
+	if (c->c_xclosed)
+		return;
+	if (c->c_ping_outstanding) {
+		char why[128];
+
+		snprintf(why, sizeof(why), "keepalive ping to %s timed out",
+			 xport_peer(c->c_xport));
+		h2_close_xport(c, NCG_EPING_TIMEOUT, why);
+		return;
+	}
+	if (nghttp2_submit_ping(c->c_session, NGHTTP2_FLAG_NONE, NULL) != 0)
+		return;
+	c->c_ping_outstanding = 1;
+	uv_timer_start(&c->c_ping_timer, on_ping_timer,
+		       c->c_opts.ho_ping_timeout_ms, 0);
+	h2_flush(c);
+}
+
+void
+h2_set_ping_interval(struct h2conn *c, unsigned ms)
+{
+	c->c_opts.ho_ping_interval_ms = ms;
+	if (c->c_xclosed || !c->c_ready || c->c_ping_outstanding)
+		return;
+	if (ms == 0)
+		uv_timer_stop(&c->c_ping_timer);
+	else
+		uv_timer_start(&c->c_ping_timer, on_ping_timer, ms, 0);
+}
+
+int
+h2_new(const struct h2_opts *opts, const struct h2_stream_ops *ops,
+       void *arg, struct h2conn **out)
+{
+	nghttp2_session_callbacks *cbs;
+	nghttp2_option *nopt;
+	nghttp2_settings_entry iv[4];
+	struct h2conn *c;
+	size_t niv = 0;
+	int rc;
+
+	if ((c = calloc(1, sizeof(*c))) == NULL)
+		return -ENOMEM;
+	c->c_opts = *opts;
+	c->c_ops = ops;
+	c->c_arg = arg;
+	if (c->c_opts.ho_max_streams == 0)
+		c->c_opts.ho_max_streams = H2_DEFAULT_MAX_STREAMS;
+	if (c->c_opts.ho_stream_window == 0)
+		c->c_opts.ho_stream_window = H2_DEFAULT_STREAM_WIN;
+	if (c->c_opts.ho_conn_window == 0)
+		c->c_opts.ho_conn_window = H2_DEFAULT_CONN_WIN;
+	if (c->c_opts.ho_ping_timeout_ms == 0)
+		c->c_opts.ho_ping_timeout_ms = H2_DEFAULT_PING_TIMEOUT;
+
+	if (nghttp2_session_callbacks_new(&cbs) != 0) {
+		free(c);
+		return -ENOMEM;
+	}
+	nghttp2_session_callbacks_set_on_begin_headers_callback(
+		cbs, cb_begin_headers);
+	nghttp2_session_callbacks_set_on_header_callback(cbs, cb_header);
+	nghttp2_session_callbacks_set_on_frame_recv_callback(cbs,
+							     cb_frame_recv);
+	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(
+		cbs, cb_data_chunk);
+	nghttp2_session_callbacks_set_on_stream_close_callback(
+		cbs, cb_stream_close);
+	nghttp2_session_callbacks_set_on_frame_send_callback(cbs,
+							     cb_frame_send);
+	if (nghttp2_option_new(&nopt) != 0) {
+		nghttp2_session_callbacks_del(cbs);
+		free(c);
+		return -ENOMEM;
+	}
+	/* Flow control follows what the application has really consumed. */
+	nghttp2_option_set_no_auto_window_update(nopt, 1);
+	/* Keepalive pings and settings acks are nghttp2's to answer. */
+	if (opts->ho_server)
+		rc = nghttp2_session_server_new2(&c->c_session, cbs, c, nopt);
+	else
+		rc = nghttp2_session_client_new2(&c->c_session, cbs, c, nopt);
+	nghttp2_option_del(nopt);
+	nghttp2_session_callbacks_del(cbs);
+	if (rc != 0) {
+		free(c);
+		return -ENOMEM;
+	}
+
+	iv[niv].settings_id = NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE;
+	iv[niv++].value = c->c_opts.ho_stream_window;
+	iv[niv].settings_id = NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE;
+	iv[niv++].value = 64 * 1024;
+	if (opts->ho_server) {
+		iv[niv].settings_id = NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS;
+		iv[niv++].value = c->c_opts.ho_max_streams;
+	} else {
+		iv[niv].settings_id = NGHTTP2_SETTINGS_ENABLE_PUSH;
+		iv[niv++].value = 0;
+	}
+	if (nghttp2_submit_settings(c->c_session, NGHTTP2_FLAG_NONE, iv,
+				    niv) != 0 ||
+	    nghttp2_session_set_local_window_size(c->c_session,
+						  NGHTTP2_FLAG_NONE, 0,
+						  (int32_t)c->c_opts
+							  .ho_conn_window) !=
+		    0) {
+		nghttp2_session_del(c->c_session);
+		free(c);
+		return -ENOMEM;
+	}
+	*out = c;
+	return 0;
+}
+
+void
+h2_attach(struct h2conn *c, struct xport *x)
+{
+	c->c_xport = x;
+	/* The loop is the transport's; the timer lives as long as c. */
+	uv_timer_init(xport_loop(x), &c->c_ping_timer);
+	c->c_ping_timer.data = c;
+}
+
+void
+h2_discard(struct h2conn *c)
+{
+	nghttp2_session_del(c->c_session);
+	free(c);
+}
+
+void
+h2_consume(struct h2conn *c, int32_t stream_id, size_t n)
+{
+	if (n == 0 || c->c_xclosed)
+		return;
+	if (nghttp2_session_get_stream_user_data(c->c_session, stream_id) ==
+	    NULL)
+		nghttp2_session_consume_connection(c->c_session, n);
+	else
+		nghttp2_session_consume(c->c_session, stream_id, n);
+	h2_flush(c);
+}
+
+void
+h2_shutdown(struct h2conn *c)
+{
+	if (c->c_xclosed)
+		return;
+	if (!c->c_ready) {
+		h2_close_xport(c, 0, NULL);
+		return;
+	}
+	if (!c->c_closing) {
+		c->c_closing = 1;
+		if (c->c_opts.ho_server)
+			nghttp2_submit_goaway(
+				c->c_session, NGHTTP2_FLAG_NONE,
+				nghttp2_session_get_last_proc_stream_id(
+					c->c_session),
+				NGHTTP2_NO_ERROR, NULL, 0);
+		else
+			nghttp2_session_terminate_session(c->c_session,
+							  NGHTTP2_NO_ERROR);
+	}
+	h2_flush(c);
+}
+
+void
+h2_close(struct h2conn *c, int err, const char *reason)
+{
+	if (c->c_xclosed)
+		return;
+	if (c->c_ready && !c->c_closing) {
+		c->c_closing = 1;
+		nghttp2_session_terminate_session(
+			c->c_session, err == 0 ? NGHTTP2_NO_ERROR
+					       : NGHTTP2_INTERNAL_ERROR);
+		if (c->c_depth == 0)
+			h2_run_flush(c);
+	}
+	h2_close_xport(c, err, reason);
+}

@@ -1,0 +1,772 @@
+/*
+ * Transport over libuv streams, with TLS through the sans-IO engine of tls.c.
+ *
+ * Output is gathered in x_out while one uv_write() is in flight from x_wbuf;
+ * when that write completes the buffers swap.  So there is at most one write
+ * request per connection and no allocation per write.
+ *
+ * Reading uses one buffer shared by every connection of the process: libuv
+ * calls alloc_cb right before read_cb and we consume the bytes before
+ * returning, so the buffer is never in use twice.  An idle connection thus
+ * costs no read buffer at all.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "buf.h"
+#include "err.h"
+#include "tls.h"
+#include "xport.h"
+
+#define XPORT_READ_BUFSZ	(64 * 1024)
+#define XPORT_CLOSE_FLUSH_MS	2000
+#define XPORT_DEFAULT_TIMEOUT_MS 10000
+
+enum xport_state {
+	XS_RESOLVING,
+	XS_CONNECTING,
+	XS_HANDSHAKE,
+	XS_READY,
+	XS_FLUSHING, /* orderly close: waiting for output to drain */
+	XS_CLOSING,  /* handles are being closed */
+};
+
+struct xport {
+	union {
+		uv_handle_t handle;
+		uv_stream_t stream;
+		uv_tcp_t tcp;
+		uv_pipe_t pipe;
+	} x_h;
+	uv_timer_t x_timer;
+	uv_getaddrinfo_t x_gai;
+	uv_connect_t x_conn_req;
+	uv_write_t x_wreq;
+	uv_loop_t *x_loop;
+	enum xport_state x_state;
+	int x_is_pipe;
+	int x_stream_open;  /* x_h is initialised and not yet closed */
+	int x_open_handles; /* handles whose close callback is pending */
+	int x_writing;	    /* x_wreq in flight */
+	int x_paused;
+	int x_err;
+	struct tls_conn *x_tls;
+	struct tls_ctx *x_tls_ctx;
+	struct xport_opts x_opts;
+	struct addrinfo *x_ai_head;
+	struct addrinfo *x_ai_next;
+	char *x_host;
+	uint16_t x_port;
+	struct buf x_out;  /* gathered output */
+	struct buf x_wbuf; /* output being written */
+	const struct xport_cb *x_cb;
+	void *x_arg;
+	char x_peer[INET6_ADDRSTRLEN + 16];
+	char x_errmsg[256];
+};
+
+static const struct xport_cb xport_nocb;
+static uint8_t xport_rbuf[XPORT_READ_BUFSZ];
+static uint8_t xport_pbuf[XPORT_READ_BUFSZ];
+
+static void xport_fail(struct xport *, int, const char *, ...)
+	__attribute__((format(printf, 3, 4)));
+static void xport_try_next(struct xport *);
+static void xport_start_write(struct xport *);
+
+static unsigned
+opt_or(unsigned v, unsigned dflt)
+{
+	return v != 0 ? v : dflt;
+}
+
+static struct xport *
+xport_alloc(uv_loop_t *loop, const struct xport_opts *opts,
+	    const struct xport_cb *cb, void *arg)
+{
+	struct xport *x;
+
+	if ((x = calloc(1, sizeof(*x))) == NULL)
+		return NULL;
+	x->x_loop = loop;
+	x->x_cb = cb;
+	x->x_arg = arg;
+	if (opts != NULL)
+		x->x_opts = *opts;
+	buf_init(&x->x_out, 0);
+	buf_init(&x->x_wbuf, 0);
+	return x;
+}
+
+/* The last step of a successful start: from here on, close to free. */
+static void
+xport_init_timer(struct xport *x)
+{
+	uv_timer_init(x->x_loop, &x->x_timer);
+	x->x_timer.data = x;
+	x->x_open_handles++;
+}
+
+static void
+xport_free(struct xport *x)
+{
+	if (x->x_ai_head != NULL)
+		uv_freeaddrinfo(x->x_ai_head);
+	tls_conn_free(x->x_tls);
+	buf_free(&x->x_out);
+	buf_free(&x->x_wbuf);
+	free(x->x_host);
+	free(x);
+}
+
+static void
+on_handle_closed_last(struct xport *x)
+{
+	if (x->x_cb->xc_closed != NULL)
+		x->x_cb->xc_closed(x, x->x_err, x->x_arg);
+	xport_free(x);
+}
+
+static void
+on_handle_closed(uv_handle_t *h)
+{
+	struct xport *x = h->data;
+
+	if (--x->x_open_handles > 0)
+		return;
+	on_handle_closed_last(x);
+}
+
+/* Closes every handle; xc_closed runs when the last close callback does. */
+static void
+xport_teardown(struct xport *x)
+{
+	if (x->x_state == XS_CLOSING)
+		return;
+	/* A pending lookup holds a count of its own, dropped in on_resolved. */
+	if (x->x_state == XS_RESOLVING)
+		uv_cancel((uv_req_t *)&x->x_gai);
+	x->x_state = XS_CLOSING;
+	x->x_timer.data = x;
+	uv_close((uv_handle_t *)&x->x_timer, on_handle_closed);
+	if (x->x_stream_open) {
+		x->x_stream_open = 0;
+		x->x_h.handle.data = x;
+		x->x_open_handles++;
+		uv_close(&x->x_h.handle, on_handle_closed);
+	}
+}
+
+static void
+xport_fail(struct xport *x, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (x->x_state == XS_CLOSING)
+		return;
+	if (x->x_err == 0) {
+		x->x_err = err;
+		va_start(ap, fmt);
+		vsnprintf(x->x_errmsg, sizeof(x->x_errmsg), fmt, ap);
+		va_end(ap);
+	}
+	xport_teardown(x);
+}
+
+static void
+on_timeout(uv_timer_t *t)
+{
+	struct xport *x = t->data;
+
+	switch (x->x_state) {
+	case XS_RESOLVING:
+		xport_fail(x, -ETIMEDOUT, "resolving '%s' timed out",
+			   x->x_host);
+		break;
+	case XS_CONNECTING:
+		xport_fail(x, -ETIMEDOUT, "connection to %s timed out",
+			   x->x_peer);
+		break;
+	case XS_HANDSHAKE:
+		xport_fail(x, NCG_ETLS_HANDSHAKE_TIMEOUT,
+			   "tls handshake with %s timed out", x->x_peer);
+		break;
+	case XS_FLUSHING:
+		xport_teardown(x);
+		break;
+	default:
+		break;
+	}
+}
+
+static void
+arm_timer(struct xport *x, unsigned ms)
+{
+	x->x_timer.data = x;
+	uv_timer_start(&x->x_timer, on_timeout, ms, 0);
+}
+
+/* Moves ciphertext the TLS engine produced into the output queue. */
+static int
+xport_pull_tls(struct xport *x)
+{
+	size_t n, got;
+	int rc;
+
+	while ((n = tls_conn_pending(x->x_tls)) > 0) {
+		uint8_t tmp[16384];
+
+		if (n > sizeof(tmp))
+			n = sizeof(tmp);
+		got = tls_conn_take(x->x_tls, tmp, n);
+		if ((rc = buf_append(&x->x_out, tmp, got)) != 0)
+			return rc;
+	}
+	return 0;
+}
+
+static void
+on_write_done(uv_write_t *req, int status)
+{
+	struct xport *x = req->data;
+
+	x->x_writing = 0;
+	buf_consume(&x->x_wbuf, buf_len(&x->x_wbuf));
+	if (x->x_state == XS_CLOSING)
+		return;
+	if (status < 0) {
+		xport_fail(x, status, "write to %s: %s", x->x_peer,
+			   uv_strerror(status));
+		return;
+	}
+	if (buf_len(&x->x_out) > 0) {
+		xport_start_write(x);
+		return;
+	}
+	if (x->x_state == XS_FLUSHING) {
+		xport_teardown(x);
+		return;
+	}
+	if (x->x_cb->xc_drain != NULL)
+		x->x_cb->xc_drain(x, x->x_arg);
+}
+
+static void
+xport_start_write(struct xport *x)
+{
+	struct buf tmp;
+	uv_buf_t ub;
+	int rc;
+
+	if (x->x_writing || buf_len(&x->x_out) == 0 || !x->x_stream_open)
+		return;
+	tmp = x->x_wbuf;
+	x->x_wbuf = x->x_out;
+	x->x_out = tmp;
+	ub = uv_buf_init((char *)(uintptr_t)buf_data(&x->x_wbuf),
+			 (unsigned)buf_len(&x->x_wbuf));
+	x->x_wreq.data = x;
+	rc = uv_write(&x->x_wreq, &x->x_h.stream, &ub, 1, on_write_done);
+	if (rc < 0) {
+		xport_fail(x, rc, "write to %s: %s", x->x_peer,
+			   uv_strerror(rc));
+		return;
+	}
+	x->x_writing = 1;
+}
+
+int
+xport_write(struct xport *x, const uint8_t *data, size_t len)
+{
+	int rc;
+
+	if (x->x_state != XS_READY)
+		return NCG_ECLOSED;
+	if (x->x_tls != NULL) {
+		if ((rc = tls_conn_write(x->x_tls, data, len)) != 0)
+			return rc;
+		rc = xport_pull_tls(x);
+	} else
+		rc = buf_append(&x->x_out, data, len);
+	if (rc != 0)
+		return rc;
+	xport_start_write(x);
+	return 0;
+}
+
+size_t
+xport_queued(const struct xport *x)
+{
+	return buf_len(&x->x_out) + buf_len(&x->x_wbuf);
+}
+
+static void
+xport_set_ready(struct xport *x)
+{
+	uv_timer_stop(&x->x_timer);
+	x->x_state = XS_READY;
+	x->x_cb->xc_ready(x, x->x_arg);
+}
+
+static const char *
+tls_reason(struct xport *x)
+{
+	const char *m = tls_conn_errmsg(x->x_tls);
+
+	return m[0] != '\0' ? m : "handshake failed";
+}
+
+/* Runs the TLS engine over newly fed ciphertext. */
+static void
+xport_tls_input(struct xport *x)
+{
+	ssize_t n;
+	int rc;
+
+	if (x->x_state == XS_HANDSHAKE) {
+		rc = tls_conn_handshake(x->x_tls);
+		/* Send handshake records, or the alert explaining a failure. */
+		if (xport_pull_tls(x) == 0)
+			xport_start_write(x);
+		if (rc == TLS_EAGAIN)
+			return;
+		if (rc < 0) {
+			xport_fail(x, rc, "tls: %s", tls_reason(x));
+			return;
+		}
+		xport_set_ready(x);
+	}
+	while (x->x_state == XS_READY && !x->x_paused) {
+		n = tls_conn_read(x->x_tls, xport_pbuf, sizeof(xport_pbuf));
+		if (n == -EAGAIN)
+			break;
+		if (n == 0) {
+			xport_fail(x, NCG_ECLOSED, "%s closed the connection",
+				   x->x_peer);
+			return;
+		}
+		if (n < 0) {
+			xport_fail(x, (int)n, "tls: %s", tls_reason(x));
+			return;
+		}
+		x->x_cb->xc_data(x, xport_pbuf, (size_t)n, x->x_arg);
+	}
+	/* Key updates and session tickets may need an answer. */
+	if (x->x_state == XS_READY && xport_pull_tls(x) == 0)
+		xport_start_write(x);
+}
+
+static void
+on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+	(void)h;
+	(void)suggested;
+	*b = uv_buf_init((char *)xport_rbuf, sizeof(xport_rbuf));
+}
+
+static void
+on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+	struct xport *x = s->data;
+	int rc;
+
+	if (nread == 0 || x->x_state == XS_CLOSING)
+		return;
+	if (nread < 0) {
+		if (nread == UV_EOF)
+			xport_fail(x, NCG_ECLOSED, "%s closed the connection",
+				   x->x_peer);
+		else
+			xport_fail(x, (int)nread, "read from %s: %s",
+				   x->x_peer, uv_strerror((int)nread));
+		return;
+	}
+	if (x->x_tls == NULL) {
+		x->x_cb->xc_data(x, (const uint8_t *)b->base, (size_t)nread,
+				 x->x_arg);
+		return;
+	}
+	if ((rc = tls_conn_feed(x->x_tls, (const uint8_t *)b->base,
+				(size_t)nread)) != 0) {
+		xport_fail(x, rc, "tls: out of memory");
+		return;
+	}
+	xport_tls_input(x);
+}
+
+static int
+xport_start_stream(struct xport *x)
+{
+	int rc;
+
+	x->x_h.handle.data = x;
+	if (!x->x_paused &&
+	    (rc = uv_read_start(&x->x_h.stream, on_alloc, on_read)) < 0)
+		return rc;
+	if (x->x_tls == NULL) {
+		xport_set_ready(x);
+		return 0;
+	}
+	x->x_state = XS_HANDSHAKE;
+	arm_timer(x, opt_or(x->x_opts.xo_handshake_timeout_ms,
+			    XPORT_DEFAULT_TIMEOUT_MS));
+	/* The client speaks first. */
+	xport_tls_input(x);
+	return 0;
+}
+
+static void
+xport_tune_tcp(struct xport *x)
+{
+	uv_os_fd_t fd;
+	int v;
+
+	uv_tcp_nodelay(&x->x_h.tcp, 1);
+	if (x->x_opts.xo_keepalive_idle == 0)
+		return;
+	uv_tcp_keepalive(&x->x_h.tcp, 1, x->x_opts.xo_keepalive_idle);
+	if (uv_fileno(&x->x_h.handle, &fd) != 0)
+		return;
+	if ((v = (int)x->x_opts.xo_keepalive_intvl) > 0)
+		setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &v, sizeof(v));
+	if ((v = (int)x->x_opts.xo_keepalive_cnt) > 0)
+		setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &v, sizeof(v));
+}
+
+static void
+format_peer(char *out, size_t len, const struct sockaddr *sa)
+{
+	char host[INET6_ADDRSTRLEN];
+
+	if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const void *)sa;
+
+		uv_ip6_name(s6, host, sizeof(host));
+		snprintf(out, len, "[%s]:%u", host, ntohs(s6->sin6_port));
+	} else if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *s4 = (const void *)sa;
+
+		uv_ip4_name(s4, host, sizeof(host));
+		snprintf(out, len, "%s:%u", host, ntohs(s4->sin_port));
+	} else
+		snprintf(out, len, "unix");
+}
+
+static void
+on_connect(uv_connect_t *req, int status)
+{
+	struct xport *x = req->data;
+	int rc;
+
+	if (x->x_state == XS_CLOSING)
+		return;
+	if (status < 0) {
+		/* Remember why, then try the next address, if any. */
+		x->x_err = status;
+		snprintf(x->x_errmsg, sizeof(x->x_errmsg), "connect to %s: %s",
+			 x->x_peer, uv_strerror(status));
+		xport_try_next(x);
+		return;
+	}
+	x->x_err = 0;
+	x->x_errmsg[0] = '\0';
+	if (!x->x_is_pipe)
+		xport_tune_tcp(x);
+	if ((rc = xport_start_stream(x)) < 0)
+		xport_fail(x, rc, "read from %s: %s", x->x_peer,
+			   uv_strerror(rc));
+}
+
+static void
+on_attempt_closed(uv_handle_t *h)
+{
+	struct xport *x = h->data;
+
+	x->x_open_handles--;
+	if (x->x_state == XS_CLOSING) {
+		/* Teardown raced us; finish its count. */
+		if (x->x_open_handles == 0)
+			on_handle_closed_last(x);
+		return;
+	}
+	xport_try_next(x);
+}
+
+static void
+xport_try_next(struct xport *x)
+{
+	struct addrinfo *ai;
+	int rc;
+
+	if (x->x_stream_open) {
+		/* Close the failed attempt's socket first. */
+		x->x_stream_open = 0;
+		x->x_h.handle.data = x;
+		x->x_open_handles++;
+		uv_close(&x->x_h.handle, on_attempt_closed);
+		return;
+	}
+	while ((ai = x->x_ai_next) != NULL) {
+		x->x_ai_next = ai->ai_next;
+		if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
+			continue;
+		format_peer(x->x_peer, sizeof(x->x_peer), ai->ai_addr);
+		if ((rc = uv_tcp_init(x->x_loop, &x->x_h.tcp)) < 0)
+			break;
+		x->x_stream_open = 1;
+		x->x_state = XS_CONNECTING;
+		x->x_conn_req.data = x;
+		rc = uv_tcp_connect(&x->x_conn_req, &x->x_h.tcp, ai->ai_addr,
+				    on_connect);
+		if (rc < 0) {
+			x->x_err = rc;
+			snprintf(x->x_errmsg, sizeof(x->x_errmsg),
+				 "connect to %s: %s", x->x_peer,
+				 uv_strerror(rc));
+			xport_try_next(x);
+			return;
+		}
+		arm_timer(x, opt_or(x->x_opts.xo_connect_timeout_ms,
+				    XPORT_DEFAULT_TIMEOUT_MS));
+		return;
+	}
+	/* Every address failed: report the last reason. */
+	if (x->x_err == 0)
+		xport_fail(x, -EHOSTUNREACH, "no usable address for '%s'",
+			   x->x_host);
+	else
+		xport_teardown(x);
+}
+
+static void
+on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+	struct xport *x = req->data;
+
+	x->x_open_handles--;
+	if (x->x_state == XS_CLOSING) {
+		if (res != NULL)
+			uv_freeaddrinfo(res);
+		if (x->x_open_handles == 0)
+			on_handle_closed_last(x);
+		return;
+	}
+	if (status < 0) {
+		xport_fail(x, -EHOSTUNREACH, "cannot resolve '%s': %s",
+			   x->x_host, uv_strerror(status));
+		return;
+	}
+	x->x_ai_head = x->x_ai_next = res;
+	xport_try_next(x);
+}
+
+int
+xport_connect(uv_loop_t *loop, const char *host, uint16_t port,
+	      struct tls_ctx *ctx, const struct xport_opts *opts,
+	      const struct xport_cb *cb, void *arg, struct xport **out)
+{
+	struct addrinfo hints;
+	char portstr[8];
+	struct xport *x;
+	int rc;
+
+	if (host == NULL || *host == '\0' || port == 0)
+		return -EINVAL;
+	if ((x = xport_alloc(loop, opts, cb, arg)) == NULL)
+		return -ENOMEM;
+	if ((x->x_host = strdup(host)) == NULL) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	x->x_port = port;
+	if (ctx != NULL && (rc = tls_conn_new(&x->x_tls, ctx, host)) != 0)
+		goto fail;
+	snprintf(x->x_peer, sizeof(x->x_peer), "%s:%u", host, port);
+	snprintf(portstr, sizeof(portstr), "%u", port);
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_ADDRCONFIG;
+	x->x_gai.data = x;
+	rc = uv_getaddrinfo(loop, &x->x_gai, on_resolved, host, portstr,
+			    &hints);
+	if (rc < 0)
+		goto fail;
+	x->x_state = XS_RESOLVING;
+	x->x_open_handles++;
+	xport_init_timer(x);
+	arm_timer(x, opt_or(x->x_opts.xo_connect_timeout_ms,
+			    XPORT_DEFAULT_TIMEOUT_MS));
+	*out = x;
+	return 0;
+fail:
+	xport_free(x);
+	return rc;
+}
+
+static void
+on_pipe_connect(uv_connect_t *req, int status)
+{
+	struct xport *x = req->data;
+	int rc;
+
+	if (x->x_state == XS_CLOSING)
+		return;
+	if (status < 0) {
+		xport_fail(x, status, "connect to '%s': %s", x->x_host,
+			   uv_strerror(status));
+		return;
+	}
+	if ((rc = xport_start_stream(x)) < 0)
+		xport_fail(x, rc, "read: %s", uv_strerror(rc));
+}
+
+int
+xport_connect_unix(uv_loop_t *loop, const char *path,
+		   const struct xport_cb *cb, void *arg, struct xport **out)
+{
+	struct xport *x;
+
+	if ((x = xport_alloc(loop, NULL, cb, arg)) == NULL)
+		return -ENOMEM;
+	if ((x->x_host = strdup(path)) == NULL) {
+		xport_free(x);
+		return -ENOMEM;
+	}
+	xport_init_timer(x);
+	x->x_is_pipe = 1;
+	snprintf(x->x_peer, sizeof(x->x_peer), "unix");
+	uv_pipe_init(loop, &x->x_h.pipe, 0);
+	x->x_stream_open = 1;
+	x->x_state = XS_CONNECTING;
+	x->x_conn_req.data = x;
+	uv_pipe_connect(&x->x_conn_req, &x->x_h.pipe, path, on_pipe_connect);
+	arm_timer(x, XPORT_DEFAULT_TIMEOUT_MS);
+	*out = x;
+	return 0;
+}
+
+int
+xport_accept(uv_stream_t *server, struct tls_ctx *ctx,
+	     const struct xport_opts *opts, const struct xport_cb *cb,
+	     void *arg, struct xport **out)
+{
+	struct sockaddr_storage ss;
+	int sslen = sizeof(ss);
+	struct xport *x;
+	int rc;
+
+	if ((x = xport_alloc(server->loop, opts, cb, arg)) == NULL)
+		return -ENOMEM;
+	x->x_is_pipe = server->type == UV_NAMED_PIPE;
+	if (ctx != NULL && (rc = tls_conn_new(&x->x_tls, ctx, NULL)) != 0) {
+		xport_free(x);
+		return rc;
+	}
+	xport_init_timer(x);
+	if (x->x_is_pipe)
+		uv_pipe_init(server->loop, &x->x_h.pipe, 0);
+	else
+		uv_tcp_init(server->loop, &x->x_h.tcp);
+	x->x_stream_open = 1;
+	x->x_h.handle.data = x;
+	x->x_state = XS_CONNECTING;
+	if ((rc = uv_accept(server, &x->x_h.stream)) < 0)
+		goto fail;
+	if (x->x_is_pipe)
+		snprintf(x->x_peer, sizeof(x->x_peer), "unix");
+	else {
+		if (uv_tcp_getpeername(&x->x_h.tcp, (struct sockaddr *)&ss,
+				       &sslen) == 0)
+			format_peer(x->x_peer, sizeof(x->x_peer),
+				    (struct sockaddr *)&ss);
+		xport_tune_tcp(x);
+	}
+	if ((rc = xport_start_stream(x)) < 0)
+		goto fail;
+	*out = x;
+	return 0;
+fail:
+	/* Close through the normal path, with no callback to the owner. */
+	x->x_cb = &xport_nocb;
+	xport_teardown(x);
+	return rc;
+}
+
+void
+xport_close(struct xport *x, int err)
+{
+	if (x->x_state == XS_CLOSING || x->x_state == XS_FLUSHING)
+		return;
+	if (x->x_err == 0)
+		x->x_err = err;
+	if (x->x_state != XS_READY) {
+		xport_teardown(x);
+		return;
+	}
+	/*
+	 * Even after an error, what is queued (say a GOAWAY that explains
+	 * it) is worth sending; the timer bounds the wait for a peer that
+	 * does not read.
+	 */
+	uv_read_stop(&x->x_h.stream);
+	if (err == 0 && x->x_tls != NULL && tls_conn_shutdown(x->x_tls) == 0 &&
+	    xport_pull_tls(x) == 0)
+		xport_start_write(x);
+	if (xport_queued(x) == 0) {
+		xport_teardown(x);
+		return;
+	}
+	x->x_state = XS_FLUSHING;
+	arm_timer(x, XPORT_CLOSE_FLUSH_MS);
+}
+
+uv_loop_t *
+xport_loop(const struct xport *x)
+{
+	return x->x_loop;
+}
+
+void
+xport_pause(struct xport *x)
+{
+	if (x->x_paused)
+		return;
+	x->x_paused = 1;
+	if (x->x_stream_open && x->x_state <= XS_READY)
+		uv_read_stop(&x->x_h.stream);
+}
+
+void
+xport_resume(struct xport *x)
+{
+	if (!x->x_paused)
+		return;
+	x->x_paused = 0;
+	if (!x->x_stream_open || x->x_state == XS_RESOLVING ||
+	    x->x_state == XS_CONNECTING || x->x_state > XS_READY)
+		return;
+	uv_read_start(&x->x_h.stream, on_alloc, on_read);
+	/* Records decrypted before the pause are still in the engine. */
+	if (x->x_tls != NULL)
+		xport_tls_input(x);
+}
+
+const char *
+xport_errmsg(const struct xport *x)
+{
+	return x->x_errmsg;
+}
+
+const char *
+xport_peer(const struct xport *x)
+{
+	return x->x_peer;
+}
