@@ -1140,7 +1140,8 @@ conn_on_goaway(struct h2conn *h, uint32_t error_code, const uint8_t *debug,
 	char text[128];
 	size_t n = debuglen < sizeof(text) - 1 ? debuglen : sizeof(text) - 1;
 
-	memcpy(text, debug, n);
+	if (n > 0)
+		memcpy(text, debug, n);
 	text[n] = '\0';
 	if (conn->gc_srv != NULL)
 		return;

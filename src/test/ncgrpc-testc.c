@@ -119,6 +119,9 @@ finish(int code)
 static void
 report_status(int status, const char *message)
 {
+	/* The first failure is the one that explains; later ones follow it. */
+	if (tc.done)
+		return;
 	out("error: %s: %s", grpc_status_name(status), message);
 	finish(1);
 }

@@ -1,0 +1,101 @@
+/*
+ * Session backend processes: a program on pipes (NETCONF) or on a
+ * pseudo-terminal (shell), in its own session and process group, optionally
+ * with the privileges of another user.  Output is read through libuv with
+ * pause/resume for backpressure; input is queued.
+ *
+ * Contract: when proc_spawn() fails, no callback runs.  Otherwise
+ * pc_exit runs exactly once, after the process has been reaped and its
+ * output drained (or abandoned, see proc_close()), and the proc is freed
+ * when pc_exit returns.
+ */
+#ifndef NCGRPC_PROC_H
+#define NCGRPC_PROC_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <uv.h>
+
+struct proc;
+
+struct proc_opts {
+	/* Program and arguments; argv[0] is run through PATH of envp. */
+	const char *const *po_argv;
+	/* The complete environment of the child (NULL-terminated). */
+	const char *const *po_envp;
+	/* Working directory, or NULL for "/". */
+	const char *po_cwd;
+	/* Run on a new pseudo-terminal (controlling tty, stdio = slave). */
+	int po_pty;
+	unsigned short po_rows, po_cols; /* pty size; 0: 24x80 */
+	/*
+	 * When po_user is not NULL, the child runs as that user: uid, gid,
+	 * and supplementary groups looked up in the parent.  Needs root.
+	 */
+	const char *po_user;
+	/*
+	 * Where the child's stderr goes when not on a pty: -1 for
+	 * /dev/null, or an fd to dup (e.g. the agent's log file).
+	 */
+	int po_stderr_fd;
+};
+
+struct proc_cb {
+	/* Bytes the child wrote (pipe or pty master); valid during call. */
+	void (*pc_output)(struct proc *p, const uint8_t *data, size_t len,
+			  void *arg);
+	/* Room again: the input queue fell below PROC_INPUT_LOWAT. */
+	void (*pc_writable)(struct proc *p, void *arg);
+	/*
+	 * The child is gone.  exit_status is its exit code, or -1 when it
+	 * was killed by term_signal.  Last callback: p is freed after it.
+	 */
+	void (*pc_exit)(struct proc *p, int64_t exit_status, int term_signal,
+			void *arg);
+};
+
+#define PROC_INPUT_HIWAT (256 * 1024)
+#define PROC_INPUT_LOWAT (64 * 1024)
+
+/*
+ * Starts the child.  Returns 0 and sets *out, or a negative code: -ENOENT
+ * (program not found), -EACCES, -EINVAL (unknown user, bad options),
+ * -EPERM (not root but po_user set), -ENOMEM, or another -errno from
+ * fork/exec/openpty.  Exec failures are reported here, synchronously.
+ */
+int proc_spawn(uv_loop_t *loop, const struct proc_opts *opts,
+	       const struct proc_cb *cb, void *arg, struct proc **out);
+
+/*
+ * Queues len bytes for the child's stdin (copied).  Returns 0, -EPIPE when
+ * the child's input is closed, or -ENOMEM.
+ */
+int proc_write(struct proc *p, const uint8_t *data, size_t len);
+size_t proc_queued(const struct proc *p);
+
+/* Closes the child's stdin after the queued bytes (pipes only; on a pty
+ * it sends the EOF character). */
+void proc_close_input(struct proc *p);
+
+/* Stops and resumes reading the child's output. */
+void proc_pause(struct proc *p);
+void proc_resume(struct proc *p);
+
+/* Sends signum to the child's whole process group.  0 or -errno. */
+int proc_kill(struct proc *p, int signum);
+
+/*
+ * Ends the child: SIGHUP and SIGTERM to its process group, SIGKILL after
+ * grace_ms if it is still there.  Output is no longer delivered.  pc_exit
+ * still runs once the child is reaped.
+ */
+void proc_close(struct proc *p, unsigned grace_ms);
+
+pid_t proc_pid(const struct proc *p);
+
+/* Sets the pty window size (ignored without a pty).  0 or -errno. */
+int proc_resize(struct proc *p, unsigned short rows, unsigned short cols);
+
+#endif
