@@ -76,6 +76,7 @@ LIST_HEAD(grpc_call_list, grpc_call);
 
 struct grpc_conn {
 	struct h2conn *gc_h2;
+	uv_loop_t *gc_loop;
 	struct grpc_server *gc_srv; /* NULL for a client connection */
 	const struct grpc_conn_ops *gc_ops;
 	void *gc_arg;
@@ -508,7 +509,9 @@ grpc_call_send(struct grpc_call *c, const uint8_t *msg, size_t len)
 
 	if (c->cl_ended || c->cl_closed || c->cl_send_closed)
 		return -EPIPE;
-	if (len > c->cl_conn->gc_opts.go_max_message || len > UINT32_MAX)
+	if ((c->cl_conn->gc_opts.go_max_send_message != 0 &&
+	     len > c->cl_conn->gc_opts.go_max_send_message) ||
+	    len > UINT32_MAX)
 		return -EMSGSIZE;
 	grpc_frame_header(hdr, (uint32_t)len);
 	if ((rc = buf_append(&c->cl_wbuf, hdr, sizeof(hdr))) != 0 ||
@@ -1283,6 +1286,7 @@ grpc_conn_connect(uv_loop_t *loop, const char *host, uint16_t port,
 		return -EINVAL;
 	if ((rc = conn_new_client(opts, ops, arg, &conn)) != 0)
 		return rc;
+	conn->gc_loop = loop;
 	if (strchr(host, ':') != NULL)
 		snprintf(auth, sizeof(auth), "[%s]:%u", host, port);
 	else
@@ -1315,6 +1319,7 @@ grpc_conn_connect_unix(uv_loop_t *loop, const char *path,
 
 	if ((rc = conn_new_client(opts, ops, arg, &conn)) != 0)
 		return rc;
+	conn->gc_loop = loop;
 	if ((conn->gc_authority = strdup("localhost")) == NULL) {
 		conn_discard(conn);
 		return -ENOMEM;
@@ -1344,6 +1349,12 @@ grpc_conn_peer(const struct grpc_conn *conn)
 	struct xport *x = h2_xport(conn->gc_h2);
 
 	return x != NULL ? xport_peer(x) : "(closed)";
+}
+
+uv_loop_t *
+grpc_conn_loop(const struct grpc_conn *conn)
+{
+	return conn->gc_loop;
 }
 
 void *
@@ -1413,7 +1424,7 @@ grpc_call_start(struct grpc_conn *conn, const char *path,
 	if (id < 0)
 		goto nomem;
 	c->cl_stream_id = id;
-	call_start_deadline(c, xport_loop(h2_xport(conn->gc_h2)));
+	call_start_deadline(c, conn->gc_loop);
 	h2_flush(conn->gc_h2);
 	*out = c;
 	return 0;
@@ -1480,6 +1491,7 @@ on_new_connection(uv_stream_t *s, int status)
 	if ((conn = calloc(1, sizeof(*conn))) == NULL)
 		goto refuse;
 	conn->gc_srv = srv;
+	conn->gc_loop = srv->gs_loop;
 	conn->gc_opts = srv->gs_opts;
 	conn->gc_tls = l->gl_ctx != NULL;
 	LIST_INIT(&conn->gc_calls);

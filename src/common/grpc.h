@@ -80,7 +80,9 @@ struct grpc_call_ops {
 
 /* Options shared by clients and servers; zero fields take defaults. */
 struct grpc_opts {
-	size_t go_max_message;	      /* default 4 MiB, both directions */
+	size_t go_max_message;	      /* largest message received; 4 MiB */
+	size_t go_max_send_message;   /* largest sent; 0: no limit, as
+				       * gRPC libraries default to */
 	uint32_t go_max_streams;      /* server: concurrent streams, 100 */
 	unsigned go_ping_interval_ms; /* HTTP/2 keepalive PING; 0: none */
 	unsigned go_ping_timeout_ms;  /* default 20 s */
@@ -129,6 +131,7 @@ void grpc_conn_close(struct grpc_conn *conn, int err);
 /* "ADDR:PORT" of the peer, or "unix". */
 const char *grpc_conn_peer(const struct grpc_conn *conn);
 void *grpc_conn_arg(const struct grpc_conn *conn);
+uv_loop_t *grpc_conn_loop(const struct grpc_conn *conn);
 void grpc_conn_set_arg(struct grpc_conn *conn, void *arg);
 /* The current keepalive PING period (changes after too_many_pings). */
 unsigned grpc_conn_ping_interval(const struct grpc_conn *conn);
@@ -146,8 +149,8 @@ int grpc_call_start(struct grpc_conn *conn, const char *path,
 		    struct grpc_call **out);
 
 /*
- * Queues one message (copied).  Returns 0, -EMSGSIZE when len exceeds the
- * maximum message size, -EPIPE after the sending side was closed or the
+ * Queues one message (copied).  Returns 0, -EMSGSIZE when len exceeds
+ * go_max_send_message (or 4 GiB), -EPIPE after the sending side was closed or the
  * call ended, or -ENOMEM.
  */
 int grpc_call_send(struct grpc_call *c, const uint8_t *msg, size_t len);
