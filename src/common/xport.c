@@ -338,7 +338,7 @@ xport_tls_input(struct xport *x)
 		if (rc == TLS_EAGAIN)
 			return;
 		if (rc < 0) {
-			xport_fail(x, rc, "tls: %s", tls_reason(x));
+			xport_fail(x, rc, "%s", tls_reason(x));
 			return;
 		}
 		xport_set_ready(x);
@@ -353,7 +353,7 @@ xport_tls_input(struct xport *x)
 			return;
 		}
 		if (n < 0) {
-			xport_fail(x, (int)n, "tls: %s", tls_reason(x));
+			xport_fail(x, (int)n, "%s", tls_reason(x));
 			return;
 		}
 		x->x_cb->xc_data(x, xport_pbuf, (size_t)n, x->x_arg);
