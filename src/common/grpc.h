@@ -7,6 +7,11 @@
  * the connection drops or the server shuts down, and the call is freed when
  * on_end returns.
  *
+ * on_end may run before a grpc_call_send(), _close_send(), _finish() or
+ * _cancel() made outside the call's own callbacks returns (for instance
+ * from a timer): the stream can close while its output is flushed.  Do not
+ * touch the call after such a call without knowing it is still alive.
+ *
  * Backpressure both ways: grpc_call_pause() stops delivering messages (HTTP/2
  * flow control then stops the peer, so memory stays bounded by the window),
  * and a sender watches grpc_call_queued() and waits for on_writable.

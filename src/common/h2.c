@@ -280,7 +280,9 @@ on_xport_ready(struct xport *x, void *arg)
 {
 	struct h2conn *c = arg;
 
-	(void)x;
+	/* A cleartext accept is ready before xport_accept() even returns. */
+	if (c->c_xport == NULL)
+		h2_attach(c, x);
 	c->c_ready = 1;
 	h2_set_ping_interval(c, c->c_opts.ho_ping_interval_ms);
 	c->c_ops->on_ready(c, c->c_arg);
@@ -499,6 +501,8 @@ h2_new(const struct h2_opts *opts, const struct h2_stream_ops *ops,
 void
 h2_attach(struct h2conn *c, struct xport *x)
 {
+	if (c->c_xport != NULL)
+		return;
 	c->c_xport = x;
 	/* The loop is the transport's; the timer lives as long as c. */
 	uv_timer_init(xport_loop(x), &c->c_ping_timer);
@@ -535,16 +539,15 @@ h2_shutdown(struct h2conn *c)
 		return;
 	}
 	if (!c->c_closing) {
+		/*
+		 * GOAWAY, not terminate_session(): streams in flight finish,
+		 * and the session stops wanting to read once they are done.
+		 */
 		c->c_closing = 1;
-		if (c->c_opts.ho_server)
-			nghttp2_submit_goaway(
-				c->c_session, NGHTTP2_FLAG_NONE,
-				nghttp2_session_get_last_proc_stream_id(
-					c->c_session),
-				NGHTTP2_NO_ERROR, NULL, 0);
-		else
-			nghttp2_session_terminate_session(c->c_session,
-							  NGHTTP2_NO_ERROR);
+		nghttp2_submit_goaway(c->c_session, NGHTTP2_FLAG_NONE,
+				      nghttp2_session_get_last_proc_stream_id(
+					      c->c_session),
+				      NGHTTP2_NO_ERROR, NULL, 0);
 	}
 	h2_flush(c);
 }
@@ -554,6 +557,12 @@ h2_close(struct h2conn *c, int err, const char *reason)
 {
 	if (c->c_xclosed)
 		return;
+	/* Recorded first: the flush below may already close the transport. */
+	if (c->c_err == 0 && err != 0) {
+		c->c_err = err;
+		snprintf(c->c_reason, sizeof(c->c_reason), "%s",
+			 reason != NULL ? reason : ncg_strerror(err));
+	}
 	if (c->c_ready && !c->c_closing) {
 		c->c_closing = 1;
 		nghttp2_session_terminate_session(

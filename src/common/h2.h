@@ -85,7 +85,10 @@ int h2_new(const struct h2_opts *opts, const struct h2_stream_ops *ops,
 /* The transport callbacks that drive c; pass c as their argument. */
 extern const struct xport_cb h2_xport_cb;
 
-/* Binds the transport created with h2_xport_cb and c as argument. */
+/*
+ * Binds the transport created with h2_xport_cb and c as argument.  Harmless
+ * if the transport already bound itself (it does when it is ready at once).
+ */
 void h2_attach(struct h2conn *c, struct xport *x);
 
 /*
