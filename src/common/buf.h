@@ -1,9 +1,10 @@
 /*
  * A growable byte queue with a hard size limit.
  *
- * Bytes are appended at the tail and consumed from the head.  Every buffer a
- * peer can fill is a struct buf with a limit, so that no peer can make us
- * allocate without bound.
+ * Bytes are appended at the tail and consumed from the head.  A queue may
+ * have a hard limit; queues without one must be bounded by their users
+ * (HTTP/2 flow control and the high/low water marks of grpc.h and proc.h
+ * bound the ones a peer can fill).
  */
 #ifndef NCGRPC_BUF_H
 #define NCGRPC_BUF_H

@@ -572,9 +572,9 @@ grpc_call_finish(struct grpc_call *c, int status, const char *message,
 		return -EINVAL;
 	if (c->cl_send_closed || c->cl_closed || c->cl_ended)
 		return -EALREADY;
-	c->cl_send_closed = 1;
-	c->cl_status = status;
-	c->cl_have_status = 1;
+	free(c->cl_message);
+	c->cl_message = NULL;
+	grpc_md_free(&c->cl_send_trailers);
 	if (message != NULL && (c->cl_message = strdup(message)) == NULL)
 		return -ENOMEM;
 	for (i = 0; trailers != NULL && i < trailers->ml_n; i++)
@@ -583,6 +583,9 @@ grpc_call_finish(struct grpc_call *c, int status, const char *message,
 				      trailers->ml_md[i].md_value,
 				      trailers->ml_md[i].md_len)) != 0)
 			return rc;
+	c->cl_send_closed = 1;
+	c->cl_status = status;
+	c->cl_have_status = 1;
 	if (c->cl_timer_used)
 		uv_timer_stop(&c->cl_timer);
 	if (!c->cl_submitted) {

@@ -113,8 +113,9 @@ struct grpc_conn_ops {
 
 /*
  * Opens a client connection to host:port with TLS (ctx from
- * tls_ctx_client_new()).  Calls may be started once on_ready ran.  Returns
- * 0 and sets *out, or -EINVAL / -ENOMEM; then no callback runs.
+ * tls_ctx_client_new()), or in cleartext when ctx is NULL.  Calls may be
+ * started once on_ready ran.  Returns 0 and sets *out, or -EINVAL, -ENOMEM
+ * or a resolver error code; then no callback runs.
  */
 int grpc_conn_connect(uv_loop_t *loop, const char *host, uint16_t port,
 		      struct tls_ctx *ctx, const struct grpc_opts *opts,
@@ -163,7 +164,10 @@ int grpc_call_send(struct grpc_call *c, const uint8_t *msg, size_t len);
 /* Bytes queued on the call and not yet handed to HTTP/2. */
 size_t grpc_call_queued(const struct grpc_call *c);
 
-/* Client: no more messages (END_STREAM after the queued ones). */
+/*
+ * Client: no more messages (END_STREAM after the queued ones).  Returns 0,
+ * -EALREADY, or -EINVAL on a server call.
+ */
 int grpc_call_close_send(struct grpc_call *c);
 
 /*
@@ -174,8 +178,9 @@ int grpc_call_send_headers(struct grpc_call *c, const struct grpc_mdlist *md);
 
 /*
  * Server: ends the call after the queued messages, with status, message
- * (may be NULL) and trailing metadata (may be NULL).  Returns 0, -EALREADY
- * or -ENOMEM.  on_end follows once the stream is closed.
+ * (may be NULL) and trailing metadata (may be NULL).  Returns 0, -EALREADY,
+ * -EINVAL on a client call, or -ENOMEM (then nothing was sent and the call
+ * may be finished again).  on_end follows once the stream is closed.
  */
 int grpc_call_finish(struct grpc_call *c, int status, const char *message,
 		     const struct grpc_mdlist *trailers);
@@ -255,7 +260,8 @@ uint16_t grpc_server_port(const struct grpc_server *srv);
 /*
  * Stops listening, sends GOAWAY on every connection, lets calls in flight
  * run for up to grace_ms, then closes what is left.  done runs once every
- * connection and the listeners are closed; the server is freed after it.
+ * connection and the listeners are closed, right after the server was
+ * freed.
  */
 void grpc_server_shutdown(struct grpc_server *srv, unsigned grace_ms,
 			  void (*done)(void *arg), void *arg);

@@ -109,8 +109,8 @@ void h2_flush(struct h2conn *c);
 void h2_consume(struct h2conn *c, int32_t stream_id, size_t n);
 
 /*
- * Graceful close: GOAWAY (NO_ERROR), then close once no stream is left.
- * A server sends a shutdown notice first so that requests in flight land.
+ * Graceful close: GOAWAY (NO_ERROR) naming the last stream processed, then
+ * close once no stream is left.  Streams in flight finish.
  */
 void h2_shutdown(struct h2conn *c);
 

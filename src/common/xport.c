@@ -191,8 +191,16 @@ on_timeout(uv_timer_t *t)
 			   x->x_host);
 		break;
 	case XS_CONNECTING:
-		xport_fail(x, -ETIMEDOUT, "connection to %s timed out",
-			   x->x_peer);
+		if (x->x_is_pipe || x->x_ai_head == NULL) {
+			xport_fail(x, -ETIMEDOUT, "connection to %s timed out",
+				   x->x_peer);
+			break;
+		}
+		/* A silent address does not stop us trying the next one. */
+		x->x_err = -ETIMEDOUT;
+		snprintf(x->x_errmsg, sizeof(x->x_errmsg),
+			 "connection to %s timed out", x->x_peer);
+		xport_try_next(x);
 		break;
 	case XS_HANDSHAKE:
 		xport_fail(x, NCG_ETLS_HANDSHAKE_TIMEOUT,

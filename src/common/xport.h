@@ -45,7 +45,8 @@ struct xport_opts {
 
 /*
  * Resolves host (asynchronously) and connects to each address in turn until
- * one accepts; with ctx (a client tls_ctx), then runs the TLS handshake,
+ * one accepts (an attempt that is refused, fails or times out moves on to
+ * the next address; resolving shares the first attempt's timeout); with ctx (a client tls_ctx), then runs the TLS handshake,
  * verifying the certificate against host.  host may be a name, an IPv4
  * address, or an IPv6 address without brackets.  Returns 0 and sets *out,
  * or -EINVAL / -ENOMEM (no callback then).
