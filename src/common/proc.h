@@ -6,8 +6,8 @@
  *
  * Contract: when proc_spawn() fails, no callback runs.  Otherwise
  * pc_exit runs exactly once, after the process has been reaped and its
- * output drained (or abandoned, see proc_close()), and the proc is freed
- * when pc_exit returns.
+ * output drained (or abandoned, see proc_close()); p must not be used
+ * after pc_exit returns (it is freed once its handles are closed).
  */
 #ifndef NCGRPC_PROC_H
 #define NCGRPC_PROC_H
@@ -50,7 +50,7 @@ struct proc_cb {
 	void (*pc_writable)(struct proc *p, void *arg);
 	/*
 	 * The child is gone.  exit_status is its exit code, or -1 when it
-	 * was killed by term_signal.  Last callback: p is freed after it.
+	 * was killed by term_signal.  Last callback: p is gone after it.
 	 */
 	void (*pc_exit)(struct proc *p, int64_t exit_status, int term_signal,
 			void *arg);

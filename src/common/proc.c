@@ -1,0 +1,994 @@
+/*
+ * Session backend processes on pipes or on a pseudo-terminal.
+ *
+ * uv_spawn() can give a child neither a controlling terminal nor
+ * supplementary groups, so we fork and exec ourselves.  The process runs
+ * libuv's threadpool, so between fork() and execve() the child may only make
+ * async-signal-safe calls: everything that allocates or reads files (the
+ * user, its groups, the PATH search, the pty) is done in the parent first.
+ * The child reports a failed exec through a close-on-exec pipe, which makes
+ * exec failures synchronous errors of proc_spawn().
+ *
+ * The child is reaped with waitpid() on its own pid whenever SIGCHLD
+ * arrives, never with waitpid(-1): other children of the agent belong to
+ * others.  pc_exit runs when the child is reaped and its output has reached
+ * EOF.  Background processes may keep the output open forever, so once the
+ * child is gone we wait at most PROC_EOF_WAIT_MS of reading time for EOF and
+ * then kill the rest of the session.
+ *
+ * Every handle lives in struct proc; the proc is freed in the close callback
+ * of its last handle, which libuv never runs from inside another callback.
+ * So callers may use any function from within any callback.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "proc.h"
+
+#define PROC_READ_BUFSZ		(64 * 1024)
+#define PROC_EOF_WAIT_MS	500
+#define PROC_EOF_MIN_MS		50
+#define PROC_DEFAULT_ROWS	24
+#define PROC_DEFAULT_COLS	80
+#define PROC_DEFAULT_PATH	"/usr/bin:/bin"
+
+enum proc_state {
+	PS_RUNNING,
+	PS_DONE,	/* pc_exit has run or runs now; handles are closing */
+};
+
+struct proc {
+	uv_loop_t *p_loop;
+	struct proc_cb p_cb;
+	void *p_arg;
+	enum proc_state p_state;
+	pid_t p_pid;
+	int p_pty;
+	int p_master;		/* pty master (owned by p_out), or -1 */
+
+	/* Output: stdout pipe or pty master.  On a pty it also takes input. */
+	uv_pipe_t p_out;
+	uv_pipe_t p_in;		/* stdin pipe; pipes only */
+	uv_signal_t p_sigchld;
+	uv_timer_t p_timer;	/* grace period, EOF wait, deferred finish */
+	int p_nhandles;		/* handles whose close callback is pending */
+	int p_in_open;		/* p_in is initialised and not closed */
+
+	int p_status;		/* from waitpid() */
+	int p_status_known;
+	int p_reaped;
+	int p_leftovers;	/* at reaping, the session had other members */
+	int p_eof;
+	int p_paused;
+	int p_closing;		/* proc_close() was called */
+	uint64_t p_eof_left;	/* reading time left to wait for EOF */
+
+	int p_in_closed;	/* no more proc_write() */
+	int p_in_draining;	/* close p_in once the writes are done */
+	size_t p_queued;
+	unsigned p_nwrites;
+	int p_above_hiwat;
+
+	uint8_t p_rbuf[PROC_READ_BUFSZ];
+};
+
+struct proc_wreq {
+	uv_write_t w_req;
+	struct proc *w_proc;
+	size_t w_len;
+	uint8_t w_data[];
+};
+
+/* Everything the child needs, prepared by the parent. */
+struct spawn {
+	char *s_path;		/* argv[0] resolved through PATH */
+	const char *const *s_argv;
+	const char *const *s_envp;
+	const char *s_cwd;
+	int s_pty;
+	int s_master, s_slave;	/* pty */
+	int s_in[2], s_out[2];	/* pipes: [0] read end, [1] write end */
+	int s_err;		/* stderr of a pipe child */
+	int s_devnull;
+	int s_errpipe[2];
+	int s_setcred;
+	uid_t s_uid;
+	gid_t s_gid;
+	gid_t *s_groups;
+	size_t s_ngroups;
+	long s_maxfd;		/* for closing fds without close_range() */
+};
+
+static void	on_alloc(uv_handle_t *, size_t, uv_buf_t *);
+static void	on_read(uv_stream_t *, ssize_t, const uv_buf_t *);
+static void	on_timer(uv_timer_t *);
+
+static void
+closefd(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+}
+
+/*
+ * The child from fork() to execve().  Only async-signal-safe calls here;
+ * on failure errno goes to the parent through s_errpipe.
+ */
+static void __attribute__((noreturn))
+child(struct spawn *s)
+{
+	struct sigaction sa;
+	sigset_t none;
+	int efd, in, out, errfd, sig, e;
+	ssize_t n;
+
+	/* Handlers of the parent must never run here: back to defaults. */
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = SIG_DFL;
+	sigemptyset(&sa.sa_mask);
+	for (sig = 1; sig < NSIG; sig++)
+		if (sig != SIGKILL && sig != SIGSTOP)
+			(void)sigaction(sig, &sa, NULL);
+
+	/*
+	 * Any of our fds may be 0, 1 or 2 when the agent runs without stdio;
+	 * move those out of the way before the dup2() calls below.
+	 */
+	efd = s->s_errpipe[1];
+	if (efd < 3 && (efd = fcntl(efd, F_DUPFD_CLOEXEC, 3)) == -1)
+		_exit(127);
+	if (setsid() == -1)
+		goto fail;
+	if (s->s_pty) {
+		in = s->s_slave;
+		if (in < 3 && (in = fcntl(in, F_DUPFD_CLOEXEC, 3)) == -1)
+			goto fail;
+		if (ioctl(in, TIOCSCTTY, 0) == -1)
+			goto fail;
+		out = errfd = in;
+	} else {
+		in = s->s_in[0];
+		out = s->s_out[1];
+		errfd = s->s_err;
+		if (in < 3 && (in = fcntl(in, F_DUPFD_CLOEXEC, 3)) == -1)
+			goto fail;
+		if (out < 3 && (out = fcntl(out, F_DUPFD_CLOEXEC, 3)) == -1)
+			goto fail;
+		if (errfd < 3 &&
+		    (errfd = fcntl(errfd, F_DUPFD_CLOEXEC, 3)) == -1)
+			goto fail;
+	}
+	if (dup2(in, 0) == -1 || dup2(out, 1) == -1 || dup2(errfd, 2) == -1)
+		goto fail;
+
+	/*
+	 * Our own fds are close-on-exec, but other threads of the agent may
+	 * open fds without O_CLOEXEC: close everything but stdio and the
+	 * error pipe.
+	 */
+	if ((efd > 3 && close_range(3, (unsigned)efd - 1, 0) == -1) ||
+	    close_range((unsigned)efd + 1, ~0U, 0) == -1) {
+		for (long fd = 3; fd < s->s_maxfd; fd++)
+			if (fd != efd)
+				(void)close((int)fd);
+	}
+
+	if (s->s_setcred) {
+		if (setgroups(s->s_ngroups, s->s_groups) == -1 ||
+		    setgid(s->s_gid) == -1 || setuid(s->s_uid) == -1)
+			goto fail;
+		/* Make sure that there is no way back. */
+		if (s->s_uid != 0 && setuid(0) != -1) {
+			errno = EPERM;
+			goto fail;
+		}
+	}
+	if (chdir(s->s_cwd) == -1)
+		goto fail;
+	sigemptyset(&none);
+	if (sigprocmask(SIG_SETMASK, &none, NULL) == -1)
+		goto fail;
+	/* execve() leaves argv and envp alone; its prototype predates const. */
+	execve(s->s_path, (char *const *)(uintptr_t)s->s_argv,
+	       (char *const *)(uintptr_t)s->s_envp);
+fail:
+	e = errno;
+	do
+		n = write(efd, &e, sizeof(e));
+	while (n == -1 && errno == EINTR);
+	_exit(127);
+}
+
+/* Looks up uid, gid and groups of user; -EINVAL if there is no such user. */
+static int
+cred_lookup(struct spawn *s, const char *user)
+{
+	struct passwd pw, *res;
+	char *buf = NULL, *nbuf;
+	size_t buflen = 4096;
+	gid_t *groups = NULL, *ng;
+	int n = 32, ngroups, rc;
+
+	if (user[0] == '\0')
+		return -EINVAL;
+	for (;;) {
+		if ((nbuf = realloc(buf, buflen)) == NULL) {
+			free(buf);
+			return -ENOMEM;
+		}
+		buf = nbuf;
+		rc = getpwnam_r(user, &pw, buf, buflen, &res);
+		if (rc != ERANGE || buflen >= 1024 * 1024)
+			break;
+		buflen *= 2;
+	}
+	if (rc != 0 || res == NULL) {
+		free(buf);
+		/* Some NSS modules say ENOENT or ESRCH for "no such user". */
+		return rc == 0 || rc == ENOENT || rc == ESRCH ? -EINVAL : -rc;
+	}
+	for (;;) {
+		ng = reallocarray(groups, (size_t)n, sizeof(*ng));
+		if (ng == NULL) {
+			free(groups);
+			free(buf);
+			return -ENOMEM;
+		}
+		groups = ng;
+		ngroups = n;
+		if (getgrouplist(user, pw.pw_gid, groups, &ngroups) != -1)
+			break;
+		/* glibc sets ngroups to the number needed. */
+		n = ngroups > n ? ngroups : n * 2;
+		if (n > NGROUPS_MAX) {
+			/* setgroups() would refuse them anyway. */
+			free(groups);
+			free(buf);
+			return -EINVAL;
+		}
+	}
+	s->s_setcred = 1;
+	s->s_uid = pw.pw_uid;
+	s->s_gid = pw.pw_gid;
+	s->s_groups = groups;
+	s->s_ngroups = (size_t)ngroups;
+	free(buf);
+	return 0;
+}
+
+/*
+ * Resolves file like execvp() would in the child, with the PATH of envp.
+ * Relative PATH entries are skipped: they would depend on the cwd.
+ */
+static int
+path_resolve(const char *file, const char *const *envp, char **out)
+{
+	const char *path = PROC_DEFAULT_PATH, *dir, *end;
+	char *cand;
+	size_t dlen, flen = strlen(file);
+	struct stat st;
+	int eacces = 0;
+
+	if (flen == 0)
+		return -ENOENT;
+	if (strchr(file, '/') != NULL) {
+		if ((*out = strdup(file)) == NULL)
+			return -ENOMEM;
+		return 0;
+	}
+	for (; *envp != NULL; envp++)
+		if (strncmp(*envp, "PATH=", 5) == 0) {
+			path = *envp + 5;
+			break;
+		}
+	for (dir = path; *dir != '\0'; dir = *end == ':' ? end + 1 : end) {
+		if ((end = strchr(dir, ':')) == NULL)
+			end = dir + strlen(dir);
+		dlen = (size_t)(end - dir);
+		if (dlen == 0 || dir[0] != '/')
+			continue;
+		if ((cand = malloc(dlen + 1 + flen + 1)) == NULL)
+			return -ENOMEM;
+		memcpy(cand, dir, dlen);
+		cand[dlen] = '/';
+		memcpy(cand + dlen + 1, file, flen + 1);
+		if (stat(cand, &st) == 0) {
+			if (S_ISREG(st.st_mode) && access(cand, X_OK) == 0) {
+				*out = cand;
+				return 0;
+			}
+			eacces = 1;
+		} else if (errno == EACCES)
+			eacces = 1;
+		free(cand);
+	}
+	return eacces ? -EACCES : -ENOENT;
+}
+
+static int
+pty_open(struct spawn *s, unsigned short rows, unsigned short cols)
+{
+	struct winsize ws;
+	char name[64];
+	int rc;
+
+	if ((s->s_master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC)) == -1)
+		return -errno;
+	if (grantpt(s->s_master) == -1 || unlockpt(s->s_master) == -1)
+		return -errno;
+	if ((rc = ptsname_r(s->s_master, name, sizeof(name))) != 0)
+		return -rc;
+	s->s_slave = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (s->s_slave == -1)
+		return -errno;
+	memset(&ws, 0, sizeof(ws));
+	ws.ws_row = rows != 0 ? rows : PROC_DEFAULT_ROWS;
+	ws.ws_col = cols != 0 ? cols : PROC_DEFAULT_COLS;
+	if (ioctl(s->s_master, TIOCSWINSZ, &ws) == -1)
+		return -errno;
+	/* Like a login: the user owns its terminal (e.g. for mesg, write). */
+	if (s->s_setcred && (fchown(s->s_slave, s->s_uid, (gid_t)-1) == -1 ||
+			     fchmod(s->s_slave, 0620) == -1))
+		return -errno;
+	return 0;
+}
+
+static void
+spawn_free(struct spawn *s)
+{
+	closefd(&s->s_master);
+	closefd(&s->s_slave);
+	closefd(&s->s_in[0]);
+	closefd(&s->s_in[1]);
+	closefd(&s->s_out[0]);
+	closefd(&s->s_out[1]);
+	closefd(&s->s_devnull);
+	closefd(&s->s_errpipe[0]);
+	closefd(&s->s_errpipe[1]);
+	free(s->s_groups);
+	free(s->s_path);
+	s->s_groups = NULL;
+	s->s_path = NULL;
+}
+
+/* Creates the fds of the child and everything else it needs. */
+static int
+spawn_prepare(struct spawn *s, const struct proc_opts *o)
+{
+	int rc;
+
+	s->s_argv = o->po_argv;
+	s->s_envp = o->po_envp;
+	s->s_cwd = o->po_cwd != NULL ? o->po_cwd : "/";
+	s->s_pty = o->po_pty;
+	if (o->po_user != NULL) {
+		if ((rc = cred_lookup(s, o->po_user)) != 0)
+			return rc;
+		if (geteuid() != 0)
+			return -EPERM;
+	}
+	if ((rc = path_resolve(o->po_argv[0], o->po_envp, &s->s_path)) != 0)
+		return rc;
+	if (s->s_pty) {
+		if ((rc = pty_open(s, o->po_rows, o->po_cols)) != 0)
+			return rc;
+	} else {
+		/* Checked before we open fds that could take its number. */
+		if (o->po_stderr_fd >= 0 &&
+		    fcntl(o->po_stderr_fd, F_GETFD) == -1)
+			return -EINVAL;
+		if (pipe2(s->s_in, O_CLOEXEC) == -1 ||
+		    pipe2(s->s_out, O_CLOEXEC) == -1)
+			return -errno;
+		if (o->po_stderr_fd < 0) {
+			s->s_devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+			if (s->s_devnull == -1)
+				return -errno;
+			s->s_err = s->s_devnull;
+		} else
+			s->s_err = o->po_stderr_fd;
+	}
+	if (pipe2(s->s_errpipe, O_CLOEXEC) == -1)
+		return -errno;
+	if ((s->s_maxfd = sysconf(_SC_OPEN_MAX)) < 0 || s->s_maxfd > 65536)
+		s->s_maxfd = 65536;
+	return 0;
+}
+
+/*
+ * Forks and execs.  Returns the pid, or a negative errno when fork() or
+ * anything in the child up to and including execve() failed; then the
+ * child has been reaped already.
+ */
+static pid_t
+spawn_run(struct spawn *s)
+{
+	sigset_t all, old;
+	pid_t pid;
+	ssize_t n;
+	int err = 0;
+
+	/*
+	 * With all signals blocked, no handler of the parent (libuv's write
+	 * to its signal pipe) can run in the child before it resets them.
+	 */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	pid = fork();
+	if (pid == 0)
+		child(s);
+	err = errno;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (pid == -1)
+		return -err;
+
+	closefd(&s->s_slave);
+	closefd(&s->s_in[0]);
+	closefd(&s->s_out[1]);
+	closefd(&s->s_devnull);
+	closefd(&s->s_errpipe[1]);
+	do
+		n = read(s->s_errpipe[0], &err, sizeof(err));
+	while (n == -1 && errno == EINTR);
+	if (n == 0)
+		return pid;
+	if (n != (ssize_t)sizeof(err) || err <= 0)
+		err = EIO;
+	while (waitpid(pid, NULL, 0) == -1 && errno == EINTR)
+		;
+	return -err;
+}
+
+/* Signals the process group, and on a pty also its foreground job. */
+static int
+signal_group(struct proc *p, int signum)
+{
+	pid_t fg;
+	int rc = 0;
+
+	if (kill(-p->p_pid, signum) == -1)
+		rc = -errno;
+	/*
+	 * An interactive shell puts each job in a process group of its own,
+	 * so ^C and friends go to the terminal's foreground group.
+	 */
+	if (p->p_pty && (fg = tcgetpgrp(p->p_master)) > 0 && fg != p->p_pid &&
+	    kill(-fg, signum) == 0)
+		rc = 0;
+	return rc;
+}
+
+/*
+ * Counts the live processes of session sid other than ourselves, and sends
+ * them signum unless it is 0.  Jobs of an interactive shell live in process
+ * groups of their own, so the process group alone does not find them.
+ */
+static int
+session_scan(pid_t sid, int signum)
+{
+	char path[64], buf[512], *s, *end, state;
+	DIR *d;
+	struct dirent *de;
+	long pid, ppid, pgrp, psid;
+	ssize_t n;
+	int fd, found = 0;
+
+	if ((d = opendir("/proc")) == NULL)
+		return 0;
+	while ((de = readdir(d)) != NULL) {
+		pid = strtol(de->d_name, &end, 10);
+		if (*end != '\0' || pid <= 0 || pid == (long)getpid())
+			continue;
+		snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+		if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+			continue;
+		n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		if (n <= 0)
+			continue;
+		buf[n] = '\0';
+		/* "pid (comm) state ppid pgrp session ..."; comm has ')'s */
+		if ((s = strrchr(buf, ')')) == NULL ||
+		    sscanf(s + 1, " %c %ld %ld %ld", &state, &ppid, &pgrp,
+			   &psid) != 4)
+			continue;
+		if (psid != (long)sid || state == 'Z' || state == 'X')
+			continue;
+		found++;
+		if (signum != 0)
+			(void)kill((pid_t)pid, signum);
+	}
+	closedir(d);
+	return found;
+}
+
+/*
+ * Kills whatever remains of the session.  After the child is reaped, its
+ * pid is safe to use as a process group or session id only while members
+ * remain: the kernel does not reuse the id of a live group or session.
+ */
+static void
+kill_session(struct proc *p)
+{
+	int i;
+
+	if (p->p_reaped && !p->p_leftovers)
+		return;
+	(void)signal_group(p, SIGKILL);
+	/* Processes still forking could escape one pass. */
+	for (i = 0; i < 3 && session_scan(p->p_pid, SIGKILL) > 0; i++)
+		;
+}
+
+static void
+on_close(uv_handle_t *h)
+{
+	struct proc *p = h->data;
+
+	if (--p->p_nhandles == 0)
+		free(p);
+}
+
+static void
+close_handle(struct proc *p, uv_handle_t *h)
+{
+	if (h->data == p && !uv_is_closing(h))
+		uv_close(h, on_close);
+}
+
+static void
+close_all(struct proc *p)
+{
+	p->p_state = PS_DONE;
+	close_handle(p, (uv_handle_t *)&p->p_out);
+	if (p->p_in_open) {
+		p->p_in_open = 0;
+		close_handle(p, (uv_handle_t *)&p->p_in);
+	}
+	close_handle(p, (uv_handle_t *)&p->p_timer);
+	close_handle(p, (uv_handle_t *)&p->p_sigchld);
+}
+
+/* The child is reaped and its output is done or abandoned. */
+static void
+finish(struct proc *p)
+{
+	int64_t status = -1;
+	int sig = 0;
+
+	if (p->p_state == PS_DONE)
+		return;
+	kill_session(p);
+	p->p_state = PS_DONE;
+	uv_timer_stop(&p->p_timer);
+	/* When someone else reaped our child, there is nothing to report. */
+	if (p->p_status_known && WIFEXITED(p->p_status))
+		status = WEXITSTATUS(p->p_status);
+	else if (p->p_status_known && WIFSIGNALED(p->p_status))
+		sig = WTERMSIG(p->p_status);
+	p->p_cb.pc_exit(p, status, sig, p->p_arg);
+	close_all(p);
+}
+
+static int
+reading(const struct proc *p)
+{
+	return p->p_state == PS_RUNNING && !p->p_eof &&
+	       (!p->p_paused || p->p_closing);
+}
+
+static void
+update_reading(struct proc *p)
+{
+	if (reading(p))
+		(void)uv_read_start((uv_stream_t *)&p->p_out, on_alloc,
+				    on_read);
+	else
+		(void)uv_read_stop((uv_stream_t *)&p->p_out);
+}
+
+/*
+ * After the child is gone, EOF is awaited only while we read: output that
+ * the caller paused is still wanted.
+ */
+static void
+update_eof_wait(struct proc *p)
+{
+	if (p->p_state != PS_RUNNING || !p->p_reaped || p->p_eof ||
+	    p->p_closing)
+		return;
+	if (reading(p)) {
+		/* Whatever was left, give the reads one more chance to run. */
+		if (p->p_eof_left < PROC_EOF_MIN_MS)
+			p->p_eof_left = PROC_EOF_MIN_MS;
+		if (!uv_is_active((uv_handle_t *)&p->p_timer))
+			uv_timer_start(&p->p_timer, on_timer, p->p_eof_left, 0);
+	} else if (uv_is_active((uv_handle_t *)&p->p_timer)) {
+		p->p_eof_left = uv_timer_get_due_in(&p->p_timer);
+		uv_timer_stop(&p->p_timer);
+	}
+}
+
+/* Returns 1 when our child has been reaped now or before. */
+static int
+reap(struct proc *p)
+{
+	pid_t r;
+	int status;
+
+	if (p->p_reaped)
+		return 1;
+	do
+		r = waitpid(p->p_pid, &status, WNOHANG);
+	while (r == -1 && errno == EINTR);
+	if (r == 0 || (r == -1 && errno != ECHILD))
+		return 0;
+	if (r == p->p_pid) {
+		p->p_status = status;
+		p->p_status_known = 1;
+	}
+	p->p_reaped = 1;
+	p->p_leftovers = kill(-p->p_pid, 0) == 0 ||
+			 session_scan(p->p_pid, 0) > 0;
+	uv_signal_stop(&p->p_sigchld);
+	return 1;
+}
+
+static void
+on_sigchld(uv_signal_t *h, int signum)
+{
+	struct proc *p = h->data;
+
+	(void)signum;
+	if (p->p_state != PS_RUNNING || !reap(p))
+		return;
+	if (p->p_eof || p->p_closing)
+		finish(p);
+	else
+		update_eof_wait(p);
+}
+
+static void
+on_timer(uv_timer_t *t)
+{
+	struct proc *p = t->data;
+
+	if (p->p_state != PS_RUNNING)
+		return;
+	if (p->p_reaped) {
+		/* No EOF in time, or a finish deferred out of an API call. */
+		finish(p);
+		return;
+	}
+	/* The grace period of proc_close() is over. */
+	kill_session(p);
+}
+
+static void
+on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+	struct proc *p = h->data;
+
+	(void)hint;
+	*buf = uv_buf_init((char *)p->p_rbuf, sizeof(p->p_rbuf));
+}
+
+static void
+on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
+{
+	struct proc *p = st->data;
+
+	(void)buf;
+	if (p->p_state != PS_RUNNING)
+		return;
+	if (n > 0) {
+		if (!p->p_closing && p->p_cb.pc_output != NULL)
+			p->p_cb.pc_output(p, p->p_rbuf, (size_t)n, p->p_arg);
+		return;
+	}
+	if (n == 0)
+		return;
+	/*
+	 * UV_EOF on a pipe; EIO on a pty master once every slave fd is
+	 * closed.  Any other error ends the output just the same.
+	 */
+	p->p_eof = 1;
+	uv_read_stop(st);
+	if (p->p_reaped)
+		finish(p);
+}
+
+static void
+on_write(uv_write_t *req, int status)
+{
+	struct proc_wreq *w = req->data;
+	struct proc *p = w->w_proc;
+
+	p->p_queued -= w->w_len;
+	p->p_nwrites--;
+	free(w);
+	if (status < 0 && status != UV_ECANCELED)
+		p->p_in_closed = 1;
+	if (p->p_state != PS_RUNNING)
+		return;
+	if (p->p_in_draining && p->p_nwrites == 0 && p->p_in_open) {
+		p->p_in_open = 0;
+		close_handle(p, (uv_handle_t *)&p->p_in);
+	}
+	if (p->p_above_hiwat && p->p_queued < PROC_INPUT_LOWAT) {
+		p->p_above_hiwat = 0;
+		if (!p->p_closing && !p->p_in_closed &&
+		    p->p_cb.pc_writable != NULL)
+			p->p_cb.pc_writable(p, p->p_arg);
+	}
+}
+
+static int
+queue_write(struct proc *p, const uint8_t *data, size_t len)
+{
+	struct proc_wreq *w;
+	uv_stream_t *st;
+	uv_buf_t b;
+	int rc;
+
+	if (len == 0)
+		return 0;
+	if (len > UINT_MAX || len > SIZE_MAX - sizeof(*w) ||
+	    (w = malloc(sizeof(*w) + len)) == NULL)
+		return -ENOMEM;
+	memcpy(w->w_data, data, len);
+	w->w_proc = p;
+	w->w_len = len;
+	w->w_req.data = w;
+	b = uv_buf_init((char *)w->w_data, (unsigned)len);
+	st = p->p_pty ? (uv_stream_t *)&p->p_out : (uv_stream_t *)&p->p_in;
+	if ((rc = uv_write(&w->w_req, st, &b, 1, on_write)) != 0) {
+		free(w);
+		return rc == UV_ENOMEM ? -ENOMEM : -EPIPE;
+	}
+	p->p_queued += len;
+	p->p_nwrites++;
+	if (p->p_queued >= PROC_INPUT_HIWAT)
+		p->p_above_hiwat = 1;
+	return 0;
+}
+
+/*
+ * Failure after the child started, which libuv gives no reason for: kill
+ * and reap the child, and free p when its handles are closed.
+ */
+static void
+spawn_abort(struct proc *p)
+{
+	kill(-p->p_pid, SIGKILL);
+	while (waitpid(p->p_pid, NULL, 0) == -1 && errno == EINTR)
+		;
+	close_all(p);
+}
+
+static int
+init_handles(struct proc *p, struct spawn *s)
+{
+	int rc;
+
+	uv_timer_init(p->p_loop, &p->p_timer);
+	p->p_timer.data = p;
+	p->p_nhandles++;
+	uv_pipe_init(p->p_loop, &p->p_out, 0);
+	p->p_out.data = p;
+	p->p_nhandles++;
+	if (s->s_pty) {
+		if ((rc = uv_pipe_open(&p->p_out, s->s_master)) != 0)
+			return rc;
+		p->p_master = s->s_master;
+		s->s_master = -1;
+	} else {
+		if ((rc = uv_pipe_open(&p->p_out, s->s_out[0])) != 0)
+			return rc;
+		s->s_out[0] = -1;
+		uv_pipe_init(p->p_loop, &p->p_in, 0);
+		p->p_in.data = p;
+		p->p_nhandles++;
+		p->p_in_open = 1;
+		if ((rc = uv_pipe_open(&p->p_in, s->s_in[1])) != 0)
+			return rc;
+		s->s_in[1] = -1;
+	}
+	if ((rc = uv_signal_start(&p->p_sigchld, on_sigchld, SIGCHLD)) != 0)
+		return rc;
+	return uv_read_start((uv_stream_t *)&p->p_out, on_alloc, on_read);
+}
+
+int
+proc_spawn(uv_loop_t *loop, const struct proc_opts *opts,
+	   const struct proc_cb *cb, void *arg, struct proc **out)
+{
+	struct spawn s;
+	struct proc *p;
+	pid_t pid;
+	int rc;
+
+	if (loop == NULL || opts == NULL || cb == NULL || out == NULL ||
+	    cb->pc_exit == NULL || opts->po_argv == NULL ||
+	    opts->po_argv[0] == NULL || opts->po_envp == NULL)
+		return -EINVAL;
+	memset(&s, 0, sizeof(s));
+	s.s_master = s.s_slave = s.s_devnull = -1;
+	s.s_in[0] = s.s_in[1] = s.s_out[0] = s.s_out[1] = -1;
+	s.s_errpipe[0] = s.s_errpipe[1] = -1;
+	s.s_err = -1;
+	if ((p = calloc(1, sizeof(*p))) == NULL)
+		return -ENOMEM;
+	p->p_loop = loop;
+	p->p_cb = *cb;
+	p->p_arg = arg;
+	p->p_master = -1;
+	p->p_pty = opts->po_pty != 0;
+	p->p_eof_left = PROC_EOF_WAIT_MS;
+	if ((rc = spawn_prepare(&s, opts)) != 0)
+		goto fail;
+	if ((pid = spawn_run(&s)) < 0) {
+		rc = pid;
+		goto fail;
+	}
+	p->p_pid = pid;
+	/*
+	 * Handles come after the exec, so that its failure needs no close
+	 * callback.  Only uv_signal_init() can fail (the loop's signal pipe),
+	 * and then the handle needs no close either.
+	 */
+	if ((rc = uv_signal_init(loop, &p->p_sigchld)) != 0) {
+		kill(-pid, SIGKILL);
+		while (waitpid(pid, NULL, 0) == -1 && errno == EINTR)
+			;
+		goto fail;
+	}
+	p->p_sigchld.data = p;
+	p->p_nhandles++;
+	if ((rc = init_handles(p, &s)) != 0) {
+		spawn_free(&s);
+		spawn_abort(p);
+		return rc;
+	}
+	spawn_free(&s);
+	/* The child may have died before SIGCHLD was watched. */
+	if (reap(p))
+		update_eof_wait(p);
+	*out = p;
+	return 0;
+
+fail:
+	spawn_free(&s);
+	free(p);
+	return rc;
+}
+
+int
+proc_write(struct proc *p, const uint8_t *data, size_t len)
+{
+	if (p->p_state != PS_RUNNING || p->p_closing || p->p_in_closed)
+		return -EPIPE;
+	return queue_write(p, data, len);
+}
+
+size_t
+proc_queued(const struct proc *p)
+{
+	return p->p_queued;
+}
+
+void
+proc_close_input(struct proc *p)
+{
+	struct termios t;
+	uint8_t veof = 4; /* ^D */
+
+	if (p->p_state != PS_RUNNING || p->p_in_closed)
+		return;
+	if (p->p_pty) {
+		/* The master shares the slave's termios on Linux. */
+		if (tcgetattr(p->p_master, &t) == 0 &&
+		    t.c_cc[VEOF] != _POSIX_VDISABLE)
+			veof = t.c_cc[VEOF];
+		(void)queue_write(p, &veof, 1);
+		p->p_in_closed = 1;
+		return;
+	}
+	p->p_in_closed = 1;
+	p->p_in_draining = 1;
+	if (p->p_nwrites == 0 && p->p_in_open) {
+		p->p_in_open = 0;
+		close_handle(p, (uv_handle_t *)&p->p_in);
+	}
+}
+
+void
+proc_pause(struct proc *p)
+{
+	if (p->p_state != PS_RUNNING)
+		return;
+	p->p_paused = 1;
+	update_reading(p);
+	update_eof_wait(p);
+}
+
+void
+proc_resume(struct proc *p)
+{
+	if (p->p_state != PS_RUNNING)
+		return;
+	p->p_paused = 0;
+	update_reading(p);
+	update_eof_wait(p);
+}
+
+int
+proc_kill(struct proc *p, int signum)
+{
+	if (p->p_state != PS_RUNNING)
+		return -ESRCH;
+	return signal_group(p, signum);
+}
+
+void
+proc_close(struct proc *p, unsigned grace_ms)
+{
+	if (p->p_state != PS_RUNNING || p->p_closing)
+		return;
+	p->p_closing = 1;
+	p->p_in_closed = 1;
+	/* Pending input is dropped; a closed stdin also helps the child end. */
+	if (p->p_in_open) {
+		p->p_in_open = 0;
+		close_handle(p, (uv_handle_t *)&p->p_in);
+	}
+	/* Keep draining (and dropping) output so no writer blocks on it. */
+	update_reading(p);
+	if (p->p_reaped) {
+		/* Not from here: the caller may be in one of our callbacks. */
+		uv_timer_start(&p->p_timer, on_timer, 0, 0);
+		return;
+	}
+	(void)signal_group(p, SIGHUP);
+	(void)signal_group(p, SIGTERM);
+	/* A stopped process would not see SIGTERM before SIGKILL. */
+	(void)signal_group(p, SIGCONT);
+	uv_timer_start(&p->p_timer, on_timer, grace_ms, 0);
+}
+
+pid_t
+proc_pid(const struct proc *p)
+{
+	return p->p_pid;
+}
+
+int
+proc_resize(struct proc *p, unsigned short rows, unsigned short cols)
+{
+	struct winsize ws;
+
+	if (!p->p_pty || p->p_state != PS_RUNNING)
+		return 0;
+	memset(&ws, 0, sizeof(ws));
+	ws.ws_row = rows != 0 ? rows : PROC_DEFAULT_ROWS;
+	ws.ws_col = cols != 0 ? cols : PROC_DEFAULT_COLS;
+	if (ioctl(p->p_master, TIOCSWINSZ, &ws) == -1)
+		return -errno;
+	return 0;
+}
