@@ -1,0 +1,421 @@
+/*
+ * ncgrpc-agent: NETCONF and shell sessions over outbound HTTPS, device side.
+ *
+ * The agent reads a Junos-style outbound-https configuration, runs one
+ * client (client.c) per "client" stanza, and reloads the configuration on
+ * SIGHUP or when the file changes.  A reload restarts only the clients whose
+ * connection settings changed; waittime and reconnect-strategy apply live,
+ * and the sessions of other clients are never touched.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <libgen.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/rand.h>
+#include <uv.h>
+
+#include "client.h"
+#include "conf.h"
+#include "err.h"
+#include "log.h"
+
+#define AGENT_DEFAULT_CONF "/etc/ncgrpc/agent.conf"
+#define AGENT_LOG_DIR	   "/var/log"
+#define AGENT_RELOAD_DELAY 300 /* ms: let an editor finish writing */
+
+struct agent_client {
+	struct client *ac_client;
+	char *ac_name;
+};
+
+static struct {
+	uv_loop_t *loop;
+	const char *conf_path;
+	const char *log_override; /* -L: wins over log-file */
+	char *log_path;
+	struct conf *conf;
+	struct client_settings cs;
+	struct agent_client *clients;
+	size_t nclients;
+	uv_signal_t sighup, sigint, sigterm;
+	uv_fs_event_t watch;
+	uv_timer_t reload_timer;
+	int stopping;
+	unsigned pending_stops;
+	int log_fd;
+} agent = {.conf_path = AGENT_DEFAULT_CONF, .log_fd = -1};
+
+static noreturn void
+usage(int code)
+{
+	FILE *fp = code == 0 ? stdout : stderr;
+
+	fprintf(fp,
+		"usage: ncgrpc-agent [-dnV] [-f file] [-L logfile]\n"
+		"\n"
+		"Dials out over TLS (gRPC on HTTP/2) to the management servers "
+		"of an\n"
+		"outbound-https configuration, and runs the NETCONF and shell "
+		"sessions\n"
+		"they ask for (jnx.jet.netconf.Ncgrpc, as a Junos device does).\n"
+		"\n"
+		"  -f file     configuration file (default %s)\n"
+		"  -n          check the configuration, print the result, and "
+		"exit\n"
+		"  -L logfile  log here instead of the configured log-file; "
+		"\"-\" is stderr\n"
+		"  -d          debug logging\n"
+		"  -V          print the version and exit\n"
+		"\n"
+		"Signals: SIGHUP reloads the configuration (so does saving the "
+		"file);\n"
+		"SIGINT and SIGTERM end all sessions and exit.\n"
+		"See ncgrpc-agent(8) and docs/configuration.md.\n",
+		AGENT_DEFAULT_CONF);
+	exit(code);
+}
+
+static int
+load_conf(struct conf **out, char *err, size_t errlen)
+{
+	struct conf *cf;
+	int rc;
+
+	if ((rc = conf_parse_file(agent.conf_path, &cf, err, errlen)) != 0)
+		return rc;
+	if ((rc = conf_validate(cf, err, errlen)) != 0) {
+		conf_free(cf);
+		return rc;
+	}
+	*out = cf;
+	return 0;
+}
+
+/* Applies the agent { } block: logging, keepalive and session settings. */
+static void
+apply_agent(const struct conf *cf)
+{
+	const struct conf_agent *ag = &cf->cf_agent;
+	char *path = NULL;
+	int rc, fd;
+
+	agent.cs.cs_ping_interval_ms = ag->ag_keepalive_interval * 1000;
+	agent.cs.cs_ping_timeout_ms = ag->ag_keepalive_timeout * 1000;
+	agent.cs.cs_xport.xo_keepalive_idle = ag->ag_tcp_keepidle;
+	agent.cs.cs_xport.xo_keepalive_intvl = ag->ag_tcp_keepintvl;
+	agent.cs.cs_xport.xo_keepalive_cnt = ag->ag_tcp_keepcnt;
+	/* The strings live in cf, which stays until the next reload. */
+	agent.cs.cs_session.se_user = ag->ag_user;
+	agent.cs.cs_session.se_netconf_command = ag->ag_netconf_command;
+	agent.cs.cs_session.se_shell = ag->ag_shell;
+
+	if (agent.log_override != NULL)
+		return;
+	if (ag->ag_log_file[0] == '/')
+		path = strdup(ag->ag_log_file);
+	else if (asprintf(&path, "%s/%s", AGENT_LOG_DIR, ag->ag_log_file) < 0)
+		path = NULL;
+	if (path == NULL)
+		fatalx("out of memory");
+	if (agent.log_path != NULL && strcmp(path, agent.log_path) == 0) {
+		free(path);
+		return;
+	}
+	if ((rc = log_open(path)) != 0) {
+		log_warnx("cannot open log file \"%s\": %s", path,
+			  strerror(-rc));
+		free(path);
+		return;
+	}
+	/* NETCONF backends' stderr goes to the log too. */
+	fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
+	if (agent.log_fd != -1)
+		close(agent.log_fd);
+	agent.log_fd = fd;
+	agent.cs.cs_session.se_stderr_fd = fd;
+	free(agent.log_path);
+	agent.log_path = path;
+}
+
+static void
+on_client_stopped(void *arg)
+{
+	(void)arg;
+	agent.pending_stops--;
+	if (agent.stopping && agent.pending_stops == 0) {
+		uv_close((uv_handle_t *)&agent.sighup, NULL);
+		uv_close((uv_handle_t *)&agent.sigint, NULL);
+		uv_close((uv_handle_t *)&agent.sigterm, NULL);
+		uv_close((uv_handle_t *)&agent.reload_timer, NULL);
+		if (uv_is_active((uv_handle_t *)&agent.watch) ||
+		    !uv_is_closing((uv_handle_t *)&agent.watch))
+			uv_close((uv_handle_t *)&agent.watch, NULL);
+	}
+}
+
+static void
+stop_client(struct agent_client *ac, const char *why)
+{
+	agent.pending_stops++;
+	client_stop(ac->ac_client, why, on_client_stopped, NULL);
+	free(ac->ac_name);
+	ac->ac_client = NULL;
+	ac->ac_name = NULL;
+}
+
+static int
+start_client(struct agent_client *ac, const struct conf_client *cc)
+{
+	int rc;
+
+	if ((ac->ac_name = strdup(cc->cl_name)) == NULL)
+		return -ENOMEM;
+	if ((rc = client_start(agent.loop, cc, &agent.cs, &ac->ac_client)) !=
+	    0) {
+		free(ac->ac_name);
+		ac->ac_name = NULL;
+	}
+	return rc;
+}
+
+static struct agent_client *
+find_client(const char *name)
+{
+	for (size_t i = 0; i < agent.nclients; i++)
+		if (agent.clients[i].ac_name != NULL &&
+		    strcmp(agent.clients[i].ac_name, name) == 0)
+			return &agent.clients[i];
+	return NULL;
+}
+
+static void
+reload(const char *trigger)
+{
+	struct agent_client *nc, *old;
+	struct conf *cf;
+	char err[512];
+	unsigned added = 0, removed = 0, restarted = 0, kept = 0;
+	size_t i;
+	int rc;
+
+	if (agent.stopping)
+		return;
+	if ((rc = load_conf(&cf, err, sizeof(err))) != 0) {
+		log_warnx("configuration reload (%s) failed, keeping the "
+			  "running configuration: %s",
+			  trigger, err);
+		return;
+	}
+	if ((nc = calloc(cf->cf_nclients, sizeof(*nc))) == NULL) {
+		log_warnx("configuration reload (%s) failed: out of memory",
+			  trigger);
+		conf_free(cf);
+		return;
+	}
+	apply_agent(cf);
+	for (i = 0; i < cf->cf_nclients; i++) {
+		const struct conf_client *cc = &cf->cf_clients[i];
+		const struct conf_client *prev =
+			conf_client_find(agent.conf, cc->cl_name);
+
+		old = find_client(cc->cl_name);
+		if (old != NULL && prev != NULL &&
+		    conf_client_equal_conn(prev, cc)) {
+			client_update(old->ac_client, cc);
+			nc[i] = *old;
+			old->ac_client = NULL;
+			old->ac_name = NULL;
+			kept++;
+			continue;
+		}
+		if (old != NULL) {
+			stop_client(old, "configuration changed");
+			restarted++;
+		} else
+			added++;
+		if (start_client(&nc[i], cc) != 0)
+			log_warnx("client \"%s\": cannot start: out of memory",
+				  cc->cl_name);
+	}
+	for (i = 0; i < agent.nclients; i++)
+		if (agent.clients[i].ac_client != NULL) {
+			stop_client(&agent.clients[i],
+				    "removed from the configuration");
+			removed++;
+		}
+	free(agent.clients);
+	agent.clients = nc;
+	agent.nclients = cf->cf_nclients;
+	conf_free(agent.conf);
+	agent.conf = cf;
+	log_info("configuration reloaded (%s): %u added, %u removed, %u "
+		 "restarted, %u unchanged",
+		 trigger, added, removed, restarted, kept);
+}
+
+static void
+on_reload_timer(uv_timer_t *t)
+{
+	(void)t;
+	reload("file changed");
+}
+
+static void
+on_watch(uv_fs_event_t *h, const char *filename, int events, int status)
+{
+	char *base, *copy;
+
+	(void)h;
+	(void)events;
+	if (status < 0 || filename == NULL)
+		return;
+	if ((copy = strdup(agent.conf_path)) == NULL)
+		return;
+	base = basename(copy);
+	if (strcmp(filename, base) == 0)
+		uv_timer_start(&agent.reload_timer, on_reload_timer,
+			       AGENT_RELOAD_DELAY, 0);
+	free(copy);
+}
+
+static void
+shutdown_agent(const char *why)
+{
+	if (agent.stopping)
+		return;
+	agent.stopping = 1;
+	log_info("shutting down: %s", why);
+	uv_fs_event_stop(&agent.watch);
+	agent.pending_stops++;
+	for (size_t i = 0; i < agent.nclients; i++)
+		if (agent.clients[i].ac_client != NULL)
+			stop_client(&agent.clients[i], why);
+	on_client_stopped(NULL);
+}
+
+static void
+on_signal(uv_signal_t *s, int signum)
+{
+	(void)s;
+	if (signum == SIGHUP)
+		reload("SIGHUP");
+	else
+		shutdown_agent(signum == SIGINT ? "SIGINT" : "SIGTERM");
+}
+
+static void
+watch_conf(void)
+{
+	char *copy, *dir;
+	int rc;
+
+	/* Watch the directory: editors replace the file by renaming. */
+	if ((copy = strdup(agent.conf_path)) == NULL)
+		return;
+	dir = dirname(copy);
+	uv_fs_event_init(agent.loop, &agent.watch);
+	if ((rc = uv_fs_event_start(&agent.watch, on_watch, dir, 0)) != 0)
+		log_warnx("cannot watch \"%s\" for changes (%s); reload with "
+			  "SIGHUP",
+			  dir, uv_strerror(rc));
+	free(copy);
+}
+
+int
+main(int argc, char **argv)
+{
+	enum log_level level = LOG_LEVEL_INFO;
+	char err[512];
+	int ch, check = 0, rc;
+
+	log_init("ncgrpc-agent", level);
+	while ((ch = getopt(argc, argv, "df:hL:nV")) != -1) {
+		switch (ch) {
+		case 'd':
+			level = LOG_LEVEL_DEBUG;
+			break;
+		case 'f':
+			agent.conf_path = optarg;
+			break;
+		case 'L':
+			agent.log_override = optarg;
+			break;
+		case 'n':
+			check = 1;
+			break;
+		case 'V':
+			printf("ncgrpc-agent %s\n", NCGRPC_VERSION);
+			return 0;
+		case 'h':
+			usage(0);
+		default:
+			usage(64);
+		}
+	}
+	if (optind != argc)
+		usage(64);
+	log_set_level(level);
+	if (load_conf(&agent.conf, err, sizeof(err)) != 0) {
+		fprintf(stderr, "ncgrpc-agent: %s\n", err);
+		return 1;
+	}
+	if (check) {
+		printf("%s: configuration OK (%zu client%s)\n", agent.conf_path,
+		       agent.conf->cf_nclients,
+		       agent.conf->cf_nclients == 1 ? "" : "s");
+		conf_free(agent.conf);
+		return 0;
+	}
+	if (agent.log_override != NULL && strcmp(agent.log_override, "-") &&
+	    (rc = log_open(agent.log_override)) != 0) {
+		fprintf(stderr, "ncgrpc-agent: cannot open \"%s\": %s\n",
+			agent.log_override, strerror(-rc));
+		return 1;
+	}
+	agent.cs.cs_session.se_stderr_fd = -1;
+	apply_agent(agent.conf);
+	if (RAND_bytes((unsigned char *)&agent.cs.cs_instance_id,
+		       sizeof(agent.cs.cs_instance_id)) != 1)
+		fatalx("no randomness for the instance id");
+
+	signal(SIGPIPE, SIG_IGN);
+	agent.loop = uv_default_loop();
+	log_info("ncgrpc-agent %s starting: %zu client%s, instance id %llu",
+		 NCGRPC_VERSION, agent.conf->cf_nclients,
+		 agent.conf->cf_nclients == 1 ? "" : "s",
+		 (unsigned long long)agent.cs.cs_instance_id);
+	if ((agent.clients = calloc(agent.conf->cf_nclients,
+				    sizeof(*agent.clients))) == NULL)
+		fatalx("out of memory");
+	agent.nclients = agent.conf->cf_nclients;
+	for (size_t i = 0; i < agent.nclients; i++)
+		if (start_client(&agent.clients[i],
+				 &agent.conf->cf_clients[i]) != 0)
+			fatalx("out of memory");
+	uv_timer_init(agent.loop, &agent.reload_timer);
+	uv_signal_init(agent.loop, &agent.sighup);
+	uv_signal_init(agent.loop, &agent.sigint);
+	uv_signal_init(agent.loop, &agent.sigterm);
+	uv_signal_start(&agent.sighup, on_signal, SIGHUP);
+	uv_signal_start(&agent.sigint, on_signal, SIGINT);
+	uv_signal_start(&agent.sigterm, on_signal, SIGTERM);
+	watch_conf();
+	uv_run(agent.loop, UV_RUN_DEFAULT);
+
+	for (size_t i = 0; i < agent.nclients; i++)
+		free(agent.clients[i].ac_name);
+	free(agent.clients);
+	conf_free(agent.conf);
+	free(agent.log_path);
+	if (agent.log_fd != -1)
+		close(agent.log_fd);
+	rc = uv_loop_close(agent.loop);
+	log_info("stopped");
+	return rc == 0 ? 0 : 1;
+}

@@ -1,0 +1,445 @@
+/*
+ * A session joins a CommandGet stream and a backend process.  It lives
+ * until both halves are gone: se_call (ended by on_end) and se_proc (ended
+ * by pc_exit).  Whichever ends first ends the other.
+ */
+#include <errno.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "err.h"
+#include "log.h"
+#include "ncgrpc_wire.pb-c.h"
+#include "proc.h"
+#include "session.h"
+#include "utf8.h"
+
+#define CMDGET_PATH "/jnx.jet.netconf.Ncgrpc/NcgrpcCommandGet"
+#define SESSION_KILL_GRACE_MS 2000
+#define SESSION_DEFAULT_PATH \
+	"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+struct session {
+	struct grpc_call *se_call;
+	struct proc *se_proc;
+	enum session_type se_type;
+	session_done_fn se_done;
+	void *se_arg;
+	struct session_stats se_stats;
+	uint8_t se_carry[4]; /* start of a character split across reads */
+	size_t se_ncarry;
+	int se_call_done;
+	int se_proc_done;
+	int se_closing_send; /* output flushed and END_STREAM asked for */
+	int se_busy;	     /* running code that uses s after a call out */
+};
+
+static const struct proc_cb session_proc_cb;
+static const struct grpc_call_ops session_call_ops;
+
+const char *
+session_type_name(enum session_type type)
+{
+	return type == SESSION_CSH ? "shell" : "netconf";
+}
+
+static void
+session_reason(struct session *s, const char *why)
+{
+	if (s->se_stats.ss_reason[0] == '\0')
+		snprintf(s->se_stats.ss_reason, sizeof(s->se_stats.ss_reason),
+			 "%.*s", (int)sizeof(s->se_stats.ss_reason) - 1, why);
+}
+
+static void
+session_maybe_done(struct session *s)
+{
+	if (!s->se_call_done || !s->se_proc_done || s->se_busy > 0)
+		return;
+	s->se_done(s, &s->se_stats, s->se_arg);
+	free(s);
+}
+
+/* Sends bytes up as one CommandGetRequest. */
+static int
+send_up(struct session *s, const uint8_t *data, size_t len)
+{
+	Ncgrpc__Wire__CommandGetRequest req =
+		NCGRPC__WIRE__COMMAND_GET_REQUEST__INIT;
+	uint8_t buf[SESSION_CHUNK * 3 + 16];
+	size_t n;
+
+	/* The call can end inside an earlier send (grpc.h). */
+	if (s->se_call == NULL)
+		return -EPIPE;
+	req.message.data = (uint8_t *)(uintptr_t)data;
+	req.message.len = len;
+	n = ncgrpc__wire__command_get_request__get_packed_size(&req);
+	if (n > sizeof(buf))
+		return -EMSGSIZE;
+	ncgrpc__wire__command_get_request__pack(&req, buf);
+	s->se_stats.ss_bytes_up += len;
+	return grpc_call_send(s->se_call, buf, n);
+}
+
+/*
+ * Sends raw process output as valid UTF-8 chunks.  Bytes of a character
+ * that is not complete yet stay in se_carry; with final set they are
+ * flushed (as U+FFFD) because no more bytes will come.
+ */
+static int
+send_output(struct session *s, const uint8_t *data, size_t len, int final)
+{
+	uint8_t in[SESSION_CHUNK + 4], clean[(SESSION_CHUNK + 4) * 3];
+	size_t take, n, keep, ncl;
+	int rc;
+
+	while (len > 0 || (final && s->se_ncarry > 0)) {
+		memcpy(in, s->se_carry, s->se_ncarry);
+		take = len < SESSION_CHUNK ? len : SESSION_CHUNK;
+		memcpy(in + s->se_ncarry, data, take);
+		n = s->se_ncarry + take;
+		data += take;
+		len -= take;
+		keep = final && len == 0 ? n : utf8_complete_prefix(in, n);
+		ncl = utf8_sanitize(in, keep, clean);
+		s->se_ncarry = n - keep;
+		memcpy(s->se_carry, in + keep, s->se_ncarry);
+		/* Chunks of at most SESSION_CHUNK; sanitising may grow them. */
+		for (size_t off = 0; off < ncl;) {
+			size_t part = ncl - off;
+
+			if (part > SESSION_CHUNK) {
+				part = utf8_complete_prefix(clean + off,
+							    SESSION_CHUNK);
+				if (part == 0)
+					part = SESSION_CHUNK;
+			}
+			if ((rc = send_up(s, clean + off, part)) != 0)
+				return rc;
+			off += part;
+		}
+	}
+	return 0;
+}
+
+static void
+session_close_send(struct session *s)
+{
+	if (s->se_closing_send || s->se_call_done)
+		return;
+	s->se_closing_send = 1;
+	send_output(s, NULL, 0, 1);
+	grpc_call_close_send(s->se_call);
+}
+
+/* Process side. */
+
+static void
+on_proc_output(struct proc *p, const uint8_t *data, size_t len, void *arg)
+{
+	struct session *s = arg;
+	int rc;
+
+	if (s->se_call_done || s->se_closing_send)
+		return;
+	rc = send_output(s, data, len, 0);
+	/* Sending may have ended the call (grpc.h): look again. */
+	if (s->se_call == NULL)
+		return;
+	if (rc != 0) {
+		session_reason(s, "cannot queue output");
+		grpc_call_cancel(s->se_call);
+		return;
+	}
+	/* A server that reads slowly stops the process, not our memory. */
+	if (grpc_call_queued(s->se_call) >= GRPC_CALL_HIWAT)
+		proc_pause(p);
+}
+
+static void
+on_proc_writable(struct proc *p, void *arg)
+{
+	struct session *s = arg;
+
+	(void)p;
+	if (!s->se_call_done)
+		grpc_call_resume(s->se_call);
+}
+
+static void
+on_proc_exit(struct proc *p, int64_t status, int sig, void *arg)
+{
+	struct session *s = arg;
+	char why[64];
+
+	(void)p;
+	s->se_proc = NULL;
+	s->se_proc_done = 1;
+	s->se_stats.ss_exit_status = status;
+	s->se_stats.ss_term_signal = sig;
+	if (sig != 0)
+		snprintf(why, sizeof(why), "process killed by signal %d", sig);
+	else
+		snprintf(why, sizeof(why), "process exited with status %lld",
+			 (long long)status);
+	session_reason(s, why);
+	/*
+	 * The device closes the stream after the last output.  That can end
+	 * the call right here (grpc.h), so s is held until we are done.
+	 */
+	s->se_busy++;
+	session_close_send(s);
+	s->se_busy--;
+	session_maybe_done(s);
+}
+
+static const struct proc_cb session_proc_cb = {
+	.pc_output = on_proc_output,
+	.pc_writable = on_proc_writable,
+	.pc_exit = on_proc_exit,
+};
+
+/* Stream side. */
+
+static void
+on_call_message(struct grpc_call *c, const uint8_t *msg, size_t len,
+		void *arg)
+{
+	struct session *s = arg;
+	Ncgrpc__Wire__CommandGetResponse *r;
+	const ProtobufCBinaryData *cmd = NULL;
+	int add_newline = 0;
+
+	r = ncgrpc__wire__command_get_response__unpack(NULL, len, msg);
+	if (r == NULL) {
+		session_reason(s, "malformed CommandGet response from server");
+		grpc_call_cancel(c);
+		return;
+	}
+	if (r->command_case ==
+	    NCGRPC__WIRE__COMMAND_GET_RESPONSE__COMMAND_NETCONF_COMMAND)
+		cmd = &r->netconf_command;
+	else if (r->command_case ==
+		 NCGRPC__WIRE__COMMAND_GET_RESPONSE__COMMAND_CSH_COMMAND) {
+		cmd = &r->csh_command;
+		add_newline = 1;
+	}
+	if (s->se_proc != NULL) {
+		if (cmd != NULL && (cmd->len > 0 || add_newline)) {
+			proc_write(s->se_proc, cmd->data, cmd->len);
+			if (add_newline)
+				proc_write(s->se_proc, (const uint8_t *)"\n", 1);
+			s->se_stats.ss_bytes_down += cmd->len + add_newline;
+		}
+		if (r->kill_signal > 0 && r->kill_signal < 65)
+			proc_kill(s->se_proc, (int)r->kill_signal);
+		else if (r->kill_signal != 0)
+			log_warnx("ignoring kill_signal %llu: not a signal",
+				  (unsigned long long)r->kill_signal);
+		/* A process that does not read stops the stream. */
+		if (s->se_proc != NULL &&
+		    proc_queued(s->se_proc) >= PROC_INPUT_HIWAT)
+			grpc_call_pause(c);
+	}
+	ncgrpc__wire__command_get_response__free_unpacked(r, NULL);
+}
+
+static void
+on_call_writable(struct grpc_call *c, void *arg)
+{
+	struct session *s = arg;
+
+	(void)c;
+	if (s->se_proc != NULL)
+		proc_resume(s->se_proc);
+}
+
+static void
+on_call_end(struct grpc_call *c, int status, const char *message, void *arg)
+{
+	struct session *s = arg;
+	char why[200];
+
+	(void)c;
+	s->se_call = NULL;
+	s->se_call_done = 1;
+	if (status == GRPC_STATUS_OK)
+		session_reason(s, "stream closed");
+	else {
+		snprintf(why, sizeof(why), "stream ended: %s: %s",
+			 grpc_status_name(status), message);
+		session_reason(s, why);
+	}
+	if (s->se_proc != NULL)
+		proc_close(s->se_proc, SESSION_KILL_GRACE_MS);
+	session_maybe_done(s);
+}
+
+static const struct grpc_call_ops session_call_ops = {
+	.on_message = on_call_message,
+	.on_writable = on_call_writable,
+	.on_end = on_call_end,
+};
+
+/* Starting the backend. */
+
+struct envbuf {
+	char *ev_vars[16];
+	size_t ev_n;
+};
+
+static void
+env_add(struct envbuf *e, const char *name, const char *value)
+{
+	char *v;
+
+	if (value == NULL ||
+	    e->ev_n + 1 >= sizeof(e->ev_vars) / sizeof(e->ev_vars[0]))
+		return;
+	if (asprintf(&v, "%s=%s", name, value) < 0)
+		return;
+	e->ev_vars[e->ev_n++] = v;
+	e->ev_vars[e->ev_n] = NULL;
+}
+
+static void
+env_free(struct envbuf *e)
+{
+	for (size_t i = 0; i < e->ev_n; i++)
+		free(e->ev_vars[i]);
+	e->ev_n = 0;
+}
+
+/*
+ * netconf-subsystem (yuma123) expects what sshd gives a subsystem: USER,
+ * and SSH_CONNECTION whose local port netconfd accepts (830).
+ */
+static void
+ssh_connection(char *out, size_t len, const char *peer)
+{
+	char host[128] = "0.0.0.0";
+	const char *port = "0", *colon;
+
+	if (peer[0] == '[' && (colon = strstr(peer, "]:")) != NULL) {
+		snprintf(host, sizeof(host), "%.*s", (int)(colon - peer - 1),
+			 peer + 1);
+		port = colon + 2;
+	} else if ((colon = strrchr(peer, ':')) != NULL) {
+		snprintf(host, sizeof(host), "%.*s", (int)(colon - peer), peer);
+		port = colon + 1;
+	}
+	snprintf(out, len, "%s %s 127.0.0.1 830", host, port);
+}
+
+static int
+session_spawn(struct session *s, const struct session_env *env,
+	      uv_loop_t *loop, const char *peer)
+{
+	const char *argv[4];
+	struct proc_opts po = {0};
+	struct envbuf e = {0};
+	struct passwd pw, *pwp = NULL;
+	char pwbuf[4096], sshc[200];
+	const char *home = "/", *shell = "/bin/sh", *user = env->se_user;
+	int rc;
+
+	if (user != NULL)
+		getpwnam_r(user, &pw, pwbuf, sizeof(pwbuf), &pwp);
+	else
+		getpwuid_r(geteuid(), &pw, pwbuf, sizeof(pwbuf), &pwp);
+	if (user != NULL && pwp == NULL)
+		return -EINVAL;
+	if (pwp != NULL) {
+		home = pwp->pw_dir;
+		if (pwp->pw_shell != NULL && pwp->pw_shell[0] == '/')
+			shell = pwp->pw_shell;
+		user = pwp->pw_name;
+	}
+	if (env->se_shell != NULL)
+		shell = env->se_shell;
+	env_add(&e, "HOME", home);
+	env_add(&e, "USER", user);
+	env_add(&e, "LOGNAME", user);
+	env_add(&e, "SHELL", shell);
+	env_add(&e, "PATH", SESSION_DEFAULT_PATH);
+	env_add(&e, "LANG", "C.UTF-8");
+	if (s->se_type == SESSION_CSH) {
+		/* Line mode: no escape sequences in prompts. */
+		env_add(&e, "TERM", "dumb");
+		argv[0] = shell;
+		argv[1] = NULL;
+		po.po_pty = 1;
+	} else {
+		ssh_connection(sshc, sizeof(sshc), peer);
+		env_add(&e, "SSH_CONNECTION", sshc);
+		argv[0] = "/bin/sh";
+		argv[1] = "-c";
+		argv[2] = env->se_netconf_command;
+		argv[3] = NULL;
+		po.po_stderr_fd = env->se_stderr_fd;
+	}
+	po.po_argv = argv;
+	po.po_envp = (const char *const *)e.ev_vars;
+	po.po_cwd = home;
+	po.po_user = env->se_user;
+	rc = proc_spawn(loop, &po, &session_proc_cb,
+			s, &s->se_proc);
+	env_free(&e);
+	return rc;
+}
+
+int
+session_start(struct grpc_conn *conn, enum session_type type,
+	      const struct grpc_mdlist *md, const struct session_env *env,
+	      session_done_fn done, void *arg, struct session **out)
+{
+	struct session *s;
+	char msg[300];
+	int rc;
+
+	if ((s = calloc(1, sizeof(*s))) == NULL)
+		return -ENOMEM;
+	s->se_type = type;
+	s->se_done = done;
+	s->se_arg = arg;
+	s->se_stats.ss_exit_status = -1;
+	rc = grpc_call_start(conn, CMDGET_PATH, md, 0, &session_call_ops, s,
+			     &s->se_call);
+	if (rc != 0) {
+		free(s);
+		return rc;
+	}
+	if ((rc = session_spawn(s, env, grpc_conn_loop(conn),
+				 grpc_conn_peer(conn))) != 0) {
+		/* Tell the operator why, then end the stream normally. */
+		snprintf(msg, sizeof(msg),
+			 "ncgrpc-agent: cannot start the %s session: %s\n",
+			 session_type_name(type),
+			 rc == -EINVAL && env->se_user != NULL
+				 ? "unknown user"
+				 : ncg_strerror(rc));
+		log_warnx("%s", msg);
+		snprintf(s->se_stats.ss_reason, sizeof(s->se_stats.ss_reason),
+			 "cannot start process: %s", ncg_strerror(rc));
+		send_output(s, (const uint8_t *)msg, strlen(msg), 1);
+		s->se_proc_done = 1;
+		session_close_send(s);
+	}
+	*out = s;
+	return 0;
+}
+
+void
+session_stop(struct session *s, const char *why)
+{
+	session_reason(s, why);
+	if (s->se_call != NULL)
+		grpc_call_cancel(s->se_call);
+	else if (s->se_proc != NULL)
+		proc_close(s->se_proc, SESSION_KILL_GRACE_MS);
+}

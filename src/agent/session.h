@@ -1,0 +1,68 @@
+/*
+ * One NETCONF or shell session of ncgrpc-agent: a NcgrpcCommandGet stream
+ * joined to a backend process (proc.h).
+ *
+ * Output of the process goes up as NcgrpcCommandGetRequest.message, in
+ * chunks of at most SESSION_CHUNK bytes of valid UTF-8 (a character is
+ * never split, invalid bytes become U+FFFD).  netconf_command is written to
+ * the process as is, csh_command with "\n" appended, and a nonzero
+ * kill_signal goes to the process group after the command.  Both ways are
+ * flow-controlled: a slow server pauses the process's output, a process
+ * that does not read pauses the stream.
+ *
+ * The session ends when the process exits (the stream is closed with
+ * status OK after the last output), when the server ends the stream (the
+ * process group is killed), or when the connection drops.  done runs
+ * once, after both the stream and the process are gone.
+ */
+#ifndef NCGRPC_SESSION_H
+#define NCGRPC_SESSION_H
+
+#include <stdint.h>
+
+#include "grpc.h"
+
+#define SESSION_CHUNK (16 * 1024)
+
+enum session_type {
+	SESSION_NETCONF = 0,
+	SESSION_CSH = 1,
+};
+
+struct session;
+
+struct session_env {
+	const char *se_user;	        /* run as this user, or NULL */
+	const char *se_netconf_command; /* run with /bin/sh -c */
+	const char *se_shell;	        /* NULL: the user's login shell */
+	int se_stderr_fd;	        /* NETCONF stderr: fd or -1 */
+};
+
+struct session_stats {
+	uint64_t ss_bytes_up;	/* process output sent to the server */
+	uint64_t ss_bytes_down; /* server input written to the process */
+	int64_t ss_exit_status; /* -1 when killed (ss_term_signal) */
+	int ss_term_signal;
+	char ss_reason[160];	/* why the session ended */
+};
+
+typedef void (*session_done_fn)(struct session *s,
+				const struct session_stats *st, void *arg);
+
+/*
+ * Opens NcgrpcCommandGet on conn with request metadata md (the
+ * Initialize trailers) and starts the backend for type.  Returns 0 and
+ * sets *out, or a negative code: then no callback runs and nothing was
+ * started.  If the process cannot be started, the session still starts:
+ * it sends the reason up as output and ends, so the operator sees it.
+ */
+int session_start(struct grpc_conn *conn, enum session_type type,
+		  const struct grpc_mdlist *md, const struct session_env *env,
+		  session_done_fn done, void *arg, struct session **out);
+
+/* Ends the session now (agent shutdown, client removed). done follows. */
+void session_stop(struct session *s, const char *why);
+
+const char *session_type_name(enum session_type type);
+
+#endif
