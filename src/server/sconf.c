@@ -1,0 +1,825 @@
+/*
+ * ncgrpcd configuration: a line-at-a-time parser over the defaults, and a
+ * separate validator (see sconf.h for the format).
+ *
+ * Each line is split into at most three words (the keyword, its value, and
+ * a third only to report it as extra).  Keywords are looked up in one table
+ * that also says how the value is parsed and where it is stored, so a new
+ * keyword is one table row plus a default and a validation rule.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/addr.h"
+#include "sconf.h"
+
+#define SCONF_UNNAMED "<config>"
+#define SCONF_MSG_MAX 1024
+
+/* Where a value comes from; a later source replaces a list. */
+enum src { SRC_DEFAULT = 0, SRC_FILE = 1, SRC_SET = 2 };
+
+enum vtype { V_LISTEN, V_NAME, V_STR, V_UINT, V_MODE };
+
+struct keyword {
+	const char *kw_name;
+	enum vtype kw_type;
+	int kw_key; /* enum sconf_key; -1 for the repeatable ones */
+	size_t
+	    kw_off; /* of the field in struct sconf (V_STR, V_UINT, V_MODE) */
+};
+
+#define F(f) offsetof(struct sconf, f)
+
+static const struct keyword keywords[] = {
+    {"listen", V_LISTEN, -1, 0},
+    {"certificate", V_STR, SCONF_K_CERTIFICATE, F(sc_certificate)},
+    {"key", V_STR, SCONF_K_KEY, F(sc_key)},
+    {"devices", V_STR, SCONF_K_DEVICES, F(sc_devices)},
+    {"operator-socket", V_STR, SCONF_K_OPERATOR_SOCKET, F(sc_operator_socket)},
+    {"operator-socket-mode", V_MODE, SCONF_K_OPERATOR_SOCKET_MODE,
+     F(sc_operator_socket_mode)},
+    {"operator-socket-group", V_STR, SCONF_K_OPERATOR_SOCKET_GROUP,
+     F(sc_operator_socket_group)},
+    {"log-file", V_STR, SCONF_K_LOG_FILE, F(sc_log_file)},
+    {"audit-log", V_STR, SCONF_K_AUDIT_LOG, F(sc_audit_log)},
+    {"name", V_NAME, -1, 0},
+    {"session-limit", V_UINT, SCONF_K_SESSION_LIMIT, F(sc_session_limit)},
+    {"session-wait", V_UINT, SCONF_K_SESSION_WAIT, F(sc_session_wait)},
+    {"max-streams", V_UINT, SCONF_K_MAX_STREAMS, F(sc_max_streams)},
+    {"keepalive-interval", V_UINT, SCONF_K_KEEPALIVE_INTERVAL,
+     F(sc_keepalive_interval)},
+    {"tcp-keepalive", V_UINT, SCONF_K_TCP_KEEPALIVE, F(sc_tcp_keepalive)},
+    {"handshake-timeout", V_UINT, SCONF_K_HANDSHAKE_TIMEOUT,
+     F(sc_handshake_timeout)},
+};
+
+#undef F
+
+#define NKEYWORDS (sizeof(keywords) / sizeof(keywords[0]))
+
+static void __attribute__((format(printf, 3, 4)))
+seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err == NULL || errlen == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+static char **
+str_field(struct sconf *sc, const struct keyword *kw)
+{
+	return (char **)(void *)((char *)sc + kw->kw_off);
+}
+
+static unsigned *
+uint_field(struct sconf *sc, const struct keyword *kw)
+{
+	return (unsigned *)(void *)((char *)sc + kw->kw_off);
+}
+
+static const struct keyword *
+keyword_find(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < NKEYWORDS; i++)
+		if (strcmp(keywords[i].kw_name, name) == 0)
+			return &keywords[i];
+	return NULL;
+}
+
+/* --- Defaults and lifetime --- */
+
+static void
+listen_clear(struct sconf *sc)
+{
+	size_t i;
+
+	for (i = 0; i < sc->sc_nlisten; i++)
+		free(sc->sc_listen[i].li_host);
+	free(sc->sc_listen);
+	sc->sc_listen = NULL;
+	sc->sc_nlisten = 0;
+}
+
+static void
+names_clear(struct sconf *sc)
+{
+	size_t i;
+
+	for (i = 0; i < sc->sc_nnames; i++)
+		free(sc->sc_names[i].nm_name);
+	free(sc->sc_names);
+	sc->sc_names = NULL;
+	sc->sc_nnames = 0;
+}
+
+static int
+listen_add(struct sconf *sc, const char *host, uint16_t port, unsigned line)
+{
+	struct sconf_listen *l;
+	char *h;
+
+	if ((h = strdup(host)) == NULL)
+		return -ENOMEM;
+	l = reallocarray(sc->sc_listen, sc->sc_nlisten + 1, sizeof(*l));
+	if (l == NULL) {
+		free(h);
+		return -ENOMEM;
+	}
+	sc->sc_listen = l;
+	l += sc->sc_nlisten++;
+	l->li_host = h;
+	l->li_port = port;
+	l->li_line = line;
+	return 0;
+}
+
+static int
+name_add(struct sconf *sc, const char *name, unsigned line)
+{
+	struct sconf_name *n;
+	char *s;
+
+	if ((s = strdup(name)) == NULL)
+		return -ENOMEM;
+	n = reallocarray(sc->sc_names, sc->sc_nnames + 1, sizeof(*n));
+	if (n == NULL) {
+		free(s);
+		return -ENOMEM;
+	}
+	sc->sc_names = n;
+	n += sc->sc_nnames++;
+	n->nm_name = s;
+	n->nm_line = line;
+	return 0;
+}
+
+void
+sconf_clear(struct sconf *sc)
+{
+	size_t i;
+
+	if (sc == NULL)
+		return;
+	listen_clear(sc);
+	names_clear(sc);
+	for (i = 0; i < NKEYWORDS; i++)
+		if (keywords[i].kw_type == V_STR)
+			free(*str_field(sc, &keywords[i]));
+	free(sc->sc_file);
+	memset(sc, 0, sizeof(*sc));
+}
+
+int
+sconf_defaults(struct sconf *sc)
+{
+	memset(sc, 0, sizeof(*sc));
+	sc->sc_operator_socket_mode = SCONF_DEFAULT_OPERATOR_MODE;
+	sc->sc_session_limit = SCONF_DEFAULT_SESSION_LIMIT;
+	sc->sc_session_wait = SCONF_DEFAULT_SESSION_WAIT;
+	sc->sc_max_streams = SCONF_DEFAULT_MAX_STREAMS;
+	sc->sc_keepalive_interval = SCONF_DEFAULT_KEEPALIVE;
+	sc->sc_tcp_keepalive = SCONF_DEFAULT_TCP_KEEPALIVE;
+	sc->sc_handshake_timeout = SCONF_DEFAULT_HANDSHAKE_TO;
+	if ((sc->sc_file = strdup(SCONF_UNNAMED)) == NULL ||
+	    (sc->sc_certificate = strdup(SCONF_DEFAULT_CERTIFICATE)) == NULL ||
+	    (sc->sc_key = strdup(SCONF_DEFAULT_KEY)) == NULL ||
+	    (sc->sc_devices = strdup(SCONF_DEFAULT_DEVICES)) == NULL ||
+	    (sc->sc_operator_socket = strdup(SCONF_DEFAULT_OPERATOR_SOCKET)) ==
+	        NULL ||
+	    (sc->sc_log_file = strdup(SCONF_DEFAULT_LOG_FILE)) == NULL ||
+	    (sc->sc_audit_log = strdup(SCONF_DEFAULT_AUDIT_LOG)) == NULL ||
+	    listen_add(sc, SCONF_DEFAULT_LISTEN_HOST, SCONF_DEFAULT_LISTEN_PORT,
+	               0) != 0) {
+		sconf_clear(sc);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+int
+sconf_new(struct sconf **out)
+{
+	struct sconf *sc;
+
+	if ((sc = malloc(sizeof(*sc))) == NULL)
+		return -ENOMEM;
+	if (sconf_defaults(sc) != 0) {
+		free(sc);
+		return -ENOMEM;
+	}
+	*out = sc;
+	return 0;
+}
+
+void
+sconf_free(struct sconf *sc)
+{
+	if (sc == NULL)
+		return;
+	sconf_clear(sc);
+	free(sc);
+}
+
+/* --- Values --- */
+
+/*
+ * Stores value for kw, as given on line (0 for sconf_set()) by src.
+ * Returns 0, -EINVAL with a message (without position) in msg, or -ENOMEM.
+ */
+static int
+set_value(struct sconf *sc, const struct keyword *kw, const char *value,
+          unsigned line, enum src src, char *msg, size_t msglen)
+{
+	unsigned long long v;
+	char host[256], *s;
+	uint16_t port;
+	size_t i;
+	int rc;
+
+	if (kw->kw_key >= 0 && src == SRC_FILE &&
+	    sc->sc_line[kw->kw_key] != 0) {
+		seterr(msg, msglen, "'%s' given twice (first at line %u)",
+		       kw->kw_name, sc->sc_line[kw->kw_key]);
+		return -EINVAL;
+	}
+	switch (kw->kw_type) {
+	case V_LISTEN:
+		if (value[0] == '*' && value[1] == ':') {
+			/* "*" means every address; see sconf.h. */
+			rc = addr_parse_uint(value + 2, 0, 65535, &v);
+			host[0] = '*';
+			host[1] = '\0';
+			port = rc == 0 ? (uint16_t)v : 0;
+		} else
+			rc = addr_parse_hostport(value, 0, 1, host,
+			                         sizeof(host), &port);
+		if (rc == -ENAMETOOLONG) {
+			seterr(msg, msglen, "listen: host name too long");
+			return -EINVAL;
+		}
+		if (rc != 0 ||
+		    (value[0] == '[' &&
+		     inet_pton(AF_INET6, host, &(struct in6_addr){0}) != 1)) {
+			seterr(msg, msglen,
+			       "listen: '%.64s' is not HOST:PORT, [IPV6]:PORT "
+			       "or *:PORT",
+			       value);
+			return -EINVAL;
+		}
+		if (sc->sc_listen_src < (int)src) {
+			listen_clear(sc);
+			sc->sc_listen_src = (int)src;
+		}
+		return listen_add(sc, host, port, line);
+	case V_NAME:
+		if (sc->sc_names_src < (int)src) {
+			names_clear(sc);
+			sc->sc_names_src = (int)src;
+		}
+		return name_add(sc, value, line);
+	case V_STR:
+		if ((s = strdup(value)) == NULL)
+			return -ENOMEM;
+		free(*str_field(sc, kw));
+		*str_field(sc, kw) = s;
+		break;
+	case V_UINT:
+		rc = addr_parse_uint(value, 0, UINT_MAX, &v);
+		if (rc == -ERANGE) {
+			seterr(msg, msglen, "%s: '%.64s' is too large",
+			       kw->kw_name, value);
+			return -EINVAL;
+		}
+		if (rc != 0) {
+			seterr(msg, msglen, "%s: '%.64s' is not a number",
+			       kw->kw_name, value);
+			return -EINVAL;
+		}
+		*uint_field(sc, kw) = (unsigned)v;
+		break;
+	case V_MODE:
+		v = 0;
+		for (i = 0; i < 5 && value[i] >= '0' && value[i] <= '7'; i++)
+			v = v * 8 + (unsigned)(value[i] - '0');
+		if (i == 0 || i > 4 || value[i] != '\0') {
+			seterr(msg, msglen,
+			       "%s: '%.64s' is not an octal mode such as 0660",
+			       kw->kw_name, value);
+			return -EINVAL;
+		}
+		*uint_field(sc, kw) = (unsigned)v;
+		break;
+	}
+	sc->sc_line[kw->kw_key] = line;
+	return 0;
+}
+
+static void
+unknown_keyword(const char *key, char *msg, size_t msglen)
+{
+	size_t i, off;
+	int n;
+
+	n = snprintf(msg, msglen, "unknown keyword '%.64s' (valid:", key);
+	for (i = 0; i < NKEYWORDS && n >= 0 && (size_t)n < msglen; i++) {
+		off = (size_t)n;
+		n = snprintf(msg + off, msglen - off, "%s %s", i ? "," : "",
+		             keywords[i].kw_name);
+		if (n >= 0)
+			n += (int)off;
+	}
+	if (n >= 0 && (size_t)n < msglen)
+		snprintf(msg + n, msglen - (size_t)n, ")");
+}
+
+int
+sconf_set(struct sconf *sc, const char *key, const char *value, char *err,
+          size_t errlen)
+{
+	const struct keyword *kw;
+	char msg[SCONF_MSG_MAX];
+	int rc;
+
+	if ((kw = keyword_find(key)) == NULL) {
+		unknown_keyword(key, msg, sizeof(msg));
+		seterr(err, errlen, "command line: %s", msg);
+		return -EINVAL;
+	}
+	/* Strings are replaced only once the new one is allocated. */
+	if ((rc = set_value(sc, kw, value, 0, SRC_SET, msg, sizeof(msg))) ==
+	    -EINVAL)
+		seterr(err, errlen, "command line: %s", msg);
+	else if (rc != 0)
+		seterr(err, errlen, "command line: out of memory");
+	return rc;
+}
+
+/* --- Lines --- */
+
+/*
+ * Splits line[0..len) into at most 3 words in buf (which has room for len
+ * + 3 bytes): words[i] points into buf.  Returns the number of words, or
+ * -EINVAL with a message in msg.
+ */
+static int
+split(const char *line, size_t len, char *buf, char *words[3], char *msg,
+      size_t msglen)
+{
+	size_t i = 0;
+	int n = 0;
+	unsigned char c;
+
+	while (n < 3) {
+		while (i < len && (line[i] == ' ' || line[i] == '\t'))
+			i++;
+		if (i == len || line[i] == '#')
+			break;
+		words[n++] = buf;
+		if (line[i] == '"') {
+			for (i++;; i++) {
+				if (i == len) {
+					seterr(msg, msglen,
+					       "unterminated quoted string");
+					return -EINVAL;
+				}
+				if (line[i] == '"')
+					break;
+				if (line[i] == '\\') {
+					if (i + 1 == len ||
+					    (line[i + 1] != '"' &&
+					     line[i + 1] != '\\')) {
+						seterr(msg, msglen,
+						       "only \\\" and \\\\ may "
+						       "follow a backslash");
+						return -EINVAL;
+					}
+					i++;
+				}
+				c = (unsigned char)line[i];
+				if ((c < 0x20 && c != '\t') || c == 0x7f)
+					goto control;
+				*buf++ = line[i];
+			}
+			i++;
+			if (i < len && line[i] != ' ' && line[i] != '\t') {
+				seterr(msg, msglen,
+				       "no space after a quoted string");
+				return -EINVAL;
+			}
+		} else {
+			for (; i < len && line[i] != ' ' && line[i] != '\t';
+			     i++) {
+				c = (unsigned char)line[i];
+				if (c == '"') {
+					seterr(msg, msglen,
+					       "a quote inside a word");
+					return -EINVAL;
+				}
+				if (c < 0x20 || c == 0x7f)
+					goto control;
+				*buf++ = line[i];
+			}
+		}
+		*buf++ = '\0';
+	}
+	return n;
+control:
+	seterr(msg, msglen, "control character 0x%02x",
+	       (unsigned)(unsigned char)line[i]);
+	return -EINVAL;
+}
+
+static int
+parse_line(struct sconf *sc, const char *line, size_t len, unsigned lineno,
+           char *buf, char *msg, size_t msglen)
+{
+	const struct keyword *kw;
+	char *w[3];
+	int n;
+
+	if (len > SCONF_MAX_LINE) {
+		seterr(msg, msglen, "line too long (more than %d bytes)",
+		       SCONF_MAX_LINE);
+		return -EINVAL;
+	}
+	if ((n = split(line, len, buf, w, msg, msglen)) < 0)
+		return n;
+	if (n == 0)
+		return 0;
+	if ((kw = keyword_find(w[0])) == NULL) {
+		unknown_keyword(w[0], msg, msglen);
+		return -EINVAL;
+	}
+	if (n != 2) {
+		seterr(msg, msglen, "'%s' takes one value%s", kw->kw_name,
+		       n > 2 ? " (quote values with spaces)" : "");
+		return -EINVAL;
+	}
+	return set_value(sc, kw, w[1], lineno, SRC_FILE, msg, msglen);
+}
+
+int
+sconf_parse_string(const char *name, const char *text, size_t len,
+                   struct sconf **out, char *err, size_t errlen)
+{
+	struct sconf *sc;
+	char msg[SCONF_MSG_MAX], *buf;
+	const char *line, *nl, *end = text + len;
+	unsigned lineno = 0;
+	size_t ll;
+	int rc = 0;
+
+	if (name == NULL)
+		name = SCONF_UNNAMED;
+	if (len > SCONF_MAX_FILE) {
+		seterr(err, errlen, "%s: file too large (more than %d bytes)",
+		       name, SCONF_MAX_FILE);
+		return -EFBIG;
+	}
+	if ((rc = sconf_new(&sc)) != 0) {
+		seterr(err, errlen, "%s: out of memory", name);
+		return rc;
+	}
+	free(sc->sc_file);
+	if ((sc->sc_file = strdup(name)) == NULL ||
+	    (buf = malloc(SCONF_MAX_LINE + 3)) == NULL) {
+		sconf_free(sc);
+		seterr(err, errlen, "%s: out of memory", name);
+		return -ENOMEM;
+	}
+	for (line = text; line < end; line = nl + 1) {
+		lineno++;
+		if ((nl = memchr(line, '\n', (size_t)(end - line))) == NULL)
+			nl = end;
+		ll = (size_t)(nl - line);
+		if (ll > 0 && line[ll - 1] == '\r')
+			ll--;
+		if (memchr(line, '\0', ll) != NULL) {
+			seterr(msg, sizeof(msg), "NUL byte");
+			rc = -EINVAL;
+		} else
+			rc = parse_line(sc, line, ll, lineno, buf, msg,
+			                sizeof(msg));
+		if (rc == -ENOMEM)
+			seterr(msg, sizeof(msg), "out of memory");
+		if (rc != 0) {
+			seterr(err, errlen, "%s:%u: %s", name, lineno, msg);
+			break;
+		}
+	}
+	free(buf);
+	if (rc != 0) {
+		sconf_free(sc);
+		return rc;
+	}
+	*out = sc;
+	if (err != NULL && errlen > 0)
+		err[0] = '\0';
+	return 0;
+}
+
+int
+sconf_parse_file(const char *path, struct sconf **out, char *err, size_t errlen)
+{
+	struct stat st;
+	char *text = NULL, *p;
+	size_t len = 0, cap;
+	ssize_t n;
+	int fd, rc;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) == -1) {
+		rc = -errno;
+		seterr(err, errlen, "%s: %s", path, strerror(errno));
+		return rc;
+	}
+	if (fstat(fd, &st) == -1) {
+		rc = -errno;
+		seterr(err, errlen, "%s: %s", path, strerror(errno));
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		seterr(err, errlen, "%s: not a regular file", path);
+		rc = -EINVAL;
+		goto out;
+	}
+	/* The size is a hint: the file may change while it is read. */
+	cap = st.st_size < SCONF_MAX_FILE ? (size_t)st.st_size + 1
+	                                  : SCONF_MAX_FILE + 1;
+	if ((text = malloc(cap)) == NULL)
+		goto nomem;
+	for (;;) {
+		if (len == cap) {
+			if (cap > SCONF_MAX_FILE) {
+				seterr(err, errlen,
+				       "%s: file too large (more than %d "
+				       "bytes)",
+				       path, SCONF_MAX_FILE);
+				rc = -EFBIG;
+				goto out;
+			}
+			cap = cap > SCONF_MAX_FILE / 2 ? SCONF_MAX_FILE + 1
+			                               : cap * 2;
+			if ((p = realloc(text, cap)) == NULL)
+				goto nomem;
+			text = p;
+		}
+		n = read(fd, text + len, cap - len);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1) {
+			rc = -errno;
+			seterr(err, errlen, "%s: %s", path, strerror(errno));
+			goto out;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	rc = sconf_parse_string(path, text, len, out, err, errlen);
+	goto out;
+nomem:
+	seterr(err, errlen, "%s: out of memory", path);
+	rc = -ENOMEM;
+out:
+	free(text);
+	close(fd);
+	return rc;
+}
+
+/* --- Validation --- */
+
+int
+sconf_name_valid(const char *s)
+{
+	unsigned char a[16];
+	size_t len, lab = 0;
+	int numeric = 1;
+	const char *p;
+
+	if (inet_pton(AF_INET, s, a) == 1 || inet_pton(AF_INET6, s, a) == 1)
+		return 1;
+	len = strlen(s);
+	if (len == 0 || len > SCONF_MAX_NAME)
+		return 0;
+	for (p = s; *p != '\0'; p++) {
+		if (*p == '.') {
+			if (lab == 0 || p[-1] == '-')
+				return 0;
+			lab = 0;
+			numeric = 1;
+			continue;
+		}
+		if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z'))
+			numeric = 0;
+		else if (*p == '-') {
+			if (lab == 0)
+				return 0;
+			numeric = 0;
+		} else if (*p < '0' || *p > '9')
+			return 0;
+		if (++lab > 63)
+			return 0;
+	}
+	/* An all-numeric last label is a mistyped address, not a name. */
+	return lab > 0 && p[-1] != '-' && !numeric;
+}
+
+/* "file:line" of a value, or "command line" when it was set there. */
+static const char *
+where(const struct sconf *sc, unsigned line, char *buf, size_t len)
+{
+	if (line == 0)
+		return "command line";
+	snprintf(buf, len, "%s:%u", sc->sc_file, line);
+	return buf;
+}
+
+static int
+check_path(const struct sconf *sc, enum sconf_key k, const char *kwname,
+           const char *path, int dash_ok, char *err, size_t errlen)
+{
+	char pos[PATH_MAX + 16];
+
+	if (path == NULL || path[0] != '/') {
+		if (path != NULL && dash_ok && strcmp(path, "-") == 0)
+			return 0;
+		seterr(err, errlen, "%s: %s: '%.64s' is not an absolute path%s",
+		       where(sc, sc->sc_line[k], pos, sizeof(pos)), kwname,
+		       path != NULL ? path : "", dash_ok ? " or \"-\"" : "");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int
+group_valid(const char *g)
+{
+	size_t i;
+
+	if (g[0] == '\0' || g[0] == '-' || strlen(g) > 32)
+		return 0;
+	for (i = 0; g[i] != '\0'; i++)
+		if (!((g[i] >= 'a' && g[i] <= 'z') ||
+		      (g[i] >= 'A' && g[i] <= 'Z') ||
+		      (g[i] >= '0' && g[i] <= '9') || g[i] == '_' ||
+		      g[i] == '-' || g[i] == '.'))
+			return 0;
+	return 1;
+}
+
+struct range {
+	enum sconf_key r_key;
+	const char *r_name;
+	size_t r_off;
+	unsigned r_min, r_max;
+	int r_zero_ok; /* 0 allowed besides [min, max] */
+};
+
+static const struct range ranges[] = {
+    {SCONF_K_SESSION_LIMIT, "session-limit",
+     offsetof(struct sconf, sc_session_limit), 1, SCONF_MAX_SESSION_LIMIT, 0},
+    {SCONF_K_SESSION_WAIT, "session-wait",
+     offsetof(struct sconf, sc_session_wait), 1, SCONF_MAX_SESSION_WAIT, 0},
+    {SCONF_K_MAX_STREAMS, "max-streams", offsetof(struct sconf, sc_max_streams),
+     1, SCONF_MAX_MAX_STREAMS, 0},
+    {SCONF_K_KEEPALIVE_INTERVAL, "keepalive-interval",
+     offsetof(struct sconf, sc_keepalive_interval), SCONF_MIN_KEEPALIVE,
+     SCONF_MAX_KEEPALIVE, 1},
+    {SCONF_K_TCP_KEEPALIVE, "tcp-keepalive",
+     offsetof(struct sconf, sc_tcp_keepalive), 1, SCONF_MAX_TCP_KEEPALIVE, 1},
+    {SCONF_K_HANDSHAKE_TIMEOUT, "handshake-timeout",
+     offsetof(struct sconf, sc_handshake_timeout), 1, SCONF_MAX_HANDSHAKE_TO,
+     0},
+};
+
+static int
+check_ranges(const struct sconf *sc, char *err, size_t errlen)
+{
+	const struct range *r;
+	char pos[PATH_MAX + 16];
+	unsigned v;
+	size_t i;
+
+	for (i = 0; i < sizeof(ranges) / sizeof(ranges[0]); i++) {
+		r = &ranges[i];
+		v = *(const unsigned *)(const void *)((const char *)sc +
+		                                      r->r_off);
+		if ((v == 0 && r->r_zero_ok) ||
+		    (v >= r->r_min && v <= r->r_max))
+			continue;
+		seterr(err, errlen, "%s: %s: %u is out of range (%s%u..%u)",
+		       where(sc, sc->sc_line[r->r_key], pos, sizeof(pos)),
+		       r->r_name, v, r->r_zero_ok ? "0 or " : "", r->r_min,
+		       r->r_max);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int
+sconf_validate(const struct sconf *sc, char *err, size_t errlen)
+{
+	const struct sconf_listen *l;
+	const struct sconf_name *nm;
+	char pos[PATH_MAX + 16];
+	unsigned const *ln = sc->sc_line;
+	size_t i;
+	int rc;
+
+	if (sc->sc_nlisten == 0) {
+		seterr(err, errlen, "%s: no listen address", sc->sc_file);
+		return -EINVAL;
+	}
+	for (i = 0; i < sc->sc_nlisten; i++) {
+		l = &sc->sc_listen[i];
+		if (strcmp(l->li_host, "*") != 0 &&
+		    !sconf_name_valid(l->li_host)) {
+			seterr(err, errlen,
+			       "%s: listen: '%.64s' is not an address or host "
+			       "name",
+			       where(sc, l->li_line, pos, sizeof(pos)),
+			       l->li_host);
+			return -EINVAL;
+		}
+		if (l->li_port == 0) {
+			seterr(err, errlen,
+			       "%s: listen: port 0 is out of range (1..65535)",
+			       where(sc, l->li_line, pos, sizeof(pos)));
+			return -EINVAL;
+		}
+	}
+	if ((rc = check_path(sc, SCONF_K_CERTIFICATE, "certificate",
+	                     sc->sc_certificate, 0, err, errlen)) != 0 ||
+	    (rc = check_path(sc, SCONF_K_KEY, "key", sc->sc_key, 0, err,
+	                     errlen)) != 0 ||
+	    (rc = check_path(sc, SCONF_K_DEVICES, "devices", sc->sc_devices, 0,
+	                     err, errlen)) != 0 ||
+	    (rc = check_path(sc, SCONF_K_OPERATOR_SOCKET, "operator-socket",
+	                     sc->sc_operator_socket, 0, err, errlen)) != 0 ||
+	    (rc = check_path(sc, SCONF_K_LOG_FILE, "log-file", sc->sc_log_file,
+	                     1, err, errlen)) != 0 ||
+	    (rc = check_path(sc, SCONF_K_AUDIT_LOG, "audit-log",
+	                     sc->sc_audit_log, 0, err, errlen)) != 0)
+		return rc;
+	if (strlen(sc->sc_operator_socket) > SCONF_MAX_SOCKET_PATH) {
+		seterr(err, errlen,
+		       "%s: operator-socket: path longer than %d bytes",
+		       where(sc, ln[SCONF_K_OPERATOR_SOCKET], pos, sizeof(pos)),
+		       SCONF_MAX_SOCKET_PATH);
+		return -EINVAL;
+	}
+	if (sc->sc_operator_socket_mode > 0777) {
+		seterr(err, errlen,
+		       "%s: operator-socket-mode: %04o is more than 0777",
+		       where(sc, ln[SCONF_K_OPERATOR_SOCKET_MODE], pos,
+		             sizeof(pos)),
+		       sc->sc_operator_socket_mode);
+		return -EINVAL;
+	}
+	if (sc->sc_operator_socket_group != NULL &&
+	    !group_valid(sc->sc_operator_socket_group)) {
+		seterr(err, errlen,
+		       "%s: operator-socket-group: '%.64s' is not a group name",
+		       where(sc, ln[SCONF_K_OPERATOR_SOCKET_GROUP], pos,
+		             sizeof(pos)),
+		       sc->sc_operator_socket_group);
+		return -EINVAL;
+	}
+	for (i = 0; i < sc->sc_nnames; i++) {
+		nm = &sc->sc_names[i];
+		if (nm->nm_name[0] == '\0') {
+			seterr(err, errlen, "%s: name: empty",
+			       where(sc, nm->nm_line, pos, sizeof(pos)));
+			return -EINVAL;
+		}
+		if (!sconf_name_valid(nm->nm_name)) {
+			seterr(err, errlen,
+			       "%s: name: '%.64s' is not a DNS name or IP "
+			       "address",
+			       where(sc, nm->nm_line, pos, sizeof(pos)),
+			       nm->nm_name);
+			return -EINVAL;
+		}
+	}
+	if ((rc = check_ranges(sc, err, errlen)) != 0)
+		return rc;
+	if (err != NULL && errlen > 0)
+		err[0] = '\0';
+	return 0;
+}

@@ -1,0 +1,210 @@
+/*
+ * ncgrpcd configuration: parser and validator of ncgrpcd.conf.
+ *
+ * The format is line based, like sshd_config: one "keyword value" per line,
+ * "#" starting a comment where a word would start, blank lines ignored.  A
+ * value holding spaces or "#" is written in double quotes, inside which \"
+ * and \\ stand for a quote and a backslash.  Every keyword takes exactly one
+ * value.  docs/ncgrpcd.conf.md describes every keyword; in short:
+ *
+ *   keyword and value           default
+ *   listen HOST:PORT            [::]:443 (repeatable; also [V6]:PORT, *:PORT)
+ *   certificate PATH            /etc/ncgrpc/server.crt
+ *   key PATH                    /etc/ncgrpc/server.key
+ *   devices PATH                /etc/ncgrpc/devices
+ *   operator-socket PATH        /run/ncgrpc/operator.sock
+ *   operator-socket-mode OCTAL  0660
+ *   operator-socket-group NAME  (none)
+ *   log-file PATH | -           - (stderr)
+ *   audit-log PATH              /var/log/ncgrpc/audit.log
+ *   name DNS-NAME | IP          (none; repeatable)
+ *   session-limit N             32
+ *   session-wait SECONDS        10
+ *   max-streams N               100
+ *   keepalive-interval SECONDS  0 (no server PINGs)
+ *   tcp-keepalive SECONDS       60 (0: off)
+ *   handshake-timeout SECONDS   10
+ *
+ * The repeatable keywords accumulate; the first "listen" (or "name") of a
+ * file replaces the default list.  Any other keyword given twice in one file
+ * is an error.
+ *
+ * Use (STYLE.md, habit 10): sconf_parse_file() builds a fresh struct sconf
+ * holding the defaults overlaid with the file; the caller then applies
+ * command-line options with sconf_set(), checks the result with
+ * sconf_validate(), swaps it in, and later releases it with sconf_free().
+ * So the precedence is defaults < file < command line.
+ *
+ * A missing file: sconf_parse_file() returns -ENOENT.  A daemon started
+ * without an explicit "-f file" may treat that as "no file" and go on with
+ * sconf_new() (the defaults); when the user named the file, it is an error.
+ *
+ * Nothing here logs.  Errors come back as text in the caller's buffer (err,
+ * errlen bytes, always NUL-terminated when errlen > 0; err may be NULL), in
+ * the form "file:line: message", or "command line: message" for values
+ * given with sconf_set().
+ */
+#ifndef NCGRPC_SCONF_H
+#define NCGRPC_SCONF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Input limits. */
+#define SCONF_MAX_FILE (1024 * 1024) /* bytes in a configuration file */
+#define SCONF_MAX_LINE 4096          /* bytes in a line, without newline */
+
+/* Defaults. */
+#define SCONF_DEFAULT_LISTEN_HOST     "::"
+#define SCONF_DEFAULT_LISTEN_PORT     443
+#define SCONF_DEFAULT_CERTIFICATE     "/etc/ncgrpc/server.crt"
+#define SCONF_DEFAULT_KEY             "/etc/ncgrpc/server.key"
+#define SCONF_DEFAULT_DEVICES         "/etc/ncgrpc/devices"
+#define SCONF_DEFAULT_OPERATOR_SOCKET "/run/ncgrpc/operator.sock"
+#define SCONF_DEFAULT_OPERATOR_MODE   0660
+#define SCONF_DEFAULT_LOG_FILE        "-"
+#define SCONF_DEFAULT_AUDIT_LOG       "/var/log/ncgrpc/audit.log"
+#define SCONF_DEFAULT_SESSION_LIMIT   32
+#define SCONF_DEFAULT_SESSION_WAIT    10
+#define SCONF_DEFAULT_MAX_STREAMS     100
+#define SCONF_DEFAULT_KEEPALIVE       0
+#define SCONF_DEFAULT_TCP_KEEPALIVE   60
+#define SCONF_DEFAULT_HANDSHAKE_TO    10
+
+/* Ranges checked by sconf_validate(). */
+#define SCONF_MAX_SESSION_LIMIT 10000
+#define SCONF_MAX_SESSION_WAIT  3600
+#define SCONF_MAX_MAX_STREAMS   10000
+#define SCONF_MIN_KEEPALIVE     10 /* when not 0 */
+#define SCONF_MAX_KEEPALIVE     86400
+#define SCONF_MAX_TCP_KEEPALIVE 32767 /* the Linux TCP_KEEPIDLE limit */
+#define SCONF_MAX_HANDSHAKE_TO  300
+#define SCONF_MAX_NAME          253 /* bytes in a DNS name */
+#define SCONF_MAX_SOCKET_PATH   107 /* sun_path less its NUL */
+
+/* Where a value came from: 0 for a default or sconf_set(), else its line. */
+struct sconf_listen {
+	char *li_host;    /* "*" (any), an IP literal or a host name */
+	uint16_t li_port; /* 0 only in an unvalidated configuration */
+	unsigned li_line;
+};
+
+struct sconf_name {
+	char *nm_name;
+	unsigned nm_line;
+};
+
+/* Single-valued keywords, indexing sc_line[]. */
+enum sconf_key {
+	SCONF_K_CERTIFICATE,
+	SCONF_K_KEY,
+	SCONF_K_DEVICES,
+	SCONF_K_OPERATOR_SOCKET,
+	SCONF_K_OPERATOR_SOCKET_MODE,
+	SCONF_K_OPERATOR_SOCKET_GROUP,
+	SCONF_K_LOG_FILE,
+	SCONF_K_AUDIT_LOG,
+	SCONF_K_SESSION_LIMIT,
+	SCONF_K_SESSION_WAIT,
+	SCONF_K_MAX_STREAMS,
+	SCONF_K_KEEPALIVE_INTERVAL,
+	SCONF_K_TCP_KEEPALIVE,
+	SCONF_K_HANDSHAKE_TIMEOUT,
+	SCONF_K_COUNT
+};
+
+/*
+ * A configuration.  It owns every string and array below, all of which live
+ * until sconf_free().  Times are in seconds.
+ */
+struct sconf {
+	char *sc_file;                  /* file name used in messages */
+	struct sconf_listen *sc_listen; /* in the order written */
+	size_t sc_nlisten;
+	char *sc_certificate;
+	char *sc_key;
+	char *sc_devices;
+	char *sc_operator_socket;
+	unsigned sc_operator_socket_mode;
+	char *sc_operator_socket_group; /* NULL: the daemon's group */
+	char *sc_log_file;              /* "-" for stderr */
+	char *sc_audit_log;
+	struct sconf_name *sc_names; /* in the order written; may be empty */
+	size_t sc_nnames;
+	unsigned sc_session_limit; /* sessions per device */
+	unsigned sc_session_wait;  /* operator wait for an idle connection */
+	unsigned sc_max_streams;   /* concurrent HTTP/2 streams per conn */
+	unsigned sc_keepalive_interval; /* between server PINGs; 0: none */
+	unsigned sc_tcp_keepalive;      /* TCP_KEEPIDLE; 0: no keepalive */
+	unsigned sc_handshake_timeout;
+	/* Line of each single-valued keyword's value, 0 for none. */
+	unsigned sc_line[SCONF_K_COUNT];
+	/* Where sc_listen and sc_names came from: 0 default, 1 file, 2 set. */
+	int sc_listen_src, sc_names_src;
+};
+
+/*
+ * Fills *sc, whose previous contents are ignored, with the defaults.
+ * Returns 0, or -ENOMEM (and *sc is then zeroed).  Release the contents
+ * with sconf_clear().
+ */
+int sconf_defaults(struct sconf *sc);
+
+/* Releases what *sc holds (not sc itself) and zeroes it. */
+void sconf_clear(struct sconf *sc);
+
+/* Allocates a configuration holding the defaults.  0 or -ENOMEM. */
+int sconf_new(struct sconf **out);
+
+/*
+ * Parses the file at path (at most SCONF_MAX_FILE bytes) over the defaults.
+ * On success *out is a new configuration owned by the caller (release with
+ * sconf_free()); it has not been validated.  On failure a message is written
+ * to err and the return is -EINVAL (syntax error or malformed value, or not
+ * a regular file), -EFBIG (file too large), -ENOMEM, or the negated errno of
+ * open() or read(): -ENOENT for a missing file (see above), -EACCES, ...
+ * *out is set only on success.
+ */
+int sconf_parse_file(const char *path, struct sconf **out, char *err,
+                     size_t errlen);
+
+/*
+ * As sconf_parse_file(), on text[0..len) (need not be NUL-terminated; a NUL
+ * byte inside is an error).  name labels messages, e.g. "<stdin>".
+ */
+int sconf_parse_string(const char *name, const char *text, size_t len,
+                       struct sconf **out, char *err, size_t errlen);
+
+/*
+ * Sets keyword key to value as a command-line option would (for example
+ * from "-o key=value"): it overrides what the file said, and the first
+ * sconf_set() of "listen" or "name" replaces the list from the file.
+ * Returns 0, -EINVAL (unknown keyword or malformed value, with a message in
+ * err) or -ENOMEM.  After -EINVAL sc is unchanged.
+ */
+int sconf_set(struct sconf *sc, const char *key, const char *value, char *err,
+              size_t errlen);
+
+/*
+ * Checks what the parser cannot: at least one listen address, each port
+ * 1..65535 and each host "*", an IP literal or a DNS name; absolute paths
+ * (log-file may also be "-"), the operator socket short enough for
+ * sun_path; mode at most 0777; a well-formed group name (not looked up);
+ * each name non-empty and a DNS name or IP literal; numbers within the
+ * SCONF_MIN_ and SCONF_MAX_ limits above, session-limit, session-wait,
+ * max-streams and handshake-timeout at least 1.  Returns 0, or -EINVAL with
+ * the first problem in err.
+ */
+int sconf_validate(const struct sconf *sc, char *err, size_t errlen);
+
+/* Frees sc and everything it holds; NULL is fine. */
+void sconf_free(struct sconf *sc);
+
+/*
+ * Nonzero if s is a DNS name (LDH labels of 1..63 bytes, at most
+ * SCONF_MAX_NAME bytes, not ending in an all-numeric label) or an IPv4 or
+ * IPv6 literal.
+ */
+int sconf_name_valid(const char *s);
+
+#endif
