@@ -1,0 +1,18 @@
+/*
+ * The audit log of ncgrpcd: one line per event, "TIME event=NAME k=v ...",
+ * values quoted when they hold spaces or quotes.  Secrets never go here.
+ */
+#ifndef NCGRPC_AUDIT_H
+#define NCGRPC_AUDIT_H
+
+/* Opens (appends to) path, mode 0600; "-" means stderr.  0 or -errno. */
+int audit_open(const char *path);
+void audit_close(void);
+
+/*
+ * Writes one event.  The variadic part is pairs of (const char *key,
+ * const char *value), ended by a NULL key; a NULL value is skipped.
+ */
+void audit_event(const char *event, ...);
+
+#endif

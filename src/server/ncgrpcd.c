@@ -1,0 +1,513 @@
+/*
+ * ncgrpcd: the management-system side of NETCONF and shell sessions over
+ * outbound HTTPS.  Devices (Junos, or ncgrpc-agent) dial in over TLS and
+ * speak jnx.jet.netconf.Ncgrpc; operators reach them through the operator
+ * API on a local Unix socket (ncgrpc, or any gRPC client).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <grp.h>
+#include <libgen.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "audit.h"
+#include "broker.h"
+#include "certgen.h"
+#include "err.h"
+#include "grpc.h"
+#include "log.h"
+#include "operator.h"
+#include "registry.h"
+#include "sconf.h"
+#include "tls.h"
+
+#define NCGRPCD_DEFAULT_CONF "/etc/ncgrpc/ncgrpcd.conf"
+#define NCGRPCD_CERT_DAYS    825
+#define NCGRPCD_GRACE_MS     5000
+#define NCGRPCD_RELOAD_DELAY 300
+
+static struct {
+	uv_loop_t *loop;
+	const char *conf_path;
+	const char *log_override;
+	struct sconf *sc;
+	struct tls_ctx *tls;
+	struct registry_throttle *throttle;
+	struct broker *broker;
+	struct grpc_server *devsrv;
+	struct grpc_server *opsrv;
+	uv_signal_t sighup, sigint, sigterm;
+	uv_fs_event_t watch;
+	uv_timer_t reload_timer;
+	int pending;
+	int stopping;
+} d = {.conf_path = NCGRPCD_DEFAULT_CONF};
+
+static noreturn void
+usage(int code)
+{
+	fprintf(code == 0 ? stdout : stderr,
+		"usage: ncgrpcd [-dnV] [-f file] [-L logfile]\n"
+		"\n"
+		"Accepts devices that dial out over TLS (gRPC on HTTP/2, "
+		"jnx.jet.netconf.Ncgrpc),\n"
+		"authenticates them against the device registry, and brokers "
+		"NETCONF and shell\n"
+		"sessions for operators on a local Unix socket "
+		"(see ncgrpc(1)).\n"
+		"\n"
+		"  -f file     configuration (default %s; if missing, the "
+		"defaults)\n"
+		"  -n          check the configuration, registry and "
+		"certificate, then exit\n"
+		"  -L logfile  log here instead of log-file; \"-\" is stderr\n"
+		"  -d          debug logging\n"
+		"  -V          print the version and exit\n"
+		"\n"
+		"With no certificate at the configured path, ncgrpcd makes a "
+		"self-signed one\n"
+		"whose SubjectAltName holds the configured names.  SIGHUP "
+		"reloads the device\n"
+		"registry (so does a change to the file); SIGINT and SIGTERM "
+		"shut down\n"
+		"gracefully.  See ncgrpcd(8) and docs/ncgrpcd.conf.md.\n",
+		NCGRPCD_DEFAULT_CONF);
+	exit(code);
+}
+
+static int
+load_registry(struct registry **out, char *err, size_t errlen)
+{
+	struct registry *reg;
+	int fd, rc;
+
+	rc = registry_load(d.sc->sc_devices, &reg, err, errlen);
+	if (rc == -ENOENT) {
+		/* No devices yet: start with an empty registry file. */
+		fd = open(d.sc->sc_devices, O_WRONLY | O_CREAT | O_EXCL, 0600);
+		if (fd != -1) {
+			dprintf(fd, "# ncgrpc device registry; add devices "
+				    "with 'ncgrpc device add ID'\n");
+			close(fd);
+		}
+		rc = registry_load(d.sc->sc_devices, &reg, err, errlen);
+	}
+	if (rc != 0)
+		return rc;
+	registry_set_throttle(reg, d.throttle);
+	*out = reg;
+	return 0;
+}
+
+static void
+reload_registry(const char *why)
+{
+	struct registry *reg;
+	char err[512];
+
+	if (d.stopping)
+		return;
+	if (load_registry(&reg, err, sizeof(err)) != 0) {
+		log_warnx("registry reload (%s) failed, keeping the old one: %s",
+			  why, err);
+		return;
+	}
+	log_info("registry reloaded (%s): %zu devices", why,
+		 registry_count(reg));
+	broker_set_registry(d.broker, reg);
+}
+
+static void
+on_reload_timer(uv_timer_t *t)
+{
+	(void)t;
+	reload_registry("file changed");
+}
+
+static void
+on_watch(uv_fs_event_t *h, const char *filename, int events, int status)
+{
+	char *copy;
+
+	(void)h;
+	(void)events;
+	if (status < 0 || filename == NULL ||
+	    (copy = strdup(d.sc->sc_devices)) == NULL)
+		return;
+	if (strcmp(filename, basename(copy)) == 0)
+		uv_timer_start(&d.reload_timer, on_reload_timer,
+			       NCGRPCD_RELOAD_DELAY, 0);
+	free(copy);
+}
+
+static void
+on_server_done(void *arg)
+{
+	(void)arg;
+	if (--d.pending > 0)
+		return;
+	broker_free(d.broker);
+	d.broker = NULL;
+	uv_close((uv_handle_t *)&d.sighup, NULL);
+	uv_close((uv_handle_t *)&d.sigint, NULL);
+	uv_close((uv_handle_t *)&d.sigterm, NULL);
+	uv_close((uv_handle_t *)&d.reload_timer, NULL);
+	uv_close((uv_handle_t *)&d.watch, NULL);
+}
+
+static void
+shutdown_server(const char *why)
+{
+	if (d.stopping)
+		return;
+	d.stopping = 1;
+	log_info("shutting down (%s)", why);
+	uv_fs_event_stop(&d.watch);
+	broker_shutdown(d.broker, "server shutting down");
+	d.pending = 2;
+	/* GOAWAY to everyone; sessions in flight get the grace period. */
+	grpc_server_shutdown(d.opsrv, NCGRPCD_GRACE_MS, on_server_done, NULL);
+	grpc_server_shutdown(d.devsrv, NCGRPCD_GRACE_MS, on_server_done, NULL);
+}
+
+static void
+on_signal(uv_signal_t *s, int signum)
+{
+	(void)s;
+	if (signum == SIGHUP)
+		reload_registry("SIGHUP");
+	else
+		shutdown_server(signum == SIGINT ? "SIGINT" : "SIGTERM");
+}
+
+static void
+on_dev_conn_closed(struct grpc_conn *conn, int err, const char *reason,
+		   void *arg)
+{
+	(void)arg;
+	if (err != 0 && err != NCG_ECLOSED)
+		log_debug("device connection %s closed: %s",
+			  grpc_conn_peer(conn), reason);
+	if (d.broker != NULL)
+		broker_conn_closed(d.broker, conn);
+}
+
+static const struct grpc_server_ops devsrv_ops = {
+	.on_conn_closed = on_dev_conn_closed,
+};
+
+/* Makes a self-signed certificate when none exists yet. */
+static int
+ensure_certificate(void)
+{
+	const char **names = NULL;
+	char **dflt = NULL;
+	size_t n = 0, i;
+	char err[512];
+	int rc;
+
+	if (access(d.sc->sc_certificate, F_OK) == 0 ||
+	    access(d.sc->sc_key, F_OK) == 0)
+		return 0;
+	if (d.sc->sc_nnames > 0) {
+		if ((names = calloc(d.sc->sc_nnames, sizeof(*names))) == NULL)
+			return -ENOMEM;
+		for (i = 0; i < d.sc->sc_nnames; i++)
+			names[i] = d.sc->sc_names[i].nm_name;
+		n = d.sc->sc_nnames;
+	} else {
+		if ((rc = certgen_names_from_host(&dflt, &n)) != 0)
+			return rc;
+		if ((names = calloc(n, sizeof(*names))) == NULL) {
+			certgen_names_free(dflt, n);
+			return -ENOMEM;
+		}
+		for (i = 0; i < n; i++)
+			names[i] = dflt[i];
+	}
+	rc = certgen_selfsigned(names, n, NCGRPCD_CERT_DAYS,
+				d.sc->sc_certificate, d.sc->sc_key, err,
+				sizeof(err));
+	if (rc == 0) {
+		log_info("made a self-signed certificate \"%s\" for:",
+			 d.sc->sc_certificate);
+		for (i = 0; i < n; i++)
+			log_info("  %s", names[i]);
+		log_info("'ncgrpc device add ID' prints the device "
+			 "configuration with it as trusted-cert");
+	} else
+		log_warnx("cannot make a certificate: %s", err);
+	free(names);
+	certgen_names_free(dflt, n);
+	return rc;
+}
+
+static int
+listen_all(void)
+{
+	struct addrinfo hints, *res, *ai;
+	char host[INET6_ADDRSTRLEN];
+	size_t i;
+	int rc;
+
+	for (i = 0; i < d.sc->sc_nlisten; i++) {
+		const struct sconf_listen *l = &d.sc->sc_listen[i];
+
+		if (strcmp(l->li_host, "*") == 0) {
+			/* Dual-stack: "::" takes IPv4 too. */
+			rc = grpc_server_listen(d.devsrv, "::", l->li_port,
+						d.tls);
+			if (rc == 0)
+				log_info("listening on [::]:%u", l->li_port);
+			else
+				log_warnx("cannot listen on *:%u: %s",
+					  l->li_port, uv_strerror(rc));
+			if (rc != 0)
+				return rc;
+			continue;
+		}
+		memset(&hints, 0, sizeof(hints));
+		hints.ai_socktype = SOCK_STREAM;
+		hints.ai_flags = AI_PASSIVE;
+		/* Startup only: a blocking lookup is fine here. */
+		if ((rc = getaddrinfo(l->li_host, NULL, &hints, &res)) != 0) {
+			log_warnx("cannot resolve listen address \"%s\": %s",
+				  l->li_host, gai_strerror(rc));
+			return -EINVAL;
+		}
+		for (ai = res; ai != NULL; ai = ai->ai_next) {
+			if (getnameinfo(ai->ai_addr, ai->ai_addrlen, host,
+					sizeof(host), NULL, 0,
+					NI_NUMERICHOST) != 0)
+				continue;
+			rc = grpc_server_listen(d.devsrv, host, l->li_port,
+						d.tls);
+			if (rc != 0) {
+				log_warnx("cannot listen on %s port %u: %s",
+					  host, l->li_port, uv_strerror(rc));
+				freeaddrinfo(res);
+				return rc;
+			}
+			log_info("listening on %s port %u", host, l->li_port);
+		}
+		freeaddrinfo(res);
+	}
+	return 0;
+}
+
+static int
+listen_operator(void)
+{
+	char *copy;
+	struct group *gr;
+	int rc;
+
+	if ((copy = strdup(d.sc->sc_operator_socket)) == NULL)
+		return -ENOMEM;
+	(void)mkdir(dirname(copy), 0755);
+	free(copy);
+	rc = grpc_server_listen_unix(d.opsrv, d.sc->sc_operator_socket,
+				     (int)d.sc->sc_operator_socket_mode);
+	if (rc != 0) {
+		log_warnx("cannot listen on \"%s\": %s",
+			  d.sc->sc_operator_socket, uv_strerror(rc));
+		return rc;
+	}
+	if (d.sc->sc_operator_socket_group != NULL) {
+		if ((gr = getgrnam(d.sc->sc_operator_socket_group)) == NULL ||
+		    chown(d.sc->sc_operator_socket, (uid_t)-1, gr->gr_gid) !=
+			    0)
+			log_warnx("cannot give \"%s\" to group \"%s\"",
+				  d.sc->sc_operator_socket,
+				  d.sc->sc_operator_socket_group);
+	}
+	log_info("operator API on \"%s\" (mode %04o)",
+		 d.sc->sc_operator_socket, d.sc->sc_operator_socket_mode);
+	return 0;
+}
+
+static int
+load_config(int check)
+{
+	char err[512];
+	int rc;
+
+	rc = sconf_parse_file(d.conf_path, &d.sc, err, sizeof(err));
+	if (rc == -ENOENT) {
+		if (check)
+			fprintf(stderr, "ncgrpcd: %s: not found; using the "
+					"defaults\n",
+				d.conf_path);
+		if ((rc = sconf_new(&d.sc)) != 0)
+			return rc;
+	} else if (rc != 0) {
+		fprintf(stderr, "ncgrpcd: %s\n", err);
+		return rc;
+	}
+	if ((rc = sconf_validate(d.sc, err, sizeof(err))) != 0) {
+		fprintf(stderr, "ncgrpcd: %s\n", err);
+		return rc;
+	}
+	return 0;
+}
+
+static int
+check_only(void)
+{
+	struct registry *reg;
+	struct tls_ctx *ctx;
+	char err[512];
+	int rc;
+
+	if ((rc = registry_load(d.sc->sc_devices, &reg, err, sizeof(err))) ==
+	    0) {
+		printf("%s: %zu devices\n", d.sc->sc_devices,
+		       registry_count(reg));
+		registry_free(reg);
+	} else if (rc == -ENOENT)
+		printf("%s: missing (it will be created empty)\n",
+		       d.sc->sc_devices);
+	else {
+		fprintf(stderr, "ncgrpcd: %s\n", err);
+		return 1;
+	}
+	if (access(d.sc->sc_certificate, F_OK) != 0)
+		printf("%s: missing (a self-signed certificate will be "
+		       "made)\n",
+		       d.sc->sc_certificate);
+	else if (tls_ctx_server_new(&ctx, d.sc->sc_certificate, d.sc->sc_key,
+				    err, sizeof(err)) != 0) {
+		fprintf(stderr, "ncgrpcd: %s\n", err);
+		return 1;
+	} else
+		tls_ctx_free(ctx);
+	printf("%s: configuration OK\n", d.conf_path);
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	struct grpc_opts devopts = {0}, opopts = {0};
+	struct broker_opts bo = {0};
+	struct registry *reg;
+	char err[512];
+	int ch, check = 0, rc;
+	enum log_level level = LOG_LEVEL_INFO;
+
+	log_init("ncgrpcd", level);
+	while ((ch = getopt(argc, argv, "df:hL:nV")) != -1) {
+		switch (ch) {
+		case 'd':
+			level = LOG_LEVEL_DEBUG;
+			break;
+		case 'f':
+			d.conf_path = optarg;
+			break;
+		case 'L':
+			d.log_override = optarg;
+			break;
+		case 'n':
+			check = 1;
+			break;
+		case 'V':
+			printf("ncgrpcd %s\n", NCGRPC_VERSION);
+			return 0;
+		case 'h':
+			usage(0);
+		default:
+			usage(64);
+		}
+	}
+	if (optind != argc)
+		usage(64);
+	log_set_level(level);
+	if (load_config(check) != 0)
+		return 1;
+	if (check)
+		return check_only();
+	{
+		const char *lf = d.log_override != NULL ? d.log_override
+							 : d.sc->sc_log_file;
+
+		if (strcmp(lf, "-") != 0 && (rc = log_open(lf)) != 0) {
+			fprintf(stderr, "ncgrpcd: cannot open log \"%s\": %s\n",
+				lf, strerror(-rc));
+			return 1;
+		}
+	}
+	if ((rc = audit_open(d.sc->sc_audit_log)) != 0)
+		fatalx("cannot open audit log \"%s\": %s", d.sc->sc_audit_log,
+		       strerror(-rc));
+	if (ensure_certificate() != 0)
+		return 1;
+	if ((rc = tls_ctx_server_new(&d.tls, d.sc->sc_certificate,
+				     d.sc->sc_key, err, sizeof(err))) != 0)
+		fatalx("tls: %s", err);
+	if (registry_throttle_new(&d.throttle) != 0)
+		fatalx("out of memory");
+	if (load_registry(&reg, err, sizeof(err)) != 0)
+		fatalx("%s", err);
+
+	signal(SIGPIPE, SIG_IGN);
+	d.loop = uv_default_loop();
+	bo.bo_session_limit = d.sc->sc_session_limit;
+	bo.bo_session_wait_ms = d.sc->sc_session_wait * 1000;
+	if (broker_new(d.loop, &bo, reg, &d.broker) != 0)
+		fatalx("out of memory");
+	devopts.go_max_streams = d.sc->sc_max_streams;
+	devopts.go_ping_interval_ms = d.sc->sc_keepalive_interval * 1000;
+	devopts.go_xport.xo_handshake_timeout_ms =
+		d.sc->sc_handshake_timeout * 1000;
+	devopts.go_xport.xo_keepalive_idle = d.sc->sc_tcp_keepalive;
+	devopts.go_xport.xo_keepalive_intvl = 15;
+	devopts.go_xport.xo_keepalive_cnt = 4;
+	if (grpc_server_new(d.loop, &devopts, &devsrv_ops, NULL, &d.devsrv) !=
+		    0 ||
+	    grpc_server_new(d.loop, &opopts, NULL, NULL, &d.opsrv) != 0 ||
+	    broker_register_device_methods(d.broker, d.devsrv) != 0 ||
+	    operator_register(d.broker, d.opsrv) != 0)
+		fatalx("out of memory");
+	if (listen_all() != 0 || listen_operator() != 0)
+		return 1;
+
+	uv_timer_init(d.loop, &d.reload_timer);
+	uv_signal_init(d.loop, &d.sighup);
+	uv_signal_init(d.loop, &d.sigint);
+	uv_signal_init(d.loop, &d.sigterm);
+	uv_signal_start(&d.sighup, on_signal, SIGHUP);
+	uv_signal_start(&d.sigint, on_signal, SIGINT);
+	uv_signal_start(&d.sigterm, on_signal, SIGTERM);
+	uv_fs_event_init(d.loop, &d.watch);
+	{
+		char *copy = strdup(d.sc->sc_devices);
+
+		if (copy != NULL &&
+		    uv_fs_event_start(&d.watch, on_watch, dirname(copy), 0) !=
+			    0)
+			log_warnx("cannot watch the registry; reload it with "
+				  "SIGHUP");
+		free(copy);
+	}
+	log_info("ncgrpcd %s started: %zu devices registered", NCGRPC_VERSION,
+		 registry_count(reg));
+	uv_run(d.loop, UV_RUN_DEFAULT);
+
+	tls_ctx_free(d.tls);
+	registry_throttle_free(d.throttle);
+	audit_close();
+	sconf_free(d.sc);
+	rc = uv_loop_close(d.loop);
+	log_info("stopped");
+	return rc == 0 ? 0 : 1;
+}
