@@ -1354,6 +1354,14 @@ grpc_conn_peer(const struct grpc_conn *conn)
 	return x != NULL ? xport_peer(x) : "(closed)";
 }
 
+int
+grpc_conn_peer_uid(const struct grpc_conn *conn, uid_t *uid)
+{
+	struct xport *x = h2_xport(conn->gc_h2);
+
+	return x != NULL ? xport_peer_uid(x, uid) : -ENOENT;
+}
+
 uv_loop_t *
 grpc_conn_loop(const struct grpc_conn *conn)
 {

@@ -134,6 +134,11 @@ int grpc_conn_connect_unix(uv_loop_t *loop, const char *path,
  */
 void grpc_conn_close(struct grpc_conn *conn, int err);
 
+/*
+ * Server side of a Unix socket: the peer's uid.  0 and *uid, or -ENOENT.
+ */
+int grpc_conn_peer_uid(const struct grpc_conn *conn, uid_t *uid);
+
 /* "ADDR:PORT" of the peer, or "unix". */
 const char *grpc_conn_peer(const struct grpc_conn *conn);
 void *grpc_conn_arg(const struct grpc_conn *conn);

@@ -57,6 +57,8 @@ struct xport {
 	int x_writing;	    /* x_wreq in flight */
 	int x_paused;
 	int x_err;
+	int x_have_cred; /* x_uid is known (Unix socket peers) */
+	uid_t x_uid;
 	struct tls_conn *x_tls;
 	struct tls_ctx *x_tls_ctx;
 	struct xport_opts x_opts;
@@ -688,9 +690,19 @@ xport_accept(uv_stream_t *server, struct tls_ctx *ctx,
 	x->x_state = XS_CONNECTING;
 	if ((rc = uv_accept(server, &x->x_h.stream)) < 0)
 		goto fail;
-	if (x->x_is_pipe)
+	if (x->x_is_pipe) {
+		struct ucred cred;
+		socklen_t clen = sizeof(cred);
+		uv_os_fd_t fd;
+
 		snprintf(x->x_peer, sizeof(x->x_peer), "unix");
-	else {
+		/* Who is calling: the operator API records it. */
+		if (uv_fileno(&x->x_h.handle, &fd) == 0 &&
+		    getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == 0) {
+			x->x_have_cred = 1;
+			x->x_uid = cred.uid;
+		}
+	} else {
 		if (uv_tcp_getpeername(&x->x_h.tcp, (struct sockaddr *)&ss,
 				       &sslen) == 0)
 			format_peer(x->x_peer, sizeof(x->x_peer),
@@ -771,6 +783,15 @@ const char *
 xport_errmsg(const struct xport *x)
 {
 	return x->x_errmsg;
+}
+
+int
+xport_peer_uid(const struct xport *x, uid_t *uid)
+{
+	if (!x->x_have_cred)
+		return -ENOENT;
+	*uid = x->x_uid;
+	return 0;
 }
 
 const char *

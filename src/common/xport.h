@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <sys/types.h>
+
 #include <uv.h>
 
 struct tls_ctx;
@@ -96,6 +98,12 @@ void xport_resume(struct xport *x);
 
 /* Detail of the failure passed to xc_closed, or "". */
 const char *xport_errmsg(const struct xport *x);
+
+/*
+ * The uid of the process at the other end of an accepted Unix socket
+ * (SO_PEERCRED).  Returns 0 and sets *uid, or -ENOENT (TCP, or unknown).
+ */
+int xport_peer_uid(const struct xport *x, uid_t *uid);
 
 /* The peer as "ADDR:PORT" ("[v6]:PORT"), or "unix" for a Unix socket. */
 const char *xport_peer(const struct xport *x);

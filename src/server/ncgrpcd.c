@@ -85,6 +85,22 @@ usage(int code)
 	exit(code);
 }
 
+/*
+ * Creates the directory that will hold path (one level, as packagers
+ * usually provide the rest), so that a first run with the defaults works.
+ */
+static void
+ensure_parent(const char *path, mode_t mode)
+{
+	char *copy;
+
+	if (strcmp(path, "-") == 0 || (copy = strdup(path)) == NULL)
+		return;
+	if (mkdir(dirname(copy), mode) == 0)
+		log_info("created directory \"%s\"", copy);
+	free(copy);
+}
+
 static int
 load_registry(struct registry **out, char *err, size_t errlen)
 {
@@ -440,6 +456,11 @@ main(int argc, char **argv)
 		const char *lf = d.log_override != NULL ? d.log_override
 							 : d.sc->sc_log_file;
 
+		ensure_parent(lf, 0750);
+		ensure_parent(d.sc->sc_audit_log, 0750);
+		ensure_parent(d.sc->sc_devices, 0755);
+		ensure_parent(d.sc->sc_certificate, 0755);
+		ensure_parent(d.sc->sc_key, 0755);
 		if (strcmp(lf, "-") != 0 && (rc = log_open(lf)) != 0) {
 			fprintf(stderr, "ncgrpcd: cannot open log \"%s\": %s\n",
 				lf, strerror(-rc));
