@@ -55,7 +55,8 @@ struct aconn {
 	enum aconn_state ac_state;
 	enum aconn_outcome ac_outcome;
 	size_t ac_addr;
-	int ac_ready; /* TLS verified at least once */
+	int ac_ready;	    /* TLS verified at least once */
+	int ac_conn_closed; /* the connection is gone; a session may not be */
 	uint8_t *ac_resp;
 	size_t ac_resp_len;
 	struct session *ac_session;
@@ -243,7 +244,14 @@ on_session_done(struct session *s, const struct session_stats *st, void *arg)
 		 cl->cl_name, ac->ac_sid, session_type_name(ac->ac_type),
 		 st->ss_reason, (unsigned long long)st->ss_bytes_up,
 		 (unsigned long long)st->ss_bytes_down);
-	aconn_close(ac, 0);
+	if (!ac->ac_conn_closed) {
+		aconn_close(ac, 0);
+		return;
+	}
+	/* The connection went first; the session was the last user. */
+	LIST_REMOVE(ac, ac_entry);
+	free(ac);
+	client_maybe_done(cl);
 }
 
 static void
@@ -451,10 +459,24 @@ conn_on_closed(struct grpc_conn *conn, int err, const char *reason,
 	int was_waiting = cl->cl_wait == ac;
 
 	(void)conn;
-	LIST_REMOVE(ac, ac_entry);
 	if (was_waiting)
 		cl->cl_wait = NULL;
 	free(ac->ac_resp);
+	ac->ac_resp = NULL;
+	if (ac->ac_session != NULL) {
+		/*
+		 * The session's stream ended with the connection and its
+		 * process is being stopped; on_session_done frees ac.
+		 */
+		ac->ac_conn_closed = 1;
+		ac->ac_conn = NULL;
+		log_info("client \"%s\": disconnected from %s during session "
+			 "%u: %s",
+			 cl->cl_name, ac->ac_peer, ac->ac_sid,
+			 err == 0 ? "closed" : reason);
+		return;
+	}
+	LIST_REMOVE(ac, ac_entry);
 	if (cl->cl_stopping) {
 		free(ac);
 		client_maybe_done(cl);

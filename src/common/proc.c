@@ -199,7 +199,8 @@ child(struct spawn *s)
 			goto fail;
 		}
 	}
-	if (chdir(s->s_cwd) == -1)
+	/* A user without a home still gets a session, in "/", as sshd does. */
+	if (chdir(s->s_cwd) == -1 && chdir("/") == -1)
 		goto fail;
 	sigemptyset(&none);
 	if (sigprocmask(SIG_SETMASK, &none, NULL) == -1)

@@ -25,7 +25,7 @@ struct proc_opts {
 	const char *const *po_argv;
 	/* The complete environment of the child (NULL-terminated). */
 	const char *const *po_envp;
-	/* Working directory, or NULL for "/". */
+	/* Working directory, or NULL for "/"; "/" when it cannot be entered. */
 	const char *po_cwd;
 	/* Run on a new pseudo-terminal (controlling tty, stdio = slave). */
 	int po_pty;
