@@ -49,12 +49,14 @@ struct xport {
 	uv_getaddrinfo_t x_gai;
 	uv_connect_t x_conn_req;
 	uv_write_t x_wreq;
+	uv_shutdown_t x_shutreq;
 	uv_loop_t *x_loop;
 	enum xport_state x_state;
 	int x_is_pipe;
 	int x_stream_open;  /* x_h is initialised and not yet closed */
 	int x_open_handles; /* handles whose close callback is pending */
 	int x_writing;	    /* x_wreq in flight */
+	int x_shutting;	    /* x_shutreq in flight or done */
 	int x_paused;
 	int x_err;
 	int x_have_cred; /* x_uid is known (Unix socket peers) */
@@ -82,6 +84,7 @@ static void xport_fail(struct xport *, int, const char *, ...)
 	__attribute__((format(printf, 3, 4)));
 static void xport_try_next(struct xport *);
 static void xport_start_write(struct xport *);
+static void xport_half_close(struct xport *);
 
 static unsigned
 opt_or(unsigned v, unsigned dflt)
@@ -261,7 +264,7 @@ on_write_done(uv_write_t *req, int status)
 		return;
 	}
 	if (x->x_state == XS_FLUSHING) {
-		xport_teardown(x);
+		xport_half_close(x);
 		return;
 	}
 	if (x->x_cb->xc_drain != NULL)
@@ -389,6 +392,12 @@ on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 
 	if (nread == 0 || x->x_state == XS_CLOSING)
 		return;
+	if (x->x_state == XS_FLUSHING) {
+		/* Draining: input is dropped, EOF or an error ends it. */
+		if (nread < 0)
+			xport_teardown(x);
+		return;
+	}
 	if (nread < 0) {
 		if (nread == UV_EOF)
 			xport_fail(x, NCG_ECLOSED, "%s closed the connection",
@@ -733,19 +742,43 @@ xport_close(struct xport *x, int err)
 	}
 	/*
 	 * Even after an error, what is queued (say a GOAWAY that explains
-	 * it) is worth sending; the timer bounds the wait for a peer that
-	 * does not read.
+	 * it) is worth sending; then the write side is shut down and input
+	 * is drained until the peer closes too.  Closing a socket with
+	 * unread input would make the kernel send a reset, which can destroy
+	 * data the peer has not read yet.  The timer bounds all of it.
 	 */
-	uv_read_stop(&x->x_h.stream);
+	x->x_state = XS_FLUSHING;
+	arm_timer(x, XPORT_CLOSE_FLUSH_MS);
+	if (x->x_paused) {
+		x->x_paused = 0;
+		uv_read_start(&x->x_h.stream, on_alloc, on_read);
+	}
 	if (err == 0 && x->x_tls != NULL && tls_conn_shutdown(x->x_tls) == 0 &&
 	    xport_pull_tls(x) == 0)
 		xport_start_write(x);
-	if (xport_queued(x) == 0) {
+	if (xport_queued(x) == 0)
+		xport_half_close(x);
+}
+
+static void
+on_shutdown_done(uv_shutdown_t *req, int status)
+{
+	struct xport *x = req->data;
+
+	/* EOF from the peer, or the timer, finishes the close. */
+	if (status < 0 && x->x_state == XS_FLUSHING)
 		xport_teardown(x);
+}
+
+static void
+xport_half_close(struct xport *x)
+{
+	if (x->x_shutting || x->x_state != XS_FLUSHING)
 		return;
-	}
-	x->x_state = XS_FLUSHING;
-	arm_timer(x, XPORT_CLOSE_FLUSH_MS);
+	x->x_shutting = 1;
+	x->x_shutreq.data = x;
+	if (uv_shutdown(&x->x_shutreq, &x->x_h.stream, on_shutdown_done) < 0)
+		xport_teardown(x);
 }
 
 uv_loop_t *

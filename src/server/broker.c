@@ -403,11 +403,26 @@ on_verified(void *arg, int result)
 		why = result == -ENOENT	   ? "unknown-device"
 		      : result == -EACCES  ? "bad-secret"
 		      : result == -EAGAIN  ? "throttled"
+		      : result == -EBUSY   ? "busy"
 					   : "error";
-		log_warnx("device \"%s\" from %s: authentication failed (%s)",
-			  ic->ic_id, ic->ic_peer, why);
-		audit_event("auth-failed", "device", ic->ic_id, "peer",
-			    ic->ic_peer, "reason", why, NULL);
+		if (result == -EBUSY)
+			log_debug("device \"%s\" from %s: busy, told to retry",
+				  ic->ic_id, ic->ic_peer);
+		else {
+			log_warnx("device \"%s\" from %s: authentication "
+				  "failed (%s)",
+				  ic->ic_id, ic->ic_peer, why);
+			audit_event("auth-failed", "device", ic->ic_id, "peer",
+				    ic->ic_peer, "reason", why, NULL);
+		}
+		if (result == -EBUSY) {
+			/* Not the device's fault: it may come back at once. */
+			grpc_call_finish(ic->ic_call, GRPC_STATUS_UNAVAILABLE,
+					 "server busy checking other devices; "
+					 "try again",
+					 NULL);
+			return;
+		}
 		/* One message for unknown and wrong: ids are not revealed. */
 		grpc_call_finish(ic->ic_call, GRPC_STATUS_UNAUTHENTICATED,
 				 result == -EAGAIN
@@ -754,8 +769,20 @@ send_to_device(struct opsess *os, int kind, const uint8_t *data, size_t len,
 		NCGRPC__WIRE__COMMAND_GET_RESPONSE__INIT;
 	ProtobufCBinaryData bd = {.len = len, .data = (uint8_t *)(uintptr_t)data};
 
+	uint8_t *clean = NULL;
+
 	if (os->os_dev == NULL)
 		return;
+	/*
+	 * proto3 strings must be valid UTF-8 and devices reject anything
+	 * else: invalid bytes become U+FFFD (SPEC section 2).
+	 */
+	if (len > 0 && !utf8_valid(data, len)) {
+		if ((clean = malloc(len * 3)) == NULL)
+			return;
+		bd.len = utf8_sanitize(data, len, clean);
+		bd.data = clean;
+	}
 	if (kind == 1) {
 		r.command_case =
 			NCGRPC__WIRE__COMMAND_GET_RESPONSE__COMMAND_NETCONF_COMMAND;
@@ -768,6 +795,7 @@ send_to_device(struct opsess *os, int kind, const uint8_t *data, size_t len,
 	r.kill_signal = sig;
 	os->os_to_dev += len;
 	send_message(os->os_dev, &r.base);
+	free(clean);
 }
 
 static void
@@ -816,7 +844,10 @@ flush_netconf(struct opsess *os)
 
 	while ((rc = ncframe_next(&os->os_nf, &msg, &len)) == 1) {
 		if (ncframe_op_name(msg, len, op, sizeof(op)) == 0)
-			audit_input(os, "netconf-rpc", op);
+			audit_input(os,
+				    strcmp(op, "hello") == 0 ? "netconf-hello"
+							     : "netconf-rpc",
+				    op);
 		send_to_device(os, 1, msg, len, 0);
 	}
 	return rc;

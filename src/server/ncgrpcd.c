@@ -477,6 +477,11 @@ main(int argc, char **argv)
 		fatalx("tls: %s", err);
 	if (registry_throttle_new(&d.throttle) != 0)
 		fatalx("out of memory");
+	/*
+	 * Per device id: 5 failures a minute.  Per address, more: a whole
+	 * site of devices behind one NAT address shares it.
+	 */
+	registry_throttle_set_limits(d.throttle, 5, 50, 60000, 0, 0);
 	if (load_registry(&reg, err, sizeof(err)) != 0)
 		fatalx("%s", err);
 

@@ -115,7 +115,8 @@ struct registry_throttle {
 	struct throttle_table rt_dev;
 	struct throttle_table rt_peer;
 	uint64_t rt_window;
-	unsigned rt_inflight;
+	unsigned rt_inflight;	   /* per device id */
+	unsigned rt_peer_inflight; /* per peer: a whole NAT site is one peer */
 	size_t rt_max;
 	uint64_t (*rt_now)(void *);
 	void *rt_now_arg;
@@ -896,6 +897,7 @@ registry_throttle_new(struct registry_throttle **out)
 	thr->rt_peer.tt_max_fails = REGISTRY_THROTTLE_FAILURES;
 	thr->rt_window = REGISTRY_THROTTLE_WINDOW_MS;
 	thr->rt_inflight = REGISTRY_THROTTLE_INFLIGHT;
+	thr->rt_peer_inflight = REGISTRY_THROTTLE_PEER_INFLIGHT;
 	thr->rt_max = REGISTRY_THROTTLE_ENTRIES;
 	thr->rt_now = clock_default;
 	*out = thr;
@@ -1083,14 +1085,14 @@ tt_failed_out(struct registry_throttle *thr, struct throttle_table *tt,
 }
 
 static int
-tt_busy(struct registry_throttle *thr, struct throttle_table *tt,
-        const uint8_t *key, size_t keylen)
+tt_busy(struct throttle_table *tt, unsigned limit, const uint8_t *key,
+        size_t keylen)
 {
 	struct throttle_entry *te;
 
 	if (keylen == 0 || (te = tt_lookup(tt, key, keylen)) == NULL)
 		return 0;
-	return te->te_inflight >= thr->rt_inflight;
+	return te->te_inflight >= limit;
 }
 
 static void
@@ -1354,9 +1356,11 @@ req_decide(struct registry_req *req, const uint8_t *secret, size_t len)
 		}
 	}
 	if (thr != NULL &&
-	    (tt_busy(thr, &thr->rt_dev, dk, dlen) ||
-	     tt_busy(thr, &thr->rt_peer, req->rq_peer, req->rq_peerlen))) {
-		req->rq_result = -EAGAIN;
+	    (tt_busy(&thr->rt_dev, thr->rt_inflight, dk, dlen) ||
+	     tt_busy(&thr->rt_peer, thr->rt_peer_inflight, req->rq_peer,
+	             req->rq_peerlen))) {
+		/* Not a failure: the device is told to come back later. */
+		req->rq_result = -EBUSY;
 		return 1;
 	}
 	return 0;
@@ -1401,7 +1405,7 @@ registry_verify(struct registry *reg, uv_loop_t *loop, const char *device_id,
 		if (thr != NULL)
 			thr->rt_refs++;
 		(void)uv_timer_start(&req->rq_u.u_timer, req_timer, 0, 0);
-		if (req->rq_result != -EAGAIN)
+		if (req->rq_result != -EAGAIN && req->rq_result != -EBUSY)
 			req_account(req, req->rq_result);
 	} else {
 		if ((req->rq_secret = malloc(len)) == NULL) {

@@ -61,6 +61,7 @@
 #define REGISTRY_THROTTLE_FAILURES  5
 #define REGISTRY_THROTTLE_WINDOW_MS 60000
 #define REGISTRY_THROTTLE_INFLIGHT  8
+#define REGISTRY_THROTTLE_PEER_INFLIGHT 1024
 #define REGISTRY_THROTTLE_ENTRIES   65536
 
 struct registry;
@@ -70,7 +71,8 @@ struct registry_throttle;
 /*
  * Runs on the loop thread with the outcome of registry_verify(): 0 (the
  * secret matches), -ENOENT (unknown device), -EACCES (wrong secret),
- * -EAGAIN (throttled), -ECANCELED (registry_cancel() was called), or
+ * -EAGAIN (throttled after failures), -EBUSY (too many checks running for
+ * this id or peer; not a failure), -ECANCELED (registry_cancel() was called), or
  * -ENOMEM / -EIO when the hash could not be computed.
  */
 typedef void (*registry_verify_cb)(void *arg, int result);
@@ -122,8 +124,11 @@ void registry_set_throttle(struct registry *reg, struct registry_throttle *thr);
  * zeros, so "s" and "s\0" would otherwise match the same hash.)
  *
  * Throttling: a device id or peer with REGISTRY_THROTTLE_FAILURES failures
- * in the current window, or with REGISTRY_THROTTLE_INFLIGHT verifies
- * already running scrypt, gets -EAGAIN without scrypt being run.  A
+ * in the current window gets -EAGAIN; a device id with
+ * REGISTRY_THROTTLE_INFLIGHT verifies already running scrypt, or a peer
+ * with REGISTRY_THROTTLE_PEER_INFLIGHT (a NAT site of many devices is one
+ * peer), gets -EBUSY, which is not counted as a failure; neither runs
+ * scrypt.  A
  * success clears the device's failures but not the peer's.  A verify that
  * ran scrypt counts even if it was cancelled, so that hanging up early does
  * not dodge the throttle.
@@ -157,8 +162,9 @@ void registry_throttle_free(struct registry_throttle *thr);
 
 /*
  * Sets the failures allowed per window for a device id and for a peer, the
- * window length, the verifies allowed to run scrypt at once per id or
- * peer, and the most ids and peers tracked (each); the least recently
+ * window length, the verifies allowed to run scrypt at once per id (peers
+ * keep REGISTRY_THROTTLE_PEER_INFLIGHT), and the most ids and peers tracked
+ * (each); the least recently
  * failing entry is forgotten first.  A zero keeps the current value.
  */
 void registry_throttle_set_limits(struct registry_throttle *thr,
