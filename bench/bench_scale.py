@@ -1,0 +1,200 @@
+#!/usr/bin/python3
+"""ncgrpcd at scale: N idle devices on one server.
+
+    bench_scale.py --ncgrpcd PATH --agent PATH [--devices 10000] [--agents 10]
+                   [--sessions 200] [--concurrency 20] [--listen 1]
+
+Devices are ncgrpc-agent processes, each with devices/agents `client`
+stanzas (one TLS connection per client, long-polling NcgrpcInitialize).
+Measured:
+  - ncgrpcd RSS before the devices connect and once all N are idle, and
+    the difference per device;
+  - the time from starting the agents until ListDevices shows all N with an
+    idle connection;
+  - for --sessions shell sessions on distinct devices (--concurrency at a
+    time) at that load: the time from the operator's Session request to
+    SessionStarted, to the first byte of device output (the shell prompt),
+    and to the output of `echo x`; median and p99.
+The open-file limit is raised for this process and its children only.
+--listen K spreads the devices over K listen addresses 127.0.0.1..K (more
+source ports).  Not part of ctest.
+"""
+import argparse
+import concurrent.futures
+import os
+import resource
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "server"))
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
+import srvlib  # noqa: E402
+from opclient import OpClient  # noqa: E402
+from srvlib import Addr, Agent, Client, Ncgrpcd, free_port  # noqa: E402
+
+
+def raise_nofile(want):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        with open("/proc/sys/fs/nr_open") as f:
+            cap = int(f.read())
+    except OSError:
+        cap = hard
+    target = min(max(want, soft), cap)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, max(target, hard)))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    if not xs:
+        return float("nan")
+    k = min(len(xs) - 1, max(0, int(round(p / 100.0 * len(xs) + 0.5)) - 1))
+    return xs[k]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--ncgrpcd", required=True)
+    ap.add_argument("--agent", required=True)
+    ap.add_argument("--devices", type=int, default=10000)
+    ap.add_argument("--agents", type=int, default=10)
+    ap.add_argument("--sessions", type=int, default=200)
+    ap.add_argument("--concurrency", type=int, default=20)
+    ap.add_argument("--listen", type=int, default=1, help="listen addresses 127.0.0.1..K")
+    ap.add_argument("--connect-timeout", type=float, default=600)
+    ap.add_argument("--workdir")
+    ap.add_argument("--keep", action="store_true")
+    a = ap.parse_args()
+
+    n, nag = a.devices, max(1, min(a.agents, a.devices))
+    lim = raise_nofile(4 * n + 10000)
+    work = a.workdir or tempfile.mkdtemp(prefix="ncgrpc-bench-scale-")
+    os.makedirs(work, exist_ok=True)
+    print("workdir %s, RLIMIT_NOFILE %s" % (work, lim), flush=True)
+
+    port = free_port()
+    hosts = ["127.0.0.%d" % (i + 1) for i in range(a.listen)]
+    srv = Ncgrpcd(os.path.abspath(a.ncgrpcd), os.path.join(work, "srv"), port=port,
+                  listen=["%s:%d" % (h, port) for h in hosts],
+                  extra=["session-limit 100", "session-wait 60"])
+    os.makedirs(srv.workdir, exist_ok=True)
+    ids = ["bench-%05d" % i for i in range(n)]
+    t0 = time.monotonic()
+    # A cheap scrypt cost: the registry's speed is not what is measured here.
+    with open(srv.devices_path, "w") as f:
+        f.write("# bench_scale registry\n")
+        for dev in ids:
+            f.write(srvlib.registry_line(dev, "s-" + dev, ln=10, r=1, p=1) + "\n")
+    os.chmod(srv.devices_path, 0o600)
+    print("registry of %d devices written in %.1f s" % (n, time.monotonic() - t0), flush=True)
+    agents = []
+    try:
+        srv.start()
+        time.sleep(0.5)
+        rss0 = srvlib.rss_kib(srv.pid)
+        op = OpClient(srv.sock)
+
+        per = (n + nag - 1) // nag
+        t_start = time.monotonic()
+        for k in range(nag):
+            mine = ids[k * per:(k + 1) * per]
+            if not mine:
+                break
+            ag = Agent(os.path.abspath(a.agent), os.path.join(work, "agent%d" % k))
+            os.makedirs(ag.workdir, exist_ok=True)
+            clients = [Client("c%d" % i, dev, "s-" + dev,
+                              [Addr(port, hosts[(k * per + i) % len(hosts)], cert_file=srv.cert)],
+                              waittime=2)
+                       for i, dev in enumerate(mine)]
+            ag.configure(clients, ('shell "/bin/sh";',))
+            ag.start()
+            agents.append(ag)
+        print("%d agents started in %.1f s" % (len(agents), time.monotonic() - t_start),
+              flush=True)
+
+        deadline = time.monotonic() + a.connect_timeout
+        last = -1
+        while True:
+            devs = op.list_devices(timeout=60)
+            ready = sum(1 for d in devs if d.idle_connections > 0)
+            if ready != last:
+                print("  %6.1f s: %d devices, %d ready" % (time.monotonic() - t_start,
+                                                             len(devs), ready), flush=True)
+                last = ready
+            if ready >= n:
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit("only %d of %d devices ready after %.0f s"
+                                 % (ready, n, a.connect_timeout))
+            time.sleep(1)
+        t_connect = time.monotonic() - t_start
+        time.sleep(2)
+        rss1 = srvlib.rss_kib(srv.pid)
+        t_list = time.monotonic()
+        devs = op.list_devices(timeout=60)
+        t_list = time.monotonic() - t_list
+
+        # Sessions at load.
+        def one(dev):
+            s = op.session(dev, "shell", wait_ms=30000)
+            s.wait_started(60)
+            s.read_until(b" ", 60)          # the prompt: first output
+            s.send(b"echo x\n")
+            s.read_until(b"x\r\n", 60)
+            s.send(b"exit\n")
+            s.read_all(60)
+            return (s.t_started - s.t_open, s.t_first_data - s.t_open,
+                    s.code.name)
+
+        step = max(1, n // max(1, a.sessions))
+        targets = ids[::step][:a.sessions]
+        t_s = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(a.concurrency) as ex:
+            res = list(ex.map(one, targets))
+        t_s = time.monotonic() - t_s
+        started = [r[0] * 1000 for r in res]
+        first = [r[1] * 1000 for r in res]
+        bad = [r for r in res if r[2] != "OK"]
+        rss2 = srvlib.rss_kib(srv.pid)
+        agent_rss = sum(srvlib.rss_kib(ag.pid) or 0 for ag in agents)
+
+        print()
+        print("ncgrpcd scale benchmark: %d devices (%d agents x %d clients), %d listen "
+              "address(es)" % (n, len(agents), per, len(hosts)))
+        print("%-52s %s" % ("metric", "value"))
+        print("%-52s %d KiB" % ("ncgrpcd RSS, no devices", rss0))
+        print("%-52s %d KiB" % ("ncgrpcd RSS, %d idle devices" % n, rss1))
+        print("%-52s %.1f KiB" % ("RSS per idle device", (rss1 - rss0) / float(n)))
+        print("%-52s %.1f s" % ("time to connect all devices", t_connect))
+        print("%-52s %.0f ms" % ("ListDevices with %d devices" % n, t_list * 1000))
+        print("%-52s %d (%d at a time), %.1f s, %d failed" % ("shell sessions", len(res),
+                                                               a.concurrency, t_s, len(bad)))
+        print("%-52s %.1f / %.1f ms" % ("Session -> SessionStarted, median / p99",
+                                         statistics.median(started), pct(started, 99)))
+        print("%-52s %.1f / %.1f ms" % ("Session -> first output byte, median / p99",
+                                         statistics.median(first), pct(first, 99)))
+        print("%-52s %d KiB" % ("ncgrpcd RSS after the sessions", rss2))
+        print("%-52s %d KiB" % ("agents' RSS (sum)", agent_rss))
+        op.close()
+        return 1 if bad else 0
+    finally:
+        for ag in agents:
+            ag.stop(20)
+        rc = srv.stop(timeout=30)
+        if rc not in (0, None):
+            print("ncgrpcd exited with %s" % rc)
+        if not a.keep and not a.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

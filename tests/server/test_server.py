@@ -1,0 +1,1068 @@
+#!/usr/bin/python3
+"""End-to-end tests of ncgrpcd: devices (ncgrpc-agent, or the Junos-like
+emulator devemu.py) dial in over TLS, operators come in through the operator
+API (opclient.py, python3-grpcio) or the ncgrpc CLI.
+
+    test_server.py --ncgrpcd PATH --agent PATH [--cli PATH] [unittest args]
+
+Environment fallbacks: NCGRPCD, NCGRPC_AGENT, NCGRPC_CLI, NCGRPC_STUB_DIR.
+Without a CLI binary the CLI variants are skipped.  Run one class with e.g.
+`test_server.py --ncgrpcd X --agent Y ShellTest`.  NCGRPC_TEST_VERBOSE=1
+prints the logs of each test.
+"""
+import sys
+
+sys.dont_write_bytecode = True  # keep __pycache__ out of the source tree
+
+import argparse  # noqa: E402
+import concurrent.futures  # noqa: E402
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import ssl  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import unittest  # noqa: E402
+import uuid  # noqa: E402
+
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+import grpc  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import devemu  # noqa: E402
+import srvlib  # noqa: E402
+from opclient import OpClient, OpError, pb as opb  # noqa: E402
+from srvlib import Agent, Client, Ncgrpcd, Netconfd, comm, descendants, pid_alive  # noqa: E402
+
+CFG = {"ncgrpcd": os.environ.get("NCGRPCD"),
+       "agent": os.environ.get("NCGRPC_AGENT"),
+       "cli": os.environ.get("NCGRPC_CLI")}
+
+EOM = b"]]>]]>"
+NC_NS = "urn:ietf:params:xml:ns:netconf:base:1.0"
+NACM_NS = "urn:ietf:params:xml:ns:yang:ietf-netconf-acm"
+CLIENT_HELLO = ('<?xml version="1.0" encoding="UTF-8"?>\n<hello xmlns="%s"><capabilities>'
+                '<capability>urn:ietf:params:netconf:base:1.0</capability></capabilities>'
+                '</hello>]]>]]>' % NC_NS).encode()
+# netconfd drops an rpc that arrives in the same read as the client <hello>,
+# and the <hello> has no reply to wait for: give it this long.
+HELLO_SETTLE = 0.5
+Kind = opb.DeviceEvent.Kind
+
+
+def rpc(mid, body):
+    return ('<?xml version="1.0" encoding="UTF-8"?>\n<rpc message-id="%s" xmlns="%s">%s</rpc>'
+            ']]>]]>' % (mid, NC_NS, body)).encode()
+
+
+def cli_available():
+    p = CFG.get("cli")
+    return bool(p) and os.access(p, os.X_OK)
+
+
+# ----- shell helpers (line mode on a pty, through the operator API) --------------
+
+def sh_prepare(s, timeout=15):
+    """Waits for the first prompt; then no echo and no \\n -> \\r\\n."""
+    s.read_until(re.compile(rb"[$#] $"), timeout)
+    tok = uuid.uuid4().hex[:12]
+    s.send("stty -echo -onlcr; printf '<%%s>\\n' R%s\n" % tok)
+    s.read_until(("<R%s>\n" % tok).encode(), timeout)
+
+
+def sh_run(s, cmd, timeout=20):
+    """Runs cmd in a prepared shell session; returns exactly its output (bytes)."""
+    tok = uuid.uuid4().hex[:12]
+    s.send("printf '<%%s>\\n' B%s; %s; printf '\\n<%%s>\\n' E%s\n" % (tok, cmd, tok))
+    end = ("\n<E%s>\n" % tok).encode()
+    text = s.read_until(end, timeout)
+    begin = ("<B%s>\n" % tok).encode()
+    i = text.find(begin)
+    if i < 0:
+        raise AssertionError("begin marker missing in %r" % text[-300:])
+    return text[i + len(begin):-len(end)]
+
+
+def audit_fields(line):
+    """key=value pairs of an audit line (values may be quoted)."""
+    out = {}
+    for m in re.finditer(r'(\S+?)=("(?:[^"\\]|\\.)*"|\S+)', line):
+        v = m.group(2)
+        if v.startswith('"'):
+            v = re.sub(r"\\(.)", r"\1", v[1:-1])
+        out[m.group(1)] = v
+    return out
+
+
+class ServerTestCase(unittest.TestCase):
+    """Per test: a temp dir, and cleanup of every process, client and emulator."""
+
+    maxDiff = 4000
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="ncgrpcd-e2e-")
+        os.chmod(self.tmp, 0o755)
+        self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
+        self._n = 0
+        self._servers = []
+        self._agents = []
+
+    def subdir(self, name):
+        self._n += 1
+        d = os.path.join(self.tmp, "%s%d" % (name, self._n))
+        os.makedirs(d)
+        return d
+
+    def new_server(self, devices=None, extra=(), start=True):
+        srv = Ncgrpcd(CFG["ncgrpcd"], self.subdir("srv"), extra=extra)
+        for dev, secret in (devices or {}).items():
+            srv.add_device(dev, secret, write=False)
+        srv.write_registry()
+        self._servers.append(srv)
+        self.addCleanup(self._stop_server, srv)
+        if start:
+            srv.start()
+        return srv
+
+    def _stop_server(self, srv):
+        if os.environ.get("NCGRPC_TEST_VERBOSE"):
+            sys.stderr.write("\n--- ncgrpcd log (%s) ---\n%s\n--- audit ---\n%s\n"
+                             % (self.id(), srv.log.tail(200), srv.audit.tail(200)))
+        if srv.proc is None:
+            return
+        rc = srv.stop()
+        if rc not in (0, None) and not getattr(self, "_server_may_fail", False):
+            raise AssertionError("ncgrpcd exited with %s on SIGTERM; log tail:\n%s\n%s"
+                                 % (rc, srv.log.tail(), srv.stdout()[-2000:]))
+
+    def new_agent(self, srv, devices, extra=('shell "/bin/sh";',), start=True):
+        """One agent with a client per (device id, secret) of devices."""
+        agent = Agent(CFG["agent"], self.subdir("agent"))
+        clients = [Client("c%d" % i, dev, secret, [srv.addr()], waittime=1)
+                   for i, (dev, secret) in enumerate(devices.items())]
+        agent.configure(clients, extra)
+        self._agents.append(agent)
+        self.addCleanup(self._stop_agent, agent)
+        if start:
+            agent.start()
+        return agent
+
+    def _stop_agent(self, agent):
+        if os.environ.get("NCGRPC_TEST_VERBOSE"):
+            sys.stderr.write("\n--- agent log (%s) ---\n%s\n" % (self.id(), agent.log.tail(100)))
+        agent.stop()
+
+    def new_emu(self, srv, device_id, secret, **kw):
+        emu = devemu.DevEmu(srv.target(), srv.cert_pem(), device_id, secret, **kw)
+        self.addCleanup(emu.stop)
+        return emu.start()
+
+    def op(self, srv):
+        op = OpClient(srv.sock)
+        self.addCleanup(op.close)
+        return op
+
+    def shell(self, op, device, wait_ms=15000):
+        s = op.session(device, "shell", wait_ms=wait_ms)
+        s.wait_started(20)
+        sh_prepare(s)
+        return s
+
+    def audit_lines(self, srv, event, **match):
+        out = []
+        for line in srv.audit.lines():
+            f = audit_fields(line)
+            if f.get("event") != event:
+                continue
+            if all(f.get(k) == v for k, v in match.items()):
+                out.append(f)
+        return out
+
+    def wait_audit(self, srv, event, timeout=10, **match):
+        deadline = time.monotonic() + timeout
+        while True:
+            hits = self.audit_lines(srv, event, **match)
+            if hits:
+                return hits[0]
+            if time.monotonic() > deadline:
+                self.fail("no audit event=%s %s within %.1f s; audit tail:\n%s"
+                          % (event, match, timeout, srv.audit.tail()))
+            time.sleep(0.05)
+
+    def assertNoSecrets(self, srv, secrets, agents=()):
+        files = [srv.log.path, srv.audit.path, srv.stdout_path]
+        files += [a.log.path for a in agents]
+        for path in files:
+            try:
+                with open(path, "rb") as f:
+                    data = f.read()
+            except FileNotFoundError:
+                continue
+            for s in secrets:
+                self.assertNotIn(s.encode(), data, "secret %r found in %s" % (s, path))
+
+
+# ---------------------------------------------------------------------------
+class NetconfTest(ServerTestCase):
+    """NETCONF through ncgrpcd + ncgrpc-agent + yuma123 netconfd."""
+
+    @classmethod
+    def setUpClass(cls):
+        if not Netconfd.available():
+            raise unittest.SkipTest("yuma123 netconfd not installed (Debian package netconfd)")
+        cls.ncdir = tempfile.mkdtemp(prefix="ncgrpcd-e2e-netconfd-")
+        os.chmod(cls.ncdir, 0o755)
+        cls.netconfd = Netconfd(cls.ncdir).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.netconfd.stop()
+        shutil.rmtree(cls.ncdir, ignore_errors=True)
+
+    def setUp(self):
+        super().setUp()
+        self.srv = self.new_server({"dev1": "nc-secret-1"})
+        self.agent = self.new_agent(self.srv, {"dev1": "nc-secret-1"},
+                                    ['netconf-command "%s";' % self.netconfd.command(),
+                                     'shell "/bin/sh";'])
+        self.opc = self.op(self.srv)
+        self.opc.wait_device("dev1", 15)
+
+    def nacm_group(self):
+        return "e2e-%s" % uuid.uuid4().hex[:8]
+
+    def test_edit_commit_through_operator_api(self):
+        group = self.nacm_group()
+        s = self.opc.session("dev1", "netconf", wait_ms=10000)
+        st = s.wait_started(15)
+        self.assertEqual(st.device_id, "dev1")
+        self.assertEqual(st.type, opb.NETCONF)
+        self.assertGreater(st.session_id, 0)
+        hello = s.read_until(EOM, 20)
+        self.assertIn(b"<hello", hello)
+        self.assertIn(b"urn:ietf:params:netconf:base:1.0", hello)
+        self.assertIn(b"urn:ietf:params:netconf:capability:candidate:1.0", hello)
+        s.send(CLIENT_HELLO)
+        time.sleep(HELLO_SETTLE)
+
+        s.send(rpc(1, "<get-config><source><running/></source></get-config>"))
+        reply = s.read_until(EOM, 20)
+        self.assertRegex(reply, rb'<rpc-reply message-id="1"')
+        self.assertRegex(reply, rb"<data[ />]")
+        self.assertNotIn(group.encode(), reply)
+
+        s.send(rpc(2, '<edit-config><target><candidate/></target><config>'
+                      '<nacm xmlns="%s"><groups><group><name>%s</name>'
+                      '<user-name>alice</user-name></group></groups></nacm></config>'
+                      '</edit-config>' % (NACM_NS, group)))
+        reply = s.read_until(EOM, 20)
+        self.assertRegex(reply, rb'message-id="2"')
+        self.assertIn(b"<ok/>", reply)
+
+        s.send(rpc(3, "<commit/>"))
+        reply = s.read_until(EOM, 20)
+        self.assertRegex(reply, rb'message-id="3"')
+        self.assertIn(b"<ok/>", reply)
+
+        s.send(rpc(4, "<get-config><source><running/></source></get-config>"))
+        reply = s.read_until(EOM, 20)
+        self.assertRegex(reply, rb'message-id="4"')
+        self.assertIn(("<name>%s</name>" % group).encode(), reply)
+        self.assertIn(b"<user-name>alice</user-name>", reply)
+
+        s.send(rpc(5, "<close-session/>"))
+        reply = s.read_until(EOM, 20)
+        self.assertIn(b"<ok/>", reply)
+        s.read_all(20)
+        self.assertEqual(s.code, grpc.StatusCode.OK, s.details)
+        self.assertIsNotNone(s.ended)
+        self.assertTrue(s.ended.reason)
+        self.assertGreater(s.ended.bytes_to_device, 0)
+        self.assertEqual(s.ended.bytes_from_device, s.received())
+        # The agent saw the backend exit by itself.
+        self.agent.log.wait(r'session 1 \(netconf\) ended: process exited with status 0', 10)
+        # Audit: the operation names, in order.
+        sid = str(st.session_id)
+        self.wait_audit(self.srv, "session-end", session=sid)
+        ops = [f["operation"] for f in self.audit_lines(self.srv, "netconf-rpc", session=sid)
+               if f["operation"] != "hello"]
+        self.assertEqual(ops, ["get-config", "edit-config", "commit", "get-config",
+                               "close-session"])
+
+    def cli_session(self, device, kind, timeout=30):
+        if not cli_available():
+            self.skipTest("ncgrpc CLI not built")
+        return subprocess.Popen([CFG["cli"], "-f", self.srv.conf_path, "session", device,
+                                 "--" + kind], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, preexec_fn=srvlib.pdeathsig)
+
+    def test_cli_pipe_mode(self):
+        """`ncgrpc session dev1 --netconf` with stdin and stdout pipes.
+
+        The writer waits for the server hello (and a moment after its own
+        hello) because netconfd drops rpcs that come together with the
+        client <hello>; a plain `ncgrpc ... < rpcs.xml` cannot wait."""
+        p = self.cli_session("dev1", "netconf")
+        self.addCleanup(lambda: p.poll() is None and p.kill())
+        out = b""
+
+        def read_until(pat, timeout=20):
+            nonlocal out
+            deadline = time.monotonic() + timeout
+            while pat not in out:
+                self.assertLess(time.monotonic(), deadline, "no %r in %r" % (pat, out[-300:]))
+                chunk = os.read(p.stdout.fileno(), 65536)
+                if not chunk:
+                    self.fail("CLI ended early: %r / %r" % (out[-300:], p.stderr.read()))
+                out += chunk
+            i = out.index(pat) + len(pat)
+            head, out = out[:i], out[i:]
+            return head
+
+        import threading
+        timer = threading.Timer(60, p.kill)
+        timer.start()
+        self.addCleanup(timer.cancel)
+        self.assertIn(b"<hello", read_until(EOM))
+        p.stdin.write(CLIENT_HELLO)
+        p.stdin.flush()
+        time.sleep(HELLO_SETTLE)
+        group = self.nacm_group()
+        for mid, body, expect in [
+                (1, "<edit-config><target><candidate/></target><config><nacm xmlns=\"%s\">"
+                    "<groups><group><name>%s</name></group></groups></nacm></config>"
+                    "</edit-config>" % (NACM_NS, group), b"<ok/>"),
+                (2, "<commit/>", b"<ok/>"),
+                (3, "<get-config><source><running/></source></get-config>",
+                 ("<name>%s</name>" % group).encode()),
+                (4, "<close-session/>", b"<ok/>")]:
+            p.stdin.write(rpc(mid, body))
+            p.stdin.flush()
+            reply = read_until(EOM)
+            self.assertIn(('message-id="%d"' % mid).encode(), reply)
+            self.assertIn(expect, reply)
+        p.stdin.close()
+        self.assertEqual(p.wait(20), 0, p.stderr.read())
+
+
+# ---------------------------------------------------------------------------
+class ShellTest(ServerTestCase):
+    """Shell sessions through ncgrpcd + ncgrpc-agent."""
+
+    def setUp(self):
+        super().setUp()
+        self.srv = self.new_server({"sh1": "sh-secret-1"})
+        self.agent = self.new_agent(self.srv, {"sh1": "sh-secret-1"})
+        self.opc = self.op(self.srv)
+        self.opc.wait_device("sh1", 15)
+
+    def test_uname_and_id(self):
+        s = self.shell(self.opc, "sh1")
+        uname = subprocess.run(["uname", "-a"], capture_output=True, check=True).stdout
+        self.assertEqual(sh_run(s, "uname -a"), uname)
+        self.assertEqual(sh_run(s, "id"),
+                         subprocess.run(["id"], capture_output=True, env={"PATH": "/usr/bin:/bin"},
+                                        check=True).stdout)
+        s.send("exit\n")
+        s.read_all(15)
+        self.assertEqual(s.code, grpc.StatusCode.OK, s.details)
+        self.assertIn("device closed", s.ended.reason)
+
+    def test_large_output_sha256(self):
+        n = 6400000   # seq 1 n: 50.1 MB
+        h = hashlib.sha256()
+        size = 0
+        for lo in range(1, n + 1, 100000):
+            chunk = "".join("%d\n" % i for i in range(lo, min(lo + 100000, n + 1))).encode()
+            h.update(chunk)
+            size += len(chunk)
+        self.assertGreaterEqual(size, 50 * 1000 * 1000)
+        s = self.shell(self.opc, "sh1")
+        t0 = time.monotonic()
+        got = sh_run(s, "seq 1 %d" % n, timeout=150)
+        dt = time.monotonic() - t0
+        self.assertEqual(len(got), size)
+        self.assertEqual(hashlib.sha256(got).hexdigest(), h.hexdigest())
+        sys.stderr.write("[%.1f MB in %.2f s, %d messages] " % (size / 1e6, dt, s.chunks))
+        self.assertEqual(sh_run(s, "echo after"), b"after\n")
+
+    def test_ctrl_c_stops_sleep(self):
+        s = self.shell(self.opc, "sh1")
+        s.send("sleep 100\n")
+        srvlib.wait_until(lambda: any(comm(p) == "sleep" for p in descendants(self.agent.pid)),
+                          10, "sleep started")
+        t0 = time.monotonic()
+        s.signal(2)
+        self.assertEqual(sh_run(s, "echo alive", timeout=10), b"alive\n")
+        self.assertLess(time.monotonic() - t0, 5)
+        self.assertFalse(any(comm(p) == "sleep" for p in descendants(self.agent.pid)))
+        self.wait_audit(self.srv, "signal", device="sh1", line="SIGINT")
+
+    def test_cli_shell_pipe(self):
+        if not cli_available():
+            self.skipTest("ncgrpc CLI not built")
+        script = b"stty -echo -onlcr\nprintf '<%s>\\n' start\nuname -s\nprintf '<%s>\\n' end\n"
+        p = subprocess.run([CFG["cli"], "-f", self.srv.conf_path, "session", "sh1", "--shell"],
+                           input=script, capture_output=True, timeout=60,
+                           preexec_fn=srvlib.pdeathsig)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        m = re.search(rb"<start>\n(.*)<end>\n", p.stdout, re.S)
+        self.assertIsNotNone(m, p.stdout)
+        self.assertEqual(m.group(1), os.uname().sysname.encode() + b"\n")
+
+
+# ---------------------------------------------------------------------------
+class ConcurrencyTest(ServerTestCase):
+    def test_20_sessions_over_5_devices(self):
+        devs = {"cc%d" % i: "cc-secret-%d" % i for i in range(5)}
+        srv = self.new_server(devs)
+        self.new_agent(srv, devs)
+        opc = self.op(srv)
+        for d in devs:
+            opc.wait_device(d, 15)
+
+        def one(i):
+            dev = "cc%d" % (i % 5)
+            s = opc.session(dev, "shell", wait_ms=30000)
+            s.wait_started(40)
+            sh_prepare(s, 30)
+            lo, hi = i * 1000000, i * 1000000 + 40000
+            expect = "".join("%d\n" % k for k in range(lo, hi + 1)).encode()
+            got = sh_run(s, "seq %d %d" % (lo, hi), timeout=90)
+            s.send("exit\n")
+            s.read_all(30)
+            return dev, got == expect, len(got), len(expect), s.code
+
+        with concurrent.futures.ThreadPoolExecutor(20) as ex:
+            results = list(ex.map(one, range(20)))
+        for dev, same, n, m, code in results:
+            self.assertTrue(same, "%s: %d bytes, expected %d" % (dev, n, m))
+            self.assertEqual(code, grpc.StatusCode.OK)
+        self.assertEqual(len(self.audit_lines(srv, "session-end")), 20)
+
+
+# ---------------------------------------------------------------------------
+class EmulatorTest(ServerTestCase):
+    """The Junos-like device emulator (devemu.py) through ncgrpcd."""
+
+    def setUp(self):
+        super().setUp()
+        self.srv = self.new_server({"jun1": "junos-secret"})
+        self.emu = self.new_emu(self.srv, "jun1", "junos-secret")
+        self.opc = self.op(self.srv)
+        self.opc.wait_device("jun1", 15)
+
+    def test_netconf(self):
+        s = self.opc.session("jun1", "netconf", wait_ms=10000)
+        s.wait_started(15)
+        hello = s.read_until(EOM, 10)
+        self.assertIn(b"<session-id>1001</session-id>", hello)
+        # Hello, two rpcs and close in awkward pieces: ncgrpcd must cut them
+        # into whole messages.
+        data = (CLIENT_HELLO + rpc(7, "<get-config><source><running/></source></get-config>")
+                + rpc(8, "<lock><target><candidate/></target></lock>") + rpc(9, "<close-session/>"))
+        for i in range(0, len(data), 37):
+            s.send(data[i:i + 37])
+        r7 = s.read_until(EOM, 10)
+        r8 = s.read_until(EOM, 10)
+        r9 = s.read_until(EOM, 10)
+        for mid, r in ((7, r7), (8, r8), (9, r9)):
+            self.assertIn(('message-id="%d"' % mid).encode(), r)
+            self.assertIn(b"<ok/>", r)
+        s.read_all(10)
+        self.assertEqual(s.code, grpc.StatusCode.OK, s.details)
+        self.assertEqual(s.ended.reason, "device closed the session")
+        es = self.emu.sessions[0]
+        self.assertEqual(es.type, "netconf")
+        self.assertIn(("conn_type", "netconf"), es.metadata)
+        self.assertEqual(es.operations, ["get-config", "lock", "close-session"])
+        # One whole NETCONF message per netconf_command.
+        self.assertEqual(len(es.commands), 4)
+        for c in es.commands:
+            self.assertTrue(c.endswith("]]>]]>") and c.count("]]>]]>") == 1, c)
+        self.assertEqual(s.ended.bytes_from_device, es.bytes_up)
+        self.assertEqual(s.ended.bytes_to_device, len(data))
+        self.assertEqual(es.end_reason, "backend-exit")
+
+    def test_shell(self):
+        s = self.opc.session("jun1", "shell", wait_ms=10000)
+        s.wait_started(15)
+        self.assertEqual(s.read_until(b"emu% ", 10), b"emu% ")
+        s.send("echo hello; printf 'a\\r\\nb'\n")
+        self.assertEqual(s.read_until(b"emu% ", 10), b"hello\na\r\nbemu% ")
+        s.send("sleep 100\n")
+        srvlib.wait_until(lambda: self.emu.sessions[0]._proc is not None, 10, "sleep running")
+        t0 = time.monotonic()
+        s.signal(2)
+        self.assertEqual(s.read_until(b"emu% ", 10), b"emu% ")
+        self.assertLess(time.monotonic() - t0, 5)
+        es = self.emu.sessions[0]
+        self.assertEqual(es.signals, [2])
+        self.assertIn(("conn_type", "csh"), es.metadata)
+        # Lines arrive without their newline, one per csh_command.
+        s.send("echo one\necho two\n")
+        s.read_until(b"two\nemu% ", 10)
+        s.send("exit\n")
+        s.read_all(10)
+        self.assertEqual(s.code, grpc.StatusCode.OK, s.details)
+        self.assertEqual(es.commands, ["echo hello; printf 'a\\r\\nb'", "sleep 100",
+                                       "echo one", "echo two", "exit"])
+
+    def test_netconf_and_shell_at_once(self):
+        a = self.opc.session("jun1", "netconf", wait_ms=10000)
+        b = self.opc.session("jun1", "shell", wait_ms=10000)
+        a.wait_started(15)
+        b.wait_started(15)
+        a.read_until(EOM, 10)
+        b.read_until(b"emu% ", 10)
+        b.send("echo shell-ok\n")
+        self.assertEqual(b.read_until(b"emu% ", 10), b"shell-ok\nemu% ")
+        a.send(CLIENT_HELLO + rpc(1, "<close-session/>"))
+        self.assertIn(b"<ok/>", a.read_until(EOM, 10))
+        a.read_all(10)
+        b.send("exit\n")
+        b.read_all(10)
+        self.assertEqual((a.code, b.code), (grpc.StatusCode.OK, grpc.StatusCode.OK))
+        self.assertEqual(len(self.emu.sessions), 2)
+
+    # Operator input goes to the device as proto3 strings: invalid UTF-8
+    # must arrive as U+FFFD (SPEC section 2), or the device drops the session.
+    def test_invalid_utf8_input_is_replaced(self):
+        s = self.opc.session("jun1", "shell", wait_ms=10000)
+        s.wait_started(15)
+        s.read_until(b"emu% ", 10)
+        s.send(b"echo caf\xe9\n")
+        self.assertEqual(s.read_until(b"emu% ", 10), "caf\ufffd\nemu% ".encode())
+        self.assertEqual(self.emu.sessions[0].commands, ["echo caf\ufffd"])
+
+
+# ---------------------------------------------------------------------------
+class AuthTest(ServerTestCase):
+    def setUp(self):
+        super().setUp()
+        self.srv = self.new_server({"good": "good-secret-123", "other": "other-secret-456"})
+
+    def init(self, device, secret, timeout=5):
+        return devemu.initialize_once(self.srv.target(), self.srv.cert_pem(), device, secret,
+                                      timeout=timeout)
+
+    def test_wrong_secret_and_unknown_device(self):
+        code, details = self.init("good", "WRONG-secret-xyz")
+        self.assertEqual(code, grpc.StatusCode.UNAUTHENTICATED, details)
+        f = self.wait_audit(self.srv, "auth-failed", device="good")
+        self.assertEqual(f["reason"], "bad-secret")
+        self.assertRegex(f["peer"], r"^127\.0\.0\.1:\d+$")
+        code2, details2 = self.init("nosuchdev", "whatever-secret-abc")
+        self.assertEqual(code2, grpc.StatusCode.UNAUTHENTICATED, details2)
+        # The same answer for both: ids are not revealed.
+        self.assertEqual(details, details2)
+        self.assertEqual(self.wait_audit(self.srv, "auth-failed", device="nosuchdev")["reason"],
+                         "unknown-device")
+        # The emulator with a wrong secret keeps failing, and is never listed.
+        emu = self.new_emu(self.srv, "other", "emu-WRONG-secret", waittime=30)
+        srvlib.wait_until(lambda: emu.auth_failures, 10, "emulator refused")
+        self.assertEqual(emu.auth_failures[0][0], grpc.StatusCode.UNAUTHENTICATED)
+        opc = self.op(self.srv)
+        self.assertEqual(opc.list_devices(), [])
+        # A right secret still works (the peer is below the throttle).
+        code, _ = self.init("good", "good-secret-123", timeout=2)
+        self.assertEqual(code, grpc.StatusCode.DEADLINE_EXCEEDED)  # held: a long poll
+        self.wait_audit(self.srv, "device-connected", device="good")
+        self.assertNoSecrets(self.srv, ["WRONG-secret-xyz", "whatever-secret-abc",
+                                        "emu-WRONG-secret", "good-secret-123"])
+
+    def test_throttled_after_repeated_failures(self):
+        codes = [self.init("good", "bad-%d-secret" % i) for i in range(7)]
+        self.assertTrue(all(c == grpc.StatusCode.UNAUTHENTICATED for c, _ in codes), codes)
+        reasons = [f["reason"] for f in self.audit_lines(self.srv, "auth-failed", device="good")]
+        self.assertEqual(reasons[:5], ["bad-secret"] * 5)
+        self.assertEqual(reasons[5:], ["throttled"] * 2)
+        self.assertIn("too many", codes[-1][1])
+        # While throttled, even the right secret is refused without a check.
+        code, details = self.init("good", "good-secret-123")
+        self.assertEqual(code, grpc.StatusCode.UNAUTHENTICATED)
+        self.assertIn("too many", details)
+        self.assertNoSecrets(self.srv, ["bad-%d-secret" % i for i in range(7)]
+                             + ["good-secret-123"])
+
+
+# ---------------------------------------------------------------------------
+class GarbageTest(ServerTestCase):
+    """Misbehaving clients on the device port: the server survives each."""
+
+    def setUp(self):
+        super().setUp()
+        self.srv = self.new_server({"g1": "garbage-secret"})
+        self.agent = self.new_agent(self.srv, {"g1": "garbage-secret"})
+        self.opc = self.op(self.srv)
+        self.opc.wait_device("g1", 15)
+
+    def still_serving(self):
+        self.assertTrue(self.srv.alive())
+        s = self.shell(self.opc, "g1")
+        self.assertEqual(sh_run(s, "echo still-$((6*7))"), b"still-42\n")
+        s.send("exit\n")
+        s.read_all(15)
+        self.assertEqual(s.code, grpc.StatusCode.OK)
+
+    def closed_by_server(self, sock, timeout=15):
+        sock.settimeout(timeout)
+        try:
+            while True:
+                if not sock.recv(4096):
+                    return True
+        except (ConnectionResetError, ssl.SSLError):
+            return True
+        except socket.timeout:
+            return False
+
+    def test_plain_tcp_bytes(self):
+        for payload in (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", os.urandom(4096),
+                        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\0" * 64):
+            s = socket.create_connection(("127.0.0.1", self.srv.port), timeout=5)
+            s.sendall(payload)
+            self.assertTrue(self.closed_by_server(s), payload[:20])
+            s.close()
+        self.still_serving()
+
+    def test_http1_over_tls_refused(self):
+        # ALPN offering only http/1.1: the handshake fails (h2 is required).
+        with self.assertRaises((ssl.SSLError, ConnectionResetError, OSError)):
+            s = srvlib.raw_tls_connect(self.srv.port, alpn=["http/1.1"])
+            try:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                if self.closed_by_server(s):
+                    raise ConnectionResetError("closed without a response")
+            finally:
+                s.close()
+        # Without ALPN at all the server must not speak HTTP/1.1 either.
+        try:
+            s = srvlib.raw_tls_connect(self.srv.port)
+            s.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            s.settimeout(10)
+            data = s.recv(4096)
+            self.assertFalse(data.startswith(b"HTTP/1.1 200"), data)
+            s.close()
+        except (ssl.SSLError, ConnectionResetError, socket.timeout, OSError):
+            pass
+        self.still_serving()
+
+    def test_http2_wrong_path_unimplemented(self):
+        ch = grpc.secure_channel(self.srv.target(),
+                                 grpc.ssl_channel_credentials(self.srv.cert_pem()))
+        self.addCleanup(ch.close)
+        for path in ("/jnx.jet.netconf.Ncgrpc/NoSuchMethod", "/foo.Bar/Baz",
+                     "/ncgrpc.operator.v1.Operator/ListDevices"):
+            m = ch.unary_unary(path, request_serializer=lambda b: b,
+                               response_deserializer=lambda b: b)
+            with self.assertRaises(grpc.RpcError) as cm:
+                m(b"", timeout=10)
+            self.assertEqual(cm.exception.code(), grpc.StatusCode.UNIMPLEMENTED, path)
+        # A CommandGet nobody asked for is refused too.
+        m = ch.stream_stream("/jnx.jet.netconf.Ncgrpc/NcgrpcCommandGet",
+                             request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        with self.assertRaises(grpc.RpcError) as cm:
+            list(m(iter([b""]), timeout=10))
+        self.assertNotEqual(cm.exception.code(), grpc.StatusCode.OK)
+        self.still_serving()
+
+
+# ---------------------------------------------------------------------------
+class DisconnectTest(ServerTestCase):
+    def setUp(self):
+        super().setUp()
+        self.srv = self.new_server({"d1": "disc-secret"})
+        self.agent = self.new_agent(self.srv, {"d1": "disc-secret"})
+        self.opc = self.op(self.srv)
+        self.opc.wait_device("d1", 15)
+
+    def test_operator_disconnects_mid_session(self):
+        # The operator is another process that dies (SIGKILL): its socket closes.
+        code = r"""
+import sys, time
+sys.path.insert(0, %r)
+from opclient import OpClient
+op = OpClient(%r)
+s = op.session("d1", "shell", wait_ms=10000)
+s.wait_started(15)
+s.send(b"sleep 1000\n")
+print("ready", flush=True)
+time.sleep(120)
+""" % (HERE, self.srv.sock)
+        p = subprocess.Popen(["/usr/bin/python3", "-c", code], stdout=subprocess.PIPE,
+                             preexec_fn=srvlib.pdeathsig)
+        self.addCleanup(lambda: p.poll() is None and p.kill())
+        self.addCleanup(p.stdout.close)
+        self.assertEqual(p.stdout.readline(), b"ready\n")
+        sleeps = srvlib.wait_until(
+            lambda: [q for q in descendants(self.agent.pid) if comm(q) == "sleep"], 10,
+            "sleep started")
+        shell_pids = [q for q in descendants(self.agent.pid) if q not in sleeps]
+        mark = self.agent.log.mark()
+        p.kill()
+        p.wait(10)
+        self.agent.log.wait(r'session 1 \(shell\) ended: ', 15, start=mark)
+        srvlib.wait_until(lambda: not any(pid_alive(q) for q in sleeps + shell_pids), 10,
+                          "session processes gone")
+        f = self.wait_audit(self.srv, "session-end", device="d1")
+        self.assertIn("operator went away", f["reason"])
+        # The device is fine and serves the next operator.
+        s = self.shell(self.opc, "d1")
+        self.assertEqual(sh_run(s, "echo next"), b"next\n")
+
+    def test_device_disconnects_mid_session(self):
+        w = self.opc.watch()
+        s = self.shell(self.opc, "d1")
+        s.send("sleep 1000\n")
+        srvlib.wait_until(lambda: any(comm(q) == "sleep" for q in descendants(self.agent.pid)),
+                          10, "sleep started")
+        self.agent.kill()
+        s.read_all(20)
+        self.assertEqual(s.code, grpc.StatusCode.UNAVAILABLE, s.details)
+        self.assertIsNotNone(s.ended, "no SessionEnded before UNAVAILABLE")
+        self.assertIn("device connection lost", s.ended.reason)
+        ev = w.wait_for(Kind.DISCONNECTED, "d1", 20)
+        self.assertTrue(ev.reason)
+        f = self.wait_audit(self.srv, "session-end", device="d1")
+        self.assertIn("lost", f["reason"])
+        self.assertEqual(self.opc.list_devices(), [])
+
+
+# ---------------------------------------------------------------------------
+class OperatorApiTest(ServerTestCase):
+    """The operator API used directly from python3-grpcio."""
+
+    def test_list_and_watch(self):
+        srv = self.new_server({"la": "list-secret-a", "lb": "list-secret-b"})
+        opc = self.op(srv)
+        self.assertEqual(opc.list_devices(), [])
+        w = opc.watch(include_current=True)
+        t0 = int(time.time())
+        emu = self.new_emu(srv, "lb", "list-secret-b")
+        agent = self.new_agent(srv, {"la": "list-secret-a"})
+        got = {}
+        while len(got) < 2:
+            ev = w.next(15)
+            self.assertEqual(ev.kind, Kind.CONNECTED, ev)
+            got[ev.device.device_id] = ev
+        self.assertEqual(sorted(got), ["la", "lb"])
+        self.assertEqual(got["lb"].device.instance_id, emu.instance_id)
+        self.assertEqual(got["la"].reason, "connected")
+        opc.wait_device("la", 10)
+        opc.wait_device("lb", 10)
+        devs = opc.list_devices()
+        self.assertEqual([d.device_id for d in devs], ["la", "lb"])  # sorted
+        for d in devs:
+            self.assertRegex(d.peer, r"^127\.0\.0\.1:\d+$")
+            self.assertGreaterEqual(d.connected_since, t0 - 1)
+            self.assertLessEqual(d.connected_since, int(time.time()) + 1)
+            self.assertNotEqual(d.instance_id, 0)
+            self.assertGreaterEqual(d.idle_connections, 1)
+            self.assertEqual(d.active_sessions, 0)
+        self.assertEqual(devs[1].instance_id, emu.instance_id)
+        # active_sessions counts a running session.
+        s = opc.session("lb", "shell", wait_ms=5000)
+        s.wait_started(10)
+        srvlib.wait_until(lambda: opc.device("lb").active_sessions == 1, 5, "active 1")
+        # peer: the granted connection (ListDevices shows the latest one).
+        self.assertRegex(s.started.peer, r"^127\.0\.0\.1:\d+$")
+        s.send("exit\n")
+        s.read_all(10)
+        srvlib.wait_until(lambda: opc.device("lb").active_sessions == 0, 5, "active 0")
+        # A watcher that joins now gets the current devices first.
+        w2 = opc.watch(include_current=True)
+        first = sorted((w2.next(5).device.device_id, w2.next(5).device.device_id))
+        self.assertEqual(first, ["la", "lb"])
+        # Disconnects.
+        agent.stop()
+        ev = w.wait_for(Kind.DISCONNECTED, "la", 15)
+        self.assertEqual(ev.device.device_id, "la")
+        self.assertTrue(ev.reason)
+        emu.stop()
+        w.wait_for(Kind.DISCONNECTED, "lb", 15)
+        self.assertEqual(opc.list_devices(), [])
+
+    def test_session_errors(self):
+        srv = self.new_server({"e1": "err-secret-1"}, extra=["session-limit 2"])
+        opc = self.op(srv)
+        # Unknown / not connected device.
+        s = opc.session("nosuch", "shell", wait_ms=300)
+        with self.assertRaises(OpError) as cm:
+            s.wait_started(10)
+        self.assertEqual(cm.exception.code, grpc.StatusCode.NOT_FOUND)
+        # The first message must be open.
+        s = opc.session("e1", "shell", first=opb.SessionInput(data=b"hello"))
+        with self.assertRaises(OpError) as cm:
+            s.wait_started(10)
+        self.assertEqual(cm.exception.code, grpc.StatusCode.INVALID_ARGUMENT)
+        # One idle connection, then the device stops reconnecting (as if its
+        # new connections hung): a second session finds none in wait_ms.
+        emu = self.new_emu(srv, "e1", "err-secret-1")
+        opc.wait_device("e1", 10)
+        emu._stop.set()   # the loop ends after it hands over its idle connection
+        a = opc.session("e1", "shell", wait_ms=2000)
+        a.wait_started(10)
+        t0 = time.monotonic()
+        b = opc.session("e1", "shell", wait_ms=700)
+        with self.assertRaises(OpError) as cm:
+            b.wait_started(10)
+        self.assertEqual(cm.exception.code, grpc.StatusCode.UNAVAILABLE)
+        self.assertIn("no free connection", cm.exception.details)
+        self.assertIn("1 sessions active", cm.exception.details)
+        self.assertGreaterEqual(time.monotonic() - t0, 0.6)
+        a.cancel()
+        emu.stop()
+        # Session limit (2): a third session is refused at once.
+        emu2 = self.new_emu(srv, "e1", "err-secret-1")
+        opc.wait_device("e1", 10)
+        s1 = opc.session("e1", "shell", wait_ms=5000)
+        s1.wait_started(10)
+        s2 = opc.session("e1", "shell", wait_ms=5000)
+        s2.wait_started(10)
+        opc.wait_device("e1", 10)   # an idle connection is there again
+        t0 = time.monotonic()
+        s3 = opc.session("e1", "shell", wait_ms=5000)
+        with self.assertRaises(OpError) as cm:
+            s3.wait_started(10)
+        self.assertEqual(cm.exception.code, grpc.StatusCode.RESOURCE_EXHAUSTED)
+        self.assertLess(time.monotonic() - t0, 2)
+        self.assertEqual(opc.device("e1").active_sessions, 2)
+        s1.send("exit\n")
+        s1.read_all(10)
+        s4 = opc.session("e1", "shell", wait_ms=5000)
+        s4.wait_started(10)
+        self.assertEqual(len(emu2.sessions), 3)
+
+
+# ---------------------------------------------------------------------------
+class RegistryTest(ServerTestCase):
+    def test_reload_without_restart(self):
+        srv = self.new_server({"old": "old-secret-1"})
+        pid = srv.pid
+        code, _ = devemu.initialize_once(srv.target(), srv.cert_pem(), "newdev", "new-secret-1")
+        self.assertEqual(code, grpc.StatusCode.UNAUTHENTICATED)
+        mark = srv.log.mark()
+        if cli_available():
+            p = subprocess.run([CFG["cli"], "-f", srv.conf_path, "device", "add", "newdev"],
+                               capture_output=True, timeout=30)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            out = p.stdout.decode()
+            self.assertIn("outbound-https", out)
+            self.assertIn("device-id newdev", out)
+            self.assertIn("BEGIN CERTIFICATE", out)
+            m = re.search(r'secret "?([^";\s]+)"?;', out)
+            self.assertIsNotNone(m, out)
+            secret = m.group(1)
+        else:
+            secret = "new-secret-1"
+            srv.add_device("newdev", secret)
+        srv.log.wait(r"registry reloaded", 10, start=mark)
+        emu = self.new_emu(srv, "newdev", secret)
+        emu.wait_waiting(10)
+        opc = self.op(srv)
+        opc.wait_device("newdev", 10)
+        self.assertEqual(srv.pid, pid)
+        self.assertTrue(srv.alive())
+        self.assertEqual(emu.auth_failures, [])
+        self.assertNoSecrets(srv, [secret])
+
+
+# ---------------------------------------------------------------------------
+class RestartTest(ServerTestCase):
+    def test_restarted_event(self):
+        srv = self.new_server({"rs": "restart-secret"})
+        opc = self.op(srv)
+        w = opc.watch()
+        # The old instance's connection stays open (as if dead in a NAT) while
+        # the device application comes back with a new instance id.
+        old = self.new_emu(srv, "rs", "restart-secret", waittime=60)
+        ev = w.wait_for(Kind.CONNECTED, "rs", 15)
+        self.assertEqual(ev.device.instance_id, old.instance_id)
+        new = self.new_emu(srv, "rs", "restart-secret")
+        self.assertNotEqual(new.instance_id, old.instance_id)
+        ev = w.wait_for(Kind.RESTARTED, "rs", 15)
+        self.assertEqual(ev.device.instance_id, new.instance_id)
+        self.assertTrue(ev.reason)
+        self.assertEqual(opc.device("rs").instance_id, new.instance_id)
+        # The stale idle connection was let go.
+        srvlib.wait_until(lambda: old.errors, 10, "old instance's Initialize ended")
+        self.assertEqual(old.errors[0][0], grpc.StatusCode.UNAVAILABLE)
+        self.wait_audit(srv, "device-restarted", device="rs")
+
+    def test_agent_restart_new_instance(self):
+        srv = self.new_server({"ra": "restart-agent"})
+        opc = self.op(srv)
+        agent = self.new_agent(srv, {"ra": "restart-agent"})
+        first = opc.wait_device("ra", 15).instance_id
+        w = opc.watch()
+        agent.stop()
+        w.wait_for(Kind.DISCONNECTED, "ra", 15)
+        agent.start()
+        ev = w.wait_for(Kind.CONNECTED, "ra", 15)
+        self.assertNotEqual(ev.device.instance_id, first)
+
+
+# ---------------------------------------------------------------------------
+class AuditTest(ServerTestCase):
+    def test_session_records(self):
+        srv = self.new_server({"au": "audit-secret", "ae": "audit-emu-secret"})
+        self.new_agent(srv, {"au": "audit-secret"})
+        emu = self.new_emu(srv, "ae", "audit-emu-secret")
+        opc = self.op(srv)
+        opc.wait_device("au", 15)
+        opc.wait_device("ae", 15)
+        s = self.shell(opc, "au")
+        sh_run(s, "echo audited")
+        s.send("exit\n")
+        s.read_all(15)
+        sid = str(s.started.session_id)
+        start = self.wait_audit(srv, "session-start", session=sid)
+        self.assertEqual(start["operator-uid"], str(os.getuid()))
+        self.assertEqual(start["device"], "au")
+        self.assertEqual(start["type"], "shell")
+        lines = [f["line"] for f in self.audit_lines(srv, "shell-line", session=sid)]
+        self.assertTrue(any(ln.startswith("stty -echo -onlcr") for ln in lines), lines)
+        self.assertTrue(any("echo audited" in ln for ln in lines), lines)
+        self.assertEqual(lines[-1], "exit")
+        end = self.wait_audit(srv, "session-end", session=sid)
+        self.assertEqual(end["device"], "au")
+        self.assertEqual(int(end["bytes-to-device"]), s.ended.bytes_to_device)
+        self.assertEqual(int(end["bytes-from-device"]), s.ended.bytes_from_device)
+        self.assertEqual(int(end["bytes-from-device"]), s.received())
+        self.assertTrue(end["reason"])
+
+        n = opc.session("ae", "netconf", wait_ms=5000)
+        n.wait_started(10)
+        n.read_until(EOM, 10)
+        sent = CLIENT_HELLO + rpc(1, "<get-config><source><running/></source></get-config>") \
+            + rpc(2, "<kill-session><session-id>4</session-id></kill-session>") \
+            + rpc(3, "<close-session/>")
+        n.send(sent)
+        n.read_all(10)
+        nid = str(n.started.session_id)
+        start = self.wait_audit(srv, "session-start", session=nid)
+        self.assertEqual((start["type"], start["device"], start["operator-uid"]),
+                         ("netconf", "ae", str(os.getuid())))
+        ops = [f["operation"] for f in self.audit_lines(srv, "netconf-rpc", session=nid)
+               if f["operation"] != "hello"]
+        self.assertEqual(ops, ["get-config", "kill-session", "close-session"])
+        end = self.wait_audit(srv, "session-end", session=nid)
+        self.assertEqual(int(end["bytes-to-device"]), len(sent))
+        self.assertEqual(int(end["bytes-from-device"]), emu.sessions[0].bytes_up)
+        # Audit lines are one per line, with a UTC timestamp.
+        for line in srv.audit.lines():
+            self.assertRegex(line, r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z event=\S+")
+
+
+# ---------------------------------------------------------------------------
+class ShutdownTest(ServerTestCase):
+    def start_sessions(self):
+        srv = self.new_server({"sd": "shutdown-secret", "se": "shutdown-emu"})
+        agent = self.new_agent(srv, {"sd": "shutdown-secret"})
+        self.new_emu(srv, "se", "shutdown-emu")
+        opc = self.op(srv)
+        opc.wait_device("sd", 15)
+        opc.wait_device("se", 15)
+        a = self.shell(opc, "sd")
+        a.send("sleep 1000\n")
+        b = opc.session("se", "netconf", wait_ms=5000)
+        b.wait_started(10)
+        b.read_until(EOM, 10)
+        return srv, agent, a, b
+
+    def test_sigterm_exits_0_and_sessions_end(self):
+        srv, agent, a, b = self.start_sessions()
+        t0 = time.monotonic()
+        srv.send_signal(signal.SIGTERM)
+        for s in (a, b):
+            s.wait_done(20)
+            self.assertNotEqual(s.code, grpc.StatusCode.OK)
+        rc = srv.proc.wait(20)
+        self.assertEqual(rc, 0, srv.log.tail())
+        self.assertLess(time.monotonic() - t0, 15)
+        srv.log.wait(r"shutting down \(SIGTERM\)", 1)
+        self.assertTrue(srv.log.find(r"\bstopped$"))
+        for f in self.audit_lines(srv, "session-end"):
+            self.assertTrue(f["reason"])
+        agent.log.wait(r'session 1 \(shell\) ended', 15)
+        srvlib.wait_until(lambda: not any(comm(q) == "sleep" for q in descendants(agent.pid)),
+                          10, "sleep gone")
+
+    def test_sigterm_operators_get_session_ended(self):
+        srv, agent, a, b = self.start_sessions()
+        srv.send_signal(signal.SIGTERM)
+        for s in (a, b):
+            s.wait_done(20)
+            self.assertIsNotNone(s.ended, "no SessionEnded (status %s: %s)" % (s.code, s.details))
+            self.assertIn("shut", s.ended.reason)
+        self.assertEqual(srv.proc.wait(20), 0)
+
+
+# ---------------------------------------------------------------------------
+class CliTest(ServerTestCase):
+    def setUp(self):
+        super().setUp()
+        if not cli_available():
+            self.skipTest("ncgrpc CLI not built")
+
+    def test_devices(self):
+        srv = self.new_server({"cl1": "cli-secret"})
+        self.new_agent(srv, {"cl1": "cli-secret"})
+        opc = self.op(srv)
+        d = opc.wait_device("cl1", 15)
+        p = subprocess.run([CFG["cli"], "-f", srv.conf_path, "devices", "--json"],
+                           capture_output=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        devs = json.loads(p.stdout)
+        self.assertEqual(len(devs), 1)
+        self.assertEqual(devs[0]["device_id"], "cl1")
+        self.assertEqual(devs[0]["instance_id"], str(d.instance_id))
+        self.assertEqual(devs[0]["peer"], d.peer)
+        p = subprocess.run([CFG["cli"], "-f", srv.conf_path, "devices"],
+                           capture_output=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn(b"cl1", p.stdout)
+
+    def test_device_add_stanza_connects_an_agent(self):
+        srv = self.new_server({})
+        p = subprocess.run([CFG["cli"], "-f", srv.conf_path, "device", "add", "fresh1"],
+                           capture_output=True, timeout=30)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        stanza = p.stdout.decode()
+        agent = Agent(CFG["agent"], self.subdir("agent"))
+        srvlib.write_atomic(agent.conf_path, 'agent { log-file "%s"; shell "/bin/sh"; }\n%s'
+                            % (agent.log.path, stanza))
+        self.addCleanup(agent.stop)
+        agent.start()
+        self.op(srv).wait_device("fresh1", 15)
+
+
+def main():
+    ap = argparse.ArgumentParser(add_help=False)
+    ap.add_argument("--ncgrpcd")
+    ap.add_argument("--agent")
+    ap.add_argument("--cli")
+    ap.add_argument("--stub-dir")
+    args, rest = ap.parse_known_args()
+    for k in ("ncgrpcd", "agent", "cli"):
+        if getattr(args, k):
+            CFG[k] = os.path.abspath(getattr(args, k))
+    if args.stub_dir:
+        os.environ["NCGRPC_STUB_DIR"] = os.path.abspath(args.stub_dir)
+    for k in ("ncgrpcd", "agent"):
+        if not CFG[k] or not os.access(CFG[k], os.X_OK):
+            sys.stderr.write("test_server.py: --%s PATH is required (got %r)\n" % (k, CFG[k]))
+            return 2
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
