@@ -853,6 +853,31 @@ flush_netconf(struct opsess *os)
 	return rc;
 }
 
+/*
+ * Shell input: whole lines go to the device one by one; only a line that
+ * is still incomplete is kept, so only a single line over BROKER_MAX_LINE
+ * fails (-ENOBUFS), whatever the size of the data message.
+ */
+static int
+take_lines(struct opsess *os, const uint8_t *data, size_t len)
+{
+	const uint8_t *nl;
+	size_t n;
+	int rc;
+
+	while (len > 0) {
+		nl = memchr(data, '\n', len);
+		n = nl != NULL ? (size_t)(nl - data) + 1 : len;
+		if ((rc = buf_append(&os->os_line, data, n)) != 0)
+			return rc;
+		if (nl != NULL)
+			flush_lines(os, 0);
+		data += n;
+		len -= n;
+	}
+	return 0;
+}
+
 static void
 op_on_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 {
@@ -874,12 +899,8 @@ op_on_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 					  in->data.len);
 			if (rc == 0)
 				rc = flush_netconf(os);
-		} else {
-			rc = buf_append(&os->os_line, in->data.data,
-					in->data.len);
-			if (rc == 0)
-				flush_lines(os, 0);
-		}
+		} else
+			rc = take_lines(os, in->data.data, in->data.len);
 		break;
 	case NCGRPC__OPERATOR__V1__SESSION_INPUT__INPUT_SIGNAL:
 		if (in->signal == 0 || in->signal > 64) {
@@ -906,10 +927,13 @@ op_on_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 		       "unexpected SessionInput");
 	else if (os->os_dev != NULL && os->os_op != NULL &&
 		 (grpc_call_queued(os->os_dev) >= GRPC_CALL_HIWAT ||
-		  ncframe_pending(&os->os_nf) >= BROKER_MAX_PENDING))
+		  (ncframe_mode(&os->os_nf) == NCFRAME_UNDECIDED &&
+		   ncframe_pending(&os->os_nf) >= BROKER_MAX_PENDING)))
 		/*
 		 * A device that reads slowly stops the operator; so does a
-		 * device whose hello has not decided the framing yet.
+		 * device whose hello has not decided the framing yet.  Once
+		 * it is decided, a message being cut is bounded by
+		 * BROKER_MAX_NETCONF_MSG and must be let complete.
 		 */
 		grpc_call_pause(c);
 	os_release(os);
