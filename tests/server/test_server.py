@@ -408,7 +408,9 @@ class ShellTest(ServerTestCase):
     def test_cli_shell_pipe(self):
         if not cli_available():
             self.skipTest("ncgrpc CLI not built")
-        script = b"stty -echo -onlcr\nprintf '<%s>\\n' start\nuname -s\nprintf '<%s>\\n' end\n"
+        # The shell is interactive on a pty: it prompts before each line.
+        script = (b"PS1=''\nstty -echo -onlcr\nprintf '<%s>\\n' start\n"
+                  b"uname -s\nprintf '<%s>\\n' end\n")
         p = subprocess.run([CFG["cli"], "-f", self.srv.conf_path, "session", "sh1", "--shell"],
                            input=script, capture_output=True, timeout=60,
                            preexec_fn=srvlib.pdeathsig)
@@ -1036,6 +1038,9 @@ class CliTest(ServerTestCase):
                            capture_output=True, timeout=30)
         self.assertEqual(p.returncode, 0, p.stderr)
         stanza = p.stdout.decode()
+        # The registry file changed; let ncgrpcd pick it up before the
+        # device dials (else it is refused and waits its 30 s waittime).
+        srv.log.wait(r"registry reloaded", 10, alive=srv.alive)
         agent = Agent(CFG["agent"], self.subdir("agent"))
         srvlib.write_atomic(agent.conf_path, 'agent { log-file "%s"; shell "/bin/sh"; }\n%s'
                             % (agent.log.path, stanza))

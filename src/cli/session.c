@@ -1,0 +1,637 @@
+/*
+ * "ncgrpc session DEVICE --netconf|--shell": one Session call of the
+ * operator API, joined to stdin and stdout.
+ *
+ * Pipe mode (stdin is not a terminal): stdin is read (a uv_pipe for pipes
+ * and sockets, uv_fs_read for files, which libuv cannot poll) and sent as
+ * data, pausing while the call has GRPC_CALL_HIWAT bytes queued.  At its
+ * end a shell gets "exit\n" and the sending side is closed; the session
+ * then ends when the device says so ("ended", then the call's status).
+ *
+ * Terminal mode: the terminal stays in canonical mode, so each read is a
+ * line the user typed; SIGINT is forwarded to the device as a signal
+ * message, and Ctrl-D (end of file) ends the session.
+ *
+ * Output data is written to stdout with blocking writes: a slow stdout
+ * stalls the loop, and HTTP/2 flow control then stops the device.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "addr.h"
+#include "cli.h"
+#include "err.h"
+#include "grpc.h"
+#include "ncgrpc_operator.pb-c.h"
+
+#define SESS_READ_SIZE	(64 * 1024)
+#define SESS_SHELL_READ	(16 * 1024)	/* see input_data() */
+#define SESS_MAX_WAIT	600	/* seconds, as ncgrpcd caps wait_ms */
+
+enum sess_input { IN_NONE, IN_TTY, IN_PIPE, IN_FILE };
+
+/* Signals handled, and the exit status of those that end the session. */
+static const struct {
+	int sg_signum;
+	int sg_exit;
+} sess_signals[] = {
+	{SIGINT, 130},
+	{SIGQUIT, 130},
+	{SIGTERM, 143},
+	{SIGHUP, 129},
+};
+#define NSIGNALS (sizeof(sess_signals) / sizeof(sess_signals[0]))
+
+static struct {
+	uv_loop_t *s_loop;
+	struct grpc_call *s_call;	/* NULL once on_end ran */
+	const char *s_device;
+	int s_shell;
+	unsigned s_wait_ms;
+	int s_tty;			/* terminal mode */
+	int s_started;
+	int s_ended;			/* SessionOutput.ended arrived */
+	char s_reason[256];		/* its reason */
+	uint64_t s_to_dev, s_from_dev;
+	int s_exit;
+	int s_forced_exit;		/* a signal or EPIPE decided it */
+	int s_user_ended;		/* Ctrl-D on a NETCONF session */
+	int s_finished;			/* handles closed */
+
+	/* Input. */
+	enum sess_input s_in;
+	union {
+		uv_tty_t tty;
+		uv_pipe_t pipe;
+		uv_handle_t handle;
+		uv_stream_t stream;
+	} s_h;
+	int s_h_open;
+	int s_reading;			/* stream: read started */
+	int s_blocked;			/* waiting for on_writable */
+	int s_eof;			/* input is over */
+	uv_fs_t s_fsreq;
+	int s_fs_busy;			/* an fs read in flight */
+	char *s_buf;			/* SESS_READ_SIZE bytes */
+	int s_last_nl;			/* last byte sent was a newline */
+
+	uv_signal_t s_sig[NSIGNALS];
+	int s_sig_open;
+} s;
+
+static void sess_read_more(void);
+static void stop_input(void);
+
+/* Closes every handle; the loop then ends once the connection is gone. */
+static void
+sess_finish(void)
+{
+	size_t i;
+
+	if (s.s_finished)
+		return;
+	s.s_finished = 1;
+	stop_input();
+	if (s.s_fs_busy)
+		uv_cancel((uv_req_t *)&s.s_fsreq);
+	if (s.s_sig_open) {
+		s.s_sig_open = 0;
+		for (i = 0; i < NSIGNALS; i++)
+			uv_close((uv_handle_t *)&s.s_sig[i], NULL);
+	}
+	opconn_close();
+}
+
+/* Ends the session from our side with exit status code. */
+static void
+sess_abort(int code)
+{
+	if (!s.s_forced_exit) {
+		s.s_forced_exit = 1;
+		s.s_exit = code;
+	}
+	if (s.s_call != NULL)
+		grpc_call_cancel(s.s_call); /* on_end may run inside */
+	else
+		sess_finish();
+}
+
+static void
+stop_input(void)
+{
+	if (s.s_reading) {
+		s.s_reading = 0;
+		uv_read_stop(&s.s_h.stream);
+	}
+	if (s.s_h_open) {
+		s.s_h_open = 0;
+		uv_close(&s.s_h.handle, NULL);
+	}
+}
+
+/*
+ * Sends one SessionInput with data or a signal.  Returns 0, or a negative
+ * code (the call may have ended: check s_call).
+ */
+static int
+send_input(const void *data, size_t len, uint32_t signum)
+{
+	Ncgrpc__Operator__V1__SessionInput in =
+		NCGRPC__OPERATOR__V1__SESSION_INPUT__INIT;
+
+	if (s.s_call == NULL)
+		return -EPIPE;
+	if (signum != 0) {
+		in.input_case = NCGRPC__OPERATOR__V1__SESSION_INPUT__INPUT_SIGNAL;
+		in.signal = signum;
+	} else {
+		in.input_case = NCGRPC__OPERATOR__V1__SESSION_INPUT__INPUT_DATA;
+		in.data.data = (uint8_t *)(uintptr_t)data;
+		in.data.len = len;
+		if (len > 0)
+			s.s_last_nl = ((const uint8_t *)data)[len - 1] == '\n';
+	}
+	return opconn_send(s.s_call, &in.base);
+}
+
+/* The input is over: tell the device, as the session type wants. */
+static void
+input_eof(void)
+{
+	int rc;
+
+	if (s.s_eof)
+		return;
+	s.s_eof = 1;
+	stop_input();
+	if (s.s_call == NULL)
+		return;
+	if (s.s_shell) {
+		/* A last line without newline must not swallow the exit. */
+		rc = send_input(s.s_last_nl ? "exit\n" : "\nexit\n",
+				s.s_last_nl ? 5 : 6, 0);
+		if (rc != 0 || s.s_call == NULL) {
+			if (s.s_call != NULL)
+				grpc_call_cancel(s.s_call);
+			return;
+		}
+		grpc_call_close_send(s.s_call);
+		return;
+	}
+	if (s.s_tty) {
+		/* There is no "exit" for NETCONF: end the session here. */
+		fprintf(stderr, "ncgrpc: end of input: closing the NETCONF "
+				"session\n");
+		s.s_user_ended = 1;
+		grpc_call_cancel(s.s_call);
+		return;
+	}
+	grpc_call_close_send(s.s_call);
+}
+
+/*
+ * Sends what was read; stops reading while the call's queue is full.
+ *
+ * ncgrpcd cuts shell input into lines in a buffer of one line's size
+ * (64 KiB), into which each data message is appended whole.  So shell
+ * input goes out as: the end of the current line, then whole lines, then
+ * the start of the next line; each message then fits whenever the lines
+ * do.
+ */
+static void
+input_data(const char *buf, size_t len)
+{
+	const char *first, *last;
+	size_t cut[4], i, n = 0;
+	int rc = 0;
+
+	cut[n++] = 0;
+	if (s.s_shell && (first = memchr(buf, '\n', len)) != NULL) {
+		last = memrchr(buf, '\n', len);
+		cut[n++] = (size_t)(first - buf) + 1;
+		if (last != first)
+			cut[n++] = (size_t)(last - buf) + 1;
+	}
+	if (cut[n - 1] != len)
+		cut[n++] = len;
+	for (i = 0; i + 1 < n && rc == 0; i++)
+		rc = send_input(buf + cut[i], cut[i + 1] - cut[i], 0);
+	if (s.s_call == NULL)
+		return;
+	if (rc != 0) {
+		cli_err("cannot send input: %s", ncg_strerror(rc));
+		sess_abort(CLI_EXIT_FAIL);
+		return;
+	}
+	if (grpc_call_queued(s.s_call) >= GRPC_CALL_HIWAT)
+		s.s_blocked = 1;
+}
+
+static void
+on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	(void)h;
+	(void)suggested;
+	buf->base = s.s_buf;
+	buf->len = s.s_shell ? SESS_SHELL_READ : SESS_READ_SIZE;
+}
+
+static void
+on_stream_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+	(void)st;
+	if (nread > 0) {
+		input_data(buf->base, (size_t)nread);
+		if (s.s_blocked && s.s_reading) {
+			s.s_reading = 0;
+			uv_read_stop(&s.s_h.stream);
+		}
+		return;
+	}
+	if (nread == 0)
+		return;
+	if (nread != UV_EOF)
+		cli_err("reading standard input: %s", uv_strerror((int)nread));
+	input_eof();
+}
+
+static void
+on_fs_read(uv_fs_t *req)
+{
+	ssize_t n = req->result;
+
+	s.s_fs_busy = 0;
+	uv_fs_req_cleanup(req);
+	if (s.s_finished || s.s_eof)
+		return;
+	if (n > 0) {
+		input_data(s.s_buf, (size_t)n);
+		if (!s.s_blocked)
+			sess_read_more();
+		return;
+	}
+	if (n < 0 && n != UV_ECANCELED)
+		cli_err("reading standard input: %s", uv_strerror((int)n));
+	input_eof();
+}
+
+/* Reads on, unless the call's queue is full or the input is over. */
+static void
+sess_read_more(void)
+{
+	uv_buf_t b;
+	int rc;
+
+	if (s.s_eof || s.s_blocked || s.s_finished || s.s_call == NULL)
+		return;
+	switch (s.s_in) {
+	case IN_TTY:
+	case IN_PIPE:
+		if (s.s_reading)
+			return;
+		if ((rc = uv_read_start(&s.s_h.stream, on_alloc,
+					on_stream_read)) != 0) {
+			cli_err("reading standard input: %s",
+				uv_strerror(rc));
+			input_eof();
+			return;
+		}
+		s.s_reading = 1;
+		break;
+	case IN_FILE:
+		if (s.s_fs_busy)
+			return;
+		b = uv_buf_init(s.s_buf, s.s_shell ? SESS_SHELL_READ
+						       : SESS_READ_SIZE);
+		rc = uv_fs_read(s.s_loop, &s.s_fsreq, STDIN_FILENO, &b, 1, -1,
+				on_fs_read);
+		if (rc != 0) {
+			cli_err("reading standard input: %s",
+				uv_strerror(rc));
+			input_eof();
+			return;
+		}
+		s.s_fs_busy = 1;
+		break;
+	case IN_NONE:
+		input_eof();
+		break;
+	}
+}
+
+/* Sets up stdin by its kind: terminal, pipe or socket, or file. */
+static int
+open_input(void)
+{
+	uv_handle_type t = uv_guess_handle(STDIN_FILENO);
+	int rc = 0;
+
+	switch (t) {
+	case UV_TTY:
+		s.s_in = IN_TTY;
+		rc = uv_tty_init(s.s_loop, &s.s_h.tty, STDIN_FILENO, 1);
+		break;
+	case UV_NAMED_PIPE:
+	case UV_TCP:
+		s.s_in = IN_PIPE;
+		if ((rc = uv_pipe_init(s.s_loop, &s.s_h.pipe, 0)) == 0 &&
+		    (rc = uv_pipe_open(&s.s_h.pipe, STDIN_FILENO)) != 0)
+			uv_close(&s.s_h.handle, NULL);
+		break;
+	case UV_FILE:
+		s.s_in = IN_FILE;
+		return 0;
+	default:
+		/* Closed, or something unreadable: no input at all. */
+		s.s_in = IN_NONE;
+		return 0;
+	}
+	if (rc != 0) {
+		cli_err("cannot read standard input: %s", uv_strerror(rc));
+		s.s_in = IN_NONE;
+		return rc;
+	}
+	s.s_h_open = 1;
+	return 0;
+}
+
+static void
+on_started(const Ncgrpc__Operator__V1__SessionStarted *st)
+{
+	s.s_started = 1;
+	if (s.s_tty)
+		fprintf(stderr,
+			"connected to %s (%s) via %s; Ctrl-C sends SIGINT, "
+			"Ctrl-D ends\n",
+			st->device_id[0] != '\0' ? st->device_id : s.s_device,
+			s.s_shell ? "shell" : "netconf",
+			st->peer[0] != '\0' ? st->peer : "?");
+	sess_read_more();
+}
+
+static void
+s_on_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
+{
+	Ncgrpc__Operator__V1__SessionOutput *out;
+	int rc;
+
+	(void)arg;
+	out = ncgrpc__operator__v1__session_output__unpack(NULL, len, msg);
+	if (out == NULL) {
+		cli_err("malformed SessionOutput from ncgrpcd");
+		s.s_forced_exit = 1;
+		s.s_exit = CLI_EXIT_FAIL;
+		grpc_call_cancel(c);
+		return;
+	}
+	switch (out->output_case) {
+	case NCGRPC__OPERATOR__V1__SESSION_OUTPUT__OUTPUT_STARTED:
+		if (!s.s_started)
+			on_started(out->started);
+		break;
+	case NCGRPC__OPERATOR__V1__SESSION_OUTPUT__OUTPUT_DATA:
+		rc = cli_write_all(STDOUT_FILENO, out->data.data,
+				   out->data.len);
+		if (rc == -EPIPE) {
+			/* Like SIGPIPE, but the session is ended cleanly. */
+			s.s_forced_exit = 1;
+			s.s_exit = 128 + SIGPIPE;
+			grpc_call_cancel(c);
+		} else if (rc != 0) {
+			cli_err("writing standard output: %s", strerror(-rc));
+			s.s_forced_exit = 1;
+			s.s_exit = CLI_EXIT_FAIL;
+			grpc_call_cancel(c);
+		}
+		break;
+	case NCGRPC__OPERATOR__V1__SESSION_OUTPUT__OUTPUT_ENDED:
+		s.s_ended = 1;
+		snprintf(s.s_reason, sizeof(s.s_reason), "%s",
+			 out->ended->reason);
+		s.s_to_dev = out->ended->bytes_to_device;
+		s.s_from_dev = out->ended->bytes_from_device;
+		break;
+	default:
+		break;
+	}
+	ncgrpc__operator__v1__session_output__free_unpacked(out, NULL);
+}
+
+static void
+s_on_writable(struct grpc_call *c, void *arg)
+{
+	(void)c;
+	(void)arg;
+	if (!s.s_blocked)
+		return;
+	s.s_blocked = 0;
+	sess_read_more();
+}
+
+static void
+s_on_end(struct grpc_call *c, int status, const char *message, void *arg)
+{
+	const char *why;
+
+	(void)c;
+	(void)arg;
+	s.s_call = NULL;
+	why = s.s_ended && s.s_reason[0] != '\0' ? s.s_reason
+	      : message[0] != '\0'		  ? message
+						  : grpc_status_name(status);
+	if (s.s_forced_exit)
+		; /* a signal or a local failure decided the status */
+	else if (!s.s_started) {
+		opconn_report(status, message);
+		s.s_exit = CLI_EXIT_FAIL;
+	} else if (s.s_user_ended && status == GRPC_STATUS_CANCELLED) {
+		s.s_exit = CLI_EXIT_OK;
+	} else if (status == GRPC_STATUS_OK) {
+		if (s.s_tty)
+			fprintf(stderr,
+				"ncgrpc: session ended: %s (%" PRIu64
+				" bytes sent, %" PRIu64 " received)\n",
+				why, s.s_to_dev, s.s_from_dev);
+		s.s_exit = CLI_EXIT_OK;
+	} else {
+		cli_err("session ended: %s", why);
+		if (s.s_ended && message[0] != '\0' &&
+		    strcmp(message, why) != 0)
+			cli_err("%s", message);
+		s.s_exit = CLI_EXIT_FAIL;
+	}
+	sess_finish();
+}
+
+static const struct grpc_call_ops s_call_ops = {
+	.on_message = s_on_message,
+	.on_writable = s_on_writable,
+	.on_end = s_on_end,
+};
+
+static void
+s_on_ready(struct grpc_conn *conn, void *arg)
+{
+	Ncgrpc__Operator__V1__SessionInput in =
+		NCGRPC__OPERATOR__V1__SESSION_INPUT__INIT;
+	Ncgrpc__Operator__V1__SessionOpen o =
+		NCGRPC__OPERATOR__V1__SESSION_OPEN__INIT;
+	int rc;
+
+	(void)arg;
+	if (s.s_finished)
+		return;
+	rc = grpc_call_start(conn, CLI_OPSVC "Session", NULL, 0, &s_call_ops,
+			     NULL, &s.s_call);
+	if (rc != 0) {
+		cli_err("cannot start the session call: %s",
+			ncg_strerror(rc));
+		s.s_exit = CLI_EXIT_FAIL;
+		sess_finish();
+		return;
+	}
+	o.device_id = (char *)(uintptr_t)s.s_device;
+	o.type = s.s_shell ? NCGRPC__OPERATOR__V1__SESSION_TYPE__SHELL
+			   : NCGRPC__OPERATOR__V1__SESSION_TYPE__NETCONF;
+	o.wait_ms = s.s_wait_ms;
+	in.input_case = NCGRPC__OPERATOR__V1__SESSION_INPUT__INPUT_OPEN;
+	in.open = &o;
+	rc = opconn_send(s.s_call, &in.base);
+	if (rc != 0 && s.s_call != NULL) {
+		cli_err("cannot send the open message: %s", ncg_strerror(rc));
+		sess_abort(CLI_EXIT_FAIL);
+	}
+}
+
+static void
+s_on_closed(int unreachable, void *arg)
+{
+	(void)arg;
+	if (unreachable && !s.s_forced_exit)
+		s.s_exit = CLI_EXIT_UNREACHABLE;
+	sess_finish();
+}
+
+static const struct opconn_ops s_conn_ops = {
+	.oo_ready = s_on_ready,
+	.oo_closed = s_on_closed,
+};
+
+static void
+s_on_signal(uv_signal_t *h, int signum)
+{
+	size_t i;
+
+	(void)h;
+	/* In a terminal, Ctrl-C is for the device's processes. */
+	if (signum == SIGINT && s.s_tty && s.s_started && s.s_call != NULL) {
+		int rc = send_input(NULL, 0, 2);
+
+		if (rc != 0 && s.s_call != NULL)
+			sess_abort(CLI_EXIT_FAIL);
+		return;
+	}
+	for (i = 0; i < NSIGNALS; i++)
+		if (sess_signals[i].sg_signum == signum)
+			break;
+	sess_abort(i < NSIGNALS ? sess_signals[i].sg_exit : CLI_EXIT_FAIL);
+}
+
+static int
+parse_args(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{"netconf", no_argument, NULL, 'n'},
+		{"shell", no_argument, NULL, 's'},
+		{"wait", required_argument, NULL, 'w'},
+		{NULL, 0, NULL, 0},
+	};
+	unsigned long long v;
+	int ch, type = -1;
+
+	optind = 0;
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'n':
+		case 's':
+			if (type != -1 && type != (ch == 's'))
+				return cli_usage_error("session: --netconf "
+						       "and --shell exclude "
+						       "each other");
+			type = ch == 's';
+			break;
+		case 'w':
+			if (addr_parse_uint(optarg, 0, SESS_MAX_WAIT, &v) != 0)
+				return cli_usage_error(
+					"session: --wait takes whole seconds "
+					"from 0 to %d, not \"%s\"",
+					SESS_MAX_WAIT, optarg);
+			s.s_wait_ms = (unsigned)v * 1000;
+			break;
+		default:
+			if (optopt == 'w')
+				return cli_usage_error("session: --wait "
+						       "needs SECONDS");
+			return cli_usage_error("session: unknown option "
+					       "\"%s\"",
+					       argv[optind - 1]);
+		}
+	}
+	if (optind >= argc)
+		return cli_usage_error("session: which DEVICE?");
+	if (optind + 1 < argc)
+		return cli_usage_error("session: unexpected argument \"%s\"",
+				       argv[optind + 1]);
+	if (type == -1)
+		return cli_usage_error("session: --netconf or --shell?");
+	s.s_device = argv[optind];
+	s.s_shell = type;
+	if (s.s_device[0] == '\0')
+		return cli_usage_error("session: empty DEVICE");
+	return 0;
+}
+
+int
+cmd_session(const struct cli *cl, int argc, char **argv)
+{
+	const char *path;
+	size_t i;
+	int rc;
+
+	if ((rc = parse_args(argc, argv)) != 0)
+		return rc;
+	if ((path = cli_socket_path(cl)) == NULL)
+		return CLI_EXIT_FAIL;
+	if ((s.s_buf = malloc(SESS_READ_SIZE)) == NULL) {
+		cli_err("out of memory");
+		return CLI_EXIT_FAIL;
+	}
+	s.s_loop = uv_default_loop();
+	s.s_last_nl = 1;
+	s.s_tty = isatty(STDIN_FILENO);
+	/* On failure there is no input: the session gets an end of input. */
+	(void)open_input();
+	for (i = 0; i < NSIGNALS; i++) {
+		uv_signal_init(s.s_loop, &s.s_sig[i]);
+		uv_signal_start(&s.s_sig[i], s_on_signal,
+				sess_signals[i].sg_signum);
+	}
+	s.s_sig_open = 1;
+	if (opconn_open(s.s_loop, path, &s_conn_ops, NULL) != 0) {
+		s.s_exit = CLI_EXIT_UNREACHABLE;
+		sess_finish();
+	}
+	uv_run(s.s_loop, UV_RUN_DEFAULT);
+	rc = s.s_exit;
+	if (uv_loop_close(s.s_loop) != 0)
+		cli_err("event loop closed with handles open");
+	free(s.s_buf);
+	return rc;
+}
