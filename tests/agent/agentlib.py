@@ -3,16 +3,29 @@ its configuration, reading its log, and inspecting its process.
 
 Every wait is bounded; every process started here is stopped by stop()
 (which the tests register as a cleanup), children included.
+
+$NCGRPC_WRAPPER, when set, is a command prefix (split with shlex) put
+before ncgrpc-agent, e.g. "valgrind --error-exitcode=99 ...".  The waits
+here are then WRAPPER_TIME_SCALE times longer, and stop() raises
+AssertionError, with the wrapper's report, unless the agent exits with 0
+on SIGTERM (an agent that must be killed was never checked).
 """
 import os
 import pwd
 import re
+import shlex
 import signal
 import socket
 import subprocess
 import tempfile
 import time
 import uuid
+
+WRAPPER = shlex.split(os.environ.get("NCGRPC_WRAPPER", ""))
+WRAPPER_ERROR_RC = 99    # valgrind --error-exitcode of the CTest label
+WRAPPER_TIME_SCALE = 10
+SCALE = WRAPPER_TIME_SCALE if WRAPPER else 1
+_VG_LINE = re.compile(r"^==\d+== ")
 
 LOG_RX = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{3})Z (\S+)\[(\d+)\] (\w+): (.*)$")
 
@@ -127,7 +140,7 @@ class Agent:
 
     # ----- process -------------------------------------------------------------
     def start(self, debug=False):
-        args = [self.binary, "-f", self.conf_path]
+        args = WRAPPER + [self.binary, "-f", self.conf_path]
         if debug:
             args.append("-d")
         self._out = open(self.stdout_path, "ab")
@@ -148,7 +161,8 @@ class Agent:
 
     def stop(self, timeout=10):
         """SIGTERM, then SIGKILL; kills leftover descendants too.  Returns the
-        exit status, or None if it had to be killed."""
+        exit status, or None if it had to be killed.  Behind a wrapper,
+        raises AssertionError unless the status is 0."""
         if self.proc is None:
             return None
         rc = None
@@ -156,7 +170,7 @@ class Agent:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                rc = self.proc.wait(timeout)
+                rc = self.proc.wait(timeout * SCALE)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
@@ -169,7 +183,27 @@ class Agent:
                 pass
         self._out.close()
         self.proc = None
+        if WRAPPER and rc != 0:
+            self._wrapper_failed(rc)
         return rc
+
+    def _wrapper_failed(self, rc):
+        try:
+            with open(self.stdout_path, "rb") as f:
+                out = f.read().decode("utf-8", "replace").split("\n")
+        except OSError:
+            out = []
+        report = [x for x in out if _VG_LINE.match(x)] or out[-80:]
+        if rc == WRAPPER_ERROR_RC:
+            what = "the wrapper (%s) reported errors (exit status %d)" % (
+                " ".join(WRAPPER), rc)
+        elif rc is None:
+            what = "agent had to be killed after SIGTERM: the wrapper never reported"
+        else:
+            what = "agent exited with %s on SIGTERM, want 0" % rc
+        raise AssertionError("%s:\n%s\nlog tail:\n%s"
+                             % (what, "\n".join("    | " + x for x in report),
+                                self.log_tail()))
 
     # ----- log ------------------------------------------------------------------
     def log(self):
@@ -201,6 +235,7 @@ class Agent:
 
     def wait_log(self, regex, timeout, start=0, count=1):
         """Waits until count lines after start match regex; returns them."""
+        timeout *= SCALE
         deadline = time.monotonic() + timeout
         while True:
             hits = self.find(regex, start)

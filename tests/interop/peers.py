@@ -3,10 +3,17 @@
 Used by run_interop.py and bench/bench_grpc.py.  Children get
 PR_SET_PDEATHSIG(SIGKILL), so they die with us even if we are killed hard
 (CTest timeout), and Server.stop() terminates, waits, and kills if needed.
+
+$NCGRPC_WRAPPER, when set, is a command prefix (split with shlex) put
+before the C peers (ncgrpc-testd, ncgrpc-testc), never before the Python
+ones: e.g. "valgrind --error-exitcode=99 ...".  Callers scale their waits
+by time_scale() then, and treat exit status WRAPPER_ERROR_RC (99) of a
+wrapped peer as the wrapper's verdict (see valgrind_report()).
 """
 import ctypes
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -39,18 +46,40 @@ def child_env(stub_dir=None):
     return env
 
 
+WRAPPER_ERROR_RC = 99     # valgrind --error-exitcode of the CTest label
+WRAPPER_TIME_SCALE = 10   # waits are this much longer under a wrapper
+_VG_LINE = re.compile(r"^==\d+== ")
+
+
+def wrapper():
+    """The command prefix from $NCGRPC_WRAPPER, as a list (may be empty)."""
+    return shlex.split(os.environ.get("NCGRPC_WRAPPER", ""))
+
+
+def time_scale():
+    """Factor for timeouts: WRAPPER_TIME_SCALE under a wrapper, else 1."""
+    return WRAPPER_TIME_SCALE if wrapper() else 1
+
+
+def valgrind_report(lines):
+    """The wrapper's (valgrind's) lines among a wrapped peer's stderr."""
+    return [x for x in lines if _VG_LINE.match(x)]
+
+
 def server_command(kind, testd=None, python=None):
-    """argv prefix of a server peer: kind 'py' (pyserver) or 'c' (testd)."""
+    """argv prefix of a server peer: kind 'py' (pyserver) or 'c' (testd,
+    behind $NCGRPC_WRAPPER if set)."""
     if kind == "py":
         return [python or sys.executable, PYSERVER]
-    return [_c_binary(testd, "ncgrpc-testd")]
+    return wrapper() + [_c_binary(testd, "ncgrpc-testd")]
 
 
 def client_command(kind, testc=None, python=None):
-    """argv prefix of a client peer: kind 'py' (pyclient) or 'c' (testc)."""
+    """argv prefix of a client peer: kind 'py' (pyclient) or 'c' (testc,
+    behind $NCGRPC_WRAPPER if set)."""
     if kind == "py":
         return [python or sys.executable, PYCLIENT]
-    return [_c_binary(testc, "ncgrpc-testc")]
+    return wrapper() + [_c_binary(testc, "ncgrpc-testc")]
 
 
 def _c_binary(path, what):
@@ -85,6 +114,7 @@ class Server:
         self._t_err.start()
         self.host = None
         self.port = None
+        self.killed = False
 
     def _read_stdout(self):
         for raw in self.proc.stdout:
@@ -144,7 +174,9 @@ class Server:
                 % (" ".join(self.argv), _indent(self.lines), _indent(self.stderr[-40:])))
 
     def stop(self, grace=5.0):
-        """Terminates the server and waits for it; kills it if it lingers."""
+        """Terminates the server and waits for it; kills it if it lingers.
+        Returns the exit status (-9 when it had to be killed)."""
+        self.killed = False
         if self.proc.poll() is None:
             try:
                 self.proc.send_signal(signal.SIGTERM)
@@ -153,6 +185,7 @@ class Server:
             try:
                 self.proc.wait(grace)
             except subprocess.TimeoutExpired:
+                self.killed = True
                 self.proc.kill()
                 self.proc.wait(5)
         self._t_out.join(2)

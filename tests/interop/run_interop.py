@@ -14,6 +14,11 @@ runs one or more client commands, and checks the exact stdout lines and exit
 status of every client run and the exact event lines of the server, as
 docs/internals/testtools.md specifies them.  The server is always stopped and
 reaped at the end.  Exit status: 0 all passed, 1 a check failed, 64 usage.
+
+With $NCGRPC_WRAPPER set (e.g. to a valgrind command line; see peers.py)
+the C peers run behind it, every timeout and upper time bound is multiplied
+by peers.time_scale(), a wrapped peer that exits with 99 fails the scenario
+with the wrapper's report, and a wrapped server must exit with 0 on SIGTERM.
 """
 import sys
 
@@ -29,10 +34,12 @@ import traceback  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import peers  # noqa: E402
 
-CLIENT_TIMEOUT = 20.0      # seconds one client run may take
-LISTEN_TIMEOUT = 20.0      # seconds until the server's listening line
-SERVER_SETTLE = 5.0        # seconds to wait for expected server lines
-EXTRA_LINES_GRACE = 0.3    # seconds to watch for unexpected extra lines
+SCALE = peers.time_scale()  # > 1 when the C peers run behind a wrapper
+CLIENT_TIMEOUT = 20.0 * SCALE    # seconds one client run may take
+LISTEN_TIMEOUT = 20.0 * SCALE    # seconds until the server's listening line
+SERVER_SETTLE = 5.0 * SCALE      # seconds to wait for expected server lines
+EXTRA_LINES_GRACE = 0.3 * SCALE  # seconds to watch for unexpected extra lines
+SERVER_STOP_GRACE = 5.0 * SCALE  # seconds from SIGTERM to SIGKILL
 
 
 # ---------------------------------------------------------------------------
@@ -290,6 +297,14 @@ def compare(what, got, want):
     return problems
 
 
+def wrapper_report(what, lines):
+    """A failure text for a wrapped peer that exited with 99."""
+    report = peers.valgrind_report(lines) or lines[-80:]
+    return ("%s: the wrapper (%s) reported errors (exit status %d):\n%s"
+            % (what, " ".join(peers.wrapper()), peers.WRAPPER_ERROR_RC,
+               "\n".join("    | " + x for x in report)))
+
+
 def free_port():
     """A loopback port on which nothing listens (bound, then released)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -304,6 +319,8 @@ def run_scenario(sc, pair, opts):
     failures = []
     results = []
     server = None
+    wrapped_client = ckind == "c" and bool(peers.wrapper())
+    wrapped_server = skind == "c" and bool(peers.wrapper())
     try:
         if not sc.no_server:
             argv = peers.server_command(skind, opts.testd) + [
@@ -337,9 +354,11 @@ def run_scenario(sc, pair, opts):
             if step.min_seconds is not None and res.seconds < step.min_seconds:
                 bad.append("%s took %.3f s, want at least %.3f s"
                            % (tag, res.seconds, step.min_seconds))
-            if step.max_seconds is not None and res.seconds > step.max_seconds:
+            if step.max_seconds is not None and res.seconds > step.max_seconds * SCALE:
                 bad.append("%s took %.3f s, want at most %.3f s"
-                           % (tag, res.seconds, step.max_seconds))
+                           % (tag, res.seconds, step.max_seconds * SCALE))
+            if wrapped_client and res.rc == peers.WRAPPER_ERROR_RC:
+                bad.append(wrapper_report(tag, res.stderr))
             if bad:
                 failures += bad
                 failures.append("client details:\n" + res.describe())
@@ -361,6 +380,10 @@ def run_scenario(sc, pair, opts):
                 if problems or j >= len(timed):
                     break
                 gap = timed[j][0] - timed[i][0]
+                if SCALE > 1:
+                    # Behind a wrapper, line arrival times are too noisy
+                    # for a lower bound; the unwrapped runs check it.
+                    lo, hi = 0.0, hi * SCALE
                 if not lo <= gap <= hi:
                     failures.append("server line %d came %.3f s after line %d, want %.2f..%.2f s"
                                     % (j + 1, gap, i + 1, lo, hi))
@@ -376,7 +399,14 @@ def run_scenario(sc, pair, opts):
         failures.append("harness error:\n" + traceback.format_exc())
     finally:
         if server is not None:
-            server.stop()
+            rc = server.stop(SERVER_STOP_GRACE)
+            if wrapped_server and rc == peers.WRAPPER_ERROR_RC:
+                failures.append(wrapper_report("server", server.stderr))
+            elif wrapped_server and (server.killed or rc != 0):
+                # Without a clean exit the wrapper never reports.
+                failures.append("server exit status %s after SIGTERM%s, want 0 (wrapped)"
+                                % (rc, " (killed after %.0f s)" % SERVER_STOP_GRACE
+                                   if server.killed else ""))
             if failures:
                 failures.append("server details:\n" + server.describe())
     return failures, results, server

@@ -1844,6 +1844,359 @@ test_conn_open(void **state)
 	env_done(&e);
 }
 
+/*
+ * 13. Keepalive.  Some peers are fakes: a raw uv_pipe_t listener in the
+ * test's directory that sends fixed bytes and ignores what it reads.
+ */
+
+#define KA_SETTINGS "\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+struct fake {
+	struct env *f_env;
+	uv_pipe_t f_listen;
+	uv_pipe_t f_conn;
+	uv_write_t f_wreq;
+	uv_buf_t f_out;
+	char f_path[160];
+	int f_accepted;
+	int f_written;
+	int f_close_after; /* close once written and the preface was read */
+	int f_open;	   /* handles not closed yet */
+	size_t f_nread;
+	uint8_t f_sink[4096];
+};
+
+/* What a keepalive test saw on its client connection. */
+struct ka {
+	struct ccall *k_call; /* started in on_ready, if not NULL */
+	uint64_t k_t0;
+	uint64_t k_closed_at;
+	int k_goaway_seq;
+	uint32_t k_goaway_code;
+	char k_goaway_debug[64];
+	unsigned k_interval_in_goaway;
+	unsigned k_interval_at_close;
+};
+
+static void
+fake_on_closed(uv_handle_t *h)
+{
+	struct fake *f = h->data;
+
+	f->f_open--;
+}
+
+static void
+fake_maybe_close(struct fake *f)
+{
+	/* 24 bytes: the client's connection preface. */
+	if (f->f_close_after && f->f_written && f->f_nread >= 24 &&
+	    !uv_is_closing((uv_handle_t *)&f->f_conn))
+		uv_close((uv_handle_t *)&f->f_conn, fake_on_closed);
+}
+
+static void
+fake_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+	struct fake *f = h->data;
+
+	(void)suggested;
+	*b = uv_buf_init((char *)f->f_sink, sizeof(f->f_sink));
+}
+
+static void
+fake_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+	struct fake *f = s->data;
+
+	(void)b;
+	if (nread > 0) {
+		f->f_nread += (size_t)nread;
+		fake_maybe_close(f);
+	} else if (nread < 0 && !uv_is_closing((uv_handle_t *)s))
+		uv_close((uv_handle_t *)s, fake_on_closed);
+}
+
+static void
+fake_on_write(uv_write_t *req, int status)
+{
+	struct fake *f = req->data;
+
+	(void)status; /* ECANCELED if the client went away first */
+	f->f_written = 1;
+	fake_maybe_close(f);
+}
+
+static void
+fake_on_connection(uv_stream_t *l, int status)
+{
+	struct fake *f = l->data;
+
+	assert_int_equal(status, 0);
+	assert_false(f->f_accepted);
+	f->f_accepted = 1;
+	assert_int_equal(uv_pipe_init(&f->f_env->e_loop, &f->f_conn, 0), 0);
+	f->f_conn.data = f;
+	f->f_open++;
+	assert_int_equal(uv_accept(l, (uv_stream_t *)&f->f_conn), 0);
+	assert_int_equal(uv_read_start((uv_stream_t *)&f->f_conn,
+				       fake_on_alloc, fake_on_read),
+			 0);
+	f->f_wreq.data = f;
+	assert_int_equal(uv_write(&f->f_wreq, (uv_stream_t *)&f->f_conn,
+				  &f->f_out, 1, fake_on_write),
+			 0);
+}
+
+/* Listens at <dir>/fake.sock; sends data to the first client. */
+static void
+fake_start(struct fake *f, struct env *e, const void *data, size_t len,
+	   int close_after)
+{
+	memset(f, 0, sizeof(*f));
+	f->f_env = e;
+	f->f_out = uv_buf_init((char *)(uintptr_t)data, (unsigned)len);
+	f->f_close_after = close_after;
+	snprintf(f->f_path, sizeof(f->f_path), "%s/fake.sock", e->e_dir);
+	assert_int_equal(uv_pipe_init(&e->e_loop, &f->f_listen, 0), 0);
+	f->f_listen.data = f;
+	f->f_open = 1;
+	assert_int_equal(uv_pipe_bind(&f->f_listen, f->f_path), 0);
+	assert_int_equal(uv_listen((uv_stream_t *)&f->f_listen, 4,
+				   fake_on_connection),
+			 0);
+}
+
+static void
+fake_stop(struct fake *f)
+{
+	if (!uv_is_closing((uv_handle_t *)&f->f_listen))
+		uv_close((uv_handle_t *)&f->f_listen, fake_on_closed);
+	if (f->f_accepted && !uv_is_closing((uv_handle_t *)&f->f_conn))
+		uv_close((uv_handle_t *)&f->f_conn, fake_on_closed);
+	RUN_UNTIL(f->f_env, f->f_open == 0);
+	/* libuv unlinks a bound pipe's socket file when closing it. */
+	if (unlink(f->f_path) != 0)
+		assert_int_equal(errno, ENOENT);
+}
+
+static void
+ka_on_goaway(struct grpc_conn *conn, uint32_t code, const char *debug,
+	     void *arg)
+{
+	struct env *e = arg;
+	struct ka *k = e->e_scenario;
+
+	k->k_goaway_seq = ++e->e_seq;
+	k->k_goaway_code = code;
+	snprintf(k->k_goaway_debug, sizeof(k->k_goaway_debug), "%s", debug);
+	k->k_interval_in_goaway = grpc_conn_ping_interval(conn);
+	cli_on_goaway(conn, code, debug, arg);
+}
+
+static void
+ka_on_closed(struct grpc_conn *conn, int err, const char *reason, void *arg)
+{
+	struct env *e = arg;
+	struct ka *k = e->e_scenario;
+
+	k->k_closed_at = uv_now(&e->e_loop);
+	k->k_interval_at_close = grpc_conn_ping_interval(conn);
+	cli_on_closed(conn, err, reason, arg);
+}
+
+static const struct grpc_conn_ops ka_cli_ops = {
+	.on_ready = cli_on_ready,
+	.on_goaway = ka_on_goaway,
+	.on_closed = ka_on_closed,
+};
+
+static void
+ka_connect(struct env *e, struct ka *k, const char *path,
+	   const struct grpc_opts *o)
+{
+	e->e_scenario = k;
+	uv_update_time(&e->e_loop);
+	k->k_t0 = uv_now(&e->e_loop);
+	assert_int_equal(grpc_conn_connect_unix(&e->e_loop, path, o,
+						&ka_cli_ops, e, &e->e_cli),
+			 0);
+}
+
+static void
+ka_start_call(struct env *e)
+{
+	struct ka *k = e->e_scenario;
+
+	cc_unary(k->k_call, M_UNARY, "hello");
+}
+
+static void
+ka_on_timer_closed(uv_handle_t *h)
+{
+	int *fired = h->data;
+
+	*fired = 1;
+}
+
+/* Runs the loop for ms, then checks the client is still connected. */
+static void
+ka_idle(struct env *e, unsigned ms)
+{
+	uv_timer_t t;
+	int fired = 0;
+
+	assert_int_equal(uv_timer_init(&e->e_loop, &t), 0);
+	t.data = &fired;
+	assert_int_equal(uv_timer_start(&t, idle_on_timer, ms, 0), 0);
+	RUN_UNTIL(e, fired || e->e_cli_closed);
+	/* t lives on this stack: wait for libuv to be done with it. */
+	fired = 0;
+	uv_close((uv_handle_t *)&t, ka_on_timer_closed);
+	RUN_UNTIL(e, fired);
+	assert_false(e->e_cli_closed);
+}
+
+/* A peer that answers nothing: the unanswered PING closes the connection. */
+static void
+test_keepalive_dead_peer(void **state)
+{
+	static const char settings[] = KA_SETTINGS;
+	struct grpc_opts o = {0};
+	struct fake f;
+	struct ka k = {0};
+	struct ccall cc;
+	struct env e;
+	uint64_t took;
+
+	(void)state;
+	env_init(&e, NULL);
+	fake_start(&f, &e, settings, sizeof(settings) - 1, 0);
+	cc_init(&cc, &e);
+	k.k_call = &cc;
+	e.e_ready_fn = ka_start_call;
+	o.go_ping_interval_ms = 100;
+	o.go_ping_timeout_ms = 200;
+	ka_connect(&e, &k, f.f_path, &o);
+	RUN_UNTIL(&e, e.e_cli_closed);
+	assert_true(e.e_cli_ready);
+	assert_int_equal(e.e_cli_closed_err, NCG_EPING_TIMEOUT);
+	took = k.k_closed_at - k.k_t0;
+	assert_true(took >= 250);
+	assert_true(took < 3000);
+	assert_true(cc.c_ended);
+	assert_int_equal(cc.c_status, GRPC_STATUS_UNAVAILABLE);
+	assert_true(cc.c_end_seq < e.e_cli_closed_seq);
+	assert_int_equal(e.e_goaway, 0);
+	assert_true(f.f_nread >= 24);
+
+	fake_stop(&f);
+	e.e_ready_fn = NULL;
+	e.e_scenario = NULL;
+	cc_free(&cc);
+	env_done(&e);
+	assert_int_equal(e.e_conn_open, 0);
+}
+
+/* A live peer answers every PING: the connection stays up. */
+static void
+test_keepalive_live_peer(void **state)
+{
+	struct grpc_opts o = {0};
+	struct ccall cc;
+	struct env e;
+
+	(void)state;
+	o.go_ping_interval_ms = 50;
+	o.go_ping_timeout_ms = 200;
+	env_init(&e, NULL);
+	env_connect(&e, &o);
+	ka_idle(&e, 1000);
+	assert_int_equal(e.e_goaway, 0);
+	assert_int_equal(e.e_conn_closed, 0);
+	assert_int_equal(grpc_conn_ping_interval(e.e_cli), 50);
+
+	cc_init(&cc, &e);
+	cc_unary(&cc, M_UNARY, "alive");
+	RUN_UNTIL(&e, cc.c_ended);
+	assert_int_equal(cc.c_status, GRPC_STATUS_OK);
+	assert_int_equal(cc.c_len, 5);
+	assert_memory_equal(cc.c_data, "ALIVE", 5);
+	assert_false(e.e_cli_closed);
+	cc_free(&cc);
+	env_done(&e);
+	assert_int_equal(e.e_conn_open, 1);
+}
+
+/* GOAWAY ENHANCE_YOUR_CALM "too_many_pings" doubles the ping interval. */
+static void
+test_keepalive_too_many_pings(void **state)
+{
+	static const char frames[] =
+		KA_SETTINGS
+		/* GOAWAY: length 22, type 7, flags 0, stream 0 */
+		"\x00\x00\x16\x07\x00\x00\x00\x00\x00"
+		"\x00\x00\x00\x00" /* last stream id */
+		"\x00\x00\x00\x0b" /* ENHANCE_YOUR_CALM */
+		"too_many_pings";
+	struct grpc_opts o = {0};
+	struct fake f;
+	struct ka k = {0};
+	struct env e;
+
+	(void)state;
+	assert_int_equal(sizeof(frames) - 1, 9 + 9 + 8 + 14);
+	env_init(&e, NULL);
+	fake_start(&f, &e, frames, sizeof(frames) - 1, 1);
+	o.go_ping_interval_ms = 1000;
+	ka_connect(&e, &k, f.f_path, &o);
+	RUN_UNTIL(&e, e.e_cli_closed);
+	assert_true(e.e_cli_ready);
+	assert_int_equal(e.e_goaway, 1);
+	assert_int_equal(k.k_goaway_code, 0xb);
+	assert_string_equal(k.k_goaway_debug, "too_many_pings");
+	assert_int_equal(k.k_interval_in_goaway, 2000);
+	assert_int_equal(k.k_interval_at_close, 2000);
+	assert_true(k.k_goaway_seq < e.e_cli_closed_seq);
+	/* Closed at once, well before any ping was due. */
+	assert_true(k.k_closed_at - k.k_t0 < 1000);
+
+	fake_stop(&f);
+	e.e_scenario = NULL;
+	env_done(&e);
+	assert_int_equal(e.e_conn_open, 0);
+}
+
+/* Our server never sends a client away for pinging often. */
+static void
+test_keepalive_server_tolerates_pings(void **state)
+{
+	struct grpc_opts o = {0};
+	struct ccall cc;
+	struct env e;
+
+	(void)state;
+	o.go_ping_interval_ms = 20;
+	env_init(&e, NULL);
+	env_connect(&e, &o);
+	ka_idle(&e, 1000);
+	assert_int_equal(e.e_goaway, 0);
+	assert_int_equal(e.e_conn_closed, 0);
+	assert_int_equal(grpc_conn_ping_interval(e.e_cli), 20);
+
+	cc_init(&cc, &e);
+	cc_unary(&cc, M_UNARY, "still pinging");
+	RUN_UNTIL(&e, cc.c_ended);
+	assert_int_equal(cc.c_status, GRPC_STATUS_OK);
+	assert_int_equal(cc.c_len, 13);
+	assert_memory_equal(cc.c_data, "STILL PINGING", 13);
+	assert_false(e.e_cli_closed);
+	assert_int_equal(e.e_goaway, 0);
+	cc_free(&cc);
+	env_done(&e);
+	assert_int_equal(e.e_conn_open, 1);
+}
+
 int
 main(void)
 {
@@ -1864,6 +2217,10 @@ main(void)
 		cmocka_unit_test(test_garbage_peer),
 		cmocka_unit_test(test_many_calls),
 		cmocka_unit_test(test_conn_open),
+		cmocka_unit_test(test_keepalive_dead_peer),
+		cmocka_unit_test(test_keepalive_live_peer),
+		cmocka_unit_test(test_keepalive_too_many_pings),
+		cmocka_unit_test(test_keepalive_server_tolerates_pings),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
