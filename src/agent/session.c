@@ -20,6 +20,13 @@
 
 #define CMDGET_PATH "/jnx.jet.netconf.Ncgrpc/NcgrpcCommandGet"
 #define SESSION_KILL_GRACE_MS 2000
+/*
+ * After the client's <hello>, NETCONF input waits this long.  yuma123's
+ * netconfd drops an RPC that reaches it in the same read as the client
+ * hello, and operators pipe whole files (ncgrpc session --netconf <
+ * rpcs.xml), whose messages the server sends back to back.
+ */
+#define SESSION_HELLO_SETTLE_MS 250
 #define SESSION_DEFAULT_PATH \
 	"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -36,6 +43,9 @@ struct session {
 	int se_proc_done;
 	int se_closing_send; /* output flushed and END_STREAM asked for */
 	int se_busy;	     /* running code that uses s after a call out */
+	uv_timer_t se_settle; /* NETCONF: input held after the hello */
+	int se_settling;
+	int se_hello_done;
 };
 
 static const struct proc_cb session_proc_cb;
@@ -56,12 +66,53 @@ session_reason(struct session *s, const char *why)
 }
 
 static void
+on_settle_closed(uv_handle_t *h)
+{
+	free(h->data);
+}
+
+static void
 session_maybe_done(struct session *s)
 {
-	if (!s->se_call_done || !s->se_proc_done || s->se_busy > 0)
+	if (!s->se_call_done || !s->se_proc_done || s->se_busy > 0 ||
+	    uv_is_closing((uv_handle_t *)&s->se_settle))
 		return;
 	s->se_done(s, &s->se_stats, s->se_arg);
-	free(s);
+	/* The timer's close callback frees s. */
+	uv_close((uv_handle_t *)&s->se_settle, on_settle_closed);
+}
+
+static void
+on_settled(uv_timer_t *t)
+{
+	struct session *s = t->data;
+
+	s->se_settling = 0;
+	if (s->se_call != NULL)
+		grpc_call_resume(s->se_call);
+}
+
+/* Nonzero if a NETCONF message is a <hello> (prefixes allowed). */
+static int
+is_hello(const uint8_t *data, size_t len)
+{
+	const uint8_t *p = data, *end = data + (len < 4096 ? len : 4096);
+
+	while ((p = memchr(p, '<', (size_t)(end - p))) != NULL) {
+		const uint8_t *q = p + 1, *name = q;
+
+		/* Skip declarations, comments and chunk framing noise. */
+		if (q < end && (*q == '?' || *q == '!')) {
+			p = q;
+			continue;
+		}
+		while (q < end && *q != '>' && *q != ' ' && *q != '\t' &&
+		       *q != '\n' && *q != '\r' && *q != '/')
+			if (*q++ == ':')
+				name = q;
+		return q - name == 5 && memcmp(name, "hello", 5) == 0;
+	}
+	return 0;
 }
 
 /* Sends bytes up as one CommandGetRequest. */
@@ -167,7 +218,7 @@ on_proc_writable(struct proc *p, void *arg)
 	struct session *s = arg;
 
 	(void)p;
-	if (!s->se_call_done)
+	if (!s->se_call_done && !s->se_settling)
 		grpc_call_resume(s->se_call);
 }
 
@@ -235,6 +286,14 @@ on_call_message(struct grpc_call *c, const uint8_t *msg, size_t len,
 			if (add_newline)
 				proc_write(s->se_proc, (const uint8_t *)"\n", 1);
 			s->se_stats.ss_bytes_down += cmd->len + add_newline;
+			if (s->se_type == SESSION_NETCONF && !s->se_hello_done &&
+			    is_hello(cmd->data, cmd->len)) {
+				s->se_hello_done = 1;
+				s->se_settling = 1;
+				grpc_call_pause(c);
+				uv_timer_start(&s->se_settle, on_settled,
+					       SESSION_HELLO_SETTLE_MS, 0);
+			}
 		}
 		if (r->kill_signal > 0 && r->kill_signal < 65)
 			proc_kill(s->se_proc, (int)r->kill_signal);
@@ -268,6 +327,8 @@ on_call_end(struct grpc_call *c, int status, const char *message, void *arg)
 	(void)c;
 	s->se_call = NULL;
 	s->se_call_done = 1;
+	uv_timer_stop(&s->se_settle);
+	s->se_settling = 0;
 	if (status == GRPC_STATUS_OK)
 		session_reason(s, "stream closed");
 	else {
@@ -404,6 +465,8 @@ session_start(struct grpc_conn *conn, enum session_type type,
 
 	if ((s = calloc(1, sizeof(*s))) == NULL)
 		return -ENOMEM;
+	uv_timer_init(grpc_conn_loop(conn), &s->se_settle);
+	s->se_settle.data = s;
 	s->se_type = type;
 	s->se_done = done;
 	s->se_arg = arg;
@@ -411,7 +474,7 @@ session_start(struct grpc_conn *conn, enum session_type type,
 	rc = grpc_call_start(conn, CMDGET_PATH, md, 0, &session_call_ops, s,
 			     &s->se_call);
 	if (rc != 0) {
-		free(s);
+		uv_close((uv_handle_t *)&s->se_settle, on_settle_closed);
 		return rc;
 	}
 	if ((rc = session_spawn(s, env, grpc_conn_loop(conn),

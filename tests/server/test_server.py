@@ -351,6 +351,40 @@ class NetconfTest(ServerTestCase):
         p.stdin.close()
         self.assertEqual(p.wait(20), 0, p.stderr.read())
 
+    def test_cli_whole_file(self):
+        """`ncgrpc session dev1 --netconf < rpcs.xml`: the whole file at once.
+
+        The hello and every RPC reach the device back to back; the agent
+        holds input for a moment after the client hello so that netconfd,
+        which drops an RPC read together with the hello, answers them all."""
+        if not cli_available():
+            self.skipTest("ncgrpc CLI not built")
+        group = self.nacm_group()
+        path = os.path.join(self.subdir("cli"), "rpcs.xml")
+        with open(path, "wb") as f:
+            f.write(CLIENT_HELLO)
+            f.write(rpc(1, "<edit-config><target><candidate/></target><config>"
+                           "<nacm xmlns=\"%s\"><groups><group><name>%s</name>"
+                           "</group></groups></nacm></config></edit-config>"
+                           % (NACM_NS, group)))
+            f.write(rpc(2, "<commit/>"))
+            f.write(rpc(3, "<get-config><source><running/></source></get-config>"))
+            f.write(rpc(4, "<close-session/>"))
+        with open(path, "rb") as stdin:
+            p = subprocess.run([CFG["cli"], "-f", self.srv.conf_path, "session", "dev1",
+                                "--netconf"], stdin=stdin, capture_output=True,
+                               timeout=60, preexec_fn=srvlib.pdeathsig)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        replies = p.stdout.split(EOM)
+        self.assertIn(b"<hello", replies[0])
+        for mid in (1, 2, 3, 4):
+            r = [x for x in replies if ('message-id="%d"' % mid).encode() in x]
+            self.assertEqual(len(r), 1, "reply %d in %r" % (mid, p.stdout[-500:]))
+            if mid == 3:
+                self.assertIn(("<name>%s</name>" % group).encode(), r[0])
+            else:
+                self.assertIn(b"<ok/>", r[0])
+
 
 # ---------------------------------------------------------------------------
 class ShellTest(ServerTestCase):
