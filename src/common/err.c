@@ -1,3 +1,4 @@
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -36,4 +37,16 @@ ncg_strerror(int code)
 	if (code < 0 && code > NCG_EBASE)
 		return strerror(-code);
 	return "unknown error";
+}
+
+void
+ncg_seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err == NULL || errlen == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
 }

@@ -9,6 +9,8 @@
 #ifndef NCGRPC_ERR_H
 #define NCGRPC_ERR_H
 
+#include <stddef.h>
+
 enum ncg_err {
 	NCG_EBASE = -20000,
 	NCG_ETLS,	       /* TLS failure not covered below */
@@ -32,5 +34,13 @@ enum ncg_err {
  * by an ncgrpc function.  Never returns NULL.
  */
 const char *ncg_strerror(int code);
+
+/*
+ * Formats a message into err[0..errlen), the error buffer that parsers and
+ * constructors take from their callers.  Does nothing when err is NULL or
+ * errlen is 0.
+ */
+void ncg_seterr(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 
 #endif

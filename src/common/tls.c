@@ -54,22 +54,8 @@ struct tls_conn {
 	char c_msg[TLS_MSG_MAX];
 };
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 static void conn_msg(struct tls_conn *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-
-static void
-seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 static void
 conn_msg(struct tls_conn *c, const char *fmt, ...)
@@ -177,23 +163,23 @@ read_file(const char *path, char **out, size_t *outlen, char *err,
 
 	if ((f = fopen(path, "rb")) == NULL) {
 		rc = -errno;
-		seterr(err, errlen, "cannot open '%s': %s", path,
+		ncg_seterr(err, errlen, "cannot open '%s': %s", path,
 		       strerror(-rc));
 		return rc;
 	}
 	if ((p = malloc(TLS_FILE_MAX + 1)) == NULL) {
 		fclose(f);
-		seterr(err, errlen, "out of memory");
+		ncg_seterr(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
 	n = fread(p, 1, TLS_FILE_MAX + 1, f);
 	if (ferror(f)) {
 		rc = errno != 0 ? -errno : -EIO;
-		seterr(err, errlen, "cannot read '%s': %s", path,
+		ncg_seterr(err, errlen, "cannot read '%s': %s", path,
 		       strerror(-rc));
 	} else if (n > TLS_FILE_MAX) {
 		rc = -EFBIG;
-		seterr(err, errlen, "'%s' is larger than %d bytes", path,
+		ncg_seterr(err, errlen, "'%s' is larger than %d bytes", path,
 		       TLS_FILE_MAX);
 	} else
 		rc = 0;
@@ -228,15 +214,15 @@ pem_error(unsigned long e, const char *what, char *err, size_t errlen)
 	char tmp[128];
 
 	if (ossl_is_oom(e)) {
-		seterr(err, errlen, "out of memory");
+		ncg_seterr(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
 	if (ERR_GET_LIB(e) == ERR_LIB_PEM) {
-		seterr(err, errlen, "bad pem text in %s: %s", what,
+		ncg_seterr(err, errlen, "bad pem text in %s: %s", what,
 		       ossl_reason(e, tmp, sizeof(tmp)));
 		return -EINVAL;
 	}
-	seterr(err, errlen, "cannot parse %s: %s", what,
+	ncg_seterr(err, errlen, "cannot parse %s: %s", what,
 	       ossl_reason(e, tmp, sizeof(tmp)));
 	return NCG_ETLS_BAD_CERT;
 }
@@ -253,7 +239,7 @@ static int
 ctx_common(SSL_CTX *ssl, char *err, size_t errlen)
 {
 	if (!SSL_CTX_set_min_proto_version(ssl, TLS1_2_VERSION)) {
-		seterr(err, errlen, "cannot set the minimum tls version");
+		ncg_seterr(err, errlen, "cannot set the minimum tls version");
 		return NCG_ETLS;
 	}
 	/*
@@ -278,7 +264,7 @@ ctx_wrap(struct tls_ctx **out, SSL_CTX *ssl, int server, char *err,
 	struct tls_ctx *ctx;
 
 	if ((ctx = calloc(1, sizeof(*ctx))) == NULL) {
-		seterr(err, errlen, "out of memory");
+		ncg_seterr(err, errlen, "out of memory");
 		SSL_CTX_free(ssl);
 		return -ENOMEM;
 	}
@@ -304,17 +290,17 @@ load_trust(X509_STORE *store, const char *pem, size_t len, char *err,
 	int n = 0, rc = 0;
 
 	if (len == 0) {
-		seterr(err, errlen,
+		ncg_seterr(err, errlen,
 		       "no certificate in the trusted pem text "
 		       "(it is empty)");
 		return -EINVAL;
 	}
 	if (len > INT_MAX) {
-		seterr(err, errlen, "trusted pem text is too large");
+		ncg_seterr(err, errlen, "trusted pem text is too large");
 		return -EINVAL;
 	}
 	if ((b = BIO_new_mem_buf(pem, (int)len)) == NULL) {
-		seterr(err, errlen, "out of memory");
+		ncg_seterr(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
 	ERR_clear_error();
@@ -333,7 +319,7 @@ load_trust(X509_STORE *store, const char *pem, size_t len, char *err,
 		if (e != 0 && !is_pem_eof(e))
 			rc = pem_error(e, "trusted certificate", err, errlen);
 		else if (n == 0) {
-			seterr(err, errlen,
+			ncg_seterr(err, errlen,
 			       "no certificate in the trusted "
 			       "pem text");
 			rc = -EINVAL;
@@ -355,11 +341,11 @@ tls_ctx_client_new(struct tls_ctx **out, const char *pem, size_t len, char *err,
 	int rc;
 
 	if (pem == NULL && len > 0) {
-		seterr(err, errlen, "no trusted pem text");
+		ncg_seterr(err, errlen, "no trusted pem text");
 		return -EINVAL;
 	}
 	if ((ssl = SSL_CTX_new(TLS_client_method())) == NULL) {
-		seterr(err, errlen, "out of memory");
+		ncg_seterr(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
 	if ((rc = ctx_common(ssl, err, errlen)) != 0)
@@ -370,7 +356,7 @@ tls_ctx_client_new(struct tls_ctx **out, const char *pem, size_t len, char *err,
 	 */
 	if ((store = X509_STORE_new()) == NULL) {
 		rc = -ENOMEM;
-		seterr(err, errlen, "out of memory");
+		ncg_seterr(err, errlen, "out of memory");
 		goto fail;
 	}
 	SSL_CTX_set_cert_store(ssl, store);
@@ -386,7 +372,7 @@ tls_ctx_client_new(struct tls_ctx **out, const char *pem, size_t len, char *err,
 	/* Note the inverted convention: 0 means success here. */
 	if (SSL_CTX_set_alpn_protos(ssl, tls_alpn_h2, sizeof(tls_alpn_h2))) {
 		rc = -ENOMEM;
-		seterr(err, errlen, "out of memory");
+		ncg_seterr(err, errlen, "out of memory");
 		goto fail;
 	}
 	return ctx_wrap(out, ssl, 0, err, errlen);
@@ -408,9 +394,9 @@ tls_ctx_client_new_file(struct tls_ctx **out, const char *path, char *err,
 		return rc;
 	rc = tls_ctx_client_new(out, p, len, tmp, sizeof(tmp));
 	if (rc != 0)
-		seterr(err, errlen, "%s: %s", path, tmp);
+		ncg_seterr(err, errlen, "%s: %s", path, tmp);
 	else
-		seterr(err, errlen, "%s", "");
+		ncg_seterr(err, errlen, "%s", "");
 	free_file(p, len);
 	return rc;
 }
@@ -441,7 +427,7 @@ load_chain(SSL_CTX *ssl, const char *pem, size_t len, const char *path,
 	int n = 0, rc = 0;
 
 	if ((b = BIO_new_mem_buf(pem, (int)len)) == NULL) {
-		seterr(err, errlen, "out of memory");
+		ncg_seterr(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
 	ERR_clear_error();
@@ -452,7 +438,7 @@ load_chain(SSL_CTX *ssl, const char *pem, size_t len, const char *path,
 			e = ossl_first_error();
 			X509_free(x);
 			rc = ossl_is_oom(e) ? -ENOMEM : NCG_ETLS_BAD_CERT;
-			seterr(err, errlen, "%s: unusable certificate: %s",
+			ncg_seterr(err, errlen, "%s: unusable certificate: %s",
 			       path, ossl_reason(e, tmp, sizeof(tmp)));
 			break;
 		}
@@ -464,9 +450,9 @@ load_chain(SSL_CTX *ssl, const char *pem, size_t len, const char *path,
 		e = ossl_first_error();
 		if (e != 0 && !is_pem_eof(e)) {
 			rc = pem_error(e, "certificate", tmp, sizeof(tmp));
-			seterr(err, errlen, "%s: %s", path, tmp);
+			ncg_seterr(err, errlen, "%s: %s", path, tmp);
 		} else if (n == 0) {
-			seterr(err, errlen, "%s: no certificate found", path);
+			ncg_seterr(err, errlen, "%s: no certificate found", path);
 			rc = -EINVAL;
 		}
 	}
@@ -490,7 +476,7 @@ load_key(SSL_CTX *ssl, const char *pem, size_t len, const char *path, char *err,
 	int rc = 0;
 
 	if ((b = BIO_new_mem_buf(pem, (int)len)) == NULL) {
-		seterr(err, errlen, "out of memory");
+		ncg_seterr(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
 	ERR_clear_error();
@@ -499,10 +485,10 @@ load_key(SSL_CTX *ssl, const char *pem, size_t len, const char *path, char *err,
 	if (k == NULL) {
 		e = ossl_first_error();
 		if (ossl_is_oom(e)) {
-			seterr(err, errlen, "out of memory");
+			ncg_seterr(err, errlen, "out of memory");
 			return -ENOMEM;
 		}
-		seterr(err, errlen,
+		ncg_seterr(err, errlen,
 		       "%s: no usable private key (%s; it must "
 		       "be unencrypted pem)",
 		       path, ossl_reason(e, tmp, sizeof(tmp)));
@@ -512,7 +498,7 @@ load_key(SSL_CTX *ssl, const char *pem, size_t len, const char *path, char *err,
 	    SSL_CTX_check_private_key(ssl) != 1) {
 		e = ossl_first_error();
 		rc = ossl_is_oom(e) ? -ENOMEM : NCG_ETLS_BAD_CERT;
-		seterr(err, errlen,
+		ncg_seterr(err, errlen,
 		       "%s: private key does not match the "
 		       "certificate (%s)",
 		       path, ossl_reason(e, tmp, sizeof(tmp)));
@@ -540,7 +526,7 @@ tls_ctx_server_new(struct tls_ctx **out, const char *cert_file,
 	    (rc = read_file(key_file, &kp, &klen, err, errlen)) != 0)
 		goto out;
 	if ((ssl = SSL_CTX_new(TLS_server_method())) == NULL) {
-		seterr(err, errlen, "out of memory");
+		ncg_seterr(err, errlen, "out of memory");
 		rc = -ENOMEM;
 		goto out;
 	}

@@ -31,18 +31,6 @@
  */
 static int certgen_ku_certsign;
 
-static void __attribute__((format(printf, 3, 4)))
-seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 /* Sets err to "what: <first OpenSSL error>" and returns NCG_ETLS. */
 static int
 sslerr(char *err, size_t errlen, const char *what)
@@ -55,7 +43,7 @@ sslerr(char *err, size_t errlen, const char *what)
 	else
 		snprintf(buf, sizeof(buf), "unknown error");
 	ERR_clear_error();
-	seterr(err, errlen, "%s: %s", what, buf);
+	ncg_seterr(err, errlen, "%s: %s", what, buf);
 	return NCG_ETLS;
 }
 
@@ -255,33 +243,33 @@ write_file(const char *path, BIO *mem, mode_t mode, int exclusive, char *err,
 
 	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.XXXXXX", path) >=
 	    sizeof(tmp)) {
-		seterr(err, errlen, "%s: path too long", path);
+		ncg_seterr(err, errlen, "%s: path too long", path);
 		return -ENAMETOOLONG;
 	}
 	/* mkstemp() creates the file 0600, so the key is never exposed. */
 	if ((fd = mkostemp(tmp, O_CLOEXEC)) == -1) {
 		rc = -errno;
-		seterr(err, errlen, "%s: %s", tmp, strerror(errno));
+		ncg_seterr(err, errlen, "%s: %s", tmp, strerror(errno));
 		return rc;
 	}
 	len = BIO_get_mem_data(mem, &data);
 	if ((rc = write_all(fd, data, len > 0 ? (size_t)len : 0)) != 0 ||
 	    (fchmod(fd, mode) == -1 && (rc = -errno) != 0) ||
 	    (fsync(fd) == -1 && (rc = -errno) != 0)) {
-		seterr(err, errlen, "%s: %s", tmp, strerror(-rc));
+		ncg_seterr(err, errlen, "%s: %s", tmp, strerror(-rc));
 		close(fd);
 		unlink(tmp);
 		return rc;
 	}
 	if (close(fd) == -1) {
 		rc = -errno;
-		seterr(err, errlen, "%s: %s", tmp, strerror(errno));
+		ncg_seterr(err, errlen, "%s: %s", tmp, strerror(errno));
 		unlink(tmp);
 		return rc;
 	}
 	if (exclusive ? link(tmp, path) == -1 : rename(tmp, path) == -1) {
 		rc = -errno;
-		seterr(err, errlen, "%s: %s", path, strerror(errno));
+		ncg_seterr(err, errlen, "%s: %s", path, strerror(errno));
 		unlink(tmp);
 		return rc;
 	}
@@ -304,29 +292,29 @@ certgen_selfsigned(const char *const *names, size_t nnames, unsigned days,
 	int rc;
 
 	if (names == NULL || nnames == 0) {
-		seterr(err, errlen, "no name for the certificate");
+		ncg_seterr(err, errlen, "no name for the certificate");
 		return -EINVAL;
 	}
 	for (i = 0; i < nnames; i++)
 		if (names[i] == NULL || !name_ok(names[i])) {
-			seterr(err, errlen, "bad certificate name '%.64s'",
+			ncg_seterr(err, errlen, "bad certificate name '%.64s'",
 			       names[i] != NULL ? names[i] : "");
 			return -EINVAL;
 		}
 	if (strlen(names[0]) > CERTGEN_MAX_CN) {
-		seterr(err, errlen,
+		ncg_seterr(err, errlen,
 		       "'%.64s...' is too long for a common name (%d bytes)",
 		       names[0], CERTGEN_MAX_CN);
 		return -EINVAL;
 	}
 	if (days < 1 || days > CERTGEN_MAX_DAYS) {
-		seterr(err, errlen, "validity of %u days is not 1..%d", days,
+		ncg_seterr(err, errlen, "validity of %u days is not 1..%d", days,
 		       CERTGEN_MAX_DAYS);
 		return -EINVAL;
 	}
 	/* Checked early to save the work; link() checks again. */
 	if (lstat(key_path, &st) == 0) {
-		seterr(err, errlen, "%s: key exists; not overwriting it",
+		ncg_seterr(err, errlen, "%s: key exists; not overwriting it",
 		       key_path);
 		return -EEXIST;
 	}

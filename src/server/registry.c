@@ -27,6 +27,7 @@
 #include <openssl/params.h>
 #include <openssl/rand.h>
 
+#include "err.h"
 #include "buf.h"
 #include "registry.h"
 
@@ -179,18 +180,6 @@ keyhash(const void *p, size_t len)
 	h *= 0xc4ceb9fe1a85ec53ULL;
 	h ^= h >> 33;
 	return h;
-}
-
-__attribute__((format(printf, 3, 4))) static void
-errf(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
 }
 
 /* --- base64 --- */
@@ -562,7 +551,7 @@ reg_parse(const char *name, const char *data, size_t len, struct registry **out,
 
 	keys_once();
 	if ((reg = calloc(1, sizeof(*reg))) == NULL) {
-		errf(err, errlen, "%s: out of memory", name);
+		ncg_seterr(err, errlen, "%s: out of memory", name);
 		return -ENOMEM;
 	}
 	reg->r_refs = 1;
@@ -577,13 +566,13 @@ reg_parse(const char *name, const char *data, size_t len, struct registry **out,
 		off += linelen + (nl != NULL);
 		lineno++;
 		if (linelen > REGISTRY_LINE_MAX) {
-			errf(err, errlen, "%s:%zu: line longer than %d bytes",
+			ncg_seterr(err, errlen, "%s:%zu: line longer than %d bytes",
 			     name, lineno, REGISTRY_LINE_MAX);
 			rc = -EINVAL;
 			goto fail;
 		}
 		if (memchr(line, '\0', linelen) != NULL) {
-			errf(err, errlen, "%s:%zu: NUL byte in line", name,
+			ncg_seterr(err, errlen, "%s:%zu: NUL byte in line", name,
 			     lineno);
 			rc = -EINVAL;
 			goto fail;
@@ -592,17 +581,17 @@ reg_parse(const char *name, const char *data, size_t len, struct registry **out,
 		if (rc == 1)
 			continue;
 		if (rc == -ENOMEM) {
-			errf(err, errlen, "%s:%zu: out of memory", name,
+			ncg_seterr(err, errlen, "%s:%zu: out of memory", name,
 			     lineno);
 			goto fail;
 		}
 		if (rc < 0) {
-			errf(err, errlen, "%s:%zu: %s", name, lineno, msg);
+			ncg_seterr(err, errlen, "%s:%zu: %s", name, lineno, msg);
 			goto fail;
 		}
 		e->e_line = lineno;
 		if ((dup = reg_lookup(reg, e->e_id, e->e_idlen)) != NULL) {
-			errf(err, errlen,
+			ncg_seterr(err, errlen,
 			     "%s:%zu: duplicate device id \"%s\" (first on "
 			     "line %zu)",
 			     name, lineno, e->e_id, dup->e_line);
@@ -614,7 +603,7 @@ reg_parse(const char *name, const char *data, size_t len, struct registry **out,
 			reg->r_dummy = e->e_kdf;
 		if ((rc = reg_insert(reg, e)) < 0) {
 			free(e);
-			errf(err, errlen, "%s: out of memory", name);
+			ncg_seterr(err, errlen, "%s: out of memory", name);
 			goto fail;
 		}
 	}
@@ -623,7 +612,7 @@ reg_parse(const char *name, const char *data, size_t len, struct registry **out,
 	if (reg->r_dummy.k_hashlen == 0)
 		reg->r_dummy.k_hashlen = KDF_HASH_NEW;
 	if (RAND_bytes(reg->r_dummy.k_salt, KDF_SALT_NEW) != 1) {
-		errf(err, errlen, "%s: no random bytes", name);
+		ncg_seterr(err, errlen, "%s: no random bytes", name);
 		rc = -EIO;
 		goto fail;
 	}
@@ -650,16 +639,16 @@ read_file(const char *path, char **bufp, size_t *lenp, struct stat *stp,
 
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) < 0) {
 		rc = -errno;
-		errf(err, errlen, "%s: %s", path, strerror(errno));
+		ncg_seterr(err, errlen, "%s: %s", path, strerror(errno));
 		return rc;
 	}
 	if (fstat(fd, &st) < 0) {
 		rc = -errno;
-		errf(err, errlen, "%s: %s", path, strerror(errno));
+		ncg_seterr(err, errlen, "%s: %s", path, strerror(errno));
 		goto fail;
 	}
 	if (!S_ISREG(st.st_mode)) {
-		errf(err, errlen, "%s: not a regular file", path);
+		ncg_seterr(err, errlen, "%s: not a regular file", path);
 		rc = -EINVAL;
 		goto fail;
 	}
@@ -685,7 +674,7 @@ read_file(const char *path, char **bufp, size_t *lenp, struct stat *stp,
 			continue;
 		if (n < 0) {
 			rc = -errno;
-			errf(err, errlen, "%s: %s", path, strerror(errno));
+			ncg_seterr(err, errlen, "%s: %s", path, strerror(errno));
 			goto fail;
 		}
 		if (n == 0)
@@ -701,11 +690,11 @@ read_file(const char *path, char **bufp, size_t *lenp, struct stat *stp,
 	*lenp = len;
 	return 0;
 big:
-	errf(err, errlen, "%s: larger than %d bytes", path, REGISTRY_FILE_MAX);
+	ncg_seterr(err, errlen, "%s: larger than %d bytes", path, REGISTRY_FILE_MAX);
 	rc = -EFBIG;
 	goto fail;
 nomem:
-	errf(err, errlen, "%s: out of memory", path);
+	ncg_seterr(err, errlen, "%s: out of memory", path);
 	rc = -ENOMEM;
 fail:
 	free(buf);
@@ -1532,14 +1521,14 @@ replace_file(const char *path, const struct buf *b, const struct stat *old,
 	int fd, dfd, rc;
 
 	if ((tmp = malloc(plen + sizeof(".XXXXXX"))) == NULL) {
-		errf(err, errlen, "%s: out of memory", path);
+		ncg_seterr(err, errlen, "%s: out of memory", path);
 		return -ENOMEM;
 	}
 	memcpy(tmp, path, plen);
 	memcpy(tmp + plen, ".XXXXXX", sizeof(".XXXXXX"));
 	if ((fd = mkostemp(tmp, O_CLOEXEC)) < 0) {
 		rc = -errno;
-		errf(err, errlen, "%s: %s", path, strerror(errno));
+		ncg_seterr(err, errlen, "%s: %s", path, strerror(errno));
 		free(tmp);
 		return rc;
 	}
@@ -1559,7 +1548,7 @@ replace_file(const char *path, const struct buf *b, const struct stat *old,
 	if (rc == 0 && rename(tmp, path) < 0)
 		rc = -errno;
 	if (rc < 0) {
-		errf(err, errlen, "%s: %s", tmp, strerror(-rc));
+		ncg_seterr(err, errlen, "%s: %s", tmp, strerror(-rc));
 		unlink(tmp);
 		free(tmp);
 		return rc;
@@ -1591,7 +1580,7 @@ lock_file(const char *path, char *err, size_t errlen)
 	int fd, rc;
 
 	if ((lock = malloc(plen + sizeof(".lock"))) == NULL) {
-		errf(err, errlen, "%s: out of memory", path);
+		ncg_seterr(err, errlen, "%s: out of memory", path);
 		return -ENOMEM;
 	}
 	memcpy(lock, path, plen);
@@ -1600,7 +1589,7 @@ lock_file(const char *path, char *err, size_t errlen)
 	fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600);
 	if (fd < 0) {
 		rc = -errno;
-		errf(err, errlen, "%s: %s", lock, strerror(errno));
+		ncg_seterr(err, errlen, "%s: %s", lock, strerror(errno));
 		free(lock);
 		return rc;
 	}
@@ -1608,7 +1597,7 @@ lock_file(const char *path, char *err, size_t errlen)
 		if (errno == EINTR)
 			continue;
 		rc = -errno;
-		errf(err, errlen, "%s: %s", lock, strerror(errno));
+		ncg_seterr(err, errlen, "%s: %s", lock, strerror(errno));
 		close(fd);
 		free(lock);
 		return rc;
@@ -1630,14 +1619,14 @@ edit_file(const char *path, enum edit_op op, const char *id,
 
 	idlen = strnlen(id, REGISTRY_ID_MAX + 1);
 	if (!id_valid(id, idlen)) {
-		errf(err, errlen,
+		ncg_seterr(err, errlen,
 		     "invalid device id (1..255 of A-Z a-z 0-9 . _ : @ -)");
 		return -EINVAL;
 	}
 	/* Hash before locking: scrypt is slow, and other editors wait. */
 	if (op != EDIT_REMOVE &&
 	    (rc = registry_hash_line(id, secret, len, &newline)) < 0) {
-		errf(err, errlen, "cannot hash the secret of \"%s\": %s", id,
+		ncg_seterr(err, errlen, "cannot hash the secret of \"%s\": %s", id,
 		     rc == -EINVAL ? "empty, too long or holds a NUL byte"
 		                   : strerror(-rc));
 		return rc;
@@ -1659,12 +1648,12 @@ edit_file(const char *path, enum edit_op op, const char *id,
 		goto out;
 	has = reg_lookup(reg, id, idlen) != NULL;
 	if (op == EDIT_ADD && has) {
-		errf(err, errlen, "%s: device \"%s\" already exists", path, id);
+		ncg_seterr(err, errlen, "%s: device \"%s\" already exists", path, id);
 		rc = -EEXIST;
 		goto out;
 	}
 	if (op == EDIT_REMOVE && !has) {
-		errf(err, errlen, "%s: no device \"%s\"", path, id);
+		ncg_seterr(err, errlen, "%s: no device \"%s\"", path, id);
 		rc = -ENOENT;
 		goto out;
 	}
@@ -1672,7 +1661,7 @@ edit_file(const char *path, enum edit_op op, const char *id,
 	                newline);
 	if (rc < 0) {
 		rc = rc == -ENOBUFS ? -EFBIG : rc;
-		errf(err, errlen, "%s: %s", path,
+		ncg_seterr(err, errlen, "%s: %s", path,
 		     rc == -EFBIG ? "would grow too large" : "out of memory");
 		goto out;
 	}
@@ -1695,11 +1684,11 @@ registry_add(const char *path, const char *device_id, char *secret_out,
 	int rc;
 
 	if (secret_out_len < REGISTRY_SECRET_BUFSZ) {
-		errf(err, errlen, "secret buffer too small");
+		ncg_seterr(err, errlen, "secret buffer too small");
 		return -ENOBUFS;
 	}
 	if (RAND_bytes(raw, sizeof(raw)) != 1) {
-		errf(err, errlen, "no random bytes for a secret");
+		ncg_seterr(err, errlen, "no random bytes for a secret");
 		return -EIO;
 	}
 	b64_encode(raw, sizeof(raw), secret, 1);

@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "err.h"
 #include "common/addr.h"
 #include "sconf.h"
 
@@ -66,18 +67,6 @@ static const struct keyword keywords[] = {
 #undef F
 
 #define NKEYWORDS (sizeof(keywords) / sizeof(keywords[0]))
-
-static void __attribute__((format(printf, 3, 4)))
-seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 static char **
 str_field(struct sconf *sc, const struct keyword *kw)
@@ -254,7 +243,7 @@ set_value(struct sconf *sc, const struct keyword *kw, const char *value,
 
 	if (kw->kw_key >= 0 && src == SRC_FILE &&
 	    sc->sc_line[kw->kw_key] != 0) {
-		seterr(msg, msglen, "'%s' given twice (first at line %u)",
+		ncg_seterr(msg, msglen, "'%s' given twice (first at line %u)",
 		       kw->kw_name, sc->sc_line[kw->kw_key]);
 		return -EINVAL;
 	}
@@ -270,13 +259,13 @@ set_value(struct sconf *sc, const struct keyword *kw, const char *value,
 			rc = addr_parse_hostport(value, 0, 1, host,
 			                         sizeof(host), &port);
 		if (rc == -ENAMETOOLONG) {
-			seterr(msg, msglen, "listen: host name too long");
+			ncg_seterr(msg, msglen, "listen: host name too long");
 			return -EINVAL;
 		}
 		if (rc != 0 ||
 		    (value[0] == '[' &&
 		     inet_pton(AF_INET6, host, &(struct in6_addr){0}) != 1)) {
-			seterr(msg, msglen,
+			ncg_seterr(msg, msglen,
 			       "listen: '%.64s' is not HOST:PORT, [IPV6]:PORT "
 			       "or *:PORT",
 			       value);
@@ -302,12 +291,12 @@ set_value(struct sconf *sc, const struct keyword *kw, const char *value,
 	case V_UINT:
 		rc = addr_parse_uint(value, 0, UINT_MAX, &v);
 		if (rc == -ERANGE) {
-			seterr(msg, msglen, "%s: '%.64s' is too large",
+			ncg_seterr(msg, msglen, "%s: '%.64s' is too large",
 			       kw->kw_name, value);
 			return -EINVAL;
 		}
 		if (rc != 0) {
-			seterr(msg, msglen, "%s: '%.64s' is not a number",
+			ncg_seterr(msg, msglen, "%s: '%.64s' is not a number",
 			       kw->kw_name, value);
 			return -EINVAL;
 		}
@@ -318,7 +307,7 @@ set_value(struct sconf *sc, const struct keyword *kw, const char *value,
 		for (i = 0; i < 5 && value[i] >= '0' && value[i] <= '7'; i++)
 			v = v * 8 + (unsigned)(value[i] - '0');
 		if (i == 0 || i > 4 || value[i] != '\0') {
-			seterr(msg, msglen,
+			ncg_seterr(msg, msglen,
 			       "%s: '%.64s' is not an octal mode such as 0660",
 			       kw->kw_name, value);
 			return -EINVAL;
@@ -358,15 +347,15 @@ sconf_set(struct sconf *sc, const char *key, const char *value, char *err,
 
 	if ((kw = keyword_find(key)) == NULL) {
 		unknown_keyword(key, msg, sizeof(msg));
-		seterr(err, errlen, "command line: %s", msg);
+		ncg_seterr(err, errlen, "command line: %s", msg);
 		return -EINVAL;
 	}
 	/* Strings are replaced only once the new one is allocated. */
 	if ((rc = set_value(sc, kw, value, 0, SRC_SET, msg, sizeof(msg))) ==
 	    -EINVAL)
-		seterr(err, errlen, "command line: %s", msg);
+		ncg_seterr(err, errlen, "command line: %s", msg);
 	else if (rc != 0)
-		seterr(err, errlen, "command line: out of memory");
+		ncg_seterr(err, errlen, "command line: out of memory");
 	return rc;
 }
 
@@ -394,7 +383,7 @@ split(const char *line, size_t len, char *buf, char *words[3], char *msg,
 		if (line[i] == '"') {
 			for (i++;; i++) {
 				if (i == len) {
-					seterr(msg, msglen,
+					ncg_seterr(msg, msglen,
 					       "unterminated quoted string");
 					return -EINVAL;
 				}
@@ -404,7 +393,7 @@ split(const char *line, size_t len, char *buf, char *words[3], char *msg,
 					if (i + 1 == len ||
 					    (line[i + 1] != '"' &&
 					     line[i + 1] != '\\')) {
-						seterr(msg, msglen,
+						ncg_seterr(msg, msglen,
 						       "only \\\" and \\\\ may "
 						       "follow a backslash");
 						return -EINVAL;
@@ -418,7 +407,7 @@ split(const char *line, size_t len, char *buf, char *words[3], char *msg,
 			}
 			i++;
 			if (i < len && line[i] != ' ' && line[i] != '\t') {
-				seterr(msg, msglen,
+				ncg_seterr(msg, msglen,
 				       "no space after a quoted string");
 				return -EINVAL;
 			}
@@ -427,7 +416,7 @@ split(const char *line, size_t len, char *buf, char *words[3], char *msg,
 			     i++) {
 				c = (unsigned char)line[i];
 				if (c == '"') {
-					seterr(msg, msglen,
+					ncg_seterr(msg, msglen,
 					       "a quote inside a word");
 					return -EINVAL;
 				}
@@ -440,7 +429,7 @@ split(const char *line, size_t len, char *buf, char *words[3], char *msg,
 	}
 	return n;
 control:
-	seterr(msg, msglen, "control character 0x%02x",
+	ncg_seterr(msg, msglen, "control character 0x%02x",
 	       (unsigned)(unsigned char)line[i]);
 	return -EINVAL;
 }
@@ -454,7 +443,7 @@ parse_line(struct sconf *sc, const char *line, size_t len, unsigned lineno,
 	int n;
 
 	if (len > SCONF_MAX_LINE) {
-		seterr(msg, msglen, "line too long (more than %d bytes)",
+		ncg_seterr(msg, msglen, "line too long (more than %d bytes)",
 		       SCONF_MAX_LINE);
 		return -EINVAL;
 	}
@@ -467,7 +456,7 @@ parse_line(struct sconf *sc, const char *line, size_t len, unsigned lineno,
 		return -EINVAL;
 	}
 	if (n != 2) {
-		seterr(msg, msglen, "'%s' takes one value%s", kw->kw_name,
+		ncg_seterr(msg, msglen, "'%s' takes one value%s", kw->kw_name,
 		       n > 2 ? " (quote values with spaces)" : "");
 		return -EINVAL;
 	}
@@ -488,19 +477,19 @@ sconf_parse_string(const char *name, const char *text, size_t len,
 	if (name == NULL)
 		name = SCONF_UNNAMED;
 	if (len > SCONF_MAX_FILE) {
-		seterr(err, errlen, "%s: file too large (more than %d bytes)",
+		ncg_seterr(err, errlen, "%s: file too large (more than %d bytes)",
 		       name, SCONF_MAX_FILE);
 		return -EFBIG;
 	}
 	if ((rc = sconf_new(&sc)) != 0) {
-		seterr(err, errlen, "%s: out of memory", name);
+		ncg_seterr(err, errlen, "%s: out of memory", name);
 		return rc;
 	}
 	free(sc->sc_file);
 	if ((sc->sc_file = strdup(name)) == NULL ||
 	    (buf = malloc(SCONF_MAX_LINE + 3)) == NULL) {
 		sconf_free(sc);
-		seterr(err, errlen, "%s: out of memory", name);
+		ncg_seterr(err, errlen, "%s: out of memory", name);
 		return -ENOMEM;
 	}
 	for (line = text; line < end; line = nl + 1) {
@@ -511,15 +500,15 @@ sconf_parse_string(const char *name, const char *text, size_t len,
 		if (ll > 0 && line[ll - 1] == '\r')
 			ll--;
 		if (memchr(line, '\0', ll) != NULL) {
-			seterr(msg, sizeof(msg), "NUL byte");
+			ncg_seterr(msg, sizeof(msg), "NUL byte");
 			rc = -EINVAL;
 		} else
 			rc = parse_line(sc, line, ll, lineno, buf, msg,
 			                sizeof(msg));
 		if (rc == -ENOMEM)
-			seterr(msg, sizeof(msg), "out of memory");
+			ncg_seterr(msg, sizeof(msg), "out of memory");
 		if (rc != 0) {
-			seterr(err, errlen, "%s:%u: %s", name, lineno, msg);
+			ncg_seterr(err, errlen, "%s:%u: %s", name, lineno, msg);
 			break;
 		}
 	}
@@ -545,16 +534,16 @@ sconf_parse_file(const char *path, struct sconf **out, char *err, size_t errlen)
 
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) == -1) {
 		rc = -errno;
-		seterr(err, errlen, "%s: %s", path, strerror(errno));
+		ncg_seterr(err, errlen, "%s: %s", path, strerror(errno));
 		return rc;
 	}
 	if (fstat(fd, &st) == -1) {
 		rc = -errno;
-		seterr(err, errlen, "%s: %s", path, strerror(errno));
+		ncg_seterr(err, errlen, "%s: %s", path, strerror(errno));
 		goto out;
 	}
 	if (!S_ISREG(st.st_mode)) {
-		seterr(err, errlen, "%s: not a regular file", path);
+		ncg_seterr(err, errlen, "%s: not a regular file", path);
 		rc = -EINVAL;
 		goto out;
 	}
@@ -566,7 +555,7 @@ sconf_parse_file(const char *path, struct sconf **out, char *err, size_t errlen)
 	for (;;) {
 		if (len == cap) {
 			if (cap > SCONF_MAX_FILE) {
-				seterr(err, errlen,
+				ncg_seterr(err, errlen,
 				       "%s: file too large (more than %d "
 				       "bytes)",
 				       path, SCONF_MAX_FILE);
@@ -584,7 +573,7 @@ sconf_parse_file(const char *path, struct sconf **out, char *err, size_t errlen)
 			continue;
 		if (n == -1) {
 			rc = -errno;
-			seterr(err, errlen, "%s: %s", path, strerror(errno));
+			ncg_seterr(err, errlen, "%s: %s", path, strerror(errno));
 			goto out;
 		}
 		if (n == 0)
@@ -594,7 +583,7 @@ sconf_parse_file(const char *path, struct sconf **out, char *err, size_t errlen)
 	rc = sconf_parse_string(path, text, len, out, err, errlen);
 	goto out;
 nomem:
-	seterr(err, errlen, "%s: out of memory", path);
+	ncg_seterr(err, errlen, "%s: out of memory", path);
 	rc = -ENOMEM;
 out:
 	free(text);
@@ -659,7 +648,7 @@ check_path(const struct sconf *sc, enum sconf_key k, const char *kwname,
 	if (path == NULL || path[0] != '/') {
 		if (path != NULL && dash_ok && strcmp(path, "-") == 0)
 			return 0;
-		seterr(err, errlen, "%s: %s: '%.64s' is not an absolute path%s",
+		ncg_seterr(err, errlen, "%s: %s: '%.64s' is not an absolute path%s",
 		       where(sc, sc->sc_line[k], pos, sizeof(pos)), kwname,
 		       path != NULL ? path : "", dash_ok ? " or \"-\"" : "");
 		return -EINVAL;
@@ -723,7 +712,7 @@ check_ranges(const struct sconf *sc, char *err, size_t errlen)
 		if ((v == 0 && r->r_zero_ok) ||
 		    (v >= r->r_min && v <= r->r_max))
 			continue;
-		seterr(err, errlen, "%s: %s: %u is out of range (%s%u..%u)",
+		ncg_seterr(err, errlen, "%s: %s: %u is out of range (%s%u..%u)",
 		       where(sc, sc->sc_line[r->r_key], pos, sizeof(pos)),
 		       r->r_name, v, r->r_zero_ok ? "0 or " : "", r->r_min,
 		       r->r_max);
@@ -743,14 +732,14 @@ sconf_validate(const struct sconf *sc, char *err, size_t errlen)
 	int rc;
 
 	if (sc->sc_nlisten == 0) {
-		seterr(err, errlen, "%s: no listen address", sc->sc_file);
+		ncg_seterr(err, errlen, "%s: no listen address", sc->sc_file);
 		return -EINVAL;
 	}
 	for (i = 0; i < sc->sc_nlisten; i++) {
 		l = &sc->sc_listen[i];
 		if (strcmp(l->li_host, "*") != 0 &&
 		    !sconf_name_valid(l->li_host)) {
-			seterr(err, errlen,
+			ncg_seterr(err, errlen,
 			       "%s: listen: '%.64s' is not an address or host "
 			       "name",
 			       where(sc, l->li_line, pos, sizeof(pos)),
@@ -758,7 +747,7 @@ sconf_validate(const struct sconf *sc, char *err, size_t errlen)
 			return -EINVAL;
 		}
 		if (l->li_port == 0) {
-			seterr(err, errlen,
+			ncg_seterr(err, errlen,
 			       "%s: listen: port 0 is out of range (1..65535)",
 			       where(sc, l->li_line, pos, sizeof(pos)));
 			return -EINVAL;
@@ -778,14 +767,14 @@ sconf_validate(const struct sconf *sc, char *err, size_t errlen)
 	                     sc->sc_audit_log, 0, err, errlen)) != 0)
 		return rc;
 	if (strlen(sc->sc_operator_socket) > SCONF_MAX_SOCKET_PATH) {
-		seterr(err, errlen,
+		ncg_seterr(err, errlen,
 		       "%s: operator-socket: path longer than %d bytes",
 		       where(sc, ln[SCONF_K_OPERATOR_SOCKET], pos, sizeof(pos)),
 		       SCONF_MAX_SOCKET_PATH);
 		return -EINVAL;
 	}
 	if (sc->sc_operator_socket_mode > 0777) {
-		seterr(err, errlen,
+		ncg_seterr(err, errlen,
 		       "%s: operator-socket-mode: %04o is more than 0777",
 		       where(sc, ln[SCONF_K_OPERATOR_SOCKET_MODE], pos,
 		             sizeof(pos)),
@@ -794,7 +783,7 @@ sconf_validate(const struct sconf *sc, char *err, size_t errlen)
 	}
 	if (sc->sc_operator_socket_group != NULL &&
 	    !group_valid(sc->sc_operator_socket_group)) {
-		seterr(err, errlen,
+		ncg_seterr(err, errlen,
 		       "%s: operator-socket-group: '%.64s' is not a group name",
 		       where(sc, ln[SCONF_K_OPERATOR_SOCKET_GROUP], pos,
 		             sizeof(pos)),
@@ -804,12 +793,12 @@ sconf_validate(const struct sconf *sc, char *err, size_t errlen)
 	for (i = 0; i < sc->sc_nnames; i++) {
 		nm = &sc->sc_names[i];
 		if (nm->nm_name[0] == '\0') {
-			seterr(err, errlen, "%s: name: empty",
+			ncg_seterr(err, errlen, "%s: name: empty",
 			       where(sc, nm->nm_line, pos, sizeof(pos)));
 			return -EINVAL;
 		}
 		if (!sconf_name_valid(nm->nm_name)) {
-			seterr(err, errlen,
+			ncg_seterr(err, errlen,
 			       "%s: name: '%.64s' is not a DNS name or IP "
 			       "address",
 			       where(sc, nm->nm_line, pos, sizeof(pos)),
