@@ -185,7 +185,9 @@ session_close_send(struct session *s)
 		return;
 	s->se_closing_send = 1;
 	send_output(s, NULL, 0, 1);
-	grpc_call_close_send(s->se_call);
+	/* Sending the last bytes may have ended the call (grpc.h). */
+	if (s->se_call != NULL)
+		grpc_call_close_send(s->se_call);
 }
 
 /* Process side. */
@@ -282,9 +284,22 @@ on_call_message(struct grpc_call *c, const uint8_t *msg, size_t len,
 	}
 	if (s->se_proc != NULL) {
 		if (cmd != NULL && (cmd->len > 0 || add_newline)) {
-			proc_write(s->se_proc, cmd->data, cmd->len);
-			if (add_newline)
-				proc_write(s->se_proc, (const uint8_t *)"\n", 1);
+			int rc = proc_write(s->se_proc, cmd->data, cmd->len);
+
+			if (rc == 0 && add_newline)
+				rc = proc_write(s->se_proc,
+						(const uint8_t *)"\n", 1);
+			if (rc != 0) {
+				/* Input would be lost: end the session. */
+				session_reason(s, rc == -EPIPE
+							  ? "process closed its "
+							    "input"
+							  : "cannot queue input");
+				ncgrpc__wire__command_get_response__free_unpacked(
+					r, NULL);
+				grpc_call_cancel(c);
+				return;
+			}
 			s->se_stats.ss_bytes_down += cmd->len + add_newline;
 			if (s->se_type == SESSION_NETCONF && !s->se_hello_done &&
 			    is_hello(cmd->data, cmd->len)) {

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include "certgen.h"
@@ -123,9 +124,21 @@ read_secret(char **out)
 	char *buf;
 	ssize_t n;
 
-	if (isatty(STDIN_FILENO))
+	struct termios saved, quiet;
+	int echo_off = 0;
+
+	if (isatty(STDIN_FILENO)) {
 		fprintf(stderr, "secret: ");
+		/* A secret typed at a terminal is not shown on it. */
+		if (tcgetattr(STDIN_FILENO, &saved) == 0) {
+			quiet = saved;
+			quiet.c_lflag &= ~(tcflag_t)ECHO;
+			echo_off = tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet) == 0;
+		}
+	}
 	if ((buf = malloc(cap + 1)) == NULL) {
+		if (echo_off)
+			tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved);
 		cli_err("out of memory");
 		return -1;
 	}
@@ -134,14 +147,20 @@ read_secret(char **out)
 		n = read(STDIN_FILENO, buf + len, 1);
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n < 0) {
-			cli_err("reading the secret: %s", strerror(errno));
-			free(buf);
-			return -1;
-		}
+		if (n < 0)
+			break;
 		if (n == 0 || buf[len] == '\n')
 			break;
 		len++;
+	}
+	if (echo_off) {
+		tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved);
+		fputc('\n', stderr);
+	}
+	if (n < 0) {
+		cli_err("reading the secret: %s", strerror(errno));
+		free(buf);
+		return -1;
 	}
 	if (len > 0 && buf[len - 1] == '\r')
 		len--;

@@ -42,7 +42,7 @@ static const struct {
 	int sg_exit;
 } sess_signals[] = {
 	{SIGINT, 130},
-	{SIGQUIT, 130},
+	{SIGQUIT, 131},
 	{SIGTERM, 143},
 	{SIGHUP, 129},
 };
@@ -198,11 +198,10 @@ input_eof(void)
 /*
  * Sends what was read; stops reading while the call's queue is full.
  *
- * ncgrpcd cuts shell input into lines in a buffer of one line's size
- * (64 KiB), into which each data message is appended whole.  So shell
- * input goes out as: the end of the current line, then whole lines, then
- * the start of the next line; each message then fits whenever the lines
- * do.
+ * ncgrpcd cuts shell input into lines; only a single line over 64 KiB is
+ * refused.  Shell input still goes out split at line ends (the end of the
+ * current line, whole lines, the start of the next), which keeps each
+ * message small.
  */
 static void
 input_data(const char *buf, size_t len)

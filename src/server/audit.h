@@ -1,6 +1,8 @@
 /*
- * The audit log of ncgrpcd: one line per event, "TIME event=NAME k=v ...",
- * values quoted when they hold spaces or quotes.  Secrets never go here.
+ * The audit log of ncgrpcd: one line per event, "TIME event=NAME k=v ...".
+ * A value is quoted when it is empty or holds spaces, quotes, backslashes,
+ * control bytes or bytes >= 0x7f; inside quotes, '"' and '\' are escaped
+ * and control bytes are written \xNN.  Secrets never go here.
  */
 #ifndef NCGRPC_AUDIT_H
 #define NCGRPC_AUDIT_H

@@ -241,8 +241,12 @@ static void
 device_maybe_gone(struct broker *b, struct device *d, const char *why)
 {
 	(void)why;
-	if (d->dv_nidle > 0 || d->dv_nsessions > 0 || d->dv_empty_since != 0)
+	if (d->dv_nidle > 0 || d->dv_nsessions > 0)
 		return;
+	/* Counted from the latest time it became empty; the list stays in
+	 * that order. */
+	if (d->dv_empty_since != 0)
+		TAILQ_REMOVE(&b->b_empty, d, dv_empty);
 	d->dv_empty_since = uv_now(b->b_loop);
 	if (d->dv_empty_since == 0)
 		d->dv_empty_since = 1;
@@ -298,18 +302,21 @@ unary_collect(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 	ic->ic_len = len;
 }
 
-static void
+/* Returns 0, or the error of the allocation or of grpc_call_send(). */
+static int
 send_message(struct grpc_call *c, const ProtobufCMessage *m)
 {
 	uint8_t stack[256], *buf = stack;
 	size_t len = protobuf_c_message_get_packed_size(m);
+	int rc;
 
 	if (len > sizeof(stack) && (buf = malloc(len)) == NULL)
-		return;
+		return -ENOMEM;
 	protobuf_c_message_pack(m, buf);
-	grpc_call_send(c, buf, len);
+	rc = grpc_call_send(c, buf, len);
 	if (buf != stack)
 		free(buf);
+	return rc;
 }
 
 static void
@@ -475,6 +482,20 @@ on_verified(void *arg, int result)
 	os_try_grant(b, d);
 }
 
+/*
+ * The registry's device id syntax, checked before the id is logged: an
+ * unauthenticated peer must not be able to write newlines or escape
+ * sequences into our log.
+ */
+static int
+device_id_ok(const char *id)
+{
+	size_t n = strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+			      "0123456789._:@-");
+
+	return n > 0 && n < 256 && id[n] == '\0';
+}
+
 static void
 init_half_close(struct grpc_call *c, void *arg)
 {
@@ -493,10 +514,7 @@ init_half_close(struct grpc_call *c, void *arg)
 		free(ic->ic_req);
 		ic->ic_req = NULL;
 	}
-	if (req == NULL || req->device_id[0] == '\0' ||
-	    strlen(req->device_id) >= sizeof(ic->ic_id) ||
-	    !utf8_valid((const uint8_t *)req->device_id,
-			strlen(req->device_id))) {
+	if (req == NULL || !device_id_ok(req->device_id)) {
 		if (req != NULL)
 			jnx__jet__netconf__ncgrpc_initialize_request__free_unpacked(
 				req, NULL);
@@ -596,6 +614,8 @@ os_maybe_free(struct opsess *os)
 
 		os->os_devp = NULL;
 		d->dv_nsessions--;
+		/* A request waiting at the session limit may go now. */
+		os_try_grant(os->os_b, d);
 		device_maybe_gone(os->os_b, d, "last session ended");
 	}
 	uv_close((uv_handle_t *)&os->os_timer, on_os_timer_closed);
@@ -625,11 +645,23 @@ os_type_name(const struct opsess *os)
 	return os->os_type == BROKER_SHELL ? "shell" : "netconf";
 }
 
+/*
+ * A session that cannot queue its bytes would lose some: out of memory in
+ * a connection ends that session (STYLE rule 9).  The caller holds os.
+ */
+static void
+send_failed(struct opsess *os, int rc)
+{
+	if (rc != 0 && rc != -EPIPE)
+		os_end(os, GRPC_STATUS_RESOURCE_EXHAUSTED,
+		       "out of memory while relaying the session");
+}
+
 static void
 send_output(struct opsess *os, const Ncgrpc__Operator__V1__SessionOutput *o)
 {
 	if (os->os_op != NULL)
-		send_message(os->os_op, &o->base);
+		send_failed(os, send_message(os->os_op, &o->base));
 }
 
 /*
@@ -673,9 +705,11 @@ os_end(struct opsess *os, int status, const char *reason)
 			send_output(os, &out);
 		}
 	}
-	if (os->os_op != NULL)
-		grpc_call_finish(os->os_op, status,
-				 status == GRPC_STATUS_OK ? NULL : reason, NULL);
+	if (os->os_op != NULL &&
+	    grpc_call_finish(os->os_op, status,
+			     status == GRPC_STATUS_OK ? NULL : reason,
+			     NULL) == -ENOMEM && os->os_op != NULL)
+		grpc_call_cancel(os->os_op);
 	if (os->os_dev != NULL && !os->os_dev_finished)
 		grpc_call_cancel(os->os_dev);
 	os_release(os);
@@ -695,6 +729,12 @@ on_os_timeout(uv_timer_t *t)
 			snprintf(msg, sizeof(msg),
 				 "device '%s' is not connected", os->os_device);
 			os_end(os, GRPC_STATUS_NOT_FOUND, msg);
+		} else if (d->dv_nsessions >= b->b_opts.bo_session_limit) {
+			snprintf(msg, sizeof(msg),
+				 "device '%s' has reached its limit of %u "
+				 "sessions",
+				 os->os_device, b->b_opts.bo_session_limit);
+			os_end(os, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
 		} else {
 			snprintf(msg, sizeof(msg),
 				 "no free connection to device '%s' (%u "
@@ -778,8 +818,10 @@ send_to_device(struct opsess *os, int kind, const uint8_t *data, size_t len,
 	 * else: invalid bytes become U+FFFD (SPEC section 2).
 	 */
 	if (len > 0 && !utf8_valid(data, len)) {
-		if ((clean = malloc(len * 3)) == NULL)
+		if ((clean = malloc(len * 3)) == NULL) {
+			send_failed(os, -ENOMEM);
 			return;
+		}
 		bd.len = utf8_sanitize(data, len, clean);
 		bd.data = clean;
 	}
@@ -794,7 +836,7 @@ send_to_device(struct opsess *os, int kind, const uint8_t *data, size_t len,
 	}
 	r.kill_signal = sig;
 	os->os_to_dev += len;
-	send_message(os->os_dev, &r.base);
+	send_failed(os, send_message(os->os_dev, &r.base));
 	free(clean);
 }
 
@@ -945,12 +987,16 @@ op_on_half_close(struct grpc_call *c, void *arg)
 	struct opsess *os = arg;
 
 	(void)c;
+	if (os->os_state != OS_ACTIVE)
+		return;
+	os_hold(os);
 	/* A last shell line without its newline is still a line. */
-	if (os->os_type == BROKER_SHELL && os->os_state == OS_ACTIVE) {
-		os_hold(os);
+	if (os->os_type == BROKER_SHELL)
 		flush_lines(os, 1);
-		os_release(os);
-	}
+	else if (ncframe_eof(&os->os_nf) < 0 || flush_netconf(os) < 0)
+		os_end(os, GRPC_STATUS_INVALID_ARGUMENT,
+		       "input ended inside a NETCONF message");
+	os_release(os);
 }
 
 static void
@@ -1064,8 +1110,9 @@ dev_on_message(struct grpc_call *c, const uint8_t *msg, size_t len,
 			os_release(os);
 			return;
 		}
-		if (os->os_op != NULL &&
-		    ncframe_pending(&os->os_nf) < BROKER_MAX_PENDING)
+		if (os->os_op != NULL && os->os_dev != NULL &&
+		    ncframe_pending(&os->os_nf) < BROKER_MAX_PENDING &&
+		    grpc_call_queued(os->os_dev) < GRPC_CALL_HIWAT)
 			grpc_call_resume(os->os_op);
 	}
 	out.output_case = NCGRPC__OPERATOR__V1__SESSION_OUTPUT__OUTPUT_DATA;
@@ -1236,9 +1283,34 @@ broker_new(uv_loop_t *loop, const struct broker_opts *opts,
 void
 broker_set_registry(struct broker *b, struct registry *reg)
 {
+	struct initcall *ic;
+	struct device *d;
+	size_t i;
+
 	/* Checks in flight hold their own reference (registry.h). */
 	registry_free(b->b_reg);
 	b->b_reg = reg;
+	/*
+	 * A device taken out of the registry keeps no idle connection: it
+	 * was authenticated under the old registry.  Sessions running now
+	 * are left to end on their own.
+	 */
+	for (i = 0; i < BROKER_BUCKETS; i++)
+		for (d = b->b_buckets[i]; d != NULL; d = d->dv_next) {
+			if (registry_has(reg, d->dv_id))
+				continue;
+			while ((ic = TAILQ_FIRST(&d->dv_idle)) != NULL) {
+				TAILQ_REMOVE(&d->dv_idle, ic, ic_entry);
+				d->dv_nidle--;
+				ic->ic_state = INIT_DONE;
+				ic->ic_dev = NULL;
+				grpc_call_finish(ic->ic_call,
+						 GRPC_STATUS_UNAUTHENTICATED,
+						 "device removed from the registry",
+						 NULL);
+			}
+			device_maybe_gone(b, d, "removed from the registry");
+		}
 }
 
 static int
@@ -1301,8 +1373,17 @@ broker_shutdown(struct broker *b, const char *why)
 {
 	struct opsess *os, *next;
 	struct initcall *ic;
+	struct watcher *w, *wnext;
 	struct device *d;
+	struct broker_device_info none;
 	size_t i;
+
+	/* Watchers hear it first, and end their streams. */
+	memset(&none, 0, sizeof(none));
+	for (w = LIST_FIRST(&b->b_watchers); w != NULL; w = wnext) {
+		wnext = LIST_NEXT(w, w_entry);
+		w->w_fn(BROKER_EV_SHUTDOWN, &none, why, w->w_arg);
+	}
 
 	for (os = LIST_FIRST(&b->b_sessions); os != NULL; os = next) {
 		next = LIST_NEXT(os, os_all);

@@ -34,7 +34,7 @@ enum broker_session_type {
 
 struct broker_opts {
 	unsigned bo_session_limit;   /* sessions per device; 0: 32 */
-	unsigned bo_session_wait_ms; /* default wait for a connection; 10 s */
+	unsigned bo_session_wait_ms; /* wait for a connection; 0: 10 s */
 	unsigned bo_join_timeout_ms; /* grant to CommandGet; 0: 15 s */
 };
 
@@ -51,6 +51,7 @@ enum broker_event {
 	BROKER_EV_CONNECTED,
 	BROKER_EV_DISCONNECTED,
 	BROKER_EV_RESTARTED,
+	BROKER_EV_SHUTDOWN, /* the server is going away: end the stream */
 };
 
 typedef void (*broker_watch_fn)(enum broker_event ev,

@@ -66,8 +66,8 @@ usage(int code)
 		"sessions for operators on a local Unix socket "
 		"(see ncgrpc(1)).\n"
 		"\n"
-		"  -f file     configuration (default %s; if missing, the "
-		"defaults)\n"
+		"  -f file     configuration (default %s, whose absence "
+		"means the defaults)\n"
 		"  -n          check the configuration, registry and "
 		"certificate, then exit\n"
 		"  -L logfile  log here instead of log-file; \"-\" is stderr\n"
@@ -359,6 +359,11 @@ load_config(int check)
 	int rc;
 
 	rc = sconf_parse_file(d.conf_path, &d.sc, err, sizeof(err));
+	/* Only the default file may be absent: a named one is a typo away. */
+	if (rc == -ENOENT && strcmp(d.conf_path, NCGRPCD_DEFAULT_CONF) != 0) {
+		fprintf(stderr, "ncgrpcd: %s\n", err);
+		return rc;
+	}
 	if (rc == -ENOENT) {
 		if (check)
 			fprintf(stderr, "ncgrpcd: %s: not found; using the "

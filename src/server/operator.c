@@ -54,13 +54,14 @@ list_on_half_close(struct grpc_call *c, void *arg)
 	Ncgrpc__Operator__V1__ListDevicesResponse resp =
 		NCGRPC__OPERATOR__V1__LIST_DEVICES_RESPONSE__INIT;
 	Ncgrpc__Operator__V1__Device *devs = NULL, **ptrs = NULL;
-	struct broker_device_info *bi;
+	struct broker_device_info *bi = NULL;
 	size_t n, i;
 
 	if (broker_devices(b, &bi, &n) != 0 ||
 	    (n > 0 && ((devs = calloc(n, sizeof(*devs))) == NULL ||
 		       (ptrs = calloc(n, sizeof(*ptrs))) == NULL))) {
 		free(devs);
+		free(bi);
 		grpc_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
 				 "out of memory", NULL);
 		return;
@@ -150,7 +151,17 @@ static void
 on_device_event(enum broker_event ev, const struct broker_device_info *bi,
 		const char *reason, void *arg)
 {
-	send_event(arg, ev, bi, reason);
+	struct watch *w = arg;
+
+	if (ev == BROKER_EV_SHUTDOWN) {
+		if (!w->w_overflow) {
+			w->w_overflow = 1;
+			grpc_call_finish(w->w_call, GRPC_STATUS_UNAVAILABLE,
+					 reason, NULL);
+		}
+		return;
+	}
+	send_event(w, ev, bi, reason);
 }
 
 static void

@@ -1302,7 +1302,7 @@ req_after_work(uv_work_t *w, int status)
 
 /*
  * Settles req at once when no scrypt is needed, returning 1 with
- * rq_result set; 0 sends it to the threadpool.  Also -EAGAIN (returned as
+ * rq_result set; 0 sends it to the threadpool.  Also -EBUSY (returned as
  * 1) when the KDF slots of this id or peer are all busy.
  */
 static int

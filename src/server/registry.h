@@ -164,8 +164,8 @@ void registry_throttle_free(struct registry_throttle *thr);
  * Sets the failures allowed per window for a device id and for a peer, the
  * window length, the verifies allowed to run scrypt at once per id (peers
  * keep REGISTRY_THROTTLE_PEER_INFLIGHT), and the most ids and peers tracked
- * (each); the least recently
- * failing entry is forgotten first.  A zero keeps the current value.
+ * (each); past that, the entry whose window started first is forgotten.
+ * A zero keeps the current value.
  */
 void registry_throttle_set_limits(struct registry_throttle *thr,
                                   unsigned dev_failures, unsigned peer_failures,
