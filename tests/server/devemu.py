@@ -109,6 +109,9 @@ class EmuSession:
                 threading.Thread(target=self._shell_worker, daemon=True).start()
                 self.emit(self.emu.prompt)
             for resp in self.call:
+                gate = self.emu.read_gate
+                if gate is not None:
+                    gate.wait(60)   # a device that stops reading its stream
                 if resp.kill_signal:
                     self.signals.append(resp.kill_signal)
                 which = resp.WhichOneof("command")
@@ -222,6 +225,7 @@ class DevEmu:
         self.server_name = server_name
         self.instance_id = instance_id if instance_id is not None else random.getrandbits(63) + 1
         self.sessions = []
+        self.read_gate = None             # a cleared threading.Event stalls reading
         self.auth_failures = []           # (code, details)
         self.errors = []                  # other Initialize / probe failures
         self.probes = 0

@@ -26,6 +26,7 @@ import socket  # noqa: E402
 import ssl  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 import unittest  # noqa: E402
 import uuid  # noqa: E402
@@ -1081,6 +1082,304 @@ class CliTest(ServerTestCase):
         self.addCleanup(agent.stop)
         agent.start()
         self.op(srv).wait_device("fresh1", 15)
+
+
+# ---------------------------------------------------------------------------
+class ReviewFixesTest(ServerTestCase):
+    """The fixes of the ncgrpcd code review (broker.c, operator.c): each test
+    fails on the code before them."""
+
+    def test_revoked_device_loses_idle_connection(self):
+        """broker_set_registry: a device taken out of the registry keeps no
+        idle connection, is refused when it comes back, and disappears."""
+        srv = self.new_server({"rv-agent": "revoke-agent-secret",
+                               "rv-emu": "revoke-emu-secret", "keep": "keep-secret"})
+        agent = self.new_agent(srv, {"rv-agent": "revoke-agent-secret"})
+        emu = self.new_emu(srv, "rv-emu", "revoke-emu-secret", waittime=0.5)
+        keep = self.new_emu(srv, "keep", "keep-secret")
+        opc = self.op(srv)
+        for dev in ("rv-agent", "rv-emu", "keep"):
+            opc.wait_device(dev, 15)
+        w = opc.watch()
+        amark = agent.log.mark()
+        mark = srv.log.mark()
+        if cli_available():
+            for dev in ("rv-agent", "rv-emu"):
+                p = subprocess.run([CFG["cli"], "-f", srv.conf_path, "device", "remove", dev],
+                                   capture_output=True, timeout=30)
+                self.assertEqual(p.returncode, 0, p.stderr)
+        else:
+            del srv.devices["rv-agent"], srv.devices["rv-emu"]
+            srv.write_registry()
+        srv.log.wait(r"registry reloaded \(.*\): 1 devices", 10, start=mark, alive=srv.alive)
+        # From the reload on, neither revoked device has an idle connection.
+        for dev in ("rv-agent", "rv-emu"):
+            d = opc.device(dev)
+            self.assertTrue(d is None or d.idle_connections == 0, d)
+        # So a session cannot take one (before the fix it got the stale long poll).
+        s = opc.session("rv-emu", "shell", wait_ms=1500)
+        with self.assertRaises(OpError) as cm:
+            s.wait_started(10)
+        self.assertIn(cm.exception.code, (grpc.StatusCode.UNAVAILABLE,
+                                           grpc.StatusCode.NOT_FOUND))
+        self.assertEqual(emu.sessions, [])
+        # The device side was told, on its held Initialize.
+        srvlib.wait_until(lambda: emu.auth_failures, 10, "emulator told UNAUTHENTICATED")
+        self.assertEqual(emu.auth_failures[0],
+                         (grpc.StatusCode.UNAUTHENTICATED, "device removed from the registry"))
+        agent.log.wait(r'client "c0": authentication failed at .*: '
+                       r'device removed from the registry', 10, start=amark)
+        # Both are listed no more once their linger (3 s) is over.
+        for dev in ("rv-agent", "rv-emu"):
+            ev = w.wait_for(Kind.DISCONNECTED, dev, 10)
+            self.assertEqual(ev.reason, "no connection left")
+        self.assertEqual([d.device_id for d in opc.list_devices()], ["keep"])
+        # A session for it now finds no device at all.
+        t0 = time.monotonic()
+        s = opc.session("rv-agent", "shell", wait_ms=1500)
+        with self.assertRaises(OpError) as cm:
+            s.wait_started(10)
+        self.assertEqual(cm.exception.code, grpc.StatusCode.NOT_FOUND)
+        self.assertIn("not connected", cm.exception.details)
+        self.assertGreaterEqual(time.monotonic() - t0, 1.4)
+        # They keep trying, and keep being refused as unknown (then, as both
+        # fail from 127.0.0.1, as throttled).
+        refused = ("invalid device id or secret", "too many failed attempts; try again later")
+        n = len(emu.auth_failures)
+        srvlib.wait_until(lambda: len(emu.auth_failures) > n, 10, "emulator refused again")
+        for code, details in emu.auth_failures[1:]:
+            self.assertEqual(code, grpc.StatusCode.UNAUTHENTICATED)
+            self.assertIn(details, refused)
+        agent.log.wait(r'client "c0": authentication failed at .*: (%s)' % "|".join(refused),
+                       10, start=amark)
+        for dev in ("rv-emu", "rv-agent"):
+            f = self.wait_audit(srv, "auth-failed", device=dev)
+            self.assertIn(f["reason"], ("unknown-device", "throttled"))
+        self.assertIsNone(opc.device("rv-emu"))
+        self.assertIsNone(opc.device("rv-agent"))
+        # The device still in the registry was not touched.
+        self.assertEqual(keep.auth_failures, [])
+        d = opc.wait_device("keep", 5)
+        self.assertGreaterEqual(d.idle_connections, 1)
+        k = opc.session("keep", "shell", wait_ms=5000)
+        k.wait_started(10)
+        k.read_until(b"emu% ", 10)
+
+    def test_malformed_device_id_not_logged(self):
+        """device_id_ok: an id outside the registry syntax is refused with
+        INVALID_ARGUMENT before anything logs it."""
+        srv = self.new_server({"good": "good-secret-123"})
+        forged = "2030-01-01T00:00:00.000Z ncgrpcd[1] info: forged"
+        bad = ["x\n" + forged, "x\r" + forged, "esc\x1b[31mred", "", "a" * 256,
+               "sp ace", "caf\u00e9", "semi;colon", "tab\tid"]
+        for dev in bad:
+            code, details = devemu.initialize_once(srv.target(), srv.cert_pem(), dev,
+                                                   "any-secret-123")
+            self.assertEqual(code, grpc.StatusCode.INVALID_ARGUMENT, (dev, details))
+        # Ids in the syntax go on to the registry (unknown: UNAUTHENTICATED).
+        for dev in ("a" * 255, "Unknown_dev.1:x@y-z"):
+            code, details = devemu.initialize_once(srv.target(), srv.cert_pem(), dev,
+                                                   "any-secret-123")
+            self.assertEqual(code, grpc.StatusCode.UNAUTHENTICATED, (dev, details))
+        self.wait_audit(srv, "auth-failed", device="Unknown_dev.1:x@y-z")
+        # A device that gets in: the log has caught up past the bad ids.
+        self.new_emu(srv, "good", "good-secret-123")
+        srv.log.wait(r'device "good" connected', 10)
+        for path in (srv.log.path, srv.audit.path, srv.stdout_path):
+            with open(path, "rb") as f:
+                data = f.read()
+            for line in data.split(b"\n"):
+                self.assertFalse(line.startswith(b"2030-01-01T00:00:00.000Z ncgrpcd[1]"),
+                                 "forged line in %s: %r" % (path, line))
+            self.assertNotIn(b"forged", data, path)
+            self.assertNotIn(b"\x1b", data, path)
+            self.assertNotIn(b"\r", data, path)
+        for line in srv.log.lines():
+            self.assertRegex(line, srvlib.LOG_RX)
+        self.assertTrue(srv.alive())
+
+    def _limit_pair(self, wait_b):
+        """session-limit 1; A and B wait for a device that is not connected
+        yet; it connects: A gets it, B is left waiting at the limit."""
+        srv = self.new_server({"lim": "limit-secret"}, extra=["session-limit 1"])
+        opc = self.op(srv)
+        a = opc.session("lim", "shell", wait_ms=20000)
+        time.sleep(0.3)   # A is the older request
+        b = opc.session("lim", "shell", wait_ms=wait_b)
+        agent = self.new_agent(srv, {"lim": "limit-secret"})
+        a.wait_started(15)
+        sh_prepare(a)
+        return srv, opc, agent, a, b
+
+    def test_session_limit_wait_is_served(self):
+        """os_maybe_free -> os_try_grant: a request waiting at the session
+        limit gets the device's idle connection when a session ends."""
+        _, opc, _, a, b = self._limit_pair(20000)
+        # The agent has an idle connection again, and B must not take it.
+        d = opc.wait_device("lim", 10)
+        self.assertEqual(d.active_sessions, 1)
+        self.assertFalse(b.started_ev.wait(1.0), "B started past the limit: %s %s"
+                         % (b.code, b.details))
+        self.assertEqual(sh_run(a, "echo A-alive"), b"A-alive\n")
+        t0 = time.monotonic()
+        a.send("exit\n")
+        a.read_all(10)
+        self.assertEqual(a.code, grpc.StatusCode.OK, a.details)
+        b.wait_started(15)
+        self.assertLess(b.t_started - t0, 10)
+        self.assertNotEqual(b.started.session_id, a.started.session_id)
+        sh_prepare(b)
+        self.assertEqual(sh_run(b, "echo B-$((6*7))"), b"B-42\n")
+        self.assertEqual(opc.device("lim").active_sessions, 1)
+        b.send("exit\n")
+        b.read_all(10)
+        self.assertEqual(b.code, grpc.StatusCode.OK, b.details)
+
+    def test_session_limit_wait_times_out_resource_exhausted(self):
+        """on_os_timeout: a request still at the session limit when its
+        wait_ms is over fails with RESOURCE_EXHAUSTED, not UNAVAILABLE."""
+        _, _, _, a, b = self._limit_pair(3000)
+        with self.assertRaises(OpError) as cm:
+            b.wait_started(15)
+        self.assertEqual(cm.exception.code, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                         cm.exception.details)
+        self.assertIn("limit of 1 sessions", cm.exception.details)
+        self.assertGreaterEqual(b.t_done - b.t_open, 2.8)
+        self.assertIsNone(b.started)
+        self.assertEqual(sh_run(a, "echo A-still"), b"A-still\n")
+
+    def test_netconf_input_ends_inside_message(self):
+        """op_on_half_close: NETCONF input that ends inside a message ends the
+        session with INVALID_ARGUMENT instead of leaving it open."""
+        srv = self.new_server({"nct": "nc-trunc-secret"})
+        emu = self.new_emu(srv, "nct", "nc-trunc-secret")
+        opc = self.op(srv)
+        opc.wait_device("nct", 15)
+        s = opc.session("nct", "netconf", wait_ms=10000)
+        s.wait_started(15)
+        s.read_until(EOM, 10)
+        whole = CLIENT_HELLO + rpc(1, "<get-config><source><running/></source></get-config>")
+        s.send(whole)
+        self.assertIn(b'message-id="1"', s.read_until(EOM, 10))
+        s.send(b'<rpc message-id="2" xmlns="%s"><get-config><source>' % NC_NS.encode())
+        s.close_input()
+        s.wait_done(10)
+        self.assertEqual(s.code, grpc.StatusCode.INVALID_ARGUMENT, s.details)
+        self.assertEqual(s.details, "input ended inside a NETCONF message")
+        self.assertIsNotNone(s.ended)
+        self.assertEqual(s.ended.reason, "input ended inside a NETCONF message")
+        self.assertEqual(s.ended.bytes_to_device, len(whole))
+        es = emu.sessions[0]
+        es.ended.wait(10)
+        self.assertEqual(es.operations, ["get-config"])
+        f = self.wait_audit(srv, "session-end", session=str(s.started.session_id))
+        self.assertEqual(f["reason"], "input ended inside a NETCONF message")
+        # Control: a half-close right after a whole message is no error.
+        n = opc.session("nct", "netconf", wait_ms=10000)
+        n.wait_started(15)
+        n.read_until(EOM, 10)
+        n.send(CLIENT_HELLO + rpc(3, "<close-session/>"))
+        n.close_input()
+        self.assertIn(b"<ok/>", n.read_until(EOM, 10))
+        n.wait_done(10)
+        self.assertEqual(n.code, grpc.StatusCode.OK, n.details)
+        self.assertEqual(n.ended.reason, "device closed the session")
+
+    def test_watch_ends_at_shutdown(self):
+        """BROKER_EV_SHUTDOWN: WatchDevices streams end with UNAVAILABLE at
+        once instead of holding the shutdown to its grace period."""
+        srv = self.new_server({"wsd": "watch-sd-secret"})
+        self.new_emu(srv, "wsd", "watch-sd-secret")
+        opc = self.op(srv)
+        opc.wait_device("wsd", 15)
+        w = opc.watch(include_current=True)
+        w2 = opc.watch(include_current=True)
+        for x in (w, w2):   # both watches are live on the server
+            self.assertEqual(x.next(10).device.device_id, "wsd")
+        t0 = time.monotonic()
+        srv.send_signal(signal.SIGTERM)
+        for x in (w, w2):
+            self.assertTrue(x.done.wait(3), "WatchDevices still open after SIGTERM")
+            self.assertEqual(x.code, grpc.StatusCode.UNAVAILABLE, x.details)
+            self.assertIn("shutting down", x.details)
+        self.assertLess(time.monotonic() - t0, 3)
+        rc = srv.proc.wait(3)
+        self.assertEqual(rc, 0, srv.log.tail())
+        self.assertLess(time.monotonic() - t0, 3)
+
+    def test_shell_line_limit_is_per_line(self):
+        """take_lines: 200 KiB of short lines in one data message is fine;
+        one line over 64 KiB ends the session with RESOURCE_EXHAUSTED."""
+        srv = self.new_server({"big": "big-lines-secret"})
+        agent = self.new_agent(srv, {"big": "big-lines-secret"})
+        opc = self.op(srv)
+        opc.wait_device("big", 15)
+        s = self.shell(opc, "big")
+        pad = "x" * (100 - len("echo L00000 \n"))
+        n = 200 * 1024 // 100
+        data = "".join("echo L%05d %s\n" % (i, pad) for i in range(n)).encode()
+        self.assertEqual(len(data), 200 * 1024 - 200 * 1024 % 100)
+        self.assertTrue(all(len(ln) == 99 for ln in data.split(b"\n")[:-1]))
+        s.send(data)
+        out = s.read_until(("L%05d %s\n" % (n - 1, pad)).encode(), 60)
+        got = re.findall(rb"L(\d{5}) " + pad.encode() + rb"\n", out)
+        self.assertEqual([int(x) for x in got], list(range(n)))
+        self.assertEqual(sh_run(s, "echo after"), b"after\n")
+        s.send(b"echo " + b"y" * (100 * 1024))
+        s.send(b"\n")
+        s.wait_done(15)
+        self.assertEqual(s.code, grpc.StatusCode.RESOURCE_EXHAUSTED, s.details)
+        self.assertEqual(s.details, "input message or line too long")
+        self.assertIsNotNone(s.ended)
+        self.assertEqual(s.ended.reason, "input message or line too long")
+        self.assertNotIn(b"yyyyyyyy", s.read_all(1))
+        agent.log.wait(r'session 1 \(shell\) ended', 15)
+        f = self.wait_audit(srv, "session-end", session=str(s.started.session_id))
+        self.assertEqual(f["reason"], "input message or line too long")
+        # The device serves the next session.
+        s2 = self.shell(opc, "big")
+        self.assertEqual(sh_run(s2, "echo next"), b"next\n")
+
+    def test_netconf_device_not_reading_bounds_memory(self):
+        """dev_on_message: device output resumes the operator only while the
+        device's queue has room, so a device that stops reading while it
+        writes does not let operator input pile up in ncgrpcd."""
+        srv = self.new_server({"slow": "slow-reader-secret"})
+        emu = self.new_emu(srv, "slow", "slow-reader-secret")
+        opc = self.op(srv)
+        opc.wait_device("slow", 15)
+        s = opc.session("slow", "netconf", wait_ms=10000)
+        s.wait_started(15)
+        s.read_until(EOM, 10)
+        s.send(CLIENT_HELLO + rpc(1, "<get/>"))
+        s.read_until(EOM, 10)      # the framing is decided; the device answers
+        es = emu.sessions[0]
+        emu.read_gate = threading.Event()
+        self.addCleanup(emu.read_gate.set)
+        time.sleep(0.5)
+        before = srvlib.rss_kib(srv.pid)
+        big = rpc(2, "<get><filter>%s</filter></get>" % ("z" * (256 * 1024)))
+        for _ in range(120):       # 30 MiB the device never reads
+            s.send(big)
+        stop = threading.Event()
+
+        def ticks():
+            while not stop.is_set():
+                es.emit("<!-- tick -->\n")
+                time.sleep(0.01)
+        th = threading.Thread(target=ticks, daemon=True)
+        th.start()
+        try:
+            srvlib.wait_until(lambda: s.received() > 300 * 14 + 2000, 20, "device output")
+        finally:
+            stop.set()
+            th.join(5)
+        time.sleep(0.5)
+        grown = srvlib.rss_kib(srv.pid) - before
+        sys.stderr.write("[ncgrpcd grew %d KiB] " % grown)
+        self.assertLess(grown, 12 * 1024, "ncgrpcd queued operator input for a device "
+                        "that does not read")
+        self.assertFalse(s.done.is_set(), s.details)
 
 
 def main():
