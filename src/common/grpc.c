@@ -736,6 +736,13 @@ call_process(struct grpc_call *c)
 		buf_consume(&c->cl_rbuf, (size_t)n);
 		h2_consume(c->cl_conn->gc_h2, c->cl_stream_id, (size_t)n);
 	}
+	/*
+	 * Once the peer has half-closed no more input can arrive, so an
+	 * emptied read queue is given back: a device's long poll keeps its
+	 * call open for hours after its one request.
+	 */
+	if (c->cl_remote_closed && buf_len(&c->cl_rbuf) == 0)
+		buf_free(&c->cl_rbuf);
 	if (c->cl_paused || c->cl_ended || c->cl_input_dead ||
 	    !c->cl_remote_closed || buf_len(&c->cl_rbuf) > 0 ||
 	    c->cl_half_close_told)

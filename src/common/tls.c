@@ -992,13 +992,13 @@ alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
 #define TLS_BIO_KEEP (64 * 1024)
 
 static void
-trim_bio(struct tls_conn *c, int rbio)
+trim_bio(struct tls_conn *c, int rbio, size_t keep)
 {
 	BIO *old = rbio ? c->c_rbio : c->c_wbio, *b;
 	BUF_MEM *bm = NULL;
 
 	if (BIO_ctrl_pending(old) != 0 || BIO_get_mem_ptr(old, &bm) != 1 ||
-	    bm == NULL || bm->max <= TLS_BIO_KEEP)
+	    bm == NULL || bm->max <= keep)
 		return;
 	if ((b = BIO_new(BIO_s_mem())) == NULL) {
 		ERR_clear_error();
@@ -1085,7 +1085,7 @@ handshake_done(struct tls_conn *c)
 	}
 	c->c_done = 1;
 	c->c_msg[0] = '\0';
-	trim_bio(c, 1);
+	trim_bio(c, 1, TLS_BIO_KEEP);
 	return 0;
 }
 
@@ -1130,7 +1130,7 @@ tls_conn_read(struct tls_conn *c, uint8_t *buf, size_t len)
 		return 0;
 	}
 	if (conn_error(c, 0, "tls read") == 1) {
-		trim_bio(c, 1);
+		trim_bio(c, 1, TLS_BIO_KEEP);
 		return -EAGAIN;
 	}
 	return c->c_err;
@@ -1205,8 +1205,22 @@ tls_conn_take(struct tls_conn *c, uint8_t *buf, size_t len)
 	n = BIO_read(c->c_wbio, buf, len > INT_MAX ? INT_MAX : (int)len);
 	if (n <= 0)
 		return 0;
-	trim_bio(c, 0);
+	trim_bio(c, 0, TLS_BIO_KEEP);
 	return (size_t)n;
+}
+
+/*
+ * Below TLS_BIO_KEEP the BIOs keep their storage while traffic flows, so a
+ * busy connection does not replace a BIO per record.  But a connection that
+ * goes quiet would keep it for hours: the write BIO still holds the room the
+ * server's handshake flight needed (its certificate chain), the read BIO
+ * the client's, about 1.5 KiB between them for each idle device.
+ */
+void
+tls_conn_trim(struct tls_conn *c)
+{
+	trim_bio(c, 1, 0);
+	trim_bio(c, 0, 0);
 }
 
 const char *

@@ -101,6 +101,12 @@ size_t tls_conn_pending(const struct tls_conn *c);
 size_t tls_conn_take(struct tls_conn *c, uint8_t *buf, size_t len);
 
 /*
+ * Gives back the storage of whichever memory BIO is empty.  For when the
+ * connection goes quiet; it changes nothing else, and cannot fail.
+ */
+void tls_conn_trim(struct tls_conn *c);
+
+/*
  * The reason for the last error, e.g. "certificate has expired (notAfter
  * 2020-01-01 00:00:00 GMT)" or "certificate names 'a.example' and
  * '10.0.0.1', not '127.0.0.1'".  Empty when there was no error.  Valid until

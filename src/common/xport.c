@@ -252,6 +252,20 @@ on_write_done(uv_write_t *req, int status)
 
 	x->x_writing = 0;
 	buf_consume(&x->x_wbuf, buf_len(&x->x_wbuf));
+	/*
+	 * With nothing more queued the connection has most likely gone
+	 * quiet, as an agent's long poll does for hours, so the queues and
+	 * the TLS engine's BIOs give back what they grew to (the handshake
+	 * flight alone leaves a few KiB).  While output keeps coming x_out
+	 * is not empty here and the storage is kept, so a busy stream pays
+	 * no allocation per write.
+	 */
+	if (buf_len(&x->x_out) == 0) {
+		buf_free(&x->x_wbuf);
+		buf_free(&x->x_out);
+		if (x->x_tls != NULL)
+			tls_conn_trim(x->x_tls);
+	}
 	if (x->x_state == XS_CLOSING)
 		return;
 	if (status < 0) {

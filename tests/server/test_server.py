@@ -1377,7 +1377,13 @@ class ReviewFixesTest(ServerTestCase):
         time.sleep(0.5)
         grown = srvlib.rss_kib(srv.pid) - before
         sys.stderr.write("[ncgrpcd grew %d KiB] " % grown)
-        self.assertLess(grown, 12 * 1024, "ncgrpcd queued operator input for a device "
+        # Under AddressSanitizer freed memory sits in its quarantine, so RSS
+        # grows with churn alone: there the fixed server grows ~50 MB and
+        # the unfixed one ~200 MB; natively ~3 MB against ~30 MB.
+        with open("/proc/%d/maps" % srv.pid) as f:
+            asan = "libasan" in f.read()
+        limit = (100 if asan else 12) * 1024
+        self.assertLess(grown, limit, "ncgrpcd queued operator input for a device "
                         "that does not read")
         self.assertFalse(s.done.is_set(), s.details)
 
