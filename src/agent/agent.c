@@ -10,7 +10,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <libgen.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +22,7 @@
 #include "client.h"
 #include "conf.h"
 #include "err.h"
+#include "filewatch.h"
 #include "log.h"
 
 #define AGENT_DEFAULT_CONF "/etc/ncgrpc/agent.conf"
@@ -44,8 +44,7 @@ static struct {
 	struct agent_client *clients;
 	size_t nclients;
 	uv_signal_t sighup, sigint, sigterm;
-	uv_fs_event_t watch;
-	uv_timer_t reload_timer;
+	struct filewatch watch;
 	int stopping;
 	unsigned pending_stops;
 	int log_fd;
@@ -152,10 +151,7 @@ on_client_stopped(void *arg)
 		uv_close((uv_handle_t *)&agent.sighup, NULL);
 		uv_close((uv_handle_t *)&agent.sigint, NULL);
 		uv_close((uv_handle_t *)&agent.sigterm, NULL);
-		uv_close((uv_handle_t *)&agent.reload_timer, NULL);
-		if (uv_is_active((uv_handle_t *)&agent.watch) ||
-		    !uv_is_closing((uv_handle_t *)&agent.watch))
-			uv_close((uv_handle_t *)&agent.watch, NULL);
+		filewatch_close(&agent.watch);
 	}
 }
 
@@ -260,28 +256,10 @@ reload(const char *trigger)
 }
 
 static void
-on_reload_timer(uv_timer_t *t)
+on_conf_changed(void *arg)
 {
-	(void)t;
+	(void)arg;
 	reload("file changed");
-}
-
-static void
-on_watch(uv_fs_event_t *h, const char *filename, int events, int status)
-{
-	char *base, *copy;
-
-	(void)h;
-	(void)events;
-	if (status < 0 || filename == NULL)
-		return;
-	if ((copy = strdup(agent.conf_path)) == NULL)
-		return;
-	base = basename(copy);
-	if (strcmp(filename, base) == 0)
-		uv_timer_start(&agent.reload_timer, on_reload_timer,
-			       AGENT_RELOAD_DELAY, 0);
-	free(copy);
 }
 
 static void
@@ -291,7 +269,6 @@ shutdown_agent(const char *why)
 		return;
 	agent.stopping = 1;
 	log_info("shutting down: %s", why);
-	uv_fs_event_stop(&agent.watch);
 	agent.pending_stops++;
 	for (size_t i = 0; i < agent.nclients; i++)
 		if (agent.clients[i].ac_client != NULL)
@@ -307,24 +284,6 @@ on_signal(uv_signal_t *s, int signum)
 		reload("SIGHUP");
 	else
 		shutdown_agent(signum == SIGINT ? "SIGINT" : "SIGTERM");
-}
-
-static void
-watch_conf(void)
-{
-	char *copy, *dir;
-	int rc;
-
-	/* Watch the directory: editors replace the file by renaming. */
-	if ((copy = strdup(agent.conf_path)) == NULL)
-		return;
-	dir = dirname(copy);
-	uv_fs_event_init(agent.loop, &agent.watch);
-	if ((rc = uv_fs_event_start(&agent.watch, on_watch, dir, 0)) != 0)
-		log_warnx("cannot watch \"%s\" for changes (%s); reload with "
-			  "SIGHUP",
-			  dir, uv_strerror(rc));
-	free(copy);
 }
 
 int
@@ -398,14 +357,17 @@ main(int argc, char **argv)
 		if (start_client(&agent.clients[i],
 				 &agent.conf->cf_clients[i]) != 0)
 			fatalx("out of memory");
-	uv_timer_init(agent.loop, &agent.reload_timer);
 	uv_signal_init(agent.loop, &agent.sighup);
 	uv_signal_init(agent.loop, &agent.sigint);
 	uv_signal_init(agent.loop, &agent.sigterm);
 	uv_signal_start(&agent.sighup, on_signal, SIGHUP);
 	uv_signal_start(&agent.sigint, on_signal, SIGINT);
 	uv_signal_start(&agent.sigterm, on_signal, SIGTERM);
-	watch_conf();
+	if ((rc = filewatch_start(agent.loop, &agent.watch, agent.conf_path,
+				  AGENT_RELOAD_DELAY, on_conf_changed, NULL)) != 0)
+		log_warnx("cannot watch \"%s\" for changes (%s); reload with "
+			  "SIGHUP",
+			  agent.conf_path, uv_strerror(rc));
 	uv_run(agent.loop, UV_RUN_DEFAULT);
 
 	for (size_t i = 0; i < agent.nclients; i++)

@@ -24,6 +24,7 @@
 #include "broker.h"
 #include "certgen.h"
 #include "err.h"
+#include "filewatch.h"
 #include "grpc.h"
 #include "log.h"
 #include "operator.h"
@@ -47,8 +48,7 @@ static struct {
 	struct grpc_server *devsrv;
 	struct grpc_server *opsrv;
 	uv_signal_t sighup, sigint, sigterm;
-	uv_fs_event_t watch;
-	uv_timer_t reload_timer;
+	struct filewatch watch;
 	int pending;
 	int stopping;
 } d = {.conf_path = NCGRPCD_DEFAULT_CONF};
@@ -144,26 +144,10 @@ reload_registry(const char *why)
 }
 
 static void
-on_reload_timer(uv_timer_t *t)
+on_registry_changed(void *arg)
 {
-	(void)t;
+	(void)arg;
 	reload_registry("file changed");
-}
-
-static void
-on_watch(uv_fs_event_t *h, const char *filename, int events, int status)
-{
-	char *copy;
-
-	(void)h;
-	(void)events;
-	if (status < 0 || filename == NULL ||
-	    (copy = strdup(d.sc->sc_devices)) == NULL)
-		return;
-	if (strcmp(filename, basename(copy)) == 0)
-		uv_timer_start(&d.reload_timer, on_reload_timer,
-			       NCGRPCD_RELOAD_DELAY, 0);
-	free(copy);
 }
 
 static void
@@ -177,8 +161,7 @@ on_server_done(void *arg)
 	uv_close((uv_handle_t *)&d.sighup, NULL);
 	uv_close((uv_handle_t *)&d.sigint, NULL);
 	uv_close((uv_handle_t *)&d.sigterm, NULL);
-	uv_close((uv_handle_t *)&d.reload_timer, NULL);
-	uv_close((uv_handle_t *)&d.watch, NULL);
+	filewatch_close(&d.watch);
 }
 
 static void
@@ -188,7 +171,6 @@ shutdown_server(const char *why)
 		return;
 	d.stopping = 1;
 	log_info("shutting down (%s)", why);
-	uv_fs_event_stop(&d.watch);
 	broker_shutdown(d.broker, "server shutting down");
 	d.pending = 2;
 	/* GOAWAY to everyone; sessions in flight get the grace period. */
@@ -512,24 +494,17 @@ main(int argc, char **argv)
 	if (listen_all() != 0 || listen_operator() != 0)
 		return 1;
 
-	uv_timer_init(d.loop, &d.reload_timer);
 	uv_signal_init(d.loop, &d.sighup);
 	uv_signal_init(d.loop, &d.sigint);
 	uv_signal_init(d.loop, &d.sigterm);
 	uv_signal_start(&d.sighup, on_signal, SIGHUP);
 	uv_signal_start(&d.sigint, on_signal, SIGINT);
 	uv_signal_start(&d.sigterm, on_signal, SIGTERM);
-	uv_fs_event_init(d.loop, &d.watch);
-	{
-		char *copy = strdup(d.sc->sc_devices);
-
-		if (copy != NULL &&
-		    uv_fs_event_start(&d.watch, on_watch, dirname(copy), 0) !=
-			    0)
-			log_warnx("cannot watch the registry; reload it with "
-				  "SIGHUP");
-		free(copy);
-	}
+	if ((rc = filewatch_start(d.loop, &d.watch, d.sc->sc_devices,
+				  NCGRPCD_RELOAD_DELAY, on_registry_changed,
+				  NULL)) != 0)
+		log_warnx("cannot watch \"%s\" (%s); reload it with SIGHUP",
+			  d.sc->sc_devices, uv_strerror(rc));
 	log_info("ncgrpcd %s started: %zu devices registered", NCGRPC_VERSION,
 		 registry_count(reg));
 	uv_run(d.loop, UV_RUN_DEFAULT);
