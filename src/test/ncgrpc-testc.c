@@ -21,6 +21,7 @@
 #include "log.h"
 #include "ncgrpc.pb-c.h"
 #include "ncgrpc_wire.pb-c.h"
+#include "peerutil.h"
 #include "tls.h"
 
 #define SVC "/jnx.jet.netconf.Ncgrpc/"
@@ -53,54 +54,17 @@ static struct {
 	int got_response;
 } tc = {.device_id = "dev1", .secret = "secret", .exit_code = 1};
 
+/* Prints "PREFIX K=V" lines, sorted by key; -bin values as base64. */
 static void
-out(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static void
-out(const char *fmt, ...)
+say_kv(const char *kv, void *prefix)
 {
-	va_list ap;
-
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	putchar('\n');
-	fflush(stdout);
+	peer_say("%s %s", (const char *)prefix, kv);
 }
 
-static int
-md_cmp(const void *a, const void *b)
-{
-	const struct grpc_md *x = a, *y = b;
-
-	return strcmp(x->md_key, y->md_key);
-}
-
-/* Prints "PREFIX K=V" lines sorted by key; -bin values as base64. */
 static void
 print_md(const char *prefix, const struct grpc_mdlist *ml)
 {
-	struct grpc_md *sorted;
-	size_t i;
-
-	if (ml->ml_n == 0 || (sorted = calloc(ml->ml_n, sizeof(*sorted))) ==
-				     NULL)
-		return;
-	memcpy(sorted, ml->ml_md, ml->ml_n * sizeof(*sorted));
-	qsort(sorted, ml->ml_n, sizeof(*sorted), md_cmp);
-	for (i = 0; i < ml->ml_n; i++) {
-		char *b64 = NULL;
-		const char *v = (const char *)sorted[i].md_value;
-
-		if (grpc_meta_key_is_bin(sorted[i].md_key,
-					 strlen(sorted[i].md_key)) &&
-		    grpc_base64_encode(sorted[i].md_value, sorted[i].md_len,
-				       &b64) == 0)
-			v = b64;
-		out("%s %s=%s", prefix, sorted[i].md_key, v);
-		free(b64);
-	}
-	free(sorted);
+	peer_md_each(ml, say_kv, (void *)(uintptr_t)prefix);
 }
 
 static void
@@ -122,7 +86,7 @@ report_status(int status, const char *message)
 	/* The first failure is the one that explains; later ones follow it. */
 	if (tc.done)
 		return;
-	out("error: %s: %s", grpc_status_name(status), message);
+	peer_say("error: %s: %s", grpc_status_name(status), message);
 	finish(1);
 }
 
@@ -187,7 +151,7 @@ unary_on_end(struct grpc_call *c, int status, const char *message, void *arg)
 	tc.call = NULL;
 	if (tc.cmd == CMD_CANCEL_INIT) {
 		if (status == GRPC_STATUS_CANCELLED) {
-			out("cancelled");
+			peer_say("cancelled");
 			finish(0);
 		} else
 			report_status(status, message);
@@ -203,11 +167,11 @@ unary_on_end(struct grpc_call *c, int status, const char *message, void *arg)
 	}
 	switch (tc.cmd) {
 	case CMD_STATUS:
-		out("status SUCCESS");
+		peer_say("status SUCCESS");
 		finish(0);
 		break;
 	case CMD_INIT:
-		out("session_type %s",
+		peer_say("session_type %s",
 		    tc.session_type == JNX__JET__NETCONF__SESSION_TYPE__CSH
 			    ? "CSH"
 			    : "NETCONF");
@@ -221,7 +185,7 @@ unary_on_end(struct grpc_call *c, int status, const char *message, void *arg)
 			start_unary();
 			break;
 		}
-		out("bench-unary calls=%llu seconds=%.3f calls_per_s=%.1f",
+		peer_say("bench-unary calls=%llu seconds=%.3f calls_per_s=%.1f",
 		    tc.received, elapsed_s(),
 		    (double)tc.received / elapsed_s());
 		finish(0);
@@ -273,13 +237,13 @@ start_unary(void)
 	rc = grpc_call_start(tc.conn, path, NULL, tc.deadline_ms, &unary_ops,
 			     NULL, &tc.call);
 	if (rc != 0) {
-		out("error: start call: %s", ncg_strerror(rc));
+		peer_say("error: start call: %s", ncg_strerror(rc));
 		finish(1);
 		return;
 	}
 	if ((rc = send_packed(tc.call, m)) != 0 ||
 	    (rc = grpc_call_close_send(tc.call)) != 0) {
-		out("error: send: %s", ncg_strerror(rc));
+		peer_say("error: send: %s", ncg_strerror(rc));
 		grpc_call_cancel(tc.call);
 		return;
 	}
@@ -332,7 +296,7 @@ pump_sends(struct grpc_call *c)
 					      "message larger than the "
 					      "maximum message size");
 			else
-				out("error: send: %s", ncg_strerror(rc));
+				peer_say("error: send: %s", ncg_strerror(rc));
 			grpc_call_cancel(c);
 			return;
 		}
@@ -352,7 +316,7 @@ stream_on_message(struct grpc_call *c, const uint8_t *msg, size_t len,
 	(void)arg;
 	r = ncgrpc__wire__command_get_response__unpack(NULL, len, msg);
 	if (r == NULL) {
-		out("error: malformed CommandGet response");
+		peer_say("error: malformed CommandGet response");
 		grpc_call_cancel(c);
 		return;
 	}
@@ -364,7 +328,7 @@ stream_on_message(struct grpc_call *c, const uint8_t *msg, size_t len,
 		/* Check the echo against what message number "received" was. */
 		fill_payload(tc.received);
 		if (d->len != tc.size || memcmp(d->data, tc.payload, d->len)) {
-			out("error: echo %llu differs (%zu bytes)",
+			peer_say("error: echo %llu differs (%zu bytes)",
 			    tc.received, d->len);
 			ncgrpc__wire__command_get_response__free_unpacked(r,
 									  NULL);
@@ -399,7 +363,7 @@ stream_on_end(struct grpc_call *c, int status, const char *message,
 	if (tc.cmd == CMD_BENCH_STREAM) {
 		double s = elapsed_s();
 
-		out("bench-stream messages=%llu bytes=%llu seconds=%.3f "
+		peer_say("bench-stream messages=%llu bytes=%llu seconds=%.3f "
 		    "mib_per_s=%.1f",
 		    tc.received, tc.bytes, s,
 		    (double)tc.bytes / (1024.0 * 1024.0) / s);
@@ -407,14 +371,14 @@ stream_on_end(struct grpc_call *c, int status, const char *message,
 		return;
 	}
 	if (tc.received != tc.count) {
-		out("error: %llu of %llu echoes arrived", tc.received,
+		peer_say("error: %llu of %llu echoes arrived", tc.received,
 		    tc.count);
 		finish(1);
 		return;
 	}
 	print_md("header", grpc_call_metadata(c));
 	print_md("trailer", grpc_call_trailers(c));
-	out("echo ok count=%llu bytes=%llu", tc.received, tc.bytes);
+	peer_say("echo ok count=%llu bytes=%llu", tc.received, tc.bytes);
 	finish(0);
 }
 
@@ -435,7 +399,7 @@ start_stream(void)
 	rc = grpc_call_start(tc.conn, SVC "NcgrpcCommandGet", &tc.md,
 			     tc.deadline_ms, &stream_ops, NULL, &tc.call);
 	if (rc != 0) {
-		out("error: start call: %s", ncg_strerror(rc));
+		peer_say("error: start call: %s", ncg_strerror(rc));
 		finish(1);
 		return;
 	}
@@ -449,7 +413,7 @@ start_stream(void)
 		return;
 	}
 	if ((tc.payload = malloc(tc.size + 1)) == NULL) {
-		out("error: out of memory");
+		peer_say("error: out of memory");
 		grpc_call_cancel(tc.call);
 		return;
 	}
@@ -490,9 +454,9 @@ on_closed(struct grpc_conn *conn, int err, const char *reason, void *arg)
 	if (tc.done)
 		return;
 	if (is_tls_error(err))
-		out("error: tls: %s (%s)", ncg_strerror(err), reason);
+		peer_say("error: tls: %s (%s)", ncg_strerror(err), reason);
 	else
-		out("error: connect: %s", reason);
+		peer_say("error: connect: %s", reason);
 	finish(2);
 }
 
@@ -638,7 +602,7 @@ main(int argc, char **argv)
 	if (addr_parse_hostport(connect, 0, 0, host, sizeof(host), &port) != 0)
 		usage(64);
 	if ((rc = tls_ctx_client_new_file(&ctx, ca, err, sizeof(err))) != 0) {
-		out("error: tls: %s", err);
+		peer_say("error: tls: %s", err);
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);
@@ -648,7 +612,7 @@ main(int argc, char **argv)
 			       NULL, &tc.conn);
 	tls_ctx_free(ctx);
 	if (rc != 0) {
-		out("error: connect: %s", ncg_strerror(rc));
+		peer_say("error: connect: %s", ncg_strerror(rc));
 		return 2;
 	}
 	uv_run(tc.loop, UV_RUN_DEFAULT);

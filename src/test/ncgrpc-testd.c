@@ -21,6 +21,7 @@
 #include "log.h"
 #include "ncgrpc.pb-c.h"
 #include "ncgrpc_wire.pb-c.h"
+#include "peerutil.h"
 #include "tls.h"
 
 #define SVC "/jnx.jet.netconf.Ncgrpc/"
@@ -33,21 +34,6 @@ static struct {
 	struct grpc_server *srv;
 	uv_signal_t sigint, sigterm;
 } testd = {.secret = "secret"};
-
-static void
-emit(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static void
-emit(const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vprintf(fmt, ap);
-	va_end(ap);
-	putchar('\n');
-	fflush(stdout);
-}
 
 /* A unary call collects its one request, then answers at half-close. */
 struct unary {
@@ -96,7 +82,7 @@ unary_on_end(struct grpc_call *c, int status, const char *msg, void *arg)
 	(void)c;
 	(void)msg;
 	if (u->u_accepted && !u->u_released)
-		emit("initialize-cancelled device=%s", u->u_device);
+		peer_say("initialize-cancelled device=%s", u->u_device);
 	free(u->u_req);
 	if (u->u_timer_used) {
 		u->u_timer.data = u;
@@ -141,7 +127,7 @@ status_on_half_close(struct grpc_call *c, void *arg)
 	}
 	jnx__jet__netconf__ncgrpc_server_status_get_request__free_unpacked(req,
 									  NULL);
-	emit("status");
+	peer_say("status");
 	resp.status = JNX__JET__NETCONF__STATUS_RESPONSE__SUCCESS;
 	reply(c, &resp.base, NULL);
 }
@@ -165,7 +151,7 @@ init_release(uv_timer_t *t)
 				      : JNX__JET__NETCONF__SESSION_TYPE__NETCONF;
 	grpc_md_add(&tr, "conn_type", type, strlen(type));
 	u->u_released = 1;
-	emit("initialize-released device=%s", u->u_device);
+	peer_say("initialize-released device=%s", u->u_device);
 	reply(u->u_call, &resp.base, &tr);
 	grpc_md_free(&tr);
 }
@@ -190,7 +176,7 @@ init_on_half_close(struct grpc_call *c, void *arg)
 	/* Constant-time compare, as the real server must. */
 	if (slen != strlen(testd.secret) ||
 	    CRYPTO_memcmp(req->secret_key, testd.secret, slen) != 0) {
-		emit("initialize-rejected device=%s", u->u_device);
+		peer_say("initialize-rejected device=%s", u->u_device);
 		snprintf(msg, sizeof(msg), "invalid secret for device '%s'",
 			 u->u_device);
 		jnx__jet__netconf__ncgrpc_initialize_request__free_unpacked(
@@ -198,7 +184,7 @@ init_on_half_close(struct grpc_call *c, void *arg)
 		grpc_call_finish(c, GRPC_STATUS_UNAUTHENTICATED, msg, NULL);
 		return;
 	}
-	emit("initialize device=%s instance=%llu", u->u_device,
+	peer_say("initialize device=%s instance=%llu", u->u_device,
 	     (unsigned long long)req->instance_id);
 	jnx__jet__netconf__ncgrpc_initialize_request__free_unpacked(req, NULL);
 	u->u_accepted = 1;
@@ -258,45 +244,16 @@ struct echo {
 	unsigned long long e_bytes;
 };
 
-static int
-md_cmp(const void *a, const void *b)
-{
-	const struct grpc_md *x = a, *y = b;
+#define MD_LINE_MAX 4096
 
-	return strcmp(x->md_key, y->md_key);
-}
-
-/* Prints "K=V" pairs sorted by key; -bin values as base64. */
+/* Appends " K=V" to the line (a char[MD_LINE_MAX]), as far as it fits. */
 static void
-md_format(const struct grpc_mdlist *ml, char *out, size_t outlen)
+append_kv(const char *kv, void *arg)
 {
-	struct grpc_md *sorted;
-	size_t i, off = 0;
+	char *line = arg;
+	size_t n = strlen(line);
 
-	out[0] = '\0';
-	if (ml->ml_n == 0)
-		return;
-	if ((sorted = calloc(ml->ml_n, sizeof(*sorted))) == NULL)
-		return;
-	memcpy(sorted, ml->ml_md, ml->ml_n * sizeof(*sorted));
-	qsort(sorted, ml->ml_n, sizeof(*sorted), md_cmp);
-	for (i = 0; i < ml->ml_n && off < outlen; i++) {
-		const struct grpc_md *md = &sorted[i];
-		char *b64 = NULL;
-		const char *v = (const char *)md->md_value;
-		int n;
-
-		if (grpc_meta_key_is_bin(md->md_key, strlen(md->md_key)) &&
-		    grpc_base64_encode(md->md_value, md->md_len, &b64) == 0)
-			v = b64;
-		n = snprintf(out + off, outlen - off, "%s%s=%s",
-			     i > 0 ? " " : "", md->md_key, v);
-		free(b64);
-		if (n < 0)
-			break;
-		off += (size_t)n;
-	}
-	free(sorted);
+	snprintf(line + n, MD_LINE_MAX - n, " %s", kv);
 }
 
 static void
@@ -376,7 +333,7 @@ echo_on_half_close(struct grpc_call *c, void *arg)
 
 	snprintf(n, sizeof(n), "%llu", e->e_count);
 	grpc_md_add(&tr, "x-echo-count", n, strlen(n));
-	emit("commandget-end count=%llu bytes=%llu", e->e_count, e->e_bytes);
+	peer_say("commandget-end count=%llu bytes=%llu", e->e_count, e->e_bytes);
 	grpc_call_finish(c, GRPC_STATUS_OK, NULL, &tr);
 	grpc_md_free(&tr);
 }
@@ -389,7 +346,7 @@ echo_on_end(struct grpc_call *c, int status, const char *msg, void *arg)
 	(void)c;
 	(void)msg;
 	if (status == GRPC_STATUS_CANCELLED)
-		emit("commandget-cancelled count=%llu", e->e_count);
+		peer_say("commandget-cancelled count=%llu", e->e_count);
 	free(e);
 }
 
@@ -404,7 +361,7 @@ static void
 handle_commandget(struct grpc_call *c, void *arg)
 {
 	struct echo *e;
-	char line[4096];
+	char line[MD_LINE_MAX];
 
 	(void)arg;
 	if ((e = calloc(1, sizeof(*e))) == NULL) {
@@ -412,8 +369,9 @@ handle_commandget(struct grpc_call *c, void *arg)
 				 "out of memory", NULL);
 		return;
 	}
-	md_format(grpc_call_metadata(c), line, sizeof(line));
-	emit("commandget-open%s%s", line[0] != '\0' ? " " : "", line);
+	line[0] = '\0';
+	peer_md_each(grpc_call_metadata(c), append_kv, line);
+	peer_say("commandget-open%s", line);
 	grpc_call_set_ops(c, &echo_ops, e);
 	grpc_call_send_headers(c, grpc_call_metadata(c));
 }
@@ -553,9 +511,9 @@ main(int argc, char **argv)
 	uv_signal_start(&testd.sigint, on_signal, SIGINT);
 	uv_signal_start(&testd.sigterm, on_signal, SIGTERM);
 	if (strchr(host, ':') != NULL)
-		emit("listening [%s]:%u", host, grpc_server_port(testd.srv));
+		peer_say("listening [%s]:%u", host, grpc_server_port(testd.srv));
 	else
-		emit("listening %s:%u", host, grpc_server_port(testd.srv));
+		peer_say("listening %s:%u", host, grpc_server_port(testd.srv));
 	uv_run(testd.loop, UV_RUN_DEFAULT);
 	tls_ctx_free(ctx);
 	rc = uv_loop_close(testd.loop);
