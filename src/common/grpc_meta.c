@@ -6,15 +6,13 @@
 #include <string.h>
 #include <strings.h>
 
+#include "base64.h"
 #include "grpc_meta.h"
 
 /* The largest value grpc-timeout can carry in any unit: 8 digits. */
 #define TIMEOUT_MAX_VALUE 99999999u
 
 static const char hexdigits[] = "0123456789ABCDEF";
-
-static const char b64chars[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 const char *
 grpc_status_name(int code)
@@ -267,98 +265,32 @@ grpc_meta_value_valid(const char *value, size_t len)
 int
 grpc_base64_encode(const uint8_t *in, size_t len, char **out)
 {
-	size_t i, o = 0;
-	uint32_t v;
 	char *p;
 
 	if (len / 3 >= (SIZE_MAX - 1) / 4 - 1)
 		return -ENOMEM;
-	if ((p = malloc((len + 2) / 3 * 4 + 1)) == NULL)
+	if ((p = malloc(BASE64_ENCODED_SIZE(len))) == NULL)
 		return -ENOMEM;
-	for (i = 0; i + 3 <= len; i += 3) {
-		v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 |
-		    in[i + 2];
-		p[o++] = b64chars[v >> 18 & 0x3f];
-		p[o++] = b64chars[v >> 12 & 0x3f];
-		p[o++] = b64chars[v >> 6 & 0x3f];
-		p[o++] = b64chars[v & 0x3f];
-	}
-	if (len - i == 1) {
-		v = (uint32_t)in[i] << 16;
-		p[o++] = b64chars[v >> 18 & 0x3f];
-		p[o++] = b64chars[v >> 12 & 0x3f];
-		p[o++] = '=';
-		p[o++] = '=';
-	} else if (len - i == 2) {
-		v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8;
-		p[o++] = b64chars[v >> 18 & 0x3f];
-		p[o++] = b64chars[v >> 12 & 0x3f];
-		p[o++] = b64chars[v >> 6 & 0x3f];
-		p[o++] = '=';
-	}
-	p[o] = '\0';
+	base64_encode(in, len, p, BASE64_PAD);
 	*out = p;
 	return 0;
-}
-
-static int
-b64val(char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == '/')
-		return 63;
-	return -1;
 }
 
 int
 grpc_base64_decode(const char *in, size_t len, uint8_t **out, size_t *outlen)
 {
-	size_t i, o = 0, n;
-	uint32_t v = 0;
+	size_t n = len / 4 * 3 + 3, got;
 	uint8_t *p;
-	int c, bits = 0;
+	int rc;
 
-	/*
-	 * Padding is only meaningful on a whole final quantum; anywhere
-	 * else '=' falls through to the alphabet check and is rejected.
-	 */
-	if (len % 4 == 0 && len > 0 && in[len - 1] == '=') {
-		len--;
-		if (in[len - 1] == '=')
-			len--;
-	}
-	/* One leftover character carries only 6 bits: not even a byte. */
-	if (len % 4 == 1)
-		return -EINVAL;
-	n = len / 4 * 3 + (len % 4 == 0 ? 0 : len % 4 - 1);
 	if ((p = malloc(n + 1)) == NULL)
 		return -ENOMEM;
-	for (i = 0; i < len; i++) {
-		if ((c = b64val(in[i])) < 0) {
-			free(p);
-			return -EINVAL;
-		}
-		v = v << 6 | (uint32_t)c;
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			p[o++] = (uint8_t)(v >> bits);
-			v &= (1u << bits) - 1;
-		}
+	if ((rc = base64_decode(in, len, p, n, &got, 0)) != 0) {
+		free(p);
+		return rc;
 	}
-	/*
-	 * Nonzero leftover bits ("Zh==") are tolerated, as most decoders
-	 * do; a peer that sends them still meant the bytes we decoded.
-	 */
-	p[o] = '\0';
+	p[got] = '\0';
 	*out = p;
-	*outlen = o;
+	*outlen = got;
 	return 0;
 }

@@ -27,6 +27,7 @@
 #include <openssl/params.h>
 #include <openssl/rand.h>
 
+#include "base64.h"
 #include "err.h"
 #include "buf.h"
 #include "registry.h"
@@ -184,93 +185,24 @@ keyhash(const void *p, size_t len)
 
 /* --- base64 --- */
 
-static const char b64_std[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-static const char b64_url[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-/* Writes the unpadded encoding and a NUL; out holds 4 * (len + 2) / 3 + 1. */
+/* Unpadded, as registry lines are written; base64url for secrets. */
 static void
 b64_encode(const uint8_t *in, size_t len, char *out, int url)
 {
-	const char *a = url ? b64_url : b64_std;
-	size_t i;
-	uint32_t v;
-
-	for (i = 0; i + 3 <= len; i += 3) {
-		v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 |
-		    in[i + 2];
-		*out++ = a[v >> 18];
-		*out++ = a[(v >> 12) & 63];
-		*out++ = a[(v >> 6) & 63];
-		*out++ = a[v & 63];
-	}
-	if (len - i == 1) {
-		v = (uint32_t)in[i] << 16;
-		*out++ = a[v >> 18];
-		*out++ = a[(v >> 12) & 63];
-	} else if (len - i == 2) {
-		v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8;
-		*out++ = a[v >> 18];
-		*out++ = a[(v >> 12) & 63];
-		*out++ = a[(v >> 6) & 63];
-	}
-	*out = '\0';
-}
-
-static int
-b64_value(char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == '/')
-		return 63;
-	return -1;
+	base64_encode(in, len, out, url ? BASE64_URL : 0);
 }
 
 /*
- * Strict standard base64: optional but then correct padding, and zero
- * unused bits, so that each value has exactly one accepted spelling.
+ * Strict (one spelling per value) and never empty: a salt or hash field
+ * with nothing in it is a broken line.  0, or -1.
  */
 static int
 b64_decode(const char *s, size_t len, uint8_t *out, size_t outmax,
            size_t *outlen)
 {
-	size_t pad = 0, i, n = 0;
-	uint32_t acc = 0;
-	unsigned bits = 0;
-	int v;
-
-	while (len > 0 && s[len - 1] == '=' && pad < 2) {
-		len--;
-		pad++;
-	}
-	if (len == 0 || len % 4 == 1)
+	if (len == 0 ||
+	    base64_decode(s, len, out, outmax, outlen, BASE64_STRICT) != 0)
 		return -1;
-	if (pad > 0 && (len + pad) % 4 != 0)
-		return -1;
-	for (i = 0; i < len; i++) {
-		if ((v = b64_value(s[i])) < 0)
-			return -1;
-		acc = acc << 6 | (uint32_t)v;
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			if (n == outmax)
-				return -1;
-			out[n++] = (uint8_t)(acc >> bits);
-			acc &= (1U << bits) - 1;
-		}
-	}
-	if (acc != 0)
-		return -1;
-	*outlen = n;
 	return 0;
 }
 
