@@ -9,6 +9,14 @@
  * The child reports a failed exec through a close-on-exec pipe, which makes
  * exec failures synchronous errors of proc_spawn().
  *
+ * A pty master is read with read() under a uv_poll_t, not as a libuv
+ * stream: libuv takes POLLHUP after a short read as end of file, and a pty
+ * master both reports POLLHUP once the slave side is closed and returns at
+ * most a few KiB per read while more is buffered, so a stream would drop
+ * the tail of the output of every child that exits while we are behind.
+ * Reads end only at EIO, which Linux returns once the buffer is empty.
+ * Input goes to the pty through a libuv stream on a dup() of the master.
+ *
  * The child is reaped with waitpid() on its own pid whenever SIGCHLD
  * arrives, never with waitpid(-1): other children of the agent belong to
  * others.  pc_exit runs when the child is reaped and its output has reached
@@ -59,11 +67,12 @@ struct proc {
 	enum proc_state p_state;
 	pid_t p_pid;
 	int p_pty;
-	int p_master;		/* pty master (owned by p_out), or -1 */
+	int p_master;		/* pty master (closed with p_poll), or -1 */
 
-	/* Output: stdout pipe or pty master.  On a pty it also takes input. */
+	/* Output: the stdout pipe, or p_poll on the pty master. */
 	uv_pipe_t p_out;
-	uv_pipe_t p_in;		/* stdin pipe; pipes only */
+	uv_poll_t p_poll;
+	uv_pipe_t p_in;		/* stdin pipe, or a dup() of the pty master */
 	uv_signal_t p_sigchld;
 	uv_timer_t p_timer;	/* grace period, EOF wait, deferred finish */
 	int p_nhandles;		/* handles whose close callback is pending */
@@ -73,6 +82,7 @@ struct proc {
 	int p_status_known;
 	int p_reaped;
 	int p_leftovers;	/* at reaping, the session had other members */
+	int p_rest_killed;	/* leftovers killed while awaiting EOF */
 	int p_eof;
 	int p_paused;
 	int p_closing;		/* proc_close() was called */
@@ -116,6 +126,7 @@ struct spawn {
 
 static void	on_alloc(uv_handle_t *, size_t, uv_buf_t *);
 static void	on_read(uv_stream_t *, ssize_t, const uv_buf_t *);
+static void	on_pty_readable(uv_poll_t *, int, int);
 static void	on_timer(uv_timer_t *);
 
 static void
@@ -553,11 +564,26 @@ close_handle(struct proc *p, uv_handle_t *h)
 		uv_close(h, on_close);
 }
 
+/* The poll handle is stopped now; its fd is ours to close. */
+static void
+on_poll_close(uv_handle_t *h)
+{
+	struct proc *p = h->data;
+
+	closefd(&p->p_master);
+	on_close(h);
+}
+
 static void
 close_all(struct proc *p)
 {
 	p->p_state = PS_DONE;
-	close_handle(p, (uv_handle_t *)&p->p_out);
+	if (p->p_pty) {
+		if (p->p_poll.data == p &&
+		    !uv_is_closing((uv_handle_t *)&p->p_poll))
+			uv_close((uv_handle_t *)&p->p_poll, on_poll_close);
+	} else
+		close_handle(p, (uv_handle_t *)&p->p_out);
 	if (p->p_in_open) {
 		p->p_in_open = 0;
 		close_handle(p, (uv_handle_t *)&p->p_in);
@@ -597,7 +623,13 @@ reading(const struct proc *p)
 static void
 update_reading(struct proc *p)
 {
-	if (reading(p))
+	if (p->p_pty) {
+		if (reading(p))
+			(void)uv_poll_start(&p->p_poll, UV_READABLE,
+					    on_pty_readable);
+		else
+			(void)uv_poll_stop(&p->p_poll);
+	} else if (reading(p))
 		(void)uv_read_start((uv_stream_t *)&p->p_out, on_alloc,
 				    on_read);
 	else
@@ -673,7 +705,20 @@ on_timer(uv_timer_t *t)
 	if (p->p_state != PS_RUNNING)
 		return;
 	if (p->p_reaped) {
-		/* No EOF in time, or a finish deferred out of an API call. */
+		/*
+		 * No EOF in time: what is left of the session keeps the
+		 * output open.  Kill it, then read what it wrote until EOF;
+		 * only an output held open from outside the session is
+		 * given up, after one more wait.  Also a finish deferred
+		 * out of an API call.
+		 */
+		if (!p->p_closing && !p->p_eof && !p->p_rest_killed) {
+			p->p_rest_killed = 1;
+			kill_session(p);
+			p->p_eof_left = PROC_EOF_WAIT_MS;
+			update_eof_wait(p);
+			return;
+		}
 		finish(p);
 		return;
 	}
@@ -688,6 +733,16 @@ on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 
 	(void)hint;
 	*buf = uv_buf_init((char *)p->p_rbuf, sizeof(p->p_rbuf));
+}
+
+/* The output is over: EOF on a pipe, or any read error. */
+static void
+output_end(struct proc *p)
+{
+	p->p_eof = 1;
+	update_reading(p);
+	if (p->p_reaped)
+		finish(p);
 }
 
 static void
@@ -705,14 +760,42 @@ on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 	}
 	if (n == 0)
 		return;
-	/*
-	 * UV_EOF on a pipe; EIO on a pty master once every slave fd is
-	 * closed.  Any other error ends the output just the same.
-	 */
-	p->p_eof = 1;
-	uv_read_stop(st);
-	if (p->p_reaped)
-		finish(p);
+	output_end(p);
+}
+
+/*
+ * Reads the pty master until it would block, a callback pauses us, or the
+ * output ends: EIO once the slave side is closed and nothing is left.
+ * The number of reads per wakeup is bounded so that one busy session does
+ * not starve the loop; the poll is level-triggered and comes back.
+ */
+static void
+on_pty_readable(uv_poll_t *h, int status, int events)
+{
+	struct proc *p = h->data;
+	ssize_t n;
+	int i;
+
+	(void)events;
+	if (status < 0) {
+		output_end(p);
+		return;
+	}
+	for (i = 0; i < 32 && reading(p); i++) {
+		n = read(p->p_master, p->p_rbuf, sizeof(p->p_rbuf));
+		if (n > 0) {
+			if (!p->p_closing && p->p_cb.pc_output != NULL)
+				p->p_cb.pc_output(p, p->p_rbuf, (size_t)n,
+						  p->p_arg);
+			continue;
+		}
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return;
+		output_end(p);
+		return;
+	}
 }
 
 static void
@@ -758,8 +841,10 @@ queue_write(struct proc *p, const uint8_t *data, size_t len)
 	w->w_len = len;
 	w->w_req.data = w;
 	b = uv_buf_init((char *)w->w_data, (unsigned)len);
-	st = p->p_pty ? (uv_stream_t *)&p->p_out : (uv_stream_t *)&p->p_in;
-	if ((rc = uv_write(&w->w_req, st, &b, 1, on_write)) != 0) {
+	st = (uv_stream_t *)&p->p_in;
+	if (!p->p_in_open || (rc = uv_write(&w->w_req, st, &b, 1,
+					     on_write)) != 0) {
+		rc = p->p_in_open ? rc : UV_EPIPE;
 		free(w);
 		return rc == UV_ENOMEM ? -ENOMEM : -EPIPE;
 	}
@@ -791,29 +876,36 @@ init_handles(struct proc *p, struct spawn *s)
 	uv_timer_init(p->p_loop, &p->p_timer);
 	p->p_timer.data = p;
 	p->p_nhandles++;
-	uv_pipe_init(p->p_loop, &p->p_out, 0);
-	p->p_out.data = p;
-	p->p_nhandles++;
 	if (s->s_pty) {
-		if ((rc = uv_pipe_open(&p->p_out, s->s_master)) != 0)
-			return rc;
+		/* The input side gets its own fd: one fd, one watcher. */
+		if ((s->s_in[1] = fcntl(s->s_master, F_DUPFD_CLOEXEC, 3)) ==
+			    -1 ||
+		    (rc = uv_poll_init(p->p_loop, &p->p_poll, s->s_master)) !=
+			    0)
+			return s->s_in[1] == -1 ? -errno : rc;
+		p->p_poll.data = p;
+		p->p_nhandles++;
 		p->p_master = s->s_master;
 		s->s_master = -1;
 	} else {
+		uv_pipe_init(p->p_loop, &p->p_out, 0);
+		p->p_out.data = p;
+		p->p_nhandles++;
 		if ((rc = uv_pipe_open(&p->p_out, s->s_out[0])) != 0)
 			return rc;
 		s->s_out[0] = -1;
-		uv_pipe_init(p->p_loop, &p->p_in, 0);
-		p->p_in.data = p;
-		p->p_nhandles++;
-		p->p_in_open = 1;
-		if ((rc = uv_pipe_open(&p->p_in, s->s_in[1])) != 0)
-			return rc;
-		s->s_in[1] = -1;
 	}
+	uv_pipe_init(p->p_loop, &p->p_in, 0);
+	p->p_in.data = p;
+	p->p_nhandles++;
+	p->p_in_open = 1;
+	if ((rc = uv_pipe_open(&p->p_in, s->s_in[1])) != 0)
+		return rc;
+	s->s_in[1] = -1;
 	if ((rc = uv_signal_start(&p->p_sigchld, on_sigchld, SIGCHLD)) != 0)
 		return rc;
-	return uv_read_start((uv_stream_t *)&p->p_out, on_alloc, on_read);
+	update_reading(p);
+	return 0;
 }
 
 int

@@ -562,6 +562,54 @@ test_pause_across_exit(void **state)
 	run_fini(&r);
 }
 
+/*
+ * A pty reader that falls behind must still get every byte after the child
+ * exits.  The kernel keeps the slave's output after its last close, but a
+ * pty master reports POLLHUP then, and returns a few KiB per read: libuv's
+ * stream code took a short read plus POLLHUP for end of file and dropped
+ * the rest (seen as lost tails of shell sessions).
+ */
+static void
+slow_output(struct run *r, struct proc *p)
+{
+	(void)r;
+	(void)p;
+	sleep_ms(1);
+}
+
+static void
+test_pty_slow_reader_tail(void **state)
+{
+	static const char *const argv[] = {
+		"sh", "-c", "stty -onlcr; seq 1 200000", NULL
+	};
+	struct proc_opts o = opts(argv, 1);
+	struct run r;
+	size_t want = 0;
+	char num[16];
+	int i, round;
+
+	(void)state;
+	for (i = 1; i <= 200000; i++)
+		want += (size_t)snprintf(num, sizeof(num), "%d\n", i);
+	for (round = 0; round < 3; round++) {
+		run_init(&r);
+		r.r_on_output = slow_output;
+		run_spawn(&r, &o);
+		run_loop(&r);
+		assert_int_equal(r.r_status, 0);
+		if (r.r_len != want)
+			fail_msg("round %d: %zu bytes of %zu; tail \"%.*s\"",
+				 round, r.r_len, want,
+				 (int)(r.r_len < 20 ? r.r_len : 20),
+				 (const char *)r.r_out + r.r_len -
+					 (r.r_len < 20 ? r.r_len : 20));
+		assert_memory_equal(r.r_out + r.r_len - 14, "199999\n200000\n",
+				    14);
+		run_fini(&r);
+	}
+}
+
 /* Splits the output at "\r\n" into at most max lines. */
 static size_t
 pty_lines(const struct run *r, char lines[][128], size_t max)
@@ -1227,6 +1275,7 @@ main(void)
 		cmocka_unit_test(test_stderr),
 		cmocka_unit_test(test_child_defaults),
 		cmocka_unit_test(test_bulk_output),
+		cmocka_unit_test(test_pty_slow_reader_tail),
 		cmocka_unit_test(test_backpressure),
 		cmocka_unit_test(test_pause_across_exit),
 		cmocka_unit_test(test_pty_basics),
