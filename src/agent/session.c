@@ -27,6 +27,29 @@
  * rpcs.xml), whose messages the server sends back to back.
  */
 #define SESSION_HELLO_SETTLE_MS 250
+/*
+ * After a signal, shell input waits this long, so that the line reaches a
+ * shell that has finished with the signal: bash discards the line it is
+ * reading when SIGINT arrives, and would run the rest of "exit" as "xit".
+ */
+#define SESSION_SIGNAL_SETTLE_MS 100
+/*
+ * A server that sends a line that ends the session together with a signal
+ * (Juniper's sample server: csh_command "exit" or netconf_command "<>",
+ * with kill_signal 2) has hung up and waits for us to close the stream.
+ * If the process is still there this long after, it is ended: SIGHUP and
+ * SIGTERM, then SIGKILL after SESSION_HANGUP_KILL_MS.
+ */
+#define SESSION_HANGUP_MS	1000
+/*
+ * A shell line longer than a canonical-mode terminal takes waits up to this
+ * long, in steps, for the shell at its prompt to switch its terminal to raw
+ * mode (bash's line editor does, right after the prompt); then it is
+ * refused.
+ */
+#define SESSION_LONG_LINE_WAIT_MS 500
+#define SESSION_LONG_LINE_STEP_MS 10
+#define SESSION_HANGUP_KILL_MS	500
 #define SESSION_DEFAULT_PATH \
 	"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -43,9 +66,16 @@ struct session {
 	int se_proc_done;
 	int se_closing_send; /* output flushed and END_STREAM asked for */
 	int se_busy;	     /* running code that uses s after a call out */
-	uv_timer_t se_settle; /* NETCONF: input held after the hello */
+	uv_timer_t se_settle; /* input held: NETCONF hello, shell signal */
 	int se_settling;
 	int se_hello_done;
+	int se_held_sig;      /* signal waiting for the shell to read a line */
+	uint8_t *se_held;     /* shell line waiting for a signal to settle */
+	size_t se_held_len;
+	uint64_t se_held_until; /* a long line waits for raw mode until then */
+	uint64_t se_last_input; /* loop time of the last line to the shell */
+	uv_timer_t se_hangup; /* the server hung up: end the process */
+	int se_nhandles;      /* timers whose close callback is pending */
 };
 
 static const struct proc_cb session_proc_cb;
@@ -66,9 +96,21 @@ session_reason(struct session *s, const char *why)
 }
 
 static void
-on_settle_closed(uv_handle_t *h)
+on_timer_closed(uv_handle_t *h)
 {
-	free(h->data);
+	struct session *s = h->data;
+
+	if (--s->se_nhandles == 0) {
+		free(s->se_held);
+		free(s);
+	}
+}
+
+static void
+session_close_timers(struct session *s)
+{
+	uv_close((uv_handle_t *)&s->se_settle, on_timer_closed);
+	uv_close((uv_handle_t *)&s->se_hangup, on_timer_closed);
 }
 
 static void
@@ -78,18 +120,96 @@ session_maybe_done(struct session *s)
 	    uv_is_closing((uv_handle_t *)&s->se_settle))
 		return;
 	s->se_done(s, &s->se_stats, s->se_arg);
-	/* The timer's close callback frees s. */
-	uv_close((uv_handle_t *)&s->se_settle, on_settle_closed);
+	/* The timers' close callbacks free s. */
+	session_close_timers(s);
 }
+
+static void on_settled(uv_timer_t *);
+
+/* Holds the stream's input for ms (the call is resumed by on_settled). */
+static void
+session_hold_input(struct session *s, uint64_t ms)
+{
+	s->se_settling = 1;
+	if (s->se_call != NULL)
+		grpc_call_pause(s->se_call);
+	uv_timer_start(&s->se_settle, on_settled, ms, 0);
+}
+
+static int write_input(struct session *s, const uint8_t *data, size_t len,
+		       int newline);
 
 static void
 on_settled(uv_timer_t *t)
 {
 	struct session *s = t->data;
+	int sig = s->se_held_sig;
 
+	if (s->se_proc != NULL && sig != 0) {
+		/* The line before it has been read by now: signal, settle. */
+		s->se_held_sig = 0;
+		proc_kill(s->se_proc, sig);
+		session_hold_input(s, SESSION_SIGNAL_SETTLE_MS);
+		return;
+	}
+	s->se_held_sig = 0;
+	if (s->se_held != NULL && s->se_proc != NULL &&
+	    s->se_held_len > proc_line_max(s->se_proc) &&
+	    proc_line_max(s->se_proc) != 0 &&
+	    uv_now(uv_handle_get_loop((uv_handle_t *)t)) < s->se_held_until) {
+		session_hold_input(s, SESSION_LONG_LINE_STEP_MS);
+		return;
+	}
+	if (s->se_held != NULL) {
+		uint8_t *line = s->se_held;
+
+		s->se_held = NULL;
+		if (s->se_proc != NULL &&
+		    write_input(s, line, s->se_held_len, 1) != 0 &&
+		    s->se_call != NULL) {
+			free(line);
+			grpc_call_cancel(s->se_call);
+			return;
+		}
+		free(line);
+	}
 	s->se_settling = 0;
 	if (s->se_call != NULL)
 		grpc_call_resume(s->se_call);
+}
+
+static void
+on_hangup(uv_timer_t *t)
+{
+	struct session *s = t->data;
+
+	if (s->se_proc == NULL)
+		return;
+	log_info("the server hung up %lu ms ago and the %s session is still "
+		 "running: ending it",
+		 (unsigned long)SESSION_HANGUP_MS, session_type_name(s->se_type));
+	session_reason(s, "server hung up; process ended");
+	proc_close(s->se_proc, SESSION_HANGUP_KILL_MS);
+}
+
+/*
+ * Nonzero for a command that ends the session when it comes with a
+ * signal: how Juniper's sample server hangs up.
+ */
+static int
+is_hangup_line(enum session_type type, const uint8_t *data, size_t len)
+{
+	while (len > 0 && (data[len - 1] == ' ' || data[len - 1] == '\t' ||
+			   data[len - 1] == '\r' || data[len - 1] == '\n'))
+		len--;
+	while (len > 0 && (*data == ' ' || *data == '\t')) {
+		data++;
+		len--;
+	}
+	if (type == SESSION_NETCONF)
+		return len == 2 && memcmp(data, "<>", 2) == 0;
+	return (len == 4 && memcmp(data, "exit", 4) == 0) ||
+	       (len == 6 && memcmp(data, "logout", 6) == 0);
 }
 
 /* Nonzero if a NETCONF message is a <hello> (prefixes allowed). */
@@ -152,10 +272,13 @@ send_output(struct session *s, const uint8_t *data, size_t len, int final)
 	while (len > 0 || (final && s->se_ncarry > 0)) {
 		memcpy(in, s->se_carry, s->se_ncarry);
 		take = len < SESSION_CHUNK ? len : SESSION_CHUNK;
-		memcpy(in + s->se_ncarry, data, take);
+		/* data is NULL for the final flush: no memcpy(, NULL, 0). */
+		if (take > 0) {
+			memcpy(in + s->se_ncarry, data, take);
+			data += take;
+			len -= take;
+		}
 		n = s->se_ncarry + take;
-		data += take;
-		len -= take;
 		keep = final && len == 0 ? n : utf8_complete_prefix(in, n);
 		ncl = utf8_sanitize(in, keep, clean);
 		s->se_ncarry = n - keep;
@@ -233,6 +356,7 @@ on_proc_exit(struct proc *p, int64_t status, int sig, void *arg)
 	(void)p;
 	s->se_proc = NULL;
 	s->se_proc_done = 1;
+	uv_timer_stop(&s->se_hangup);
 	s->se_stats.ss_exit_status = status;
 	s->se_stats.ss_term_signal = sig;
 	if (sig != 0)
@@ -259,6 +383,98 @@ static const struct proc_cb session_proc_cb = {
 
 /* Stream side. */
 
+/*
+ * Writes input to the process, csh_command with its newline.  0, or a
+ * negative code after which input would be lost (the caller ends the
+ * session; the reason is set).
+ */
+static int
+write_input(struct session *s, const uint8_t *data, size_t len, int newline)
+{
+	size_t max = newline ? proc_line_max(s->se_proc) : 0;
+	char msg[200];
+	int rc = 0;
+
+	if (max != 0 && len > max) {
+		/*
+		 * The terminal would keep the first bytes and drop the rest,
+		 * newline included: the shell would wait for the end of a
+		 * line that never comes.  Tell the operator instead.
+		 */
+		snprintf(msg, sizeof(msg),
+			 "\r\nncgrpc-agent: line of %zu bytes not sent: the "
+			 "terminal takes at most %zu bytes per line now\r\n",
+			 len, max);
+		log_warnx("shell line of %zu bytes refused (canonical mode "
+			  "limit %zu)",
+			  len, max);
+		if ((rc = send_output(s, (const uint8_t *)msg, strlen(msg),
+				      0)) != 0)
+			session_reason(s, "cannot queue output");
+		return rc;
+	}
+	if (len > 0)
+		rc = proc_write(s->se_proc, data, len);
+	if (rc == 0 && newline)
+		rc = proc_write(s->se_proc, (const uint8_t *)"\n", 1);
+	if (rc != 0) {
+		session_reason(s, rc == -EPIPE ? "process closed its input"
+					       : "cannot queue input");
+		return rc;
+	}
+	s->se_stats.ss_bytes_down += len + (newline ? 1 : 0);
+	if (newline)
+		s->se_last_input = uv_now(uv_handle_get_loop(
+			(uv_handle_t *)&s->se_settle));
+	return 0;
+}
+
+/* Keeps a shell line to write when the input is let go (on_settled). */
+static int
+hold_line(struct session *s, const ProtobufCBinaryData *cmd, uint64_t wait)
+{
+	free(s->se_held);
+	if ((s->se_held = malloc(cmd->len + 1)) == NULL) {
+		session_reason(s, "cannot queue input");
+		return -ENOMEM;
+	}
+	if (cmd->len > 0)
+		memcpy(s->se_held, cmd->data, cmd->len);
+	s->se_held_len = cmd->len;
+	s->se_held_until =
+		uv_now(uv_handle_get_loop((uv_handle_t *)&s->se_settle)) + wait;
+	return 0;
+}
+
+/*
+ * A signal for a shell.  It goes first and its line waits until the shell
+ * has settled (a line and a signal together are a hang-up: the line is
+ * "exit" and must not be cut by the signal).  A signal alone that follows a
+ * line the shell may still be reading at its prompt waits until the line
+ * has settled, for the same reason.  Either way, later input waits until
+ * the shell has finished with the signal.
+ */
+static int
+shell_signal(struct session *s, int sig, const ProtobufCBinaryData *cmd)
+{
+	uint64_t now = uv_now(uv_handle_get_loop((uv_handle_t *)&s->se_settle));
+	uint64_t since = now - s->se_last_input;
+
+	if (cmd != NULL) {
+		if (hold_line(s, cmd, 0) != 0)
+			return -ENOMEM;
+	} else if (s->se_last_input != 0 &&
+		   since < SESSION_SIGNAL_SETTLE_MS &&
+		   proc_foreground_is_leader(s->se_proc)) {
+		s->se_held_sig = sig;
+		session_hold_input(s, SESSION_SIGNAL_SETTLE_MS - since);
+		return 0;
+	}
+	proc_kill(s->se_proc, sig);
+	session_hold_input(s, SESSION_SIGNAL_SETTLE_MS);
+	return 0;
+}
+
 static void
 on_call_message(struct grpc_call *c, const uint8_t *msg, size_t len,
 		void *arg)
@@ -266,7 +482,7 @@ on_call_message(struct grpc_call *c, const uint8_t *msg, size_t len,
 	struct session *s = arg;
 	Ncgrpc__Wire__CommandGetResponse *r;
 	const ProtobufCBinaryData *cmd = NULL;
-	int add_newline = 0;
+	int newline = 0, sig = 0, rc = 0;
 
 	r = ncgrpc__wire__command_get_response__unpack(NULL, len, msg);
 	if (r == NULL) {
@@ -280,47 +496,53 @@ on_call_message(struct grpc_call *c, const uint8_t *msg, size_t len,
 	else if (r->command_case ==
 		 NCGRPC__WIRE__COMMAND_GET_RESPONSE__COMMAND_CSH_COMMAND) {
 		cmd = &r->csh_command;
-		add_newline = 1;
+		newline = 1;
 	}
-	if (s->se_proc != NULL) {
-		if (cmd != NULL && (cmd->len > 0 || add_newline)) {
-			int rc = proc_write(s->se_proc, cmd->data, cmd->len);
-
-			if (rc == 0 && add_newline)
-				rc = proc_write(s->se_proc,
-						(const uint8_t *)"\n", 1);
-			if (rc != 0) {
-				/* Input would be lost: end the session. */
-				session_reason(s, rc == -EPIPE
-							  ? "process closed its "
-							    "input"
-							  : "cannot queue input");
-				ncgrpc__wire__command_get_response__free_unpacked(
-					r, NULL);
-				grpc_call_cancel(c);
-				return;
-			}
-			s->se_stats.ss_bytes_down += cmd->len + add_newline;
-			if (s->se_type == SESSION_NETCONF && !s->se_hello_done &&
-			    is_hello(cmd->data, cmd->len)) {
-				s->se_hello_done = 1;
-				s->se_settling = 1;
-				grpc_call_pause(c);
-				uv_timer_start(&s->se_settle, on_settled,
-					       SESSION_HELLO_SETTLE_MS, 0);
-			}
+	if (r->kill_signal > 0 && r->kill_signal < 65)
+		sig = (int)r->kill_signal;
+	else if (r->kill_signal != 0)
+		log_warnx("ignoring kill_signal %llu: not a signal",
+			  (unsigned long long)r->kill_signal);
+	if (s->se_proc == NULL)
+		goto out;
+	if (sig != 0 && cmd != NULL &&
+	    is_hangup_line(s->se_type, cmd->data, cmd->len)) {
+		log_info("the server hung up the %s session (line and signal "
+			 "%d)",
+			 session_type_name(s->se_type), sig);
+		uv_timer_start(&s->se_hangup, on_hangup, SESSION_HANGUP_MS, 0);
+	}
+	if (s->se_type == SESSION_CSH && sig != 0) {
+		rc = shell_signal(s, sig, cmd);
+		goto out;
+	}
+	if (newline && cmd->len > PROC_PTY_LINE_MAX &&
+	    proc_line_max(s->se_proc) != 0 &&
+	    proc_foreground_is_leader(s->se_proc)) {
+		/* The shell may be about to read it in raw mode: wait. */
+		if ((rc = hold_line(s, cmd, SESSION_LONG_LINE_WAIT_MS)) == 0)
+			session_hold_input(s, SESSION_LONG_LINE_STEP_MS);
+		goto out;
+	}
+	if (cmd != NULL && (cmd->len > 0 || newline)) {
+		if ((rc = write_input(s, cmd->data, cmd->len, newline)) != 0)
+			goto out;
+		if (s->se_type == SESSION_NETCONF && !s->se_hello_done &&
+		    is_hello(cmd->data, cmd->len)) {
+			s->se_hello_done = 1;
+			session_hold_input(s, SESSION_HELLO_SETTLE_MS);
 		}
-		if (r->kill_signal > 0 && r->kill_signal < 65)
-			proc_kill(s->se_proc, (int)r->kill_signal);
-		else if (r->kill_signal != 0)
-			log_warnx("ignoring kill_signal %llu: not a signal",
-				  (unsigned long long)r->kill_signal);
-		/* A process that does not read stops the stream. */
-		if (s->se_proc != NULL &&
-		    proc_queued(s->se_proc) >= PROC_INPUT_HIWAT)
-			grpc_call_pause(c);
 	}
+	if (sig != 0)
+		proc_kill(s->se_proc, sig);
+	/* A process that does not read stops the stream. */
+	if (s->se_proc != NULL && proc_queued(s->se_proc) >= PROC_INPUT_HIWAT)
+		grpc_call_pause(c);
+out:
 	ncgrpc__wire__command_get_response__free_unpacked(r, NULL);
+	/* Input would be lost: end the session. */
+	if (rc != 0)
+		grpc_call_cancel(c);
 }
 
 static void
@@ -344,6 +566,7 @@ on_call_end(struct grpc_call *c, int status, const char *message, void *arg)
 	s->se_call_done = 1;
 	uv_timer_stop(&s->se_settle);
 	s->se_settling = 0;
+	s->se_held_sig = 0;
 	if (status == GRPC_STATUS_OK)
 		session_reason(s, "stream closed");
 	else {
@@ -482,6 +705,9 @@ session_start(struct grpc_conn *conn, enum session_type type,
 		return -ENOMEM;
 	uv_timer_init(grpc_conn_loop(conn), &s->se_settle);
 	s->se_settle.data = s;
+	uv_timer_init(grpc_conn_loop(conn), &s->se_hangup);
+	s->se_hangup.data = s;
+	s->se_nhandles = 2;
 	s->se_type = type;
 	s->se_done = done;
 	s->se_arg = arg;
@@ -489,7 +715,7 @@ session_start(struct grpc_conn *conn, enum session_type type,
 	rc = grpc_call_start(conn, CMDGET_PATH, md, 0, &session_call_ops, s,
 			     &s->se_call);
 	if (rc != 0) {
-		uv_close((uv_handle_t *)&s->se_settle, on_settle_closed);
+		session_close_timers(s);
 		return rc;
 	}
 	if ((rc = session_spawn(s, env, grpc_conn_loop(conn),

@@ -6,14 +6,18 @@
  * chunks of at most SESSION_CHUNK bytes of valid UTF-8 (a character is
  * never split, invalid bytes become U+FFFD).  netconf_command is written to
  * the process as is, csh_command with "\n" appended, and a nonzero
- * kill_signal goes to the process group after the command.  Both ways are
- * flow-controlled: a slow server pauses the process's output, a process
- * that does not read pauses the stream.
+ * kill_signal goes to the process group: after the command for NETCONF;
+ * for a shell first, with input held while the shell settles, so that a
+ * signal never cuts a line (docs/protocol.md, "The end of a session").
+ * Both ways are flow-controlled: a slow server pauses the process's
+ * output, a process that does not read pauses the stream.
  *
  * The session ends when the process exits (the stream is closed with
  * status OK after the last output), when the server ends the stream (the
- * process group is killed), or when the connection drops.  done runs
- * once, after both the stream and the process are gone.
+ * process group is killed), when the server hangs up with a line and a
+ * signal together (the process is ended if it does not exit by itself
+ * within a bound), or when the connection drops.  done runs once, after
+ * both the stream and the process are gone.
  */
 #ifndef NCGRPC_SESSION_H
 #define NCGRPC_SESSION_H

@@ -1071,6 +1071,25 @@ proc_pid(const struct proc *p)
 	return p->p_pid;
 }
 
+size_t
+proc_line_max(const struct proc *p)
+{
+	struct termios t;
+
+	/* Termios requests on a master act on its slave (Linux). */
+	if (!p->p_pty || p->p_state != PS_RUNNING ||
+	    tcgetattr(p->p_master, &t) == -1 || !(t.c_lflag & ICANON))
+		return 0;
+	return PROC_PTY_LINE_MAX;
+}
+
+int
+proc_foreground_is_leader(const struct proc *p)
+{
+	return p->p_pty && p->p_state == PS_RUNNING &&
+	       tcgetpgrp(p->p_master) == p->p_pid;
+}
+
 int
 proc_resize(struct proc *p, unsigned short rows, unsigned short cols)
 {

@@ -95,6 +95,21 @@ void proc_close(struct proc *p, unsigned grace_ms);
 
 pid_t proc_pid(const struct proc *p);
 
+/*
+ * Nonzero when the child runs on a pty whose foreground process group is
+ * the child's own: a shell waiting at its prompt, not running a job.
+ */
+int proc_foreground_is_leader(const struct proc *p);
+
+/*
+ * The longest input line the child can read now, without its newline: on
+ * a pty in canonical mode the kernel keeps at most PROC_PTY_LINE_MAX bytes
+ * of a line and drops the rest; 0 when there is no such limit (pipes, and
+ * a pty in raw mode, such as bash's line editor sets while it reads).
+ */
+#define PROC_PTY_LINE_MAX 4095
+size_t proc_line_max(const struct proc *p);
+
 /* Sets the pty window size (ignored without a pty).  0 or -errno. */
 int proc_resize(struct proc *p, unsigned short rows, unsigned short cols);
 
