@@ -71,6 +71,7 @@ struct initcall {
 	char ic_id[256];
 	uint64_t ic_instance;
 	char ic_peer[64];
+	uint64_t ic_reg_gen; /* b_reg_gen when the check started */
 	TAILQ_ENTRY(initcall) ic_entry;
 };
 
@@ -124,6 +125,7 @@ struct broker {
 	uv_loop_t *b_loop;
 	struct broker_opts b_opts;
 	struct registry *b_reg;
+	uint64_t b_reg_gen; /* counts registry reloads */
 	struct device *b_buckets[BROKER_BUCKETS];
 	size_t b_ndevices;
 	struct oslist b_waiting; /* OS_WAITING */
@@ -475,6 +477,20 @@ on_verified(void *arg, int result)
 				 NULL);
 		return;
 	}
+	/*
+	 * The registry may have been reloaded during the check, and the
+	 * reload's sweep of idle connections has run already: a device
+	 * removed or given a new secret meanwhile must not become idle on
+	 * the strength of the old entry.
+	 */
+	if (ic->ic_reg_gen != b->b_reg_gen) {
+		log_info("device \"%s\" from %s: registry reloaded during "
+			 "the check, told to retry",
+			 ic->ic_id, ic->ic_peer);
+		grpc_call_finish(ic->ic_call, GRPC_STATUS_UNAVAILABLE,
+				 "device registry changed; try again", NULL);
+		return;
+	}
 	d = device_find(b, ic->ic_id);
 	if (d != NULL && d->dv_instance != ic->ic_instance) {
 		struct initcall *old;
@@ -562,6 +578,7 @@ init_half_close(struct grpc_call *c, void *arg)
 	snprintf(ic->ic_id, sizeof(ic->ic_id), "%s", req->device_id);
 	ic->ic_instance = req->instance_id;
 	peer_ip(ic->ic_peer, ip, sizeof(ip));
+	ic->ic_reg_gen = b->b_reg_gen;
 	rc = registry_verify(b->b_reg, b->b_loop, req->device_id,
 			     (const uint8_t *)req->secret_key,
 			     strlen(req->secret_key), ip, on_verified, ic,
@@ -1100,6 +1117,13 @@ broker_session_open(struct broker *b, struct grpc_call *op,
 	TAILQ_INSERT_TAIL(&b->b_waiting, os, os_entry);
 	os->os_listed = 1;
 	d = device_find(b, device_id);
+	/* Only a device that may connect is worth the wait. */
+	if (d == NULL && (b->b_reg == NULL || !registry_has(b->b_reg, device_id))) {
+		snprintf(msg, sizeof(msg), "device '%s' is not registered",
+			 device_id);
+		os_end(os, GRPC_STATUS_NOT_FOUND, msg);
+		return;
+	}
 	if (d != NULL && d->dv_nsessions >= b->b_opts.bo_session_limit) {
 		snprintf(msg, sizeof(msg),
 			 "device '%s' has reached its limit of %u sessions",
@@ -1168,11 +1192,17 @@ dev_on_half_close(struct grpc_call *c, void *arg)
 {
 	struct opsess *os = arg;
 
-	/* The backend exited: the device closed the stream. */
+	/*
+	 * The backend exited: the device closed the stream.  The session
+	 * ends before the device's call is finished: finishing can end the
+	 * call on the spot (grpc.h), and that must not read as a device that
+	 * vanished.
+	 */
 	os_hold(os);
 	os->os_dev_finished = 1;
-	grpc_call_finish(c, GRPC_STATUS_OK, NULL, NULL);
 	os_end(os, GRPC_STATUS_OK, "device closed the session");
+	if (os->os_dev != NULL)
+		grpc_call_finish(c, GRPC_STATUS_OK, NULL, NULL);
 	os_release(os);
 }
 
@@ -1329,6 +1359,7 @@ broker_set_registry(struct broker *b, struct registry *reg)
 	/* Checks in flight hold their own reference (registry.h). */
 	registry_free(b->b_reg);
 	b->b_reg = reg;
+	b->b_reg_gen++;
 	/*
 	 * A device taken out of the registry keeps no idle connection: it
 	 * was authenticated under the old registry.  Sessions running now

@@ -394,7 +394,7 @@ class CliTest(unittest.TestCase):
         r = self.env.cli("session", "no-such-device", "--shell", "--wait", "1")
         self.assertEqual(r.returncode, 1)
         self.assertEqual(r.stdout, b"")
-        self.assertRegex(r.stderr, rb"^ncgrpc: .*no-such-device.*not connected")
+        self.assertRegex(r.stderr, rb"^ncgrpc: .*no-such-device.*not registered")
 
     def test_unreachable_socket(self):
         sock = self.env.path("nothing-here.sock")
