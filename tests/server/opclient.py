@@ -141,6 +141,8 @@ class Session:
                     elif which == "ended":
                         self.ended = out.ended
                     self._cond.notify_all()
+                if which == "data":
+                    self.after_data()
             code, details = self.call.code(), self.call.details()
         except grpc.RpcError as e:
             code, details = e.code(), e.details()
@@ -153,6 +155,10 @@ class Session:
             self.started_ev.set()
             self._cond.notify_all()
         self._in.put(None)
+
+    def after_data(self):
+        """Called by the reader thread after each data message, outside the
+        lock: a subclass may sleep here to be a slow reader."""
 
     # ----- input ------------------------------------------------------------------
     def send(self, data):

@@ -178,11 +178,12 @@ class Ncgrpcd:
         if debug:
             argv.append("-d")
         self._out = open(self.stdout_path, "ab")
+        mark = self.log.mark()  # a restart must not take the last run's line
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._out,
                                      stderr=subprocess.STDOUT, preexec_fn=pdeathsig,
                                      close_fds=True)
         self.pid = self.proc.pid
-        self.log.wait(r"ncgrpcd \S+ started", timeout, alive=self.alive)
+        self.log.wait(r"ncgrpcd \S+ started", timeout, start=mark, alive=self.alive)
         wait_until(lambda: os.path.exists(self.sock), timeout, "operator socket")
         return self
 
