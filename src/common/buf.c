@@ -23,30 +23,22 @@ buf_free(struct buf *b)
 }
 
 int
-buf_append(struct buf *b, const void *data, size_t len)
+buf_reserve(struct buf *b, size_t len)
 {
 	size_t used = buf_len(b), cap;
 	uint8_t *p;
 
-	if (len == 0)
-		return 0;
 	if (len > b->b_max - used)
 		return -ENOBUFS;
-	if (b->b_len + len <= b->b_cap) {
-		memcpy(b->b_data + b->b_len, data, len);
-		b->b_len += len;
+	if (b->b_len + len <= b->b_cap)
 		return 0;
-	}
 	/* Compact first: often that alone makes room. */
 	if (b->b_off > 0) {
 		memmove(b->b_data, b->b_data + b->b_off, used);
 		b->b_off = 0;
 		b->b_len = used;
-		if (used + len <= b->b_cap) {
-			memcpy(b->b_data + used, data, len);
-			b->b_len += len;
+		if (used + len <= b->b_cap)
 			return 0;
-		}
 	}
 	cap = b->b_cap < 256 ? 256 : b->b_cap;
 	while (cap < used + len)
@@ -58,6 +50,18 @@ buf_append(struct buf *b, const void *data, size_t len)
 		return -ENOMEM;
 	b->b_data = p;
 	b->b_cap = cap;
+	return 0;
+}
+
+int
+buf_append(struct buf *b, const void *data, size_t len)
+{
+	int rc;
+
+	if (len == 0)
+		return 0;
+	if ((rc = buf_reserve(b, len)) != 0)
+		return rc;
 	memcpy(b->b_data + b->b_len, data, len);
 	b->b_len += len;
 	return 0;

@@ -32,6 +32,13 @@ void buf_free(struct buf *b);
  */
 int buf_append(struct buf *b, const void *data, size_t len);
 
+/*
+ * Makes room for len more bytes, so that appends of up to len bytes in all
+ * cannot fail until the queue changes otherwise.  Returns 0, -ENOBUFS (over
+ * the limit), or -ENOMEM; the contents are unchanged either way.
+ */
+int buf_reserve(struct buf *b, size_t len);
+
 /* Drops the first n bytes (n <= buf_len()). */
 void buf_consume(struct buf *b, size_t n);
 

@@ -11,6 +11,7 @@
  * in a loop holds the call (call_hold/call_release) so that an on_end
  * triggered from inside one of those callbacks cannot free it under us.
  */
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -196,12 +197,15 @@ grpc_md_free(struct grpc_mdlist *ml)
 
 /* Header arrays for nghttp2.  Values of "-bin" keys are base64-encoded. */
 
+#define NV_MAX 48
+
 struct nvlist {
-	nghttp2_nv nv[48];
-	char *owned[48];
+	nghttp2_nv nv[NV_MAX];
+	char *owned[NV_MAX];
 	size_t n;
 	size_t nowned;
-	int overflow;
+	int overflow;	/* something could not be added */
+	char status[12]; /* grpc-status, which must never be lost */
 };
 
 static void
@@ -277,14 +281,16 @@ nv_free(struct nvlist *l)
 static void
 nv_add_status(struct nvlist *l, int status, const char *message)
 {
-	char code[8];
 	char *enc = NULL;
 
-	snprintf(code, sizeof(code), "%d", status);
-	nv_add_owned(l, "grpc-status", strdup(code));
-	if (message != NULL && *message != '\0' &&
-	    grpc_percent_encode(message, strlen(message), &enc) == 0)
+	snprintf(l->status, sizeof(l->status), "%d", status);
+	nv_add_str(l, "grpc-status", l->status);
+	if (message == NULL || *message == '\0')
+		return;
+	if (grpc_percent_encode(message, strlen(message), &enc) == 0)
 		nv_add_owned(l, "grpc-message", enc);
+	else
+		l->overflow = 1;
 }
 
 /* Call lifetime. */
@@ -409,6 +415,24 @@ call_fail(struct grpc_call *c, int status, const char *msg)
 
 /* Sending. */
 
+/* Custom metadata entries that go on the wire (reserved keys do not). */
+static size_t
+md_wire_count(const struct grpc_mdlist *ml)
+{
+	size_t i, n = 0;
+
+	for (i = 0; ml != NULL && i < ml->ml_n; i++)
+		if (!grpc_meta_key_reserved(ml->ml_md[i].md_key,
+					    strlen(ml->ml_md[i].md_key)))
+			n++;
+	return n;
+}
+
+/*
+ * The trailers, as finish asked for them.  If they cannot be built (out of
+ * memory), the call ends with INTERNAL instead: a status that silently
+ * lost its message or metadata would be a lie.
+ */
 static void
 server_submit_trailers(struct grpc_call *c)
 {
@@ -416,6 +440,11 @@ server_submit_trailers(struct grpc_call *c)
 
 	nv_add_status(&l, c->cl_status, c->cl_message);
 	nv_add_md(&l, &c->cl_send_trailers);
+	if (l.overflow) {
+		nv_free(&l);
+		memset(&l, 0, sizeof(l));
+		nv_add_status(&l, GRPC_STATUS_INTERNAL, NULL);
+	}
 	nghttp2_submit_trailer(call_session(c), c->cl_stream_id, l.nv, l.n);
 	nv_free(&l);
 }
@@ -492,6 +521,10 @@ server_submit_headers(struct grpc_call *c, const struct grpc_mdlist *md)
 	nv_add_str(&l, ":status", "200");
 	nv_add_str(&l, "content-type", "application/grpc");
 	nv_add_md(&l, md);
+	if (l.overflow) {
+		nv_free(&l);
+		return -ENOMEM;
+	}
 	rc = nghttp2_submit_response(call_session(c), c->cl_stream_id, l.nv,
 				     l.n, &prd);
 	nv_free(&l);
@@ -513,18 +546,22 @@ grpc_call_send(struct grpc_call *c, const uint8_t *msg, size_t len)
 	     len > c->cl_conn->gc_opts.go_max_send_message) ||
 	    len > UINT32_MAX)
 		return -EMSGSIZE;
-	grpc_frame_header(hdr, (uint32_t)len);
-	if ((rc = buf_append(&c->cl_wbuf, hdr, sizeof(hdr))) != 0 ||
-	    (rc = buf_append(&c->cl_wbuf, msg, len)) != 0)
+	/*
+	 * All or nothing: a prefix queued without its message would corrupt
+	 * the stream, and a message queued must not be reported as failed.
+	 */
+	if ((rc = buf_reserve(&c->cl_wbuf, sizeof(hdr) + len)) != 0)
 		return rc;
+	if (c->cl_server && !c->cl_submitted &&
+	    (rc = server_submit_headers(c, NULL)) != 0)
+		return rc;
+	grpc_frame_header(hdr, (uint32_t)len);
+	rc = buf_append(&c->cl_wbuf, hdr, sizeof(hdr));
+	assert(rc == 0);
+	rc = buf_append(&c->cl_wbuf, msg, len);
+	assert(rc == 0);
 	if (buf_len(&c->cl_wbuf) >= GRPC_CALL_LOWAT)
 		c->cl_above_lowat = 1;
-	if (c->cl_server && !c->cl_submitted) {
-		if ((rc = server_submit_headers(c, NULL)) != 0)
-			return rc;
-		call_flush(c);
-		return 0;
-	}
 	call_kick(c);
 	return 0;
 }
@@ -556,6 +593,8 @@ grpc_call_send_headers(struct grpc_call *c, const struct grpc_mdlist *md)
 		return -EINVAL;
 	if (c->cl_submitted || c->cl_send_closed || c->cl_closed)
 		return -EALREADY;
+	if (md_wire_count(md) > NV_MAX - 2)
+		return -E2BIG;
 	if ((rc = server_submit_headers(c, md)) == 0)
 		call_flush(c);
 	return rc;
@@ -572,6 +611,9 @@ grpc_call_finish(struct grpc_call *c, int status, const char *message,
 		return -EINVAL;
 	if (c->cl_send_closed || c->cl_closed || c->cl_ended)
 		return -EALREADY;
+	/* grpc-status and grpc-message come first; what does not fit fails. */
+	if (md_wire_count(trailers) > NV_MAX - 4)
+		return -E2BIG;
 	free(c->cl_message);
 	c->cl_message = NULL;
 	grpc_md_free(&c->cl_send_trailers);
@@ -596,6 +638,14 @@ grpc_call_finish(struct grpc_call *c, int status, const char *message,
 		nv_add_str(&l, "content-type", "application/grpc");
 		nv_add_status(&l, status, message);
 		nv_add_md(&l, trailers);
+		if (l.overflow) {
+			/* As in server_submit_trailers(). */
+			nv_free(&l);
+			memset(&l, 0, sizeof(l));
+			nv_add_str(&l, ":status", "200");
+			nv_add_str(&l, "content-type", "application/grpc");
+			nv_add_status(&l, GRPC_STATUS_INTERNAL, NULL);
+		}
 		rc = nghttp2_submit_response(call_session(c), c->cl_stream_id,
 					     l.nv, l.n, NULL);
 		nv_free(&l);

@@ -23,6 +23,23 @@
 
 #define WATCHDOG_MS 10000
 
+/*
+ * realloc() of the whole program goes through here (-Wl,--wrap=realloc,
+ * tests/CMakeLists.txt): a test can make every realloc() of at least
+ * fail_realloc_from bytes fail.
+ */
+void *__real_realloc(void *p, size_t n);
+void *__wrap_realloc(void *p, size_t n);
+static size_t fail_realloc_from;
+
+void *
+__wrap_realloc(void *p, size_t n)
+{
+	if (fail_realloc_from != 0 && n >= fail_realloc_from)
+		return NULL;
+	return __real_realloc(p, n);
+}
+
 #define M_UNARY	 "/t.T/Unary"
 #define M_ECHO	 "/t.T/Echo"
 #define M_FAIL	 "/t.T/Fail"
@@ -30,6 +47,7 @@
 #define M_DROP	 "/t.T/Drop"
 #define M_STREAM "/t.T/Stream"
 #define M_SLOW	 "/t.T/Slow"
+#define M_MANY	 "/t.T/Many"
 
 #define SLOW_MS 200
 
@@ -779,6 +797,38 @@ stream_handler(struct grpc_call *c, void *arg)
 	assert_non_null(s->s_buf);
 }
 
+/*
+ * Many: finishes with more trailers than fit in one header block, which
+ * must fail (before, those past 48 were dropped and finish said 0), then
+ * with as many as fit.
+ */
+#define MANY_OK 40
+
+static const struct grpc_call_ops many_ops = {
+	.on_end = sc_on_end,
+};
+
+static void
+many_handler(struct grpc_call *c, void *arg)
+{
+	struct grpc_mdlist md = {0};
+	char key[16];
+	int i;
+
+	scall_new(c, arg, &many_ops);
+	assert_int_equal(grpc_call_send(c, (const uint8_t *)"m", 1), 0);
+	for (i = 0; i < 60; i++) {
+		snprintf(key, sizeof(key), "x-k%02d", i);
+		assert_int_equal(grpc_md_add(&md, key, "v", 1), 0);
+	}
+	assert_int_equal(grpc_call_finish(c, GRPC_STATUS_OK, NULL, &md),
+			 -E2BIG);
+	md.ml_n = MANY_OK;
+	assert_int_equal(grpc_call_finish(c, GRPC_STATUS_OK, "done", &md), 0);
+	md.ml_n = 60;
+	grpc_md_free(&md);
+}
+
 static void
 add_methods(struct env *e)
 {
@@ -802,6 +852,8 @@ add_methods(struct env *e)
 						e),
 			 0);
 	assert_int_equal(grpc_server_add_method(srv, M_SLOW, slow_handler, e),
+			 0);
+	assert_int_equal(grpc_server_add_method(srv, M_MANY, many_handler, e),
 			 0);
 }
 
@@ -962,6 +1014,61 @@ test_bidi(void **state)
 	assert_int_equal(e.e_s_status, GRPC_STATUS_OK);
 	assert_int_equal(e.e_s_halfclosed, 1);
 
+	cc_free(&cc);
+	env_done(&e);
+}
+
+/*
+ * A send that cannot be queued (out of memory) queues nothing: before, the
+ * 5-byte prefix went out without its message and the peer read the next
+ * message as the rest of this one.
+ */
+static void
+test_send_all_or_nothing(void **state)
+{
+	static uint8_t big[100 * 1024];
+	struct env e;
+	struct ccall cc;
+
+	(void)state;
+	env_init(&e, NULL);
+	env_connect(&e, NULL);
+	cc_init(&cc, &e);
+	assert_int_equal(cc_start(&cc, M_ECHO, NULL, 0, &cc_ops), 0);
+	assert_int_equal(grpc_call_send(cc.c_call, (const uint8_t *)"one", 3),
+			 0);
+	fail_realloc_from = sizeof(big);
+	assert_int_equal(grpc_call_send(cc.c_call, big, sizeof(big)), -ENOMEM);
+	fail_realloc_from = 0;
+	assert_int_equal(grpc_call_send(cc.c_call, (const uint8_t *)"two", 3),
+			 0);
+	assert_int_equal(grpc_call_close_send(cc.c_call), 0);
+	RUN_UNTIL(&e, cc.c_ended && e.e_s_ends == 1);
+	assert_int_equal(cc.c_status, GRPC_STATUS_OK);
+	assert_int_equal(cc.c_nmsg, 2);
+	assert_int_equal(cc.c_len, 6);
+	assert_memory_equal(cc.c_data, "onetwo", 6);
+	cc_free(&cc);
+	env_done(&e);
+}
+
+/* Trailers that do not fit are refused, not dropped. */
+static void
+test_too_many_trailers(void **state)
+{
+	struct env e;
+	struct ccall cc;
+
+	(void)state;
+	env_init(&e, NULL);
+	env_connect(&e, NULL);
+	cc_init(&cc, &e);
+	cc_unary(&cc, M_MANY, NULL);
+	RUN_UNTIL(&e, cc.c_ended && e.e_s_ends == 1);
+	assert_int_equal(cc.c_status, GRPC_STATUS_OK);
+	assert_string_equal(cc.c_msg, "done");
+	assert_int_equal(cc.c_trailers.ml_n, MANY_OK);
+	assert_md(&cc.c_trailers, "x-k39", "v", 1);
 	cc_free(&cc);
 	env_done(&e);
 }
@@ -2221,6 +2328,8 @@ main(void)
 		cmocka_unit_test(test_keepalive_live_peer),
 		cmocka_unit_test(test_keepalive_too_many_pings),
 		cmocka_unit_test(test_keepalive_server_tolerates_pings),
+		cmocka_unit_test(test_send_all_or_nothing),
+		cmocka_unit_test(test_too_many_trailers),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
