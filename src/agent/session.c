@@ -720,14 +720,16 @@ session_start(struct grpc_conn *conn, enum session_type type,
 	}
 	if ((rc = session_spawn(s, env, grpc_conn_loop(conn),
 				 grpc_conn_peer(conn))) != 0) {
+		const char *why = rc == -EINVAL && env->se_user != NULL
+					  ? "unknown user"
+					  : ncg_strerror(rc);
+
+		log_warnx("cannot start the %s session: %s",
+			  session_type_name(type), why);
 		/* Tell the operator why, then end the stream normally. */
 		snprintf(msg, sizeof(msg),
 			 "ncgrpc-agent: cannot start the %s session: %s\n",
-			 session_type_name(type),
-			 rc == -EINVAL && env->se_user != NULL
-				 ? "unknown user"
-				 : ncg_strerror(rc));
-		log_warnx("%s", msg);
+			 session_type_name(type), why);
 		snprintf(s->se_stats.ss_reason, sizeof(s->se_stats.ss_reason),
 			 "cannot start process: %s", ncg_strerror(rc));
 		send_output(s, (const uint8_t *)msg, strlen(msg), 1);

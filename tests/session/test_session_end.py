@@ -110,7 +110,9 @@ class HangupTest(Base):
             with open(os.path.join(certs, name)) as f:
                 return f.read()
 
-        self.nms = NMS(text("server.pem"), text("server.key"), {"hup1": "hup-secret"},
+        self.text = text
+        self.nms = NMS(text("server.pem"), text("server.key"),
+                       {"hup1": "hup-secret", "nouser": "hup-secret"},
                        stub_dir=CFG["stub_dir"]).start()
         self.addCleanup(self.nms.stop)
         self.agent = agentlib.Agent(CFG["agent"], self.subdir("agent"))
@@ -150,6 +152,27 @@ class HangupTest(Base):
                                    for p in agentlib.descendants(self.agent.pid)),
                        5, "sleep running")
         self.hangup(prepare, "bash running sleep 100")
+
+    def test_session_that_cannot_start(self):
+        """The operator is told why, the stream ends cleanly, and the log
+        has one well-formed line (it had the program name twice and a
+        blank line)."""
+        agent = agentlib.Agent(CFG["agent"], self.subdir("agent"))
+        agent.configure(
+            [agentlib.Client("c0", "nouser", "hup-secret",
+                             [agentlib.Addr(self.nms.port, cert_pem=self.text("ca.pem"))],
+                             waittime=1)],
+            ['shell "/bin/bash";', 'user "no-such-user-ncgrpc";'])
+        agent.start()
+        self.addCleanup(agent.stop)
+        sess = self.nms.open_session("nouser", "csh", 15)
+        out = sess.read_all_until_end(10)
+        self.assertEqual(out, "ncgrpc-agent: cannot start the shell session: unknown user\n")
+        self.assertEqual(sess.end_reason, "eof")
+        agent.wait_log(r"cannot start the shell session: unknown user$", 5)
+        text = open(agent.log_path).read()
+        self.assertNotIn("ncgrpc-agent: cannot start", text)
+        self.assertNotIn("\n\n", text)
 
     def test_long_output(self):
         def prepare(s):
