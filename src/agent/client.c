@@ -73,6 +73,7 @@ struct aconn {
 	char ac_peer[128];
 	unsigned ac_ping_ms; /* PING interval this connection started with */
 	int ac_ping_refused; /* it got a too_many_pings GOAWAY */
+	unsigned ac_idle_pings; /* PINGs acknowledged before it was granted */
 	LIST_ENTRY(aconn) ac_entry;
 };
 
@@ -339,6 +340,7 @@ on_init_end(struct grpc_call *c, int status, const char *message, void *arg)
 			      : SESSION_NETCONF;
 	jnx__jet__netconf__ncgrpc_initialize_response__free_unpacked(r, NULL);
 	ac->ac_outcome = AO_GRANTED;
+	ac->ac_idle_pings = grpc_conn_pings_acked(ac->ac_conn);
 	if (cl->cl_wait == ac)
 		cl->cl_wait = NULL;
 	start_session(ac, c);
@@ -584,10 +586,13 @@ static const struct grpc_conn_ops conn_ops = {
 /*
  * Lets a learned PING interval come back down: if a connection that started
  * with the current interval has had KEEPALIVE_DECAY_PINGS of them
- * acknowledged without a too_many_pings GOAWAY, the server accepts that
- * rate, and the next connections try half of it (never below the
- * configured interval).  Should the half be refused, the GOAWAY doubles it
- * again; the cost is one reconnect of an idle connection.
+ * acknowledged without a too_many_pings GOAWAY while it waited in
+ * Initialize, the server accepts that rate, and the next connections try
+ * half of it (never below the configured interval).  Only PINGs on the
+ * waiting connection count: gRPC Core forgives PINGs while data flows, so
+ * a busy session connection proves nothing.  Should the half be refused,
+ * the GOAWAY doubles it again; the cost is one reconnect of an idle
+ * connection.
  */
 static void
 client_ping_decay(struct client *cl)
@@ -598,9 +603,18 @@ client_ping_decay(struct client *cl)
 	if (cl->cl_ping_ms <= base)
 		return;
 	LIST_FOREACH(ac, &cl->cl_conns, ac_entry) {
+		unsigned idle;
+
 		if (ac->ac_conn == NULL || ac->ac_ping_refused ||
-		    ac->ac_ping_ms != cl->cl_ping_ms ||
-		    grpc_conn_pings_acked(ac->ac_conn) < KEEPALIVE_DECAY_PINGS)
+		    ac->ac_ping_ms != cl->cl_ping_ms)
+			continue;
+		if (ac->ac_state == AC_INIT)
+			idle = grpc_conn_pings_acked(ac->ac_conn);
+		else if (ac->ac_state == AC_SESSION)
+			idle = ac->ac_idle_pings;
+		else
+			idle = 0;
+		if (idle < KEEPALIVE_DECAY_PINGS)
 			continue;
 		next = cl->cl_ping_ms / 2 > base ? cl->cl_ping_ms / 2 : base;
 		log_info("client \"%s\": %s accepted keepalive pings every "
