@@ -896,10 +896,9 @@ agent_stmt(struct parser *p, int kw, void *target)
 		                CONF_MAX_KEEPALIVE_INTERVAL,
 		                &ag->ag_keepalive_interval_max);
 	case KW_DEAD_PEER:
-		return num_stmt(p, "dead-peer-timeout",
-		                "a number of seconds (0 disables)", 0,
-		                CONF_MAX_DEAD_PEER_TIMEOUT,
-		                &ag->ag_dead_peer_timeout);
+		return num_stmt(
+		    p, "dead-peer-timeout", "a number of seconds (0 disables)",
+		    0, CONF_MAX_DEAD_PEER_TIMEOUT, &ag->ag_dead_peer_timeout);
 	case KW_SESSION_LIMIT:
 		return num_stmt(p, "session-limit", "a number of sessions", 1,
 		                CONF_MAX_SESSION_LIMIT, &ag->ag_session_limit);
@@ -1445,8 +1444,7 @@ validate_agent(const struct conf *cf, char *err, size_t errlen)
 	     CONF_MAX_KEEPALIVE_INTERVAL},
 	    {"dead-peer-timeout", ag->ag_dead_peer_timeout, 0,
 	     CONF_MAX_DEAD_PEER_TIMEOUT},
-	    {"session-limit", ag->ag_session_limit, 1,
-	     CONF_MAX_SESSION_LIMIT},
+	    {"session-limit", ag->ag_session_limit, 1, CONF_MAX_SESSION_LIMIT},
 	};
 	size_t i;
 

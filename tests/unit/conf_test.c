@@ -756,9 +756,9 @@ test_validation(void **state)
 	 * appear.
 	 */
 	{
-		static const char txt[] = "outbound-https { client a { "
-		                          "device-id d; secret k; " ADDR_OK
-		                          "} }";
+		static const char txt[] =
+		    "outbound-https { client a { "
+		    "device-id d; secret k; " ADDR_OK "} }";
 		struct conf *cf = NULL;
 		char e[256];
 
