@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <openssl/rand.h>
@@ -24,6 +25,7 @@
 #include "err.h"
 #include "filewatch.h"
 #include "log.h"
+#include "xport.h"
 
 #define AGENT_DEFAULT_CONF "/etc/ncgrpc/agent.conf"
 #define AGENT_LOG_DIR	   "/var/log"
@@ -80,6 +82,28 @@ usage(int code)
 	exit(code);
 }
 
+/*
+ * The file holds plaintext (or trivially decoded $9$) secrets: say so when
+ * anyone but its owner may read it, or change it (and with it the
+ * netconf-command the agent runs).
+ */
+static void
+check_conf_mode(void)
+{
+	struct stat st;
+
+	if (stat(agent.conf_path, &st) != 0 ||
+	    (st.st_mode & (S_IRWXG | S_IRWXO)) == 0)
+		return;
+	log_warnx("configuration \"%s\" holds secrets but is %s by %s "
+		  "(mode %04o); chmod 600 it",
+		  agent.conf_path,
+		  (st.st_mode & (S_IWGRP | S_IWOTH)) != 0 ? "writable"
+							 : "readable",
+		  (st.st_mode & S_IRWXO) != 0 ? "others" : "its group",
+		  (unsigned)(st.st_mode & 07777));
+}
+
 static int
 load_conf(struct conf **out, char *err, size_t errlen)
 {
@@ -109,6 +133,11 @@ apply_agent(const struct conf *cf)
 	agent.cs.cs_xport.xo_keepalive_idle = ag->ag_tcp_keepidle;
 	agent.cs.cs_xport.xo_keepalive_intvl = ag->ag_tcp_keepintvl;
 	agent.cs.cs_xport.xo_keepalive_cnt = ag->ag_tcp_keepcnt;
+	agent.cs.cs_xport.xo_user_timeout_ms = 0;
+	agent.cs.cs_xport.xo_connect_timeout_ms = 0;
+	xport_opts_dead_peer(&agent.cs.cs_xport, ag->ag_dead_peer_timeout);
+	agent.cs.cs_ping_interval_max_ms = ag->ag_keepalive_interval_max * 1000;
+	agent.cs.cs_session_limit = ag->ag_session_limit;
 	/* The strings live in cf, which stays until the next reload. */
 	agent.cs.cs_session.se_user = ag->ag_user;
 	agent.cs.cs_session.se_netconf_command = ag->ag_netconf_command;
@@ -215,6 +244,7 @@ reload(const char *trigger)
 		return;
 	}
 	apply_agent(cf);
+	check_conf_mode();
 	for (i = 0; i < cf->cf_nclients; i++) {
 		const struct conf_client *cc = &cf->cf_clients[i];
 		const struct conf_client *prev =
@@ -325,6 +355,7 @@ main(int argc, char **argv)
 		return 1;
 	}
 	if (check) {
+		check_conf_mode();
 		printf("%s: configuration OK (%zu client%s)\n", agent.conf_path,
 		       agent.conf->cf_nclients,
 		       agent.conf->cf_nclients == 1 ? "" : "s");
@@ -349,6 +380,7 @@ main(int argc, char **argv)
 		 NCGRPC_VERSION, agent.conf->cf_nclients,
 		 agent.conf->cf_nclients == 1 ? "" : "s",
 		 (unsigned long long)agent.cs.cs_instance_id);
+	check_conf_mode();
 	if ((agent.clients = calloc(agent.conf->cf_nclients,
 				    sizeof(*agent.clients))) == NULL)
 		fatalx("out of memory");

@@ -26,6 +26,14 @@
 
 #define SVC "/jnx.jet.netconf.Ncgrpc/"
 #define BACKOFF_MIN_MS 1000
+/*
+ * A learned (too_many_pings) PING interval is halved, down to the
+ * configured one, once a connection has had this many PINGs at it
+ * acknowledged without a complaint.  A gRPC Core server sends its GOAWAY
+ * at the third PING it finds too early (two strikes allowed), so five
+ * acknowledged PINGs show the server accepts the rate.
+ */
+#define KEEPALIVE_DECAY_PINGS 5
 
 enum aconn_state {
 	AC_CONNECTING, /* TCP, TLS */
@@ -63,6 +71,9 @@ struct aconn {
 	enum session_type ac_type;
 	unsigned ac_sid;
 	char ac_peer[128];
+	unsigned ac_ping_ms; /* PING interval this connection started with */
+	int ac_ping_refused; /* it got a too_many_pings GOAWAY */
+	unsigned ac_idle_pings; /* PINGs acknowledged before it was granted */
 	LIST_ENTRY(aconn) ac_entry;
 };
 
@@ -82,8 +93,9 @@ struct client {
 	size_t cl_tried;       /* addresses failed in this pass */
 	size_t cl_last_good;   /* for sticky */
 	unsigned cl_backoff_ms;
-	unsigned cl_ping_ms;   /* grows on too_many_pings */
+	unsigned cl_ping_ms;   /* grows on too_many_pings, decays back */
 	unsigned cl_nsessions;
+	int cl_capped;	       /* no connection waits: at the session limit */
 	unsigned cl_next_sid;
 	struct aconn *cl_wait; /* the waiting connection, or NULL */
 	LIST_HEAD(, aconn) cl_conns;
@@ -93,6 +105,7 @@ struct client {
 };
 
 static void client_connect(struct client *);
+static void client_ping_decay(struct client *);
 
 const char *
 client_name(const struct client *cl)
@@ -244,6 +257,15 @@ on_session_done(struct session *s, const struct session_stats *st, void *arg)
 		 cl->cl_name, ac->ac_sid, session_type_name(ac->ac_type),
 		 st->ss_reason, (unsigned long long)st->ss_bytes_up,
 		 (unsigned long long)st->ss_bytes_down);
+	/* Below the limit again: a connection may wait for the next one. */
+	if (cl->cl_capped && !cl->cl_stopping) {
+		cl->cl_capped = 0;
+		log_info("client \"%s\": %u session%s, below the session "
+			 "limit again; waiting for sessions",
+			 cl->cl_name, cl->cl_nsessions,
+			 cl->cl_nsessions == 1 ? "" : "s");
+		client_connect(cl);
+	}
 	if (!ac->ac_conn_closed) {
 		aconn_close(ac, 0);
 		return;
@@ -318,6 +340,7 @@ on_init_end(struct grpc_call *c, int status, const char *message, void *arg)
 			      : SESSION_NETCONF;
 	jnx__jet__netconf__ncgrpc_initialize_response__free_unpacked(r, NULL);
 	ac->ac_outcome = AO_GRANTED;
+	ac->ac_idle_pings = grpc_conn_pings_acked(ac->ac_conn);
 	if (cl->cl_wait == ac)
 		cl->cl_wait = NULL;
 	start_session(ac, c);
@@ -413,12 +436,30 @@ conn_on_goaway(struct grpc_conn *conn, uint32_t code, const char *debug,
 	struct aconn *ac = arg;
 	struct client *cl = ac->ac_client;
 	unsigned ms = grpc_conn_ping_interval(conn);
+	unsigned max = cl->cl_cs->cs_ping_interval_max_ms;
 
-	if (ms > cl->cl_ping_ms && cl->cl_ping_ms > 0) {
-		/* The server refused our ping rate; keep the slower one. */
-		log_warnx("client \"%s\": %s asked for fewer pings (%s); "
-			  "keepalive interval now %u s",
-			  cl->cl_name, ac->ac_peer, debug, ms / 1000);
+	/* ENHANCE_YOUR_CALM (0xb) "too_many_pings", as gRPC Core sends it. */
+	if (code == 0xb && strcmp(debug, "too_many_pings") == 0 &&
+	    ac->ac_ping_ms > 0)
+		ac->ac_ping_refused = 1;
+	if (ac->ac_ping_refused && cl->cl_ping_ms > 0 &&
+	    ms >= cl->cl_ping_ms) {
+		/*
+		 * The server refused our ping rate; keep the slower one, but
+		 * never beyond the maximum: TCP keepalive and the user timeout
+		 * find dead peers, PINGs only back them up.
+		 */
+		if (max > 0 && ms > max)
+			ms = max;
+		if (ms > cl->cl_ping_ms)
+			log_warnx("client \"%s\": %s asked for fewer pings "
+				  "(%s); keepalive interval now %u s",
+				  cl->cl_name, ac->ac_peer, debug, ms / 1000);
+		else
+			log_warnx("client \"%s\": %s asked for fewer pings "
+				  "(%s); keepalive interval stays at its "
+				  "maximum, %u s",
+				  cl->cl_name, ac->ac_peer, debug, ms / 1000);
 		cl->cl_ping_ms = ms;
 	} else
 		log_debug("client \"%s\": goaway from %s (code %u %s)",
@@ -461,6 +502,8 @@ conn_on_closed(struct grpc_conn *conn, int err, const char *reason,
 	(void)conn;
 	if (was_waiting)
 		cl->cl_wait = NULL;
+	if (!cl->cl_stopping)
+		client_ping_decay(cl);
 	free(ac->ac_resp);
 	ac->ac_resp = NULL;
 	if (ac->ac_session != NULL) {
@@ -540,6 +583,49 @@ static const struct grpc_conn_ops conn_ops = {
 	.on_closed = conn_on_closed,
 };
 
+/*
+ * Lets a learned PING interval come back down: if a connection that started
+ * with the current interval has had KEEPALIVE_DECAY_PINGS of them
+ * acknowledged without a too_many_pings GOAWAY while it waited in
+ * Initialize, the server accepts that rate, and the next connections try
+ * half of it (never below the configured interval).  Only PINGs on the
+ * waiting connection count: gRPC Core forgives PINGs while data flows, so
+ * a busy session connection proves nothing.  Should the half be refused,
+ * the GOAWAY doubles it again; the cost is one reconnect of an idle
+ * connection.
+ */
+static void
+client_ping_decay(struct client *cl)
+{
+	unsigned base = cl->cl_cs->cs_ping_interval_ms, next;
+	struct aconn *ac;
+
+	if (cl->cl_ping_ms <= base)
+		return;
+	LIST_FOREACH(ac, &cl->cl_conns, ac_entry) {
+		unsigned idle;
+
+		if (ac->ac_conn == NULL || ac->ac_ping_refused ||
+		    ac->ac_ping_ms != cl->cl_ping_ms)
+			continue;
+		if (ac->ac_state == AC_INIT)
+			idle = grpc_conn_pings_acked(ac->ac_conn);
+		else if (ac->ac_state == AC_SESSION)
+			idle = ac->ac_idle_pings;
+		else
+			idle = 0;
+		if (idle < KEEPALIVE_DECAY_PINGS)
+			continue;
+		next = cl->cl_ping_ms / 2 > base ? cl->cl_ping_ms / 2 : base;
+		log_info("client \"%s\": %s accepted keepalive pings every "
+			 "%u s; new connections ping every %u s",
+			 cl->cl_name, ac->ac_peer, cl->cl_ping_ms / 1000,
+			 next / 1000);
+		cl->cl_ping_ms = next;
+		return;
+	}
+}
+
 static void
 client_connect(struct client *cl)
 {
@@ -550,6 +636,21 @@ client_connect(struct client *cl)
 
 	if (cl->cl_stopping || cl->cl_wait != NULL)
 		return;
+	/*
+	 * At the session limit no connection waits, so the server has none
+	 * to grant: it sees the device as busy (docs/protocol.md).  The last
+	 * session to end brings the waiting connection back.
+	 */
+	if (cl->cl_nsessions >= cl->cl_cs->cs_session_limit) {
+		if (!cl->cl_capped)
+			log_warnx("client \"%s\": %u sessions, at the session "
+				  "limit; no connection waits for more until "
+				  "one ends",
+				  cl->cl_name, cl->cl_nsessions);
+		cl->cl_capped = 1;
+		return;
+	}
+	client_ping_decay(cl);
 	if (a->ca_ctx == NULL) {
 		log_warnx("client \"%s\": skipping %s port %u: trusted-cert "
 			  "unusable: %s",
@@ -572,7 +673,9 @@ client_connect(struct client *cl)
 		snprintf(ac->ac_peer, sizeof(ac->ac_peer), "%s:%u", a->ca_host,
 			 a->ca_port);
 	go.go_ping_interval_ms = cl->cl_ping_ms;
+	go.go_ping_interval_max_ms = cl->cl_cs->cs_ping_interval_max_ms;
 	go.go_ping_timeout_ms = cl->cl_cs->cs_ping_timeout_ms;
+	ac->ac_ping_ms = cl->cl_ping_ms;
 	go.go_xport = cl->cl_cs->cs_xport;
 	log_info("client \"%s\": connecting to %s", cl->cl_name, ac->ac_peer);
 	rc = grpc_conn_connect(cl->cl_loop, a->ca_host, a->ca_port, a->ca_ctx,
@@ -679,6 +782,11 @@ client_update(struct client *cl, const struct conf_client *cc)
 	cl->cl_reconnect = cc->cl_reconnect;
 	/* Learned slower pings (too_many_pings) are forgotten on purpose. */
 	cl->cl_ping_ms = cl->cl_cs->cs_ping_interval_ms;
+	/* A raised session-limit lets a connection wait again. */
+	if (cl->cl_capped && cl->cl_nsessions < cl->cl_cs->cs_session_limit) {
+		cl->cl_capped = 0;
+		client_connect(cl);
+	}
 	/* A pause under way is shortened to the new waittime. */
 	if (uv_is_active((uv_handle_t *)&cl->cl_timer) &&
 	    uv_timer_get_due_in(&cl->cl_timer) > cl->cl_waittime * 1000ULL)

@@ -30,7 +30,9 @@ struct client;
 struct client_settings {
 	uint64_t cs_instance_id;	/* random per agent start */
 	unsigned cs_ping_interval_ms;	/* HTTP/2 keepalive; 0: none */
+	unsigned cs_ping_interval_max_ms; /* too_many_pings growth cap */
 	unsigned cs_ping_timeout_ms;
+	unsigned cs_session_limit;	/* sessions per client at once */
 	struct xport_opts cs_xport;	/* TCP keepalive, timeouts */
 	struct session_env cs_session;
 };

@@ -24,7 +24,8 @@
  *              VALUE ";"
  *            | ( "keepalive-interval" | "keepalive-timeout"
  *              | "tcp-keepalive-idle" | "tcp-keepalive-interval"
- *              | "tcp-keepalive-count" ) NUMBER ";"
+ *              | "tcp-keepalive-count" | "keepalive-interval-max"
+ *              | "dead-peer-timeout" | "session-limit" ) NUMBER ";"
  *
  * A statement given twice keeps the last value, as a Junos "load merge"
  * would.  The parser stops at the first error.
@@ -838,7 +839,10 @@ enum {
 	KW_KA_TIMEOUT,
 	KW_TCP_IDLE,
 	KW_TCP_INTERVAL,
-	KW_TCP_COUNT
+	KW_TCP_COUNT,
+	KW_KA_INTERVAL_MAX,
+	KW_DEAD_PEER,
+	KW_SESSION_LIMIT
 };
 static const char *const agent_kw[] = {"user",
                                        "netconf-command",
@@ -849,6 +853,9 @@ static const char *const agent_kw[] = {"user",
                                        "tcp-keepalive-idle",
                                        "tcp-keepalive-interval",
                                        "tcp-keepalive-count",
+                                       "keepalive-interval-max",
+                                       "dead-peer-timeout",
+                                       "session-limit",
                                        NULL};
 
 static int
@@ -883,6 +890,18 @@ agent_stmt(struct parser *p, int kw, void *target)
 	case KW_TCP_COUNT:
 		return num_stmt(p, "tcp-keepalive-count", "a probe count", 1,
 		                CONF_MAX_TCP_KEEPCNT, &ag->ag_tcp_keepcnt);
+	case KW_KA_INTERVAL_MAX:
+		return num_stmt(p, "keepalive-interval-max",
+		                "a number of seconds", 1,
+		                CONF_MAX_KEEPALIVE_INTERVAL,
+		                &ag->ag_keepalive_interval_max);
+	case KW_DEAD_PEER:
+		return num_stmt(
+		    p, "dead-peer-timeout", "a number of seconds (0 disables)",
+		    0, CONF_MAX_DEAD_PEER_TIMEOUT, &ag->ag_dead_peer_timeout);
+	case KW_SESSION_LIMIT:
+		return num_stmt(p, "session-limit", "a number of sessions", 1,
+		                CONF_MAX_SESSION_LIMIT, &ag->ag_session_limit);
 	}
 	return -1;
 }
@@ -1036,6 +1055,9 @@ agent_defaults(struct conf_agent *ag)
 	ag->ag_tcp_keepidle = CONF_DEFAULT_TCP_KEEPIDLE;
 	ag->ag_tcp_keepintvl = CONF_DEFAULT_TCP_KEEPINTVL;
 	ag->ag_tcp_keepcnt = CONF_DEFAULT_TCP_KEEPCNT;
+	ag->ag_keepalive_interval_max = CONF_DEFAULT_KEEPALIVE_INTERVAL_MAX;
+	ag->ag_dead_peer_timeout = CONF_DEFAULT_DEAD_PEER_TIMEOUT;
+	ag->ag_session_limit = CONF_DEFAULT_SESSION_LIMIT;
 	return 0;
 }
 
@@ -1362,6 +1384,10 @@ validate_client(const struct conf *cf, size_t i, char *err, size_t errlen)
 		            "client '%s': no secret; expected 'secret "
 		            "\"...\";'",
 		            cn);
+	/* A $9$ secret may decode to a NUL, which the wire would cut at. */
+	if (memchr(cl->cl_secret, '\0', cl->cl_secret_len) != NULL)
+		return verr(cf, err, errlen, &cl->cl_pos,
+		            "client '%s': secret holds a NUL byte", cn);
 	if (!utf8_valid((const uint8_t *)cl->cl_secret, cl->cl_secret_len))
 		return verr(cf, err, errlen, &cl->cl_pos,
 		            "client '%s': secret is not valid UTF-8", cn);
@@ -1414,6 +1440,11 @@ validate_agent(const struct conf *cf, char *err, size_t errlen)
 	     CONF_MAX_TCP_KEEPINTVL},
 	    {"tcp-keepalive-count", ag->ag_tcp_keepcnt, 1,
 	     CONF_MAX_TCP_KEEPCNT},
+	    {"keepalive-interval-max", ag->ag_keepalive_interval_max, 1,
+	     CONF_MAX_KEEPALIVE_INTERVAL},
+	    {"dead-peer-timeout", ag->ag_dead_peer_timeout, 0,
+	     CONF_MAX_DEAD_PEER_TIMEOUT},
+	    {"session-limit", ag->ag_session_limit, 1, CONF_MAX_SESSION_LIMIT},
 	};
 	size_t i;
 
@@ -1430,6 +1461,12 @@ validate_agent(const struct conf *cf, char *err, size_t errlen)
 			            "agent: %s %u; expected %u to %u",
 			            nums[i].name, nums[i].val, nums[i].min,
 			            nums[i].max);
+	if (ag->ag_keepalive_interval_max < ag->ag_keepalive_interval)
+		return verr(cf, err, errlen, NULL,
+		            "agent: keepalive-interval-max %u is below "
+		            "keepalive-interval %u",
+		            ag->ag_keepalive_interval_max,
+		            ag->ag_keepalive_interval);
 	return 0;
 }
 

@@ -50,6 +50,22 @@
 #define CONF_MAX_TCP_KEEPIDLE           32767 /* the Linux limits */
 #define CONF_MAX_TCP_KEEPINTVL          32767
 #define CONF_MAX_TCP_KEEPCNT            127
+/*
+ * A too_many_pings GOAWAY doubles the PING interval (SPEC.md section 2a),
+ * never beyond keepalive-interval-max; it comes back down once a
+ * connection kept the learned interval without a complaint (client.c).
+ */
+#define CONF_DEFAULT_KEEPALIVE_INTERVAL_MAX 3600 /* s */
+/*
+ * A dead peer (link cut, box gone) is noticed within dead-peer-timeout
+ * seconds on idle and busy connections alike: TCP_USER_TIMEOUT, with TCP
+ * keepalive shortened to fit (xport_opts_dead_peer()).  0 turns it off.
+ */
+#define CONF_DEFAULT_DEAD_PEER_TIMEOUT 30 /* s */
+#define CONF_MAX_DEAD_PEER_TIMEOUT     3600
+/* Sessions per client at once; at the limit no connection waits. */
+#define CONF_DEFAULT_SESSION_LIMIT 16
+#define CONF_MAX_SESSION_LIMIT     1024
 
 enum conf_reconnect {
 	CONF_RECONNECT_IN_ORDER = 0, /* restart from the first address */
@@ -92,6 +108,9 @@ struct conf_agent {
 	unsigned ag_tcp_keepidle;       /* TCP_KEEPIDLE, s */
 	unsigned ag_tcp_keepintvl;      /* TCP_KEEPINTVL, s */
 	unsigned ag_tcp_keepcnt;        /* TCP_KEEPCNT */
+	unsigned ag_keepalive_interval_max; /* s; learned PING interval cap */
+	unsigned ag_dead_peer_timeout;  /* s; 0: kernel defaults */
+	unsigned ag_session_limit;      /* sessions per client at once */
 };
 
 /*

@@ -48,10 +48,18 @@ buf_len(const struct buf *b)
 	return b->b_len - b->b_off;
 }
 
+/*
+ * The first unconsumed byte; valid until the next append, consume or free.
+ * Never NULL: an empty queue that never held storage returns a pointer to
+ * a static byte, so callers may pass it to memcpy() with a length of 0
+ * (and no NULL + 0 arithmetic happens here).
+ */
 static inline const uint8_t *
 buf_data(const struct buf *b)
 {
-	return b->b_data + b->b_off;
+	static const uint8_t buf_empty[1];
+
+	return b->b_data != NULL ? b->b_data + b->b_off : buf_empty;
 }
 
 #endif

@@ -1212,8 +1212,12 @@ conn_on_goaway(struct h2conn *h, uint32_t error_code, const uint8_t *debug,
 	if (error_code == NGHTTP2_ENHANCE_YOUR_CALM &&
 	    strcmp(text, "too_many_pings") == 0 && h2_ping_interval(h) > 0) {
 		unsigned ms = h2_ping_interval(h);
+		unsigned max = conn->gc_opts.go_ping_interval_max_ms;
 
-		h2_set_ping_interval(h, ms > UINT32_MAX / 2 ? ms : ms * 2);
+		ms = ms > UINT32_MAX / 2 ? UINT32_MAX : ms * 2;
+		if (max > 0 && ms > max)
+			ms = max > h2_ping_interval(h) ? max : h2_ping_interval(h);
+		h2_set_ping_interval(h, ms);
 	}
 	if (conn->gc_ops->on_goaway != NULL)
 		conn->gc_ops->on_goaway(conn, error_code, text, conn->gc_arg);
@@ -1435,6 +1439,12 @@ void
 grpc_conn_set_arg(struct grpc_conn *conn, void *arg)
 {
 	conn->gc_arg = arg;
+}
+
+unsigned
+grpc_conn_pings_acked(const struct grpc_conn *conn)
+{
+	return h2_pings_acked(conn->gc_h2);
 }
 
 unsigned

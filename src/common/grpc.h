@@ -91,6 +91,8 @@ struct grpc_opts {
 	uint32_t go_max_streams;      /* server: concurrent streams, 100 */
 	unsigned go_ping_interval_ms; /* HTTP/2 keepalive PING; 0: none */
 	unsigned go_ping_timeout_ms;  /* default 20 s */
+	/* client: too_many_pings doubles the interval up to this; 0: no cap */
+	unsigned go_ping_interval_max_ms;
 	struct xport_opts go_xport;   /* timeouts and TCP keepalive */
 };
 
@@ -99,7 +101,8 @@ struct grpc_conn_ops {
 	void (*on_ready)(struct grpc_conn *conn, void *arg);
 	/*
 	 * GOAWAY received.  A client whose pings were refused as
-	 * "too_many_pings" has its ping interval doubled before this runs.
+	 * "too_many_pings" has its ping interval doubled (never beyond
+	 * go_ping_interval_max_ms) before this runs.
 	 */
 	void (*on_goaway)(struct grpc_conn *conn, uint32_t error_code,
 			  const char *debug, void *arg);
@@ -146,6 +149,9 @@ uv_loop_t *grpc_conn_loop(const struct grpc_conn *conn);
 void grpc_conn_set_arg(struct grpc_conn *conn, void *arg);
 /* The current keepalive PING period (changes after too_many_pings). */
 unsigned grpc_conn_ping_interval(const struct grpc_conn *conn);
+
+/* Keepalive PINGs of ours the peer has acknowledged on this connection. */
+unsigned grpc_conn_pings_acked(const struct grpc_conn *conn);
 
 /*
  * Starts a client call of method path (e.g. "/pkg.Service/Method") with

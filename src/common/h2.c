@@ -34,6 +34,7 @@ struct h2conn {
 	uv_timer_t c_ping_timer;
 	int c_ping_timer_open;
 	int c_ping_outstanding;
+	unsigned c_pings_acked;
 	int c_depth;	   /* nesting of nghttp2 calls */
 	int c_want_flush;  /* h2_flush() asked for while nested */
 	int c_ready;	   /* on_ready delivered */
@@ -73,6 +74,12 @@ int
 h2_is_closing(const struct h2conn *c)
 {
 	return c->c_closing || c->c_xclosed;
+}
+
+unsigned
+h2_pings_acked(const struct h2conn *c)
+{
+	return c->c_pings_acked;
 }
 
 unsigned
@@ -154,6 +161,7 @@ cb_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
 		if ((f->hd.flags & NGHTTP2_FLAG_ACK) &&
 		    c->c_ping_outstanding) {
 			c->c_ping_outstanding = 0;
+			c->c_pings_acked++;
 			h2_set_ping_interval(c, c->c_opts.ho_ping_interval_ms);
 		}
 		break;

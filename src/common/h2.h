@@ -121,6 +121,9 @@ void h2_close(struct h2conn *c, int err, const char *reason);
 void h2_set_ping_interval(struct h2conn *c, unsigned ms);
 unsigned h2_ping_interval(const struct h2conn *c);
 
+/* Keepalive PINGs of ours acknowledged so far. */
+unsigned h2_pings_acked(const struct h2conn *c);
+
 /* Nonzero once GOAWAY was sent or received, or the close began. */
 int h2_is_closing(const struct h2conn *c);
 

@@ -54,26 +54,106 @@ log_open(const char *path)
 	return 0;
 }
 
+size_t
+log_escape(char *out, size_t outlen, const void *in, size_t inlen)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *p = in;
+	size_t i, n = 0, w = 0, elen;
+	int full = outlen == 0;
+	char e[4];
+
+	for (i = 0; i < inlen; i++) {
+		unsigned char c = p[i];
+
+		if (c == '\\') {
+			e[0] = e[1] = '\\';
+			elen = 2;
+		} else if (c < 0x20 || c >= 0x7f) {
+			e[0] = '\\';
+			e[1] = 'x';
+			e[2] = hex[c >> 4];
+			e[3] = hex[c & 0xf];
+			elen = 4;
+		} else {
+			e[0] = (char)c;
+			elen = 1;
+		}
+		/* Never cut an escape in two: stop writing at the first that
+		 * does not fit, but go on measuring. */
+		if (!full && n + elen < outlen)
+			memcpy(out + n, e, elen);
+		else if (!full) {
+			full = 1;
+			w = n;
+		}
+		n += elen;
+	}
+	if (outlen > 0)
+		out[full ? w : n] = '\0';
+	return n;
+}
+
+/* Writes text[0..len) escaped (log_escape()) without a size limit. */
+static void
+write_escaped(FILE *fp, const char *text, size_t len)
+{
+	char chunk[1024];
+	size_t off = 0, n;
+
+	while (off < len) {
+		/* Each input byte takes at most 4 output bytes. */
+		n = len - off < (sizeof(chunk) - 1) / 4 ? len - off
+							: (sizeof(chunk) - 1) / 4;
+		log_escape(chunk, sizeof(chunk), text + off, n);
+		fputs(chunk, fp);
+		off += n;
+	}
+}
+
+/*
+ * Every message is formatted first and written escaped: text that a peer
+ * supplied (a grpc-message, a device id, a reason) may hold newlines or
+ * terminal escapes, and escaping here, in the one sink, covers every caller.
+ */
 static void
 log_vwrite(const char *level, const char *fmt, va_list ap, int errnum)
 {
 	FILE *fp = log_fp != NULL ? log_fp : stderr;
 	struct timeval tv;
 	struct tm tm;
-	char ts[32];
+	char ts[32], small[512], *msg = small;
+	va_list ap2;
+	int len;
 
+	va_copy(ap2, ap);
+	len = vsnprintf(small, sizeof(small), fmt, ap);
+	if (len < 0) {
+		len = 0;
+		small[0] = '\0';
+	} else if ((size_t)len >= sizeof(small) &&
+		   (msg = malloc((size_t)len + 1)) != NULL)
+		vsnprintf(msg, (size_t)len + 1, fmt, ap2);
+	else if (msg == NULL) {
+		/* Out of memory: the truncated text is better than none. */
+		msg = small;
+		len = (int)strlen(small);
+	}
+	va_end(ap2);
 	gettimeofday(&tv, NULL);
 	gmtime_r(&tv.tv_sec, &tm);
 	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
 	flockfile(fp);
 	fprintf(fp, "%s.%03ldZ %s[%ld] %s: ", ts, (long)(tv.tv_usec / 1000),
 		log_progname, (long)getpid(), level);
-	vfprintf(fp, fmt, ap);
+	write_escaped(fp, msg, (size_t)len);
 	if (errnum != 0)
 		fprintf(fp, ": %s", strerror(errnum));
 	fputc('\n', fp);
 	fflush(fp);
 	funlockfile(fp);
+	if (msg != small)
+		free(msg);
 }
 
 #define LOG_FN(name, lvl, tag, witherr)                                        \

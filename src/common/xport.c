@@ -462,15 +462,52 @@ xport_tune_tcp(struct xport *x)
 	int v;
 
 	uv_tcp_nodelay(&x->x_h.tcp, 1);
+	if (uv_fileno(&x->x_h.handle, &fd) != 0)
+		return;
+	/*
+	 * Without it, data the peer never acknowledges is retransmitted for
+	 * about 15 minutes, and a busy connection over a cut link (keepalive
+	 * does not probe while data is in flight) lingers that long.
+	 */
+	if ((v = (int)x->x_opts.xo_user_timeout_ms) > 0)
+		setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &v, sizeof(v));
 	if (x->x_opts.xo_keepalive_idle == 0)
 		return;
 	uv_tcp_keepalive(&x->x_h.tcp, 1, x->x_opts.xo_keepalive_idle);
-	if (uv_fileno(&x->x_h.handle, &fd) != 0)
-		return;
 	if ((v = (int)x->x_opts.xo_keepalive_intvl) > 0)
 		setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &v, sizeof(v));
 	if ((v = (int)x->x_opts.xo_keepalive_cnt) > 0)
 		setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &v, sizeof(v));
+}
+
+void
+xport_opts_dead_peer(struct xport_opts *o, unsigned seconds)
+{
+	unsigned idle, intvl, connect_ms;
+
+	if (seconds == 0)
+		return;
+	idle = seconds / 2 > 0 ? seconds / 2 : 1;
+	intvl = seconds / 6 > 0 ? seconds / 6 : 1;
+	/*
+	 * With TCP_USER_TIMEOUT set, Linux drops a connection at the first
+	 * keepalive probe sent once nothing was received for the user
+	 * timeout, whatever the probe count: probes at idle, idle + intvl,
+	 * ... so one falls on the bound (seconds) or at most intvl after.
+	 * Both are chosen so that idle + k * intvl hits the bound exactly for
+	 * the values that matter (30 s: 15, 20, 25, 30).
+	 */
+	o->xo_user_timeout_ms = seconds * 1000;
+	if (o->xo_keepalive_idle == 0 || o->xo_keepalive_idle > idle)
+		o->xo_keepalive_idle = idle;
+	if (o->xo_keepalive_intvl == 0 || o->xo_keepalive_intvl > intvl)
+		o->xo_keepalive_intvl = intvl;
+	if (o->xo_keepalive_cnt == 0)
+		o->xo_keepalive_cnt = (seconds - idle) / intvl + 1;
+	connect_ms = o->xo_connect_timeout_ms != 0 ? o->xo_connect_timeout_ms
+						   : XPORT_DEFAULT_TIMEOUT_MS;
+	if (connect_ms > seconds * 1000)
+		o->xo_connect_timeout_ms = seconds * 1000;
 }
 
 static void

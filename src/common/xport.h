@@ -43,7 +43,25 @@ struct xport_opts {
 	unsigned xo_keepalive_idle;	  /* TCP keepalive, seconds; 0: off */
 	unsigned xo_keepalive_intvl;	  /* probe interval, seconds */
 	unsigned xo_keepalive_cnt;	  /* probes before the peer is dead */
+	/*
+	 * TCP_USER_TIMEOUT: a connection whose sent data stays unacknowledged
+	 * this long, or whose keepalive probes go unanswered this long, is
+	 * dropped (as ETIMEDOUT).  0 leaves the kernel default (about 15
+	 * minutes of retransmissions).
+	 */
+	unsigned xo_user_timeout_ms;
 };
+
+/*
+ * Fits o to notice a dead peer within seconds, idle or busy (0 changes
+ * nothing): sets xo_user_timeout_ms to seconds, turns TCP keepalive on and
+ * shortens its idle time to seconds/2 and its interval to seconds/6 (each
+ * at least 1 s, never longer than configured), so that on an idle
+ * connection the probes reach the user timeout within the bound, and caps
+ * xo_connect_timeout_ms (default 10 s) at seconds, so that a failover to
+ * the next address also starts within it.
+ */
+void xport_opts_dead_peer(struct xport_opts *o, unsigned seconds);
 
 /*
  * Resolves host (asynchronously) and connects to each address in turn until

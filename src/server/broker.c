@@ -35,6 +35,7 @@
 #include "ncgrpc.pb-c.h"
 #include "ncgrpc_operator.pb-c.h"
 #include "ncgrpc_wire.pb-c.h"
+#include "pbwire.h"
 #include "registry.h"
 #include "utf8.h"
 
@@ -556,9 +557,16 @@ init_half_close(struct grpc_call *c, void *arg)
 	struct broker *b = ic->ic_b;
 	Jnx__Jet__Netconf__NcgrpcInitializeRequest *req;
 	char ip[64];
-	int rc;
+	int rc, nul;
 
-	req = ic->ic_req == NULL
+	/*
+	 * A NUL inside device_id (2) or secret_key (3) would be cut off by
+	 * the decoder ("r1\0x" read as "r1"): refuse it, never truncate.
+	 */
+	nul = ic->ic_req != NULL &&
+	      (pbwire_field_has_nul(ic->ic_req, ic->ic_len, 2) == 1 ||
+	       pbwire_field_has_nul(ic->ic_req, ic->ic_len, 3) == 1);
+	req = ic->ic_req == NULL || nul
 		      ? NULL
 		      : jnx__jet__netconf__ncgrpc_initialize_request__unpack(
 				NULL, ic->ic_len, ic->ic_req);
@@ -572,7 +580,9 @@ init_half_close(struct grpc_call *c, void *arg)
 			jnx__jet__netconf__ncgrpc_initialize_request__free_unpacked(
 				req, NULL);
 		grpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT,
-				 "malformed NcgrpcInitializeRequest", NULL);
+				 nul ? "NUL byte in device_id or secret_key"
+				     : "malformed NcgrpcInitializeRequest",
+				 NULL);
 		return;
 	}
 	snprintf(ic->ic_id, sizeof(ic->ic_id), "%s", req->device_id);

@@ -502,6 +502,8 @@ main(int argc, char **argv)
 	devopts.go_xport.xo_keepalive_idle = d.sc->sc_tcp_keepalive;
 	devopts.go_xport.xo_keepalive_intvl = 15;
 	devopts.go_xport.xo_keepalive_cnt = 4;
+	/* A dead device is noticed within the bound, idle or busy. */
+	xport_opts_dead_peer(&devopts.go_xport, d.sc->sc_dead_peer_timeout);
 	if (grpc_server_new(d.loop, &devopts, &devsrv_ops, NULL, &d.devsrv) !=
 		    0 ||
 	    grpc_server_new(d.loop, &opopts, NULL, NULL, &d.opsrv) != 0 ||

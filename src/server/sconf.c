@@ -62,6 +62,8 @@ static const struct keyword keywords[] = {
     {"tcp-keepalive", V_UINT, SCONF_K_TCP_KEEPALIVE, F(sc_tcp_keepalive)},
     {"handshake-timeout", V_UINT, SCONF_K_HANDSHAKE_TIMEOUT,
      F(sc_handshake_timeout)},
+    {"dead-peer-timeout", V_UINT, SCONF_K_DEAD_PEER_TIMEOUT,
+     F(sc_dead_peer_timeout)},
 };
 
 #undef F
@@ -184,6 +186,7 @@ sconf_defaults(struct sconf *sc)
 	sc->sc_max_streams = SCONF_DEFAULT_MAX_STREAMS;
 	sc->sc_keepalive_interval = SCONF_DEFAULT_KEEPALIVE;
 	sc->sc_tcp_keepalive = SCONF_DEFAULT_TCP_KEEPALIVE;
+	sc->sc_dead_peer_timeout = SCONF_DEFAULT_DEAD_PEER;
 	sc->sc_handshake_timeout = SCONF_DEFAULT_HANDSHAKE_TO;
 	if ((sc->sc_file = strdup(SCONF_UNNAMED)) == NULL ||
 	    (sc->sc_certificate = strdup(SCONF_DEFAULT_CERTIFICATE)) == NULL ||
@@ -695,6 +698,8 @@ static const struct range ranges[] = {
     {SCONF_K_HANDSHAKE_TIMEOUT, "handshake-timeout",
      offsetof(struct sconf, sc_handshake_timeout), 1, SCONF_MAX_HANDSHAKE_TO,
      0},
+    {SCONF_K_DEAD_PEER_TIMEOUT, "dead-peer-timeout",
+     offsetof(struct sconf, sc_dead_peer_timeout), 1, SCONF_MAX_DEAD_PEER, 1},
 };
 
 static int

@@ -24,6 +24,7 @@
  *   keepalive-interval SECONDS  0 (no server PINGs)
  *   tcp-keepalive SECONDS       60 (0: off)
  *   handshake-timeout SECONDS   10
+ *   dead-peer-timeout SECONDS   30 (0: kernel defaults)
  *
  * The repeatable keywords accumulate; the first "listen" (or "name") of a
  * file replaces the default list.  Any other keyword given twice in one file
@@ -70,6 +71,7 @@
 #define SCONF_DEFAULT_KEEPALIVE       0
 #define SCONF_DEFAULT_TCP_KEEPALIVE   60
 #define SCONF_DEFAULT_HANDSHAKE_TO    10
+#define SCONF_DEFAULT_DEAD_PEER       30
 
 /* Ranges checked by sconf_validate(). */
 #define SCONF_MAX_SESSION_LIMIT 10000
@@ -79,6 +81,7 @@
 #define SCONF_MAX_KEEPALIVE     86400
 #define SCONF_MAX_TCP_KEEPALIVE 32767 /* the Linux TCP_KEEPIDLE limit */
 #define SCONF_MAX_HANDSHAKE_TO  300
+#define SCONF_MAX_DEAD_PEER     3600
 #define SCONF_MAX_NAME          253 /* bytes in a DNS name */
 #define SCONF_MAX_SOCKET_PATH   107 /* sun_path less its NUL */
 
@@ -110,6 +113,7 @@ enum sconf_key {
 	SCONF_K_KEEPALIVE_INTERVAL,
 	SCONF_K_TCP_KEEPALIVE,
 	SCONF_K_HANDSHAKE_TIMEOUT,
+	SCONF_K_DEAD_PEER_TIMEOUT,
 	SCONF_K_COUNT
 };
 
@@ -137,6 +141,7 @@ struct sconf {
 	unsigned sc_keepalive_interval; /* between server PINGs; 0: none */
 	unsigned sc_tcp_keepalive;      /* TCP_KEEPIDLE; 0: no keepalive */
 	unsigned sc_handshake_timeout;
+	unsigned sc_dead_peer_timeout;  /* TCP_USER_TIMEOUT etc.; 0: none */
 	/* Line of each single-valued keyword's value, 0 for none. */
 	unsigned sc_line[SCONF_K_COUNT];
 	/* Where sc_listen and sc_names came from: 0 default, 1 file, 2 set. */

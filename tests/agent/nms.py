@@ -264,7 +264,7 @@ class NMS:
     """The server.  Thread-safe; every wait is bounded."""
 
     def __init__(self, cert_pem, key_pem, secrets, host="127.0.0.1", port=0,
-                 stub_dir=None, workers=128):
+                 stub_dir=None, workers=128, options=()):
         self.pb = ncgrpc_stubs.load(stub_dir)
         self.cert_pem = cert_pem if isinstance(cert_pem, bytes) else cert_pem.encode()
         self.key_pem = key_pem if isinstance(key_pem, bytes) else key_pem.encode()
@@ -282,6 +282,9 @@ class NMS:
         self._session_waiters = {}    # id(InitRecord) -> Session once opened
         self.running = False
         self.read_delay = 0.0         # seconds per message: simulates a slow NMS
+        self.options = list(options)  # extra grpc.server options (ping policy...)
+        # (grpc.StatusCode, details): every Initialize is aborted with it.
+        self.init_abort = None
 
     # ----- lifecycle -----------------------------------------------------------
     def start(self):
@@ -306,7 +309,8 @@ class NMS:
             futures.ThreadPoolExecutor(max_workers=self.workers),
             handlers=[grpc.method_handlers_generic_handler(ncgrpc_stubs.SERVICE, handlers)],
             options=[("grpc.so_reuseport", 0),
-                     ("grpc.max_receive_message_length", 8 * 1024 * 1024)])
+                     ("grpc.max_receive_message_length", 8 * 1024 * 1024)]
+            + self.options)
         creds = grpc.ssl_server_credentials([(self.key_pem, self.cert_pem)])
         port = server.add_secure_port("%s:%d" % (self.host, self.port), creds)
         if port == 0:
@@ -358,6 +362,10 @@ class NMS:
         with self._cond:
             self.inits.append(rec)
             self._cond.notify_all()
+        if self.init_abort is not None:
+            rec.state = "rejected"
+            rec.ended.set()
+            context.abort(*self.init_abort)
         if not ok:
             rec.ended.set()
             context.abort(grpc.StatusCode.UNAUTHENTICATED,

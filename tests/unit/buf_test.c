@@ -56,6 +56,29 @@ test_limit(void **state)
 	buf_free(&b);
 }
 
+/*
+ * An empty queue that never allocated must not compute NULL + 0 (UBSan:
+ * "applying zero offset to null pointer"), and its data pointer must be
+ * usable as a memcpy() source of 0 bytes.
+ */
+static void
+test_empty_data(void **state)
+{
+	struct buf b;
+	uint8_t dst[1] = {7};
+
+	(void)state;
+	buf_init(&b, 0);
+	assert_non_null(buf_data(&b));
+	memcpy(dst, buf_data(&b), buf_len(&b));
+	assert_int_equal(dst[0], 7);
+	assert_int_equal(buf_append(&b, dst, 1), 0);
+	buf_consume(&b, 1);
+	assert_non_null(buf_data(&b));
+	buf_free(&b);
+	assert_non_null(buf_data(&b));
+}
+
 static void
 test_strerror(void **state)
 {
@@ -74,6 +97,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_append_consume),
 		cmocka_unit_test(test_limit),
+		cmocka_unit_test(test_empty_data),
 		cmocka_unit_test(test_strerror),
 	};
 

@@ -749,6 +749,46 @@ test_validation(void **state)
 		free(enc);
 		expect_error(buf, "client 'a': secret is not valid UTF-8");
 	}
+	/*
+	 * A NUL in a secret would be cut at on the wire ("r1\0x" sent as
+	 * "r1").  Neither the lexer nor the $9$ decoder lets one through, and
+	 * the validator refuses one too, should a new source of secrets
+	 * appear.
+	 */
+	{
+		static const char txt[] =
+		    "outbound-https { client a { "
+		    "device-id d; secret k; " ADDR_OK "} }";
+		struct conf *cf = NULL;
+		char e[256];
+
+		assert_int_equal(conf_parse_string("test.conf", txt,
+		                                   sizeof(txt) - 1, &cf, e,
+		                                   sizeof(e)),
+		                 0);
+		free(cf->cf_clients[0].cl_secret);
+		cf->cf_clients[0].cl_secret = malloc(5);
+		assert_non_null(cf->cf_clients[0].cl_secret);
+		memcpy(cf->cf_clients[0].cl_secret, "r1\0x", 5);
+		cf->cf_clients[0].cl_secret_len = 4;
+		assert_int_equal(conf_validate(cf, e, sizeof(e)), -EINVAL);
+		assert_non_null(strstr(e, "client 'a': secret holds a NUL "
+		                          "byte"));
+		conf_free(cf);
+	}
+	/* A NUL written into the device id is refused by the lexer. */
+	{
+		static const char nulid[] = "outbound-https { client a { "
+		                            "device-id \"r1\0x\"; } }";
+		struct conf *cf = NULL;
+		char e[256];
+
+		assert_int_equal(conf_parse_string("test.conf", nulid,
+		                                   sizeof(nulid) - 1, &cf, e,
+		                                   sizeof(e)),
+		                 -EINVAL);
+		assert_non_null(strstr(e, "NUL byte"));
+	}
 	static const char *const hosts[] = {
 	    "bad_host!", "1.2.3.999", "-a.example",    "a-.example",
 	    "a..b",      ".a",        "[2001:db8::1]", "2001:db8::g",

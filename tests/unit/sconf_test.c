@@ -89,6 +89,7 @@ check_defaults(const struct sconf *sc)
 	assert_int_equal(sc->sc_max_streams, 100);
 	assert_int_equal(sc->sc_keepalive_interval, 0);
 	assert_int_equal(sc->sc_tcp_keepalive, 60);
+	assert_int_equal(sc->sc_dead_peer_timeout, 30);
 	assert_int_equal(sc->sc_handshake_timeout, 10);
 }
 
@@ -343,7 +344,7 @@ test_unknown_key(void **state)
 	            "operator-socket-mode, operator-socket-group, log-file, "
 	            "audit-log, name, session-limit, session-wait, "
 	            "max-streams, keepalive-interval, tcp-keepalive, "
-	            "handshake-timeout)");
+	            "handshake-timeout, dead-peer-timeout)");
 }
 
 static void
