@@ -52,6 +52,12 @@ static struct {
 	int log_fd;
 } agent = {.conf_path = AGENT_DEFAULT_CONF, .log_fd = -1};
 
+static const struct option main_longopts[] = {
+	{"help", no_argument, NULL, 'h'},
+	{"version", no_argument, NULL, 'V'},
+	{NULL, 0, NULL, 0},
+};
+
 static noreturn void
 usage(int code)
 {
@@ -59,6 +65,7 @@ usage(int code)
 
 	fprintf(fp,
 		"usage: ncgrpc-agent [-dnV] [-f file] [-L logfile]\n"
+		"       ncgrpc-agent --help | --version\n"
 		"\n"
 		"Dials out over TLS (gRPC on HTTP/2) to the management servers "
 		"of an\n"
@@ -72,7 +79,8 @@ usage(int code)
 		"  -L logfile  log here instead of the configured log-file; "
 		"\"-\" is stderr\n"
 		"  -d          debug logging\n"
-		"  -V          print the version and exit\n"
+		"  -V, --version  print the version and exit\n"
+		"  -h, --help     print this help and exit\n"
 		"\n"
 		"Signals: SIGHUP reloads the configuration (so does saving the "
 		"file);\n"
@@ -324,7 +332,8 @@ main(int argc, char **argv)
 	int ch, check = 0, rc;
 
 	log_init("ncgrpc-agent", level);
-	while ((ch = getopt(argc, argv, "df:hL:nV")) != -1) {
+	while ((ch = getopt_long(argc, argv, "df:hL:nV", main_longopts,
+				 NULL)) != -1) {
 		switch (ch) {
 		case 'd':
 			level = LOG_LEVEL_DEBUG;

@@ -59,11 +59,18 @@ static struct {
 	int stopping;
 } d = {.conf_path = NCGRPCD_DEFAULT_CONF};
 
+static const struct option main_longopts[] = {
+	{"help", no_argument, NULL, 'h'},
+	{"version", no_argument, NULL, 'V'},
+	{NULL, 0, NULL, 0},
+};
+
 static noreturn void
 usage(int code)
 {
 	fprintf(code == 0 ? stdout : stderr,
 		"usage: ncgrpcd [-dnV] [-f file] [-L logfile]\n"
+		"       ncgrpcd --help | --version\n"
 		"\n"
 		"Accepts devices that dial out over TLS (gRPC on HTTP/2, "
 		"jnx.jet.netconf.Ncgrpc),\n"
@@ -78,7 +85,8 @@ usage(int code)
 		"certificate, then exit\n"
 		"  -L logfile  log here instead of log-file; \"-\" is stderr\n"
 		"  -d          debug logging\n"
-		"  -V          print the version and exit\n"
+		"  -V, --version  print the version and exit\n"
+		"  -h, --help     print this help and exit\n"
 		"\n"
 		"With no certificate at the configured path, ncgrpcd makes a "
 		"self-signed one\n"
@@ -415,7 +423,8 @@ main(int argc, char **argv)
 	enum log_level level = LOG_LEVEL_INFO;
 
 	log_init("ncgrpcd", level);
-	while ((ch = getopt(argc, argv, "df:hL:nV")) != -1) {
+	while ((ch = getopt_long(argc, argv, "df:hL:nV", main_longopts,
+				 NULL)) != -1) {
 		switch (ch) {
 		case 'd':
 			level = LOG_LEVEL_DEBUG;

@@ -412,6 +412,23 @@ class CliTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0)
         self.assertIn(b"EXIT STATUS", r.stdout)
 
+    def test_help_and_version_of_every_program(self):
+        """--help and --version, as users expect of every program (the daemons
+        said "invalid option" and exited 64)."""
+        for prog in ("ncgrpc", "ncgrpcd", "agent"):
+            name = "ncgrpc-agent" if prog == "agent" else prog
+            for flag in ("--help", "-h"):
+                r = subprocess.run([BIN[prog], flag], capture_output=True, timeout=10)
+                self.assertEqual(r.returncode, 0, (name, flag, r.stderr))
+                self.assertRegex(r.stdout, rb"(usage: |SYNOPSIS\n +)%s \[" % name.encode())
+                self.assertEqual(r.stderr, b"")
+            for flag in ("--version", "-V"):
+                r = subprocess.run([BIN[prog], flag], capture_output=True, timeout=10)
+                self.assertEqual(r.returncode, 0, (name, flag, r.stderr))
+                self.assertRegex(r.stdout, rb"^%s \d+\.\d+\.\d+\n$" % name.encode())
+            r = subprocess.run([BIN[prog], "--no-such-option"], capture_output=True, timeout=10)
+            self.assertEqual(r.returncode, 64, name)
+
 
 def main():
     ap = argparse.ArgumentParser()
