@@ -83,7 +83,7 @@ static struct {
 
 	uv_signal_t s_sig[NSIGNALS];
 	int s_sig_open;
-} s;
+} sess;
 
 static void sess_read_more(void);
 static void stop_input(void);
@@ -94,16 +94,16 @@ sess_finish(void)
 {
 	size_t i;
 
-	if (s.s_finished)
+	if (sess.s_finished)
 		return;
-	s.s_finished = 1;
+	sess.s_finished = 1;
 	stop_input();
-	if (s.s_fs_busy)
-		uv_cancel((uv_req_t *)&s.s_fsreq);
-	if (s.s_sig_open) {
-		s.s_sig_open = 0;
+	if (sess.s_fs_busy)
+		uv_cancel((uv_req_t *)&sess.s_fsreq);
+	if (sess.s_sig_open) {
+		sess.s_sig_open = 0;
 		for (i = 0; i < NSIGNALS; i++)
-			uv_close((uv_handle_t *)&s.s_sig[i], NULL);
+			uv_close((uv_handle_t *)&sess.s_sig[i], NULL);
 	}
 	opconn_close();
 }
@@ -112,12 +112,12 @@ sess_finish(void)
 static void
 sess_abort(int code)
 {
-	if (!s.s_forced_exit) {
-		s.s_forced_exit = 1;
-		s.s_exit = code;
+	if (!sess.s_forced_exit) {
+		sess.s_forced_exit = 1;
+		sess.s_exit = code;
 	}
-	if (s.s_call != NULL)
-		grpc_call_cancel(s.s_call); /* on_end may run inside */
+	if (sess.s_call != NULL)
+		grpc_call_cancel(sess.s_call); /* on_end may run inside */
 	else
 		sess_finish();
 }
@@ -125,13 +125,13 @@ sess_abort(int code)
 static void
 stop_input(void)
 {
-	if (s.s_reading) {
-		s.s_reading = 0;
-		uv_read_stop(&s.s_h.stream);
+	if (sess.s_reading) {
+		sess.s_reading = 0;
+		uv_read_stop(&sess.s_h.stream);
 	}
-	if (s.s_h_open) {
-		s.s_h_open = 0;
-		uv_close(&s.s_h.handle, NULL);
+	if (sess.s_h_open) {
+		sess.s_h_open = 0;
+		uv_close(&sess.s_h.handle, NULL);
 	}
 }
 
@@ -145,7 +145,7 @@ send_input(const void *data, size_t len, uint32_t signum)
 	Ncgrpc__Operator__V1__SessionInput in =
 		NCGRPC__OPERATOR__V1__SESSION_INPUT__INIT;
 
-	if (s.s_call == NULL)
+	if (sess.s_call == NULL)
 		return -EPIPE;
 	if (signum != 0) {
 		in.input_case = NCGRPC__OPERATOR__V1__SESSION_INPUT__INPUT_SIGNAL;
@@ -155,9 +155,9 @@ send_input(const void *data, size_t len, uint32_t signum)
 		in.data.data = (uint8_t *)(uintptr_t)data;
 		in.data.len = len;
 		if (len > 0)
-			s.s_last_nl = ((const uint8_t *)data)[len - 1] == '\n';
+			sess.s_last_nl = ((const uint8_t *)data)[len - 1] == '\n';
 	}
-	return opconn_send(s.s_call, &in.base);
+	return opconn_send(sess.s_call, &in.base);
 }
 
 /* The input is over: tell the device, as the session type wants. */
@@ -166,33 +166,33 @@ input_eof(void)
 {
 	int rc;
 
-	if (s.s_eof)
+	if (sess.s_eof)
 		return;
-	s.s_eof = 1;
+	sess.s_eof = 1;
 	stop_input();
-	if (s.s_call == NULL)
+	if (sess.s_call == NULL)
 		return;
-	if (s.s_shell) {
+	if (sess.s_shell) {
 		/* A last line without newline must not swallow the exit. */
-		rc = send_input(s.s_last_nl ? "exit\n" : "\nexit\n",
-				s.s_last_nl ? 5 : 6, 0);
-		if (rc != 0 || s.s_call == NULL) {
-			if (s.s_call != NULL)
-				grpc_call_cancel(s.s_call);
+		rc = send_input(sess.s_last_nl ? "exit\n" : "\nexit\n",
+				sess.s_last_nl ? 5 : 6, 0);
+		if (rc != 0 || sess.s_call == NULL) {
+			if (sess.s_call != NULL)
+				grpc_call_cancel(sess.s_call);
 			return;
 		}
-		grpc_call_close_send(s.s_call);
+		grpc_call_close_send(sess.s_call);
 		return;
 	}
-	if (s.s_tty) {
+	if (sess.s_tty) {
 		/* There is no "exit" for NETCONF: end the session here. */
 		fprintf(stderr, "ncgrpc: end of input: closing the NETCONF "
 				"session\n");
-		s.s_user_ended = 1;
-		grpc_call_cancel(s.s_call);
+		sess.s_user_ended = 1;
+		grpc_call_cancel(sess.s_call);
 		return;
 	}
-	grpc_call_close_send(s.s_call);
+	grpc_call_close_send(sess.s_call);
 }
 
 /*
@@ -211,7 +211,7 @@ input_data(const char *buf, size_t len)
 	int rc = 0;
 
 	cut[n++] = 0;
-	if (s.s_shell && (first = memchr(buf, '\n', len)) != NULL) {
+	if (sess.s_shell && (first = memchr(buf, '\n', len)) != NULL) {
 		last = memrchr(buf, '\n', len);
 		cut[n++] = (size_t)(first - buf) + 1;
 		if (last != first)
@@ -221,15 +221,15 @@ input_data(const char *buf, size_t len)
 		cut[n++] = len;
 	for (i = 0; i + 1 < n && rc == 0; i++)
 		rc = send_input(buf + cut[i], cut[i + 1] - cut[i], 0);
-	if (s.s_call == NULL)
+	if (sess.s_call == NULL)
 		return;
 	if (rc != 0) {
 		cli_err("cannot send input: %s", ncg_strerror(rc));
 		sess_abort(CLI_EXIT_FAIL);
 		return;
 	}
-	if (grpc_call_queued(s.s_call) >= GRPC_CALL_HIWAT)
-		s.s_blocked = 1;
+	if (grpc_call_queued(sess.s_call) >= GRPC_CALL_HIWAT)
+		sess.s_blocked = 1;
 }
 
 static void
@@ -237,8 +237,8 @@ on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
 	(void)h;
 	(void)suggested;
-	buf->base = s.s_buf;
-	buf->len = s.s_shell ? SESS_SHELL_READ : SESS_READ_SIZE;
+	buf->base = sess.s_buf;
+	buf->len = sess.s_shell ? SESS_SHELL_READ : SESS_READ_SIZE;
 }
 
 static void
@@ -247,9 +247,9 @@ on_stream_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 	(void)st;
 	if (nread > 0) {
 		input_data(buf->base, (size_t)nread);
-		if (s.s_blocked && s.s_reading) {
-			s.s_reading = 0;
-			uv_read_stop(&s.s_h.stream);
+		if (sess.s_blocked && sess.s_reading) {
+			sess.s_reading = 0;
+			uv_read_stop(&sess.s_h.stream);
 		}
 		return;
 	}
@@ -265,13 +265,13 @@ on_fs_read(uv_fs_t *req)
 {
 	ssize_t n = req->result;
 
-	s.s_fs_busy = 0;
+	sess.s_fs_busy = 0;
 	uv_fs_req_cleanup(req);
-	if (s.s_finished || s.s_eof)
+	if (sess.s_finished || sess.s_eof)
 		return;
 	if (n > 0) {
-		input_data(s.s_buf, (size_t)n);
-		if (!s.s_blocked)
+		input_data(sess.s_buf, (size_t)n);
+		if (!sess.s_blocked)
 			sess_read_more();
 		return;
 	}
@@ -287,28 +287,28 @@ sess_read_more(void)
 	uv_buf_t b;
 	int rc;
 
-	if (s.s_eof || s.s_blocked || s.s_finished || s.s_call == NULL)
+	if (sess.s_eof || sess.s_blocked || sess.s_finished || sess.s_call == NULL)
 		return;
-	switch (s.s_in) {
+	switch (sess.s_in) {
 	case IN_TTY:
 	case IN_PIPE:
-		if (s.s_reading)
+		if (sess.s_reading)
 			return;
-		if ((rc = uv_read_start(&s.s_h.stream, on_alloc,
+		if ((rc = uv_read_start(&sess.s_h.stream, on_alloc,
 					on_stream_read)) != 0) {
 			cli_err("reading standard input: %s",
 				uv_strerror(rc));
 			input_eof();
 			return;
 		}
-		s.s_reading = 1;
+		sess.s_reading = 1;
 		break;
 	case IN_FILE:
-		if (s.s_fs_busy)
+		if (sess.s_fs_busy)
 			return;
-		b = uv_buf_init(s.s_buf, s.s_shell ? SESS_SHELL_READ
+		b = uv_buf_init(sess.s_buf, sess.s_shell ? SESS_SHELL_READ
 						       : SESS_READ_SIZE);
-		rc = uv_fs_read(s.s_loop, &s.s_fsreq, STDIN_FILENO, &b, 1, -1,
+		rc = uv_fs_read(sess.s_loop, &sess.s_fsreq, STDIN_FILENO, &b, 1, -1,
 				on_fs_read);
 		if (rc != 0) {
 			cli_err("reading standard input: %s",
@@ -316,7 +316,7 @@ sess_read_more(void)
 			input_eof();
 			return;
 		}
-		s.s_fs_busy = 1;
+		sess.s_fs_busy = 1;
 		break;
 	case IN_NONE:
 		input_eof();
@@ -333,43 +333,43 @@ open_input(void)
 
 	switch (t) {
 	case UV_TTY:
-		s.s_in = IN_TTY;
-		rc = uv_tty_init(s.s_loop, &s.s_h.tty, STDIN_FILENO, 1);
+		sess.s_in = IN_TTY;
+		rc = uv_tty_init(sess.s_loop, &sess.s_h.tty, STDIN_FILENO, 1);
 		break;
 	case UV_NAMED_PIPE:
 	case UV_TCP:
-		s.s_in = IN_PIPE;
-		if ((rc = uv_pipe_init(s.s_loop, &s.s_h.pipe, 0)) == 0 &&
-		    (rc = uv_pipe_open(&s.s_h.pipe, STDIN_FILENO)) != 0)
-			uv_close(&s.s_h.handle, NULL);
+		sess.s_in = IN_PIPE;
+		if ((rc = uv_pipe_init(sess.s_loop, &sess.s_h.pipe, 0)) == 0 &&
+		    (rc = uv_pipe_open(&sess.s_h.pipe, STDIN_FILENO)) != 0)
+			uv_close(&sess.s_h.handle, NULL);
 		break;
 	case UV_FILE:
-		s.s_in = IN_FILE;
+		sess.s_in = IN_FILE;
 		return 0;
 	default:
 		/* Closed, or something unreadable: no input at all. */
-		s.s_in = IN_NONE;
+		sess.s_in = IN_NONE;
 		return 0;
 	}
 	if (rc != 0) {
 		cli_err("cannot read standard input: %s", uv_strerror(rc));
-		s.s_in = IN_NONE;
+		sess.s_in = IN_NONE;
 		return rc;
 	}
-	s.s_h_open = 1;
+	sess.s_h_open = 1;
 	return 0;
 }
 
 static void
 on_started(const Ncgrpc__Operator__V1__SessionStarted *st)
 {
-	s.s_started = 1;
-	if (s.s_tty)
+	sess.s_started = 1;
+	if (sess.s_tty)
 		fprintf(stderr,
 			"connected to %s (%s) via %s; Ctrl-C sends SIGINT, "
 			"Ctrl-D ends\n",
-			st->device_id[0] != '\0' ? st->device_id : s.s_device,
-			s.s_shell ? "shell" : "netconf",
+			st->device_id[0] != '\0' ? st->device_id : sess.s_device,
+			sess.s_shell ? "shell" : "netconf",
 			st->peer[0] != '\0' ? st->peer : "?");
 	sess_read_more();
 }
@@ -384,14 +384,14 @@ s_on_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 	out = ncgrpc__operator__v1__session_output__unpack(NULL, len, msg);
 	if (out == NULL) {
 		cli_err("malformed SessionOutput from ncgrpcd");
-		s.s_forced_exit = 1;
-		s.s_exit = CLI_EXIT_FAIL;
+		sess.s_forced_exit = 1;
+		sess.s_exit = CLI_EXIT_FAIL;
 		grpc_call_cancel(c);
 		return;
 	}
 	switch (out->output_case) {
 	case NCGRPC__OPERATOR__V1__SESSION_OUTPUT__OUTPUT_STARTED:
-		if (!s.s_started)
+		if (!sess.s_started)
 			on_started(out->started);
 		break;
 	case NCGRPC__OPERATOR__V1__SESSION_OUTPUT__OUTPUT_DATA:
@@ -399,22 +399,22 @@ s_on_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 				   out->data.len);
 		if (rc == -EPIPE) {
 			/* Like SIGPIPE, but the session is ended cleanly. */
-			s.s_forced_exit = 1;
-			s.s_exit = 128 + SIGPIPE;
+			sess.s_forced_exit = 1;
+			sess.s_exit = 128 + SIGPIPE;
 			grpc_call_cancel(c);
 		} else if (rc != 0) {
 			cli_err("writing standard output: %s", strerror(-rc));
-			s.s_forced_exit = 1;
-			s.s_exit = CLI_EXIT_FAIL;
+			sess.s_forced_exit = 1;
+			sess.s_exit = CLI_EXIT_FAIL;
 			grpc_call_cancel(c);
 		}
 		break;
 	case NCGRPC__OPERATOR__V1__SESSION_OUTPUT__OUTPUT_ENDED:
-		s.s_ended = 1;
-		snprintf(s.s_reason, sizeof(s.s_reason), "%s",
+		sess.s_ended = 1;
+		snprintf(sess.s_reason, sizeof(sess.s_reason), "%s",
 			 out->ended->reason);
-		s.s_to_dev = out->ended->bytes_to_device;
-		s.s_from_dev = out->ended->bytes_from_device;
+		sess.s_to_dev = out->ended->bytes_to_device;
+		sess.s_from_dev = out->ended->bytes_from_device;
 		break;
 	default:
 		break;
@@ -427,9 +427,9 @@ s_on_writable(struct grpc_call *c, void *arg)
 {
 	(void)c;
 	(void)arg;
-	if (!s.s_blocked)
+	if (!sess.s_blocked)
 		return;
-	s.s_blocked = 0;
+	sess.s_blocked = 0;
 	sess_read_more();
 }
 
@@ -440,30 +440,30 @@ s_on_end(struct grpc_call *c, int status, const char *message, void *arg)
 
 	(void)c;
 	(void)arg;
-	s.s_call = NULL;
-	why = s.s_ended && s.s_reason[0] != '\0' ? s.s_reason
+	sess.s_call = NULL;
+	why = sess.s_ended && sess.s_reason[0] != '\0' ? sess.s_reason
 	      : message[0] != '\0'		  ? message
 						  : grpc_status_name(status);
-	if (s.s_forced_exit)
+	if (sess.s_forced_exit)
 		; /* a signal or a local failure decided the status */
-	else if (!s.s_started) {
+	else if (!sess.s_started) {
 		opconn_report(status, message);
-		s.s_exit = CLI_EXIT_FAIL;
-	} else if (s.s_user_ended && status == GRPC_STATUS_CANCELLED) {
-		s.s_exit = CLI_EXIT_OK;
+		sess.s_exit = CLI_EXIT_FAIL;
+	} else if (sess.s_user_ended && status == GRPC_STATUS_CANCELLED) {
+		sess.s_exit = CLI_EXIT_OK;
 	} else if (status == GRPC_STATUS_OK) {
-		if (s.s_tty)
+		if (sess.s_tty)
 			fprintf(stderr,
 				"ncgrpc: session ended: %s (%" PRIu64
 				" bytes sent, %" PRIu64 " received)\n",
-				why, s.s_to_dev, s.s_from_dev);
-		s.s_exit = CLI_EXIT_OK;
+				why, sess.s_to_dev, sess.s_from_dev);
+		sess.s_exit = CLI_EXIT_OK;
 	} else {
 		cli_err("session ended: %s", why);
-		if (s.s_ended && message[0] != '\0' &&
+		if (sess.s_ended && message[0] != '\0' &&
 		    strcmp(message, why) != 0)
 			cli_err("%s", message);
-		s.s_exit = CLI_EXIT_FAIL;
+		sess.s_exit = CLI_EXIT_FAIL;
 	}
 	sess_finish();
 }
@@ -484,25 +484,25 @@ s_on_ready(struct grpc_conn *conn, void *arg)
 	int rc;
 
 	(void)arg;
-	if (s.s_finished)
+	if (sess.s_finished)
 		return;
 	rc = grpc_call_start(conn, CLI_OPSVC "Session", NULL, 0, &s_call_ops,
-			     NULL, &s.s_call);
+			     NULL, &sess.s_call);
 	if (rc != 0) {
 		cli_err("cannot start the session call: %s",
 			ncg_strerror(rc));
-		s.s_exit = CLI_EXIT_FAIL;
+		sess.s_exit = CLI_EXIT_FAIL;
 		sess_finish();
 		return;
 	}
-	o.device_id = (char *)(uintptr_t)s.s_device;
-	o.type = s.s_shell ? NCGRPC__OPERATOR__V1__SESSION_TYPE__SHELL
+	o.device_id = (char *)(uintptr_t)sess.s_device;
+	o.type = sess.s_shell ? NCGRPC__OPERATOR__V1__SESSION_TYPE__SHELL
 			   : NCGRPC__OPERATOR__V1__SESSION_TYPE__NETCONF;
-	o.wait_ms = s.s_wait_ms;
+	o.wait_ms = sess.s_wait_ms;
 	in.input_case = NCGRPC__OPERATOR__V1__SESSION_INPUT__INPUT_OPEN;
 	in.open = &o;
-	rc = opconn_send(s.s_call, &in.base);
-	if (rc != 0 && s.s_call != NULL) {
+	rc = opconn_send(sess.s_call, &in.base);
+	if (rc != 0 && sess.s_call != NULL) {
 		cli_err("cannot send the open message: %s", ncg_strerror(rc));
 		sess_abort(CLI_EXIT_FAIL);
 	}
@@ -512,8 +512,8 @@ static void
 s_on_closed(int unreachable, void *arg)
 {
 	(void)arg;
-	if (unreachable && !s.s_forced_exit)
-		s.s_exit = CLI_EXIT_UNREACHABLE;
+	if (unreachable && !sess.s_forced_exit)
+		sess.s_exit = CLI_EXIT_UNREACHABLE;
 	sess_finish();
 }
 
@@ -529,10 +529,10 @@ s_on_signal(uv_signal_t *h, int signum)
 
 	(void)h;
 	/* In a terminal, Ctrl-C is for the device's processes. */
-	if (signum == SIGINT && s.s_tty && s.s_started && s.s_call != NULL) {
+	if (signum == SIGINT && sess.s_tty && sess.s_started && sess.s_call != NULL) {
 		int rc = send_input(NULL, 0, 2);
 
-		if (rc != 0 && s.s_call != NULL)
+		if (rc != 0 && sess.s_call != NULL)
 			sess_abort(CLI_EXIT_FAIL);
 		return;
 	}
@@ -572,7 +572,7 @@ parse_args(int argc, char **argv)
 					"session: --wait takes whole seconds "
 					"from 0 to %d, not \"%s\"",
 					SESS_MAX_WAIT, optarg);
-			s.s_wait_ms = (unsigned)v * 1000;
+			sess.s_wait_ms = (unsigned)v * 1000;
 			break;
 		default:
 			if (optopt == 'w')
@@ -590,9 +590,9 @@ parse_args(int argc, char **argv)
 				       argv[optind + 1]);
 	if (type == -1)
 		return cli_usage_error("session: --netconf or --shell?");
-	s.s_device = argv[optind];
-	s.s_shell = type;
-	if (s.s_device[0] == '\0')
+	sess.s_device = argv[optind];
+	sess.s_shell = type;
+	if (sess.s_device[0] == '\0')
 		return cli_usage_error("session: empty DEVICE");
 	return 0;
 }
@@ -608,29 +608,29 @@ cmd_session(const struct cli *cl, int argc, char **argv)
 		return rc;
 	if ((path = cli_socket_path(cl)) == NULL)
 		return CLI_EXIT_FAIL;
-	if ((s.s_buf = malloc(SESS_READ_SIZE)) == NULL) {
+	if ((sess.s_buf = malloc(SESS_READ_SIZE)) == NULL) {
 		cli_err("out of memory");
 		return CLI_EXIT_FAIL;
 	}
-	s.s_loop = uv_default_loop();
-	s.s_last_nl = 1;
-	s.s_tty = isatty(STDIN_FILENO);
+	sess.s_loop = uv_default_loop();
+	sess.s_last_nl = 1;
+	sess.s_tty = isatty(STDIN_FILENO);
 	/* On failure there is no input: the session gets an end of input. */
 	(void)open_input();
 	for (i = 0; i < NSIGNALS; i++) {
-		uv_signal_init(s.s_loop, &s.s_sig[i]);
-		uv_signal_start(&s.s_sig[i], s_on_signal,
+		uv_signal_init(sess.s_loop, &sess.s_sig[i]);
+		uv_signal_start(&sess.s_sig[i], s_on_signal,
 				sess_signals[i].sg_signum);
 	}
-	s.s_sig_open = 1;
-	if (opconn_open(s.s_loop, path, &s_conn_ops, NULL) != 0) {
-		s.s_exit = CLI_EXIT_UNREACHABLE;
+	sess.s_sig_open = 1;
+	if (opconn_open(sess.s_loop, path, &s_conn_ops, NULL) != 0) {
+		sess.s_exit = CLI_EXIT_UNREACHABLE;
 		sess_finish();
 	}
-	uv_run(s.s_loop, UV_RUN_DEFAULT);
-	rc = s.s_exit;
-	if (uv_loop_close(s.s_loop) != 0)
+	uv_run(sess.s_loop, UV_RUN_DEFAULT);
+	rc = sess.s_exit;
+	if (uv_loop_close(sess.s_loop) != 0)
 		cli_err("event loop closed with handles open");
-	free(s.s_buf);
+	free(sess.s_buf);
 	return rc;
 }
