@@ -42,6 +42,7 @@
 
 #include <openssl/crypto.h>
 
+#include "common/fileio.h"
 #include "common/utf8.h"
 #include "conf.h"
 #include "junos9.h"
@@ -1112,59 +1113,6 @@ done:
 	return 0;
 }
 
-/*
- * Reads at most CONF_MAX_FILE + 1 bytes, so that a larger file is noticed
- * without reading all of it.  Growing the buffer clears the old copy, as
- * the file holds secrets.
- */
-static int
-read_all(int fd, char **out, size_t *outlen)
-{
-	char *buf = NULL, *nbuf;
-	size_t len = 0, cap = 0;
-	ssize_t n;
-
-	for (;;) {
-		if (len == cap) {
-			if (cap > CONF_MAX_FILE)
-				break;
-			cap = cap == 0 ? 8192 : cap * 2;
-			if (cap > CONF_MAX_FILE + 1)
-				cap = CONF_MAX_FILE + 1;
-			if ((nbuf = malloc(cap)) == NULL) {
-				n = -ENOMEM;
-				goto fail;
-			}
-			if (buf != NULL) {
-				memcpy(nbuf, buf, len);
-				OPENSSL_cleanse(buf, len);
-				free(buf);
-			}
-			buf = nbuf;
-		}
-		n = read(fd, buf + len, cap - len);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			n = -errno;
-			goto fail;
-		}
-		if (n == 0)
-			break;
-		len += (size_t)n;
-	}
-	*out = buf;
-	*outlen = len;
-	return 0;
-
-fail:
-	if (buf != NULL) {
-		OPENSSL_cleanse(buf, len);
-		free(buf);
-	}
-	return (int)n;
-}
-
 int
 conf_parse_file(const char *path, struct conf **out, char *err, size_t errlen)
 {
@@ -1180,16 +1128,21 @@ conf_parse_file(const char *path, struct conf **out, char *err, size_t errlen)
 		       strerror(-rc));
 		return rc;
 	}
-	rc = read_all(fd, &buf, &len);
+	/* The file holds secrets: no copy is left in freed memory. */
+	rc = fileio_read_fd(fd, CONF_MAX_FILE, 0, FILEIO_SECRET, &buf, &len);
 	(void)close(fd);
+	if (rc == -EFBIG) {
+		fmterr(err, errlen, path, NULL, "larger than %d bytes; refused",
+		       CONF_MAX_FILE);
+		return rc;
+	}
 	if (rc != 0) {
 		fmterr(err, errlen, path, NULL, "cannot read: %s",
 		       strerror(-rc));
 		return rc;
 	}
 	rc = conf_parse_string(path, buf, len, out, err, errlen);
-	OPENSSL_cleanse(buf, len);
-	free(buf);
+	fileio_free(buf, len, FILEIO_SECRET);
 	return rc;
 }
 

@@ -11,12 +11,14 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/bio.h>
 #include <openssl/err.h>
@@ -26,6 +28,7 @@
 #include <openssl/x509v3.h>
 
 #include "err.h"
+#include "fileio.h"
 #include "tls.h"
 
 /* PEM files larger than this are surely not certificates or keys. */
@@ -149,58 +152,36 @@ time_text(const ASN1_TIME *t, char *buf, size_t len)
 }
 
 /*
- * Reads a whole file of at most TLS_FILE_MAX bytes.  The caller cleanses
- * and frees *out, since it may hold a private key.
+ * Reads a whole file of at most TLS_FILE_MAX bytes.  It may hold a private
+ * key: free it with free_file().
  */
 static int
 read_file(const char *path, char **out, size_t *outlen, char *err,
-          size_t errlen)
+	  size_t errlen)
 {
-	FILE *f;
-	char *p;
-	size_t n;
-	int rc;
+	int fd, rc;
 
-	if ((f = fopen(path, "rb")) == NULL) {
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) == -1) {
 		rc = -errno;
 		ncg_seterr(err, errlen, "cannot open '%s': %s", path,
-		       strerror(-rc));
+			   strerror(-rc));
 		return rc;
 	}
-	if ((p = malloc(TLS_FILE_MAX + 1)) == NULL) {
-		fclose(f);
-		ncg_seterr(err, errlen, "out of memory");
-		return -ENOMEM;
-	}
-	n = fread(p, 1, TLS_FILE_MAX + 1, f);
-	if (ferror(f)) {
-		rc = errno != 0 ? -errno : -EIO;
-		ncg_seterr(err, errlen, "cannot read '%s': %s", path,
-		       strerror(-rc));
-	} else if (n > TLS_FILE_MAX) {
-		rc = -EFBIG;
+	rc = fileio_read_fd(fd, TLS_FILE_MAX, 0, FILEIO_SECRET, out, outlen);
+	(void)close(fd);
+	if (rc == -EFBIG)
 		ncg_seterr(err, errlen, "'%s' is larger than %d bytes", path,
-		       TLS_FILE_MAX);
-	} else
-		rc = 0;
-	fclose(f);
-	if (rc != 0) {
-		OPENSSL_cleanse(p, n);
-		free(p);
-		return rc;
-	}
-	*out = p;
-	*outlen = n;
-	return 0;
+			   TLS_FILE_MAX);
+	else if (rc != 0)
+		ncg_seterr(err, errlen, "cannot read '%s': %s", path,
+			   strerror(-rc));
+	return rc;
 }
 
 static void
 free_file(char *p, size_t len)
 {
-	if (p == NULL)
-		return;
-	OPENSSL_cleanse(p, len);
-	free(p);
+	fileio_free(p, len, FILEIO_SECRET);
 }
 
 /*

@@ -23,6 +23,7 @@
 #include <openssl/x509v3.h>
 
 #include "common/err.h"
+#include "common/fileio.h"
 #include "certgen.h"
 
 /*
@@ -363,33 +364,16 @@ out:
 int
 certgen_pem_escaped(const char *cert_path, char **out)
 {
-	char *text, *esc, *q;
+	char *text = NULL, *esc, *q;
 	size_t len = 0, i;
-	ssize_t n;
 	int fd, rc;
 
 	if ((fd = open(cert_path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) == -1)
 		return -errno;
-	if ((text = malloc(CERTGEN_MAX_PEM + 1)) == NULL) {
-		close(fd);
-		return -ENOMEM;
-	}
-	for (;;) {
-		n = read(fd, text + len, CERTGEN_MAX_PEM + 1 - len);
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n == -1) {
-			rc = -errno;
-			goto out;
-		}
-		if (n == 0)
-			break;
-		if ((len += (size_t)n) > CERTGEN_MAX_PEM) {
-			rc = -EFBIG;
-			goto out;
-		}
-	}
-	text[len] = '\0';
+	rc = fileio_read_fd(fd, CERTGEN_MAX_PEM, 0, 0, &text, &len);
+	close(fd);
+	if (rc != 0)
+		return rc;
 	if (strlen(text) != len ||
 	    strstr(text, "-----BEGIN CERTIFICATE-----") == NULL ||
 	    strstr(text, "PRIVATE KEY") != NULL) {
@@ -428,8 +412,7 @@ certgen_pem_escaped(const char *cert_path, char **out)
 	*out = esc;
 	rc = 0;
 out:
-	free(text);
-	close(fd);
+	fileio_free(text, len, 0);
 	return rc;
 }
 

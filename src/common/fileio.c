@@ -1,0 +1,96 @@
+/*
+ * Whole files, bounded (fileio.h).
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+#include "fileio.h"
+
+#define FILEIO_FIRST 8192
+
+/* Grows buf to cap bytes; a secret's old copy is cleansed, not realloc()ed. */
+static int
+grow(char **buf, size_t len, size_t cap, int flags)
+{
+	char *n;
+
+	if (!(flags & FILEIO_SECRET)) {
+		if ((n = realloc(*buf, cap)) == NULL)
+			return -ENOMEM;
+		*buf = n;
+		return 0;
+	}
+	if ((n = malloc(cap)) == NULL)
+		return -ENOMEM;
+	if (*buf != NULL) {
+		memcpy(n, *buf, len);
+		OPENSSL_cleanse(*buf, len);
+		free(*buf);
+	}
+	*buf = n;
+	return 0;
+}
+
+int
+fileio_read_fd(int fd, size_t max, size_t hint, int flags, char **out,
+	       size_t *outlen)
+{
+	char *buf = NULL;
+	size_t len = 0, cap = 0, want;
+	ssize_t n;
+	int rc;
+
+	if (max > SIZE_MAX - 2)
+		max = SIZE_MAX - 2;
+	for (;;) {
+		/*
+		 * Room for the NUL, and for one byte past max, which is how a
+		 * larger file is noticed without reading all of it.
+		 */
+		if (len + 1 >= cap) {
+			want = cap == 0 ? (hint != 0 ? hint + 2 : FILEIO_FIRST)
+					: cap * 2;
+			if (want > max + 2 || want < cap)
+				want = max + 2;
+			if ((rc = grow(&buf, len, want, flags)) != 0)
+				goto fail;
+			cap = want;
+		}
+		n = read(fd, buf + len, cap - 1 - len);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1) {
+			rc = -errno;
+			goto fail;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+		if (len > max) {
+			rc = -EFBIG;
+			goto fail;
+		}
+	}
+	buf[len] = '\0';
+	*out = buf;
+	*outlen = len;
+	return 0;
+fail:
+	fileio_free(buf, len, flags);
+	return rc;
+}
+
+void
+fileio_free(char *buf, size_t len, int flags)
+{
+	if (buf == NULL)
+		return;
+	if (flags & FILEIO_SECRET)
+		OPENSSL_cleanse(buf, len);
+	free(buf);
+}

@@ -1,0 +1,31 @@
+/*
+ * Whole files that operators give us (configurations, the device registry,
+ * certificates and keys), read with a size limit, and, for files that hold
+ * secrets, without leaving copies in freed memory.
+ *
+ * The caller opens the file itself, so that it can say which step failed
+ * and can check the file first (fstat, O_NOFOLLOW ...).
+ */
+#ifndef NCGRPC_FILEIO_H
+#define NCGRPC_FILEIO_H
+
+#include <stddef.h>
+
+/* The file holds secrets: every copy made while growing is cleansed. */
+#define FILEIO_SECRET 0x1
+
+/*
+ * Reads fd to its end into a new buffer with a NUL after the last byte
+ * (which *outlen does not count).  hint, if not 0, is the size expected
+ * (st_size), to read in one allocation.  Returns 0, -EFBIG when there are
+ * more than max bytes (only max + 1 are read), -ENOMEM, or -errno of
+ * read().  *out and *outlen are set only on success; free *out with
+ * fileio_free() and the same flags.
+ */
+int fileio_read_fd(int fd, size_t max, size_t hint, int flags, char **out,
+		   size_t *outlen);
+
+/* Frees a buffer of fileio_read_fd(); cleansed first with FILEIO_SECRET. */
+void fileio_free(char *buf, size_t len, int flags);
+
+#endif
