@@ -68,17 +68,21 @@ class H2Peer:
         cfg = h2.config.H2Configuration(client_side=True, header_encoding="utf-8",
                                         validate_outbound_headers=False)
         self.conn = h2.connection.H2Connection(config=cfg)
+        self.closed = False
         self.conn.initiate_connection()
         self.flush()
-        self.closed = False
         self.ended = {}     # stream id -> grpc-status (or "reset:N")
         self.messages = {}  # stream id -> grpc-message
         self.pending = {}   # stream id -> bytes still to send
 
     def flush(self):
         data = self.conn.data_to_send()
-        if data:
-            self.sock.sendall(data)
+        if data and not self.closed:
+            try:
+                self.sock.sendall(data)
+            except (OSError, ssl.SSLError):
+                # Stuck or gone: a hostile peer just gives up here.
+                self.closed = True
 
     def open(self, path, end=False):
         sid = self.conn.get_next_available_stream_id()
@@ -141,10 +145,7 @@ class H2Peer:
                 break
             for ev in events:
                 self.on_event(ev)
-            try:
-                self.flush()
-            except OSError:
-                self.closed = True
+            self.flush()
 
     def on_event(self, ev):
         if isinstance(ev, h2.events.TrailersReceived) or (

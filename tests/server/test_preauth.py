@@ -120,7 +120,7 @@ class PreauthMemoryTest(PreauthCase):
         # Initialize now applies at the length prefix.
         peers, grown = self.stall_streams(2, 100, 4 * MIB, 4 * MIB - 1, 8)
         self.report("2x100 streams declaring 4 MiB", grown)
-        self.assertLess(grown, self.limit_mib(self.srv, 16, 64))
+        self.assertLess(grown, self.limit_mib(self.srv, 8, 32))
         ended = [st for p in peers for st in p.ended.values()]
         self.assertIn(RESOURCE_EXHAUSTED, ended)
         self.srv.log.wait(r"declared message larger than its method allows", 5)
@@ -340,8 +340,12 @@ class PreauthTlsOutputTest(PreauthCase):
     def test_keyupdate_flood(self):
         srv = self.new_server({"d1": "d1-secret-abc"})
         rss = RssPeak(srv.pid)
-        fl = subprocess.Popen([CFG["flood"], str(srv.port), "6"], stdout=subprocess.PIPE,
+        # ncgrpcd answers some 14,000 KeyUpdates a second here, and the
+        # kernel takes the first 3 MB of answers: 20 s make the difference
+        # (about +14 MiB and growing without the bound, +1.2 MiB with it).
+        fl = subprocess.Popen([CFG["flood"], str(srv.port), "20"], stdout=subprocess.PIPE,
                               preexec_fn=srvlib.pdeathsig)
+        self.addCleanup(fl.stdout.close)
         self.addCleanup(fl.wait, 5)
         self.addCleanup(fl.kill)
         line = fl.stdout.readline().decode().split()
@@ -350,7 +354,7 @@ class PreauthTlsOutputTest(PreauthCase):
         updates, sent = int(line[0]), int(line[1])
         sys.stderr.write("[%d KeyUpdates, %.1f MiB sent] " % (updates, sent / MIB))
         self.report("KeyUpdate flood", grown)
-        self.assertLess(grown, self.limit_mib(srv, 16, 48))
+        self.assertLess(grown, self.limit_mib(srv, 6, 24))
         # The server is still there for devices.
         st, _, _ = hostile.initialize(srv.port, "d1", "d1-secret-abc", timeout=2)
         self.assertEqual(st, "held")
