@@ -22,6 +22,7 @@
 #define PA_SUMMARY_TICKS  60	/* a summary per minute */
 #define PA_BUCKETS	  1024	/* power of two */
 #define PA_MAX_REFUSALS	  4096	/* summary entries kept per minute */
+#define PA_LINES_PER_ADDR 5	/* refusals logged one by one per address */
 #define PA_IP_MAX	  64
 
 struct pa_conn {
@@ -39,10 +40,15 @@ struct pa_addr {
 	char pd_ip[PA_IP_MAX];
 };
 
-/* Refusals of one (reason, id, address) in the current minute. */
+/*
+ * Refusals of one (reason, id, address) in the current minute; with an
+ * empty id, of one (reason, address), whatever the id.
+ */
 struct pa_refusal {
 	struct pa_refusal *pr_next;
-	uint64_t pr_more; /* after the first, which was logged */
+	uint64_t pr_more;     /* after the first, which was logged */
+	unsigned pr_logged;   /* (reason, address): lines logged */
+	size_t pr_len;
 	char pr_key[]; /* "reason\0id\0ip\0" */
 };
 
@@ -247,7 +253,7 @@ preauth_conn_trusted(struct preauth *pa, struct grpc_conn *conn)
 {
 	struct pa_conn *pc = grpc_conn_arg(conn);
 
-	if (pc != NULL)
+	if (pa != NULL && pc != NULL)
 		conn_settle(pa, pc);
 }
 
@@ -256,7 +262,7 @@ preauth_conn_closed(struct preauth *pa, struct grpc_conn *conn)
 {
 	struct pa_conn *pc = grpc_conn_arg(conn);
 
-	if (pc == NULL)
+	if (pa == NULL || pc == NULL)
 		return;
 	conn_settle(pa, pc);
 	pa->pa_nconns--;
@@ -296,47 +302,76 @@ preauth_limit(struct preauth *pa, struct grpc_conn *conn,
 
 /* Refusal summaries. */
 
+/* Finds or makes the entry of key; NULL when full or out of memory. */
+static struct pa_refusal *
+refusal_get(struct preauth *pa, const char *reason, const char *id,
+	    const char *ip, int *created)
+{
+	size_t lr = strlen(reason) + 1, li = strlen(id) + 1;
+	size_t la = strlen(ip) + 1, len = lr + li + la;
+	struct pa_refusal *pr;
+	char key[512];
+	uint32_t b;
+
+	*created = 0;
+	if (len > sizeof(key))
+		return NULL;
+	memcpy(key, reason, lr);
+	memcpy(key + lr, id, li);
+	memcpy(key + lr + li, ip, la);
+	b = hash_str(key, len) & (PA_BUCKETS - 1);
+	for (pr = pa->pa_refusals[b]; pr != NULL; pr = pr->pr_next)
+		if (pr->pr_len == len && memcmp(pr->pr_key, key, len) == 0)
+			return pr;
+	if (pa->pa_nrefusals >= PA_MAX_REFUSALS ||
+	    (pr = malloc(sizeof(*pr) + len)) == NULL)
+		return NULL;
+	pr->pr_more = 0;
+	pr->pr_logged = 0;
+	pr->pr_len = len;
+	memcpy(pr->pr_key, key, len);
+	pr->pr_next = pa->pa_refusals[b];
+	pa->pa_refusals[b] = pr;
+	pa->pa_nrefusals++;
+	*created = 1;
+	return pr;
+}
+
 int
 preauth_auth_refused(struct preauth *pa, const char *reason, const char *id,
 		     const char *ip)
 {
-	size_t lr = strlen(reason) + 1, li = strlen(id) + 1;
-	size_t la = strlen(ip) + 1, len = lr + li + la;
-	struct pa_refusal **pp, *pr;
-	char key[512];
-	uint32_t b;
+	struct pa_refusal *addr, *one;
+	int created;
 
 	if (strcmp(reason, "throttled") == 0)
 		pa->pa_count[PREAUTH_C_AUTH_THROTTLED]++;
 	else if (strcmp(reason, "busy") == 0)
 		pa->pa_count[PREAUTH_C_AUTH_BUSY]++;
-	if (len > sizeof(key))
-		return 1;
-	memcpy(key, reason, lr);
-	memcpy(key + lr, id, li);
-	memcpy(key + lr + li, ip, la);
-	b = hash_str(key, len) & (PA_BUCKETS - 1);
-	for (pp = &pa->pa_refusals[b]; (pr = *pp) != NULL; pp = &pr->pr_next)
-		if (memcmp(pr->pr_key, key, len) == 0)
-			break;
-	if (pr != NULL) {
-		pr->pr_more++;
+	/*
+	 * Per address first: a peer cycling through made-up ids gets
+	 * PA_LINES_PER_ADDR lines a minute, not one per id.
+	 */
+	if ((addr = refusal_get(pa, reason, "", ip, &created)) == NULL)
+		goto fold;
+	one = refusal_get(pa, reason, id, ip, &created);
+	if (one != NULL && !created) {
+		one->pr_more++;
 		pa->pa_count[PREAUTH_C_LOG_SUPPRESSED]++;
 		return 0;
 	}
-	if (pa->pa_nrefusals >= PA_MAX_REFUSALS ||
-	    (pr = malloc(sizeof(*pr) + len)) == NULL) {
-		/* Too many sources this minute: one line says how many. */
-		pa->pa_refusals_dropped++;
+	if (one == NULL || addr->pr_logged >= PA_LINES_PER_ADDR) {
+		addr->pr_more++;
 		pa->pa_count[PREAUTH_C_LOG_SUPPRESSED]++;
 		return 0;
 	}
-	pr->pr_more = 0;
-	memcpy(pr->pr_key, key, len);
-	pr->pr_next = pa->pa_refusals[b];
-	pa->pa_refusals[b] = pr;
-	pa->pa_nrefusals++;
+	addr->pr_logged++;
 	return 1;
+fold:
+	/* Too many sources this minute: one line says how many. */
+	pa->pa_refusals_dropped++;
+	pa->pa_count[PREAUTH_C_LOG_SUPPRESSED]++;
+	return 0;
 }
 
 /* Logs and audits what was folded this minute, and starts a new one. */
@@ -355,14 +390,20 @@ pa_summary(struct preauth *pa)
 			reason = pr->pr_key;
 			id = reason + strlen(reason) + 1;
 			ip = id + strlen(id) + 1;
-			if (pr->pr_more > 0) {
-				snprintf(n, sizeof(n), "%" PRIu64,
-					 pr->pr_more);
+			snprintf(n, sizeof(n), "%" PRIu64, pr->pr_more);
+			if (pr->pr_more > 0 && *id != '\0') {
 				log_warnx("%s more refused (%s) for id \"%s\" "
 					  "from %s in the last minute",
 					  n, reason, id, ip);
 				audit_event("auth-failed-summary", "device",
 					    id, "peer", ip, "reason", reason,
+					    "count", n, NULL);
+			} else if (pr->pr_more > 0) {
+				log_warnx("%s more refused (%s) for other ids "
+					  "from %s in the last minute",
+					  n, reason, ip);
+				audit_event("auth-failed-summary", "device",
+					    "*", "peer", ip, "reason", reason,
 					    "count", n, NULL);
 			}
 			free(pr);

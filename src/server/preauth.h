@@ -69,10 +69,13 @@ void preauth_free(struct preauth *pa);
  */
 int preauth_conn_accept(struct preauth *pa, struct grpc_conn *conn);
 
-/* The connection authenticated: it no longer counts as unauthenticated. */
+/*
+ * The connection authenticated: it no longer counts as unauthenticated.
+ * pa may be NULL.
+ */
 void preauth_conn_trusted(struct preauth *pa, struct grpc_conn *conn);
 
-/* The connection is gone (accepted or not). */
+/* The connection is gone (accepted or not).  pa may be NULL. */
 void preauth_conn_closed(struct preauth *pa, struct grpc_conn *conn);
 
 /* grpc.c enforced a per-connection budget on conn. */
