@@ -95,8 +95,12 @@ class H2Peer:
     def queue(self, sid, data):
         self.pending[sid] = self.pending.get(sid, b"") + data
 
-    def _send_pending(self):
+    def _send_pending(self, budget=256 * 1024):
+        """Sends up to about budget bytes of what flow control allows, so
+        that pump() reads the answers in between."""
         for sid in list(self.pending):
+            if budget <= 0:
+                break
             data = self.pending[sid]
             if sid in self.ended or not data:
                 self.pending.pop(sid, None)
@@ -115,6 +119,9 @@ class H2Peer:
                     break
                 data = data[n:]
                 self.pending[sid] = data
+                budget -= n
+                if budget <= 0:
+                    break
                 try:
                     n = min(len(data), self.conn.local_flow_control_window(sid),
                             self.conn.max_outbound_frame_size)
