@@ -6,6 +6,7 @@
  * Per-address counts and the refusal summaries live in two small hash
  * tables keyed by strings; both are bounded.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -18,18 +19,18 @@
 #include "log.h"
 #include "preauth.h"
 
-#define PA_TICK_MS	  1000
-#define PA_SUMMARY_TICKS  60	/* a summary per minute */
-#define PA_BUCKETS	  1024	/* power of two */
-#define PA_MAX_REFUSALS	  4096	/* summary entries kept per minute */
-#define PA_LINES_PER_ADDR 5	/* refusals logged one by one per address */
-#define PA_IP_MAX	  64
+#define PA_TICK_MS        1000
+#define PA_SUMMARY_TICKS  60   /* a summary per minute */
+#define PA_BUCKETS        1024 /* power of two */
+#define PA_MAX_REFUSALS   4096 /* summary entries kept per minute */
+#define PA_LINES_PER_ADDR 5    /* refusals logged one by one per address */
+#define PA_IP_MAX         64
 
 struct pa_conn {
 	struct grpc_conn *pc_conn;
-	struct pa_addr *pc_addr;  /* while unauthenticated */
-	uint64_t pc_deadline;	  /* ms, loop time */
-	int pc_pending;		  /* on pa_pending */
+	struct pa_addr *pc_addr; /* while unauthenticated */
+	uint64_t pc_deadline;    /* ms, loop time */
+	int pc_pending;          /* on pa_pending */
 	TAILQ_ENTRY(pa_conn) pc_entry;
 };
 
@@ -46,8 +47,8 @@ struct pa_addr {
  */
 struct pa_refusal {
 	struct pa_refusal *pr_next;
-	uint64_t pr_more;     /* after the first, which was logged */
-	unsigned pr_logged;   /* (reason, address): lines logged */
+	uint64_t pr_more;   /* after the first, which was logged */
+	unsigned pr_logged; /* (reason, address): lines logged */
 	size_t pr_len;
 	char pr_key[]; /* "reason\0id\0ip\0" */
 };
@@ -66,20 +67,20 @@ struct preauth {
 	unsigned pa_ticks;
 	uint64_t pa_count[PREAUTH_C_COUNT];
 	uint64_t pa_minute[PREAUTH_C_COUNT]; /* this minute, not yet told */
-	int pa_told[PREAUTH_C_COUNT];	     /* a line this minute already */
+	int pa_told[PREAUTH_C_COUNT];        /* a line this minute already */
 };
 
 static const char *const pa_names[PREAUTH_C_COUNT] = {
-	[PREAUTH_C_CONNS] = "max-connections",
-	[PREAUTH_C_UNAUTH] = "max-unauthenticated",
-	[PREAUTH_C_UNAUTH_ADDR] = "max-unauthenticated-per-address",
-	[PREAUTH_C_AUTH_TIMEOUT] = "auth-timeout",
-	[PREAUTH_C_STREAMS] = "preauth-streams",
-	[PREAUTH_C_BUFFER] = "preauth-buffer",
-	[PREAUTH_C_MESSAGE] = "message-size",
-	[PREAUTH_C_AUTH_THROTTLED] = "auth-throttled",
-	[PREAUTH_C_AUTH_BUSY] = "auth-busy",
-	[PREAUTH_C_LOG_SUPPRESSED] = "log-suppressed",
+    [PREAUTH_C_CONNS] = "max-connections",
+    [PREAUTH_C_UNAUTH] = "max-unauthenticated",
+    [PREAUTH_C_UNAUTH_ADDR] = "max-unauthenticated-per-address",
+    [PREAUTH_C_AUTH_TIMEOUT] = "auth-timeout",
+    [PREAUTH_C_STREAMS] = "preauth-streams",
+    [PREAUTH_C_BUFFER] = "preauth-buffer",
+    [PREAUTH_C_MESSAGE] = "message-size",
+    [PREAUTH_C_AUTH_THROTTLED] = "auth-throttled",
+    [PREAUTH_C_AUTH_BUSY] = "auth-busy",
+    [PREAUTH_C_LOG_SUPPRESSED] = "log-suppressed",
 };
 
 const char *
@@ -129,7 +130,34 @@ peer_ip(const char *peer, char *out, size_t len)
 	}
 	end = strrchr(peer, ':');
 	snprintf(out, len, "%.*s",
-		 end != NULL ? (int)(end - peer) : (int)strlen(peer), peer);
+	         end != NULL ? (int)(end - peer) : (int)strlen(peer), peer);
+}
+
+/*
+ * The key that connections are counted under: the address, except that
+ * IPv6 peers count per /64 (one host usually owns a whole /64, as the
+ * registry throttle assumes too) and IPv4-mapped ones as IPv4.
+ */
+static void
+addr_key(const char *ip, char *out, size_t len)
+{
+	static const uint8_t mapped[12] = {0, 0, 0, 0, 0,    0,
+	                                   0, 0, 0, 0, 0xff, 0xff};
+	char text[INET6_ADDRSTRLEN];
+	uint8_t a[16];
+
+	if (strchr(ip, ':') == NULL || inet_pton(AF_INET6, ip, a) != 1) {
+		snprintf(out, len, "%s", ip);
+		return;
+	}
+	if (memcmp(a, mapped, sizeof(mapped)) == 0) {
+		inet_ntop(AF_INET, a + 12, text, sizeof(text));
+		snprintf(out, len, "%s", text);
+		return;
+	}
+	memset(a + 8, 0, 8);
+	inet_ntop(AF_INET6, a, text, sizeof(text));
+	snprintf(out, len, "%s/64", text);
 }
 
 /*
@@ -194,24 +222,25 @@ int
 preauth_conn_accept(struct preauth *pa, struct grpc_conn *conn)
 {
 	const struct preauth_opts *o = &pa->pa_opts;
-	char ip[PA_IP_MAX];
+	char key[PA_IP_MAX], ip[PA_IP_MAX];
 	struct pa_addr **pp, *pd;
 	struct pa_conn *pc;
 
-	peer_ip(grpc_conn_peer(conn), ip, sizeof(ip));
+	peer_ip(grpc_conn_peer(conn), key, sizeof(key));
+	addr_key(key, ip, sizeof(ip));
 	if (o->po_max_conns != 0 && pa->pa_nconns >= o->po_max_conns) {
 		if (pa_bump(pa, PREAUTH_C_CONNS))
 			log_warnx("refused a connection from %s: %u device "
-				  "connections open (max-connections)",
-				  ip, pa->pa_nconns);
+			          "connections open (max-connections)",
+			          ip, pa->pa_nconns);
 		return -EMFILE;
 	}
 	if (o->po_max_unauth != 0 && pa->pa_nunauth >= o->po_max_unauth) {
 		if (pa_bump(pa, PREAUTH_C_UNAUTH))
 			log_warnx("refused a connection from %s: %u "
-				  "connections not authenticated yet "
-				  "(max-unauthenticated)",
-				  ip, pa->pa_nunauth);
+			          "connections not authenticated yet "
+			          "(max-unauthenticated)",
+			          ip, pa->pa_nunauth);
 		return -EUSERS;
 	}
 	pp = addr_slot(pa, ip);
@@ -219,9 +248,9 @@ preauth_conn_accept(struct preauth *pa, struct grpc_conn *conn)
 	    pd->pd_n >= o->po_max_unauth_per_addr) {
 		if (pa_bump(pa, PREAUTH_C_UNAUTH_ADDR))
 			log_warnx("refused a connection from %s: %u "
-				  "connections from it not authenticated yet "
-				  "(max-unauthenticated-per-address)",
-				  ip, pd->pd_n);
+			          "connections from it not authenticated yet "
+			          "(max-unauthenticated-per-address)",
+			          ip, pd->pd_n);
 		return -EBUSY;
 	}
 	if ((pc = calloc(1, sizeof(*pc))) == NULL)
@@ -271,8 +300,7 @@ preauth_conn_closed(struct preauth *pa, struct grpc_conn *conn)
 }
 
 void
-preauth_limit(struct preauth *pa, struct grpc_conn *conn,
-	      enum grpc_limit what)
+preauth_limit(struct preauth *pa, struct grpc_conn *conn, enum grpc_limit what)
 {
 	char ip[PA_IP_MAX];
 
@@ -281,21 +309,21 @@ preauth_limit(struct preauth *pa, struct grpc_conn *conn,
 	case GRPC_LIMIT_STREAMS:
 		if (pa_bump(pa, PREAUTH_C_STREAMS))
 			log_warnx("refused a stream from %s: too many streams "
-				  "before authentication (preauth-streams)",
-				  ip);
+			          "before authentication (preauth-streams)",
+			          ip);
 		break;
 	case GRPC_LIMIT_BUFFER:
 		if (pa_bump(pa, PREAUTH_C_BUFFER))
 			log_warnx("ended a call from %s: too much request "
-				  "data before authentication "
-				  "(preauth-buffer)",
-				  ip);
+			          "data before authentication "
+			          "(preauth-buffer)",
+			          ip);
 		break;
 	case GRPC_LIMIT_MESSAGE:
 		if (pa_bump(pa, PREAUTH_C_MESSAGE))
 			log_warnx("ended a call from %s: declared message "
-				  "larger than its method allows",
-				  ip);
+			          "larger than its method allows",
+			          ip);
 		break;
 	}
 }
@@ -305,7 +333,7 @@ preauth_limit(struct preauth *pa, struct grpc_conn *conn,
 /* Finds or makes the entry of key; NULL when full or out of memory. */
 static struct pa_refusal *
 refusal_get(struct preauth *pa, const char *reason, const char *id,
-	    const char *ip, int *created)
+            const char *ip, int *created)
 {
 	size_t lr = strlen(reason) + 1, li = strlen(id) + 1;
 	size_t la = strlen(ip) + 1, len = lr + li + la;
@@ -339,7 +367,7 @@ refusal_get(struct preauth *pa, const char *reason, const char *id,
 
 int
 preauth_auth_refused(struct preauth *pa, const char *reason, const char *id,
-		     const char *ip)
+                     const char *ip)
 {
 	struct pa_refusal *addr, *one;
 	int created;
@@ -393,18 +421,18 @@ pa_summary(struct preauth *pa)
 			snprintf(n, sizeof(n), "%" PRIu64, pr->pr_more);
 			if (pr->pr_more > 0 && *id != '\0') {
 				log_warnx("%s more refused (%s) for id \"%s\" "
-					  "from %s in the last minute",
-					  n, reason, id, ip);
-				audit_event("auth-failed-summary", "device",
-					    id, "peer", ip, "reason", reason,
-					    "count", n, NULL);
+				          "from %s in the last minute",
+				          n, reason, id, ip);
+				audit_event("auth-failed-summary", "device", id,
+				            "peer", ip, "reason", reason,
+				            "count", n, NULL);
 			} else if (pr->pr_more > 0) {
 				log_warnx("%s more refused (%s) for other ids "
-					  "from %s in the last minute",
-					  n, reason, ip);
+				          "from %s in the last minute",
+				          n, reason, ip);
 				audit_event("auth-failed-summary", "device",
-					    "*", "peer", ip, "reason", reason,
-					    "count", n, NULL);
+				            "*", "peer", ip, "reason", reason,
+				            "count", n, NULL);
 			}
 			free(pr);
 		}
@@ -413,16 +441,16 @@ pa_summary(struct preauth *pa)
 	pa->pa_nrefusals = 0;
 	if (pa->pa_refusals_dropped > 0) {
 		log_warnx("%" PRIu64 " more refused authentications from "
-			  "other sources in the last minute",
-			  pa->pa_refusals_dropped);
+		          "other sources in the last minute",
+		          pa->pa_refusals_dropped);
 		pa->pa_refusals_dropped = 0;
 	}
 	for (c = 0; c < PREAUTH_C_COUNT; c++) {
 		if (pa->pa_minute[c] > 0)
 			log_warnx("%s: %" PRIu64 " more in the last minute "
-				  "(%" PRIu64 " since start)",
-				  pa_names[c], pa->pa_minute[c],
-				  pa->pa_count[c]);
+			          "(%" PRIu64 " since start)",
+			          pa_names[c], pa->pa_minute[c],
+			          pa->pa_count[c]);
 		pa->pa_minute[c] = 0;
 		pa->pa_told[c] = 0;
 	}
@@ -443,9 +471,9 @@ on_tick(uv_timer_t *t)
 		if (pa_bump(pa, PREAUTH_C_AUTH_TIMEOUT)) {
 			peer_ip(grpc_conn_peer(pc->pc_conn), ip, sizeof(ip));
 			log_warnx("closing the connection from %s: no "
-				  "successful Initialize within %u s "
-				  "(auth-timeout)",
-				  ip, pa->pa_opts.po_auth_timeout_ms / 1000);
+			          "successful Initialize within %u s "
+			          "(auth-timeout)",
+			          ip, pa->pa_opts.po_auth_timeout_ms / 1000);
 		}
 		/* pc goes in preauth_conn_closed(), from the loop. */
 		grpc_conn_close(pc->pc_conn, -ETIMEDOUT);
@@ -458,7 +486,7 @@ on_tick(uv_timer_t *t)
 
 int
 preauth_new(uv_loop_t *loop, const struct preauth_opts *opts,
-	    struct preauth **out)
+            struct preauth **out)
 {
 	struct preauth *pa;
 

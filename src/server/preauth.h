@@ -29,23 +29,23 @@
 #include "grpc.h"
 
 enum preauth_counter {
-	PREAUTH_C_CONNS,	  /* refused: max-connections */
-	PREAUTH_C_UNAUTH,	  /* refused: max-unauthenticated */
-	PREAUTH_C_UNAUTH_ADDR,	  /* refused: ...-per-address */
-	PREAUTH_C_AUTH_TIMEOUT,	  /* closed: auth-timeout */
-	PREAUTH_C_STREAMS,	  /* stream refused: preauth-streams */
-	PREAUTH_C_BUFFER,	  /* call ended: preauth-buffer */
-	PREAUTH_C_MESSAGE,	  /* call ended: message over its limit */
+	PREAUTH_C_CONNS,          /* refused: max-connections */
+	PREAUTH_C_UNAUTH,         /* refused: max-unauthenticated */
+	PREAUTH_C_UNAUTH_ADDR,    /* refused: ...-per-address */
+	PREAUTH_C_AUTH_TIMEOUT,   /* closed: auth-timeout */
+	PREAUTH_C_STREAMS,        /* stream refused: preauth-streams */
+	PREAUTH_C_BUFFER,         /* call ended: preauth-buffer */
+	PREAUTH_C_MESSAGE,        /* call ended: message over its limit */
 	PREAUTH_C_AUTH_THROTTLED, /* Initialize refused: failure limits */
-	PREAUTH_C_AUTH_BUSY,	  /* Initialize refused: KDF queue full */
+	PREAUTH_C_AUTH_BUSY,      /* Initialize refused: KDF queue full */
 	PREAUTH_C_LOG_SUPPRESSED, /* log lines folded into a summary */
 	PREAUTH_C_COUNT
 };
 
 struct preauth_opts {
-	unsigned po_auth_timeout_ms;	 /* 0: no deadline */
-	unsigned po_max_conns;		 /* device connections; 0: no cap */
-	unsigned po_max_unauth;		 /* unauthenticated; 0: no cap */
+	unsigned po_auth_timeout_ms;     /* 0: no deadline */
+	unsigned po_max_conns;           /* device connections; 0: no cap */
+	unsigned po_max_unauth;          /* unauthenticated; 0: no cap */
 	unsigned po_max_unauth_per_addr; /* 0: no cap */
 };
 
@@ -53,7 +53,7 @@ struct preauth;
 
 /* Creates the limiter and starts its timer.  0 and *out, or -ENOMEM. */
 int preauth_new(uv_loop_t *loop, const struct preauth_opts *opts,
-		struct preauth **out);
+                struct preauth **out);
 
 /*
  * Stops the timer and frees pa once it is closed.  Every connection must
@@ -80,15 +80,15 @@ void preauth_conn_closed(struct preauth *pa, struct grpc_conn *conn);
 
 /* grpc.c enforced a per-connection budget on conn. */
 void preauth_limit(struct preauth *pa, struct grpc_conn *conn,
-		   enum grpc_limit what);
+                   enum grpc_limit what);
 
 /*
  * An Initialize from ip for device id was refused for reason ("throttled",
  * "busy", ...).  Counts it; returns 1 if the caller should log and audit
  * this one, 0 if it was folded into the summary of the minute.
  */
-int preauth_auth_refused(struct preauth *pa, const char *reason,
-			 const char *id, const char *ip);
+int preauth_auth_refused(struct preauth *pa, const char *reason, const char *id,
+                         const char *ip);
 
 /* Total since start. */
 uint64_t preauth_count(const struct preauth *pa, enum preauth_counter c);

@@ -178,16 +178,17 @@ struct sconf {
 	unsigned sc_keepalive_interval; /* between server PINGs; 0: none */
 	unsigned sc_tcp_keepalive;      /* TCP_KEEPIDLE; 0: no keepalive */
 	unsigned sc_handshake_timeout;
-	unsigned sc_auth_timeout; /* seconds to the first successful Initialize */
-	unsigned sc_max_connections; /* device connections in all */
-	unsigned sc_max_unauth; /* connections not authenticated yet */
-	unsigned sc_max_unauth_per_addr; /* the same, from one address */
-	unsigned sc_preauth_streams; /* streams of a connection before it authenticates */
-	unsigned sc_preauth_buffer; /* request bytes buffered before it authenticates */
-	unsigned sc_auth_failures; /* failures a minute per (device id, address) */
-	unsigned sc_auth_failures_per_addr; /* failures a minute per address */
-	unsigned sc_auth_checks; /* secret checks (scrypt) queued or running */
-	unsigned sc_auth_checks_per_addr; /* the same, for one address */
+	/* Pre-authentication limits (docs/security.md). */
+	unsigned sc_auth_timeout;           /* to a successful Initialize */
+	unsigned sc_max_connections;        /* device connections in all */
+	unsigned sc_max_unauth;             /* not authenticated yet */
+	unsigned sc_max_unauth_per_addr;    /* the same, from one address */
+	unsigned sc_preauth_streams;        /* streams of such a connection */
+	unsigned sc_preauth_buffer;         /* bytes it may have buffered */
+	unsigned sc_auth_failures;          /* a minute, per (id, address) */
+	unsigned sc_auth_failures_per_addr; /* a minute, per address */
+	unsigned sc_auth_checks;            /* scrypt queued or running */
+	unsigned sc_auth_checks_per_addr;   /* the same, per address */
 	/* Line of each single-valued keyword's value, 0 for none. */
 	unsigned sc_line[SCONF_K_COUNT];
 	/* Where sc_listen and sc_names came from: 0 default, 1 file, 2 set. */
