@@ -70,6 +70,8 @@ struct grpc_call {
 	int cl_closed;		/* stream closed */
 	int cl_ended;		/* on_end delivered */
 	int cl_detached;	/* no longer on its connection's list */
+	int cl_counted;		/* server: counted in gc_nstreams */
+	size_t cl_held;		/* server: counted in gc_buffered */
 	LIST_ENTRY(grpc_call) cl_entry;
 };
 
@@ -87,6 +89,9 @@ struct grpc_conn {
 	int gc_tls;
 	int gc_ready;
 	int gc_in_flushed;
+	int gc_trusted;	    /* server: grpc_conn_set_trusted() ran */
+	uint32_t gc_nstreams; /* server: calls on it not yet freed */
+	size_t gc_buffered; /* server: request bytes held by its calls */
 	LIST_ENTRY(grpc_conn) gc_entry;
 };
 
@@ -312,6 +317,32 @@ call_new(struct grpc_conn *conn, int server)
 	return c;
 }
 
+/*
+ * Server: keeps the connection's count of buffered request bytes (raw
+ * input plus the deframer's partial message) in step with the call's.
+ */
+static void
+call_account(struct grpc_call *c)
+{
+	struct grpc_conn *conn = c->cl_conn;
+	size_t held;
+
+	if (!c->cl_server || c->cl_detached)
+		return;
+	held = buf_len(&c->cl_rbuf) + grpc_deframer_held(&c->cl_df);
+	conn->gc_buffered = conn->gc_buffered - c->cl_held + held;
+	c->cl_held = held;
+}
+
+static void
+conn_report_limit(struct grpc_conn *conn, enum grpc_limit what)
+{
+	struct grpc_server *srv = conn->gc_srv;
+
+	if (srv != NULL && srv->gs_ops != NULL && srv->gs_ops->on_limit != NULL)
+		srv->gs_ops->on_limit(conn, what, srv->gs_arg);
+}
+
 static void
 on_call_timer_closed(uv_handle_t *h)
 {
@@ -321,8 +352,12 @@ on_call_timer_closed(uv_handle_t *h)
 static void
 call_free(struct grpc_call *c)
 {
-	if (!c->cl_detached)
+	if (!c->cl_detached) {
 		LIST_REMOVE(c, cl_entry);
+		c->cl_conn->gc_buffered -= c->cl_held;
+		if (c->cl_counted)
+			c->cl_conn->gc_nstreams--;
+	}
 	grpc_md_free(&c->cl_md);
 	grpc_md_free(&c->cl_trailers);
 	grpc_md_free(&c->cl_send_trailers);
@@ -725,6 +760,12 @@ grpc_call_timeout(const struct grpc_call *c)
 }
 
 void
+grpc_call_set_max_message(struct grpc_call *c, size_t max)
+{
+	grpc_deframer_set_max(&c->cl_df, max);
+}
+
+void
 grpc_call_set_ops(struct grpc_call *c, const struct grpc_call_ops *ops,
 		  void *arg)
 {
@@ -755,6 +796,19 @@ deframe_status(ssize_t err, const char **msg)
 }
 
 /*
+ * After an input error: what was buffered is never delivered, so it goes
+ * now rather than when the call ends.
+ */
+static void
+call_drop_input(struct grpc_call *c)
+{
+	c->cl_input_dead = 1;
+	buf_free(&c->cl_rbuf);
+	grpc_deframer_free(&c->cl_df);
+	call_account(c);
+}
+
+/*
  * Delivers complete messages while the call is not paused, releasing flow
  * control for what the deframer took.  The caller holds the call.
  */
@@ -780,12 +834,18 @@ call_process(struct grpc_call *c)
 		if (n < 0) {
 			int st = deframe_status(n, &why);
 
+			if (n == -EMSGSIZE && c->cl_server)
+				conn_report_limit(c->cl_conn,
+						  GRPC_LIMIT_MESSAGE);
+			call_drop_input(c);
 			call_fail(c, st, why);
 			return;
 		}
 		buf_consume(&c->cl_rbuf, (size_t)n);
 		h2_consume(c->cl_conn->gc_h2, c->cl_stream_id, (size_t)n);
+		call_account(c);
 	}
+	call_account(c);
 	/*
 	 * Once the peer has half-closed no more input can arrive, so an
 	 * emptied read queue is given back: a device's long poll keeps its
@@ -812,10 +872,24 @@ static void
 call_on_data(struct h2conn *h, void *st, const uint8_t *data, size_t len)
 {
 	struct grpc_call *c = st;
+	struct grpc_conn *conn = c->cl_conn;
 	int rc;
 
 	if (c->cl_input_dead || c->cl_ended || c->cl_bad_request) {
 		h2_consume(h, c->cl_stream_id, len);
+		return;
+	}
+	if (c->cl_server && !conn->gc_trusted &&
+	    conn->gc_opts.go_preauth_buffer != 0 &&
+	    conn->gc_buffered + len > conn->gc_opts.go_preauth_buffer) {
+		/* Flow control alone would let every stream fill a window. */
+		h2_consume(h, c->cl_stream_id, len);
+		conn_report_limit(conn, GRPC_LIMIT_BUFFER);
+		call_hold(c);
+		call_drop_input(c);
+		call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
+			  "too much request data before authentication");
+		call_release(c);
 		return;
 	}
 	if ((rc = buf_append(&c->cl_rbuf, data, len)) != 0) {
@@ -1158,9 +1232,17 @@ conn_on_stream_open(struct h2conn *h, int32_t stream_id, void *arg)
 	(void)h;
 	if (conn->gc_srv == NULL || conn->gc_srv->gs_shutdown)
 		return NULL;
+	if (!conn->gc_trusted && conn->gc_opts.go_preauth_streams != 0 &&
+	    conn->gc_nstreams >= conn->gc_opts.go_preauth_streams) {
+		/* A peer ignoring our SETTINGS; the stream is refused. */
+		conn_report_limit(conn, GRPC_LIMIT_STREAMS);
+		return NULL;
+	}
 	if ((c = call_new(conn, 1)) == NULL)
 		return NULL;
 	c->cl_stream_id = stream_id;
+	c->cl_counted = 1;
+	conn->gc_nstreams++;
 	return c;
 }
 
@@ -1441,6 +1523,26 @@ grpc_conn_set_arg(struct grpc_conn *conn, void *arg)
 	conn->gc_arg = arg;
 }
 
+void
+grpc_conn_set_trusted(struct grpc_conn *conn)
+{
+	struct grpc_server *srv = conn->gc_srv;
+
+	if (conn->gc_trusted || srv == NULL)
+		return;
+	conn->gc_trusted = 1;
+	if (conn->gc_opts.go_preauth_streams != 0)
+		h2_set_max_streams(conn->gc_h2, conn->gc_opts.go_max_streams);
+	if (srv->gs_ops != NULL && srv->gs_ops->on_conn_trusted != NULL)
+		srv->gs_ops->on_conn_trusted(conn, srv->gs_arg);
+}
+
+int
+grpc_conn_trusted(const struct grpc_conn *conn)
+{
+	return conn->gc_trusted;
+}
+
 unsigned
 grpc_conn_pings_acked(const struct grpc_conn *conn)
 {
@@ -1563,6 +1665,7 @@ on_new_connection(uv_stream_t *s, int status)
 	struct grpc_conn *conn;
 	struct h2_opts ho;
 	struct xport *x;
+	int rc;
 
 	if (status < 0 || srv->gs_shutdown)
 		return;
@@ -1574,6 +1677,10 @@ on_new_connection(uv_stream_t *s, int status)
 	conn->gc_tls = l->gl_ctx != NULL;
 	LIST_INIT(&conn->gc_calls);
 	ho = h2_opts_from(&conn->gc_opts, 1);
+	if (conn->gc_opts.go_preauth_streams != 0 &&
+	    (ho.ho_max_streams == 0 ||
+	     conn->gc_opts.go_preauth_streams < ho.ho_max_streams))
+		ho.ho_max_streams = conn->gc_opts.go_preauth_streams;
 	if (h2_new(&ho, &grpc_h2_ops, conn, &conn->gc_h2) != 0) {
 		free(conn);
 		goto refuse;
@@ -1585,6 +1692,9 @@ on_new_connection(uv_stream_t *s, int status)
 	}
 	h2_attach(conn->gc_h2, x);
 	LIST_INSERT_HEAD(&srv->gs_conns, conn, gc_entry);
+	if (srv->gs_ops != NULL && srv->gs_ops->on_conn_accept != NULL &&
+	    (rc = srv->gs_ops->on_conn_accept(conn, srv->gs_arg)) != 0)
+		h2_close(conn->gc_h2, rc, "connection refused by a limit");
 	return;
 refuse:
 	/* Out of memory: accept and drop, so the backlog does not spin. */

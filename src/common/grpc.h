@@ -94,6 +94,23 @@ struct grpc_opts {
 	/* client: too_many_pings doubles the interval up to this; 0: no cap */
 	unsigned go_ping_interval_max_ms;
 	struct xport_opts go_xport;   /* timeouts and TCP keepalive */
+	/*
+	 * Server: budgets of a connection until grpc_conn_set_trusted()
+	 * (the peer authenticated).  go_preauth_streams caps its concurrent
+	 * streams (SETTINGS and enforced: more are refused), and
+	 * go_preauth_buffer the bytes of request messages it may have
+	 * buffered across its calls (a call that would go over ends with
+	 * RESOURCE_EXHAUSTED).  0 means no separate limit.
+	 */
+	uint32_t go_preauth_streams;
+	size_t go_preauth_buffer;
+};
+
+/* Server limits reported to grpc_server_ops.on_limit. */
+enum grpc_limit {
+	GRPC_LIMIT_STREAMS,	/* go_preauth_streams: a stream was refused */
+	GRPC_LIMIT_BUFFER,	/* go_preauth_buffer: a call was ended */
+	GRPC_LIMIT_MESSAGE,	/* a message declared over its method limit */
 };
 
 struct grpc_conn_ops {
@@ -147,6 +164,14 @@ const char *grpc_conn_peer(const struct grpc_conn *conn);
 void *grpc_conn_arg(const struct grpc_conn *conn);
 uv_loop_t *grpc_conn_loop(const struct grpc_conn *conn);
 void grpc_conn_set_arg(struct grpc_conn *conn, void *arg);
+/*
+ * Server: the peer has authenticated.  Lifts the go_preauth_* budgets
+ * (the stream limit goes up to go_max_streams in a new SETTINGS) and runs
+ * grpc_server_ops.on_conn_trusted.  Harmless when called again.
+ */
+void grpc_conn_set_trusted(struct grpc_conn *conn);
+int grpc_conn_trusted(const struct grpc_conn *conn);
+
 /* The current keepalive PING period (changes after too_many_pings). */
 unsigned grpc_conn_ping_interval(const struct grpc_conn *conn);
 
@@ -203,6 +228,14 @@ int grpc_call_finish(struct grpc_call *c, int status, const char *message,
  */
 void grpc_call_cancel(struct grpc_call *c);
 
+/*
+ * Server: the largest message this call accepts, checked against the
+ * length prefix as soon as it arrives (RESOURCE_EXHAUSTED, without reading
+ * the body).  For handlers, which run before any message is read; the
+ * default is go_max_message.
+ */
+void grpc_call_set_max_message(struct grpc_call *c, size_t max);
+
 /* Stops and resumes delivery of messages to on_message. */
 void grpc_call_pause(struct grpc_call *c);
 void grpc_call_resume(struct grpc_call *c);
@@ -230,8 +263,20 @@ void grpc_call_set_ops(struct grpc_call *c, const struct grpc_call_ops *ops,
 typedef void (*grpc_handler_fn)(struct grpc_call *c, void *arg);
 
 struct grpc_server_ops {
+	/*
+	 * A TCP or Unix connection was just accepted, before any TLS work;
+	 * grpc_conn_peer() is known.  Return 0 to go on, or a negative code
+	 * to drop it at once (on_conn_closed still follows, with that code).
+	 * May be NULL.
+	 */
+	int (*on_conn_accept)(struct grpc_conn *conn, void *arg);
 	/* A connection was accepted (TLS verified); may be NULL. */
 	void (*on_conn_open)(struct grpc_conn *conn, void *arg);
+	/* grpc_conn_set_trusted() ran for the first time; may be NULL. */
+	void (*on_conn_trusted)(struct grpc_conn *conn, void *arg);
+	/* A limit refused a stream or ended a call; may be NULL. */
+	void (*on_limit)(struct grpc_conn *conn, enum grpc_limit what,
+			 void *arg);
 	/* A connection ended, after all its calls ended; may be NULL. */
 	void (*on_conn_closed)(struct grpc_conn *conn, int err,
 			       const char *reason, void *arg);

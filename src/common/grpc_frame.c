@@ -152,6 +152,18 @@ grpc_deframer_take(struct grpc_deframer *d, uint8_t **msg, size_t *len)
 	return 1;
 }
 
+void
+grpc_deframer_set_max(struct grpc_deframer *d, size_t max)
+{
+	d->df_max = max;
+}
+
+size_t
+grpc_deframer_held(const struct grpc_deframer *d)
+{
+	return d->df_msg_cap;
+}
+
 int
 grpc_deframer_partial(const struct grpc_deframer *d)
 {

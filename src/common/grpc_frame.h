@@ -51,6 +51,15 @@ ssize_t grpc_deframer_feed(struct grpc_deframer *d, const uint8_t *data,
  */
 int grpc_deframer_take(struct grpc_deframer *d, uint8_t **msg, size_t *len);
 
+/*
+ * Changes the largest message accepted.  It applies to the next length
+ * prefix; one already read was checked against the old maximum.
+ */
+void grpc_deframer_set_max(struct grpc_deframer *d, size_t max);
+
+/* Bytes of message body the deframer has allocated (memory accounting). */
+size_t grpc_deframer_held(const struct grpc_deframer *d);
+
 /* Nonzero when a message has started but is not complete (truncated). */
 int grpc_deframer_partial(const struct grpc_deframer *d);
 

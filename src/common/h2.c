@@ -410,6 +410,21 @@ on_ping_timer(uv_timer_t *t)
 }
 
 void
+h2_set_max_streams(struct h2conn *c, uint32_t n)
+{
+	nghttp2_settings_entry iv;
+
+	if (c->c_xclosed)
+		return;
+	c->c_opts.ho_max_streams = n != 0 ? n : H2_DEFAULT_MAX_STREAMS;
+	iv.settings_id = NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS;
+	iv.value = c->c_opts.ho_max_streams;
+	if (nghttp2_submit_settings(c->c_session, NGHTTP2_FLAG_NONE, &iv, 1) ==
+	    0)
+		h2_flush(c);
+}
+
+void
 h2_set_ping_interval(struct h2conn *c, unsigned ms)
 {
 	c->c_opts.ho_ping_interval_ms = ms;

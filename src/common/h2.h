@@ -117,6 +117,12 @@ void h2_shutdown(struct h2conn *c);
 /* Immediate close with err (GOAWAY with an error code when possible). */
 void h2_close(struct h2conn *c, int err, const char *reason);
 
+/*
+ * Server: announces a new SETTINGS_MAX_CONCURRENT_STREAMS (0 means the
+ * default, 100).  nghttp2 refuses streams over it from then on.
+ */
+void h2_set_max_streams(struct h2conn *c, uint32_t n);
+
 /* Changes the keepalive PING period (0 stops pings). */
 void h2_set_ping_interval(struct h2conn *c, unsigned ms);
 unsigned h2_ping_interval(const struct h2conn *c);

@@ -28,6 +28,16 @@
 #define XPORT_READ_BUFSZ	(64 * 1024)
 #define XPORT_CLOSE_FLUSH_MS	2000
 #define XPORT_DEFAULT_TIMEOUT_MS 10000
+/*
+ * Output queue watermarks for reading.  Input can make output without the
+ * layer above asking (TLS 1.3 KeyUpdate requests are answered by the TLS
+ * engine itself), so a peer that sends and never reads could grow the
+ * queue without end.  Above the high mark the socket is not read until the
+ * queue is below the low mark.  h2.c stops producing at 256 KiB, so normal
+ * traffic never reaches the high mark.
+ */
+#define XPORT_OUT_HIGH		(512 * 1024)
+#define XPORT_OUT_LOW		(128 * 1024)
 
 enum xport_state {
 	XS_RESOLVING,
@@ -57,7 +67,8 @@ struct xport {
 	int x_open_handles; /* handles whose close callback is pending */
 	int x_writing;	    /* x_wreq in flight */
 	int x_shutting;	    /* x_shutreq in flight or done */
-	int x_paused;
+	int x_paused;	    /* xport_pause() by the owner */
+	int x_blocked;	    /* reading stopped: output above XPORT_OUT_HIGH */
 	int x_err;
 	int x_have_cred; /* x_uid is known (Unix socket peers) */
 	uid_t x_uid;
@@ -85,6 +96,9 @@ static void xport_fail(struct xport *, int, const char *, ...)
 static void xport_try_next(struct xport *);
 static void xport_start_write(struct xport *);
 static void xport_half_close(struct xport *);
+static void xport_tls_input(struct xport *);
+static void on_alloc(uv_handle_t *, size_t, uv_buf_t *);
+static void on_read(uv_stream_t *, ssize_t, const uv_buf_t *);
 
 static unsigned
 opt_or(unsigned v, unsigned dflt)
@@ -245,6 +259,44 @@ xport_pull_tls(struct xport *x)
 	return 0;
 }
 
+/* Output held for the peer, including what TLS has not handed over yet. */
+static size_t
+xport_backlog(const struct xport *x)
+{
+	return xport_queued(x) +
+	       (x->x_tls != NULL ? tls_conn_pending(x->x_tls) : 0);
+}
+
+/* Stops reading while the peer does not take our output. */
+static int
+xport_check_block(struct xport *x)
+{
+	if (x->x_blocked)
+		return 1;
+	if (xport_backlog(x) < XPORT_OUT_HIGH)
+		return 0;
+	x->x_blocked = 1;
+	if (!x->x_paused && x->x_stream_open)
+		uv_read_stop(&x->x_h.stream);
+	return 1;
+}
+
+/* Reads again once the output fell below the low mark. */
+static void
+xport_maybe_unblock(struct xport *x)
+{
+	if (!x->x_blocked || x->x_state != XS_READY ||
+	    xport_backlog(x) > XPORT_OUT_LOW)
+		return;
+	x->x_blocked = 0;
+	if (x->x_paused)
+		return;
+	uv_read_start(&x->x_h.stream, on_alloc, on_read);
+	/* Records received before the block are still in the engine. */
+	if (x->x_tls != NULL)
+		xport_tls_input(x);
+}
+
 static void
 on_write_done(uv_write_t *req, int status)
 {
@@ -275,12 +327,16 @@ on_write_done(uv_write_t *req, int status)
 	}
 	if (buf_len(&x->x_out) > 0) {
 		xport_start_write(x);
+		xport_maybe_unblock(x);
 		return;
 	}
 	if (x->x_state == XS_FLUSHING) {
 		xport_half_close(x);
 		return;
 	}
+	xport_maybe_unblock(x);
+	if (x->x_state == XS_CLOSING || xport_queued(x) > 0)
+		return;
 	if (x->x_cb->xc_drain != NULL)
 		x->x_cb->xc_drain(x, x->x_arg);
 }
@@ -371,6 +427,8 @@ xport_tls_input(struct xport *x)
 		xport_set_ready(x);
 	}
 	while (x->x_state == XS_READY && !x->x_paused) {
+		if (xport_check_block(x))
+			break;
 		n = tls_conn_read(x->x_tls, xport_pbuf, sizeof(xport_pbuf));
 		if (n == -EAGAIN)
 			break;
@@ -424,6 +482,8 @@ on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 	if (x->x_tls == NULL) {
 		x->x_cb->xc_data(x, (const uint8_t *)b->base, (size_t)nread,
 				 x->x_arg);
+		if (x->x_state == XS_READY)
+			(void)xport_check_block(x);
 		return;
 	}
 	if ((rc = tls_conn_feed(x->x_tls, (const uint8_t *)b->base,
@@ -800,8 +860,9 @@ xport_close(struct xport *x, int err)
 	 */
 	x->x_state = XS_FLUSHING;
 	arm_timer(x, XPORT_CLOSE_FLUSH_MS);
-	if (x->x_paused) {
+	if (x->x_paused || x->x_blocked) {
 		x->x_paused = 0;
+		x->x_blocked = 0;
 		uv_read_start(&x->x_h.stream, on_alloc, on_read);
 	}
 	if (err == 0 && x->x_tls != NULL && tls_conn_shutdown(x->x_tls) == 0 &&
@@ -857,7 +918,8 @@ xport_resume(struct xport *x)
 	if (!x->x_stream_open || x->x_state == XS_RESOLVING ||
 	    x->x_state == XS_CONNECTING || x->x_state > XS_READY)
 		return;
-	uv_read_start(&x->x_h.stream, on_alloc, on_read);
+	if (!x->x_blocked)
+		uv_read_start(&x->x_h.stream, on_alloc, on_read);
 	/* Records decrypted before the pause are still in the engine. */
 	if (x->x_tls != NULL)
 		xport_tls_input(x);

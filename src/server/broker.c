@@ -36,6 +36,7 @@
 #include "ncgrpc_operator.pb-c.h"
 #include "ncgrpc_wire.pb-c.h"
 #include "pbwire.h"
+#include "preauth.h"
 #include "registry.h"
 #include "utf8.h"
 
@@ -44,6 +45,8 @@
 #define BROKER_MAX_LINE	       (64 * 1024)
 #define BROKER_MAX_NETCONF_MSG (16 * 1024 * 1024)
 #define BROKER_MAX_PENDING     (1024 * 1024)
+/* ServerStatusGet and Initialize requests, checked at the length prefix. */
+#define BROKER_MAX_UNARY       (64 * 1024)
 /*
  * A device whose last connection went away stays listed this long: after
  * a session the agent's next connection is usually still authenticating,
@@ -298,7 +301,7 @@ unary_collect(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 {
 	struct initcall *ic = arg;
 
-	if (ic->ic_nmsg++ > 0 || len > 64 * 1024) {
+	if (ic->ic_nmsg++ > 0 || len > BROKER_MAX_UNARY) {
 		grpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT,
 				 "expected one small request message", NULL);
 		return;
@@ -382,6 +385,7 @@ handle_status(struct grpc_call *c, void *arg)
 {
 	struct initcall *ic = initcall_new(arg, c);
 
+	grpc_call_set_max_message(c, BROKER_MAX_UNARY);
 	if (ic != NULL)
 		grpc_call_set_ops(c, &status_ops, ic);
 }
@@ -431,6 +435,34 @@ trim_soon(struct broker *b)
 		uv_timer_start(&b->b_trim, on_trim, BROKER_TRIM_MS, 0);
 }
 
+/*
+ * Logs and audits a refused Initialize.  Refusals by the throttle or the
+ * KDF queue bound can come thousands a second from one peer: after the
+ * first of a minute per (reason, id, address), preauth.c folds them into
+ * one summary line.
+ */
+static void
+report_refusal(struct initcall *ic, int result, const char *why)
+{
+	struct preauth *pa = ic->ic_b->b_opts.bo_preauth;
+	char ip[64];
+
+	if ((result == -EAGAIN || result == -EBUSY) && pa != NULL) {
+		peer_ip(ic->ic_peer, ip, sizeof(ip));
+		if (!preauth_auth_refused(pa, why, ic->ic_id, ip))
+			return;
+	}
+	if (result == -EBUSY) {
+		log_info("device \"%s\" from %s: busy, told to retry",
+			 ic->ic_id, ic->ic_peer);
+		return;
+	}
+	log_warnx("device \"%s\" from %s: authentication failed (%s)",
+		  ic->ic_id, ic->ic_peer, why);
+	audit_event("auth-failed", "device", ic->ic_id, "peer", ic->ic_peer,
+		    "reason", why, NULL);
+}
+
 static void
 on_verified(void *arg, int result)
 {
@@ -451,16 +483,7 @@ on_verified(void *arg, int result)
 		      : result == -EAGAIN  ? "throttled"
 		      : result == -EBUSY   ? "busy"
 					   : "error";
-		if (result == -EBUSY)
-			log_debug("device \"%s\" from %s: busy, told to retry",
-				  ic->ic_id, ic->ic_peer);
-		else {
-			log_warnx("device \"%s\" from %s: authentication "
-				  "failed (%s)",
-				  ic->ic_id, ic->ic_peer, why);
-			audit_event("auth-failed", "device", ic->ic_id, "peer",
-				    ic->ic_peer, "reason", why, NULL);
-		}
+		report_refusal(ic, result, why);
 		if (result == -EBUSY) {
 			/* Not the device's fault: it may come back at once. */
 			grpc_call_finish(ic->ic_call, GRPC_STATUS_UNAVAILABLE,
@@ -492,6 +515,7 @@ on_verified(void *arg, int result)
 				 "device registry changed; try again", NULL);
 		return;
 	}
+	grpc_conn_set_trusted(ic->ic_conn);
 	d = device_find(b, ic->ic_id);
 	if (d != NULL && d->dv_instance != ic->ic_instance) {
 		struct initcall *old;
@@ -639,6 +663,7 @@ handle_initialize(struct grpc_call *c, void *arg)
 {
 	struct initcall *ic = initcall_new(arg, c);
 
+	grpc_call_set_max_message(c, BROKER_MAX_UNARY);
 	if (ic != NULL) {
 		ic->ic_state = INIT_AUTH;
 		grpc_call_set_ops(c, &init_ops, ic);

@@ -24,6 +24,7 @@
 #include "grpc.h"
 
 struct broker;
+struct preauth;
 struct registry;
 struct registry_throttle;
 
@@ -36,6 +37,7 @@ struct broker_opts {
 	unsigned bo_session_limit;   /* sessions per device; 0: 32 */
 	unsigned bo_session_wait_ms; /* wait for a connection; 0: 10 s */
 	unsigned bo_join_timeout_ms; /* grant to CommandGet; 0: 15 s */
+	struct preauth *bo_preauth;  /* log limits of refusals; may be NULL */
 };
 
 struct broker_device_info {

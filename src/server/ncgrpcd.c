@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -31,6 +32,7 @@
 #include "grpc.h"
 #include "log.h"
 #include "operator.h"
+#include "preauth.h"
 #include "registry.h"
 #include "sconf.h"
 #include "tls.h"
@@ -42,6 +44,11 @@
 #define NCGRPCD_CERT_DAYS    825
 #define NCGRPCD_GRACE_MS     5000
 #define NCGRPCD_RELOAD_DELAY 300
+/*
+ * File descriptors kept free of device connections: the operator socket's
+ * clients, the logs, the registry and its reloads.
+ */
+#define NCGRPCD_FD_RESERVE   64
 
 static struct {
 	uv_loop_t *loop;
@@ -50,6 +57,7 @@ static struct {
 	struct sconf *sc;
 	struct tls_ctx *tls;
 	struct registry_throttle *throttle;
+	struct preauth *preauth;
 	struct broker *broker;
 	struct grpc_server *devsrv;
 	struct grpc_server *opsrv;
@@ -172,6 +180,8 @@ on_server_done(void *arg)
 		return;
 	broker_free(d.broker);
 	d.broker = NULL;
+	preauth_free(d.preauth);
+	d.preauth = NULL;
 	uv_close((uv_handle_t *)&d.sighup, NULL);
 	uv_close((uv_handle_t *)&d.sigint, NULL);
 	uv_close((uv_handle_t *)&d.sigterm, NULL);
@@ -212,11 +222,62 @@ on_dev_conn_closed(struct grpc_conn *conn, int err, const char *reason,
 			  grpc_conn_peer(conn), reason);
 	if (d.broker != NULL)
 		broker_conn_closed(d.broker, conn);
+	preauth_conn_closed(d.preauth, conn);
+}
+
+static int
+on_dev_conn_accept(struct grpc_conn *conn, void *arg)
+{
+	(void)arg;
+	return preauth_conn_accept(d.preauth, conn);
+}
+
+static void
+on_dev_conn_trusted(struct grpc_conn *conn, void *arg)
+{
+	(void)arg;
+	preauth_conn_trusted(d.preauth, conn);
+}
+
+static void
+on_dev_limit(struct grpc_conn *conn, enum grpc_limit what, void *arg)
+{
+	(void)arg;
+	preauth_limit(d.preauth, conn, what);
 }
 
 static const struct grpc_server_ops devsrv_ops = {
+	.on_conn_accept = on_dev_conn_accept,
+	.on_conn_trusted = on_dev_conn_trusted,
+	.on_limit = on_dev_limit,
 	.on_conn_closed = on_dev_conn_closed,
 };
+
+/*
+ * max-connections, lowered to what the file descriptor limit allows with
+ * NCGRPCD_FD_RESERVE left over, so that a flood of device connections
+ * never takes the descriptors the operator socket needs.
+ */
+static unsigned
+max_device_conns(void)
+{
+	unsigned want = d.sc->sc_max_connections;
+	struct rlimit rl;
+	rlim_t room;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
+		return want;
+	room = rl.rlim_cur > 2 * NCGRPCD_FD_RESERVE
+		       ? rl.rlim_cur - NCGRPCD_FD_RESERVE
+		       : rl.rlim_cur / 2;
+	if ((rlim_t)want <= room)
+		return want;
+	log_info("max-connections %u lowered to %lu: the file descriptor "
+		 "limit is %lu, with %d kept for the operator socket",
+		 want, (unsigned long)room, (unsigned long)rl.rlim_cur,
+		 NCGRPCD_FD_RESERVE);
+	return (unsigned)room;
+}
 
 /* Makes a self-signed certificate when none exists yet. */
 static int
@@ -416,6 +477,7 @@ int
 main(int argc, char **argv)
 {
 	struct grpc_opts devopts = {0}, opopts = {0};
+	struct preauth_opts po = {0};
 	struct broker_opts bo = {0};
 	struct registry *reg;
 	char err[512];
@@ -491,20 +553,33 @@ main(int argc, char **argv)
 	if (registry_throttle_new(&d.throttle) != 0)
 		fatalx("out of memory");
 	/*
-	 * Per device id: 5 failures a minute.  Per address, more: a whole
-	 * site of devices behind one NAT address shares it.
+	 * Per (device id, address): 5 failures a minute.  Per address, more:
+	 * a whole site of devices behind one NAT address shares it.
 	 */
-	registry_throttle_set_limits(d.throttle, 5, 50, 60000, 0, 0);
+	registry_throttle_set_limits(d.throttle, d.sc->sc_auth_failures,
+				     d.sc->sc_auth_failures_per_addr, 60000, 0,
+				     0);
+	registry_throttle_set_checks(d.throttle, d.sc->sc_auth_checks_per_addr,
+				     d.sc->sc_auth_checks);
 	if (load_registry(&reg, err, sizeof(err)) != 0)
 		fatalx("%s", err);
 
 	signal(SIGPIPE, SIG_IGN);
 	d.loop = uv_default_loop();
+	po.po_auth_timeout_ms = d.sc->sc_auth_timeout * 1000;
+	po.po_max_conns = max_device_conns();
+	po.po_max_unauth = d.sc->sc_max_unauth;
+	po.po_max_unauth_per_addr = d.sc->sc_max_unauth_per_addr;
+	if (preauth_new(d.loop, &po, &d.preauth) != 0)
+		fatalx("out of memory");
 	bo.bo_session_limit = d.sc->sc_session_limit;
 	bo.bo_session_wait_ms = d.sc->sc_session_wait * 1000;
+	bo.bo_preauth = d.preauth;
 	if (broker_new(d.loop, &bo, reg, &d.broker) != 0)
 		fatalx("out of memory");
 	devopts.go_max_streams = d.sc->sc_max_streams;
+	devopts.go_preauth_streams = d.sc->sc_preauth_streams;
+	devopts.go_preauth_buffer = d.sc->sc_preauth_buffer;
 	devopts.go_ping_interval_ms = d.sc->sc_keepalive_interval * 1000;
 	devopts.go_xport.xo_handshake_timeout_ms =
 		d.sc->sc_handshake_timeout * 1000;

@@ -43,6 +43,7 @@
 #define KDF_HASH_NEW   32
 #define MAC_LEN        32
 #define PEERKEY_MAX    65 /* one type byte, then up to 64 bytes */
+#define PAIRKEY_MAX    (PEERKEY_MAX + REGISTRY_ID_MAX)
 #define GEN_SECRET_RAW 24 /* base64url of 24 bytes is 32 characters */
 
 /*
@@ -112,13 +113,21 @@ struct throttle_table {
 	unsigned tt_max_fails;
 };
 
+/*
+ * Failures count per (device id, peer) and per peer, never per id alone:
+ * an attacker elsewhere must not be able to lock a device out.  rt_dev only
+ * counts the checks in flight per id.
+ */
 struct registry_throttle {
 	unsigned rt_refs;
 	struct throttle_table rt_dev;
 	struct throttle_table rt_peer;
+	struct throttle_table rt_pair;
 	uint64_t rt_window;
 	unsigned rt_inflight;	   /* per device id */
 	unsigned rt_peer_inflight; /* per peer: a whole NAT site is one peer */
+	unsigned rt_total_max;	   /* scrypt checks queued or running */
+	unsigned rt_total;
 	size_t rt_max;
 	uint64_t (*rt_now)(void *);
 	void *rt_now_arg;
@@ -146,6 +155,9 @@ struct registry_req {
 	char rq_id[REGISTRY_ID_MAX + 1];
 	size_t rq_peerlen; /* 0: no peer */
 	uint8_t rq_peer[PEERKEY_MAX];
+	size_t rq_pairlen; /* 0: no valid id */
+	uint8_t rq_pair[PAIRKEY_MAX];
+	int rq_counted; /* in the in-flight counts */
 };
 
 static void
@@ -814,8 +826,11 @@ registry_throttle_new(struct registry_throttle **out)
 	thr->rt_refs = 1;
 	TAILQ_INIT(&thr->rt_dev.tt_lru);
 	TAILQ_INIT(&thr->rt_peer.tt_lru);
-	thr->rt_dev.tt_max_fails = REGISTRY_THROTTLE_FAILURES;
+	TAILQ_INIT(&thr->rt_pair.tt_lru);
+	thr->rt_dev.tt_max_fails = UINT_MAX;
+	thr->rt_pair.tt_max_fails = REGISTRY_THROTTLE_FAILURES;
 	thr->rt_peer.tt_max_fails = REGISTRY_THROTTLE_FAILURES;
+	thr->rt_total_max = REGISTRY_THROTTLE_TOTAL_INFLIGHT;
 	thr->rt_window = REGISTRY_THROTTLE_WINDOW_MS;
 	thr->rt_inflight = REGISTRY_THROTTLE_INFLIGHT;
 	thr->rt_peer_inflight = REGISTRY_THROTTLE_PEER_INFLIGHT;
@@ -846,6 +861,7 @@ registry_throttle_free(struct registry_throttle *thr)
 		return;
 	tt_clear(&thr->rt_dev);
 	tt_clear(&thr->rt_peer);
+	tt_clear(&thr->rt_pair);
 	free(thr);
 }
 
@@ -856,7 +872,7 @@ registry_throttle_set_limits(struct registry_throttle *thr,
                              size_t max_entries)
 {
 	if (dev_failures != 0)
-		thr->rt_dev.tt_max_fails = dev_failures;
+		thr->rt_pair.tt_max_fails = dev_failures;
 	if (peer_failures != 0)
 		thr->rt_peer.tt_max_fails = peer_failures;
 	if (window_ms != 0)
@@ -865,6 +881,22 @@ registry_throttle_set_limits(struct registry_throttle *thr,
 		thr->rt_inflight = inflight;
 	if (max_entries != 0)
 		thr->rt_max = max_entries;
+}
+
+void
+registry_throttle_set_checks(struct registry_throttle *thr,
+                             unsigned peer_inflight, unsigned total_inflight)
+{
+	if (peer_inflight != 0)
+		thr->rt_peer_inflight = peer_inflight;
+	if (total_inflight != 0)
+		thr->rt_total_max = total_inflight;
+}
+
+unsigned
+registry_throttle_inflight(const struct registry_throttle *thr)
+{
+	return thr->rt_total;
 }
 
 void
@@ -878,7 +910,8 @@ registry_throttle_set_clock(struct registry_throttle *thr,
 size_t
 registry_throttle_count(const struct registry_throttle *thr)
 {
-	return thr->rt_dev.tt_count + thr->rt_peer.tt_count;
+	return thr->rt_dev.tt_count + thr->rt_peer.tt_count +
+	       thr->rt_pair.tt_count;
 }
 
 static struct throttle_entry **
@@ -992,7 +1025,11 @@ thr_now(const struct registry_throttle *thr)
 	return thr->rt_now(thr->rt_now_arg);
 }
 
-/* Returns 1 if key has used up its failures in the current window. */
+/*
+ * Returns -EAGAIN if key has used up its failures in the current window,
+ * -EBUSY if the checks in flight could use up the rest (they are counted
+ * as if they failed, so that concurrency does not buy extra guesses), or 0.
+ */
 static int
 tt_failed_out(struct registry_throttle *thr, struct throttle_table *tt,
               const uint8_t *key, size_t keylen, uint64_t now)
@@ -1002,7 +1039,12 @@ tt_failed_out(struct registry_throttle *thr, struct throttle_table *tt,
 	if (keylen == 0 || (te = tt_lookup(tt, key, keylen)) == NULL)
 		return 0;
 	tt_refresh(thr, tt, te, now);
-	return te->te_fails >= tt->tt_max_fails;
+	if (te->te_fails >= tt->tt_max_fails)
+		return -EAGAIN;
+	if (te->te_inflight > 0 &&
+	    te->te_fails + te->te_inflight >= tt->tt_max_fails)
+		return -EBUSY;
+	return 0;
 }
 
 static int
@@ -1109,6 +1151,17 @@ peer_key(const char *peer, uint8_t *key)
 	return len + 1;
 }
 
+/* The throttle key of (peer, device id). */
+static size_t
+pair_key(const struct registry_req *req, uint8_t *key)
+{
+	if (!req->rq_idvalid)
+		return 0;
+	memcpy(key, req->rq_peer, req->rq_peerlen);
+	memcpy(key + req->rq_peerlen, req->rq_id, req->rq_idlen);
+	return req->rq_peerlen + req->rq_idlen;
+}
+
 /* --- verification --- */
 
 static void
@@ -1134,20 +1187,42 @@ static void
 req_account(struct registry_req *req, int result)
 {
 	struct registry_throttle *thr = req->rq_thr;
-	const uint8_t *dk;
-	size_t dlen;
 	uint64_t now;
 
 	if (thr == NULL)
 		return;
 	now = thr_now(thr);
-	dk = req_devkey(req, &dlen);
 	if (result == 0) {
-		tt_reset(&thr->rt_dev, dk, dlen);
+		tt_reset(&thr->rt_pair, req->rq_pair, req->rq_pairlen);
 	} else if (result == -EACCES || result == -ENOENT) {
-		tt_fail(thr, &thr->rt_dev, dk, dlen, now);
+		tt_fail(thr, &thr->rt_pair, req->rq_pair, req->rq_pairlen, now);
 		tt_fail(thr, &thr->rt_peer, req->rq_peer, req->rq_peerlen, now);
 	}
+}
+
+/* Counts req in (delta 1) or out of (-1) the checks in flight. */
+static void
+req_inflight(struct registry_req *req, int delta)
+{
+	struct registry_throttle *thr = req->rq_thr;
+	const uint8_t *dk;
+	size_t dlen;
+	uint64_t now;
+
+	if (thr == NULL || (delta > 0) == req->rq_counted)
+		return;
+	req->rq_counted = delta > 0;
+	now = thr_now(thr);
+	dk = req_devkey(req, &dlen);
+	tt_inflight(thr, &thr->rt_dev, dk, dlen, delta, now);
+	tt_inflight(thr, &thr->rt_peer, req->rq_peer, req->rq_peerlen, delta,
+	            now);
+	tt_inflight(thr, &thr->rt_pair, req->rq_pair, req->rq_pairlen, delta,
+	            now);
+	if (delta > 0)
+		thr->rt_total++;
+	else if (thr->rt_total > 0)
+		thr->rt_total--;
 }
 
 static void
@@ -1199,10 +1274,6 @@ static void
 req_after_work(uv_work_t *w, int status)
 {
 	struct registry_req *req;
-	struct registry_throttle *thr;
-	const uint8_t *dk;
-	size_t dlen;
-	uint64_t now;
 	int result;
 
 	req = REG_CONTAINER_OF(w, struct registry_req, rq_u.u_work);
@@ -1217,13 +1288,7 @@ req_after_work(uv_work_t *w, int status)
 			req->rq_entry->e_cached = 1;
 		}
 	}
-	if ((thr = req->rq_thr) != NULL) {
-		now = thr_now(thr);
-		dk = req_devkey(req, &dlen);
-		tt_inflight(thr, &thr->rt_dev, dk, dlen, -1, now);
-		tt_inflight(thr, &thr->rt_peer, req->rq_peer, req->rq_peerlen,
-		            -1, now);
-	}
+	req_inflight(req, -1);
 	if (status != 0 || req->rq_cancelled)
 		result = -ECANCELED;
 	else
@@ -1249,11 +1314,23 @@ req_decide(struct registry_req *req, const uint8_t *secret, size_t len)
 	int hit;
 
 	dk = req_devkey(req, &dlen);
-	if (thr != NULL && (tt_failed_out(thr, &thr->rt_dev, dk, dlen, now) ||
-	                    tt_failed_out(thr, &thr->rt_peer, req->rq_peer,
-	                                  req->rq_peerlen, now))) {
-		req->rq_result = -EAGAIN;
-		return 1;
+	/*
+	 * The failures of this peer, and of this peer with this id, come
+	 * before everything else.  Failures of the id from elsewhere do not
+	 * count here: the real device, from its own address, still gets in.
+	 */
+	if (thr != NULL) {
+		int a = tt_failed_out(thr, &thr->rt_pair, req->rq_pair,
+		                      req->rq_pairlen, now);
+		int b = tt_failed_out(thr, &thr->rt_peer, req->rq_peer,
+		                      req->rq_peerlen, now);
+
+		if (a == -EAGAIN || b == -EAGAIN || a == -EBUSY ||
+		    b == -EBUSY) {
+			req->rq_result = a == -EAGAIN || b == -EAGAIN ? -EAGAIN
+			                                              : -EBUSY;
+			return 1;
+		}
 	}
 	/* Nothing secret is learnt from these failing fast. */
 	if (!req->rq_idvalid) {
@@ -1279,7 +1356,8 @@ req_decide(struct registry_req *req, const uint8_t *secret, size_t len)
 	if (thr != NULL &&
 	    (tt_busy(&thr->rt_dev, thr->rt_inflight, dk, dlen) ||
 	     tt_busy(&thr->rt_peer, thr->rt_peer_inflight, req->rq_peer,
-	             req->rq_peerlen))) {
+	             req->rq_peerlen) ||
+	     thr->rt_total >= thr->rt_total_max)) {
 		/* Not a failure: the device is told to come back later. */
 		req->rq_result = -EBUSY;
 		return 1;
@@ -1294,9 +1372,6 @@ registry_verify(struct registry *reg, uv_loop_t *loop, const char *device_id,
 {
 	struct registry_req *req;
 	struct registry_throttle *thr;
-	const uint8_t *dk;
-	size_t dlen;
-	uint64_t now;
 	int rc;
 
 	if (reg == NULL || loop == NULL || device_id == NULL || cb == NULL ||
@@ -1314,6 +1389,7 @@ registry_verify(struct registry *reg, uv_loop_t *loop, const char *device_id,
 	}
 	if (peer_addr != NULL)
 		req->rq_peerlen = peer_key(peer_addr, req->rq_peer);
+	req->rq_pairlen = pair_key(req, req->rq_pair);
 	thr = req->rq_thr = reg->r_throttle;
 
 	if (req_decide(req, secret, len)) {
@@ -1346,11 +1422,7 @@ registry_verify(struct registry *reg, uv_loop_t *loop, const char *device_id,
 		reg->r_refs++;
 		if (thr != NULL) {
 			thr->rt_refs++;
-			now = thr_now(thr);
-			dk = req_devkey(req, &dlen);
-			tt_inflight(thr, &thr->rt_dev, dk, dlen, 1, now);
-			tt_inflight(thr, &thr->rt_peer, req->rq_peer,
-			            req->rq_peerlen, 1, now);
+			req_inflight(req, 1);
 		}
 	}
 	if (out != NULL)

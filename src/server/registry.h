@@ -61,7 +61,8 @@
 #define REGISTRY_THROTTLE_FAILURES  5
 #define REGISTRY_THROTTLE_WINDOW_MS 60000
 #define REGISTRY_THROTTLE_INFLIGHT  8
-#define REGISTRY_THROTTLE_PEER_INFLIGHT 1024
+#define REGISTRY_THROTTLE_PEER_INFLIGHT 8
+#define REGISTRY_THROTTLE_TOTAL_INFLIGHT 32
 #define REGISTRY_THROTTLE_ENTRIES   65536
 
 struct registry;
@@ -123,15 +124,19 @@ void registry_set_throttle(struct registry *reg, struct registry_throttle *thr);
  * scrypt.  (scrypt keys HMAC with the secret, and HMAC pads keys with
  * zeros, so "s" and "s\0" would otherwise match the same hash.)
  *
- * Throttling: a device id or peer with REGISTRY_THROTTLE_FAILURES failures
- * in the current window gets -EAGAIN; a device id with
- * REGISTRY_THROTTLE_INFLIGHT verifies already running scrypt, or a peer
- * with REGISTRY_THROTTLE_PEER_INFLIGHT (a NAT site of many devices is one
- * peer), gets -EBUSY, which is not counted as a failure; neither runs
- * scrypt.  A
- * success clears the device's failures but not the peer's.  A verify that
- * ran scrypt counts even if it was cancelled, so that hanging up early does
- * not dodge the throttle.
+ * Throttling: failures count per (device id, peer) and per peer, never per
+ * id alone, so that failures from elsewhere cannot lock a device out.  A
+ * (device id, peer) pair with REGISTRY_THROTTLE_FAILURES failures in the
+ * current window, or a peer with its own limit, gets -EAGAIN; checks still
+ * in flight count as failures for this, and a verify that could be the one
+ * failure too many while others run gets -EBUSY.  These come first, then
+ * the cache of the last good secret, then the scrypt budget: a device id
+ * with REGISTRY_THROTTLE_INFLIGHT checks queued or running, a peer with
+ * REGISTRY_THROTTLE_PEER_INFLIGHT, or REGISTRY_THROTTLE_TOTAL_INFLIGHT in
+ * all, gets -EBUSY, which is not counted as a failure; neither runs
+ * scrypt.  A success clears the failures of its (id, peer) pair but not the
+ * peer's.  A verify that ran scrypt counts even if it was cancelled, so that
+ * hanging up early does not dodge the throttle.
  *
  * Returns 0 and, if out is not NULL, sets *out to a handle valid until cb
  * starts; cb then runs exactly once, on a later loop iteration, never
@@ -161,7 +166,8 @@ int registry_throttle_new(struct registry_throttle **out);
 void registry_throttle_free(struct registry_throttle *thr);
 
 /*
- * Sets the failures allowed per window for a device id and for a peer, the
+ * Sets the failures allowed per window for a (device id, peer) pair and for
+ * a peer, the
  * window length, the verifies allowed to run scrypt at once per id (peers
  * keep REGISTRY_THROTTLE_PEER_INFLIGHT), and the most ids and peers tracked
  * (each); past that, the entry whose window started first is forgotten.
@@ -171,6 +177,17 @@ void registry_throttle_set_limits(struct registry_throttle *thr,
                                   unsigned dev_failures, unsigned peer_failures,
                                   uint64_t window_ms, unsigned inflight,
                                   size_t max_entries);
+
+/*
+ * Sets the scrypt checks allowed queued or running at once per peer and in
+ * all (the KDF queue bound).  A zero keeps the current value.
+ */
+void registry_throttle_set_checks(struct registry_throttle *thr,
+                                  unsigned peer_inflight,
+                                  unsigned total_inflight);
+
+/* Scrypt checks queued or running now. */
+unsigned registry_throttle_inflight(const struct registry_throttle *thr);
 
 /*
  * Replaces the monotonic millisecond clock (default: uv_hrtime()), for

@@ -64,6 +64,16 @@ static const struct keyword keywords[] = {
      F(sc_handshake_timeout)},
     {"dead-peer-timeout", V_UINT, SCONF_K_DEAD_PEER_TIMEOUT,
      F(sc_dead_peer_timeout)},
+    {"auth-timeout", V_UINT, SCONF_K_AUTH_TIMEOUT, F(sc_auth_timeout)},
+    {"max-connections", V_UINT, SCONF_K_MAX_CONNECTIONS, F(sc_max_connections)},
+    {"max-unauthenticated", V_UINT, SCONF_K_MAX_UNAUTH, F(sc_max_unauth)},
+    {"max-unauthenticated-per-address", V_UINT, SCONF_K_MAX_UNAUTH_PER_ADDR, F(sc_max_unauth_per_addr)},
+    {"preauth-streams", V_UINT, SCONF_K_PREAUTH_STREAMS, F(sc_preauth_streams)},
+    {"preauth-buffer", V_UINT, SCONF_K_PREAUTH_BUFFER, F(sc_preauth_buffer)},
+    {"auth-failures", V_UINT, SCONF_K_AUTH_FAILURES, F(sc_auth_failures)},
+    {"auth-failures-per-address", V_UINT, SCONF_K_AUTH_FAILURES_PER_ADDR, F(sc_auth_failures_per_addr)},
+    {"auth-checks", V_UINT, SCONF_K_AUTH_CHECKS, F(sc_auth_checks)},
+    {"auth-checks-per-address", V_UINT, SCONF_K_AUTH_CHECKS_PER_ADDR, F(sc_auth_checks_per_addr)},
 };
 
 #undef F
@@ -188,6 +198,16 @@ sconf_defaults(struct sconf *sc)
 	sc->sc_tcp_keepalive = SCONF_DEFAULT_TCP_KEEPALIVE;
 	sc->sc_dead_peer_timeout = SCONF_DEFAULT_DEAD_PEER;
 	sc->sc_handshake_timeout = SCONF_DEFAULT_HANDSHAKE_TO;
+	sc->sc_auth_timeout = SCONF_DEFAULT_AUTH_TIMEOUT;
+	sc->sc_max_connections = SCONF_DEFAULT_MAX_CONNECTIONS;
+	sc->sc_max_unauth = SCONF_DEFAULT_MAX_UNAUTH;
+	sc->sc_max_unauth_per_addr = SCONF_DEFAULT_MAX_UNAUTH_PER_ADDR;
+	sc->sc_preauth_streams = SCONF_DEFAULT_PREAUTH_STREAMS;
+	sc->sc_preauth_buffer = SCONF_DEFAULT_PREAUTH_BUFFER;
+	sc->sc_auth_failures = SCONF_DEFAULT_AUTH_FAILURES;
+	sc->sc_auth_failures_per_addr = SCONF_DEFAULT_AUTH_FAILURES_PER_ADDR;
+	sc->sc_auth_checks = SCONF_DEFAULT_AUTH_CHECKS;
+	sc->sc_auth_checks_per_addr = SCONF_DEFAULT_AUTH_CHECKS_PER_ADDR;
 	if ((sc->sc_file = strdup(SCONF_UNNAMED)) == NULL ||
 	    (sc->sc_certificate = strdup(SCONF_DEFAULT_CERTIFICATE)) == NULL ||
 	    (sc->sc_key = strdup(SCONF_DEFAULT_KEY)) == NULL ||
@@ -700,6 +720,26 @@ static const struct range ranges[] = {
      0},
     {SCONF_K_DEAD_PEER_TIMEOUT, "dead-peer-timeout",
      offsetof(struct sconf, sc_dead_peer_timeout), 1, SCONF_MAX_DEAD_PEER, 1},
+    {SCONF_K_AUTH_TIMEOUT, "auth-timeout", offsetof(struct sconf, sc_auth_timeout),
+     SCONF_MIN_AUTH_TIMEOUT, SCONF_MAX_AUTH_TIMEOUT, 0},
+    {SCONF_K_MAX_CONNECTIONS, "max-connections", offsetof(struct sconf, sc_max_connections),
+     SCONF_MIN_MAX_CONNECTIONS, SCONF_MAX_MAX_CONNECTIONS, 0},
+    {SCONF_K_MAX_UNAUTH, "max-unauthenticated", offsetof(struct sconf, sc_max_unauth),
+     SCONF_MIN_MAX_UNAUTH, SCONF_MAX_MAX_UNAUTH, 0},
+    {SCONF_K_MAX_UNAUTH_PER_ADDR, "max-unauthenticated-per-address", offsetof(struct sconf, sc_max_unauth_per_addr),
+     SCONF_MIN_MAX_UNAUTH_PER_ADDR, SCONF_MAX_MAX_UNAUTH_PER_ADDR, 0},
+    {SCONF_K_PREAUTH_STREAMS, "preauth-streams", offsetof(struct sconf, sc_preauth_streams),
+     SCONF_MIN_PREAUTH_STREAMS, SCONF_MAX_PREAUTH_STREAMS, 0},
+    {SCONF_K_PREAUTH_BUFFER, "preauth-buffer", offsetof(struct sconf, sc_preauth_buffer),
+     SCONF_MIN_PREAUTH_BUFFER, SCONF_MAX_PREAUTH_BUFFER, 0},
+    {SCONF_K_AUTH_FAILURES, "auth-failures", offsetof(struct sconf, sc_auth_failures),
+     SCONF_MIN_AUTH_FAILURES, SCONF_MAX_AUTH_FAILURES, 0},
+    {SCONF_K_AUTH_FAILURES_PER_ADDR, "auth-failures-per-address", offsetof(struct sconf, sc_auth_failures_per_addr),
+     SCONF_MIN_AUTH_FAILURES_PER_ADDR, SCONF_MAX_AUTH_FAILURES_PER_ADDR, 0},
+    {SCONF_K_AUTH_CHECKS, "auth-checks", offsetof(struct sconf, sc_auth_checks),
+     SCONF_MIN_AUTH_CHECKS, SCONF_MAX_AUTH_CHECKS, 0},
+    {SCONF_K_AUTH_CHECKS_PER_ADDR, "auth-checks-per-address", offsetof(struct sconf, sc_auth_checks_per_addr),
+     SCONF_MIN_AUTH_CHECKS_PER_ADDR, SCONF_MAX_AUTH_CHECKS_PER_ADDR, 0},
 };
 
 static int

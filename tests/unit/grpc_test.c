@@ -79,6 +79,9 @@ struct env {
 	int e_conn_closed_err;
 	char e_conn_peer[64]; /* grpc_conn_peer() in on_conn_open */
 	int e_reject;	      /* on_conn_open closes the connection */
+	struct grpc_conn *e_sconn; /* the last server connection opened */
+	int e_limits[GRPC_LIMIT_MESSAGE + 1]; /* on_limit, by limit */
+	int e_trusted;			      /* on_conn_trusted */
 
 	struct grpc_conn *e_cli;
 	int e_cli_ready;
@@ -219,6 +222,7 @@ srv_on_conn_open(struct grpc_conn *conn, void *arg)
 	snprintf(e->e_conn_peer, sizeof(e->e_conn_peer), "%s",
 		 grpc_conn_peer(conn));
 	e->e_conn_open++;
+	e->e_sconn = conn;
 	if (e->e_reject)
 		grpc_conn_close(conn, -ECONNREFUSED);
 }
@@ -235,8 +239,28 @@ srv_on_conn_closed(struct grpc_conn *conn, int err, const char *reason,
 	e->e_conn_closed_err = err;
 }
 
+static void
+srv_on_conn_trusted(struct grpc_conn *conn, void *arg)
+{
+	struct env *e = arg;
+
+	assert_ptr_equal(conn, e->e_sconn);
+	e->e_trusted++;
+}
+
+static void
+srv_on_limit(struct grpc_conn *conn, enum grpc_limit what, void *arg)
+{
+	struct env *e = arg;
+
+	assert_non_null(conn);
+	e->e_limits[what]++;
+}
+
 static const struct grpc_server_ops srv_ops = {
 	.on_conn_open = srv_on_conn_open,
+	.on_conn_trusted = srv_on_conn_trusted,
+	.on_limit = srv_on_limit,
 	.on_conn_closed = srv_on_conn_closed,
 };
 
@@ -1306,6 +1330,70 @@ test_max_message(void **state)
 	env_done(&e);
 }
 
+/*
+ * 7b. Before grpc_conn_set_trusted() a connection may buffer only
+ * go_preauth_buffer bytes of requests; after it, the usual limits apply.
+ */
+static void
+test_preauth_budget(void **state)
+{
+	struct grpc_opts so = {0};
+	struct env e;
+	struct ccall a, b, c;
+	uint8_t *msg;
+
+	(void)state;
+	so.go_preauth_buffer = 3000;
+	so.go_preauth_streams = 2;
+	msg = calloc(1, 4000);
+	assert_non_null(msg);
+	memset(msg, 'm', 4000);
+	env_init(&e, &so);
+	env_connect(&e, NULL);
+	RUN_UNTIL(&e, e.e_sconn != NULL);
+	assert_false(grpc_conn_trusted(e.e_sconn));
+
+	/* Over the budget: the call ends before the message is read. */
+	cc_init(&a, &e);
+	assert_int_equal(cc_start(&a, M_ECHO, NULL, 0, &cc_ops), 0);
+	assert_int_equal(grpc_call_send(a.c_call, msg, 4000), 0);
+	assert_int_equal(grpc_call_close_send(a.c_call), 0);
+	RUN_UNTIL(&e, a.c_ended && e.e_s_ends == 1);
+	assert_int_equal(a.c_status, GRPC_STATUS_RESOURCE_EXHAUSTED);
+	assert_int_equal(a.c_nmsg, 0);
+	assert_int_equal(e.e_limits[GRPC_LIMIT_BUFFER], 1);
+
+	/* Within it, fine. */
+	cc_init(&b, &e);
+	assert_int_equal(cc_start(&b, M_ECHO, NULL, 0, &cc_ops), 0);
+	assert_int_equal(grpc_call_send(b.c_call, msg, 2000), 0);
+	assert_int_equal(grpc_call_close_send(b.c_call), 0);
+	RUN_UNTIL(&e, b.c_ended && e.e_s_ends == 2);
+	assert_int_equal(b.c_status, GRPC_STATUS_OK);
+	assert_int_equal(b.c_len, 2000);
+
+	/* Trusted (once), the same message goes through. */
+	grpc_conn_set_trusted(e.e_sconn);
+	grpc_conn_set_trusted(e.e_sconn);
+	assert_true(grpc_conn_trusted(e.e_sconn));
+	assert_int_equal(e.e_trusted, 1);
+	cc_init(&c, &e);
+	assert_int_equal(cc_start(&c, M_ECHO, NULL, 0, &cc_ops), 0);
+	assert_int_equal(grpc_call_send(c.c_call, msg, 4000), 0);
+	assert_int_equal(grpc_call_close_send(c.c_call), 0);
+	RUN_UNTIL(&e, c.c_ended && e.e_s_ends == 3);
+	assert_int_equal(c.c_status, GRPC_STATUS_OK);
+	assert_int_equal(c.c_len, 4000);
+	assert_int_equal(e.e_limits[GRPC_LIMIT_BUFFER], 1);
+	assert_false(e.e_cli_closed);
+
+	free(msg);
+	cc_free(&a);
+	cc_free(&b);
+	cc_free(&c);
+	env_done(&e);
+}
+
 /* 8. Backpressure. */
 
 struct bp {
@@ -2315,6 +2403,7 @@ main(void)
 		cmocka_unit_test(test_deadline),
 		cmocka_unit_test(test_cancel),
 		cmocka_unit_test(test_max_message),
+		cmocka_unit_test(test_preauth_budget),
 		cmocka_unit_test(test_backpressure),
 		cmocka_unit_test(test_server_drops),
 		cmocka_unit_test(test_client_drops),

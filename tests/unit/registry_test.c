@@ -633,18 +633,39 @@ test_throttle_device(void **state)
 	assert_int_equal(uv_loop_init(&loop), 0);
 	registry_set_throttle(reg, thr);
 	registry_throttle_free(thr); /* the registry holds it now */
-	/* Five failures from five peers lock router-1 out... */
+	/* Five failures from five peers lock nobody out... */
 	for (i = 0; i < 5; i++) {
 		snprintf(peer, sizeof(peer), "10.0.0.%d:1000", i + 1);
 		assert_int_equal(
 		    verify(reg, &loop, "router-1", "bad", peer, &k), -EACCES);
 		fake_ms += 1000;
 	}
-	/* ...for everyone, even with the right secret, without scrypt. */
 	assert_int_equal(
-	    verify(reg, &loop, "router-1", "secret-1", "10.0.1.1:5", &k),
+	    verify(reg, &loop, "router-1", "bad", "10.0.0.1:2", &k), -EACCES);
+	/* ...but five from one peer lock that peer out of router-1. */
+	for (i = 0; i < 4; i++)
+		assert_int_equal(
+		    verify(reg, &loop, "router-1", "bad", "10.0.0.9:7", &k),
+		    -EACCES);
+	assert_int_equal(
+	    verify(reg, &loop, "router-1", "bad", "10.0.0.9:8", &k), -EACCES);
+	assert_int_equal(
+	    verify(reg, &loop, "router-1", "secret-1", "10.0.0.9:8", &k),
 	    -EAGAIN);
 	assert_int_equal(k, 0);
+	/* The real device, elsewhere, still gets in (uncached: scrypt). */
+	assert_int_equal(
+	    verify(reg, &loop, "router-1", "secret-1", "10.0.1.1:5", &k), 0);
+	assert_int_equal(k, 1);
+	/* The locked-out peer gets nothing, not even with the cached one. */
+	assert_int_equal(
+	    verify(reg, &loop, "router-1", "secret-1", "10.0.0.9:8", &k),
+	    -EAGAIN);
+	assert_int_equal(k, 0);
+	/* Requests without a peer share one pair per id. */
+	for (i = 0; i < 5; i++)
+		assert_int_equal(verify(reg, &loop, "router-1", "bad", NULL, &k),
+		                 -EACCES);
 	assert_int_equal(verify(reg, &loop, "router-1", "bad", NULL, &k),
 	                 -EAGAIN);
 	assert_int_equal(k, 0);
@@ -652,14 +673,14 @@ test_throttle_device(void **state)
 	assert_int_equal(
 	    verify(reg, &loop, "router-2", "secret-2", "10.0.1.1:5", &k), 0);
 	/* The window started at the first failure. */
-	fake_ms += 60000 - 5000 - 1;
+	fake_ms += 60000 - 1;
 	assert_int_equal(verify(reg, &loop, "router-1", "secret-1", NULL, &k),
 	                 -EAGAIN);
 	fake_ms += 1;
 	assert_int_equal(verify(reg, &loop, "router-1", "secret-1", NULL, &k),
 	                 0);
-	assert_int_equal(k, 1);
-	/* A success clears the device's count. */
+	assert_int_equal(k, 0); /* cached by the success from 10.0.1.1 */
+	/* A success clears the pair's count. */
 	for (i = 0; i < 4; i++)
 		assert_int_equal(
 		    verify(reg, &loop, "router-1", "bad", NULL, NULL), -EACCES);
@@ -779,14 +800,17 @@ test_throttle_bounded(void **state)
 		assert_int_equal(verify(reg, &loop, id, "", peer, NULL),
 		                 -ENOENT);
 		assert_true(thr->rt_peer.tt_count <= 16);
-		assert_true(thr->rt_dev.tt_count <= 16);
+		assert_true(thr->rt_pair.tt_count <= 16);
 	}
 	assert_int_equal(thr->rt_peer.tt_count, 16);
-	assert_int_equal(thr->rt_dev.tt_count, 16);
+	assert_int_equal(thr->rt_pair.tt_count, 16);
+	assert_int_equal(thr->rt_dev.tt_count, 0);
 	assert_int_equal(registry_throttle_count(thr), 32);
 	/* The newest are kept. */
-	assert_non_null(tt_lookup(&thr->rt_dev, (const uint8_t *)"x199", 4));
-	assert_null(tt_lookup(&thr->rt_dev, (const uint8_t *)"x183", 4));
+	assert_non_null(
+	    tt_lookup(&thr->rt_pair, (const uint8_t *)"\4\12\1\0\307x199", 9));
+	assert_null(
+	    tt_lookup(&thr->rt_pair, (const uint8_t *)"\4\12\1\0\267x183", 9));
 	/* The table grew its buckets past the first size and still finds. */
 	for (i = 0; i < 100; i++) {
 		snprintf(peer, sizeof(peer), "dev-%d", i);
@@ -847,6 +871,72 @@ test_throttle_inflight(void **state)
 	te = tt_lookup(&thr->rt_peer, (const uint8_t *)"\4\12\11\11\11", 5);
 	assert_null(te);
 	assert_int_equal(registry_throttle_count(thr), 0);
+	loop_done(&loop);
+	registry_free(reg);
+	registry_throttle_free(thr);
+}
+
+/*
+ * Checks in flight count as failures: a burst of concurrent guesses from
+ * one peer gets no more scrypts than its failure limit, and the KDF queue
+ * has a bound per peer and in all.
+ */
+static void
+test_throttle_concurrent(void **state)
+{
+	struct registry *reg = load_ok(mkregistry(2));
+	struct registry_throttle *thr = fake_throttle();
+	struct vres v[12];
+	char id[16];
+	uv_loop_t loop;
+	unsigned before = atomic_load(&registry_kdf_calls);
+	int i, busy = 0, failed = 0;
+
+	(void)state;
+	memset(v, 0, sizeof(v));
+	assert_int_equal(uv_loop_init(&loop), 0);
+	registry_throttle_set_limits(thr, 0, 5, 0, 0, 0);
+	registry_throttle_set_checks(thr, 100, 100);
+	registry_set_throttle(reg, thr);
+	for (i = 0; i < 10; i++) {
+		snprintf(id, sizeof(id), "ghost%d", i);
+		assert_int_equal(registry_verify(reg, &loop, id,
+		                                 (const uint8_t *)"x", 1,
+		                                 "10.5.5.5:1", vcb, &v[i], NULL),
+		                 0);
+	}
+	assert_int_equal(registry_throttle_inflight(thr), 5);
+	assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+	for (i = 0; i < 10; i++) {
+		busy += v[i].v_result == -EBUSY;
+		failed += v[i].v_result == -ENOENT;
+	}
+	assert_int_equal(failed, 5);
+	assert_int_equal(busy, 5);
+	assert_int_equal(atomic_load(&registry_kdf_calls) - before, 5);
+	assert_int_equal(registry_throttle_inflight(thr), 0);
+
+	/* The queue bound: per peer, then in all. */
+	memset(v, 0, sizeof(v));
+	registry_throttle_set_limits(thr, 100, 100, 0, 100, 0);
+	registry_throttle_set_checks(thr, 2, 3);
+	for (i = 0; i < 3; i++)
+		assert_int_equal(registry_verify(reg, &loop, "router-1",
+		                                 (const uint8_t *)"secret-1", 8,
+		                                 "10.6.6.6:1", vcb, &v[i], NULL),
+		                 0);
+	for (i = 3; i < 5; i++)
+		assert_int_equal(registry_verify(reg, &loop, "router-2",
+		                                 (const uint8_t *)"secret-2", 8,
+		                                 "10.6.6.7:1", vcb, &v[i], NULL),
+		                 0);
+	assert_int_equal(registry_throttle_inflight(thr), 3);
+	assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+	assert_int_equal(v[0].v_result, 0);
+	assert_int_equal(v[1].v_result, 0);
+	assert_int_equal(v[2].v_result, -EBUSY); /* its peer's two slots */
+	assert_int_equal(v[3].v_result, 0);
+	assert_int_equal(v[4].v_result, -EBUSY); /* the three in all */
 	loop_done(&loop);
 	registry_free(reg);
 	registry_throttle_free(thr);
@@ -966,7 +1056,8 @@ test_cancel_counts(void **state)
 	assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
 	assert_int_equal(v.v_calls, 1);
 	assert_int_equal(v.v_result, -ECANCELED);
-	te = tt_lookup(&thr->rt_dev, (const uint8_t *)"router-1", 8);
+	te = tt_lookup(&thr->rt_pair, (const uint8_t *)"\4\12\7\7\7router-1",
+	               13);
 	assert_non_null(te);
 	if (te != NULL)
 		assert_int_equal(te->te_fails, 1);
@@ -1037,6 +1128,7 @@ test_verify_many(void **state)
 	memset(v, 0, sizeof(v));
 	assert_int_equal(uv_loop_init(&loop), 0);
 	registry_throttle_set_limits(thr, 100, 100, 0, 100, 0);
+	registry_throttle_set_checks(thr, 100, 100);
 	registry_set_throttle(reg, thr);
 	registry_throttle_free(thr);
 	for (i = 0; i < 64; i++) {
@@ -1340,6 +1432,7 @@ main(void)
 	    cmocka_unit_test(test_throttle_peer),
 	    cmocka_unit_test(test_throttle_bounded),
 	    cmocka_unit_test(test_throttle_inflight),
+	    cmocka_unit_test(test_throttle_concurrent),
 	    cmocka_unit_test(test_reload),
 	    cmocka_unit_test(test_cancel),
 	    cmocka_unit_test(test_cancel_counts),

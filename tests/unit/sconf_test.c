@@ -344,7 +344,47 @@ test_unknown_key(void **state)
 	            "operator-socket-mode, operator-socket-group, log-file, "
 	            "audit-log, name, session-limit, session-wait, "
 	            "max-streams, keepalive-interval, tcp-keepalive, "
-	            "handshake-timeout, dead-peer-timeout)");
+	            "handshake-timeout, dead-peer-timeout, auth-timeout, "
+	            "max-connections, "
+	            "max-unauthenticated, max-unauthenticated-per-address, "
+	            "preauth-streams, preauth-buffer, auth-failures, "
+	            "auth-failures-per-address, auth-checks, "
+	            "auth-checks-per-address)");
+}
+
+/* The pre-authentication limits: defaults, values, and their ranges. */
+static void
+test_preauth_keys(void **state)
+{
+	struct sconf *sc;
+	char err[512];
+
+	(void)state;
+	sc = parse_ok("listen *:443\n");
+	assert_int_equal(sc->sc_auth_timeout, SCONF_DEFAULT_AUTH_TIMEOUT);
+	assert_int_equal(sc->sc_max_connections, 10000);
+	assert_int_equal(sc->sc_max_unauth, 1024);
+	assert_int_equal(sc->sc_max_unauth_per_addr, 32);
+	assert_int_equal(sc->sc_preauth_streams, 4);
+	assert_int_equal(sc->sc_preauth_buffer, 131072);
+	assert_int_equal(sc->sc_auth_failures, 5);
+	assert_int_equal(sc->sc_auth_failures_per_addr, 50);
+	assert_int_equal(sc->sc_auth_checks, 32);
+	assert_int_equal(sc->sc_auth_checks_per_addr, 8);
+	assert_int_equal(sconf_validate(sc, err, sizeof(err)), 0);
+	sconf_free(sc);
+	sc = parse_ok("listen *:443\nauth-timeout 5\npreauth-streams 2\n"
+	              "auth-checks-per-address 1\n");
+	assert_int_equal(sc->sc_auth_timeout, 5);
+	assert_int_equal(sc->sc_preauth_streams, 2);
+	assert_int_equal(sc->sc_auth_checks_per_addr, 1);
+	sconf_free(sc);
+	/* One message needs room: Initialize may be 64 KiB. */
+	validate_fails("listen *:443\npreauth-buffer 65536\n",
+	               "t.conf:2: preauth-buffer: 65536 is out of range "
+	               "(65600..16777216)");
+	validate_fails("listen *:443\nauth-timeout 0\n",
+	               "t.conf:2: auth-timeout: 0 is out of range (1..3600)");
 }
 
 static void
@@ -675,6 +715,7 @@ main(void)
 	    cmocka_unit_test(test_malformed),
 	    cmocka_unit_test(test_nul),
 	    cmocka_unit_test(test_unknown_key),
+	    cmocka_unit_test(test_preauth_keys),
 	    cmocka_unit_test(test_long_lines),
 	    cmocka_unit_test(test_file),
 	    cmocka_unit_test(test_validate),
