@@ -1657,6 +1657,34 @@ grpc_server_add_method(struct grpc_server *srv, const char *path,
 	return 0;
 }
 
+/*
+ * Out of memory: accepts the pending connection and closes it, so that the
+ * backlog does not spin.  The handle matches the listener's kind: TCP for
+ * the device port, a pipe for the operator socket.
+ */
+static void
+listener_drop_one(uv_stream_t *s)
+{
+	union {
+		uv_handle_t h;
+		uv_stream_t st;
+		uv_tcp_t tcp;
+		uv_pipe_t pipe;
+	} *u;
+	int rc;
+
+	if ((u = malloc(sizeof(*u))) == NULL)
+		return;
+	rc = s->type == UV_NAMED_PIPE ? uv_pipe_init(s->loop, &u->pipe, 0)
+				      : uv_tcp_init(s->loop, &u->tcp);
+	if (rc != 0) {
+		free(u);
+		return;
+	}
+	(void)uv_accept(s, &u->st); /* nothing may be pending after all */
+	uv_close(&u->h, (uv_close_cb)free);
+}
+
 static void
 on_new_connection(uv_stream_t *s, int status)
 {
@@ -1697,18 +1725,7 @@ on_new_connection(uv_stream_t *s, int status)
 		h2_close(conn->gc_h2, rc, "connection refused by a limit");
 	return;
 refuse:
-	/* Out of memory: accept and drop, so the backlog does not spin. */
-	{
-		uv_tcp_t *t = malloc(sizeof(*t));
-
-		if (t != NULL && uv_tcp_init(s->loop, t) == 0) {
-			if (uv_accept(s, (uv_stream_t *)t) != 0) {
-				/* Nothing was pending after all. */
-			}
-			uv_close((uv_handle_t *)t, (uv_close_cb)free);
-		} else
-			free(t);
-	}
+	listener_drop_one(s);
 }
 
 static struct grpc_listener *
