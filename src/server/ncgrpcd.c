@@ -50,6 +50,7 @@
  */
 #define NCGRPCD_FD_RESERVE   64
 
+/* The daemon's state, one per process. */
 static struct {
 	uv_loop_t *loop;
 	const char *conf_path;
@@ -65,7 +66,7 @@ static struct {
 	struct filewatch watch;
 	int pending;
 	int stopping;
-} d = {.conf_path = NCGRPCD_DEFAULT_CONF};
+} ncd = {.conf_path = NCGRPCD_DEFAULT_CONF};
 
 static const struct option main_longopts[] = {
 	{"help", no_argument, NULL, 'h'},
@@ -129,20 +130,20 @@ load_registry(struct registry **out, char *err, size_t errlen)
 	struct registry *reg;
 	int fd, rc;
 
-	rc = registry_load(d.sc->sc_devices, &reg, err, errlen);
+	rc = registry_load(ncd.sc->sc_devices, &reg, err, errlen);
 	if (rc == -ENOENT) {
 		/* No devices yet: start with an empty registry file. */
-		fd = open(d.sc->sc_devices, O_WRONLY | O_CREAT | O_EXCL, 0600);
+		fd = open(ncd.sc->sc_devices, O_WRONLY | O_CREAT | O_EXCL, 0600);
 		if (fd != -1) {
 			dprintf(fd, "# ncgrpc device registry; add devices "
 				    "with 'ncgrpc device add ID'\n");
 			close(fd);
 		}
-		rc = registry_load(d.sc->sc_devices, &reg, err, errlen);
+		rc = registry_load(ncd.sc->sc_devices, &reg, err, errlen);
 	}
 	if (rc != 0)
 		return rc;
-	registry_set_throttle(reg, d.throttle);
+	registry_set_throttle(reg, ncd.throttle);
 	*out = reg;
 	return 0;
 }
@@ -153,7 +154,7 @@ reload_registry(const char *why)
 	struct registry *reg;
 	char err[512];
 
-	if (d.stopping)
+	if (ncd.stopping)
 		return;
 	if (load_registry(&reg, err, sizeof(err)) != 0) {
 		log_warnx("registry reload (%s) failed, keeping the old one: %s",
@@ -162,7 +163,7 @@ reload_registry(const char *why)
 	}
 	log_info("registry reloaded (%s): %zu devices", why,
 		 registry_count(reg));
-	broker_set_registry(d.broker, reg);
+	broker_set_registry(ncd.broker, reg);
 }
 
 static void
@@ -176,30 +177,30 @@ static void
 on_server_done(void *arg)
 {
 	(void)arg;
-	if (--d.pending > 0)
+	if (--ncd.pending > 0)
 		return;
-	broker_free(d.broker);
-	d.broker = NULL;
-	preauth_free(d.preauth);
-	d.preauth = NULL;
-	uv_close((uv_handle_t *)&d.sighup, NULL);
-	uv_close((uv_handle_t *)&d.sigint, NULL);
-	uv_close((uv_handle_t *)&d.sigterm, NULL);
-	filewatch_close(&d.watch);
+	broker_free(ncd.broker);
+	ncd.broker = NULL;
+	preauth_free(ncd.preauth);
+	ncd.preauth = NULL;
+	uv_close((uv_handle_t *)&ncd.sighup, NULL);
+	uv_close((uv_handle_t *)&ncd.sigint, NULL);
+	uv_close((uv_handle_t *)&ncd.sigterm, NULL);
+	filewatch_close(&ncd.watch);
 }
 
 static void
 shutdown_server(const char *why)
 {
-	if (d.stopping)
+	if (ncd.stopping)
 		return;
-	d.stopping = 1;
+	ncd.stopping = 1;
 	log_info("shutting down (%s)", why);
-	broker_shutdown(d.broker, "server shutting down");
-	d.pending = 2;
+	broker_shutdown(ncd.broker, "server shutting down");
+	ncd.pending = 2;
 	/* GOAWAY to everyone; sessions in flight get the grace period. */
-	grpc_server_shutdown(d.opsrv, NCGRPCD_GRACE_MS, on_server_done, NULL);
-	grpc_server_shutdown(d.devsrv, NCGRPCD_GRACE_MS, on_server_done, NULL);
+	grpc_server_shutdown(ncd.opsrv, NCGRPCD_GRACE_MS, on_server_done, NULL);
+	grpc_server_shutdown(ncd.devsrv, NCGRPCD_GRACE_MS, on_server_done, NULL);
 }
 
 static void
@@ -220,30 +221,30 @@ on_dev_conn_closed(struct grpc_conn *conn, int err, const char *reason,
 	if (err != 0 && err != NCG_ECLOSED)
 		log_debug("device connection %s closed: %s",
 			  grpc_conn_peer(conn), reason);
-	if (d.broker != NULL)
-		broker_conn_closed(d.broker, conn);
-	preauth_conn_closed(d.preauth, conn);
+	if (ncd.broker != NULL)
+		broker_conn_closed(ncd.broker, conn);
+	preauth_conn_closed(ncd.preauth, conn);
 }
 
 static int
 on_dev_conn_accept(struct grpc_conn *conn, void *arg)
 {
 	(void)arg;
-	return preauth_conn_accept(d.preauth, conn);
+	return preauth_conn_accept(ncd.preauth, conn);
 }
 
 static void
 on_dev_conn_trusted(struct grpc_conn *conn, void *arg)
 {
 	(void)arg;
-	preauth_conn_trusted(d.preauth, conn);
+	preauth_conn_trusted(ncd.preauth, conn);
 }
 
 static void
 on_dev_limit(struct grpc_conn *conn, enum grpc_limit what, void *arg)
 {
 	(void)arg;
-	preauth_limit(d.preauth, conn, what);
+	preauth_limit(ncd.preauth, conn, what);
 }
 
 static const struct grpc_server_ops devsrv_ops = {
@@ -261,7 +262,7 @@ static const struct grpc_server_ops devsrv_ops = {
 static unsigned
 max_device_conns(void)
 {
-	unsigned want = d.sc->sc_max_connections;
+	unsigned want = ncd.sc->sc_max_connections;
 	struct rlimit rl;
 	rlim_t room;
 
@@ -289,15 +290,15 @@ ensure_certificate(void)
 	char err[512];
 	int rc;
 
-	if (access(d.sc->sc_certificate, F_OK) == 0 ||
-	    access(d.sc->sc_key, F_OK) == 0)
+	if (access(ncd.sc->sc_certificate, F_OK) == 0 ||
+	    access(ncd.sc->sc_key, F_OK) == 0)
 		return 0;
-	if (d.sc->sc_nnames > 0) {
-		if ((names = calloc(d.sc->sc_nnames, sizeof(*names))) == NULL)
+	if (ncd.sc->sc_nnames > 0) {
+		if ((names = calloc(ncd.sc->sc_nnames, sizeof(*names))) == NULL)
 			return -ENOMEM;
-		for (i = 0; i < d.sc->sc_nnames; i++)
-			names[i] = d.sc->sc_names[i].nm_name;
-		n = d.sc->sc_nnames;
+		for (i = 0; i < ncd.sc->sc_nnames; i++)
+			names[i] = ncd.sc->sc_names[i].nm_name;
+		n = ncd.sc->sc_nnames;
 	} else {
 		if ((rc = certgen_names_from_host(&dflt, &n)) != 0)
 			return rc;
@@ -309,11 +310,11 @@ ensure_certificate(void)
 			names[i] = dflt[i];
 	}
 	rc = certgen_selfsigned(names, n, NCGRPCD_CERT_DAYS,
-				d.sc->sc_certificate, d.sc->sc_key, err,
+				ncd.sc->sc_certificate, ncd.sc->sc_key, err,
 				sizeof(err));
 	if (rc == 0) {
 		log_info("made a self-signed certificate \"%s\" for:",
-			 d.sc->sc_certificate);
+			 ncd.sc->sc_certificate);
 		for (i = 0; i < n; i++)
 			log_info("  %s", names[i]);
 		log_info("'ncgrpc device add ID' prints the device "
@@ -333,13 +334,13 @@ listen_all(void)
 	size_t i;
 	int rc;
 
-	for (i = 0; i < d.sc->sc_nlisten; i++) {
-		const struct sconf_listen *l = &d.sc->sc_listen[i];
+	for (i = 0; i < ncd.sc->sc_nlisten; i++) {
+		const struct sconf_listen *l = &ncd.sc->sc_listen[i];
 
 		if (strcmp(l->li_host, "*") == 0) {
 			/* Dual-stack: "::" takes IPv4 too. */
-			rc = grpc_server_listen(d.devsrv, "::", l->li_port,
-						d.tls);
+			rc = grpc_server_listen(ncd.devsrv, "::", l->li_port,
+						ncd.tls);
 			if (rc == 0)
 				log_info("listening on [::]:%u", l->li_port);
 			else
@@ -363,8 +364,8 @@ listen_all(void)
 					sizeof(host), NULL, 0,
 					NI_NUMERICHOST) != 0)
 				continue;
-			rc = grpc_server_listen(d.devsrv, host, l->li_port,
-						d.tls);
+			rc = grpc_server_listen(ncd.devsrv, host, l->li_port,
+						ncd.tls);
 			if (rc != 0) {
 				log_warnx("cannot listen on %s port %u: %s",
 					  host, l->li_port, uv_strerror(rc));
@@ -385,27 +386,27 @@ listen_operator(void)
 	struct group *gr;
 	int rc;
 
-	if ((copy = strdup(d.sc->sc_operator_socket)) == NULL)
+	if ((copy = strdup(ncd.sc->sc_operator_socket)) == NULL)
 		return -ENOMEM;
 	(void)mkdir(dirname(copy), 0755);
 	free(copy);
-	rc = grpc_server_listen_unix(d.opsrv, d.sc->sc_operator_socket,
-				     (int)d.sc->sc_operator_socket_mode);
+	rc = grpc_server_listen_unix(ncd.opsrv, ncd.sc->sc_operator_socket,
+				     (int)ncd.sc->sc_operator_socket_mode);
 	if (rc != 0) {
 		log_warnx("cannot listen on \"%s\": %s",
-			  d.sc->sc_operator_socket, uv_strerror(rc));
+			  ncd.sc->sc_operator_socket, uv_strerror(rc));
 		return rc;
 	}
-	if (d.sc->sc_operator_socket_group != NULL) {
-		if ((gr = getgrnam(d.sc->sc_operator_socket_group)) == NULL ||
-		    chown(d.sc->sc_operator_socket, (uid_t)-1, gr->gr_gid) !=
+	if (ncd.sc->sc_operator_socket_group != NULL) {
+		if ((gr = getgrnam(ncd.sc->sc_operator_socket_group)) == NULL ||
+		    chown(ncd.sc->sc_operator_socket, (uid_t)-1, gr->gr_gid) !=
 			    0)
 			log_warnx("cannot give \"%s\" to group \"%s\"",
-				  d.sc->sc_operator_socket,
-				  d.sc->sc_operator_socket_group);
+				  ncd.sc->sc_operator_socket,
+				  ncd.sc->sc_operator_socket_group);
 	}
 	log_info("operator API on \"%s\" (mode %04o)",
-		 d.sc->sc_operator_socket, d.sc->sc_operator_socket_mode);
+		 ncd.sc->sc_operator_socket, ncd.sc->sc_operator_socket_mode);
 	return 0;
 }
 
@@ -415,9 +416,9 @@ load_config(int check)
 	char err[512];
 	int rc;
 
-	rc = sconf_parse_file(d.conf_path, &d.sc, err, sizeof(err));
+	rc = sconf_parse_file(ncd.conf_path, &ncd.sc, err, sizeof(err));
 	/* Only the default file may be absent: a named one is a typo away. */
-	if (rc == -ENOENT && strcmp(d.conf_path, NCGRPCD_DEFAULT_CONF) != 0) {
+	if (rc == -ENOENT && strcmp(ncd.conf_path, NCGRPCD_DEFAULT_CONF) != 0) {
 		fprintf(stderr, "ncgrpcd: %s\n", err);
 		return rc;
 	}
@@ -425,14 +426,14 @@ load_config(int check)
 		if (check)
 			fprintf(stderr, "ncgrpcd: %s: not found; using the "
 					"defaults\n",
-				d.conf_path);
-		if ((rc = sconf_new(&d.sc)) != 0)
+				ncd.conf_path);
+		if ((rc = sconf_new(&ncd.sc)) != 0)
 			return rc;
 	} else if (rc != 0) {
 		fprintf(stderr, "ncgrpcd: %s\n", err);
 		return rc;
 	}
-	if ((rc = sconf_validate(d.sc, err, sizeof(err))) != 0) {
+	if ((rc = sconf_validate(ncd.sc, err, sizeof(err))) != 0) {
 		fprintf(stderr, "ncgrpcd: %s\n", err);
 		return rc;
 	}
@@ -447,29 +448,29 @@ check_only(void)
 	char err[512];
 	int rc;
 
-	if ((rc = registry_load(d.sc->sc_devices, &reg, err, sizeof(err))) ==
+	if ((rc = registry_load(ncd.sc->sc_devices, &reg, err, sizeof(err))) ==
 	    0) {
-		printf("%s: %zu devices\n", d.sc->sc_devices,
+		printf("%s: %zu devices\n", ncd.sc->sc_devices,
 		       registry_count(reg));
 		registry_free(reg);
 	} else if (rc == -ENOENT)
 		printf("%s: missing (it will be created empty)\n",
-		       d.sc->sc_devices);
+		       ncd.sc->sc_devices);
 	else {
 		fprintf(stderr, "ncgrpcd: %s\n", err);
 		return 1;
 	}
-	if (access(d.sc->sc_certificate, F_OK) != 0)
+	if (access(ncd.sc->sc_certificate, F_OK) != 0)
 		printf("%s: missing (a self-signed certificate will be "
 		       "made)\n",
-		       d.sc->sc_certificate);
-	else if (tls_ctx_server_new(&ctx, d.sc->sc_certificate, d.sc->sc_key,
+		       ncd.sc->sc_certificate);
+	else if (tls_ctx_server_new(&ctx, ncd.sc->sc_certificate, ncd.sc->sc_key,
 				    err, sizeof(err)) != 0) {
 		fprintf(stderr, "ncgrpcd: %s\n", err);
 		return 1;
 	} else
 		tls_ctx_free(ctx);
-	printf("%s: configuration OK\n", d.conf_path);
+	printf("%s: configuration OK\n", ncd.conf_path);
 	return 0;
 }
 
@@ -492,10 +493,10 @@ main(int argc, char **argv)
 			level = LOG_LEVEL_DEBUG;
 			break;
 		case 'f':
-			d.conf_path = optarg;
+			ncd.conf_path = optarg;
 			break;
 		case 'L':
-			d.log_override = optarg;
+			ncd.log_override = optarg;
 			break;
 		case 'n':
 			check = 1;
@@ -528,95 +529,95 @@ main(int argc, char **argv)
 	if (check)
 		return check_only();
 	{
-		const char *lf = d.log_override != NULL ? d.log_override
-							 : d.sc->sc_log_file;
+		const char *lf = ncd.log_override != NULL ? ncd.log_override
+							 : ncd.sc->sc_log_file;
 
 		ensure_parent(lf, 0750);
-		ensure_parent(d.sc->sc_audit_log, 0750);
-		ensure_parent(d.sc->sc_devices, 0755);
-		ensure_parent(d.sc->sc_certificate, 0755);
-		ensure_parent(d.sc->sc_key, 0755);
+		ensure_parent(ncd.sc->sc_audit_log, 0750);
+		ensure_parent(ncd.sc->sc_devices, 0755);
+		ensure_parent(ncd.sc->sc_certificate, 0755);
+		ensure_parent(ncd.sc->sc_key, 0755);
 		if (strcmp(lf, "-") != 0 && (rc = log_open(lf)) != 0) {
 			fprintf(stderr, "ncgrpcd: cannot open log \"%s\": %s\n",
 				lf, strerror(-rc));
 			return 1;
 		}
 	}
-	if ((rc = audit_open(d.sc->sc_audit_log)) != 0)
-		fatalx("cannot open audit log \"%s\": %s", d.sc->sc_audit_log,
+	if ((rc = audit_open(ncd.sc->sc_audit_log)) != 0)
+		fatalx("cannot open audit log \"%s\": %s", ncd.sc->sc_audit_log,
 		       strerror(-rc));
 	if (ensure_certificate() != 0)
 		return 1;
-	if ((rc = tls_ctx_server_new(&d.tls, d.sc->sc_certificate,
-				     d.sc->sc_key, err, sizeof(err))) != 0)
+	if ((rc = tls_ctx_server_new(&ncd.tls, ncd.sc->sc_certificate,
+				     ncd.sc->sc_key, err, sizeof(err))) != 0)
 		fatalx("tls: %s", err);
-	if (registry_throttle_new(&d.throttle) != 0)
+	if (registry_throttle_new(&ncd.throttle) != 0)
 		fatalx("out of memory");
 	/*
 	 * Per (device id, address): 5 failures a minute.  Per address, more:
 	 * a whole site of devices behind one NAT address shares it.
 	 */
-	registry_throttle_set_limits(d.throttle, d.sc->sc_auth_failures,
-				     d.sc->sc_auth_failures_per_addr, 60000, 0,
+	registry_throttle_set_limits(ncd.throttle, ncd.sc->sc_auth_failures,
+				     ncd.sc->sc_auth_failures_per_addr, 60000, 0,
 				     0);
-	registry_throttle_set_checks(d.throttle, d.sc->sc_auth_checks_per_addr,
-				     d.sc->sc_auth_checks);
+	registry_throttle_set_checks(ncd.throttle, ncd.sc->sc_auth_checks_per_addr,
+				     ncd.sc->sc_auth_checks);
 	if (load_registry(&reg, err, sizeof(err)) != 0)
 		fatalx("%s", err);
 
 	signal(SIGPIPE, SIG_IGN);
-	d.loop = uv_default_loop();
-	po.po_auth_timeout_ms = d.sc->sc_auth_timeout * 1000;
+	ncd.loop = uv_default_loop();
+	po.po_auth_timeout_ms = ncd.sc->sc_auth_timeout * 1000;
 	po.po_max_conns = max_device_conns();
-	po.po_max_unauth = d.sc->sc_max_unauth;
-	po.po_max_unauth_per_addr = d.sc->sc_max_unauth_per_addr;
-	if (preauth_new(d.loop, &po, &d.preauth) != 0)
+	po.po_max_unauth = ncd.sc->sc_max_unauth;
+	po.po_max_unauth_per_addr = ncd.sc->sc_max_unauth_per_addr;
+	if (preauth_new(ncd.loop, &po, &ncd.preauth) != 0)
 		fatalx("out of memory");
-	bo.bo_session_limit = d.sc->sc_session_limit;
-	bo.bo_session_wait_ms = d.sc->sc_session_wait * 1000;
-	bo.bo_preauth = d.preauth;
-	if (broker_new(d.loop, &bo, reg, &d.broker) != 0)
+	bo.bo_session_limit = ncd.sc->sc_session_limit;
+	bo.bo_session_wait_ms = ncd.sc->sc_session_wait * 1000;
+	bo.bo_preauth = ncd.preauth;
+	if (broker_new(ncd.loop, &bo, reg, &ncd.broker) != 0)
 		fatalx("out of memory");
-	devopts.go_max_streams = d.sc->sc_max_streams;
-	devopts.go_preauth_streams = d.sc->sc_preauth_streams;
-	devopts.go_preauth_buffer = d.sc->sc_preauth_buffer;
-	devopts.go_ping_interval_ms = d.sc->sc_keepalive_interval * 1000;
+	devopts.go_max_streams = ncd.sc->sc_max_streams;
+	devopts.go_preauth_streams = ncd.sc->sc_preauth_streams;
+	devopts.go_preauth_buffer = ncd.sc->sc_preauth_buffer;
+	devopts.go_ping_interval_ms = ncd.sc->sc_keepalive_interval * 1000;
 	devopts.go_xport.xo_handshake_timeout_ms =
-		d.sc->sc_handshake_timeout * 1000;
-	devopts.go_xport.xo_keepalive_idle = d.sc->sc_tcp_keepalive;
+		ncd.sc->sc_handshake_timeout * 1000;
+	devopts.go_xport.xo_keepalive_idle = ncd.sc->sc_tcp_keepalive;
 	devopts.go_xport.xo_keepalive_intvl = 15;
 	devopts.go_xport.xo_keepalive_cnt = 4;
 	/* A dead device is noticed within the bound, idle or busy. */
-	xport_opts_dead_peer(&devopts.go_xport, d.sc->sc_dead_peer_timeout);
-	if (grpc_server_new(d.loop, &devopts, &devsrv_ops, NULL, &d.devsrv) !=
+	xport_opts_dead_peer(&devopts.go_xport, ncd.sc->sc_dead_peer_timeout);
+	if (grpc_server_new(ncd.loop, &devopts, &devsrv_ops, NULL, &ncd.devsrv) !=
 		    0 ||
-	    grpc_server_new(d.loop, &opopts, NULL, NULL, &d.opsrv) != 0 ||
-	    broker_register_device_methods(d.broker, d.devsrv) != 0 ||
-	    operator_register(d.broker, d.opsrv) != 0)
+	    grpc_server_new(ncd.loop, &opopts, NULL, NULL, &ncd.opsrv) != 0 ||
+	    broker_register_device_methods(ncd.broker, ncd.devsrv) != 0 ||
+	    operator_register(ncd.broker, ncd.opsrv) != 0)
 		fatalx("out of memory");
 	if (listen_all() != 0 || listen_operator() != 0)
 		return 1;
 
-	uv_signal_init(d.loop, &d.sighup);
-	uv_signal_init(d.loop, &d.sigint);
-	uv_signal_init(d.loop, &d.sigterm);
-	uv_signal_start(&d.sighup, on_signal, SIGHUP);
-	uv_signal_start(&d.sigint, on_signal, SIGINT);
-	uv_signal_start(&d.sigterm, on_signal, SIGTERM);
-	if ((rc = filewatch_start(d.loop, &d.watch, d.sc->sc_devices,
+	uv_signal_init(ncd.loop, &ncd.sighup);
+	uv_signal_init(ncd.loop, &ncd.sigint);
+	uv_signal_init(ncd.loop, &ncd.sigterm);
+	uv_signal_start(&ncd.sighup, on_signal, SIGHUP);
+	uv_signal_start(&ncd.sigint, on_signal, SIGINT);
+	uv_signal_start(&ncd.sigterm, on_signal, SIGTERM);
+	if ((rc = filewatch_start(ncd.loop, &ncd.watch, ncd.sc->sc_devices,
 				  NCGRPCD_RELOAD_DELAY, on_registry_changed,
 				  NULL)) != 0)
 		log_warnx("cannot watch \"%s\" (%s); reload it with SIGHUP",
-			  d.sc->sc_devices, uv_strerror(rc));
+			  ncd.sc->sc_devices, uv_strerror(rc));
 	log_info("ncgrpcd %s started: %zu devices registered", NCGRPC_VERSION,
 		 registry_count(reg));
-	uv_run(d.loop, UV_RUN_DEFAULT);
+	uv_run(ncd.loop, UV_RUN_DEFAULT);
 
-	tls_ctx_free(d.tls);
-	registry_throttle_free(d.throttle);
+	tls_ctx_free(ncd.tls);
+	registry_throttle_free(ncd.throttle);
 	audit_close();
-	sconf_free(d.sc);
-	rc = uv_loop_close(d.loop);
+	sconf_free(ncd.sc);
+	rc = uv_loop_close(ncd.loop);
 	log_info("stopped");
 	return rc == 0 ? 0 : 1;
 }
