@@ -4,7 +4,7 @@
  * long-poll NcgrpcInitialize, and turns each granted Initialize into a
  * session on that connection while a fresh connection takes its place.
  *
- * Address selection (SPEC.md section 3): addresses are tried in order
+ * Address selection (docs/configuration.md): addresses are tried in order
  * until one works; after a failed pass over the whole list the client waits
  * waittime seconds.  After a connection that worked ends, in-order starts
  * again from the first address, sticky from the address last connected.

@@ -2,7 +2,7 @@
  * ncgrpc-agent configuration: parser, validator and comparison.
  *
  * The syntax mirrors the Junos [edit system services outbound-https]
- * hierarchy (SPEC.md section 3, docs/configuration.md), so that the output
+ * hierarchy (docs/configuration.md), so that the output
  * of "show configuration system services outbound-https" can be pasted
  * verbatim, plus an "agent { }" block for what Junos keeps elsewhere.
  *
@@ -34,7 +34,7 @@
 /*
  * Defaults and limits of the agent block.  HTTP/2 PINGs stay above the
  * 5-minute minimum that gRPC Core servers enforce on idle connections
- * (SPEC.md section 2a), so the default is 6 minutes; dead peers are found
+ * (docs/protocol.md, interop), so the default is 6 minutes; dead peers are found
  * sooner by TCP keepalive: 60 s idle, then 4 probes 15 s apart, which
  * drops a dead connection after about 2 minutes.
  */
@@ -51,7 +51,7 @@
 #define CONF_MAX_TCP_KEEPINTVL          32767
 #define CONF_MAX_TCP_KEEPCNT            127
 /*
- * A too_many_pings GOAWAY doubles the PING interval (SPEC.md section 2a),
+ * A too_many_pings GOAWAY doubles the PING interval (docs/protocol.md),
  * never beyond keepalive-interval-max; it comes back down once a
  * connection kept the learned interval without a complaint (client.c).
  */

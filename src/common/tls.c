@@ -755,7 +755,7 @@ cn_is(X509 *cert, const char *name)
 }
 
 /*
- * The name rules of SPEC.md section 3.  X509_check_host() falls back to the
+ * The name rules of docs/protocol.md (server certificate check).  X509_check_host() falls back to the
  * CN whenever there is no SAN DNS entry, but we allow the CN only when the
  * certificate has no SAN extension at all, so with one present the subject
  * is never consulted.

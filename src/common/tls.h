@@ -7,7 +7,7 @@
  * tls_conn_take() hands back.  After every call that may produce output the
  * caller checks tls_conn_pending().
  *
- * Verification (client side, SPEC.md section 3): the peer must chain to one
+ * Verification (client side, docs/protocol.md): the peer must chain to one
  * of the trusted certificates given to tls_ctx_client_new() (a self-signed
  * server certificate, or a CA chain).  When the peer name is an IP address it
  * must match a SubjectAltName IP entry.  When it is a hostname it must match

@@ -736,7 +736,7 @@ os_type_name(const struct opsess *os)
 
 /*
  * A session that cannot queue its bytes would lose some: out of memory in
- * a connection ends that session (STYLE rule 9).  The caller holds os.
+ * a connection ends that session, never the others.  The caller holds os.
  */
 static void
 send_failed(struct opsess *os, int rc)
@@ -904,7 +904,7 @@ send_to_device(struct opsess *os, int kind, const uint8_t *data, size_t len,
 		return;
 	/*
 	 * proto3 strings must be valid UTF-8 and devices reject anything
-	 * else: invalid bytes become U+FFFD (SPEC section 2).
+	 * else: invalid bytes become U+FFFD (docs/protocol.md).
 	 */
 	if (len > 0 && !utf8_valid(data, len)) {
 		if ((clean = malloc(len * 3)) == NULL) {

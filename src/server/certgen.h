@@ -1,6 +1,7 @@
 /*
- * Self-signed server certificates for ncgrpcd's first run (SPEC.md section
- * 4), and the PEM text as a Junos quoted string for the device stanza.
+ * Self-signed server certificates for ncgrpcd's first run
+ * (docs/ncgrpcd.conf.md), and the PEM text as a Junos quoted string for the
+ * device stanza.
  *
  * The certificate is meant to be its own trust anchor: devices list it as
  * "trusted-cert" and verify the server against it (with OpenSSL's

@@ -30,7 +30,7 @@
  * file replaces the default list.  Any other keyword given twice in one file
  * is an error.
  *
- * Use (STYLE.md, habit 10): sconf_parse_file() builds a fresh struct sconf
+ * Use: sconf_parse_file() builds a fresh struct sconf
  * holding the defaults overlaid with the file; the caller then applies
  * command-line options with sconf_set(), checks the result with
  * sconf_validate(), swaps it in, and later releases it with sconf_free().

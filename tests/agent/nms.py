@@ -10,7 +10,7 @@ code instead of a console, and keeps a record of what it saw:
     sess.cancel()
     nms.stop()
 
-Wire behaviour (SPEC.md section 2):
+Wire behaviour (docs/protocol.md):
   - NcgrpcServerStatusGet answers SUCCESS.
   - NcgrpcInitialize with an unknown device or a wrong secret is aborted
     with UNAUTHENTICATED.  Otherwise the call waits (long poll) until the

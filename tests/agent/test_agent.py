@@ -359,7 +359,7 @@ class ShellTest(AgentTestCase):
         self.assertEqual(len(got), len(expect))
         self.assertEqual(hashlib.sha256(got).hexdigest(), hashlib.sha256(expect).hexdigest())
         sys.stderr.write("[20 MB in %.2f s] " % dt)
-        # Chunks stay small (SPEC 2a: well below 4 MiB).
+        # Chunks stay small (docs/protocol.md: well below 4 MiB).
         self.assertGreater(sess.messages, len(expect) // (1 << 20))
         # And the session keeps working.
         self.assertEqual(sh_run(sess, "echo after"), "after\n")
@@ -467,7 +467,7 @@ class ShellTest(AgentTestCase):
         self.assertEqual(self.agent.zombies(), [])
         self.assertEqual(wait_gone(tag, 5), [], "the cancelled session's sleep lingers")
 
-    # SPEC 2: on cancel "the device kills the backend ... nothing lingers",
+    # docs/protocol.md: on cancel "the device kills the backend ... nothing lingers",
     # background jobs of the shell included.
     def test_cancel_kills_background_jobs(self):
         sess = self.shell(self.nms, "sh1")

@@ -25,7 +25,7 @@ import test_agent  # noqa: E402
 from agentlib import Client  # noqa: E402
 from test_agent import AgentTestCase  # noqa: E402
 
-# gRPC Core's server ping policy (SPEC.md section 2a), made quick: STRICT
+# gRPC Core's server ping policy (docs/protocol.md), made quick: STRICT
 # sends GOAWAY too_many_pings at the second PING under 10 s apart after
 # the first; LAX accepts a PING every 100 ms.
 STRICT = [("grpc.http2.min_ping_interval_without_data_ms", 10000),

@@ -1,5 +1,5 @@
 """A device emulator behaving like the Junos JET outbound-https application,
-written from SPEC.md section 2 with python3-grpcio (it shares no code with
+written from the wire contract (docs/protocol.md) with python3-grpcio (it shares no code with
 ncgrpc-agent).
 
     emu = DevEmu("127.0.0.1:4443", ca_pem, "r1", "secret").start()

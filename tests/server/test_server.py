@@ -570,7 +570,7 @@ class EmulatorTest(ServerTestCase):
         self.assertEqual(len(self.emu.sessions), 2)
 
     # Operator input goes to the device as proto3 strings: invalid UTF-8
-    # must arrive as U+FFFD (SPEC section 2), or the device drops the session.
+    # must arrive as U+FFFD (docs/protocol.md), or the device drops the session.
     def test_invalid_utf8_input_is_replaced(self):
         s = self.opc.session("jun1", "shell", wait_ms=10000)
         s.wait_started(15)

@@ -1,5 +1,5 @@
 /*
- * Agent configuration: the SPEC.md example, Junos pastes, defaults, the
+ * Agent configuration: the product description's example, Junos pastes, defaults, the
  * agent block, every kind of syntax and validation error with its
  * file:line:col, truncations and mutations of valid files, limits, and
  * that no secret ever reaches an error message.
@@ -75,7 +75,7 @@ fm_strndup(const char *s, size_t n)
 #undef strdup
 #undef strndup
 
-/* SPEC.md section 3, verbatim, placeholders and all. */
+/* The product description's example, verbatim, placeholders and all. */
 /* clang-format off */
 static const char spec_example[] =
 	"outbound-https {\n"
@@ -318,7 +318,7 @@ test_spec_example_verbatim(void **state)
 	free(wrapped);
 }
 
-/* The SPEC.md example with its placeholders filled in. */
+/* That example with its placeholders filled in. */
 static char *
 spec_filled(void)
 {

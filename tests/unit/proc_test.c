@@ -846,7 +846,7 @@ job_tick(uv_timer_t *t)
 
 /*
  * An interactive shell runs each job in a process group of its own; the
- * kill signal of a session must still stop the job (SPEC: "2 = SIGINT stops
+ * kill signal of a session must still stop the job (docs/protocol.md: "2 = SIGINT stops
  * tail -f"), and leave the shell alone.
  */
 static void
