@@ -360,19 +360,9 @@ static const struct grpc_call_ops init_ops = {
 static int
 send_packed(struct grpc_call *c, const ProtobufCMessage *m)
 {
-	uint8_t stack[512], *buf = stack;
-	size_t len = protobuf_c_message_get_packed_size(m);
 	int rc;
 
-	if (len > sizeof(stack) && (buf = malloc(len)) == NULL)
-		return -ENOMEM;
-	protobuf_c_message_pack(m, buf);
-	rc = grpc_call_send(c, buf, len);
-	if (buf != stack) {
-		OPENSSL_cleanse(buf, len);
-		free(buf);
-	} else
-		OPENSSL_cleanse(stack, len);
+	rc = grpc_call_send_pb(c, m);
 	if (rc == 0)
 		rc = grpc_call_close_send(c);
 	return rc;

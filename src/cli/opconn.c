@@ -104,16 +104,7 @@ opconn_close(void)
 int
 opconn_send(struct grpc_call *c, const ProtobufCMessage *m)
 {
-	size_t len = protobuf_c_message_get_packed_size(m);
-	uint8_t *buf = malloc(len + 1);
-	int rc;
-
-	if (buf == NULL)
-		return -ENOMEM;
-	protobuf_c_message_pack(m, buf);
-	rc = grpc_call_send(c, buf, len);
-	free(buf);
-	return rc;
+	return grpc_call_send_pb(c, m);
 }
 
 void

@@ -569,8 +569,14 @@ server_submit_headers(struct grpc_call *c, const struct grpc_mdlist *md)
 	return 0;
 }
 
-int
-grpc_call_send(struct grpc_call *c, const uint8_t *msg, size_t len)
+/*
+ * Queues the 5-byte prefix of a len-byte message and makes room for the
+ * message itself, which the caller appends at once and cannot fail to.  All
+ * or nothing: a prefix queued without its message would corrupt the
+ * stream, and a message queued must not be reported as failed.
+ */
+static int
+call_send_begin(struct grpc_call *c, size_t len)
 {
 	uint8_t hdr[GRPC_FRAME_HDR_LEN];
 	int rc;
@@ -581,10 +587,6 @@ grpc_call_send(struct grpc_call *c, const uint8_t *msg, size_t len)
 	     len > c->cl_conn->gc_opts.go_max_send_message) ||
 	    len > UINT32_MAX)
 		return -EMSGSIZE;
-	/*
-	 * All or nothing: a prefix queued without its message would corrupt
-	 * the stream, and a message queued must not be reported as failed.
-	 */
 	if ((rc = buf_reserve(&c->cl_wbuf, sizeof(hdr) + len)) != 0)
 		return rc;
 	if (c->cl_server && !c->cl_submitted &&
@@ -593,11 +595,63 @@ grpc_call_send(struct grpc_call *c, const uint8_t *msg, size_t len)
 	grpc_frame_header(hdr, (uint32_t)len);
 	rc = buf_append(&c->cl_wbuf, hdr, sizeof(hdr));
 	assert(rc == 0);
-	rc = buf_append(&c->cl_wbuf, msg, len);
-	assert(rc == 0);
+	return 0;
+}
+
+static void
+call_send_end(struct grpc_call *c)
+{
 	if (buf_len(&c->cl_wbuf) >= GRPC_CALL_LOWAT)
 		c->cl_above_lowat = 1;
 	call_kick(c);
+}
+
+int
+grpc_call_send(struct grpc_call *c, const uint8_t *msg, size_t len)
+{
+	int rc;
+
+	if ((rc = call_send_begin(c, len)) != 0)
+		return rc;
+	rc = buf_append(&c->cl_wbuf, msg, len);
+	assert(rc == 0);
+	call_send_end(c);
+	return 0;
+}
+
+/* protobuf-c's output, appended to the room call_send_begin() made. */
+struct pb_sink {
+	ProtobufCBuffer ps_base;
+	struct buf *ps_buf;
+};
+
+static void
+pb_sink_append(ProtobufCBuffer *base, size_t len, const uint8_t *data)
+{
+	struct pb_sink *sink = (struct pb_sink *)base;
+	int rc;
+
+	rc = buf_append(sink->ps_buf, data, len);
+	assert(rc == 0);
+	(void)rc;
+}
+
+int
+grpc_call_send_pb(struct grpc_call *c, const ProtobufCMessage *m)
+{
+	struct pb_sink sink = {.ps_base.append = pb_sink_append,
+			       .ps_buf = &c->cl_wbuf};
+	size_t len = protobuf_c_message_get_packed_size(m);
+	size_t before;
+	int rc;
+
+	if ((rc = call_send_begin(c, len)) != 0)
+		return rc;
+	before = buf_len(&c->cl_wbuf);
+	protobuf_c_message_pack_to_buffer(m, &sink.ps_base);
+	assert(buf_len(&c->cl_wbuf) - before == len);
+	(void)before;
+	call_send_end(c);
 	return 0;
 }
 

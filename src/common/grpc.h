@@ -22,6 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <protobuf-c/protobuf-c.h>
 #include <uv.h>
 
 #include "grpc_meta.h"
@@ -196,6 +197,12 @@ int grpc_call_start(struct grpc_conn *conn, const char *path,
  * call ended, or -ENOMEM.
  */
 int grpc_call_send(struct grpc_call *c, const uint8_t *msg, size_t len);
+
+/*
+ * Queues one protobuf message, packed straight behind its prefix (no copy
+ * of its own).  Returns as grpc_call_send().
+ */
+int grpc_call_send_pb(struct grpc_call *c, const ProtobufCMessage *m);
 
 /* Bytes queued on the call and not yet handed to HTTP/2. */
 size_t grpc_call_queued(const struct grpc_call *c);

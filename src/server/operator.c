@@ -17,19 +17,14 @@
 
 #define OPSVC "/ncgrpc.operator.v1.Operator/"
 
+/* A message that cannot be queued ends the call: it must not be lost. */
 static void
 send_packed(struct grpc_call *c, const ProtobufCMessage *m)
 {
-	size_t len = protobuf_c_message_get_packed_size(m);
-	uint8_t *buf = malloc(len + 1);
+	int rc = grpc_call_send_pb(c, m);
 
-	if (buf == NULL) {
+	if (rc != 0 && rc != -EPIPE)
 		grpc_call_cancel(c);
-		return;
-	}
-	protobuf_c_message_pack(m, buf);
-	grpc_call_send(c, buf, len);
-	free(buf);
 }
 
 static void

@@ -93,16 +93,7 @@ report_status(int status, const char *message)
 static int
 send_packed(struct grpc_call *c, const ProtobufCMessage *m)
 {
-	size_t len = protobuf_c_message_get_packed_size(m);
-	uint8_t *buf = malloc(len + 1);
-	int rc;
-
-	if (buf == NULL)
-		return -ENOMEM;
-	protobuf_c_message_pack(m, buf);
-	rc = grpc_call_send(c, buf, len);
-	free(buf);
-	return rc;
+	return grpc_call_send_pb(c, m);
 }
 
 static double

@@ -96,17 +96,11 @@ static void
 reply(struct grpc_call *c, const ProtobufCMessage *m,
       const struct grpc_mdlist *trailers)
 {
-	size_t len = protobuf_c_message_get_packed_size(m);
-	uint8_t *buf = malloc(len + 1);
-
-	if (buf == NULL) {
+	if (grpc_call_send_pb(c, m) != 0) {
 		grpc_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
 				 "out of memory", NULL);
 		return;
 	}
-	protobuf_c_message_pack(m, buf);
-	grpc_call_send(c, buf, len);
-	free(buf);
 	grpc_call_finish(c, GRPC_STATUS_OK, NULL, trailers);
 }
 
