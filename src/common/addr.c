@@ -1,5 +1,6 @@
 #include <errno.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "addr.h"
@@ -67,4 +68,15 @@ addr_parse_hostport(const char *s, uint16_t dflt_port, int allow_zero,
 	host[hlen] = '\0';
 	*port = (uint16_t)v;
 	return 0;
+}
+
+void
+addr_peer_host(const char *peer, char *out, size_t len)
+{
+	uint16_t port;
+
+	if (len == 0)
+		return;
+	if (addr_parse_hostport(peer, 0, 1, out, len, &port) != 0)
+		snprintf(out, len, "%s", peer);
 }

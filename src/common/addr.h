@@ -17,6 +17,14 @@ int addr_parse_hostport(const char *s, uint16_t dflt_port, int allow_zero,
 			char *host, size_t hostlen, uint16_t *port);
 
 /*
+ * The host part of a peer address as grpc_conn_peer() gives it ("ADDR:PORT"
+ * or "[V6ADDR]:PORT"), without brackets; a string without a port (such as
+ * "(closed)") is copied whole.  out is always NUL-terminated (truncated if
+ * it must be).
+ */
+void addr_peer_host(const char *peer, char *out, size_t len);
+
+/*
  * Parses a decimal number in [min, max] that fills the whole string.
  * Returns 0 and sets *out, or -EINVAL / -ERANGE.
  */

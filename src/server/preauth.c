@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/queue.h>
 
+#include "addr.h"
 #include "audit.h"
 #include "err.h"
 #include "log.h"
@@ -118,21 +119,6 @@ hash_str(const char *s, size_t len)
 	return h;
 }
 
-/* The address part of "ADDR:PORT" or "[V6]:PORT". */
-static void
-peer_ip(const char *peer, char *out, size_t len)
-{
-	const char *end;
-
-	if (peer[0] == '[' && (end = strchr(peer, ']')) != NULL) {
-		snprintf(out, len, "%.*s", (int)(end - peer - 1), peer + 1);
-		return;
-	}
-	end = strrchr(peer, ':');
-	snprintf(out, len, "%.*s",
-	         end != NULL ? (int)(end - peer) : (int)strlen(peer), peer);
-}
-
 /*
  * The key that connections are counted under: the address, except that
  * IPv6 peers count per /64 (one host usually owns a whole /64, as the
@@ -226,7 +212,7 @@ preauth_conn_accept(struct preauth *pa, struct grpc_conn *conn)
 	struct pa_addr **pp, *pd;
 	struct pa_conn *pc;
 
-	peer_ip(grpc_conn_peer(conn), key, sizeof(key));
+	addr_peer_host(grpc_conn_peer(conn), key, sizeof(key));
 	addr_key(key, ip, sizeof(ip));
 	if (o->po_max_conns != 0 && pa->pa_nconns >= o->po_max_conns) {
 		if (pa_bump(pa, PREAUTH_C_CONNS))
@@ -304,7 +290,7 @@ preauth_limit(struct preauth *pa, struct grpc_conn *conn, enum grpc_limit what)
 {
 	char ip[PA_IP_MAX];
 
-	peer_ip(grpc_conn_peer(conn), ip, sizeof(ip));
+	addr_peer_host(grpc_conn_peer(conn), ip, sizeof(ip));
 	switch (what) {
 	case GRPC_LIMIT_STREAMS:
 		if (pa_bump(pa, PREAUTH_C_STREAMS))
@@ -469,7 +455,7 @@ on_tick(uv_timer_t *t)
 		TAILQ_REMOVE(&pa->pa_pending, pc, pc_entry);
 		pc->pc_pending = 0;
 		if (pa_bump(pa, PREAUTH_C_AUTH_TIMEOUT)) {
-			peer_ip(grpc_conn_peer(pc->pc_conn), ip, sizeof(ip));
+			addr_peer_host(grpc_conn_peer(pc->pc_conn), ip, sizeof(ip));
 			log_warnx("closing the connection from %s: no "
 			          "successful Initialize within %u s "
 			          "(auth-timeout)",

@@ -1,0 +1,147 @@
+/*
+ * Inside the session broker: what broker.c (devices and their Initialize
+ * calls) and relay.c (operator sessions and their device streams) share.
+ * Nothing outside those two files includes this.
+ *
+ * An Initialize call moves through INIT_AUTH (the registry checks the
+ * secret in the threadpool), INIT_IDLE (on its device's idle queue), and
+ * INIT_GRANTED (answered for an operator); INIT_DONE once its call ended.
+ * An operator session (struct opsess) moves through OS_WAITING (no idle
+ * connection yet), OS_GRANTED (waiting for the device's CommandGet on the
+ * granted connection), OS_ACTIVE (joined), and OS_ENDED; only
+ * os_set_state() in relay.c changes it.  A device exists while it has idle
+ * connections or sessions; its creation and removal are the CONNECTED and
+ * DISCONNECTED events.
+ */
+#ifndef NCGRPC_BROKER_INT_H
+#define NCGRPC_BROKER_INT_H
+
+#include <stdint.h>
+#include <sys/queue.h>
+#include <sys/types.h>
+
+#include <uv.h>
+
+#include "broker.h"
+#include "buf.h"
+#include "grpc.h"
+#include "ncframe.h"
+
+#define SVC "/jnx.jet.netconf.Ncgrpc/"
+#define BROKER_BUCKETS	       16384
+#define BROKER_MAX_LINE	       (64 * 1024)
+#define BROKER_MAX_NETCONF_MSG (16 * 1024 * 1024)
+#define BROKER_MAX_PENDING     (1024 * 1024)
+/* ServerStatusGet and Initialize requests, checked at the length prefix. */
+#define BROKER_MAX_UNARY       (64 * 1024)
+/*
+ * A device whose last connection went away stays listed this long: after
+ * a session the agent's next connection is usually still authenticating,
+ * and a DISCONNECTED/CONNECTED pair for that would be noise.
+ */
+#define BROKER_LINGER_MS 3000
+/* How soon after devices connect the freed heap is given back. */
+#define BROKER_TRIM_MS 1000
+
+enum init_state { INIT_AUTH, INIT_IDLE, INIT_GRANTED, INIT_DONE };
+enum os_state { OS_WAITING, OS_GRANTED, OS_ACTIVE, OS_ENDED };
+
+struct device;
+
+/* One NcgrpcInitialize call of a device. */
+struct initcall {
+	struct broker *ic_b;
+	struct grpc_call *ic_call;
+	struct grpc_conn *ic_conn;
+	struct device *ic_dev;
+	enum init_state ic_state;
+	struct registry_req *ic_verify;
+	uint8_t *ic_req;
+	size_t ic_len;
+	int ic_nmsg;
+	char ic_id[256];
+	uint64_t ic_instance;
+	char ic_peer[64];
+	uint64_t ic_reg_gen; /* b_reg_gen when the check started */
+	TAILQ_ENTRY(initcall) ic_entry;
+};
+
+struct device {
+	char *dv_id;
+	uint64_t dv_instance;
+	int64_t dv_since;
+	char dv_peer[64];
+	TAILQ_HEAD(, initcall) dv_idle;
+	unsigned dv_nidle;
+	unsigned dv_nsessions; /* granted or active */
+	uint64_t dv_empty_since; /* ms; on b_empty while nonzero */
+	TAILQ_ENTRY(device) dv_empty;
+	struct device *dv_next;
+};
+
+struct opsess {
+	struct broker *os_b;
+	uint64_t os_id;
+	enum os_state os_state;
+	enum broker_session_type os_type;
+	struct grpc_call *os_op;
+	struct grpc_call *os_dev;
+	struct grpc_conn *os_devconn;
+	struct device *os_devp; /* counted in dv_nsessions while set */
+	char os_device[256];
+	char os_peer[64];
+	uid_t os_uid;
+	uv_timer_t os_timer;
+	int os_busy;
+	int os_freeing;
+	int os_dev_finished; /* we ended the device's stream with OK */
+	struct ncframe os_nf;
+	struct buf os_line;
+	uint64_t os_to_dev, os_from_dev;
+	char os_reason[200];
+	TAILQ_ENTRY(opsess) os_entry; /* waiting or granted list */
+	int os_listed;
+	LIST_ENTRY(opsess) os_all;
+};
+
+TAILQ_HEAD(oslist, opsess);
+
+struct watcher {
+	broker_watch_fn w_fn;
+	void *w_arg;
+	LIST_ENTRY(watcher) w_entry;
+};
+
+struct broker {
+	uv_loop_t *b_loop;
+	struct broker_opts b_opts;
+	struct registry *b_reg;
+	uint64_t b_reg_gen; /* counts registry reloads */
+	struct device *b_buckets[BROKER_BUCKETS];
+	size_t b_ndevices;
+	struct oslist b_waiting; /* OS_WAITING */
+	struct oslist b_granted; /* OS_GRANTED */
+	LIST_HEAD(, watcher) b_watchers;
+	TAILQ_HEAD(, device) b_empty; /* lingering without connections */
+	LIST_HEAD(, opsess) b_sessions; /* every operator session */
+	uv_timer_t b_linger;
+	uv_timer_t b_trim;
+	int b_open_timers; /* timers whose close callback is pending */
+	uint64_t b_next_session;
+};
+
+/* broker.c */
+struct device *broker_device_find(struct broker *b, const char *id);
+void broker_device_maybe_gone(struct broker *b, struct device *d,
+			      const char *why);
+void broker_initcall_set_state(struct initcall *ic, enum init_state to);
+
+/* relay.c */
+void relay_open(struct broker *b, struct grpc_call *op, const char *device_id,
+		enum broker_session_type type, unsigned wait_ms, uid_t uid);
+void relay_try_grant(struct broker *b, struct device *d);
+void relay_commandget(struct grpc_call *c, void *arg);
+void relay_conn_closed(struct broker *b, struct grpc_conn *conn);
+void relay_shutdown(struct broker *b, const char *why);
+
+#endif
