@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "addr.h"
 #include "err.h"
 #include "log.h"
 #include "ncgrpc_wire.pb-c.h"
@@ -241,20 +242,14 @@ send_up(struct session *s, const uint8_t *data, size_t len)
 {
 	Ncgrpc__Wire__CommandGetRequest req =
 		NCGRPC__WIRE__COMMAND_GET_REQUEST__INIT;
-	uint8_t buf[SESSION_CHUNK * 3 + 16];
-	size_t n;
 
 	/* The call can end inside an earlier send (grpc.h). */
 	if (s->se_call == NULL)
 		return -EPIPE;
 	req.message.data = (uint8_t *)(uintptr_t)data;
 	req.message.len = len;
-	n = ncgrpc__wire__command_get_request__get_packed_size(&req);
-	if (n > sizeof(buf))
-		return -EMSGSIZE;
-	ncgrpc__wire__command_get_request__pack(&req, buf);
 	s->se_stats.ss_bytes_up += len;
-	return grpc_call_send(s->se_call, buf, n);
+	return grpc_call_send_pb(s->se_call, &req.base);
 }
 
 /*
@@ -621,18 +616,14 @@ env_free(struct envbuf *e)
 static void
 ssh_connection(char *out, size_t len, const char *peer)
 {
-	char host[128] = "0.0.0.0";
-	const char *port = "0", *colon;
+	char host[128];
+	uint16_t port;
 
-	if (peer[0] == '[' && (colon = strstr(peer, "]:")) != NULL) {
-		snprintf(host, sizeof(host), "%.*s", (int)(colon - peer - 1),
-			 peer + 1);
-		port = colon + 2;
-	} else if ((colon = strrchr(peer, ':')) != NULL) {
-		snprintf(host, sizeof(host), "%.*s", (int)(colon - peer), peer);
-		port = colon + 1;
+	if (addr_parse_hostport(peer, 0, 1, host, sizeof(host), &port) != 0) {
+		snprintf(host, sizeof(host), "0.0.0.0");
+		port = 0;
 	}
-	snprintf(out, len, "%s %s 127.0.0.1 830", host, port);
+	snprintf(out, len, "%s %u 127.0.0.1 830", host, (unsigned)port);
 }
 
 static int

@@ -763,18 +763,32 @@ on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
 	output_end(p);
 }
 
+/* Hands what was read to the caller (dropped after proc_close()). */
+static void
+deliver(struct proc *p, size_t n)
+{
+	if (n > 0 && !p->p_closing && p->p_cb.pc_output != NULL)
+		p->p_cb.pc_output(p, p->p_rbuf, n, p->p_arg);
+}
+
 /*
  * Reads the pty master until it would block, a callback pauses us, or the
  * output ends: EIO once the slave side is closed and nothing is left.
- * The number of reads per wakeup is bounded so that one busy session does
- * not starve the loop; the poll is level-triggered and comes back.
+ *
+ * A pty read returns at most a few KiB, so while output flows the reads
+ * are gathered in p_rbuf and handed over together: fewer, larger messages
+ * upstream.  What was read goes out as soon as the master would block, so
+ * a lone keystroke's echo waits for nothing.  The reads per wakeup are
+ * bounded so that one busy session does not starve the loop; the poll is
+ * level-triggered and comes back.
  */
 static void
 on_pty_readable(uv_poll_t *h, int status, int events)
 {
 	struct proc *p = h->data;
+	size_t have = 0;
 	ssize_t n;
-	int i;
+	int i, again;
 
 	(void)events;
 	if (status < 0) {
@@ -782,20 +796,29 @@ on_pty_readable(uv_poll_t *h, int status, int events)
 		return;
 	}
 	for (i = 0; i < 32 && reading(p); i++) {
-		n = read(p->p_master, p->p_rbuf, sizeof(p->p_rbuf));
+		n = read(p->p_master, p->p_rbuf + have,
+			 sizeof(p->p_rbuf) - have);
 		if (n > 0) {
-			if (!p->p_closing && p->p_cb.pc_output != NULL)
-				p->p_cb.pc_output(p, p->p_rbuf, (size_t)n,
-						  p->p_arg);
+			have += (size_t)n;
+			if (have == sizeof(p->p_rbuf)) {
+				deliver(p, have);
+				have = 0;
+			}
 			continue;
 		}
 		if (n == -1 && errno == EINTR)
 			continue;
-		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		/* Before deliver(): its callbacks may change errno. */
+		again = n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK);
+		deliver(p, have);
+		have = 0;
+		if (again)
 			return;
-		output_end(p);
+		if (p->p_state == PS_RUNNING)
+			output_end(p);
 		return;
 	}
+	deliver(p, have);
 }
 
 static void

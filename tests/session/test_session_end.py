@@ -95,6 +95,28 @@ class Base(unittest.TestCase):
         os.makedirs(d)
         return d
 
+    @staticmethod
+    def cert_text(name):
+        with open(os.path.join(CFG["certs"], name)) as f:
+            return f.read()
+
+    def new_nms(self, secrets):
+        """A grpcio NMS written from the wire contract (tests/agent/nms.py)."""
+        nms = NMS(self.cert_text("server.pem"), self.cert_text("server.key"), secrets,
+                  stub_dir=CFG["stub_dir"]).start()
+        self.addCleanup(nms.stop)
+        return nms
+
+    def new_agent(self, nms, device, secret, agent_extra):
+        """One ncgrpc-agent with one client, device, dialling nms."""
+        a = agentlib.Agent(CFG["agent"], self.subdir("agent"))
+        a.configure([agentlib.Client("c0", device, secret,
+                                     [agentlib.Addr(nms.port, cert_pem=self.cert_text("ca.pem"))],
+                                     waittime=1)], agent_extra)
+        a.start()
+        self.addCleanup(a.stop)
+        return a
+
 
 # ---------------------------------------------------------------------------
 class HangupTest(Base):
@@ -104,25 +126,8 @@ class HangupTest(Base):
 
     def setUp(self):
         super().setUp()
-        certs = CFG["certs"]
-
-        def text(name):
-            with open(os.path.join(certs, name)) as f:
-                return f.read()
-
-        self.text = text
-        self.nms = NMS(text("server.pem"), text("server.key"),
-                       {"hup1": "hup-secret", "nouser": "hup-secret"},
-                       stub_dir=CFG["stub_dir"]).start()
-        self.addCleanup(self.nms.stop)
-        self.agent = agentlib.Agent(CFG["agent"], self.subdir("agent"))
-        self.agent.configure(
-            [agentlib.Client("c0", "hup1", "hup-secret",
-                             [agentlib.Addr(self.nms.port, cert_pem=text("ca.pem"))],
-                             waittime=1)],
-            ['shell "/bin/bash";'])
-        self.agent.start()
-        self.addCleanup(self.agent.stop)
+        self.nms = self.new_nms({"hup1": "hup-secret", "nouser": "hup-secret"})
+        self.agent = self.new_agent(self.nms, "hup1", "hup-secret", ['shell "/bin/bash";'])
 
     def hangup(self, prepare, what):
         for i in range(self.REPEAT):
@@ -157,14 +162,8 @@ class HangupTest(Base):
         """The operator is told why, the stream ends cleanly, and the log
         has one well-formed line (it had the program name twice and a
         blank line)."""
-        agent = agentlib.Agent(CFG["agent"], self.subdir("agent"))
-        agent.configure(
-            [agentlib.Client("c0", "nouser", "hup-secret",
-                             [agentlib.Addr(self.nms.port, cert_pem=self.text("ca.pem"))],
-                             waittime=1)],
-            ['shell "/bin/bash";', 'user "no-such-user-ncgrpc";'])
-        agent.start()
-        self.addCleanup(agent.stop)
+        agent = self.new_agent(self.nms, "nouser", "hup-secret",
+                               ['shell "/bin/bash";', 'user "no-such-user-ncgrpc";'])
         sess = self.nms.open_session("nouser", "csh", 15)
         out = sess.read_all_until_end(10)
         self.assertEqual(out, "ncgrpc-agent: cannot start the shell session: unknown user\n")
@@ -189,23 +188,9 @@ class LongLineTest(Base):
 
     def setUp(self):
         super().setUp()
-        certs = CFG["certs"]
-
-        def text(name):
-            with open(os.path.join(certs, name)) as f:
-                return f.read()
-
-        self.nms = NMS(text("server.pem"), text("server.key"),
-                       {"ll-sh": "ll-secret", "ll-bash": "ll-secret"},
-                       stub_dir=CFG["stub_dir"]).start()
-        self.addCleanup(self.nms.stop)
+        self.nms = self.new_nms({"ll-sh": "ll-secret", "ll-bash": "ll-secret"})
         for dev, shell in (("ll-sh", "/bin/sh"), ("ll-bash", "/bin/bash")):
-            a = agentlib.Agent(CFG["agent"], self.subdir("agent"))
-            a.configure([agentlib.Client("c0", dev, "ll-secret",
-                                         [agentlib.Addr(self.nms.port, cert_pem=text("ca.pem"))],
-                                         waittime=1)], ['shell "%s";' % shell])
-            a.start()
-            self.addCleanup(a.stop)
+            self.new_agent(self.nms, dev, "ll-secret", ['shell "%s";' % shell])
 
     def long_line(self, device):
         sess = self.nms.open_session(device, "csh", 15)

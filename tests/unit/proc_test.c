@@ -610,6 +610,37 @@ test_pty_slow_reader_tail(void **state)
 	}
 }
 
+/*
+ * The output callback may change errno (any library call does): reading
+ * must not take the EAGAIN it saw before the callback for something else.
+ */
+static void
+clobber_output(struct run *r, struct proc *p)
+{
+	(void)r;
+	(void)p;
+	errno = EBADF;
+}
+
+static void
+test_pty_callback_errno(void **state)
+{
+	static const char *const argv[] = {
+		"sh", "-c", "echo one; sleep 0.2; echo two", NULL
+	};
+	struct proc_opts o = opts(argv, 1);
+	struct run r;
+
+	(void)state;
+	run_init(&r);
+	r.r_on_output = clobber_output;
+	run_spawn(&r, &o);
+	run_loop(&r);
+	assert_int_equal(r.r_status, 0);
+	assert_out(&r, "one\r\ntwo\r\n");
+	run_fini(&r);
+}
+
 /* Splits the output at "\r\n" into at most max lines. */
 static size_t
 pty_lines(const struct run *r, char lines[][128], size_t max)
@@ -1276,6 +1307,7 @@ main(void)
 		cmocka_unit_test(test_child_defaults),
 		cmocka_unit_test(test_bulk_output),
 		cmocka_unit_test(test_pty_slow_reader_tail),
+		cmocka_unit_test(test_pty_callback_errno),
 		cmocka_unit_test(test_backpressure),
 		cmocka_unit_test(test_pause_across_exit),
 		cmocka_unit_test(test_pty_basics),
