@@ -41,10 +41,16 @@ buf_len(const struct buf *b)
 	return b->b_len - b->b_off;
 }
 
+/*
+ * The unconsumed bytes, buf_len() of them.  Never NULL: a queue without
+ * storage yet has none to point into, and NULL + 0 is undefined in C.
+ */
 static inline const uint8_t *
 buf_data(const struct buf *b)
 {
-	return b->b_data + b->b_off;
+	static const uint8_t empty[1];
+
+	return b->b_data != NULL ? b->b_data + b->b_off : empty;
 }
 
 #endif

@@ -56,6 +56,24 @@ test_limit(void **state)
 	buf_free(&b);
 }
 
+/*
+ * Found by fuzz_ncframe: an empty queue has no storage, and buf_data()
+ * computed NULL + 0, which clang's UBSan reports as undefined.
+ */
+static void
+test_data_of_empty(void **state)
+{
+	struct buf b;
+
+	(void)state;
+	buf_init(&b, 0);
+	assert_non_null(buf_data(&b));
+	assert_int_equal(buf_len(&b), 0);
+	assert_int_equal(buf_append(&b, "ab", 2), 0);
+	buf_free(&b);
+	assert_non_null(buf_data(&b));
+}
+
 static void
 test_strerror(void **state)
 {
@@ -74,6 +92,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_append_consume),
 		cmocka_unit_test(test_limit),
+		cmocka_unit_test(test_data_of_empty),
 		cmocka_unit_test(test_strerror),
 	};
 
