@@ -5,8 +5,8 @@
  *
  * The client behaves like ncgrpc-agent: once connected it starts a unary
  * call (with metadata, "-bin" included, and a deadline far away) and a
- * bidirectional stream, which answers each message it receives and
- * half-closes after an odd-sized one.  Their stream ids are 1 and 3.
+ * bidirectional stream, which sends an empty and a 4 KiB message, answers
+ * each message it receives and half-closes after an odd-sized one.  Their stream ids are 1 and 3.
  *
  * Input: one control byte, then the server's byte stream (its SETTINGS
  * first).  Control bits 0-1 choose how the connection ends: 0, closed at
@@ -96,8 +96,15 @@ start_calls(struct grpc_conn *conn)
 	grpc_md_free(&md);
 	if (grpc_call_start(conn, FZ_PREFIX "NcgrpcCommandGet", NULL, 0,
 			    &call_ops, NULL, &c) == 0) {
+		static uint8_t big[4096];
+
 		fz_calls++;
 		(void)grpc_call_send(c, (const uint8_t *)"", 0);
+		/*
+		 * With a small initial window in the server's SETTINGS, its
+		 * WINDOW_UPDATEs decide how much of this leaves.
+		 */
+		(void)grpc_call_send(c, big, sizeof(big));
 	}
 }
 

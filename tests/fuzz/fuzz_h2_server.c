@@ -15,8 +15,9 @@
  * read, with a loop turn between reads).
  *
  * The server has four methods shaped like ncgrpcd's: a unary one, a
- * bidirectional stream that echoes and pauses, one that refuses at once
- * and one that cancels on its first message.
+ * bidirectional stream that echoes, pauses and sometimes answers with a
+ * large message, one that refuses at once and one that cancels on its
+ * first message.
  */
 #include "grpc.c"
 
@@ -91,11 +92,20 @@ h_unary(struct grpc_call *c, void *arg)
 	grpc_call_set_ops(c, &unary_ops, NULL);
 }
 
-/* Streaming, like NcgrpcCommandGet: echo; odd-sized messages pause. */
+/*
+ * Streaming, like NcgrpcCommandGet: echo; odd-sized messages pause, the
+ * message "BIG" also gets a reply larger than the HTTP/2 windows and
+ * GRPC_CALL_HIWAT (rare, as it is slow under ASan), and one starting with
+ * 'F' ends the call.
+ */
 static void
 echo_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 {
+	static uint8_t big[GRPC_CALL_HIWAT + 4096];
+
 	(void)arg;
+	if (len == 3 && memcmp(msg, "BIG", 3) == 0)
+		(void)grpc_call_send(c, big, sizeof(big));
 	if (grpc_call_send(c, msg, len) != 0 || (len > 0 && msg[0] == 'F')) {
 		(void)grpc_call_finish(c, GRPC_STATUS_ABORTED, "bye", NULL);
 		return;

@@ -145,6 +145,15 @@ def server_seeds():
         frame(WINUP, 0, 1, struct.pack(">I", 1 << 16)) +
         frame(DATA, 0, 1, grpc_msg(b"F")) +
         frame(DATA, END_STREAM, 1, b""))
+    # A reply larger than the windows: flow control and on_writable.
+    seeds["big_reply"] = (
+        PREFACE + settings([(4, 1000)]) +
+        frame(HEADERS, END_HEADERS, 1,
+              hpack(request(SVC + "NcgrpcCommandGet"))) +
+        frame(DATA, 0, 1, grpc_msg(b"BIG")) +
+        frame(WINUP, 0, 1, struct.pack(">I", 1 << 30)) +
+        frame(WINUP, 0, 0, struct.pack(">I", 1 << 30)) +
+        frame(DATA, END_STREAM, 1, grpc_msg(b"tail")))
     seeds["status_get"] = (
         head + frame(HEADERS, END_HEADERS | END_STREAM, 1,
                      hpack(request(SVC + "NcgrpcServerStatusGet"))))
@@ -244,6 +253,14 @@ def client_seeds():
         frame(HEADERS, END_HEADERS | END_STREAM, 3,
               hpack([("grpc-status", "13"),
                      ("grpc-message", "bad%0Athing%")])))
+    # A small window for the client's 4 KiB message, opened bit by bit.
+    seeds["small_window"] = (
+        settings([(4, 100)]) + SETTINGS_ACK +
+        frame(WINUP, 0, 3, struct.pack(">I", 1000)) +
+        frame(WINUP, 0, 3, struct.pack(">I", 5000)) +
+        frame(HEADERS, END_HEADERS, 3, hpack(ok)) +
+        frame(DATA, 0, 3, grpc_msg(b"ab")) +
+        frame(SETTINGS, 0, 0, struct.pack(">HI", 4, 70000)))
     seeds["trailers_only"] = (
         head + frame(HEADERS, END_HEADERS | END_STREAM, 1,
                      hpack(ok + [("grpc-status", "16"),
