@@ -660,6 +660,18 @@ registry_load(const char *path, struct registry **out, char *err, size_t errlen)
 	return rc;
 }
 
+int
+registry_parse(const char *name, const char *data, size_t len,
+               struct registry **out, char *err, size_t errlen)
+{
+	if (len > REGISTRY_FILE_MAX) {
+		ncg_seterr(err, errlen, "%s: larger than %d bytes", name,
+		           REGISTRY_FILE_MAX);
+		return -EFBIG;
+	}
+	return reg_parse(name, data, len, out, err, errlen);
+}
+
 void
 registry_free(struct registry *reg)
 {

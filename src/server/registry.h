@@ -89,6 +89,16 @@ int registry_load(const char *path, struct registry **out, char *err,
                   size_t errlen);
 
 /*
+ * Parses a registry file image, data[0..len) (need not be NUL-terminated;
+ * a NUL byte is an error), as registry_load() parses the file it reads.
+ * name labels messages in place of the path.  Returns 0, -EINVAL (parse
+ * error), -EFBIG (more than REGISTRY_FILE_MAX bytes), -ENOMEM or -EIO (no
+ * random bytes for the dummy entry); *out is set only on success.
+ */
+int registry_parse(const char *name, const char *data, size_t len,
+                   struct registry **out, char *err, size_t errlen);
+
+/*
  * Drops the caller's reference.  The registry is destroyed once no verify
  * is in flight on it.  NULL is ignored.
  */

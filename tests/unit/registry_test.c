@@ -415,6 +415,45 @@ test_parse_bad(void **state)
 	free(good);
 }
 
+/* registry_parse(): the same parser on a buffer, no file needed. */
+static void
+test_parse_buffer(void **state)
+{
+	struct registry *reg;
+	char *line = mkline("r1", "s"), err[256];
+	char data[512];
+	int n;
+
+	(void)state;
+	n = snprintf(data, sizeof(data), "# devices\n%s\n", line);
+	/* Not NUL-terminated: only len bytes count. */
+	data[n] = 'x';
+	assert_int_equal(registry_parse("buf", data, (size_t)n, &reg, err,
+	                                sizeof(err)),
+	                 0);
+	assert_int_equal(registry_count(reg), 1);
+	assert_true(registry_has(reg, "r1"));
+	registry_free(reg);
+	assert_int_equal(registry_parse("buf", "", 0, &reg, err, sizeof(err)),
+	                 0);
+	assert_int_equal(registry_count(reg), 0);
+	registry_free(reg);
+	reg = NULL;
+	assert_int_equal(registry_parse("buf", "r1 x\n", 5, &reg, err,
+	                                sizeof(err)),
+	                 -EINVAL);
+	assert_null(reg);
+	assert_non_null(strstr(err, "buf:1: "));
+	data[0] = '\0';
+	assert_int_equal(registry_parse("buf", data, (size_t)n, &reg, err,
+	                                sizeof(err)),
+	                 -EINVAL);
+	assert_int_equal(registry_parse("buf", data, REGISTRY_FILE_MAX + 1,
+	                                &reg, err, sizeof(err)),
+	                 -EFBIG);
+	free(line);
+}
+
 static void
 test_load_errors(void **state)
 {
@@ -1423,6 +1462,7 @@ main(void)
 	    cmocka_unit_test(test_base64),
 	    cmocka_unit_test(test_parse_good),
 	    cmocka_unit_test(test_parse_bad),
+	    cmocka_unit_test(test_parse_buffer),
 	    cmocka_unit_test(test_load_errors),
 	    cmocka_unit_test(test_hash_line),
 	    cmocka_unit_test(test_verify_basic),
