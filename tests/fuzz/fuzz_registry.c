@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "fuzz.h"
-#include "server/registry.h"
+#include "nms/registry.h"
 
 static int
 id_shaped(uint8_t c)

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "fuzz.h"
-#include "server/sconf.h"
+#include "nms/sconf.h"
 
 static void
 set_from_last_line(struct sconf *sc, const uint8_t *data, size_t size)

@@ -39,7 +39,7 @@ def pdeathsig():
 
 
 def registry_line(device_id, secret, ln=10, r=8, p=1):
-    """A device registry line (src/server/registry.h) with a cheap scrypt cost."""
+    """A device registry line (src/nms/registry.h) with a cheap scrypt cost."""
     if isinstance(secret, str):
         secret = secret.encode("utf-8")
     salt = os.urandom(16)

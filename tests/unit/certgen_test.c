@@ -23,7 +23,7 @@
 
 #include "common/err.h"
 #include "common/tls.h"
-#include "server/certgen.c"
+#include "nms/certgen.c"
 
 static const char *const names3[] = {"nms.example.net", "127.0.0.1", "::1"};
 

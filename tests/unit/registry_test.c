@@ -13,7 +13,7 @@
 
 #include <cmocka.h>
 
-#include "server/registry.c"
+#include "nms/registry.c"
 
 static char tmpdir[64];
 

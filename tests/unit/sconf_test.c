@@ -14,7 +14,7 @@
 
 #include <cmocka.h>
 
-#include "server/sconf.c"
+#include "nms/sconf.c"
 
 static struct sconf *
 parse_ok(const char *text)
