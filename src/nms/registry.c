@@ -30,6 +30,7 @@
 #include "base64.h"
 #include "err.h"
 #include "buf.h"
+#include "fileio.h"
 #include "registry.h"
 
 #define REG_CONTAINER_OF(p, type, member)                                      \
@@ -569,16 +570,14 @@ fail:
 
 /*
  * Reads a regular file of at most REGISTRY_FILE_MAX bytes into a new
- * buffer.  *stp, if not NULL, receives its status.
+ * NUL-terminated buffer (free it with free()).  *stp, if not NULL,
+ * receives its status.
  */
 static int
 read_file(const char *path, char **bufp, size_t *lenp, struct stat *stp,
           char *err, size_t errlen)
 {
 	struct stat st;
-	char *buf = NULL, *nbuf;
-	size_t len = 0, cap;
-	ssize_t n;
 	int fd, rc;
 
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) < 0) {
@@ -589,59 +588,22 @@ read_file(const char *path, char **bufp, size_t *lenp, struct stat *stp,
 	if (fstat(fd, &st) < 0) {
 		rc = -errno;
 		ncg_seterr(err, errlen, "%s: %s", path, strerror(errno));
-		goto fail;
-	}
-	if (!S_ISREG(st.st_mode)) {
+	} else if (!S_ISREG(st.st_mode)) {
 		ncg_seterr(err, errlen, "%s: not a regular file", path);
 		rc = -EINVAL;
-		goto fail;
+	} else {
+		/* The size is a hint; one byte more notices a file that grows. */
+		rc = fileio_read_fd(fd, REGISTRY_FILE_MAX,
+				    st.st_size > 0 ? (size_t)st.st_size : 0, 0,
+				    bufp, lenp);
+		if (rc == -EFBIG)
+			ncg_seterr(err, errlen, "%s: larger than %d bytes", path,
+				   REGISTRY_FILE_MAX);
+		else if (rc != 0)
+			ncg_seterr(err, errlen, "%s: %s", path, strerror(-rc));
+		else if (stp != NULL)
+			*stp = st;
 	}
-	if (st.st_size > REGISTRY_FILE_MAX)
-		goto big;
-	/* One byte of room beyond st_size notices a file that grows. */
-	cap = (size_t)st.st_size + 1;
-	if ((buf = malloc(cap)) == NULL)
-		goto nomem;
-	for (;;) {
-		if (len == cap) {
-			if (cap > REGISTRY_FILE_MAX)
-				goto big;
-			cap = cap * 2 > REGISTRY_FILE_MAX + 1
-			          ? REGISTRY_FILE_MAX + 1
-			          : cap * 2;
-			if ((nbuf = realloc(buf, cap)) == NULL)
-				goto nomem;
-			buf = nbuf;
-		}
-		n = read(fd, buf + len, cap - len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			rc = -errno;
-			ncg_seterr(err, errlen, "%s: %s", path, strerror(errno));
-			goto fail;
-		}
-		if (n == 0)
-			break;
-		len += (size_t)n;
-	}
-	if (len > REGISTRY_FILE_MAX)
-		goto big;
-	close(fd);
-	if (stp != NULL)
-		*stp = st;
-	*bufp = buf;
-	*lenp = len;
-	return 0;
-big:
-	ncg_seterr(err, errlen, "%s: larger than %d bytes", path, REGISTRY_FILE_MAX);
-	rc = -EFBIG;
-	goto fail;
-nomem:
-	ncg_seterr(err, errlen, "%s: out of memory", path);
-	rc = -ENOMEM;
-fail:
-	free(buf);
 	close(fd);
 	return rc;
 }

@@ -21,6 +21,7 @@
 
 #include "err.h"
 #include "common/addr.h"
+#include "common/fileio.h"
 #include "sconf.h"
 
 #define SCONF_UNNAMED "<config>"
@@ -550,9 +551,8 @@ int
 sconf_parse_file(const char *path, struct sconf **out, char *err, size_t errlen)
 {
 	struct stat st;
-	char *text = NULL, *p;
-	size_t len = 0, cap;
-	ssize_t n;
+	char *text = NULL;
+	size_t len = 0;
 	int fd, rc;
 
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) == -1) {
@@ -571,45 +571,17 @@ sconf_parse_file(const char *path, struct sconf **out, char *err, size_t errlen)
 		goto out;
 	}
 	/* The size is a hint: the file may change while it is read. */
-	cap = st.st_size < SCONF_MAX_FILE ? (size_t)st.st_size + 1
-	                                  : SCONF_MAX_FILE + 1;
-	if ((text = malloc(cap)) == NULL)
-		goto nomem;
-	for (;;) {
-		if (len == cap) {
-			if (cap > SCONF_MAX_FILE) {
-				ncg_seterr(err, errlen,
-				       "%s: file too large (more than %d "
-				       "bytes)",
-				       path, SCONF_MAX_FILE);
-				rc = -EFBIG;
-				goto out;
-			}
-			cap = cap > SCONF_MAX_FILE / 2 ? SCONF_MAX_FILE + 1
-			                               : cap * 2;
-			if ((p = realloc(text, cap)) == NULL)
-				goto nomem;
-			text = p;
-		}
-		n = read(fd, text + len, cap - len);
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n == -1) {
-			rc = -errno;
-			ncg_seterr(err, errlen, "%s: %s", path, strerror(errno));
-			goto out;
-		}
-		if (n == 0)
-			break;
-		len += (size_t)n;
-	}
-	rc = sconf_parse_string(path, text, len, out, err, errlen);
-	goto out;
-nomem:
-	ncg_seterr(err, errlen, "%s: out of memory", path);
-	rc = -ENOMEM;
+	rc = fileio_read_fd(fd, SCONF_MAX_FILE, (size_t)st.st_size, 0, &text,
+			    &len);
+	if (rc == -EFBIG)
+		ncg_seterr(err, errlen, "%s: file too large (more than %d bytes)",
+			   path, SCONF_MAX_FILE);
+	else if (rc != 0)
+		ncg_seterr(err, errlen, "%s: %s", path, strerror(-rc));
+	else
+		rc = sconf_parse_string(path, text, len, out, err, errlen);
 out:
-	free(text);
+	fileio_free(text, len, 0);
 	close(fd);
 	return rc;
 }
