@@ -28,7 +28,7 @@
 #include "xport.h"
 
 #define AGENT_DEFAULT_CONF "/etc/ncgrpc/agent.conf"
-#define AGENT_LOG_DIR	   "/var/log"
+#define AGENT_LOG_DIR      "/var/log"
 #define AGENT_RELOAD_DELAY 300 /* ms: let an editor finish writing */
 
 struct agent_client {
@@ -53,9 +53,9 @@ static struct {
 } agent = {.conf_path = AGENT_DEFAULT_CONF, .log_fd = -1};
 
 static const struct option main_longopts[] = {
-	{"help", no_argument, NULL, 'h'},
-	{"version", no_argument, NULL, 'V'},
-	{NULL, 0, NULL, 0},
+    {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, 'V'},
+    {NULL, 0, NULL, 0},
 };
 
 static noreturn void
@@ -63,30 +63,31 @@ usage(int code)
 {
 	FILE *fp = code == 0 ? stdout : stderr;
 
-	fprintf(fp,
-		"usage: ncgrpc-agent [-dnV] [-f file] [-L logfile]\n"
-		"       ncgrpc-agent --help | --version\n"
-		"\n"
-		"Dials out over TLS (gRPC on HTTP/2) to the management servers "
-		"of an\n"
-		"outbound-https configuration, and runs the NETCONF and shell "
-		"sessions\n"
-		"they ask for (jnx.jet.netconf.Ncgrpc, as a Junos device does).\n"
-		"\n"
-		"  -f file     configuration file (default %s)\n"
-		"  -n          check the configuration, print the result, and "
-		"exit\n"
-		"  -L logfile  log here instead of the configured log-file; "
-		"\"-\" is stderr\n"
-		"  -d          debug logging\n"
-		"  -V, --version  print the version and exit\n"
-		"  -h, --help     print this help and exit\n"
-		"\n"
-		"Signals: SIGHUP reloads the configuration (so does saving the "
-		"file);\n"
-		"SIGINT and SIGTERM end all sessions and exit.\n"
-		"See ncgrpc-agent(8) and docs/configuration.md.\n",
-		AGENT_DEFAULT_CONF);
+	fprintf(
+	    fp,
+	    "usage: ncgrpc-agent [-dnV] [-f file] [-L logfile]\n"
+	    "       ncgrpc-agent --help | --version\n"
+	    "\n"
+	    "Dials out over TLS (gRPC on HTTP/2) to the management servers "
+	    "of an\n"
+	    "outbound-https configuration, and runs the NETCONF and shell "
+	    "sessions\n"
+	    "they ask for (jnx.jet.netconf.Ncgrpc, as a Junos device does).\n"
+	    "\n"
+	    "  -f file     configuration file (default %s)\n"
+	    "  -n          check the configuration, print the result, and "
+	    "exit\n"
+	    "  -L logfile  log here instead of the configured log-file; "
+	    "\"-\" is stderr\n"
+	    "  -d          debug logging\n"
+	    "  -V, --version  print the version and exit\n"
+	    "  -h, --help     print this help and exit\n"
+	    "\n"
+	    "Signals: SIGHUP reloads the configuration (so does saving the "
+	    "file);\n"
+	    "SIGINT and SIGTERM end all sessions and exit.\n"
+	    "See ncgrpc-agent(8) and docs/configuration.md.\n",
+	    AGENT_DEFAULT_CONF);
 	exit(code);
 }
 
@@ -104,12 +105,12 @@ check_conf_mode(void)
 	    (st.st_mode & (S_IRWXG | S_IRWXO)) == 0)
 		return;
 	log_warnx("configuration \"%s\" holds secrets but is %s by %s "
-		  "(mode %04o); chmod 600 it",
-		  agent.conf_path,
-		  (st.st_mode & (S_IWGRP | S_IWOTH)) != 0 ? "writable"
-							 : "readable",
-		  (st.st_mode & S_IRWXO) != 0 ? "others" : "its group",
-		  (unsigned)(st.st_mode & 07777));
+	          "(mode %04o); chmod 600 it",
+	          agent.conf_path,
+	          (st.st_mode & (S_IWGRP | S_IWOTH)) != 0 ? "writable"
+	                                                  : "readable",
+	          (st.st_mode & S_IRWXO) != 0 ? "others" : "its group",
+	          (unsigned)(st.st_mode & 07777));
 }
 
 static int
@@ -165,7 +166,7 @@ apply_agent(const struct conf *cf)
 	}
 	if ((rc = log_open(path)) != 0) {
 		log_warnx("cannot open log file \"%s\": %s", path,
-			  strerror(-rc));
+		          strerror(-rc));
 		free(path);
 		return;
 	}
@@ -241,13 +242,13 @@ reload(const char *trigger)
 		return;
 	if ((rc = load_conf(&cf, err, sizeof(err))) != 0) {
 		log_warnx("configuration reload (%s) failed, keeping the "
-			  "running configuration: %s",
-			  trigger, err);
+		          "running configuration: %s",
+		          trigger, err);
 		return;
 	}
 	if ((nc = calloc(cf->cf_nclients, sizeof(*nc))) == NULL) {
 		log_warnx("configuration reload (%s) failed: out of memory",
-			  trigger);
+		          trigger);
 		conf_free(cf);
 		return;
 	}
@@ -256,7 +257,7 @@ reload(const char *trigger)
 	for (i = 0; i < cf->cf_nclients; i++) {
 		const struct conf_client *cc = &cf->cf_clients[i];
 		const struct conf_client *prev =
-			conf_client_find(agent.conf, cc->cl_name);
+		    conf_client_find(agent.conf, cc->cl_name);
 
 		old = find_client(cc->cl_name);
 		if (old != NULL && prev != NULL &&
@@ -275,12 +276,12 @@ reload(const char *trigger)
 			added++;
 		if (start_client(&nc[i], cc) != 0)
 			log_warnx("client \"%s\": cannot start: out of memory",
-				  cc->cl_name);
+			          cc->cl_name);
 	}
 	for (i = 0; i < agent.nclients; i++)
 		if (agent.clients[i].ac_client != NULL) {
 			stop_client(&agent.clients[i],
-				    "removed from the configuration");
+			            "removed from the configuration");
 			removed++;
 		}
 	free(agent.clients);
@@ -289,8 +290,8 @@ reload(const char *trigger)
 	conf_free(agent.conf);
 	agent.conf = cf;
 	log_info("configuration reloaded (%s): %u added, %u removed, %u "
-		 "restarted, %u unchanged",
-		 trigger, added, removed, restarted, kept);
+	         "restarted, %u unchanged",
+	         trigger, added, removed, restarted, kept);
 }
 
 static void
@@ -333,7 +334,7 @@ main(int argc, char **argv)
 
 	log_init("ncgrpc-agent", level);
 	while ((ch = getopt_long(argc, argv, "df:hL:nV", main_longopts,
-				 NULL)) != -1) {
+	                         NULL)) != -1) {
 		switch (ch) {
 		case 'd':
 			level = LOG_LEVEL_DEBUG;
@@ -374,29 +375,29 @@ main(int argc, char **argv)
 	if (agent.log_override != NULL && strcmp(agent.log_override, "-") &&
 	    (rc = log_open(agent.log_override)) != 0) {
 		fprintf(stderr, "ncgrpc-agent: cannot open \"%s\": %s\n",
-			agent.log_override, strerror(-rc));
+		        agent.log_override, strerror(-rc));
 		return 1;
 	}
 	agent.cs.cs_session.se_stderr_fd = -1;
 	apply_agent(agent.conf);
 	if (RAND_bytes((unsigned char *)&agent.cs.cs_instance_id,
-		       sizeof(agent.cs.cs_instance_id)) != 1)
+	               sizeof(agent.cs.cs_instance_id)) != 1)
 		fatalx("no randomness for the instance id");
 
 	signal(SIGPIPE, SIG_IGN);
 	agent.loop = uv_default_loop();
 	log_info("ncgrpc-agent %s starting: %zu client%s, instance id %llu",
-		 NCGRPC_VERSION, agent.conf->cf_nclients,
-		 agent.conf->cf_nclients == 1 ? "" : "s",
-		 (unsigned long long)agent.cs.cs_instance_id);
+	         NCGRPC_VERSION, agent.conf->cf_nclients,
+	         agent.conf->cf_nclients == 1 ? "" : "s",
+	         (unsigned long long)agent.cs.cs_instance_id);
 	check_conf_mode();
 	if ((agent.clients = calloc(agent.conf->cf_nclients,
-				    sizeof(*agent.clients))) == NULL)
+	                            sizeof(*agent.clients))) == NULL)
 		fatalx("out of memory");
 	agent.nclients = agent.conf->cf_nclients;
 	for (size_t i = 0; i < agent.nclients; i++)
 		if (start_client(&agent.clients[i],
-				 &agent.conf->cf_clients[i]) != 0)
+		                 &agent.conf->cf_clients[i]) != 0)
 			fatalx("out of memory");
 	uv_signal_init(agent.loop, &agent.sighup);
 	uv_signal_init(agent.loop, &agent.sigint);
@@ -405,10 +406,11 @@ main(int argc, char **argv)
 	uv_signal_start(&agent.sigint, on_signal, SIGINT);
 	uv_signal_start(&agent.sigterm, on_signal, SIGTERM);
 	if ((rc = filewatch_start(agent.loop, &agent.watch, agent.conf_path,
-				  AGENT_RELOAD_DELAY, on_conf_changed, NULL)) != 0)
+	                          AGENT_RELOAD_DELAY, on_conf_changed, NULL)) !=
+	    0)
 		log_warnx("cannot watch \"%s\" for changes (%s); reload with "
-			  "SIGHUP",
-			  agent.conf_path, uv_strerror(rc));
+		          "SIGHUP",
+		          agent.conf_path, uv_strerror(rc));
 	uv_run(agent.loop, UV_RUN_DEFAULT);
 
 	for (size_t i = 0; i < agent.nclients; i++)

@@ -24,7 +24,7 @@
 #include "ncgrpc.pb-c.h"
 #include "tls.h"
 
-#define SVC "/jnx.jet.netconf.Ncgrpc/"
+#define SVC            "/jnx.jet.netconf.Ncgrpc/"
 #define BACKOFF_MIN_MS 1000
 /*
  * A learned (too_many_pings) PING interval is halved, down to the
@@ -45,8 +45,8 @@ enum aconn_state {
 enum aconn_outcome {
 	AO_NONE,
 	AO_PROBE_FAILED, /* the server answered the probe badly */
-	AO_AUTH_FAILED,	 /* UNAUTHENTICATED */
-	AO_GRANTED,	 /* Initialize answered: a session starts */
+	AO_AUTH_FAILED,  /* UNAUTHENTICATED */
+	AO_GRANTED,      /* Initialize answered: a session starts */
 };
 
 struct caddr {
@@ -63,7 +63,7 @@ struct aconn {
 	enum aconn_state ac_state;
 	enum aconn_outcome ac_outcome;
 	size_t ac_addr;
-	int ac_ready;	    /* TLS verified at least once */
+	int ac_ready;       /* TLS verified at least once */
 	int ac_conn_closed; /* the connection is gone; a session may not be */
 	uint8_t *ac_resp;
 	size_t ac_resp_len;
@@ -71,8 +71,8 @@ struct aconn {
 	enum session_type ac_type;
 	unsigned ac_sid;
 	char ac_peer[128];
-	unsigned ac_ping_ms; /* PING interval this connection started with */
-	int ac_ping_refused; /* it got a too_many_pings GOAWAY */
+	unsigned ac_ping_ms;    /* PING interval this connection started with */
+	int ac_ping_refused;    /* it got a too_many_pings GOAWAY */
 	unsigned ac_idle_pings; /* PINGs acknowledged before it was granted */
 	LIST_ENTRY(aconn) ac_entry;
 };
@@ -89,13 +89,13 @@ struct client {
 	enum conf_reconnect cl_reconnect;
 	unsigned cl_waittime;
 	uv_timer_t cl_timer;
-	size_t cl_cur;	       /* address to try next */
-	size_t cl_tried;       /* addresses failed in this pass */
-	size_t cl_last_good;   /* for sticky */
+	size_t cl_cur;       /* address to try next */
+	size_t cl_tried;     /* addresses failed in this pass */
+	size_t cl_last_good; /* for sticky */
 	unsigned cl_backoff_ms;
-	unsigned cl_ping_ms;   /* grows on too_many_pings, decays back */
+	unsigned cl_ping_ms; /* grows on too_many_pings, decays back */
 	unsigned cl_nsessions;
-	int cl_capped;	       /* no connection waits: at the session limit */
+	int cl_capped; /* no connection waits: at the session limit */
 	unsigned cl_next_sid;
 	struct aconn *cl_wait; /* the waiting connection, or NULL */
 	LIST_HEAD(, aconn) cl_conns;
@@ -184,8 +184,7 @@ aconn_close(struct aconn *ac, int err)
 }
 
 static void
-on_unary_message(struct grpc_call *c, const uint8_t *msg, size_t len,
-		 void *arg)
+on_unary_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 {
 	struct aconn *ac = arg;
 
@@ -203,8 +202,7 @@ static int send_packed(struct grpc_call *, const ProtobufCMessage *);
 static void start_initialize(struct aconn *);
 
 static void
-on_status_end(struct grpc_call *c, int status, const char *message,
-	      void *arg)
+on_status_end(struct grpc_call *c, int status, const char *message, void *arg)
 {
 	struct aconn *ac = arg;
 	struct client *cl = ac->ac_client;
@@ -214,33 +212,33 @@ on_status_end(struct grpc_call *c, int status, const char *message,
 	ac->ac_call = NULL;
 	if (status == GRPC_STATUS_OK && ac->ac_resp != NULL)
 		r = jnx__jet__netconf__ncgrpc_server_status_get_response__unpack(
-			NULL, ac->ac_resp_len, ac->ac_resp);
+		    NULL, ac->ac_resp_len, ac->ac_resp);
 	if (r == NULL ||
 	    r->status != JNX__JET__NETCONF__STATUS_RESPONSE__SUCCESS) {
 		log_warnx("client \"%s\": server %s failed the status probe: "
-			  "%s%s%s",
-			  cl->cl_name, ac->ac_peer,
-			  status != GRPC_STATUS_OK ? grpc_status_name(status)
-						   : "status FAILURE",
-			  status != GRPC_STATUS_OK ? ": " : "",
-			  status != GRPC_STATUS_OK ? message : "");
+		          "%s%s%s",
+		          cl->cl_name, ac->ac_peer,
+		          status != GRPC_STATUS_OK ? grpc_status_name(status)
+		                                   : "status FAILURE",
+		          status != GRPC_STATUS_OK ? ": " : "",
+		          status != GRPC_STATUS_OK ? message : "");
 		if (r != NULL)
 			jnx__jet__netconf__ncgrpc_server_status_get_response__free_unpacked(
-				r, NULL);
+			    r, NULL);
 		ac->ac_outcome = AO_PROBE_FAILED;
 		aconn_close(ac, NCG_ECANCELLED);
 		return;
 	}
 	jnx__jet__netconf__ncgrpc_server_status_get_response__free_unpacked(
-		r, NULL);
+	    r, NULL);
 	/* The server works: a later disconnect starts a fresh backoff. */
 	cl->cl_backoff_ms = 0;
 	start_initialize(ac);
 }
 
 static const struct grpc_call_ops status_ops = {
-	.on_message = on_unary_message,
-	.on_end = on_status_end,
+    .on_message = on_unary_message,
+    .on_end = on_status_end,
 };
 
 static void
@@ -253,17 +251,17 @@ on_session_done(struct session *s, const struct session_stats *st, void *arg)
 	ac->ac_session = NULL;
 	cl->cl_nsessions--;
 	log_info("client \"%s\": session %u (%s) ended: %s; %llu bytes up, "
-		 "%llu bytes down",
-		 cl->cl_name, ac->ac_sid, session_type_name(ac->ac_type),
-		 st->ss_reason, (unsigned long long)st->ss_bytes_up,
-		 (unsigned long long)st->ss_bytes_down);
+	         "%llu bytes down",
+	         cl->cl_name, ac->ac_sid, session_type_name(ac->ac_type),
+	         st->ss_reason, (unsigned long long)st->ss_bytes_up,
+	         (unsigned long long)st->ss_bytes_down);
 	/* Below the limit again: a connection may wait for the next one. */
 	if (cl->cl_capped && !cl->cl_stopping) {
 		cl->cl_capped = 0;
 		log_info("client \"%s\": %u session%s, below the session "
-			 "limit again; waiting for sessions",
-			 cl->cl_name, cl->cl_nsessions,
-			 cl->cl_nsessions == 1 ? "" : "s");
+		         "limit again; waiting for sessions",
+		         cl->cl_name, cl->cl_nsessions,
+		         cl->cl_nsessions == 1 ? "" : "s");
 		client_connect(cl);
 	}
 	if (!ac->ac_conn_closed) {
@@ -286,18 +284,17 @@ start_session(struct aconn *ac, struct grpc_call *init)
 	ac->ac_sid = ++cl->cl_next_sid;
 	/* The trailers of Initialize go back as the stream's metadata. */
 	rc = session_start(ac->ac_conn, ac->ac_type, grpc_call_trailers(init),
-			   &cl->cl_cs->cs_session, on_session_done, ac,
-			   &ac->ac_session);
+	                   &cl->cl_cs->cs_session, on_session_done, ac,
+	                   &ac->ac_session);
 	if (rc != 0) {
 		log_warnx("client \"%s\": cannot start session %u: %s",
-			  cl->cl_name, ac->ac_sid, ncg_strerror(rc));
+		          cl->cl_name, ac->ac_sid, ncg_strerror(rc));
 		aconn_close(ac, rc);
 		return;
 	}
 	cl->cl_nsessions++;
-	log_info("client \"%s\": session %u (%s) started with %s",
-		 cl->cl_name, ac->ac_sid, session_type_name(ac->ac_type),
-		 ac->ac_peer);
+	log_info("client \"%s\": session %u (%s) started with %s", cl->cl_name,
+	         ac->ac_sid, session_type_name(ac->ac_type), ac->ac_peer);
 }
 
 static void
@@ -310,7 +307,7 @@ on_init_end(struct grpc_call *c, int status, const char *message, void *arg)
 	ac->ac_call = NULL;
 	if (status == GRPC_STATUS_UNAUTHENTICATED) {
 		log_warnx("client \"%s\": authentication failed at %s: %s",
-			  cl->cl_name, ac->ac_peer, message);
+		          cl->cl_name, ac->ac_peer, message);
 		ac->ac_outcome = AO_AUTH_FAILED;
 		aconn_close(ac, NCG_ECANCELLED);
 		return;
@@ -318,26 +315,26 @@ on_init_end(struct grpc_call *c, int status, const char *message, void *arg)
 	if (status != GRPC_STATUS_OK) {
 		if (!cl->cl_stopping)
 			log_info("client \"%s\": initialize at %s ended: "
-				 "%s: %s",
-				 cl->cl_name, ac->ac_peer,
-				 grpc_status_name(status), message);
+			         "%s: %s",
+			         cl->cl_name, ac->ac_peer,
+			         grpc_status_name(status), message);
 		aconn_close(ac, NCG_ECANCELLED);
 		return;
 	}
 	if (ac->ac_resp != NULL)
 		r = jnx__jet__netconf__ncgrpc_initialize_response__unpack(
-			NULL, ac->ac_resp_len, ac->ac_resp);
+		    NULL, ac->ac_resp_len, ac->ac_resp);
 	if (r == NULL) {
 		log_warnx("client \"%s\": malformed initialize response "
-			  "from %s",
-			  cl->cl_name, ac->ac_peer);
+		          "from %s",
+		          cl->cl_name, ac->ac_peer);
 		ac->ac_outcome = AO_PROBE_FAILED;
 		aconn_close(ac, NCG_ECANCELLED);
 		return;
 	}
 	ac->ac_type = r->session_type == JNX__JET__NETCONF__SESSION_TYPE__CSH
-			      ? SESSION_CSH
-			      : SESSION_NETCONF;
+	                  ? SESSION_CSH
+	                  : SESSION_NETCONF;
 	jnx__jet__netconf__ncgrpc_initialize_response__free_unpacked(r, NULL);
 	ac->ac_outcome = AO_GRANTED;
 	ac->ac_idle_pings = grpc_conn_pings_acked(ac->ac_conn);
@@ -353,8 +350,8 @@ on_init_end(struct grpc_call *c, int status, const char *message, void *arg)
 }
 
 static const struct grpc_call_ops init_ops = {
-	.on_message = on_unary_message,
-	.on_end = on_init_end,
+    .on_message = on_unary_message,
+    .on_end = on_init_end,
 };
 
 static int
@@ -370,14 +367,14 @@ send_packed(struct grpc_call *c, const ProtobufCMessage *m)
 
 static void
 start_unary(struct aconn *ac, const char *method,
-	    const struct grpc_call_ops *ops, const ProtobufCMessage *m)
+            const struct grpc_call_ops *ops, const ProtobufCMessage *m)
 {
 	int rc;
 
 	free(ac->ac_resp);
 	ac->ac_resp = NULL;
 	rc = grpc_call_start(ac->ac_conn, method, NULL, 0, ops, ac,
-			     &ac->ac_call);
+	                     &ac->ac_call);
 	if (rc == 0 && (rc = send_packed(ac->ac_call, m)) != 0)
 		grpc_call_cancel(ac->ac_call);
 	if (rc != 0)
@@ -389,14 +386,14 @@ start_initialize(struct aconn *ac)
 {
 	struct client *cl = ac->ac_client;
 	Jnx__Jet__Netconf__NcgrpcInitializeRequest req =
-		JNX__JET__NETCONF__NCGRPC_INITIALIZE_REQUEST__INIT;
+	    JNX__JET__NETCONF__NCGRPC_INITIALIZE_REQUEST__INIT;
 
 	ac->ac_state = AC_INIT;
 	req.instance_id = cl->cl_cs->cs_instance_id;
 	req.device_id = cl->cl_device_id;
 	req.secret_key = cl->cl_secret;
 	log_debug("client \"%s\": waiting for a session request from %s",
-		  cl->cl_name, ac->ac_peer);
+	          cl->cl_name, ac->ac_peer);
 	start_unary(ac, SVC "NcgrpcInitialize", &init_ops, &req.base);
 }
 
@@ -408,7 +405,7 @@ conn_on_ready(struct grpc_conn *conn, void *arg)
 	struct aconn *ac = arg;
 	struct client *cl = ac->ac_client;
 	Jnx__Jet__Netconf__NcgrpcServerStatusGetRequest req =
-		JNX__JET__NETCONF__NCGRPC_SERVER_STATUS_GET_REQUEST__INIT;
+	    JNX__JET__NETCONF__NCGRPC_SERVER_STATUS_GET_REQUEST__INIT;
 
 	(void)conn;
 	ac->ac_ready = 1;
@@ -421,7 +418,7 @@ conn_on_ready(struct grpc_conn *conn, void *arg)
 
 static void
 conn_on_goaway(struct grpc_conn *conn, uint32_t code, const char *debug,
-	       void *arg)
+               void *arg)
 {
 	struct aconn *ac = arg;
 	struct client *cl = ac->ac_client;
@@ -432,8 +429,7 @@ conn_on_goaway(struct grpc_conn *conn, uint32_t code, const char *debug,
 	if (code == 0xb && strcmp(debug, "too_many_pings") == 0 &&
 	    ac->ac_ping_ms > 0)
 		ac->ac_ping_refused = 1;
-	if (ac->ac_ping_refused && cl->cl_ping_ms > 0 &&
-	    ms >= cl->cl_ping_ms) {
+	if (ac->ac_ping_refused && cl->cl_ping_ms > 0 && ms >= cl->cl_ping_ms) {
 		/*
 		 * The server refused our ping rate; keep the slower one, but
 		 * never beyond the maximum: TCP keepalive and the user timeout
@@ -443,17 +439,17 @@ conn_on_goaway(struct grpc_conn *conn, uint32_t code, const char *debug,
 			ms = max;
 		if (ms > cl->cl_ping_ms)
 			log_warnx("client \"%s\": %s asked for fewer pings "
-				  "(%s); keepalive interval now %u s",
-				  cl->cl_name, ac->ac_peer, debug, ms / 1000);
+			          "(%s); keepalive interval now %u s",
+			          cl->cl_name, ac->ac_peer, debug, ms / 1000);
 		else
 			log_warnx("client \"%s\": %s asked for fewer pings "
-				  "(%s); keepalive interval stays at its "
-				  "maximum, %u s",
-				  cl->cl_name, ac->ac_peer, debug, ms / 1000);
+			          "(%s); keepalive interval stays at its "
+			          "maximum, %u s",
+			          cl->cl_name, ac->ac_peer, debug, ms / 1000);
 		cl->cl_ping_ms = ms;
 	} else
 		log_debug("client \"%s\": goaway from %s (code %u %s)",
-			  cl->cl_name, ac->ac_peer, code, debug);
+		          cl->cl_name, ac->ac_peer, code, debug);
 }
 
 static int
@@ -472,18 +468,16 @@ client_next_address(struct client *cl)
 		return;
 	}
 	cl->cl_tried = 0;
-	cl->cl_cur = cl->cl_reconnect == CONF_RECONNECT_STICKY
-			     ? cl->cl_last_good
-			     : 0;
+	cl->cl_cur =
+	    cl->cl_reconnect == CONF_RECONNECT_STICKY ? cl->cl_last_good : 0;
 	log_info("client \"%s\": no server of %zu reachable; next pass in "
-		 "%u s",
-		 cl->cl_name, cl->cl_naddrs, cl->cl_waittime);
+	         "%u s",
+	         cl->cl_name, cl->cl_naddrs, cl->cl_waittime);
 	client_retry_in(cl, cl->cl_waittime * 1000);
 }
 
 static void
-conn_on_closed(struct grpc_conn *conn, int err, const char *reason,
-	       void *arg)
+conn_on_closed(struct grpc_conn *conn, int err, const char *reason, void *arg)
 {
 	struct aconn *ac = arg;
 	struct client *cl = ac->ac_client;
@@ -504,9 +498,9 @@ conn_on_closed(struct grpc_conn *conn, int err, const char *reason,
 		ac->ac_conn_closed = 1;
 		ac->ac_conn = NULL;
 		log_info("client \"%s\": disconnected from %s during session "
-			 "%u: %s",
-			 cl->cl_name, ac->ac_peer, ac->ac_sid,
-			 err == 0 ? "closed" : reason);
+		         "%u: %s",
+		         cl->cl_name, ac->ac_peer, ac->ac_sid,
+		         err == 0 ? "closed" : reason);
 		return;
 	}
 	LIST_REMOVE(ac, ac_entry);
@@ -518,16 +512,14 @@ conn_on_closed(struct grpc_conn *conn, int err, const char *reason,
 	if (!ac->ac_ready) {
 		if (is_tls_error(err))
 			log_warnx("client \"%s\": tls failure with %s: %s (%s)",
-				  cl->cl_name, ac->ac_peer, ncg_strerror(err),
-				  reason);
+			          cl->cl_name, ac->ac_peer, ncg_strerror(err),
+			          reason);
 		else
 			log_warnx("client \"%s\": cannot connect to %s: %s",
-				  cl->cl_name, ac->ac_peer, reason);
-	} else if (ac->ac_state != AC_SESSION ||
-		   ac->ac_outcome != AO_GRANTED)
-		log_info("client \"%s\": disconnected from %s: %s",
-			 cl->cl_name, ac->ac_peer,
-			 err == 0 ? "closed" : reason);
+			          cl->cl_name, ac->ac_peer, reason);
+	} else if (ac->ac_state != AC_SESSION || ac->ac_outcome != AO_GRANTED)
+		log_info("client \"%s\": disconnected from %s: %s", cl->cl_name,
+		         ac->ac_peer, err == 0 ? "closed" : reason);
 	if (!was_waiting) {
 		free(ac);
 		return;
@@ -538,7 +530,7 @@ conn_on_closed(struct grpc_conn *conn, int err, const char *reason,
 		cl->cl_tried = 0;
 		cl->cl_cur = ac->ac_addr;
 		log_info("client \"%s\": retrying in %u s", cl->cl_name,
-			 cl->cl_waittime);
+		         cl->cl_waittime);
 		client_retry_in(cl, cl->cl_waittime * 1000);
 		break;
 	case AO_PROBE_FAILED:
@@ -553,12 +545,11 @@ conn_on_closed(struct grpc_conn *conn, int err, const char *reason,
 		}
 		/* A working connection was lost: reconnect with backoff. */
 		cl->cl_tried = 0;
-		cl->cl_cur = cl->cl_reconnect == CONF_RECONNECT_STICKY
-				     ? ac->ac_addr
-				     : 0;
+		cl->cl_cur =
+		    cl->cl_reconnect == CONF_RECONNECT_STICKY ? ac->ac_addr : 0;
 		cl->cl_backoff_ms = cl->cl_backoff_ms == 0
-					    ? BACKOFF_MIN_MS
-					    : cl->cl_backoff_ms * 2;
+		                        ? BACKOFF_MIN_MS
+		                        : cl->cl_backoff_ms * 2;
 		if (cl->cl_backoff_ms > cl->cl_waittime * 1000)
 			cl->cl_backoff_ms = cl->cl_waittime * 1000;
 		client_retry_in(cl, jitter(cl->cl_backoff_ms));
@@ -568,9 +559,9 @@ conn_on_closed(struct grpc_conn *conn, int err, const char *reason,
 }
 
 static const struct grpc_conn_ops conn_ops = {
-	.on_ready = conn_on_ready,
-	.on_goaway = conn_on_goaway,
-	.on_closed = conn_on_closed,
+    .on_ready = conn_on_ready,
+    .on_goaway = conn_on_goaway,
+    .on_closed = conn_on_closed,
 };
 
 /*
@@ -592,7 +583,8 @@ client_ping_decay(struct client *cl)
 
 	if (cl->cl_ping_ms <= base)
 		return;
-	LIST_FOREACH(ac, &cl->cl_conns, ac_entry) {
+	LIST_FOREACH(ac, &cl->cl_conns, ac_entry)
+	{
 		unsigned idle;
 
 		if (ac->ac_conn == NULL || ac->ac_ping_refused ||
@@ -608,9 +600,9 @@ client_ping_decay(struct client *cl)
 			continue;
 		next = cl->cl_ping_ms / 2 > base ? cl->cl_ping_ms / 2 : base;
 		log_info("client \"%s\": %s accepted keepalive pings every "
-			 "%u s; new connections ping every %u s",
-			 cl->cl_name, ac->ac_peer, cl->cl_ping_ms / 1000,
-			 next / 1000);
+		         "%u s; new connections ping every %u s",
+		         cl->cl_name, ac->ac_peer, cl->cl_ping_ms / 1000,
+		         next / 1000);
 		cl->cl_ping_ms = next;
 		return;
 	}
@@ -634,17 +626,17 @@ client_connect(struct client *cl)
 	if (cl->cl_nsessions >= cl->cl_cs->cs_session_limit) {
 		if (!cl->cl_capped)
 			log_warnx("client \"%s\": %u sessions, at the session "
-				  "limit; no connection waits for more until "
-				  "one ends",
-				  cl->cl_name, cl->cl_nsessions);
+			          "limit; no connection waits for more until "
+			          "one ends",
+			          cl->cl_name, cl->cl_nsessions);
 		cl->cl_capped = 1;
 		return;
 	}
 	client_ping_decay(cl);
 	if (a->ca_ctx == NULL) {
 		log_warnx("client \"%s\": skipping %s port %u: trusted-cert "
-			  "unusable: %s",
-			  cl->cl_name, a->ca_host, a->ca_port, a->ca_ctx_err);
+		          "unusable: %s",
+		          cl->cl_name, a->ca_host, a->ca_port, a->ca_ctx_err);
 		client_next_address(cl);
 		return;
 	}
@@ -658,10 +650,10 @@ client_connect(struct client *cl)
 	ac->ac_state = AC_CONNECTING;
 	if (strchr(a->ca_host, ':') != NULL)
 		snprintf(ac->ac_peer, sizeof(ac->ac_peer), "[%s]:%u",
-			 a->ca_host, a->ca_port);
+		         a->ca_host, a->ca_port);
 	else
 		snprintf(ac->ac_peer, sizeof(ac->ac_peer), "%s:%u", a->ca_host,
-			 a->ca_port);
+		         a->ca_port);
 	go.go_ping_interval_ms = cl->cl_ping_ms;
 	go.go_ping_interval_max_ms = cl->cl_cs->cs_ping_interval_max_ms;
 	go.go_ping_timeout_ms = cl->cl_cs->cs_ping_timeout_ms;
@@ -669,10 +661,10 @@ client_connect(struct client *cl)
 	go.go_xport = cl->cl_cs->cs_xport;
 	log_info("client \"%s\": connecting to %s", cl->cl_name, ac->ac_peer);
 	rc = grpc_conn_connect(cl->cl_loop, a->ca_host, a->ca_port, a->ca_ctx,
-			       &go, &conn_ops, ac, &ac->ac_conn);
+	                       &go, &conn_ops, ac, &ac->ac_conn);
 	if (rc != 0) {
 		log_warnx("client \"%s\": cannot connect to %s: %s",
-			  cl->cl_name, ac->ac_peer, ncg_strerror(rc));
+		          cl->cl_name, ac->ac_peer, ncg_strerror(rc));
 		free(ac);
 		client_next_address(cl);
 		return;
@@ -691,13 +683,12 @@ caddr_init(struct caddr *a, const struct conf_address *ad)
 	a->ca_port = ad->ad_port;
 	if (ad->ad_trusted_cert != NULL)
 		rc = tls_ctx_client_new(&a->ca_ctx, ad->ad_trusted_cert,
-					strlen(ad->ad_trusted_cert),
-					a->ca_ctx_err, sizeof(a->ca_ctx_err));
+		                        strlen(ad->ad_trusted_cert),
+		                        a->ca_ctx_err, sizeof(a->ca_ctx_err));
 	else
-		rc = tls_ctx_client_new_file(&a->ca_ctx,
-					     ad->ad_trusted_cert_file,
-					     a->ca_ctx_err,
-					     sizeof(a->ca_ctx_err));
+		rc = tls_ctx_client_new_file(
+		    &a->ca_ctx, ad->ad_trusted_cert_file, a->ca_ctx_err,
+		    sizeof(a->ca_ctx_err));
 	if (rc == -ENOMEM)
 		return rc;
 	return 0;
@@ -705,7 +696,7 @@ caddr_init(struct caddr *a, const struct conf_address *ad)
 
 int
 client_start(uv_loop_t *loop, const struct conf_client *cc,
-	     const struct client_settings *cs, struct client **out)
+             const struct client_settings *cs, struct client **out)
 {
 	struct client *cl;
 	size_t i;
@@ -721,9 +712,9 @@ client_start(uv_loop_t *loop, const struct conf_client *cc,
 	if ((cl->cl_name = strdup(cc->cl_name)) == NULL ||
 	    (cl->cl_device_id = strdup(cc->cl_device_id)) == NULL ||
 	    (cl->cl_secret = strndup(cc->cl_secret, cc->cl_secret_len)) ==
-		    NULL ||
+	        NULL ||
 	    (cl->cl_addrs = calloc(cc->cl_naddrs, sizeof(*cl->cl_addrs))) ==
-		    NULL)
+	        NULL)
 		goto nomem;
 	cl->cl_secret_len = cc->cl_secret_len;
 	cl->cl_naddrs = cc->cl_naddrs;
@@ -732,17 +723,17 @@ client_start(uv_loop_t *loop, const struct conf_client *cc,
 			goto nomem;
 		if (cl->cl_addrs[i].ca_ctx == NULL)
 			log_warnx("client \"%s\": address %s: trusted-cert "
-				  "unusable: %s",
-				  cl->cl_name, cc->cl_addrs[i].ad_host,
-				  cl->cl_addrs[i].ca_ctx_err);
+			          "unusable: %s",
+			          cl->cl_name, cc->cl_addrs[i].ad_host,
+			          cl->cl_addrs[i].ca_ctx_err);
 	}
 	uv_timer_init(loop, &cl->cl_timer);
 	cl->cl_timer.data = cl;
 	log_info("client \"%s\": started (device-id \"%s\", %zu address%s, "
-		 "%s, waittime %u s)",
-		 cl->cl_name, cl->cl_device_id, cl->cl_naddrs,
-		 cl->cl_naddrs == 1 ? "" : "es",
-		 conf_reconnect_name(cl->cl_reconnect), cl->cl_waittime);
+	         "%s, waittime %u s)",
+	         cl->cl_name, cl->cl_device_id, cl->cl_naddrs,
+	         cl->cl_naddrs == 1 ? "" : "es",
+	         conf_reconnect_name(cl->cl_reconnect), cl->cl_waittime);
 	client_connect(cl);
 	*out = cl;
 	return 0;
@@ -766,8 +757,8 @@ client_update(struct client *cl, const struct conf_client *cc)
 	if (cl->cl_waittime != cc->cl_waittime ||
 	    cl->cl_reconnect != cc->cl_reconnect)
 		log_info("client \"%s\": now %s, waittime %u s", cl->cl_name,
-			 conf_reconnect_name(cc->cl_reconnect),
-			 cc->cl_waittime);
+		         conf_reconnect_name(cc->cl_reconnect),
+		         cc->cl_waittime);
 	cl->cl_waittime = cc->cl_waittime;
 	cl->cl_reconnect = cc->cl_reconnect;
 	/* Learned slower pings (too_many_pings) are forgotten on purpose. */
@@ -784,8 +775,7 @@ client_update(struct client *cl, const struct conf_client *cc)
 }
 
 void
-client_stop(struct client *cl, const char *why, void (*done)(void *),
-	    void *arg)
+client_stop(struct client *cl, const char *why, void (*done)(void *), void *arg)
 {
 	struct aconn *ac;
 
@@ -796,7 +786,8 @@ client_stop(struct client *cl, const char *why, void (*done)(void *),
 	cl->cl_done = done;
 	cl->cl_done_arg = arg;
 	uv_timer_stop(&cl->cl_timer);
-	LIST_FOREACH(ac, &cl->cl_conns, ac_entry) {
+	LIST_FOREACH(ac, &cl->cl_conns, ac_entry)
+	{
 		if (ac->ac_session != NULL)
 			session_stop(ac->ac_session, why);
 		else

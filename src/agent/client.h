@@ -28,12 +28,12 @@ struct client;
  * start; client_update() picks up a changed keepalive interval.
  */
 struct client_settings {
-	uint64_t cs_instance_id;	/* random per agent start */
-	unsigned cs_ping_interval_ms;	/* HTTP/2 keepalive; 0: none */
+	uint64_t cs_instance_id;          /* random per agent start */
+	unsigned cs_ping_interval_ms;     /* HTTP/2 keepalive; 0: none */
 	unsigned cs_ping_interval_max_ms; /* too_many_pings growth cap */
 	unsigned cs_ping_timeout_ms;
-	unsigned cs_session_limit;	/* sessions per client at once */
-	struct xport_opts cs_xport;	/* TCP keepalive, timeouts */
+	unsigned cs_session_limit;  /* sessions per client at once */
+	struct xport_opts cs_xport; /* TCP keepalive, timeouts */
 	struct session_env cs_session;
 };
 
@@ -44,7 +44,7 @@ struct client_settings {
  * address fail each time it is tried.
  */
 int client_start(uv_loop_t *loop, const struct conf_client *cc,
-		 const struct client_settings *cs, struct client **out);
+                 const struct client_settings *cs, struct client **out);
 
 /* Applies waittime and reconnect-strategy of cc, which apply live. */
 void client_update(struct client *cl, const struct conf_client *cc);
@@ -54,7 +54,7 @@ void client_update(struct client *cl, const struct conf_client *cc);
  * when the last connection and handle are gone.
  */
 void client_stop(struct client *cl, const char *why, void (*done)(void *),
-		 void *arg);
+                 void *arg);
 
 const char *client_name(const struct client *cl);
 

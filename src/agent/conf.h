@@ -34,8 +34,8 @@
 /*
  * Defaults and limits of the agent block.  HTTP/2 PINGs stay above the
  * 5-minute minimum that gRPC Core servers enforce on idle connections
- * (docs/protocol.md, interop), so the default is 6 minutes; dead peers are found
- * sooner by TCP keepalive: 60 s idle, then 4 probes 15 s apart, which
+ * (docs/protocol.md, interop), so the default is 6 minutes; dead peers are
+ * found sooner by TCP keepalive: 60 s idle, then 4 probes 15 s apart, which
  * drops a dead connection after about 2 minutes.
  */
 #define CONF_DEFAULT_LOG_FILE           "outbound_https.log"
@@ -109,8 +109,8 @@ struct conf_agent {
 	unsigned ag_tcp_keepintvl;      /* TCP_KEEPINTVL, s */
 	unsigned ag_tcp_keepcnt;        /* TCP_KEEPCNT */
 	unsigned ag_keepalive_interval_max; /* s; learned PING interval cap */
-	unsigned ag_dead_peer_timeout;  /* s; 0: kernel defaults */
-	unsigned ag_session_limit;      /* sessions per client at once */
+	unsigned ag_dead_peer_timeout;      /* s; 0: kernel defaults */
+	unsigned ag_session_limit;          /* sessions per client at once */
 };
 
 /*

@@ -19,7 +19,7 @@
 #include "session.h"
 #include "utf8.h"
 
-#define CMDGET_PATH "/jnx.jet.netconf.Ncgrpc/NcgrpcCommandGet"
+#define CMDGET_PATH           "/jnx.jet.netconf.Ncgrpc/NcgrpcCommandGet"
 #define SESSION_KILL_GRACE_MS 2000
 /*
  * After the client's <hello>, NETCONF input waits this long.  yuma123's
@@ -41,7 +41,7 @@
  * If the process is still there this long after, it is ended: SIGHUP and
  * SIGTERM, then SIGKILL after SESSION_HANGUP_KILL_MS.
  */
-#define SESSION_HANGUP_MS	1000
+#define SESSION_HANGUP_MS 1000
 /*
  * A shell line longer than a canonical-mode terminal takes waits up to this
  * long, in steps, for the shell at its prompt to switch its terminal to raw
@@ -50,8 +50,8 @@
  */
 #define SESSION_LONG_LINE_WAIT_MS 500
 #define SESSION_LONG_LINE_STEP_MS 10
-#define SESSION_HANGUP_KILL_MS	500
-#define SESSION_DEFAULT_PATH \
+#define SESSION_HANGUP_KILL_MS    500
+#define SESSION_DEFAULT_PATH                                                   \
 	"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 struct session {
@@ -65,18 +65,18 @@ struct session {
 	size_t se_ncarry;
 	int se_call_done;
 	int se_proc_done;
-	int se_closing_send; /* output flushed and END_STREAM asked for */
-	int se_busy;	     /* running code that uses s after a call out */
+	int se_closing_send;  /* output flushed and END_STREAM asked for */
+	int se_busy;          /* running code that uses s after a call out */
 	uv_timer_t se_settle; /* input held: NETCONF hello, shell signal */
 	int se_settling;
 	int se_hello_done;
-	int se_held_sig;      /* signal waiting for the shell to read a line */
-	uint8_t *se_held;     /* shell line waiting for a signal to settle */
+	int se_held_sig;  /* signal waiting for the shell to read a line */
+	uint8_t *se_held; /* shell line waiting for a signal to settle */
 	size_t se_held_len;
 	uint64_t se_held_until; /* a long line waits for raw mode until then */
 	uint64_t se_last_input; /* loop time of the last line to the shell */
-	uv_timer_t se_hangup; /* the server hung up: end the process */
-	int se_nhandles;      /* timers whose close callback is pending */
+	uv_timer_t se_hangup;   /* the server hung up: end the process */
+	int se_nhandles;        /* timers whose close callback is pending */
 };
 
 static const struct proc_cb session_proc_cb;
@@ -93,7 +93,7 @@ session_reason(struct session *s, const char *why)
 {
 	if (s->se_stats.ss_reason[0] == '\0')
 		snprintf(s->se_stats.ss_reason, sizeof(s->se_stats.ss_reason),
-			 "%.*s", (int)sizeof(s->se_stats.ss_reason) - 1, why);
+		         "%.*s", (int)sizeof(s->se_stats.ss_reason) - 1, why);
 }
 
 static void
@@ -138,7 +138,7 @@ session_hold_input(struct session *s, uint64_t ms)
 }
 
 static int write_input(struct session *s, const uint8_t *data, size_t len,
-		       int newline);
+                       int newline);
 
 static void
 on_settled(uv_timer_t *t)
@@ -187,8 +187,9 @@ on_hangup(uv_timer_t *t)
 	if (s->se_proc == NULL)
 		return;
 	log_info("the server hung up %lu ms ago and the %s session is still "
-		 "running: ending it",
-		 (unsigned long)SESSION_HANGUP_MS, session_type_name(s->se_type));
+	         "running: ending it",
+	         (unsigned long)SESSION_HANGUP_MS,
+	         session_type_name(s->se_type));
 	session_reason(s, "server hung up; process ended");
 	proc_close(s->se_proc, SESSION_HANGUP_KILL_MS);
 }
@@ -201,7 +202,7 @@ static int
 is_hangup_line(enum session_type type, const uint8_t *data, size_t len)
 {
 	while (len > 0 && (data[len - 1] == ' ' || data[len - 1] == '\t' ||
-			   data[len - 1] == '\r' || data[len - 1] == '\n'))
+	                   data[len - 1] == '\r' || data[len - 1] == '\n'))
 		len--;
 	while (len > 0 && (*data == ' ' || *data == '\t')) {
 		data++;
@@ -241,7 +242,7 @@ static int
 send_up(struct session *s, const uint8_t *data, size_t len)
 {
 	Ncgrpc__Wire__CommandGetRequest req =
-		NCGRPC__WIRE__COMMAND_GET_REQUEST__INIT;
+	    NCGRPC__WIRE__COMMAND_GET_REQUEST__INIT;
 
 	/* The call can end inside an earlier send (grpc.h). */
 	if (s->se_call == NULL)
@@ -284,7 +285,7 @@ send_output(struct session *s, const uint8_t *data, size_t len, int final)
 
 			if (part > SESSION_CHUNK) {
 				part = utf8_complete_prefix(clean + off,
-							    SESSION_CHUNK);
+				                            SESSION_CHUNK);
 				if (part == 0)
 					part = SESSION_CHUNK;
 			}
@@ -358,7 +359,7 @@ on_proc_exit(struct proc *p, int64_t status, int sig, void *arg)
 		snprintf(why, sizeof(why), "process killed by signal %d", sig);
 	else
 		snprintf(why, sizeof(why), "process exited with status %lld",
-			 (long long)status);
+		         (long long)status);
 	session_reason(s, why);
 	/*
 	 * The device closes the stream after the last output.  That can end
@@ -371,9 +372,9 @@ on_proc_exit(struct proc *p, int64_t status, int sig, void *arg)
 }
 
 static const struct proc_cb session_proc_cb = {
-	.pc_output = on_proc_output,
-	.pc_writable = on_proc_writable,
-	.pc_exit = on_proc_exit,
+    .pc_output = on_proc_output,
+    .pc_writable = on_proc_writable,
+    .pc_exit = on_proc_exit,
 };
 
 /* Stream side. */
@@ -397,14 +398,14 @@ write_input(struct session *s, const uint8_t *data, size_t len, int newline)
 		 * line that never comes.  Tell the operator instead.
 		 */
 		snprintf(msg, sizeof(msg),
-			 "\r\nncgrpc-agent: line of %zu bytes not sent: the "
-			 "terminal takes at most %zu bytes per line now\r\n",
-			 len, max);
+		         "\r\nncgrpc-agent: line of %zu bytes not sent: the "
+		         "terminal takes at most %zu bytes per line now\r\n",
+		         len, max);
 		log_warnx("shell line of %zu bytes refused (canonical mode "
-			  "limit %zu)",
-			  len, max);
+		          "limit %zu)",
+		          len, max);
 		if ((rc = send_output(s, (const uint8_t *)msg, strlen(msg),
-				      0)) != 0)
+		                      0)) != 0)
 			session_reason(s, "cannot queue output");
 		return rc;
 	}
@@ -414,13 +415,13 @@ write_input(struct session *s, const uint8_t *data, size_t len, int newline)
 		rc = proc_write(s->se_proc, (const uint8_t *)"\n", 1);
 	if (rc != 0) {
 		session_reason(s, rc == -EPIPE ? "process closed its input"
-					       : "cannot queue input");
+		                               : "cannot queue input");
 		return rc;
 	}
 	s->se_stats.ss_bytes_down += len + (newline ? 1 : 0);
 	if (newline)
-		s->se_last_input = uv_now(uv_handle_get_loop(
-			(uv_handle_t *)&s->se_settle));
+		s->se_last_input =
+		    uv_now(uv_handle_get_loop((uv_handle_t *)&s->se_settle));
 	return 0;
 }
 
@@ -437,7 +438,7 @@ hold_line(struct session *s, const ProtobufCBinaryData *cmd, uint64_t wait)
 		memcpy(s->se_held, cmd->data, cmd->len);
 	s->se_held_len = cmd->len;
 	s->se_held_until =
-		uv_now(uv_handle_get_loop((uv_handle_t *)&s->se_settle)) + wait;
+	    uv_now(uv_handle_get_loop((uv_handle_t *)&s->se_settle)) + wait;
 	return 0;
 }
 
@@ -458,9 +459,8 @@ shell_signal(struct session *s, int sig, const ProtobufCBinaryData *cmd)
 	if (cmd != NULL) {
 		if (hold_line(s, cmd, 0) != 0)
 			return -ENOMEM;
-	} else if (s->se_last_input != 0 &&
-		   since < SESSION_SIGNAL_SETTLE_MS &&
-		   proc_foreground_is_leader(s->se_proc)) {
+	} else if (s->se_last_input != 0 && since < SESSION_SIGNAL_SETTLE_MS &&
+	           proc_foreground_is_leader(s->se_proc)) {
 		s->se_held_sig = sig;
 		session_hold_input(s, SESSION_SIGNAL_SETTLE_MS - since);
 		return 0;
@@ -471,8 +471,7 @@ shell_signal(struct session *s, int sig, const ProtobufCBinaryData *cmd)
 }
 
 static void
-on_call_message(struct grpc_call *c, const uint8_t *msg, size_t len,
-		void *arg)
+on_call_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 {
 	struct session *s = arg;
 	Ncgrpc__Wire__CommandGetResponse *r;
@@ -489,7 +488,7 @@ on_call_message(struct grpc_call *c, const uint8_t *msg, size_t len,
 	    NCGRPC__WIRE__COMMAND_GET_RESPONSE__COMMAND_NETCONF_COMMAND)
 		cmd = &r->netconf_command;
 	else if (r->command_case ==
-		 NCGRPC__WIRE__COMMAND_GET_RESPONSE__COMMAND_CSH_COMMAND) {
+	         NCGRPC__WIRE__COMMAND_GET_RESPONSE__COMMAND_CSH_COMMAND) {
 		cmd = &r->csh_command;
 		newline = 1;
 	}
@@ -497,14 +496,14 @@ on_call_message(struct grpc_call *c, const uint8_t *msg, size_t len,
 		sig = (int)r->kill_signal;
 	else if (r->kill_signal != 0)
 		log_warnx("ignoring kill_signal %llu: not a signal",
-			  (unsigned long long)r->kill_signal);
+		          (unsigned long long)r->kill_signal);
 	if (s->se_proc == NULL)
 		goto out;
 	if (sig != 0 && cmd != NULL &&
 	    is_hangup_line(s->se_type, cmd->data, cmd->len)) {
 		log_info("the server hung up the %s session (line and signal "
-			 "%d)",
-			 session_type_name(s->se_type), sig);
+		         "%d)",
+		         session_type_name(s->se_type), sig);
 		uv_timer_start(&s->se_hangup, on_hangup, SESSION_HANGUP_MS, 0);
 	}
 	if (s->se_type == SESSION_CSH && sig != 0) {
@@ -566,7 +565,7 @@ on_call_end(struct grpc_call *c, int status, const char *message, void *arg)
 		session_reason(s, "stream closed");
 	else {
 		snprintf(why, sizeof(why), "stream ended: %s: %s",
-			 grpc_status_name(status), message);
+		         grpc_status_name(status), message);
 		session_reason(s, why);
 	}
 	if (s->se_proc != NULL)
@@ -575,9 +574,9 @@ on_call_end(struct grpc_call *c, int status, const char *message, void *arg)
 }
 
 static const struct grpc_call_ops session_call_ops = {
-	.on_message = on_call_message,
-	.on_writable = on_call_writable,
-	.on_end = on_call_end,
+    .on_message = on_call_message,
+    .on_writable = on_call_writable,
+    .on_end = on_call_end,
 };
 
 /* Starting the backend. */
@@ -627,8 +626,8 @@ ssh_connection(char *out, size_t len, const char *peer)
 }
 
 static int
-session_spawn(struct session *s, const struct session_env *env,
-	      uv_loop_t *loop, const char *peer)
+session_spawn(struct session *s, const struct session_env *env, uv_loop_t *loop,
+              const char *peer)
 {
 	const char *argv[4];
 	struct proc_opts po = {0};
@@ -677,16 +676,15 @@ session_spawn(struct session *s, const struct session_env *env,
 	po.po_envp = (const char *const *)e.ev_vars;
 	po.po_cwd = home;
 	po.po_user = env->se_user;
-	rc = proc_spawn(loop, &po, &session_proc_cb,
-			s, &s->se_proc);
+	rc = proc_spawn(loop, &po, &session_proc_cb, s, &s->se_proc);
 	env_free(&e);
 	return rc;
 }
 
 int
 session_start(struct grpc_conn *conn, enum session_type type,
-	      const struct grpc_mdlist *md, const struct session_env *env,
-	      session_done_fn done, void *arg, struct session **out)
+              const struct grpc_mdlist *md, const struct session_env *env,
+              session_done_fn done, void *arg, struct session **out)
 {
 	struct session *s;
 	char msg[300];
@@ -704,25 +702,25 @@ session_start(struct grpc_conn *conn, enum session_type type,
 	s->se_arg = arg;
 	s->se_stats.ss_exit_status = -1;
 	rc = grpc_call_start(conn, CMDGET_PATH, md, 0, &session_call_ops, s,
-			     &s->se_call);
+	                     &s->se_call);
 	if (rc != 0) {
 		session_close_timers(s);
 		return rc;
 	}
 	if ((rc = session_spawn(s, env, grpc_conn_loop(conn),
-				 grpc_conn_peer(conn))) != 0) {
+	                        grpc_conn_peer(conn))) != 0) {
 		const char *why = rc == -EINVAL && env->se_user != NULL
-					  ? "unknown user"
-					  : ncg_strerror(rc);
+		                      ? "unknown user"
+		                      : ncg_strerror(rc);
 
 		log_warnx("cannot start the %s session: %s",
-			  session_type_name(type), why);
+		          session_type_name(type), why);
 		/* Tell the operator why, then end the stream normally. */
 		snprintf(msg, sizeof(msg),
-			 "ncgrpc-agent: cannot start the %s session: %s\n",
-			 session_type_name(type), why);
+		         "ncgrpc-agent: cannot start the %s session: %s\n",
+		         session_type_name(type), why);
 		snprintf(s->se_stats.ss_reason, sizeof(s->se_stats.ss_reason),
-			 "cannot start process: %s", ncg_strerror(rc));
+		         "cannot start process: %s", ncg_strerror(rc));
 		send_output(s, (const uint8_t *)msg, strlen(msg), 1);
 		s->se_proc_done = 1;
 		session_close_send(s);

@@ -36,22 +36,22 @@ enum session_type {
 struct session;
 
 struct session_env {
-	const char *se_user;	        /* run as this user, or NULL */
+	const char *se_user;            /* run as this user, or NULL */
 	const char *se_netconf_command; /* run with /bin/sh -c */
-	const char *se_shell;	        /* NULL: the user's login shell */
-	int se_stderr_fd;	        /* NETCONF stderr: fd or -1 */
+	const char *se_shell;           /* NULL: the user's login shell */
+	int se_stderr_fd;               /* NETCONF stderr: fd or -1 */
 };
 
 struct session_stats {
-	uint64_t ss_bytes_up;	/* process output sent to the server */
+	uint64_t ss_bytes_up;   /* process output sent to the server */
 	uint64_t ss_bytes_down; /* server input written to the process */
 	int64_t ss_exit_status; /* -1 when killed (ss_term_signal) */
 	int ss_term_signal;
-	char ss_reason[160];	/* why the session ended */
+	char ss_reason[160]; /* why the session ended */
 };
 
 typedef void (*session_done_fn)(struct session *s,
-				const struct session_stats *st, void *arg);
+                                const struct session_stats *st, void *arg);
 
 /*
  * Opens NcgrpcCommandGet on conn with request metadata md (the
@@ -61,8 +61,8 @@ typedef void (*session_done_fn)(struct session *s,
  * it sends the reason up as output and ends, so the operator sees it.
  */
 int session_start(struct grpc_conn *conn, enum session_type type,
-		  const struct grpc_mdlist *md, const struct session_env *env,
-		  session_done_fn done, void *arg, struct session **out);
+                  const struct grpc_mdlist *md, const struct session_env *env,
+                  session_done_fn done, void *arg, struct session **out);
 
 /* Ends the session now (agent shutdown, client removed). done follows. */
 void session_stop(struct session *s, const char *why);

@@ -21,19 +21,19 @@ struct grpc_call;
 struct sconf;
 
 /* Exit statuses (documented in --help and ncgrpc(1)). */
-#define CLI_EXIT_OK		0
-#define CLI_EXIT_FAIL		1	/* ncgrpcd refused, session failed */
-#define CLI_EXIT_UNREACHABLE	2	/* the operator socket cannot be reached */
-#define CLI_EXIT_USAGE		64
+#define CLI_EXIT_OK          0
+#define CLI_EXIT_FAIL        1 /* ncgrpcd refused, session failed */
+#define CLI_EXIT_UNREACHABLE 2 /* the operator socket cannot be reached */
+#define CLI_EXIT_USAGE       64
 
 /* The operator service (proto/ncgrpc_operator.proto). */
 #define CLI_OPSVC "/ncgrpc.operator.v1.Operator/"
 
 /* Global options. */
 struct cli {
-	const char *cl_socket;	 /* -s, or NULL: from the configuration */
-	const char *cl_config;	 /* -f, or the default */
-	int cl_config_given;	 /* -f was used */
+	const char *cl_socket; /* -s, or NULL: from the configuration */
+	const char *cl_config; /* -f, or the default */
+	int cl_config_given;   /* -f was used */
 };
 
 /*
@@ -51,8 +51,7 @@ struct sconf *cli_load_config(const struct cli *cl);
 const char *cli_socket_path(const struct cli *cl);
 
 /* Usage error: prints "ncgrpc: msg" and a hint, returns CLI_EXIT_USAGE. */
-int cli_usage_error(const char *fmt, ...)
-	__attribute__((format(printf, 1, 2)));
+int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* "ncgrpc: msg" on stderr. */
 void cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -88,8 +87,8 @@ struct opconn_ops {
  * oo_closed follows, perhaps after oo_ready) or a negative code, after
  * printing a message.
  */
-int opconn_open(uv_loop_t *loop, const char *path,
-		const struct opconn_ops *ops, void *arg);
+int opconn_open(uv_loop_t *loop, const char *path, const struct opconn_ops *ops,
+                void *arg);
 
 /* Closes the connection gracefully, if open; safe to call repeatedly. */
 void opconn_close(void);

@@ -20,16 +20,16 @@
 
 /* The client's name on the device: a local label, never sent. */
 #define DEVICE_CLIENT_NAME "ncgrpcd"
-#define DEVICE_SET_PREFIX \
+#define DEVICE_SET_PREFIX                                                      \
 	"set system services outbound-https client " DEVICE_CLIENT_NAME
 
 struct device_conf {
 	const char *dc_id;
-	const char *dc_secret;		/* plain text */
-	const char *const *dc_names;	/* server addresses, main first */
+	const char *dc_secret;       /* plain text */
+	const char *const *dc_names; /* server addresses, main first */
 	size_t dc_nnames;
 	unsigned dc_port;
-	const char *dc_cert;		/* PEM as a quoted-string body */
+	const char *dc_cert; /* PEM as a quoted-string body */
 };
 
 /* Same syntax as the registry's (registry.h): [A-Za-z0-9._:@-]{1,255}. */
@@ -68,29 +68,32 @@ print_stanza(FILE *f, const struct device_conf *dc)
 {
 	size_t i;
 
-	fprintf(f, "system {\n"
-		   "    services {\n"
-		   "        outbound-https {\n"
-		   "            client %s {\n"
-		   "                device-id %s;\n"
-		   "                secret ",
-		DEVICE_CLIENT_NAME, dc->dc_id);
+	fprintf(f,
+	        "system {\n"
+	        "    services {\n"
+	        "        outbound-https {\n"
+	        "            client %s {\n"
+	        "                device-id %s;\n"
+	        "                secret ",
+	        DEVICE_CLIENT_NAME, dc->dc_id);
 	put_quoted(f, dc->dc_secret);
 	fputs("; ## SECRET-DATA\n", f);
 	for (i = 0; i < dc->dc_nnames; i++) {
-		fprintf(f, "                address %s {%s\n"
-			   "                    port %u;\n"
-			   "                    trusted-cert \"%s\";\n"
-			   "                }\n",
-			dc->dc_names[i],
-			dc->dc_nnames > 1 ? (i == 0 ? " # main" : " # backup")
-					  : "",
-			dc->dc_port, dc->dc_cert);
+		fprintf(f,
+		        "                address %s {%s\n"
+		        "                    port %u;\n"
+		        "                    trusted-cert \"%s\";\n"
+		        "                }\n",
+		        dc->dc_names[i],
+		        dc->dc_nnames > 1 ? (i == 0 ? " # main" : " # backup")
+		                          : "",
+		        dc->dc_port, dc->dc_cert);
 	}
 	fputs("            }\n"
 	      "        }\n"
 	      "    }\n"
-	      "}\n", f);
+	      "}\n",
+	      f);
 }
 
 static void
@@ -104,9 +107,10 @@ print_set(FILE *f, const struct device_conf *dc)
 	fputc('\n', f);
 	for (i = 0; i < dc->dc_nnames; i++) {
 		fprintf(f, DEVICE_SET_PREFIX " address %s port %u\n",
-			dc->dc_names[i], dc->dc_port);
-		fprintf(f, DEVICE_SET_PREFIX " address %s trusted-cert \"%s\"\n",
-			dc->dc_names[i], dc->dc_cert);
+		        dc->dc_names[i], dc->dc_port);
+		fprintf(f,
+		        DEVICE_SET_PREFIX " address %s trusted-cert \"%s\"\n",
+		        dc->dc_names[i], dc->dc_cert);
 	}
 }
 
@@ -133,7 +137,8 @@ read_secret(char **out)
 		if (tcgetattr(STDIN_FILENO, &saved) == 0) {
 			quiet = saved;
 			quiet.c_lflag &= ~(tcflag_t)ECHO;
-			echo_off = tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet) == 0;
+			echo_off =
+			    tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet) == 0;
 		}
 	}
 	if ((buf = malloc(cap + 1)) == NULL) {
@@ -172,7 +177,7 @@ read_secret(char **out)
 	}
 	if (len > REGISTRY_SECRET_MAX) {
 		cli_err("--secret-stdin: the secret is longer than %d bytes",
-			REGISTRY_SECRET_MAX);
+		        REGISTRY_SECRET_MAX);
 		free(buf);
 		return -1;
 	}
@@ -186,7 +191,7 @@ read_secret(char **out)
 	}
 	if (strncmp(buf, "$9$", 3) == 0) {
 		cli_err("--secret-stdin: a secret must not start with \"$9$\" "
-			"(devices take it for an obfuscated one)");
+		        "(devices take it for an obfuscated one)");
 		free(buf);
 		return -1;
 	}
@@ -200,9 +205,9 @@ report_registry(const struct sconf *sc, int rc, const char *err)
 {
 	if (rc == -EACCES || rc == -EPERM || rc == -EROFS)
 		cli_err("%s (ncgrpc needs write access to the devices file "
-			"\"%s\" and its directory: run it as the user that "
-			"owns them, e.g. root)",
-			err, sc->sc_devices);
+		        "\"%s\" and its directory: run it as the user that "
+		        "owns them, e.g. root)",
+		        err, sc->sc_devices);
 	else
 		cli_err("%s", err);
 }
@@ -226,8 +231,8 @@ check_absent(const struct sconf *sc, const char *id)
 	registry_free(reg);
 	if (has) {
 		cli_err("%s: device \"%s\" already exists (\"ncgrpc device "
-			"remove %s\" first)",
-			sc->sc_devices, id, id);
+		        "remove %s\" first)",
+		        sc->sc_devices, id, id);
 		return -1;
 	}
 	return 0;
@@ -250,8 +255,7 @@ cert_error(int rc)
 }
 
 static int
-device_add(const struct cli *cl, const char *id, int set_form,
-	   int secret_stdin)
+device_add(const struct cli *cl, const char *id, int set_form, int secret_stdin)
 {
 	struct device_conf dc = {.dc_id = id};
 	struct sconf *sc;
@@ -264,14 +268,14 @@ device_add(const struct cli *cl, const char *id, int set_form,
 
 	if (!id_valid(id))
 		return cli_usage_error("device add: \"%s\" is not a device id "
-				       "(1 to %d of A-Z a-z 0-9 . _ : @ -)",
-				       id, REGISTRY_ID_MAX);
+		                       "(1 to %d of A-Z a-z 0-9 . _ : @ -)",
+		                       id, REGISTRY_ID_MAX);
 	if ((sc = cli_load_config(cl)) == NULL)
 		return CLI_EXIT_FAIL;
 	/* Everything the output needs comes first: no entry without it. */
 	if ((rc = certgen_pem_escaped(sc->sc_certificate, &cert)) != 0) {
 		cli_err("cannot read the server certificate \"%s\": %s",
-			sc->sc_certificate, cert_error(rc));
+		        sc->sc_certificate, cert_error(rc));
 		goto out;
 	}
 	if (sc->sc_nnames > 0) {
@@ -291,17 +295,17 @@ device_add(const struct cli *cl, const char *id, int set_form,
 		if (read_secret(&secret) != 0 || check_absent(sc, id) != 0)
 			goto out;
 		rc = registry_set(sc->sc_devices, id, (const uint8_t *)secret,
-				  strlen(secret), err, sizeof(err));
+		                  strlen(secret), err, sizeof(err));
 		dc.dc_secret = secret;
 	} else {
 		rc = registry_add(sc->sc_devices, id, gen, sizeof(gen), err,
-				  sizeof(err));
+		                  sizeof(err));
 		dc.dc_secret = gen;
 	}
 	if (rc != 0) {
 		if (rc == -EEXIST)
 			cli_err("%s (\"ncgrpc device remove %s\" first)", err,
-				id);
+			        id);
 		else
 			report_registry(sc, rc, err);
 		goto out;
@@ -317,16 +321,17 @@ device_add(const struct cli *cl, const char *id, int set_form,
 	if (fflush(stdout) != 0 || ferror(stdout)) {
 		cli_err("cannot write the configuration: %s", strerror(errno));
 		cli_err("\"%s\" was added all the same; \"ncgrpc device "
-			"remove %s\" undoes it", id, id);
+		        "remove %s\" undoes it",
+		        id, id);
 		goto out;
 	}
-	fprintf(stderr, "ncgrpc: added \"%s\" to \"%s\"\n", id,
-		sc->sc_devices);
+	fprintf(stderr, "ncgrpc: added \"%s\" to \"%s\"\n", id, sc->sc_devices);
 	if (sc->sc_nnames == 0)
-		fprintf(stderr, "ncgrpc: %s has no \"name\": the addresses "
-				"are this host's default names; devices need "
-				"a name or address that reaches it\n",
-			cl->cl_config);
+		fprintf(stderr,
+		        "ncgrpc: %s has no \"name\": the addresses "
+		        "are this host's default names; devices need "
+		        "a name or address that reaches it\n",
+		        cl->cl_config);
 	ret = CLI_EXIT_OK;
 	goto out;
 oom:
@@ -353,13 +358,14 @@ device_remove(const struct cli *cl, const char *id)
 
 	if (!id_valid(id))
 		return cli_usage_error("device remove: \"%s\" is not a device "
-				       "id", id);
+		                       "id",
+		                       id);
 	if ((sc = cli_load_config(cl)) == NULL)
 		return CLI_EXIT_FAIL;
 	rc = registry_remove(sc->sc_devices, id, err, sizeof(err));
 	if (rc == 0)
 		fprintf(stderr, "ncgrpc: removed \"%s\" from \"%s\"\n", id,
-			sc->sc_devices);
+		        sc->sc_devices);
 	else if (rc == -ENOENT && err[0] == '\0')
 		cli_err("%s: no device \"%s\"", sc->sc_devices, id);
 	else
@@ -372,9 +378,9 @@ int
 cmd_device(const struct cli *cl, int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"set", no_argument, NULL, 's'},
-		{"secret-stdin", no_argument, NULL, 'S'},
-		{NULL, 0, NULL, 0},
+	    {"set", no_argument, NULL, 's'},
+	    {"secret-stdin", no_argument, NULL, 'S'},
+	    {NULL, 0, NULL, 0},
 	};
 	int ch, set_form = 0, secret_stdin = 0, add;
 
@@ -386,7 +392,7 @@ cmd_device(const struct cli *cl, int argc, char **argv)
 		add = 0;
 	else
 		return cli_usage_error("device: unknown subcommand \"%s\"",
-				       argv[1]);
+		                       argv[1]);
 	argc--;
 	argv++;
 	optind = 0;
@@ -411,11 +417,11 @@ cmd_device(const struct cli *cl, int argc, char **argv)
 		return cli_usage_error("device %s: which ID?", argv[0]);
 	if (optind + 1 < argc)
 		return cli_usage_error("device %s: unexpected argument \"%s\"",
-				       argv[0], argv[optind + 1]);
+		                       argv[0], argv[optind + 1]);
 	if (add)
 		return device_add(cl, argv[optind], set_form, secret_stdin);
 	return device_remove(cl, argv[optind]);
 bad:
 	return cli_usage_error("device %s: unknown option \"%s\"", argv[0],
-			       argv[optind - 1]);
+	                       argv[optind - 1]);
 }

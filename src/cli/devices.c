@@ -24,8 +24,8 @@
 
 static struct {
 	uv_loop_t *dv_loop;
-	struct grpc_call *dv_call;	/* NULL once on_end ran */
-	int dv_watch;			/* watch, not devices */
+	struct grpc_call *dv_call; /* NULL once on_end ran */
+	int dv_watch;              /* watch, not devices */
 	int dv_json;
 	int dv_current;
 	int dv_exit;
@@ -89,11 +89,12 @@ json_device(FILE *f, const Ncgrpc__Operator__V1__Device *d)
 	json_string(f, d->peer);
 	/* The proto3 JSON mapping writes 64-bit integers as strings. */
 	fprintf(f,
-		",\"connected_since\":\"%" PRId64 "\",\"instance_id\":\"%"
-		PRIu64 "\",\"idle_connections\":%" PRIu32
-		",\"active_sessions\":%" PRIu32 "}",
-		d->connected_since, d->instance_id, d->idle_connections,
-		d->active_sessions);
+	        ",\"connected_since\":\"%" PRId64
+	        "\",\"instance_id\":\"%" PRIu64
+	        "\",\"idle_connections\":%" PRIu32
+	        ",\"active_sessions\":%" PRIu32 "}",
+	        d->connected_since, d->instance_id, d->idle_connections,
+	        d->active_sessions);
 }
 
 /* "2026-11-26 14:05:01 (3m ago)", or "-" when unknown. */
@@ -116,9 +117,9 @@ format_since(int64_t since, char *buf, size_t len)
 static void
 print_table(const Ncgrpc__Operator__V1__ListDevicesResponse *r)
 {
-	static const char *const head[NCOLS] = {"DEVICE", "PEER",
-		"CONNECTED", "INSTANCE", "IDLE", "SESSIONS"};
-	char (*cells)[NCOLS][96];
+	static const char *const head[NCOLS] = {"DEVICE",   "PEER", "CONNECTED",
+	                                        "INSTANCE", "IDLE", "SESSIONS"};
+	char(*cells)[NCOLS][96];
 	size_t w[NCOLS], i, k, n = r->n_devices;
 
 	if ((cells = calloc(n + 1, sizeof(*cells))) == NULL) {
@@ -130,16 +131,16 @@ print_table(const Ncgrpc__Operator__V1__ListDevicesResponse *r)
 		snprintf(cells[0][k], sizeof(cells[0][k]), "%s", head[k]);
 	for (i = 0; i < n; i++) {
 		const Ncgrpc__Operator__V1__Device *d = r->devices[i];
-		char (*c)[96] = cells[i + 1];
+		char(*c)[96] = cells[i + 1];
 
 		snprintf(c[0], sizeof(c[0]), "%s", d->device_id);
 		snprintf(c[1], sizeof(c[1]), "%s",
-			 d->peer[0] != '\0' ? d->peer : "-");
+		         d->peer[0] != '\0' ? d->peer : "-");
 		format_since(d->connected_since, c[2], sizeof(c[2]));
 		snprintf(c[3], sizeof(c[3]), "%" PRIu64, d->instance_id);
 		snprintf(c[4], sizeof(c[4]), "%s (%" PRIu32 ")",
-			 d->idle_connections > 0 ? "yes" : "no",
-			 d->idle_connections);
+		         d->idle_connections > 0 ? "yes" : "no",
+		         d->idle_connections);
 		snprintf(c[5], sizeof(c[5]), "%" PRIu32, d->active_sessions);
 	}
 	for (k = 0; k < NCOLS; k++) {
@@ -192,9 +193,9 @@ static void
 print_event(const Ncgrpc__Operator__V1__DeviceEvent *e)
 {
 	static const Ncgrpc__Operator__V1__Device none =
-		NCGRPC__OPERATOR__V1__DEVICE__INIT;
+	    NCGRPC__OPERATOR__V1__DEVICE__INIT;
 	const Ncgrpc__Operator__V1__Device *d =
-		e->device != NULL ? e->device : &none;
+	    e->device != NULL ? e->device : &none;
 	char now[64];
 
 	if (dv.dv_json) {
@@ -205,8 +206,8 @@ print_event(const Ncgrpc__Operator__V1__DeviceEvent *e)
 		fputs("}\n", stdout);
 	} else {
 		cli_format_time((int64_t)time(NULL), now, sizeof(now));
-		printf("%s %-12s %s peer=%s instance=%" PRIu64
-		       " idle=%" PRIu32 " sessions=%" PRIu32 " reason=",
+		printf("%s %-12s %s peer=%s instance=%" PRIu64 " idle=%" PRIu32
+		       " sessions=%" PRIu32 " reason=",
 		       now, kind_name(e->kind), d->device_id,
 		       d->peer[0] != '\0' ? d->peer : "-", d->instance_id,
 		       d->idle_connections, d->active_sessions);
@@ -237,8 +238,9 @@ dv_on_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 	if (!dv.dv_watch) {
 		if (dv.dv_resp != NULL)
 			return;
-		dv.dv_resp = ncgrpc__operator__v1__list_devices_response__unpack(
-			NULL, len, msg);
+		dv.dv_resp =
+		    ncgrpc__operator__v1__list_devices_response__unpack(
+		        NULL, len, msg);
 		if (dv.dv_resp == NULL)
 			grpc_call_cancel(c);
 		return;
@@ -265,8 +267,8 @@ dv_on_end(struct grpc_call *c, int status, const char *message, void *arg)
 			dv.dv_exit = CLI_EXIT_OK;
 		else if (dv.dv_exit == CLI_EXIT_OK) {
 			cli_err("the watch ended: %s",
-				message[0] != '\0' ? message
-						   : grpc_status_name(status));
+			        message[0] != '\0' ? message
+			                           : grpc_status_name(status));
 			dv.dv_exit = CLI_EXIT_FAIL;
 		}
 	} else if (status != GRPC_STATUS_OK) {
@@ -287,27 +289,27 @@ dv_on_end(struct grpc_call *c, int status, const char *message, void *arg)
 }
 
 static const struct grpc_call_ops dv_call_ops = {
-	.on_message = dv_on_message,
-	.on_end = dv_on_end,
+    .on_message = dv_on_message,
+    .on_end = dv_on_end,
 };
 
 static void
 dv_on_ready(struct grpc_conn *conn, void *arg)
 {
 	Ncgrpc__Operator__V1__ListDevicesRequest lreq =
-		NCGRPC__OPERATOR__V1__LIST_DEVICES_REQUEST__INIT;
+	    NCGRPC__OPERATOR__V1__LIST_DEVICES_REQUEST__INIT;
 	Ncgrpc__Operator__V1__WatchDevicesRequest wreq =
-		NCGRPC__OPERATOR__V1__WATCH_DEVICES_REQUEST__INIT;
+	    NCGRPC__OPERATOR__V1__WATCH_DEVICES_REQUEST__INIT;
 	int rc;
 
 	(void)arg;
 	if (dv.dv_watch)
 		rc = grpc_call_start(conn, CLI_OPSVC "WatchDevices", NULL, 0,
-				     &dv_call_ops, NULL, &dv.dv_call);
+		                     &dv_call_ops, NULL, &dv.dv_call);
 	else
 		rc = grpc_call_start(conn, CLI_OPSVC "ListDevices", NULL,
-				     DEVICES_DEADLINE_MS, &dv_call_ops, NULL,
-				     &dv.dv_call);
+		                     DEVICES_DEADLINE_MS, &dv_call_ops, NULL,
+		                     &dv.dv_call);
 	if (rc != 0) {
 		cli_err("cannot start the call: %s", ncg_strerror(rc));
 		dv.dv_exit = CLI_EXIT_FAIL;
@@ -338,8 +340,8 @@ dv_on_closed(int unreachable, void *arg)
 }
 
 static const struct opconn_ops dv_conn_ops = {
-	.oo_ready = dv_on_ready,
-	.oo_closed = dv_on_closed,
+    .oo_ready = dv_on_ready,
+    .oo_closed = dv_on_closed,
 };
 
 static void
@@ -378,7 +380,7 @@ dv_run(const struct cli *cl)
 	rc = dv.dv_exit;
 	if (dv.dv_resp != NULL)
 		ncgrpc__operator__v1__list_devices_response__free_unpacked(
-			dv.dv_resp, NULL);
+		    dv.dv_resp, NULL);
 	if (uv_loop_close(dv.dv_loop) != 0)
 		cli_err("event loop closed with handles open");
 	return rc;
@@ -388,9 +390,9 @@ static int
 dv_parse(int argc, char **argv, int watch)
 {
 	static const struct option longopts[] = {
-		{"json", no_argument, NULL, 'j'},
-		{"current", no_argument, NULL, 'c'},
-		{NULL, 0, NULL, 0},
+	    {"json", no_argument, NULL, 'j'},
+	    {"current", no_argument, NULL, 'c'},
+	    {NULL, 0, NULL, 0},
 	};
 	int ch;
 
@@ -409,12 +411,12 @@ dv_parse(int argc, char **argv, int watch)
 			/* FALLTHROUGH */
 		default:
 			return cli_usage_error("%s: unknown option \"%s\"",
-					       argv[0], argv[optind - 1]);
+			                       argv[0], argv[optind - 1]);
 		}
 	}
 	if (optind < argc)
 		return cli_usage_error("%s: unexpected argument \"%s\"",
-				       argv[0], argv[optind]);
+		                       argv[0], argv[optind]);
 	return 0;
 }
 

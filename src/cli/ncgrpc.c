@@ -22,136 +22,147 @@
 #define CLI_DEFAULT_CONFIG "/etc/ncgrpc/ncgrpcd.conf"
 
 static const char usage_text[] =
-"NAME\n"
-"     ncgrpc - operate network devices connected to ncgrpcd\n"
-"\n"
-"SYNOPSIS\n"
-"     ncgrpc [-s SOCKET] [-f CONFIG] COMMAND [ARGS]\n"
-"\n"
-"     ncgrpc devices [--json]\n"
-"     ncgrpc watch [--json] [--current]\n"
-"     ncgrpc session DEVICE --netconf|--shell [--wait SECONDS]\n"
-"     ncgrpc device add ID [--set] [--secret-stdin]\n"
-"     ncgrpc device remove ID\n"
-"     ncgrpc help\n"
-"\n"
-"DESCRIPTION\n"
-"     Devices (Junos boxes, or hosts running ncgrpc-agent) dial out to\n"
-"     ncgrpcd over HTTPS.  ncgrpc reaches them through ncgrpcd's operator\n"
-"     API, a gRPC service on a local Unix socket whose permissions decide\n"
-"     who may use it (docs/operator-api.md).\n"
-"\n"
-"     -s SOCKET   The operator socket.  Default: operator-socket of CONFIG,\n"
-"                 else /run/ncgrpc/operator.sock.\n"
-"     -f CONFIG   The ncgrpcd configuration, read for the socket path and,\n"
-"                 by \"device add\", for the names, port, certificate and\n"
-"                 devices file.  Default /etc/ncgrpc/ncgrpcd.conf; when\n"
-"                 that file is missing the defaults apply.\n"
-"     -h, --help  Print this text.\n"
-"     -V          Print the version.\n"
-"\n"
-"COMMANDS\n"
-"     devices [--json]\n"
-"           The connected devices: DEVICE, PEER (address:port of the\n"
-"           latest connection), CONNECTED (since, local time, and how\n"
-"           long ago), INSTANCE (changes when the device application\n"
-"           restarts), IDLE (whether a connection is waiting, so a session\n"
-"           starts at once, and how many) and SESSIONS (active now).\n"
-"           --json prints a JSON array of objects with the proto field\n"
-"           names (device_id, peer, connected_since, instance_id,\n"
-"           idle_connections, active_sessions); as in the proto3 JSON\n"
-"           mapping, the 64-bit connected_since and instance_id are\n"
-"           strings.\n"
-"\n"
-"     watch [--json] [--current]\n"
-"           Prints device events as they happen, one per line, until\n"
-"           interrupted (Ctrl-C; exit status 0): CONNECTED, DISCONNECTED,\n"
-"           RESTARTED.  --current first prints a CONNECTED event for each\n"
-"           device connected now.  --json prints each event as a JSON\n"
-"           object (kind, device, reason) on one line.\n"
-"\n"
-"     session DEVICE --netconf|--shell [--wait SECONDS]\n"
-"           Opens a NETCONF or shell session on DEVICE.  --wait is how long\n"
-"           ncgrpcd may wait for an idle connection of the device (1 to\n"
-"           600; 0 or none: session-wait of ncgrpcd).  Output goes to\n"
-"           standard output byte for byte.\n"
-"\n"
-"           When standard input is not a terminal (a pipe or a file) it is\n"
-"           sent to the device as is.  At its end, a shell session gets a\n"
-"           last \"exit\" line, so the shell runs every command before it\n"
-"           and the session ends after their output; a NETCONF session\n"
-"           gets nothing more, so the input should end with a\n"
-"           <close-session/> rpc (otherwise ncgrpc waits for the device;\n"
-"           interrupt it with Ctrl-C).  Ctrl-C cancels the session.\n"
-"\n"
-"           In a terminal, lines are sent as they are typed (the terminal\n"
-"           stays in line mode and echoes them).  Ctrl-C sends SIGINT to\n"
-"           the session's processes on the device, and does not end\n"
-"           ncgrpc.  Ctrl-D on an empty line ends the session: a shell gets\n"
-"           \"exit\", a NETCONF session is cancelled.  How the session ended\n"
-"           is printed on standard error.\n"
-"\n"
-"           In both modes Ctrl-\\ (SIGQUIT) and SIGTERM cancel the session\n"
-"           at once.\n"
-"\n"
-"     device add ID [--set] [--secret-stdin]\n"
-"           Adds device ID to the device registry (the devices file of\n"
-"           CONFIG; ncgrpcd reloads it by itself) with a new random\n"
-"           secret, or with the first line of standard input with\n"
-"           --secret-stdin, and prints the configuration to paste on the\n"
-"           device: a Junos outbound-https stanza (for \"load merge\n"
-"           terminal\", or ncgrpc-agent's configuration file), or with --set\n"
-"           the same as Junos set commands.  It names ncgrpcd by every\n"
-"           \"name\" of CONFIG (the first as the main address, the others as\n"
-"           backups) with the first listen port, and trusts ncgrpcd's\n"
-"           certificate.  Needs write access to the devices file, and\n"
-"           read access to CONFIG and the certificate.  An ID that is\n"
-"           already registered is refused.\n"
-"\n"
-"     device remove ID\n"
-"           Removes device ID from the registry.  Its connections are\n"
-"           refused from then on; sessions running now go on.\n"
-"\n"
-"EXIT STATUS\n"
-"     0    success\n"
-"     1    ncgrpcd refused (unknown device, no idle connection, session\n"
-"          limit, ...), the session failed or the device's connection was\n"
-"          lost, or a configuration or registry error\n"
-"     2    ncgrpcd cannot be reached on the operator socket\n"
-"     64   usage error\n"
-"     129  the session was ended by SIGHUP (the terminal went away)\n"
-"     130  the session was ended by Ctrl-C (pipe mode); 131 by Ctrl-\\\n"
-"     141  standard output was closed (for example by head(1))\n"
-"     143  the session was ended by SIGTERM\n"
-"\n"
-"EXAMPLES\n"
-"     List the devices, and watch them come and go:\n"
-"           $ ncgrpc devices\n"
-"           $ ncgrpc watch --current\n"
-"\n"
-"     Run NETCONF rpcs from a file (ending with <close-session/>):\n"
-"           $ ncgrpc session router-17 --netconf < rpcs.xml > replies.xml\n"
-"\n"
-"     Run shell commands from a script, or interactively:\n"
-"           $ echo 'uname -a; id' | ncgrpc session router-17 --shell\n"
-"           $ ncgrpc session router-17 --shell\n"
-"\n"
-"     Register a device and load its configuration on a Junos box:\n"
-"           # ncgrpc device add router-17 > router-17.conf\n"
-"           # ncgrpc device add router-18 --set\n"
-"           # ncgrpc device add router-19 --secret-stdin < secret.txt\n"
-"\n"
-"     Use another ncgrpcd instance:\n"
-"           $ ncgrpc -f /etc/ncgrpc/lab.conf devices --json | jq '.[].peer'\n"
-"\n"
-"SEE ALSO\n"
-"     ncgrpcd(8), ncgrpc-agent(8), docs/operator-api.md\n";
+    "NAME\n"
+    "     ncgrpc - operate network devices connected to ncgrpcd\n"
+    "\n"
+    "SYNOPSIS\n"
+    "     ncgrpc [-s SOCKET] [-f CONFIG] COMMAND [ARGS]\n"
+    "\n"
+    "     ncgrpc devices [--json]\n"
+    "     ncgrpc watch [--json] [--current]\n"
+    "     ncgrpc session DEVICE --netconf|--shell [--wait SECONDS]\n"
+    "     ncgrpc device add ID [--set] [--secret-stdin]\n"
+    "     ncgrpc device remove ID\n"
+    "     ncgrpc help\n"
+    "\n"
+    "DESCRIPTION\n"
+    "     Devices (Junos boxes, or hosts running ncgrpc-agent) dial out to\n"
+    "     ncgrpcd over HTTPS.  ncgrpc reaches them through ncgrpcd's operator\n"
+    "     API, a gRPC service on a local Unix socket whose permissions decide\n"
+    "     who may use it (docs/operator-api.md).\n"
+    "\n"
+    "     -s SOCKET   The operator socket.  Default: operator-socket of "
+    "CONFIG,\n"
+    "                 else /run/ncgrpc/operator.sock.\n"
+    "     -f CONFIG   The ncgrpcd configuration, read for the socket path "
+    "and,\n"
+    "                 by \"device add\", for the names, port, certificate and\n"
+    "                 devices file.  Default /etc/ncgrpc/ncgrpcd.conf; when\n"
+    "                 that file is missing the defaults apply.\n"
+    "     -h, --help  Print this text.\n"
+    "     -V          Print the version.\n"
+    "\n"
+    "COMMANDS\n"
+    "     devices [--json]\n"
+    "           The connected devices: DEVICE, PEER (address:port of the\n"
+    "           latest connection), CONNECTED (since, local time, and how\n"
+    "           long ago), INSTANCE (changes when the device application\n"
+    "           restarts), IDLE (whether a connection is waiting, so a "
+    "session\n"
+    "           starts at once, and how many) and SESSIONS (active now).\n"
+    "           --json prints a JSON array of objects with the proto field\n"
+    "           names (device_id, peer, connected_since, instance_id,\n"
+    "           idle_connections, active_sessions); as in the proto3 JSON\n"
+    "           mapping, the 64-bit connected_since and instance_id are\n"
+    "           strings.\n"
+    "\n"
+    "     watch [--json] [--current]\n"
+    "           Prints device events as they happen, one per line, until\n"
+    "           interrupted (Ctrl-C; exit status 0): CONNECTED, DISCONNECTED,\n"
+    "           RESTARTED.  --current first prints a CONNECTED event for each\n"
+    "           device connected now.  --json prints each event as a JSON\n"
+    "           object (kind, device, reason) on one line.\n"
+    "\n"
+    "     session DEVICE --netconf|--shell [--wait SECONDS]\n"
+    "           Opens a NETCONF or shell session on DEVICE.  --wait is how "
+    "long\n"
+    "           ncgrpcd may wait for an idle connection of the device (1 to\n"
+    "           600; 0 or none: session-wait of ncgrpcd).  Output goes to\n"
+    "           standard output byte for byte.\n"
+    "\n"
+    "           When standard input is not a terminal (a pipe or a file) it "
+    "is\n"
+    "           sent to the device as is.  At its end, a shell session gets a\n"
+    "           last \"exit\" line, so the shell runs every command before it\n"
+    "           and the session ends after their output; a NETCONF session\n"
+    "           gets nothing more, so the input should end with a\n"
+    "           <close-session/> rpc (otherwise ncgrpc waits for the device;\n"
+    "           interrupt it with Ctrl-C).  Ctrl-C cancels the session.\n"
+    "\n"
+    "           In a terminal, lines are sent as they are typed (the terminal\n"
+    "           stays in line mode and echoes them).  Ctrl-C sends SIGINT to\n"
+    "           the session's processes on the device, and does not end\n"
+    "           ncgrpc.  Ctrl-D on an empty line ends the session: a shell "
+    "gets\n"
+    "           \"exit\", a NETCONF session is cancelled.  How the session "
+    "ended\n"
+    "           is printed on standard error.\n"
+    "\n"
+    "           In both modes Ctrl-\\ (SIGQUIT) and SIGTERM cancel the "
+    "session\n"
+    "           at once.\n"
+    "\n"
+    "     device add ID [--set] [--secret-stdin]\n"
+    "           Adds device ID to the device registry (the devices file of\n"
+    "           CONFIG; ncgrpcd reloads it by itself) with a new random\n"
+    "           secret, or with the first line of standard input with\n"
+    "           --secret-stdin, and prints the configuration to paste on the\n"
+    "           device: a Junos outbound-https stanza (for \"load merge\n"
+    "           terminal\", or ncgrpc-agent's configuration file), or with "
+    "--set\n"
+    "           the same as Junos set commands.  It names ncgrpcd by every\n"
+    "           \"name\" of CONFIG (the first as the main address, the others "
+    "as\n"
+    "           backups) with the first listen port, and trusts ncgrpcd's\n"
+    "           certificate.  Needs write access to the devices file, and\n"
+    "           read access to CONFIG and the certificate.  An ID that is\n"
+    "           already registered is refused.\n"
+    "\n"
+    "     device remove ID\n"
+    "           Removes device ID from the registry.  Its connections are\n"
+    "           refused from then on; sessions running now go on.\n"
+    "\n"
+    "EXIT STATUS\n"
+    "     0    success\n"
+    "     1    ncgrpcd refused (unknown device, no idle connection, session\n"
+    "          limit, ...), the session failed or the device's connection was\n"
+    "          lost, or a configuration or registry error\n"
+    "     2    ncgrpcd cannot be reached on the operator socket\n"
+    "     64   usage error\n"
+    "     129  the session was ended by SIGHUP (the terminal went away)\n"
+    "     130  the session was ended by Ctrl-C (pipe mode); 131 by Ctrl-\\\n"
+    "     141  standard output was closed (for example by head(1))\n"
+    "     143  the session was ended by SIGTERM\n"
+    "\n"
+    "EXAMPLES\n"
+    "     List the devices, and watch them come and go:\n"
+    "           $ ncgrpc devices\n"
+    "           $ ncgrpc watch --current\n"
+    "\n"
+    "     Run NETCONF rpcs from a file (ending with <close-session/>):\n"
+    "           $ ncgrpc session router-17 --netconf < rpcs.xml > replies.xml\n"
+    "\n"
+    "     Run shell commands from a script, or interactively:\n"
+    "           $ echo 'uname -a; id' | ncgrpc session router-17 --shell\n"
+    "           $ ncgrpc session router-17 --shell\n"
+    "\n"
+    "     Register a device and load its configuration on a Junos box:\n"
+    "           # ncgrpc device add router-17 > router-17.conf\n"
+    "           # ncgrpc device add router-18 --set\n"
+    "           # ncgrpc device add router-19 --secret-stdin < secret.txt\n"
+    "\n"
+    "     Use another ncgrpcd instance:\n"
+    "           $ ncgrpc -f /etc/ncgrpc/lab.conf devices --json | jq "
+    "'.[].peer'\n"
+    "\n"
+    "SEE ALSO\n"
+    "     ncgrpcd(8), ncgrpc-agent(8), docs/operator-api.md\n";
 
 static void
 usage_hint(void)
 {
 	fprintf(stderr, "usage: ncgrpc [-s SOCKET] [-f CONFIG] COMMAND [ARGS]"
-			"\n       (see ncgrpc --help)\n");
+	                "\n       (see ncgrpc --help)\n");
 }
 
 void
@@ -233,10 +244,10 @@ cli_format_age(int64_t secs, char *buf, size_t len)
 		snprintf(buf, len, "%lldm", (long long)(secs / 60));
 	else if (secs < 86400)
 		snprintf(buf, len, "%lldh%lldm", (long long)(secs / 3600),
-			 (long long)(secs % 3600 / 60));
+		         (long long)(secs % 3600 / 60));
 	else
 		snprintf(buf, len, "%lldd%lldh", (long long)(secs / 86400),
-			 (long long)(secs % 86400 / 3600));
+		         (long long)(secs % 86400 / 3600));
 }
 
 struct sconf *
@@ -257,7 +268,7 @@ cli_load_config(const struct cli *cl)
 	if (rc != 0) {
 		if (rc == -ENOENT || rc == -EACCES)
 			cli_err("cannot read \"%s\": %s", cl->cl_config,
-				strerror(-rc));
+			        strerror(-rc));
 		else
 			cli_err("%s", err);
 		return NULL;
@@ -291,8 +302,7 @@ cli_socket_path(const struct cli *cl)
 	if (!cl->cl_config_given && (rc == -ENOENT || rc == -EACCES))
 		return SCONF_DEFAULT_OPERATOR_SOCKET;
 	if (rc == -ENOENT || rc == -EACCES)
-		cli_err("cannot read \"%s\": %s", cl->cl_config,
-			strerror(-rc));
+		cli_err("cannot read \"%s\": %s", cl->cl_config, strerror(-rc));
 	else
 		cli_err("%s", err);
 	return NULL;
@@ -302,11 +312,11 @@ int
 main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"socket", required_argument, NULL, 's'},
-		{"config", required_argument, NULL, 'f'},
-		{"help", no_argument, NULL, 'h'},
-		{"version", no_argument, NULL, 'V'},
-		{NULL, 0, NULL, 0},
+	    {"socket", required_argument, NULL, 's'},
+	    {"config", required_argument, NULL, 'f'},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {NULL, 0, NULL, 0},
 	};
 	struct cli cl = {.cl_config = CLI_DEFAULT_CONFIG};
 	const char *cmd;
@@ -335,9 +345,10 @@ main(int argc, char **argv)
 		default:
 			if (optopt != 0 && strchr("sf", optopt) != NULL)
 				return cli_usage_error("option -%c needs a "
-						       "value", optopt);
+				                       "value",
+				                       optopt);
 			return cli_usage_error("unknown option \"%s\"",
-					       argv[optind - 1]);
+			                       argv[optind - 1]);
 		}
 	}
 	argc -= optind;

@@ -13,7 +13,7 @@
 #include "grpc.h"
 
 static struct {
-	struct grpc_conn *oc_conn;	/* NULL once closed */
+	struct grpc_conn *oc_conn; /* NULL once closed */
 	const char *oc_path;
 	const struct opconn_ops *oc_ops;
 	void *oc_arg;
@@ -51,7 +51,7 @@ report_unreachable(int err, const char *reason)
 	if (err != 0)
 		reason = ncg_strerror(err);
 	cli_err("cannot reach ncgrpcd on \"%s\": %s%s", oc.oc_path, reason,
-		hint);
+	        hint);
 }
 
 static void
@@ -69,13 +69,13 @@ oc_on_closed(struct grpc_conn *conn, int err, const char *reason, void *arg)
 }
 
 static const struct grpc_conn_ops oc_conn_ops = {
-	.on_ready = oc_on_ready,
-	.on_closed = oc_on_closed,
+    .on_ready = oc_on_ready,
+    .on_closed = oc_on_closed,
 };
 
 int
 opconn_open(uv_loop_t *loop, const char *path, const struct opconn_ops *ops,
-	    void *arg)
+            void *arg)
 {
 	int rc;
 
@@ -84,7 +84,7 @@ opconn_open(uv_loop_t *loop, const char *path, const struct opconn_ops *ops,
 	oc.oc_ops = ops;
 	oc.oc_arg = arg;
 	rc = grpc_conn_connect_unix(loop, path, NULL, &oc_conn_ops, NULL,
-				    &oc.oc_conn);
+	                            &oc.oc_conn);
 	if (rc != 0) {
 		oc.oc_conn = NULL;
 		report_unreachable(rc, ncg_strerror(rc));

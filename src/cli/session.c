@@ -30,9 +30,9 @@
 #include "grpc.h"
 #include "ncgrpc_operator.pb-c.h"
 
-#define SESS_READ_SIZE	(64 * 1024)
-#define SESS_SHELL_READ	(16 * 1024)	/* see input_data() */
-#define SESS_MAX_WAIT	600	/* seconds, as ncgrpcd caps wait_ms */
+#define SESS_READ_SIZE  (64 * 1024)
+#define SESS_SHELL_READ (16 * 1024) /* see input_data() */
+#define SESS_MAX_WAIT   600         /* seconds, as ncgrpcd caps wait_ms */
 
 enum sess_input { IN_NONE, IN_TTY, IN_PIPE, IN_FILE };
 
@@ -41,28 +41,28 @@ static const struct {
 	int sg_signum;
 	int sg_exit;
 } sess_signals[] = {
-	{SIGINT, 130},
-	{SIGQUIT, 131},
-	{SIGTERM, 143},
-	{SIGHUP, 129},
+    {SIGINT, 130},
+    {SIGQUIT, 131},
+    {SIGTERM, 143},
+    {SIGHUP, 129},
 };
 #define NSIGNALS (sizeof(sess_signals) / sizeof(sess_signals[0]))
 
 static struct {
 	uv_loop_t *s_loop;
-	struct grpc_call *s_call;	/* NULL once on_end ran */
+	struct grpc_call *s_call; /* NULL once on_end ran */
 	const char *s_device;
 	int s_shell;
 	unsigned s_wait_ms;
-	int s_tty;			/* terminal mode */
+	int s_tty; /* terminal mode */
 	int s_started;
-	int s_ended;			/* SessionOutput.ended arrived */
-	char s_reason[256];		/* its reason */
+	int s_ended;        /* SessionOutput.ended arrived */
+	char s_reason[256]; /* its reason */
 	uint64_t s_to_dev, s_from_dev;
 	int s_exit;
-	int s_forced_exit;		/* a signal or EPIPE decided it */
-	int s_user_ended;		/* Ctrl-D on a NETCONF session */
-	int s_finished;			/* handles closed */
+	int s_forced_exit; /* a signal or EPIPE decided it */
+	int s_user_ended;  /* Ctrl-D on a NETCONF session */
+	int s_finished;    /* handles closed */
 
 	/* Input. */
 	enum sess_input s_in;
@@ -73,13 +73,13 @@ static struct {
 		uv_stream_t stream;
 	} s_h;
 	int s_h_open;
-	int s_reading;			/* stream: read started */
-	int s_blocked;			/* waiting for on_writable */
-	int s_eof;			/* input is over */
+	int s_reading; /* stream: read started */
+	int s_blocked; /* waiting for on_writable */
+	int s_eof;     /* input is over */
 	uv_fs_t s_fsreq;
-	int s_fs_busy;			/* an fs read in flight */
-	char *s_buf;			/* SESS_READ_SIZE bytes */
-	int s_last_nl;			/* last byte sent was a newline */
+	int s_fs_busy; /* an fs read in flight */
+	char *s_buf;   /* SESS_READ_SIZE bytes */
+	int s_last_nl; /* last byte sent was a newline */
 
 	uv_signal_t s_sig[NSIGNALS];
 	int s_sig_open;
@@ -143,19 +143,21 @@ static int
 send_input(const void *data, size_t len, uint32_t signum)
 {
 	Ncgrpc__Operator__V1__SessionInput in =
-		NCGRPC__OPERATOR__V1__SESSION_INPUT__INIT;
+	    NCGRPC__OPERATOR__V1__SESSION_INPUT__INIT;
 
 	if (sess.s_call == NULL)
 		return -EPIPE;
 	if (signum != 0) {
-		in.input_case = NCGRPC__OPERATOR__V1__SESSION_INPUT__INPUT_SIGNAL;
+		in.input_case =
+		    NCGRPC__OPERATOR__V1__SESSION_INPUT__INPUT_SIGNAL;
 		in.signal = signum;
 	} else {
 		in.input_case = NCGRPC__OPERATOR__V1__SESSION_INPUT__INPUT_DATA;
 		in.data.data = (uint8_t *)(uintptr_t)data;
 		in.data.len = len;
 		if (len > 0)
-			sess.s_last_nl = ((const uint8_t *)data)[len - 1] == '\n';
+			sess.s_last_nl =
+			    ((const uint8_t *)data)[len - 1] == '\n';
 	}
 	return opconn_send(sess.s_call, &in.base);
 }
@@ -175,7 +177,7 @@ input_eof(void)
 	if (sess.s_shell) {
 		/* A last line without newline must not swallow the exit. */
 		rc = send_input(sess.s_last_nl ? "exit\n" : "\nexit\n",
-				sess.s_last_nl ? 5 : 6, 0);
+		                sess.s_last_nl ? 5 : 6, 0);
 		if (rc != 0 || sess.s_call == NULL) {
 			if (sess.s_call != NULL)
 				grpc_call_cancel(sess.s_call);
@@ -187,7 +189,7 @@ input_eof(void)
 	if (sess.s_tty) {
 		/* There is no "exit" for NETCONF: end the session here. */
 		fprintf(stderr, "ncgrpc: end of input: closing the NETCONF "
-				"session\n");
+		                "session\n");
 		sess.s_user_ended = 1;
 		grpc_call_cancel(sess.s_call);
 		return;
@@ -287,7 +289,8 @@ sess_read_more(void)
 	uv_buf_t b;
 	int rc;
 
-	if (sess.s_eof || sess.s_blocked || sess.s_finished || sess.s_call == NULL)
+	if (sess.s_eof || sess.s_blocked || sess.s_finished ||
+	    sess.s_call == NULL)
 		return;
 	switch (sess.s_in) {
 	case IN_TTY:
@@ -295,9 +298,8 @@ sess_read_more(void)
 		if (sess.s_reading)
 			return;
 		if ((rc = uv_read_start(&sess.s_h.stream, on_alloc,
-					on_stream_read)) != 0) {
-			cli_err("reading standard input: %s",
-				uv_strerror(rc));
+		                        on_stream_read)) != 0) {
+			cli_err("reading standard input: %s", uv_strerror(rc));
 			input_eof();
 			return;
 		}
@@ -307,12 +309,11 @@ sess_read_more(void)
 		if (sess.s_fs_busy)
 			return;
 		b = uv_buf_init(sess.s_buf, sess.s_shell ? SESS_SHELL_READ
-						       : SESS_READ_SIZE);
-		rc = uv_fs_read(sess.s_loop, &sess.s_fsreq, STDIN_FILENO, &b, 1, -1,
-				on_fs_read);
+		                                         : SESS_READ_SIZE);
+		rc = uv_fs_read(sess.s_loop, &sess.s_fsreq, STDIN_FILENO, &b, 1,
+		                -1, on_fs_read);
 		if (rc != 0) {
-			cli_err("reading standard input: %s",
-				uv_strerror(rc));
+			cli_err("reading standard input: %s", uv_strerror(rc));
 			input_eof();
 			return;
 		}
@@ -366,11 +367,12 @@ on_started(const Ncgrpc__Operator__V1__SessionStarted *st)
 	sess.s_started = 1;
 	if (sess.s_tty)
 		fprintf(stderr,
-			"connected to %s (%s) via %s; Ctrl-C sends SIGINT, "
-			"Ctrl-D ends\n",
-			st->device_id[0] != '\0' ? st->device_id : sess.s_device,
-			sess.s_shell ? "shell" : "netconf",
-			st->peer[0] != '\0' ? st->peer : "?");
+		        "connected to %s (%s) via %s; Ctrl-C sends SIGINT, "
+		        "Ctrl-D ends\n",
+		        st->device_id[0] != '\0' ? st->device_id
+		                                 : sess.s_device,
+		        sess.s_shell ? "shell" : "netconf",
+		        st->peer[0] != '\0' ? st->peer : "?");
 	sess_read_more();
 }
 
@@ -395,8 +397,8 @@ s_on_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 			on_started(out->started);
 		break;
 	case NCGRPC__OPERATOR__V1__SESSION_OUTPUT__OUTPUT_DATA:
-		rc = cli_write_all(STDOUT_FILENO, out->data.data,
-				   out->data.len);
+		rc =
+		    cli_write_all(STDOUT_FILENO, out->data.data, out->data.len);
 		if (rc == -EPIPE) {
 			/* Like SIGPIPE, but the session is ended cleanly. */
 			sess.s_forced_exit = 1;
@@ -412,7 +414,7 @@ s_on_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 	case NCGRPC__OPERATOR__V1__SESSION_OUTPUT__OUTPUT_ENDED:
 		sess.s_ended = 1;
 		snprintf(sess.s_reason, sizeof(sess.s_reason), "%s",
-			 out->ended->reason);
+		         out->ended->reason);
 		sess.s_to_dev = out->ended->bytes_to_device;
 		sess.s_from_dev = out->ended->bytes_from_device;
 		break;
@@ -442,8 +444,8 @@ s_on_end(struct grpc_call *c, int status, const char *message, void *arg)
 	(void)arg;
 	sess.s_call = NULL;
 	why = sess.s_ended && sess.s_reason[0] != '\0' ? sess.s_reason
-	      : message[0] != '\0'		  ? message
-						  : grpc_status_name(status);
+	      : message[0] != '\0'                     ? message
+	                           : grpc_status_name(status);
 	if (sess.s_forced_exit)
 		; /* a signal or a local failure decided the status */
 	else if (!sess.s_started) {
@@ -454,9 +456,9 @@ s_on_end(struct grpc_call *c, int status, const char *message, void *arg)
 	} else if (status == GRPC_STATUS_OK) {
 		if (sess.s_tty)
 			fprintf(stderr,
-				"ncgrpc: session ended: %s (%" PRIu64
-				" bytes sent, %" PRIu64 " received)\n",
-				why, sess.s_to_dev, sess.s_from_dev);
+			        "ncgrpc: session ended: %s (%" PRIu64
+			        " bytes sent, %" PRIu64 " received)\n",
+			        why, sess.s_to_dev, sess.s_from_dev);
 		sess.s_exit = CLI_EXIT_OK;
 	} else {
 		cli_err("session ended: %s", why);
@@ -469,35 +471,34 @@ s_on_end(struct grpc_call *c, int status, const char *message, void *arg)
 }
 
 static const struct grpc_call_ops s_call_ops = {
-	.on_message = s_on_message,
-	.on_writable = s_on_writable,
-	.on_end = s_on_end,
+    .on_message = s_on_message,
+    .on_writable = s_on_writable,
+    .on_end = s_on_end,
 };
 
 static void
 s_on_ready(struct grpc_conn *conn, void *arg)
 {
 	Ncgrpc__Operator__V1__SessionInput in =
-		NCGRPC__OPERATOR__V1__SESSION_INPUT__INIT;
+	    NCGRPC__OPERATOR__V1__SESSION_INPUT__INIT;
 	Ncgrpc__Operator__V1__SessionOpen o =
-		NCGRPC__OPERATOR__V1__SESSION_OPEN__INIT;
+	    NCGRPC__OPERATOR__V1__SESSION_OPEN__INIT;
 	int rc;
 
 	(void)arg;
 	if (sess.s_finished)
 		return;
 	rc = grpc_call_start(conn, CLI_OPSVC "Session", NULL, 0, &s_call_ops,
-			     NULL, &sess.s_call);
+	                     NULL, &sess.s_call);
 	if (rc != 0) {
-		cli_err("cannot start the session call: %s",
-			ncg_strerror(rc));
+		cli_err("cannot start the session call: %s", ncg_strerror(rc));
 		sess.s_exit = CLI_EXIT_FAIL;
 		sess_finish();
 		return;
 	}
 	o.device_id = (char *)(uintptr_t)sess.s_device;
 	o.type = sess.s_shell ? NCGRPC__OPERATOR__V1__SESSION_TYPE__SHELL
-			   : NCGRPC__OPERATOR__V1__SESSION_TYPE__NETCONF;
+	                      : NCGRPC__OPERATOR__V1__SESSION_TYPE__NETCONF;
 	o.wait_ms = sess.s_wait_ms;
 	in.input_case = NCGRPC__OPERATOR__V1__SESSION_INPUT__INPUT_OPEN;
 	in.open = &o;
@@ -518,8 +519,8 @@ s_on_closed(int unreachable, void *arg)
 }
 
 static const struct opconn_ops s_conn_ops = {
-	.oo_ready = s_on_ready,
-	.oo_closed = s_on_closed,
+    .oo_ready = s_on_ready,
+    .oo_closed = s_on_closed,
 };
 
 static void
@@ -529,7 +530,8 @@ s_on_signal(uv_signal_t *h, int signum)
 
 	(void)h;
 	/* In a terminal, Ctrl-C is for the device's processes. */
-	if (signum == SIGINT && sess.s_tty && sess.s_started && sess.s_call != NULL) {
+	if (signum == SIGINT && sess.s_tty && sess.s_started &&
+	    sess.s_call != NULL) {
 		int rc = send_input(NULL, 0, 2);
 
 		if (rc != 0 && sess.s_call != NULL)
@@ -546,10 +548,10 @@ static int
 parse_args(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"netconf", no_argument, NULL, 'n'},
-		{"shell", no_argument, NULL, 's'},
-		{"wait", required_argument, NULL, 'w'},
-		{NULL, 0, NULL, 0},
+	    {"netconf", no_argument, NULL, 'n'},
+	    {"shell", no_argument, NULL, 's'},
+	    {"wait", required_argument, NULL, 'w'},
+	    {NULL, 0, NULL, 0},
 	};
 	unsigned long long v;
 	int ch, type = -1;
@@ -562,32 +564,32 @@ parse_args(int argc, char **argv)
 		case 's':
 			if (type != -1 && type != (ch == 's'))
 				return cli_usage_error("session: --netconf "
-						       "and --shell exclude "
-						       "each other");
+				                       "and --shell exclude "
+				                       "each other");
 			type = ch == 's';
 			break;
 		case 'w':
 			if (addr_parse_uint(optarg, 0, SESS_MAX_WAIT, &v) != 0)
 				return cli_usage_error(
-					"session: --wait takes whole seconds "
-					"from 0 to %d, not \"%s\"",
-					SESS_MAX_WAIT, optarg);
+				    "session: --wait takes whole seconds "
+				    "from 0 to %d, not \"%s\"",
+				    SESS_MAX_WAIT, optarg);
 			sess.s_wait_ms = (unsigned)v * 1000;
 			break;
 		default:
 			if (optopt == 'w')
 				return cli_usage_error("session: --wait "
-						       "needs SECONDS");
+				                       "needs SECONDS");
 			return cli_usage_error("session: unknown option "
-					       "\"%s\"",
-					       argv[optind - 1]);
+			                       "\"%s\"",
+			                       argv[optind - 1]);
 		}
 	}
 	if (optind >= argc)
 		return cli_usage_error("session: which DEVICE?");
 	if (optind + 1 < argc)
 		return cli_usage_error("session: unexpected argument \"%s\"",
-				       argv[optind + 1]);
+		                       argv[optind + 1]);
 	if (type == -1)
 		return cli_usage_error("session: --netconf or --shell?");
 	sess.s_device = argv[optind];
@@ -620,7 +622,7 @@ cmd_session(const struct cli *cl, int argc, char **argv)
 	for (i = 0; i < NSIGNALS; i++) {
 		uv_signal_init(sess.s_loop, &sess.s_sig[i]);
 		uv_signal_start(&sess.s_sig[i], s_on_signal,
-				sess_signals[i].sg_signum);
+		                sess_signals[i].sg_signum);
 	}
 	sess.s_sig_open = 1;
 	if (opconn_open(sess.s_loop, path, &s_conn_ops, NULL) != 0) {

@@ -7,7 +7,7 @@
 
 int
 addr_parse_uint(const char *s, unsigned long long min, unsigned long long max,
-		unsigned long long *out)
+                unsigned long long *out)
 {
 	unsigned long long v;
 	char *end;
@@ -26,7 +26,7 @@ addr_parse_uint(const char *s, unsigned long long min, unsigned long long max,
 
 int
 addr_parse_hostport(const char *s, uint16_t dflt_port, int allow_zero,
-		    char *host, size_t hostlen, uint16_t *port)
+                    char *host, size_t hostlen, uint16_t *port)
 {
 	const char *h, *p = NULL, *colon;
 	unsigned long long v;

@@ -14,7 +14,7 @@
  * for a malformed operand, or -ENAMETOOLONG when host does not fit.
  */
 int addr_parse_hostport(const char *s, uint16_t dflt_port, int allow_zero,
-			char *host, size_t hostlen, uint16_t *port);
+                        char *host, size_t hostlen, uint16_t *port);
 
 /*
  * The host part of a peer address as grpc_conn_peer() gives it ("ADDR:PORT"
@@ -29,6 +29,6 @@ void addr_peer_host(const char *peer, char *out, size_t len);
  * Returns 0 and sets *out, or -EINVAL / -ERANGE.
  */
 int addr_parse_uint(const char *s, unsigned long long min,
-		    unsigned long long max, unsigned long long *out);
+                    unsigned long long max, unsigned long long *out);
 
 #endif

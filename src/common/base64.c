@@ -3,9 +3,9 @@
 #include "base64.h"
 
 static const char base64_std[] =
-	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 static const char base64_url[] =
-	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 size_t
 base64_encode(const uint8_t *in, size_t len, char *out, int flags)
@@ -60,7 +60,7 @@ value(char c)
 
 int
 base64_decode(const char *in, size_t len, uint8_t *out, size_t outmax,
-	      size_t *outlen, int flags)
+              size_t *outlen, int flags)
 {
 	size_t i, o = 0;
 	uint32_t v = 0;

@@ -9,10 +9,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define BASE64_PAD    0x1 /* encode: append '=' padding */
-#define BASE64_URL    0x2 /* encode: the "-_" alphabet of base64url */
-#define BASE64_STRICT 0x4 /* decode: unused bits must be zero, so each
-			   * value has exactly one accepted spelling */
+#define BASE64_PAD 0x1 /* encode: append '=' padding */
+#define BASE64_URL 0x2 /* encode: the "-_" alphabet of base64url */
+#define BASE64_STRICT                                                          \
+	0x4 /* decode: unused bits must be zero, so each                       \
+	     * value has exactly one accepted spelling */
 
 /* Bytes base64_encode() needs for len bytes, NUL included. */
 #define BASE64_ENCODED_SIZE(len) (((len) + 2) / 3 * 4 + 1)
@@ -30,6 +31,6 @@ size_t base64_encode(const uint8_t *in, size_t len, char *out, int flags);
  * BASE64_STRICT) nonzero unused bits, or -ENOBUFS when out is too small.
  */
 int base64_decode(const char *in, size_t len, uint8_t *out, size_t outmax,
-		  size_t *outlen, int flags);
+                  size_t *outlen, int flags);
 
 #endif

@@ -13,19 +13,19 @@
 
 enum ncg_err {
 	NCG_EBASE = -20000,
-	NCG_ETLS,	       /* TLS failure not covered below */
-	NCG_ETLS_UNKNOWN_CA,   /* peer does not chain to a trusted certificate */
-	NCG_ETLS_NAME,	       /* certificate does not match the peer's name */
-	NCG_ETLS_EXPIRED,      /* certificate (or one in its chain) expired */
-	NCG_ETLS_NOT_YET,      /* certificate not valid yet */
-	NCG_ETLS_NO_ALPN,      /* peer did not agree on ALPN "h2" */
-	NCG_ETLS_BAD_CERT,     /* certificate could not be parsed or is unusable */
+	NCG_ETLS,            /* TLS failure not covered below */
+	NCG_ETLS_UNKNOWN_CA, /* peer does not chain to a trusted certificate */
+	NCG_ETLS_NAME,       /* certificate does not match the peer's name */
+	NCG_ETLS_EXPIRED,    /* certificate (or one in its chain) expired */
+	NCG_ETLS_NOT_YET,    /* certificate not valid yet */
+	NCG_ETLS_NO_ALPN,    /* peer did not agree on ALPN "h2" */
+	NCG_ETLS_BAD_CERT, /* certificate could not be parsed or is unusable */
 	NCG_ETLS_HANDSHAKE_TIMEOUT,
-	NCG_EH2,	       /* HTTP/2 protocol error */
-	NCG_EH2_GOAWAY,	       /* peer sent GOAWAY */
-	NCG_EPING_TIMEOUT,     /* keepalive PING not answered in time */
-	NCG_ECLOSED,	       /* the connection was closed */
-	NCG_ECANCELLED,	       /* the operation was cancelled, e.g. at shutdown */
+	NCG_EH2,           /* HTTP/2 protocol error */
+	NCG_EH2_GOAWAY,    /* peer sent GOAWAY */
+	NCG_EPING_TIMEOUT, /* keepalive PING not answered in time */
+	NCG_ECLOSED,       /* the connection was closed */
+	NCG_ECANCELLED,    /* the operation was cancelled, e.g. at shutdown */
 	NCG_ELAST
 };
 
@@ -41,6 +41,6 @@ const char *ncg_strerror(int code);
  * errlen is 0.
  */
 void ncg_seterr(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 #endif

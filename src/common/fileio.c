@@ -38,7 +38,7 @@ grow(char **buf, size_t len, size_t cap, int flags)
 
 int
 fileio_read_fd(int fd, size_t max, size_t hint, int flags, char **out,
-	       size_t *outlen)
+               size_t *outlen)
 {
 	char *buf = NULL;
 	size_t len = 0, cap = 0, want;
@@ -54,7 +54,7 @@ fileio_read_fd(int fd, size_t max, size_t hint, int flags, char **out,
 		 */
 		if (len + 1 >= cap) {
 			want = cap == 0 ? (hint != 0 ? hint + 2 : FILEIO_FIRST)
-					: cap * 2;
+			                : cap * 2;
 			if (want > max + 2 || want < cap)
 				want = max + 2;
 			if ((rc = grow(&buf, len, want, flags)) != 0)

@@ -23,7 +23,7 @@
  * fileio_free() and the same flags.
  */
 int fileio_read_fd(int fd, size_t max, size_t hint, int flags, char **out,
-		   size_t *outlen);
+                   size_t *outlen);
 
 /* Frees a buffer of fileio_read_fd(); cleansed first with FILEIO_SECRET. */
 void fileio_free(char *buf, size_t len, int flags);

@@ -27,7 +27,7 @@ on_event(uv_fs_event_t *h, const char *filename, int events, int status)
 
 int
 filewatch_start(uv_loop_t *loop, struct filewatch *fw, const char *path,
-		unsigned delay_ms, void (*cb)(void *arg), void *arg)
+                unsigned delay_ms, void (*cb)(void *arg), void *arg)
 {
 	char *dcopy, *bcopy;
 	int rc;
@@ -49,7 +49,7 @@ filewatch_start(uv_loop_t *loop, struct filewatch *fw, const char *path,
 		rc = -ENOMEM;
 	else
 		rc = uv_fs_event_start(&fw->fw_event, on_event, dirname(dcopy),
-				       0);
+		                       0);
 	free(dcopy);
 	free(bcopy);
 	return rc;

@@ -30,7 +30,7 @@ struct filewatch {
  * back to SIGHUP).
  */
 int filewatch_start(uv_loop_t *loop, struct filewatch *fw, const char *path,
-		    unsigned delay_ms, void (*cb)(void *arg), void *arg);
+                    unsigned delay_ms, void (*cb)(void *arg), void *arg);
 
 /* Stops the watch and closes its handles (no close callback). */
 void filewatch_close(struct filewatch *fw);

@@ -30,7 +30,7 @@
 #include "tls.h"
 
 #define GRPC_MAX_METADATA (16 * 1024)
-#define GRPC_USER_AGENT	  "ncgrpc/" NCGRPC_VERSION
+#define GRPC_USER_AGENT   "ncgrpc/" NCGRPC_VERSION
 
 struct grpc_call {
 	struct grpc_conn *cl_conn;
@@ -48,30 +48,30 @@ struct grpc_call {
 	uint64_t cl_timeout_ms;
 	uv_timer_t cl_timer;
 	int cl_timer_used;
-	int cl_busy;		/* holds taken by running code */
+	int cl_busy; /* holds taken by running code */
 	int cl_paused;
-	int cl_headers_done;	/* first header block received */
-	int cl_bad_request;	/* server: method/content-type unusable */
-	int cl_remote_closed;	/* END_STREAM received */
+	int cl_headers_done;    /* first header block received */
+	int cl_bad_request;     /* server: method/content-type unusable */
+	int cl_remote_closed;   /* END_STREAM received */
 	int cl_half_close_told; /* on_half_close delivered */
-	int cl_input_dead;	/* drop further input (after an error) */
-	int cl_send_closed;	/* client: close_send; server: finish */
-	int cl_deferred;	/* data provider is deferred */
-	int cl_submitted;	/* server: response HEADERS submitted */
+	int cl_input_dead;      /* drop further input (after an error) */
+	int cl_send_closed;     /* client: close_send; server: finish */
+	int cl_deferred;        /* data provider is deferred */
+	int cl_submitted;       /* server: response HEADERS submitted */
 	int cl_want_writable;
 	int cl_above_lowat;
 	int cl_http_status;
-	int cl_have_status;	/* cl_status came from the peer or finish */
+	int cl_have_status; /* cl_status came from the peer or finish */
 	int cl_status;
 	char *cl_message;
-	int cl_local_status;	/* client: status decided here, or -1 */
+	int cl_local_status; /* client: status decided here, or -1 */
 	char *cl_local_message;
 	struct grpc_mdlist cl_send_trailers;
-	int cl_closed;		/* stream closed */
-	int cl_ended;		/* on_end delivered */
-	int cl_detached;	/* no longer on its connection's list */
-	int cl_counted;		/* server: counted in gc_nstreams */
-	size_t cl_held;		/* server: counted in gc_buffered */
+	int cl_closed;   /* stream closed */
+	int cl_ended;    /* on_end delivered */
+	int cl_detached; /* no longer on its connection's list */
+	int cl_counted;  /* server: counted in gc_nstreams */
+	size_t cl_held;  /* server: counted in gc_buffered */
 	LIST_ENTRY(grpc_call) cl_entry;
 };
 
@@ -89,9 +89,9 @@ struct grpc_conn {
 	int gc_tls;
 	int gc_ready;
 	int gc_in_flushed;
-	int gc_trusted;	    /* server: grpc_conn_set_trusted() ran */
+	int gc_trusted;       /* server: grpc_conn_set_trusted() ran */
 	uint32_t gc_nstreams; /* server: calls on it not yet freed */
-	size_t gc_buffered; /* server: request bytes held by its calls */
+	size_t gc_buffered;   /* server: request bytes held by its calls */
 	LIST_ENTRY(grpc_conn) gc_entry;
 };
 
@@ -143,7 +143,7 @@ static void server_conn_gone(struct grpc_server *srv);
 
 int
 grpc_md_add(struct grpc_mdlist *ml, const char *key, const void *value,
-	    size_t len)
+            size_t len)
 {
 	struct grpc_md *md;
 	size_t klen = strlen(key);
@@ -209,7 +209,7 @@ struct nvlist {
 	char *owned[NV_MAX];
 	size_t n;
 	size_t nowned;
-	int overflow;	/* something could not be added */
+	int overflow;    /* something could not be added */
 	char status[12]; /* grpc-status, which must never be lost */
 };
 
@@ -240,7 +240,8 @@ nv_add_str(struct nvlist *l, const char *name, const char *value)
 static void
 nv_add_owned(struct nvlist *l, const char *name, char *value)
 {
-	if (value == NULL || l->nowned == sizeof(l->owned) / sizeof(l->owned[0])) {
+	if (value == NULL ||
+	    l->nowned == sizeof(l->owned) / sizeof(l->owned[0])) {
 		free(value);
 		l->overflow = 1;
 		return;
@@ -262,7 +263,7 @@ nv_add_md(struct nvlist *l, const struct grpc_mdlist *ml)
 			continue;
 		if (grpc_meta_key_is_bin(md->md_key, strlen(md->md_key))) {
 			if (grpc_base64_encode(md->md_value, md->md_len,
-					       &enc) != 0) {
+			                       &enc) != 0) {
 				l->overflow = 1;
 				continue;
 			}
@@ -443,7 +444,7 @@ call_fail(struct grpc_call *c, int status, const char *msg)
 	call_set_local(c, status, msg);
 	if (!c->cl_closed) {
 		nghttp2_submit_rst_stream(call_session(c), NGHTTP2_FLAG_NONE,
-					  c->cl_stream_id, NGHTTP2_CANCEL);
+		                          c->cl_stream_id, NGHTTP2_CANCEL);
 		call_flush(c);
 	}
 }
@@ -458,7 +459,7 @@ md_wire_count(const struct grpc_mdlist *ml)
 
 	for (i = 0; ml != NULL && i < ml->ml_n; i++)
 		if (!grpc_meta_key_reserved(ml->ml_md[i].md_key,
-					    strlen(ml->ml_md[i].md_key)))
+		                            strlen(ml->ml_md[i].md_key)))
 			n++;
 	return n;
 }
@@ -497,12 +498,12 @@ call_on_end_sent(struct h2conn *h, void *st)
 
 	if (c->cl_server && !c->cl_remote_closed && !c->cl_closed)
 		nghttp2_submit_rst_stream(h2_session(h), NGHTTP2_FLAG_NONE,
-					  c->cl_stream_id, NGHTTP2_NO_ERROR);
+		                          c->cl_stream_id, NGHTTP2_NO_ERROR);
 }
 
 static ssize_t
 call_read_cb(nghttp2_session *s, int32_t stream_id, uint8_t *out, size_t len,
-	     uint32_t *flags, nghttp2_data_source *src, void *ud)
+             uint32_t *flags, nghttp2_data_source *src, void *ud)
 {
 	struct grpc_call *c = src->ptr;
 	size_t n = buf_len(&c->cl_wbuf);
@@ -549,7 +550,8 @@ call_kick(struct grpc_call *c)
 static int
 server_submit_headers(struct grpc_call *c, const struct grpc_mdlist *md)
 {
-	nghttp2_data_provider prd = {.source.ptr = c, .read_callback = call_read_cb};
+	nghttp2_data_provider prd = {.source.ptr = c,
+	                             .read_callback = call_read_cb};
 	struct nvlist l = {0};
 	int rc;
 
@@ -561,7 +563,7 @@ server_submit_headers(struct grpc_call *c, const struct grpc_mdlist *md)
 		return -ENOMEM;
 	}
 	rc = nghttp2_submit_response(call_session(c), c->cl_stream_id, l.nv,
-				     l.n, &prd);
+	                             l.n, &prd);
 	nv_free(&l);
 	if (rc != 0)
 		return -ENOMEM;
@@ -640,7 +642,7 @@ int
 grpc_call_send_pb(struct grpc_call *c, const ProtobufCMessage *m)
 {
 	struct pb_sink sink = {.ps_base.append = pb_sink_append,
-			       .ps_buf = &c->cl_wbuf};
+	                       .ps_buf = &c->cl_wbuf};
 	size_t len = protobuf_c_message_get_packed_size(m);
 	size_t before;
 	int rc;
@@ -691,7 +693,7 @@ grpc_call_send_headers(struct grpc_call *c, const struct grpc_mdlist *md)
 
 int
 grpc_call_finish(struct grpc_call *c, int status, const char *message,
-		 const struct grpc_mdlist *trailers)
+                 const struct grpc_mdlist *trailers)
 {
 	size_t i;
 	int rc;
@@ -710,9 +712,9 @@ grpc_call_finish(struct grpc_call *c, int status, const char *message,
 		return -ENOMEM;
 	for (i = 0; trailers != NULL && i < trailers->ml_n; i++)
 		if ((rc = grpc_md_add(&c->cl_send_trailers,
-				      trailers->ml_md[i].md_key,
-				      trailers->ml_md[i].md_value,
-				      trailers->ml_md[i].md_len)) != 0)
+		                      trailers->ml_md[i].md_key,
+		                      trailers->ml_md[i].md_value,
+		                      trailers->ml_md[i].md_len)) != 0)
 			return rc;
 	c->cl_send_closed = 1;
 	c->cl_status = status;
@@ -736,7 +738,7 @@ grpc_call_finish(struct grpc_call *c, int status, const char *message,
 			nv_add_status(&l, GRPC_STATUS_INTERNAL, NULL);
 		}
 		rc = nghttp2_submit_response(call_session(c), c->cl_stream_id,
-					     l.nv, l.n, NULL);
+		                             l.nv, l.n, NULL);
 		nv_free(&l);
 		if (rc != 0)
 			return -ENOMEM;
@@ -759,7 +761,7 @@ grpc_call_cancel(struct grpc_call *c)
 	if (c->cl_closed)
 		return;
 	nghttp2_submit_rst_stream(call_session(c), NGHTTP2_FLAG_NONE,
-				  c->cl_stream_id, NGHTTP2_CANCEL);
+	                          c->cl_stream_id, NGHTTP2_CANCEL);
 	call_flush(c);
 }
 
@@ -821,7 +823,7 @@ grpc_call_set_max_message(struct grpc_call *c, size_t max)
 
 void
 grpc_call_set_ops(struct grpc_call *c, const struct grpc_call_ops *ops,
-		  void *arg)
+                  void *arg)
 {
 	c->cl_ops = ops;
 	c->cl_arg = arg;
@@ -884,13 +886,13 @@ call_process(struct grpc_call *c)
 		if (buf_len(&c->cl_rbuf) == 0)
 			break;
 		n = grpc_deframer_feed(&c->cl_df, buf_data(&c->cl_rbuf),
-				       buf_len(&c->cl_rbuf));
+		                       buf_len(&c->cl_rbuf));
 		if (n < 0) {
 			int st = deframe_status(n, &why);
 
 			if (n == -EMSGSIZE && c->cl_server)
 				conn_report_limit(c->cl_conn,
-						  GRPC_LIMIT_MESSAGE);
+				                  GRPC_LIMIT_MESSAGE);
 			call_drop_input(c);
 			call_fail(c, st, why);
 			return;
@@ -914,7 +916,7 @@ call_process(struct grpc_call *c)
 	c->cl_half_close_told = 1;
 	if (grpc_deframer_partial(&c->cl_df)) {
 		call_fail(c, GRPC_STATUS_INTERNAL,
-			  "stream ended inside a message");
+		          "stream ended inside a message");
 		return;
 	}
 	if (c->cl_server && c->cl_ops != NULL &&
@@ -942,7 +944,7 @@ call_on_data(struct h2conn *h, void *st, const uint8_t *data, size_t len)
 		call_hold(c);
 		call_drop_input(c);
 		call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
-			  "too much request data before authentication");
+		          "too much request data before authentication");
 		call_release(c);
 		return;
 	}
@@ -966,7 +968,7 @@ call_on_data_end(struct h2conn *h, void *st)
 	if (!c->cl_server && !c->cl_closed) {
 		/* END_STREAM on DATA: the server sent no trailers. */
 		call_set_local(c, GRPC_STATUS_INTERNAL,
-			       "server closed the stream without a status");
+		               "server closed the stream without a status");
 	}
 	call_hold(c);
 	call_process(c);
@@ -1003,7 +1005,7 @@ call_store_md(struct grpc_call *c, struct grpc_mdlist *ml, const nghttp2_nv *nv)
 		return 0;
 	if (grpc_meta_key_is_bin(key, nv->namelen)) {
 		if (grpc_base64_decode((const char *)nv->value, nv->valuelen,
-				       &bin, &binlen) != 0)
+		                       &bin, &binlen) != 0)
 			return 0;
 		rc = grpc_md_add(ml, key, bin, binlen);
 		free(bin);
@@ -1028,8 +1030,8 @@ content_type_ok(const nghttp2_nv *nv)
 	return nv->valuelen >= sizeof(ct) - 1 &&
 	       memcmp(nv->value, ct, sizeof(ct) - 1) == 0 &&
 	       (nv->valuelen == sizeof(ct) - 1 ||
-		nv->value[sizeof(ct) - 1] == '+' ||
-		nv->value[sizeof(ct) - 1] == ';');
+	        nv->value[sizeof(ct) - 1] == '+' ||
+	        nv->value[sizeof(ct) - 1] == ';');
 }
 
 static int
@@ -1058,7 +1060,7 @@ call_on_header(struct h2conn *h, void *st, const nghttp2_nv *nv)
 		}
 		if (nv_is(nv, "grpc-timeout")) {
 			if (grpc_timeout_parse((const char *)nv->value,
-					       nv->valuelen, &ms) == 0)
+			                       nv->valuelen, &ms) == 0)
 				c->cl_timeout_ms = ms;
 			return 0;
 		}
@@ -1069,13 +1071,13 @@ call_on_header(struct h2conn *h, void *st, const nghttp2_nv *nv)
 	if (nv_is(nv, ":status")) {
 		c->cl_http_status = 0;
 		for (size_t i = 0; i < nv->valuelen && i < 3; i++)
-			c->cl_http_status = c->cl_http_status * 10 +
-					    (nv->value[i] - '0');
+			c->cl_http_status =
+			    c->cl_http_status * 10 + (nv->value[i] - '0');
 		return 0;
 	}
 	if (nv_is(nv, "grpc-status")) {
 		if (grpc_status_parse((const char *)nv->value, nv->valuelen,
-				      &code) == 0) {
+		                      &code) == 0) {
 			c->cl_status = code;
 			c->cl_have_status = 1;
 		}
@@ -1086,7 +1088,7 @@ call_on_header(struct h2conn *h, void *st, const nghttp2_nv *nv)
 		size_t declen;
 
 		if (grpc_percent_decode((const char *)nv->value, nv->valuelen,
-					&dec, &declen) != 0)
+		                        &dec, &declen) != 0)
 			return -1;
 		free(c->cl_message);
 		c->cl_message = dec;
@@ -1094,9 +1096,8 @@ call_on_header(struct h2conn *h, void *st, const nghttp2_nv *nv)
 	}
 	if (nv->namelen > 0 && nv->name[0] == ':')
 		return 0;
-	return call_store_md(c, c->cl_headers_done ? &c->cl_trailers
-						   : &c->cl_md,
-			     nv);
+	return call_store_md(
+	    c, c->cl_headers_done ? &c->cl_trailers : &c->cl_md, nv);
 }
 
 static void
@@ -1109,7 +1110,7 @@ on_call_deadline(uv_timer_t *t)
 	if (c->cl_server) {
 		call_hold(c);
 		call_fail(c, GRPC_STATUS_DEADLINE_EXCEEDED,
-			  "deadline exceeded");
+		          "deadline exceeded");
 		call_release(c);
 		return;
 	}
@@ -1138,9 +1139,9 @@ server_dispatch(struct grpc_call *c)
 	if (c->cl_bad_request || c->cl_path == NULL) {
 		c->cl_input_dead = 1;
 		grpc_call_finish(c, GRPC_STATUS_INTERNAL,
-				 "not a grpc request (method must be POST, "
-				 "content-type application/grpc)",
-				 NULL);
+		                 "not a grpc request (method must be POST, "
+		                 "content-type application/grpc)",
+		                 NULL);
 		return;
 	}
 	call_start_deadline(c, srv->gs_loop);
@@ -1178,7 +1179,7 @@ call_on_headers_end(struct h2conn *h, void *st, int end_stream)
 	if (!c->cl_server && end_stream && !c->cl_send_closed && !c->cl_closed)
 		/* The server is done; stop our half too. */
 		nghttp2_submit_rst_stream(call_session(c), NGHTTP2_FLAG_NONE,
-					  c->cl_stream_id, NGHTTP2_NO_ERROR);
+		                          c->cl_stream_id, NGHTTP2_NO_ERROR);
 	call_release(c);
 }
 
@@ -1218,7 +1219,7 @@ call_on_stream_close(struct h2conn *h, void *st, uint32_t error_code)
 			call_finalize(c, c->cl_status, c->cl_message);
 		else
 			call_finalize(c, GRPC_STATUS_CANCELLED,
-				      "call cancelled by the client");
+			              "call cancelled by the client");
 		return;
 	}
 	if (c->cl_local_status >= 0) {
@@ -1226,8 +1227,7 @@ call_on_stream_close(struct h2conn *h, void *st, uint32_t error_code)
 		return;
 	}
 	if (c->cl_http_status != 0 && c->cl_http_status != 200) {
-		snprintf(msg, sizeof(msg), "http status %d",
-			 c->cl_http_status);
+		snprintf(msg, sizeof(msg), "http status %d", c->cl_http_status);
 		call_finalize(c, http_to_grpc_status(c->cl_http_status), msg);
 		return;
 	}
@@ -1238,20 +1238,20 @@ call_on_stream_close(struct h2conn *h, void *st, uint32_t error_code)
 	switch (error_code) {
 	case NGHTTP2_REFUSED_STREAM:
 		call_finalize(c, GRPC_STATUS_UNAVAILABLE,
-			      "stream refused by the server");
+		              "stream refused by the server");
 		break;
 	case NGHTTP2_CANCEL:
 		call_finalize(c, GRPC_STATUS_CANCELLED,
-			      "stream cancelled by the server");
+		              "stream cancelled by the server");
 		break;
 	case NGHTTP2_ENHANCE_YOUR_CALM:
 		call_finalize(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
-			      "server says enhance your calm");
+		              "server says enhance your calm");
 		break;
 	default:
 		snprintf(msg, sizeof(msg),
-			 "stream closed without a status (http/2 error %s)",
-			 nghttp2_http2_strerror(error_code));
+		         "stream closed without a status (http/2 error %s)",
+		         nghttp2_http2_strerror(error_code));
 		call_finalize(c, GRPC_STATUS_INTERNAL, msg);
 		break;
 	}
@@ -1270,7 +1270,7 @@ conn_on_ready(struct h2conn *h, void *arg)
 		if (conn->gc_srv->gs_ops != NULL &&
 		    conn->gc_srv->gs_ops->on_conn_open != NULL)
 			conn->gc_srv->gs_ops->on_conn_open(
-				conn, conn->gc_srv->gs_arg);
+			    conn, conn->gc_srv->gs_arg);
 		return;
 	}
 	if (conn->gc_ops->on_ready != NULL)
@@ -1333,7 +1333,7 @@ conn_on_flushed(struct h2conn *h, void *arg)
 
 static void
 conn_on_goaway(struct h2conn *h, uint32_t error_code, const uint8_t *debug,
-	       size_t debuglen, void *arg)
+               size_t debuglen, void *arg)
 {
 	struct grpc_conn *conn = arg;
 	char text[128];
@@ -1352,7 +1352,8 @@ conn_on_goaway(struct h2conn *h, uint32_t error_code, const uint8_t *debug,
 
 		ms = ms > UINT32_MAX / 2 ? UINT32_MAX : ms * 2;
 		if (max > 0 && ms > max)
-			ms = max > h2_ping_interval(h) ? max : h2_ping_interval(h);
+			ms = max > h2_ping_interval(h) ? max
+			                               : h2_ping_interval(h);
 		h2_set_ping_interval(h, ms);
 	}
 	if (conn->gc_ops->on_goaway != NULL)
@@ -1386,7 +1387,7 @@ conn_on_closed(struct h2conn *h, int err, const char *reason, void *arg)
 			call_finalize(c, GRPC_STATUS_CANCELLED, msg);
 		else if (c->cl_local_status >= 0)
 			call_finalize(c, c->cl_local_status,
-				      c->cl_local_message);
+			              c->cl_local_message);
 		else
 			call_finalize(c, GRPC_STATUS_UNAVAILABLE, msg);
 	}
@@ -1394,7 +1395,7 @@ conn_on_closed(struct h2conn *h, int err, const char *reason, void *arg)
 		LIST_REMOVE(conn, gc_entry);
 		if (srv->gs_ops != NULL && srv->gs_ops->on_conn_closed != NULL)
 			srv->gs_ops->on_conn_closed(conn, err, reason,
-						    srv->gs_arg);
+			                            srv->gs_arg);
 	} else if (conn->gc_ops->on_closed != NULL)
 		conn->gc_ops->on_closed(conn, err, reason, conn->gc_arg);
 	free(conn->gc_authority);
@@ -1404,17 +1405,17 @@ conn_on_closed(struct h2conn *h, int err, const char *reason, void *arg)
 }
 
 static const struct h2_stream_ops grpc_h2_ops = {
-	.on_ready = conn_on_ready,
-	.on_stream_open = conn_on_stream_open,
-	.on_header = call_on_header,
-	.on_headers_end = call_on_headers_end,
-	.on_data = call_on_data,
-	.on_data_end = call_on_data_end,
-	.on_end_sent = call_on_end_sent,
-	.on_stream_close = call_on_stream_close,
-	.on_flushed = conn_on_flushed,
-	.on_goaway = conn_on_goaway,
-	.on_closed = conn_on_closed,
+    .on_ready = conn_on_ready,
+    .on_stream_open = conn_on_stream_open,
+    .on_header = call_on_header,
+    .on_headers_end = call_on_headers_end,
+    .on_data = call_on_data,
+    .on_data_end = call_on_data_end,
+    .on_end_sent = call_on_end_sent,
+    .on_stream_close = call_on_stream_close,
+    .on_flushed = conn_on_flushed,
+    .on_goaway = conn_on_goaway,
+    .on_closed = conn_on_closed,
 };
 
 static void
@@ -1442,7 +1443,7 @@ h2_opts_from(const struct grpc_opts *o, int server)
 
 static int
 conn_new_client(const struct grpc_opts *opts, const struct grpc_conn_ops *ops,
-		void *arg, struct grpc_conn **out)
+                void *arg, struct grpc_conn **out)
 {
 	struct grpc_conn *conn;
 	struct h2_opts ho;
@@ -1473,9 +1474,9 @@ conn_discard(struct grpc_conn *conn)
 
 int
 grpc_conn_connect(uv_loop_t *loop, const char *host, uint16_t port,
-		  struct tls_ctx *ctx, const struct grpc_opts *opts,
-		  const struct grpc_conn_ops *ops, void *arg,
-		  struct grpc_conn **out)
+                  struct tls_ctx *ctx, const struct grpc_opts *opts,
+                  const struct grpc_conn_ops *ops, void *arg,
+                  struct grpc_conn **out)
 {
 	struct grpc_conn *conn;
 	struct xport *x;
@@ -1497,7 +1498,7 @@ grpc_conn_connect(uv_loop_t *loop, const char *host, uint16_t port,
 		return -ENOMEM;
 	}
 	rc = xport_connect(loop, host, port, ctx, &conn->gc_opts.go_xport,
-			   &h2_xport_cb, conn->gc_h2, &x);
+	                   &h2_xport_cb, conn->gc_h2, &x);
 	if (rc != 0) {
 		conn_discard(conn);
 		return rc;
@@ -1509,9 +1510,9 @@ grpc_conn_connect(uv_loop_t *loop, const char *host, uint16_t port,
 
 int
 grpc_conn_connect_unix(uv_loop_t *loop, const char *path,
-		       const struct grpc_opts *opts,
-		       const struct grpc_conn_ops *ops, void *arg,
-		       struct grpc_conn **out)
+                       const struct grpc_opts *opts,
+                       const struct grpc_conn_ops *ops, void *arg,
+                       struct grpc_conn **out)
 {
 	struct grpc_conn *conn;
 	struct xport *x;
@@ -1525,7 +1526,7 @@ grpc_conn_connect_unix(uv_loop_t *loop, const char *path,
 		return -ENOMEM;
 	}
 	if ((rc = xport_connect_unix(loop, path, &h2_xport_cb, conn->gc_h2,
-				     &x)) != 0) {
+	                             &x)) != 0) {
 		conn_discard(conn);
 		return rc;
 	}
@@ -1611,9 +1612,9 @@ grpc_conn_ping_interval(const struct grpc_conn *conn)
 
 int
 grpc_call_start(struct grpc_conn *conn, const char *path,
-		const struct grpc_mdlist *md, uint64_t timeout_ms,
-		const struct grpc_call_ops *ops, void *arg,
-		struct grpc_call **out)
+                const struct grpc_mdlist *md, uint64_t timeout_ms,
+                const struct grpc_call_ops *ops, void *arg,
+                struct grpc_call **out)
 {
 	nghttp2_data_provider prd;
 	struct nvlist l = {0};
@@ -1653,7 +1654,7 @@ grpc_call_start(struct grpc_conn *conn, const char *path,
 	prd.source.ptr = c;
 	prd.read_callback = call_read_cb;
 	id = nghttp2_submit_request(h2_session(conn->gc_h2), NULL, l.nv, l.n,
-				    &prd, c);
+	                            &prd, c);
 	nv_free(&l);
 	if (id < 0)
 		goto nomem;
@@ -1672,8 +1673,8 @@ nomem:
 
 int
 grpc_server_new(uv_loop_t *loop, const struct grpc_opts *opts,
-		const struct grpc_server_ops *ops, void *arg,
-		struct grpc_server **out)
+                const struct grpc_server_ops *ops, void *arg,
+                struct grpc_server **out)
 {
 	struct grpc_server *srv;
 
@@ -1690,7 +1691,7 @@ grpc_server_new(uv_loop_t *loop, const struct grpc_opts *opts,
 
 int
 grpc_server_add_method(struct grpc_server *srv, const char *path,
-		       grpc_handler_fn fn, void *arg)
+                       grpc_handler_fn fn, void *arg)
 {
 	struct grpc_method *m;
 	size_t i;
@@ -1724,13 +1725,13 @@ listener_drop_one(uv_stream_t *s)
 		uv_stream_t st;
 		uv_tcp_t tcp;
 		uv_pipe_t pipe;
-	} *u;
+	} * u;
 	int rc;
 
 	if ((u = malloc(sizeof(*u))) == NULL)
 		return;
 	rc = s->type == UV_NAMED_PIPE ? uv_pipe_init(s->loop, &u->pipe, 0)
-				      : uv_tcp_init(s->loop, &u->tcp);
+	                              : uv_tcp_init(s->loop, &u->tcp);
 	if (rc != 0) {
 		free(u);
 		return;
@@ -1768,7 +1769,7 @@ on_new_connection(uv_stream_t *s, int status)
 		goto refuse;
 	}
 	if (xport_accept(s, l->gl_ctx, &srv->gs_opts.go_xport, &h2_xport_cb,
-			 conn->gc_h2, &x) != 0) {
+	                 conn->gc_h2, &x) != 0) {
 		conn_discard(conn);
 		return;
 	}
@@ -1812,7 +1813,7 @@ on_listener_closed(uv_handle_t *h)
 
 int
 grpc_server_listen(struct grpc_server *srv, const char *host, uint16_t port,
-		   struct tls_ctx *ctx)
+                   struct tls_ctx *ctx)
 {
 	struct sockaddr_storage ss;
 	struct grpc_listener *l;
@@ -1836,9 +1837,11 @@ grpc_server_listen(struct grpc_server *srv, const char *host, uint16_t port,
 	if (uv_tcp_getsockname(&l->gl_h.tcp, (struct sockaddr *)&ss, &len) ==
 	    0) {
 		if (ss.ss_family == AF_INET6)
-			srv->gs_port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+			srv->gs_port =
+			    ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
 		else
-			srv->gs_port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+			srv->gs_port =
+			    ntohs(((struct sockaddr_in *)&ss)->sin_port);
 	}
 	srv->gs_listeners[srv->gs_nlisteners++] = l;
 	return 0;
@@ -1924,7 +1927,7 @@ on_grace_timeout(uv_timer_t *t)
 
 void
 grpc_server_shutdown(struct grpc_server *srv, unsigned grace_ms,
-		     void (*done)(void *), void *arg)
+                     void (*done)(void *), void *arg)
 {
 	struct grpc_conn *conn, *next;
 	size_t i;
@@ -1940,7 +1943,7 @@ grpc_server_shutdown(struct grpc_server *srv, unsigned grace_ms,
 	srv->gs_open_listeners = srv->gs_nlisteners;
 	for (i = 0; i < srv->gs_nlisteners; i++)
 		uv_close(&srv->gs_listeners[i]->gl_h.handle,
-			 on_listener_closed);
+		         on_listener_closed);
 	srv->gs_nlisteners = 0;
 	for (conn = LIST_FIRST(&srv->gs_conns); conn != NULL; conn = next) {
 		next = LIST_NEXT(conn, gc_entry);

@@ -56,10 +56,10 @@ struct grpc_mdlist {
  * illegal ASCII value, or -ENOMEM.
  */
 int grpc_md_add(struct grpc_mdlist *ml, const char *key, const void *value,
-		size_t len);
+                size_t len);
 /* First entry with key, or NULL. */
 const struct grpc_md *grpc_md_get(const struct grpc_mdlist *ml,
-				  const char *key);
+                                  const char *key);
 void grpc_md_free(struct grpc_mdlist *ml);
 
 struct grpc_call_ops {
@@ -67,7 +67,7 @@ struct grpc_call_ops {
 	void (*on_headers)(struct grpc_call *c, void *arg);
 	/* A message; msg is valid only during the call. */
 	void (*on_message)(struct grpc_call *c, const uint8_t *msg, size_t len,
-			   void *arg);
+	                   void *arg);
 	/* Server: the client half-closed; no more messages will come. */
 	void (*on_half_close)(struct grpc_call *c, void *arg);
 	/* The send queue fell below GRPC_CALL_LOWAT. */
@@ -81,20 +81,20 @@ struct grpc_call_ops {
 	 * message is never NULL.
 	 */
 	void (*on_end)(struct grpc_call *c, int status, const char *message,
-		       void *arg);
+	               void *arg);
 };
 
 /* Options shared by clients and servers; zero fields take defaults. */
 struct grpc_opts {
-	size_t go_max_message;	      /* largest message received; 4 MiB */
+	size_t go_max_message;        /* largest message received; 4 MiB */
 	size_t go_max_send_message;   /* largest sent; 0: no limit, as
-				       * gRPC libraries default to */
+	                               * gRPC libraries default to */
 	uint32_t go_max_streams;      /* server: concurrent streams, 100 */
 	unsigned go_ping_interval_ms; /* HTTP/2 keepalive PING; 0: none */
 	unsigned go_ping_timeout_ms;  /* default 20 s */
 	/* client: too_many_pings doubles the interval up to this; 0: no cap */
 	unsigned go_ping_interval_max_ms;
-	struct xport_opts go_xport;   /* timeouts and TCP keepalive */
+	struct xport_opts go_xport; /* timeouts and TCP keepalive */
 	/*
 	 * Server: budgets of a connection until grpc_conn_set_trusted()
 	 * (the peer authenticated).  go_preauth_streams caps its concurrent
@@ -109,9 +109,9 @@ struct grpc_opts {
 
 /* Server limits reported to grpc_server_ops.on_limit. */
 enum grpc_limit {
-	GRPC_LIMIT_STREAMS,	/* go_preauth_streams: a stream was refused */
-	GRPC_LIMIT_BUFFER,	/* go_preauth_buffer: a call was ended */
-	GRPC_LIMIT_MESSAGE,	/* a message declared over its method limit */
+	GRPC_LIMIT_STREAMS, /* go_preauth_streams: a stream was refused */
+	GRPC_LIMIT_BUFFER,  /* go_preauth_buffer: a call was ended */
+	GRPC_LIMIT_MESSAGE, /* a message declared over its method limit */
 };
 
 struct grpc_conn_ops {
@@ -123,13 +123,13 @@ struct grpc_conn_ops {
 	 * go_ping_interval_max_ms) before this runs.
 	 */
 	void (*on_goaway)(struct grpc_conn *conn, uint32_t error_code,
-			  const char *debug, void *arg);
+	                  const char *debug, void *arg);
 	/*
 	 * The connection is gone, err 0 after an orderly close.  Every call
 	 * on it has had its on_end.  conn is freed after this returns.
 	 */
 	void (*on_closed)(struct grpc_conn *conn, int err, const char *reason,
-			  void *arg);
+	                  void *arg);
 };
 
 /*
@@ -139,15 +139,15 @@ struct grpc_conn_ops {
  * or a resolver error code; then no callback runs.
  */
 int grpc_conn_connect(uv_loop_t *loop, const char *host, uint16_t port,
-		      struct tls_ctx *ctx, const struct grpc_opts *opts,
-		      const struct grpc_conn_ops *ops, void *arg,
-		      struct grpc_conn **out);
+                      struct tls_ctx *ctx, const struct grpc_opts *opts,
+                      const struct grpc_conn_ops *ops, void *arg,
+                      struct grpc_conn **out);
 
 /* Same over a Unix socket, in cleartext (h2c with prior knowledge). */
 int grpc_conn_connect_unix(uv_loop_t *loop, const char *path,
-			   const struct grpc_opts *opts,
-			   const struct grpc_conn_ops *ops, void *arg,
-			   struct grpc_conn **out);
+                           const struct grpc_opts *opts,
+                           const struct grpc_conn_ops *ops, void *arg,
+                           struct grpc_conn **out);
 
 /*
  * Closes a connection: with err == 0 gracefully (GOAWAY, calls in flight
@@ -187,14 +187,14 @@ unsigned grpc_conn_pings_acked(const struct grpc_conn *conn);
  * on_end never runs.
  */
 int grpc_call_start(struct grpc_conn *conn, const char *path,
-		    const struct grpc_mdlist *md, uint64_t timeout_ms,
-		    const struct grpc_call_ops *ops, void *arg,
-		    struct grpc_call **out);
+                    const struct grpc_mdlist *md, uint64_t timeout_ms,
+                    const struct grpc_call_ops *ops, void *arg,
+                    struct grpc_call **out);
 
 /*
  * Queues one message (copied).  Returns 0, -EMSGSIZE when len exceeds
- * go_max_send_message (or 4 GiB), -EPIPE after the sending side was closed or the
- * call ended, or -ENOMEM.
+ * go_max_send_message (or 4 GiB), -EPIPE after the sending side was closed or
+ * the call ended, or -ENOMEM.
  */
 int grpc_call_send(struct grpc_call *c, const uint8_t *msg, size_t len);
 
@@ -226,7 +226,7 @@ int grpc_call_send_headers(struct grpc_call *c, const struct grpc_mdlist *md);
  * may be finished again).  on_end follows once the stream is closed.
  */
 int grpc_call_finish(struct grpc_call *c, int status, const char *message,
-		     const struct grpc_mdlist *trailers);
+                     const struct grpc_mdlist *trailers);
 
 /*
  * Cancels the call (RST_STREAM CANCEL).  on_end follows with CANCELLED,
@@ -261,7 +261,7 @@ struct grpc_conn *grpc_call_conn(const struct grpc_call *c);
 uint64_t grpc_call_timeout(const struct grpc_call *c);
 /* Sets the call's callbacks; a server handler must do so before returning. */
 void grpc_call_set_ops(struct grpc_call *c, const struct grpc_call_ops *ops,
-		       void *arg);
+                       void *arg);
 
 /*
  * A server handler: a call to its method arrived with its headers.  It
@@ -283,23 +283,23 @@ struct grpc_server_ops {
 	void (*on_conn_trusted)(struct grpc_conn *conn, void *arg);
 	/* A limit refused a stream or ended a call; may be NULL. */
 	void (*on_limit)(struct grpc_conn *conn, enum grpc_limit what,
-			 void *arg);
+	                 void *arg);
 	/* A connection ended, after all its calls ended; may be NULL. */
 	void (*on_conn_closed)(struct grpc_conn *conn, int err,
-			       const char *reason, void *arg);
+	                       const char *reason, void *arg);
 };
 
 /* Creates a server.  Returns 0 and sets *out, or -ENOMEM. */
 int grpc_server_new(uv_loop_t *loop, const struct grpc_opts *opts,
-		    const struct grpc_server_ops *ops, void *arg,
-		    struct grpc_server **out);
+                    const struct grpc_server_ops *ops, void *arg,
+                    struct grpc_server **out);
 
 /*
  * Routes calls to path to handler.  Calls to any other path end with
  * UNIMPLEMENTED.  Returns 0, -EEXIST or -ENOMEM.
  */
 int grpc_server_add_method(struct grpc_server *srv, const char *path,
-			   grpc_handler_fn handler, void *arg);
+                           grpc_handler_fn handler, void *arg);
 
 /*
  * Listens on host:port (host an IP address; "::" listens on every
@@ -307,15 +307,15 @@ int grpc_server_add_method(struct grpc_server *srv, const char *path,
  * a free port; grpc_server_port() tells which.  Returns 0 or a negative
  * code (-EADDRINUSE, -EACCES, -EINVAL ...).
  */
-int grpc_server_listen(struct grpc_server *srv, const char *host,
-		       uint16_t port, struct tls_ctx *ctx);
+int grpc_server_listen(struct grpc_server *srv, const char *host, uint16_t port,
+                       struct tls_ctx *ctx);
 
 /*
  * Listens on a Unix socket at path (cleartext h2c), replacing a stale
  * socket file, with permissions mode.  Returns 0 or a negative code.
  */
 int grpc_server_listen_unix(struct grpc_server *srv, const char *path,
-			    int mode);
+                            int mode);
 
 /* The TCP port listened on, or 0. */
 uint16_t grpc_server_port(const struct grpc_server *srv);
@@ -327,6 +327,6 @@ uint16_t grpc_server_port(const struct grpc_server *srv);
  * freed.
  */
 void grpc_server_shutdown(struct grpc_server *srv, unsigned grace_ms,
-			  void (*done)(void *arg), void *arg);
+                          void (*done)(void *arg), void *arg);
 
 #endif

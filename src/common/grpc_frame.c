@@ -64,7 +64,7 @@ df_start_body(struct grpc_deframer *d)
 	uint32_t len;
 
 	len = (uint32_t)d->df_hdr[1] << 24 | (uint32_t)d->df_hdr[2] << 16 |
-	    (uint32_t)d->df_hdr[3] << 8 | (uint32_t)d->df_hdr[4];
+	      (uint32_t)d->df_hdr[3] << 8 | (uint32_t)d->df_hdr[4];
 	if (len > d->df_max)
 		return -EMSGSIZE;
 	d->df_msg_len = len;
@@ -107,8 +107,8 @@ grpc_deframer_feed(struct grpc_deframer *d, const uint8_t *data, size_t len)
 		 * no point waiting for a length we will not honour.
 		 */
 		if (d->df_hdr[0] != 0) {
-			d->df_error = d->df_hdr[0] == 1 ? -EPROTONOSUPPORT :
-			    -EPROTO;
+			d->df_error =
+			    d->df_hdr[0] == 1 ? -EPROTONOSUPPORT : -EPROTO;
 			return d->df_error;
 		}
 		if (d->df_hdr_have < GRPC_FRAME_HDR_LEN)

@@ -10,19 +10,19 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define GRPC_FRAME_HDR_LEN 5
+#define GRPC_FRAME_HDR_LEN       5
 #define GRPC_DEFAULT_MAX_MESSAGE (4u * 1024 * 1024)
 
 struct grpc_deframer {
 	uint8_t df_hdr[GRPC_FRAME_HDR_LEN];
 	size_t df_hdr_have;
-	uint8_t *df_msg;     /* grows as bytes arrive, never past df_msg_len */
+	uint8_t *df_msg; /* grows as bytes arrive, never past df_msg_len */
 	size_t df_msg_cap;
-	size_t df_msg_len;   /* declared length of the current message */
+	size_t df_msg_len; /* declared length of the current message */
 	size_t df_msg_have;
-	size_t df_max;	     /* largest message accepted */
-	int df_complete;     /* a whole message is waiting in df_msg */
-	int df_error;	     /* sticky error, 0 if none */
+	size_t df_max;   /* largest message accepted */
+	int df_complete; /* a whole message is waiting in df_msg */
+	int df_error;    /* sticky error, 0 if none */
 };
 
 /* Initialises a deframer accepting messages of at most max bytes. */
@@ -42,7 +42,7 @@ void grpc_deframer_free(struct grpc_deframer *d);
  * sends 10 bytes costs about 10 bytes, not 4 MiB.
  */
 ssize_t grpc_deframer_feed(struct grpc_deframer *d, const uint8_t *data,
-			   size_t len);
+                           size_t len);
 
 /*
  * If a whole message is waiting, hands it over: *msg (malloc'd, the caller

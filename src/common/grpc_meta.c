@@ -18,23 +18,23 @@ const char *
 grpc_status_name(int code)
 {
 	static const char *const names[] = {
-		[GRPC_STATUS_OK] = "OK",
-		[GRPC_STATUS_CANCELLED] = "CANCELLED",
-		[GRPC_STATUS_UNKNOWN] = "UNKNOWN",
-		[GRPC_STATUS_INVALID_ARGUMENT] = "INVALID_ARGUMENT",
-		[GRPC_STATUS_DEADLINE_EXCEEDED] = "DEADLINE_EXCEEDED",
-		[GRPC_STATUS_NOT_FOUND] = "NOT_FOUND",
-		[GRPC_STATUS_ALREADY_EXISTS] = "ALREADY_EXISTS",
-		[GRPC_STATUS_PERMISSION_DENIED] = "PERMISSION_DENIED",
-		[GRPC_STATUS_RESOURCE_EXHAUSTED] = "RESOURCE_EXHAUSTED",
-		[GRPC_STATUS_FAILED_PRECONDITION] = "FAILED_PRECONDITION",
-		[GRPC_STATUS_ABORTED] = "ABORTED",
-		[GRPC_STATUS_OUT_OF_RANGE] = "OUT_OF_RANGE",
-		[GRPC_STATUS_UNIMPLEMENTED] = "UNIMPLEMENTED",
-		[GRPC_STATUS_INTERNAL] = "INTERNAL",
-		[GRPC_STATUS_UNAVAILABLE] = "UNAVAILABLE",
-		[GRPC_STATUS_DATA_LOSS] = "DATA_LOSS",
-		[GRPC_STATUS_UNAUTHENTICATED] = "UNAUTHENTICATED",
+	    [GRPC_STATUS_OK] = "OK",
+	    [GRPC_STATUS_CANCELLED] = "CANCELLED",
+	    [GRPC_STATUS_UNKNOWN] = "UNKNOWN",
+	    [GRPC_STATUS_INVALID_ARGUMENT] = "INVALID_ARGUMENT",
+	    [GRPC_STATUS_DEADLINE_EXCEEDED] = "DEADLINE_EXCEEDED",
+	    [GRPC_STATUS_NOT_FOUND] = "NOT_FOUND",
+	    [GRPC_STATUS_ALREADY_EXISTS] = "ALREADY_EXISTS",
+	    [GRPC_STATUS_PERMISSION_DENIED] = "PERMISSION_DENIED",
+	    [GRPC_STATUS_RESOURCE_EXHAUSTED] = "RESOURCE_EXHAUSTED",
+	    [GRPC_STATUS_FAILED_PRECONDITION] = "FAILED_PRECONDITION",
+	    [GRPC_STATUS_ABORTED] = "ABORTED",
+	    [GRPC_STATUS_OUT_OF_RANGE] = "OUT_OF_RANGE",
+	    [GRPC_STATUS_UNIMPLEMENTED] = "UNIMPLEMENTED",
+	    [GRPC_STATUS_INTERNAL] = "INTERNAL",
+	    [GRPC_STATUS_UNAVAILABLE] = "UNAVAILABLE",
+	    [GRPC_STATUS_DATA_LOSS] = "DATA_LOSS",
+	    [GRPC_STATUS_UNAUTHENTICATED] = "UNAUTHENTICATED",
 	};
 
 	if (code < 0 || (size_t)code >= sizeof(names) / sizeof(names[0]))
@@ -183,7 +183,10 @@ grpc_timeout_format(uint64_t ms, char out[16])
 		uint64_t div;
 		char unit;
 	} units[] = {
-		{1, 'm'}, {1000, 'S'}, {60000, 'M'}, {3600000, 'H'},
+	    {1, 'm'},
+	    {1000, 'S'},
+	    {60000, 'M'},
+	    {3600000, 'H'},
 	};
 	uint64_t v = TIMEOUT_MAX_VALUE;
 	char unit = 'H';
@@ -213,7 +216,7 @@ grpc_meta_key_valid(const char *key, size_t len)
 	for (i = 0; i < len; i++) {
 		c = key[i];
 		if (!((c >= 'a' && c <= 'z') || is_digit(c) || c == '_' ||
-		    c == '.' || c == '-'))
+		      c == '.' || c == '-'))
 			return 0;
 	}
 	return 1;
@@ -223,9 +226,11 @@ int
 grpc_meta_key_reserved(const char *key, size_t len)
 {
 	static const char *const names[] = {
-		"content-type", "te", "user-agent", "host", "connection",
-		"keep-alive", "proxy-connection", "transfer-encoding",
-		"upgrade",
+	    "content-type",     "te",
+	    "user-agent",       "host",
+	    "connection",       "keep-alive",
+	    "proxy-connection", "transfer-encoding",
+	    "upgrade",
 	};
 	size_t i;
 

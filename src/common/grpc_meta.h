@@ -51,8 +51,7 @@ int grpc_percent_encode(const char *in, size_t len, char **out);
  * malloc'd and NUL-terminated (*outlen excludes the NUL; the decoded text
  * may contain NUL bytes).  Returns 0 or -ENOMEM.
  */
-int grpc_percent_decode(const char *in, size_t len, char **out,
-			size_t *outlen);
+int grpc_percent_decode(const char *in, size_t len, char **out, size_t *outlen);
 
 /*
  * Parses a grpc-timeout value: 1 to 8 ASCII digits followed by one unit of
@@ -100,6 +99,6 @@ int grpc_base64_encode(const uint8_t *in, size_t len, char **out);
  * *out is malloc'd (and NUL-terminated for convenience).
  */
 int grpc_base64_decode(const char *in, size_t len, uint8_t **out,
-		       size_t *outlen);
+                       size_t *outlen);
 
 #endif

@@ -19,10 +19,10 @@
 #include "h2.h"
 #include "xport.h"
 
-#define H2_HIGH_WATER		(256 * 1024)
-#define H2_DEFAULT_MAX_STREAMS	100
-#define H2_DEFAULT_STREAM_WIN	(1024 * 1024)
-#define H2_DEFAULT_CONN_WIN	(16 * 1024 * 1024)
+#define H2_HIGH_WATER           (256 * 1024)
+#define H2_DEFAULT_MAX_STREAMS  100
+#define H2_DEFAULT_STREAM_WIN   (1024 * 1024)
+#define H2_DEFAULT_CONN_WIN     (16 * 1024 * 1024)
 #define H2_DEFAULT_PING_TIMEOUT 20000
 
 struct h2conn {
@@ -35,11 +35,11 @@ struct h2conn {
 	int c_ping_timer_open;
 	int c_ping_outstanding;
 	unsigned c_pings_acked;
-	int c_depth;	   /* nesting of nghttp2 calls */
-	int c_want_flush;  /* h2_flush() asked for while nested */
-	int c_ready;	   /* on_ready delivered */
-	int c_closing;	   /* GOAWAY sent or received, or closing */
-	int c_xclosed;	   /* xport_close() called */
+	int c_depth;      /* nesting of nghttp2 calls */
+	int c_want_flush; /* h2_flush() asked for while nested */
+	int c_ready;      /* on_ready delivered */
+	int c_closing;    /* GOAWAY sent or received, or closing */
+	int c_xclosed;    /* xport_close() called */
 	int c_err;
 	char c_reason[160];
 };
@@ -101,13 +101,13 @@ cb_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud)
 		return 0;
 	if (c->c_closing) {
 		nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->hd.stream_id,
-					  NGHTTP2_REFUSED_STREAM);
+		                          NGHTTP2_REFUSED_STREAM);
 		return 0;
 	}
 	st = c->c_ops->on_stream_open(c, f->hd.stream_id, c->c_arg);
 	if (st == NULL) {
 		nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, f->hd.stream_id,
-					  NGHTTP2_REFUSED_STREAM);
+		                          NGHTTP2_REFUSED_STREAM);
 		return 0;
 	}
 	nghttp2_session_set_stream_user_data(s, f->hd.stream_id, st);
@@ -116,8 +116,8 @@ cb_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *ud)
 
 static int
 cb_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name,
-	  size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
-	  void *ud)
+          size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+          void *ud)
 {
 	struct h2conn *c = ud;
 	nghttp2_nv nv;
@@ -150,7 +150,7 @@ cb_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
 		st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
 		if (st != NULL)
 			c->c_ops->on_headers_end(
-				c, st, f->hd.flags & NGHTTP2_FLAG_END_STREAM);
+			    c, st, f->hd.flags & NGHTTP2_FLAG_END_STREAM);
 		break;
 	case NGHTTP2_DATA:
 		st = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
@@ -158,8 +158,7 @@ cb_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
 			c->c_ops->on_data_end(c, st);
 		break;
 	case NGHTTP2_PING:
-		if ((f->hd.flags & NGHTTP2_FLAG_ACK) &&
-		    c->c_ping_outstanding) {
+		if ((f->hd.flags & NGHTTP2_FLAG_ACK) && c->c_ping_outstanding) {
 			c->c_ping_outstanding = 0;
 			c->c_pings_acked++;
 			h2_set_ping_interval(c, c->c_opts.ho_ping_interval_ms);
@@ -168,10 +167,9 @@ cb_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
 	case NGHTTP2_GOAWAY:
 		c->c_closing = 1;
 		if (c->c_ops->on_goaway != NULL)
-			c->c_ops->on_goaway(c, f->goaway.error_code,
-					    f->goaway.opaque_data,
-					    f->goaway.opaque_data_len,
-					    c->c_arg);
+			c->c_ops->on_goaway(
+			    c, f->goaway.error_code, f->goaway.opaque_data,
+			    f->goaway.opaque_data_len, c->c_arg);
 		break;
 	default:
 		break;
@@ -181,7 +179,7 @@ cb_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
 
 static int
 cb_data_chunk(nghttp2_session *s, uint8_t flags, int32_t stream_id,
-	      const uint8_t *data, size_t len, void *ud)
+              const uint8_t *data, size_t len, void *ud)
 {
 	struct h2conn *c = ud;
 	void *st;
@@ -199,7 +197,7 @@ cb_data_chunk(nghttp2_session *s, uint8_t flags, int32_t stream_id,
 
 static int
 cb_stream_close(nghttp2_session *s, int32_t stream_id, uint32_t error_code,
-		void *ud)
+                void *ud)
 {
 	struct h2conn *c = ud;
 	void *st;
@@ -252,10 +250,10 @@ h2_run_flush(struct h2conn *c)
 			char why[160];
 
 			snprintf(why, sizeof(why), "write to %s: %s",
-				 xport_peer(c->c_xport),
-				 xport_errmsg(c->c_xport)[0] != '\0'
-					 ? xport_errmsg(c->c_xport)
-					 : ncg_strerror(rc));
+			         xport_peer(c->c_xport),
+			         xport_errmsg(c->c_xport)[0] != '\0'
+			             ? xport_errmsg(c->c_xport)
+			             : ncg_strerror(rc));
 			h2_close_xport(c, rc, why);
 			return;
 		}
@@ -313,7 +311,7 @@ on_xport_data(struct xport *x, const uint8_t *data, size_t len, void *arg)
 		char why[128];
 
 		snprintf(why, sizeof(why), "http/2 error from %s: %s",
-			 xport_peer(c->c_xport), nghttp2_strerror((int)n));
+		         xport_peer(c->c_xport), nghttp2_strerror((int)n));
 		/* nghttp2 queued a GOAWAY explaining the error; try to send. */
 		h2_run_flush(c);
 		h2_close_xport(c, NCG_EH2, why);
@@ -352,8 +350,8 @@ on_xport_closed(struct xport *x, int err, void *arg)
 	if (c->c_err == 0 && err != 0) {
 		c->c_err = err;
 		snprintf(c->c_reason, sizeof(c->c_reason), "%s",
-			 xport_errmsg(x)[0] != '\0' ? xport_errmsg(x)
-						    : ncg_strerror(err));
+		         xport_errmsg(x)[0] != '\0' ? xport_errmsg(x)
+		                                    : ncg_strerror(err));
 	}
 	c->c_xport = NULL;
 	reason = c->c_err != 0 ? c->c_reason : "closed";
@@ -364,10 +362,10 @@ on_xport_closed(struct xport *x, int err, void *arg)
 }
 
 const struct xport_cb h2_xport_cb = {
-	.xc_ready = on_xport_ready,
-	.xc_data = on_xport_data,
-	.xc_drain = on_xport_drain,
-	.xc_closed = on_xport_closed,
+    .xc_ready = on_xport_ready,
+    .xc_data = on_xport_data,
+    .xc_drain = on_xport_drain,
+    .xc_closed = on_xport_closed,
 };
 
 static void
@@ -380,7 +378,7 @@ h2_close_xport(struct h2conn *c, int err, const char *reason)
 	if (c->c_err == 0 && err != 0) {
 		c->c_err = err;
 		snprintf(c->c_reason, sizeof(c->c_reason), "%s",
-			 reason != NULL ? reason : ncg_strerror(err));
+		         reason != NULL ? reason : ncg_strerror(err));
 	}
 	uv_timer_stop(&c->c_ping_timer);
 	xport_close(c->c_xport, err);
@@ -397,7 +395,7 @@ on_ping_timer(uv_timer_t *t)
 		char why[128];
 
 		snprintf(why, sizeof(why), "keepalive ping to %s timed out",
-			 xport_peer(c->c_xport));
+		         xport_peer(c->c_xport));
 		h2_close_xport(c, NCG_EPING_TIMEOUT, why);
 		return;
 	}
@@ -405,7 +403,7 @@ on_ping_timer(uv_timer_t *t)
 		return;
 	c->c_ping_outstanding = 1;
 	uv_timer_start(&c->c_ping_timer, on_ping_timer,
-		       c->c_opts.ho_ping_timeout_ms, 0);
+	               c->c_opts.ho_ping_timeout_ms, 0);
 	h2_flush(c);
 }
 
@@ -437,8 +435,8 @@ h2_set_ping_interval(struct h2conn *c, unsigned ms)
 }
 
 int
-h2_new(const struct h2_opts *opts, const struct h2_stream_ops *ops,
-       void *arg, struct h2conn **out)
+h2_new(const struct h2_opts *opts, const struct h2_stream_ops *ops, void *arg,
+       struct h2conn **out)
 {
 	nghttp2_session_callbacks *cbs;
 	nghttp2_option *nopt;
@@ -466,16 +464,16 @@ h2_new(const struct h2_opts *opts, const struct h2_stream_ops *ops,
 		return -ENOMEM;
 	}
 	nghttp2_session_callbacks_set_on_begin_headers_callback(
-		cbs, cb_begin_headers);
+	    cbs, cb_begin_headers);
 	nghttp2_session_callbacks_set_on_header_callback(cbs, cb_header);
 	nghttp2_session_callbacks_set_on_frame_recv_callback(cbs,
-							     cb_frame_recv);
+	                                                     cb_frame_recv);
 	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(
-		cbs, cb_data_chunk);
-	nghttp2_session_callbacks_set_on_stream_close_callback(
-		cbs, cb_stream_close);
+	    cbs, cb_data_chunk);
+	nghttp2_session_callbacks_set_on_stream_close_callback(cbs,
+	                                                       cb_stream_close);
 	nghttp2_session_callbacks_set_on_frame_send_callback(cbs,
-							     cb_frame_send);
+	                                                     cb_frame_send);
 	if (nghttp2_option_new(&nopt) != 0) {
 		nghttp2_session_callbacks_del(cbs);
 		free(c);
@@ -506,13 +504,11 @@ h2_new(const struct h2_opts *opts, const struct h2_stream_ops *ops,
 		iv[niv].settings_id = NGHTTP2_SETTINGS_ENABLE_PUSH;
 		iv[niv++].value = 0;
 	}
-	if (nghttp2_submit_settings(c->c_session, NGHTTP2_FLAG_NONE, iv,
-				    niv) != 0 ||
-	    nghttp2_session_set_local_window_size(c->c_session,
-						  NGHTTP2_FLAG_NONE, 0,
-						  (int32_t)c->c_opts
-							  .ho_conn_window) !=
-		    0) {
+	if (nghttp2_submit_settings(c->c_session, NGHTTP2_FLAG_NONE, iv, niv) !=
+	        0 ||
+	    nghttp2_session_set_local_window_size(
+	        c->c_session, NGHTTP2_FLAG_NONE, 0,
+	        (int32_t)c->c_opts.ho_conn_window) != 0) {
 		nghttp2_session_del(c->c_session);
 		free(c);
 		return -ENOMEM;
@@ -567,10 +563,10 @@ h2_shutdown(struct h2conn *c)
 		 * and the session stops wanting to read once they are done.
 		 */
 		c->c_closing = 1;
-		nghttp2_submit_goaway(c->c_session, NGHTTP2_FLAG_NONE,
-				      nghttp2_session_get_last_proc_stream_id(
-					      c->c_session),
-				      NGHTTP2_NO_ERROR, NULL, 0);
+		nghttp2_submit_goaway(
+		    c->c_session, NGHTTP2_FLAG_NONE,
+		    nghttp2_session_get_last_proc_stream_id(c->c_session),
+		    NGHTTP2_NO_ERROR, NULL, 0);
 	}
 	h2_flush(c);
 }
@@ -584,13 +580,13 @@ h2_close(struct h2conn *c, int err, const char *reason)
 	if (c->c_err == 0 && err != 0) {
 		c->c_err = err;
 		snprintf(c->c_reason, sizeof(c->c_reason), "%s",
-			 reason != NULL ? reason : ncg_strerror(err));
+		         reason != NULL ? reason : ncg_strerror(err));
 	}
 	if (c->c_ready && !c->c_closing) {
 		c->c_closing = 1;
 		nghttp2_session_terminate_session(
-			c->c_session, err == 0 ? NGHTTP2_NO_ERROR
-					       : NGHTTP2_INTERNAL_ERROR);
+		    c->c_session,
+		    err == 0 ? NGHTTP2_NO_ERROR : NGHTTP2_INTERNAL_ERROR);
 		if (c->c_depth == 0)
 			h2_run_flush(c);
 	}

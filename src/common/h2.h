@@ -36,14 +36,14 @@ struct h2_stream_ops {
 	void (*on_headers_end)(struct h2conn *c, void *st, int end_stream);
 	/* DATA payload.  The stream layer calls h2_consume() once done. */
 	void (*on_data)(struct h2conn *c, void *st, const uint8_t *data,
-			size_t len);
+	                size_t len);
 	/* END_STREAM on a DATA frame. */
 	void (*on_data_end)(struct h2conn *c, void *st);
 	/* A frame with END_STREAM went out on the stream.  May be NULL. */
 	void (*on_end_sent)(struct h2conn *c, void *st);
 	/* Stream closed (error_code is the HTTP/2 code, 0 if clean). */
 	void (*on_stream_close)(struct h2conn *c, void *st,
-				uint32_t error_code);
+	                        uint32_t error_code);
 	/*
 	 * Output was flushed to the transport, outside any nghttp2 call: a
 	 * safe point to tell writers there is room again.  May be NULL.
@@ -54,14 +54,14 @@ struct h2_stream_ops {
 	 * opaque debug data (may be empty, not NUL-terminated).
 	 */
 	void (*on_goaway)(struct h2conn *c, uint32_t error_code,
-			  const uint8_t *debug, size_t debuglen, void *arg);
+	                  const uint8_t *debug, size_t debuglen, void *arg);
 	/*
 	 * The connection is gone (err 0 after an orderly close).  Streams
 	 * get no on_stream_close of their own: the layer above ends them
 	 * here.  c is freed after this returns.
 	 */
 	void (*on_closed)(struct h2conn *c, int err, const char *reason,
-			  void *arg);
+	                  void *arg);
 };
 
 struct h2_opts {
@@ -69,7 +69,7 @@ struct h2_opts {
 	uint32_t ho_max_streams;      /* server: SETTINGS; 0 means 100 */
 	uint32_t ho_stream_window;    /* receive window per stream; 0: 1 MiB */
 	uint32_t ho_conn_window;      /* receive window of the connection;
-				       * 0: 16 MiB */
+	                               * 0: 16 MiB */
 	unsigned ho_ping_interval_ms; /* keepalive PING period; 0: none */
 	unsigned ho_ping_timeout_ms;  /* unanswered PING is fatal; 0: 20 s */
 };
@@ -80,7 +80,7 @@ struct h2_opts {
  * and binds it with h2_attach().  Returns 0 and sets *out, or -ENOMEM.
  */
 int h2_new(const struct h2_opts *opts, const struct h2_stream_ops *ops,
-	   void *arg, struct h2conn **out);
+           void *arg, struct h2conn **out);
 
 /* The transport callbacks that drive c; pass c as their argument. */
 extern const struct xport_cb h2_xport_cb;

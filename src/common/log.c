@@ -103,8 +103,9 @@ write_escaped(FILE *fp, const char *text, size_t len)
 
 	while (off < len) {
 		/* Each input byte takes at most 4 output bytes. */
-		n = len - off < (sizeof(chunk) - 1) / 4 ? len - off
-							: (sizeof(chunk) - 1) / 4;
+		n = len - off < (sizeof(chunk) - 1) / 4
+		        ? len - off
+		        : (sizeof(chunk) - 1) / 4;
 		log_escape(chunk, sizeof(chunk), text + off, n);
 		fputs(chunk, fp);
 		off += n;
@@ -132,7 +133,7 @@ log_vwrite(const char *level, const char *fmt, va_list ap, int errnum)
 		len = 0;
 		small[0] = '\0';
 	} else if ((size_t)len >= sizeof(small) &&
-		   (msg = malloc((size_t)len + 1)) != NULL)
+	           (msg = malloc((size_t)len + 1)) != NULL)
 		vsnprintf(msg, (size_t)len + 1, fmt, ap2);
 	else if (msg == NULL) {
 		/* Out of memory: the truncated text is better than none. */
@@ -145,7 +146,7 @@ log_vwrite(const char *level, const char *fmt, va_list ap, int errnum)
 	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
 	flockfile(fp);
 	fprintf(fp, "%s.%03ldZ %s[%ld] %s: ", ts, (long)(tv.tv_usec / 1000),
-		log_progname, (long)getpid(), level);
+	        log_progname, (long)getpid(), level);
 	write_escaped(fp, msg, (size_t)len);
 	if (errnum != 0)
 		fprintf(fp, ": %s", strerror(errnum));

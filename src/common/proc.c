@@ -48,16 +48,16 @@
 
 #include "proc.h"
 
-#define PROC_READ_BUFSZ		(64 * 1024)
-#define PROC_EOF_WAIT_MS	500
-#define PROC_EOF_MIN_MS		50
-#define PROC_DEFAULT_ROWS	24
-#define PROC_DEFAULT_COLS	80
-#define PROC_DEFAULT_PATH	"/usr/bin:/bin"
+#define PROC_READ_BUFSZ   (64 * 1024)
+#define PROC_EOF_WAIT_MS  500
+#define PROC_EOF_MIN_MS   50
+#define PROC_DEFAULT_ROWS 24
+#define PROC_DEFAULT_COLS 80
+#define PROC_DEFAULT_PATH "/usr/bin:/bin"
 
 enum proc_state {
 	PS_RUNNING,
-	PS_DONE,	/* pc_exit has run or runs now; handles are closing */
+	PS_DONE, /* pc_exit has run or runs now; handles are closing */
 };
 
 struct proc {
@@ -67,29 +67,29 @@ struct proc {
 	enum proc_state p_state;
 	pid_t p_pid;
 	int p_pty;
-	int p_master;		/* pty master (closed with p_poll), or -1 */
+	int p_master; /* pty master (closed with p_poll), or -1 */
 
 	/* Output: the stdout pipe, or p_poll on the pty master. */
 	uv_pipe_t p_out;
 	uv_poll_t p_poll;
-	uv_pipe_t p_in;		/* stdin pipe, or a dup() of the pty master */
+	uv_pipe_t p_in; /* stdin pipe, or a dup() of the pty master */
 	uv_signal_t p_sigchld;
-	uv_timer_t p_timer;	/* grace period, EOF wait, deferred finish */
-	int p_nhandles;		/* handles whose close callback is pending */
-	int p_in_open;		/* p_in is initialised and not closed */
+	uv_timer_t p_timer; /* grace period, EOF wait, deferred finish */
+	int p_nhandles;     /* handles whose close callback is pending */
+	int p_in_open;      /* p_in is initialised and not closed */
 
-	int p_status;		/* from waitpid() */
+	int p_status; /* from waitpid() */
 	int p_status_known;
 	int p_reaped;
-	int p_leftovers;	/* at reaping, the session had other members */
-	int p_rest_killed;	/* leftovers killed while awaiting EOF */
+	int p_leftovers;   /* at reaping, the session had other members */
+	int p_rest_killed; /* leftovers killed while awaiting EOF */
 	int p_eof;
 	int p_paused;
-	int p_closing;		/* proc_close() was called */
-	uint64_t p_eof_left;	/* reading time left to wait for EOF */
+	int p_closing;       /* proc_close() was called */
+	uint64_t p_eof_left; /* reading time left to wait for EOF */
 
-	int p_in_closed;	/* no more proc_write() */
-	int p_in_draining;	/* close p_in once the writes are done */
+	int p_in_closed;   /* no more proc_write() */
+	int p_in_draining; /* close p_in once the writes are done */
 	size_t p_queued;
 	unsigned p_nwrites;
 	int p_above_hiwat;
@@ -106,14 +106,14 @@ struct proc_wreq {
 
 /* Everything the child needs, prepared by the parent. */
 struct spawn {
-	char *s_path;		/* argv[0] resolved through PATH */
+	char *s_path; /* argv[0] resolved through PATH */
 	const char *const *s_argv;
 	const char *const *s_envp;
 	const char *s_cwd;
 	int s_pty;
-	int s_master, s_slave;	/* pty */
-	int s_in[2], s_out[2];	/* pipes: [0] read end, [1] write end */
-	int s_err;		/* stderr of a pipe child */
+	int s_master, s_slave; /* pty */
+	int s_in[2], s_out[2]; /* pipes: [0] read end, [1] write end */
+	int s_err;             /* stderr of a pipe child */
 	int s_devnull;
 	int s_errpipe[2];
 	int s_setcred;
@@ -121,13 +121,13 @@ struct spawn {
 	gid_t s_gid;
 	gid_t *s_groups;
 	size_t s_ngroups;
-	long s_maxfd;		/* for closing fds without close_range() */
+	long s_maxfd; /* for closing fds without close_range() */
 };
 
-static void	on_alloc(uv_handle_t *, size_t, uv_buf_t *);
-static void	on_read(uv_stream_t *, ssize_t, const uv_buf_t *);
-static void	on_pty_readable(uv_poll_t *, int, int);
-static void	on_timer(uv_timer_t *);
+static void on_alloc(uv_handle_t *, size_t, uv_buf_t *);
+static void on_read(uv_stream_t *, ssize_t, const uv_buf_t *);
+static void on_pty_readable(uv_poll_t *, int, int);
+static void on_timer(uv_timer_t *);
 
 static void
 closefd(int *fd)
@@ -141,8 +141,7 @@ closefd(int *fd)
  * The child from fork() to execve().  Only async-signal-safe calls here;
  * on failure errno goes to the parent through s_errpipe.
  */
-static void __attribute__((noreturn))
-child(struct spawn *s)
+static void __attribute__((noreturn)) child(struct spawn *s)
 {
 	struct sigaction sa;
 	sigset_t none;
@@ -356,7 +355,7 @@ pty_open(struct spawn *s, unsigned short rows, unsigned short cols)
 		return -errno;
 	/* Like a login: the user owns its terminal (e.g. for mesg, write). */
 	if (s->s_setcred && (fchown(s->s_slave, s->s_uid, (gid_t)-1) == -1 ||
-			     fchmod(s->s_slave, 0620) == -1))
+	                     fchmod(s->s_slave, 0620) == -1))
 		return -errno;
 	return 0;
 }
@@ -518,7 +517,7 @@ session_scan(pid_t sid, int signum)
 		/* "pid (comm) state ppid pgrp session ..."; comm has ')'s */
 		if ((s = strrchr(buf, ')')) == NULL ||
 		    sscanf(s + 1, " %c %ld %ld %ld", &state, &ppid, &pgrp,
-			   &psid) != 4)
+		           &psid) != 4)
 			continue;
 		if (psid != (long)sid || state == 'Z' || state == 'X')
 			continue;
@@ -626,12 +625,12 @@ update_reading(struct proc *p)
 	if (p->p_pty) {
 		if (reading(p))
 			(void)uv_poll_start(&p->p_poll, UV_READABLE,
-					    on_pty_readable);
+			                    on_pty_readable);
 		else
 			(void)uv_poll_stop(&p->p_poll);
 	} else if (reading(p))
 		(void)uv_read_start((uv_stream_t *)&p->p_out, on_alloc,
-				    on_read);
+		                    on_read);
 	else
 		(void)uv_read_stop((uv_stream_t *)&p->p_out);
 }
@@ -677,8 +676,8 @@ reap(struct proc *p)
 		p->p_status_known = 1;
 	}
 	p->p_reaped = 1;
-	p->p_leftovers = kill(-p->p_pid, 0) == 0 ||
-			 session_scan(p->p_pid, 0) > 0;
+	p->p_leftovers =
+	    kill(-p->p_pid, 0) == 0 || session_scan(p->p_pid, 0) > 0;
 	uv_signal_stop(&p->p_sigchld);
 	return 1;
 }
@@ -797,7 +796,7 @@ on_pty_readable(uv_poll_t *h, int status, int events)
 	}
 	for (i = 0; i < 32 && reading(p); i++) {
 		n = read(p->p_master, p->p_rbuf + have,
-			 sizeof(p->p_rbuf) - have);
+		         sizeof(p->p_rbuf) - have);
 		if (n > 0) {
 			have += (size_t)n;
 			if (have == sizeof(p->p_rbuf)) {
@@ -865,8 +864,8 @@ queue_write(struct proc *p, const uint8_t *data, size_t len)
 	w->w_req.data = w;
 	b = uv_buf_init((char *)w->w_data, (unsigned)len);
 	st = (uv_stream_t *)&p->p_in;
-	if (!p->p_in_open || (rc = uv_write(&w->w_req, st, &b, 1,
-					     on_write)) != 0) {
+	if (!p->p_in_open ||
+	    (rc = uv_write(&w->w_req, st, &b, 1, on_write)) != 0) {
 		rc = p->p_in_open ? rc : UV_EPIPE;
 		free(w);
 		return rc == UV_ENOMEM ? -ENOMEM : -EPIPE;
@@ -902,9 +901,9 @@ init_handles(struct proc *p, struct spawn *s)
 	if (s->s_pty) {
 		/* The input side gets its own fd: one fd, one watcher. */
 		if ((s->s_in[1] = fcntl(s->s_master, F_DUPFD_CLOEXEC, 3)) ==
-			    -1 ||
+		        -1 ||
 		    (rc = uv_poll_init(p->p_loop, &p->p_poll, s->s_master)) !=
-			    0)
+		        0)
 			return s->s_in[1] == -1 ? -errno : rc;
 		p->p_poll.data = p;
 		p->p_nhandles++;
@@ -933,7 +932,7 @@ init_handles(struct proc *p, struct spawn *s)
 
 int
 proc_spawn(uv_loop_t *loop, const struct proc_opts *opts,
-	   const struct proc_cb *cb, void *arg, struct proc **out)
+           const struct proc_cb *cb, void *arg, struct proc **out)
 {
 	struct spawn s;
 	struct proc *p;

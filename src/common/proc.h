@@ -45,7 +45,7 @@ struct proc_opts {
 struct proc_cb {
 	/* Bytes the child wrote (pipe or pty master); valid during call. */
 	void (*pc_output)(struct proc *p, const uint8_t *data, size_t len,
-			  void *arg);
+	                  void *arg);
 	/* Room again: the input queue fell below PROC_INPUT_LOWAT. */
 	void (*pc_writable)(struct proc *p, void *arg);
 	/*
@@ -53,7 +53,7 @@ struct proc_cb {
 	 * was killed by term_signal.  Last callback: p is gone after it.
 	 */
 	void (*pc_exit)(struct proc *p, int64_t exit_status, int term_signal,
-			void *arg);
+	                void *arg);
 };
 
 #define PROC_INPUT_HIWAT (256 * 1024)
@@ -66,7 +66,7 @@ struct proc_cb {
  * fork/exec/openpty.  Exec failures are reported here, synchronously.
  */
 int proc_spawn(uv_loop_t *loop, const struct proc_opts *opts,
-	       const struct proc_cb *cb, void *arg, struct proc **out);
+               const struct proc_cb *cb, void *arg, struct proc **out);
 
 /*
  * Queues len bytes for the child's stdin (copied).  Returns 0, -EPIPE when

@@ -157,24 +157,24 @@ time_text(const ASN1_TIME *t, char *buf, size_t len)
  */
 static int
 read_file(const char *path, char **out, size_t *outlen, char *err,
-	  size_t errlen)
+          size_t errlen)
 {
 	int fd, rc;
 
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) == -1) {
 		rc = -errno;
 		ncg_seterr(err, errlen, "cannot open '%s': %s", path,
-			   strerror(-rc));
+		           strerror(-rc));
 		return rc;
 	}
 	rc = fileio_read_fd(fd, TLS_FILE_MAX, 0, FILEIO_SECRET, out, outlen);
 	(void)close(fd);
 	if (rc == -EFBIG)
 		ncg_seterr(err, errlen, "'%s' is larger than %d bytes", path,
-			   TLS_FILE_MAX);
+		           TLS_FILE_MAX);
 	else if (rc != 0)
 		ncg_seterr(err, errlen, "cannot read '%s': %s", path,
-			   strerror(-rc));
+		           strerror(-rc));
 	return rc;
 }
 
@@ -200,11 +200,11 @@ pem_error(unsigned long e, const char *what, char *err, size_t errlen)
 	}
 	if (ERR_GET_LIB(e) == ERR_LIB_PEM) {
 		ncg_seterr(err, errlen, "bad pem text in %s: %s", what,
-		       ossl_reason(e, tmp, sizeof(tmp)));
+		           ossl_reason(e, tmp, sizeof(tmp)));
 		return -EINVAL;
 	}
 	ncg_seterr(err, errlen, "cannot parse %s: %s", what,
-	       ossl_reason(e, tmp, sizeof(tmp)));
+	           ossl_reason(e, tmp, sizeof(tmp)));
 	return NCG_ETLS_BAD_CERT;
 }
 
@@ -272,8 +272,8 @@ load_trust(X509_STORE *store, const char *pem, size_t len, char *err,
 
 	if (len == 0) {
 		ncg_seterr(err, errlen,
-		       "no certificate in the trusted pem text "
-		       "(it is empty)");
+		           "no certificate in the trusted pem text "
+		           "(it is empty)");
 		return -EINVAL;
 	}
 	if (len > INT_MAX) {
@@ -301,8 +301,8 @@ load_trust(X509_STORE *store, const char *pem, size_t len, char *err,
 			rc = pem_error(e, "trusted certificate", err, errlen);
 		else if (n == 0) {
 			ncg_seterr(err, errlen,
-			       "no certificate in the trusted "
-			       "pem text");
+			           "no certificate in the trusted "
+			           "pem text");
 			rc = -EINVAL;
 		}
 	}
@@ -420,7 +420,7 @@ load_chain(SSL_CTX *ssl, const char *pem, size_t len, const char *path,
 			X509_free(x);
 			rc = ossl_is_oom(e) ? -ENOMEM : NCG_ETLS_BAD_CERT;
 			ncg_seterr(err, errlen, "%s: unusable certificate: %s",
-			       path, ossl_reason(e, tmp, sizeof(tmp)));
+			           path, ossl_reason(e, tmp, sizeof(tmp)));
 			break;
 		}
 		if (n == 0)
@@ -433,7 +433,8 @@ load_chain(SSL_CTX *ssl, const char *pem, size_t len, const char *path,
 			rc = pem_error(e, "certificate", tmp, sizeof(tmp));
 			ncg_seterr(err, errlen, "%s: %s", path, tmp);
 		} else if (n == 0) {
-			ncg_seterr(err, errlen, "%s: no certificate found", path);
+			ncg_seterr(err, errlen, "%s: no certificate found",
+			           path);
 			rc = -EINVAL;
 		}
 	}
@@ -470,9 +471,9 @@ load_key(SSL_CTX *ssl, const char *pem, size_t len, const char *path, char *err,
 			return -ENOMEM;
 		}
 		ncg_seterr(err, errlen,
-		       "%s: no usable private key (%s; it must "
-		       "be unencrypted pem)",
-		       path, ossl_reason(e, tmp, sizeof(tmp)));
+		           "%s: no usable private key (%s; it must "
+		           "be unencrypted pem)",
+		           path, ossl_reason(e, tmp, sizeof(tmp)));
 		return -EINVAL;
 	}
 	if (SSL_CTX_use_PrivateKey(ssl, k) != 1 ||
@@ -480,9 +481,9 @@ load_key(SSL_CTX *ssl, const char *pem, size_t len, const char *path, char *err,
 		e = ossl_first_error();
 		rc = ossl_is_oom(e) ? -ENOMEM : NCG_ETLS_BAD_CERT;
 		ncg_seterr(err, errlen,
-		       "%s: private key does not match the "
-		       "certificate (%s)",
-		       path, ossl_reason(e, tmp, sizeof(tmp)));
+		           "%s: private key does not match the "
+		           "certificate (%s)",
+		           path, ossl_reason(e, tmp, sizeof(tmp)));
 	}
 	EVP_PKEY_free(k);
 	ERR_clear_error();
@@ -755,10 +756,10 @@ cn_is(X509 *cert, const char *name)
 }
 
 /*
- * The name rules of docs/protocol.md (server certificate check).  X509_check_host() falls back to the
- * CN whenever there is no SAN DNS entry, but we allow the CN only when the
- * certificate has no SAN extension at all, so with one present the subject
- * is never consulted.
+ * The name rules of docs/protocol.md (server certificate check).
+ * X509_check_host() falls back to the CN whenever there is no SAN DNS entry,
+ * but we allow the CN only when the certificate has no SAN extension at all, so
+ * with one present the subject is never consulted.
  */
 static int
 check_name(struct tls_conn *c, X509 *cert)

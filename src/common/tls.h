@@ -36,11 +36,11 @@ struct tls_conn;
  * success.
  */
 int tls_ctx_client_new(struct tls_ctx **out, const char *pem, size_t len,
-		       char *err, size_t errlen);
+                       char *err, size_t errlen);
 
 /* Same as tls_ctx_client_new(), reading the PEM from path. */
 int tls_ctx_client_new_file(struct tls_ctx **out, const char *path, char *err,
-			    size_t errlen);
+                            size_t errlen);
 
 /*
  * Creates a server context from a PEM certificate (chain) file and a PEM
@@ -49,7 +49,7 @@ int tls_ctx_client_new_file(struct tls_ctx **out, const char *path, char *err,
  * when a file cannot be read.
  */
 int tls_ctx_server_new(struct tls_ctx **out, const char *cert_file,
-		       const char *key_file, char *err, size_t errlen);
+                       const char *key_file, char *err, size_t errlen);
 
 /* Drops the caller's reference; connections keep the context alive. */
 void tls_ctx_free(struct tls_ctx *ctx);
@@ -61,7 +61,7 @@ void tls_ctx_free(struct tls_ctx *ctx);
  * must be NULL.  Returns 0, -EINVAL or -ENOMEM; *out is set only on success.
  */
 int tls_conn_new(struct tls_conn **out, struct tls_ctx *ctx,
-		 const char *peer_name);
+                 const char *peer_name);
 void tls_conn_free(struct tls_conn *c);
 
 /* Queues len bytes of ciphertext received from the peer.  0 or -ENOMEM. */

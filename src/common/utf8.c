@@ -6,9 +6,9 @@
 
 /* What utf8_scan() found at the start of its input. */
 enum scan {
-	SCAN_VALID,	/* a whole, well-formed character */
+	SCAN_VALID,     /* a whole, well-formed character */
 	SCAN_TRUNCATED, /* a well-formed start, cut off by the end of input */
-	SCAN_INVALID,	/* an ill-formed sequence */
+	SCAN_INVALID,   /* an ill-formed sequence */
 };
 
 static int

@@ -25,8 +25,8 @@
 #include "tls.h"
 #include "xport.h"
 
-#define XPORT_READ_BUFSZ	(64 * 1024)
-#define XPORT_CLOSE_FLUSH_MS	2000
+#define XPORT_READ_BUFSZ         (64 * 1024)
+#define XPORT_CLOSE_FLUSH_MS     2000
 #define XPORT_DEFAULT_TIMEOUT_MS 10000
 /*
  * Output queue watermarks for reading.  Input can make output without the
@@ -36,8 +36,8 @@
  * queue is below the low mark.  h2.c stops producing at 256 KiB, so normal
  * traffic never reaches the high mark.
  */
-#define XPORT_OUT_HIGH		(512 * 1024)
-#define XPORT_OUT_LOW		(128 * 1024)
+#define XPORT_OUT_HIGH (512 * 1024)
+#define XPORT_OUT_LOW  (128 * 1024)
 
 enum xport_state {
 	XS_RESOLVING,
@@ -65,10 +65,10 @@ struct xport {
 	int x_is_pipe;
 	int x_stream_open;  /* x_h is initialised and not yet closed */
 	int x_open_handles; /* handles whose close callback is pending */
-	int x_writing;	    /* x_wreq in flight */
-	int x_shutting;	    /* x_shutreq in flight or done */
-	int x_paused;	    /* xport_pause() by the owner */
-	int x_blocked;	    /* reading stopped: output above XPORT_OUT_HIGH */
+	int x_writing;      /* x_wreq in flight */
+	int x_shutting;     /* x_shutreq in flight or done */
+	int x_paused;       /* xport_pause() by the owner */
+	int x_blocked;      /* reading stopped: output above XPORT_OUT_HIGH */
 	int x_err;
 	int x_have_cred; /* x_uid is known (Unix socket peers) */
 	uid_t x_uid;
@@ -92,7 +92,7 @@ static uint8_t xport_rbuf[XPORT_READ_BUFSZ];
 static uint8_t xport_pbuf[XPORT_READ_BUFSZ];
 
 static void xport_fail(struct xport *, int, const char *, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 static void xport_try_next(struct xport *);
 static void xport_start_write(struct xport *);
 static void xport_half_close(struct xport *);
@@ -108,7 +108,7 @@ opt_or(unsigned v, unsigned dflt)
 
 static struct xport *
 xport_alloc(uv_loop_t *loop, const struct xport_opts *opts,
-	    const struct xport_cb *cb, void *arg)
+            const struct xport_cb *cb, void *arg)
 {
 	struct xport *x;
 
@@ -207,23 +207,23 @@ on_timeout(uv_timer_t *t)
 	switch (x->x_state) {
 	case XS_RESOLVING:
 		xport_fail(x, -ETIMEDOUT, "resolving '%s' timed out",
-			   x->x_host);
+		           x->x_host);
 		break;
 	case XS_CONNECTING:
 		if (x->x_is_pipe || x->x_ai_head == NULL) {
 			xport_fail(x, -ETIMEDOUT, "connection to %s timed out",
-				   x->x_peer);
+			           x->x_peer);
 			break;
 		}
 		/* A silent address does not stop us trying the next one. */
 		x->x_err = -ETIMEDOUT;
 		snprintf(x->x_errmsg, sizeof(x->x_errmsg),
-			 "connection to %s timed out", x->x_peer);
+		         "connection to %s timed out", x->x_peer);
 		xport_try_next(x);
 		break;
 	case XS_HANDSHAKE:
 		xport_fail(x, NCG_ETLS_HANDSHAKE_TIMEOUT,
-			   "tls handshake with %s timed out", x->x_peer);
+		           "tls handshake with %s timed out", x->x_peer);
 		break;
 	case XS_FLUSHING:
 		xport_teardown(x);
@@ -322,7 +322,7 @@ on_write_done(uv_write_t *req, int status)
 		return;
 	if (status < 0) {
 		xport_fail(x, status, "write to %s: %s", x->x_peer,
-			   uv_strerror(status));
+		           uv_strerror(status));
 		return;
 	}
 	if (buf_len(&x->x_out) > 0) {
@@ -354,12 +354,12 @@ xport_start_write(struct xport *x)
 	x->x_wbuf = x->x_out;
 	x->x_out = tmp;
 	ub = uv_buf_init((char *)(uintptr_t)buf_data(&x->x_wbuf),
-			 (unsigned)buf_len(&x->x_wbuf));
+	                 (unsigned)buf_len(&x->x_wbuf));
 	x->x_wreq.data = x;
 	rc = uv_write(&x->x_wreq, &x->x_h.stream, &ub, 1, on_write_done);
 	if (rc < 0) {
 		xport_fail(x, rc, "write to %s: %s", x->x_peer,
-			   uv_strerror(rc));
+		           uv_strerror(rc));
 		return;
 	}
 	x->x_writing = 1;
@@ -434,7 +434,7 @@ xport_tls_input(struct xport *x)
 			break;
 		if (n == 0) {
 			xport_fail(x, NCG_ECLOSED, "%s closed the connection",
-				   x->x_peer);
+			           x->x_peer);
 			return;
 		}
 		if (n < 0) {
@@ -473,21 +473,21 @@ on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 	if (nread < 0) {
 		if (nread == UV_EOF)
 			xport_fail(x, NCG_ECLOSED, "%s closed the connection",
-				   x->x_peer);
+			           x->x_peer);
 		else
-			xport_fail(x, (int)nread, "read from %s: %s",
-				   x->x_peer, uv_strerror((int)nread));
+			xport_fail(x, (int)nread, "read from %s: %s", x->x_peer,
+			           uv_strerror((int)nread));
 		return;
 	}
 	if (x->x_tls == NULL) {
 		x->x_cb->xc_data(x, (const uint8_t *)b->base, (size_t)nread,
-				 x->x_arg);
+		                 x->x_arg);
 		if (x->x_state == XS_READY)
 			(void)xport_check_block(x);
 		return;
 	}
 	if ((rc = tls_conn_feed(x->x_tls, (const uint8_t *)b->base,
-				(size_t)nread)) != 0) {
+	                        (size_t)nread)) != 0) {
 		xport_fail(x, rc, "tls: out of memory");
 		return;
 	}
@@ -509,7 +509,7 @@ xport_start_stream(struct xport *x)
 	}
 	x->x_state = XS_HANDSHAKE;
 	arm_timer(x, opt_or(x->x_opts.xo_handshake_timeout_ms,
-			    XPORT_DEFAULT_TIMEOUT_MS));
+	                    XPORT_DEFAULT_TIMEOUT_MS));
 	/* The client speaks first. */
 	xport_tls_input(x);
 	return 0;
@@ -565,7 +565,7 @@ xport_opts_dead_peer(struct xport_opts *o, unsigned seconds)
 	if (o->xo_keepalive_cnt == 0)
 		o->xo_keepalive_cnt = (seconds - idle) / intvl + 1;
 	connect_ms = o->xo_connect_timeout_ms != 0 ? o->xo_connect_timeout_ms
-						   : XPORT_DEFAULT_TIMEOUT_MS;
+	                                           : XPORT_DEFAULT_TIMEOUT_MS;
 	if (connect_ms > seconds * 1000)
 		o->xo_connect_timeout_ms = seconds * 1000;
 }
@@ -601,7 +601,7 @@ on_connect(uv_connect_t *req, int status)
 		/* Remember why, then try the next address, if any. */
 		x->x_err = status;
 		snprintf(x->x_errmsg, sizeof(x->x_errmsg), "connect to %s: %s",
-			 x->x_peer, uv_strerror(status));
+		         x->x_peer, uv_strerror(status));
 		xport_try_next(x);
 		return;
 	}
@@ -611,7 +611,7 @@ on_connect(uv_connect_t *req, int status)
 		xport_tune_tcp(x);
 	if ((rc = xport_start_stream(x)) < 0)
 		xport_fail(x, rc, "read from %s: %s", x->x_peer,
-			   uv_strerror(rc));
+		           uv_strerror(rc));
 }
 
 static void
@@ -654,23 +654,23 @@ xport_try_next(struct xport *x)
 		x->x_state = XS_CONNECTING;
 		x->x_conn_req.data = x;
 		rc = uv_tcp_connect(&x->x_conn_req, &x->x_h.tcp, ai->ai_addr,
-				    on_connect);
+		                    on_connect);
 		if (rc < 0) {
 			x->x_err = rc;
 			snprintf(x->x_errmsg, sizeof(x->x_errmsg),
-				 "connect to %s: %s", x->x_peer,
-				 uv_strerror(rc));
+			         "connect to %s: %s", x->x_peer,
+			         uv_strerror(rc));
 			xport_try_next(x);
 			return;
 		}
 		arm_timer(x, opt_or(x->x_opts.xo_connect_timeout_ms,
-				    XPORT_DEFAULT_TIMEOUT_MS));
+		                    XPORT_DEFAULT_TIMEOUT_MS));
 		return;
 	}
 	/* Every address failed: report the last reason. */
 	if (x->x_err == 0)
 		xport_fail(x, -EHOSTUNREACH, "no usable address for '%s'",
-			   x->x_host);
+		           x->x_host);
 	else
 		xport_teardown(x);
 }
@@ -690,7 +690,7 @@ on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 	}
 	if (status < 0) {
 		xport_fail(x, -EHOSTUNREACH, "cannot resolve '%s': %s",
-			   x->x_host, uv_strerror(status));
+		           x->x_host, uv_strerror(status));
 		return;
 	}
 	x->x_ai_head = x->x_ai_next = res;
@@ -699,8 +699,8 @@ on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 
 int
 xport_connect(uv_loop_t *loop, const char *host, uint16_t port,
-	      struct tls_ctx *ctx, const struct xport_opts *opts,
-	      const struct xport_cb *cb, void *arg, struct xport **out)
+              struct tls_ctx *ctx, const struct xport_opts *opts,
+              const struct xport_cb *cb, void *arg, struct xport **out)
 {
 	struct addrinfo hints;
 	char portstr[8];
@@ -725,15 +725,15 @@ xport_connect(uv_loop_t *loop, const char *host, uint16_t port,
 	hints.ai_socktype = SOCK_STREAM;
 	hints.ai_flags = AI_ADDRCONFIG;
 	x->x_gai.data = x;
-	rc = uv_getaddrinfo(loop, &x->x_gai, on_resolved, host, portstr,
-			    &hints);
+	rc =
+	    uv_getaddrinfo(loop, &x->x_gai, on_resolved, host, portstr, &hints);
 	if (rc < 0)
 		goto fail;
 	x->x_state = XS_RESOLVING;
 	x->x_open_handles++;
 	xport_init_timer(x);
 	arm_timer(x, opt_or(x->x_opts.xo_connect_timeout_ms,
-			    XPORT_DEFAULT_TIMEOUT_MS));
+	                    XPORT_DEFAULT_TIMEOUT_MS));
 	*out = x;
 	return 0;
 fail:
@@ -751,7 +751,7 @@ on_pipe_connect(uv_connect_t *req, int status)
 		return;
 	if (status < 0) {
 		xport_fail(x, status, "connect to '%s': %s", x->x_host,
-			   uv_strerror(status));
+		           uv_strerror(status));
 		return;
 	}
 	if ((rc = xport_start_stream(x)) < 0)
@@ -759,8 +759,8 @@ on_pipe_connect(uv_connect_t *req, int status)
 }
 
 int
-xport_connect_unix(uv_loop_t *loop, const char *path,
-		   const struct xport_cb *cb, void *arg, struct xport **out)
+xport_connect_unix(uv_loop_t *loop, const char *path, const struct xport_cb *cb,
+                   void *arg, struct xport **out)
 {
 	struct xport *x;
 
@@ -785,8 +785,8 @@ xport_connect_unix(uv_loop_t *loop, const char *path,
 
 int
 xport_accept(uv_stream_t *server, struct tls_ctx *ctx,
-	     const struct xport_opts *opts, const struct xport_cb *cb,
-	     void *arg, struct xport **out)
+             const struct xport_opts *opts, const struct xport_cb *cb,
+             void *arg, struct xport **out)
 {
 	struct sockaddr_storage ss;
 	int sslen = sizeof(ss);
@@ -818,15 +818,16 @@ xport_accept(uv_stream_t *server, struct tls_ctx *ctx,
 		snprintf(x->x_peer, sizeof(x->x_peer), "unix");
 		/* Who is calling: the operator API records it. */
 		if (uv_fileno(&x->x_h.handle, &fd) == 0 &&
-		    getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == 0) {
+		    getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) ==
+		        0) {
 			x->x_have_cred = 1;
 			x->x_uid = cred.uid;
 		}
 	} else {
 		if (uv_tcp_getpeername(&x->x_h.tcp, (struct sockaddr *)&ss,
-				       &sslen) == 0)
+		                       &sslen) == 0)
 			format_peer(x->x_peer, sizeof(x->x_peer),
-				    (struct sockaddr *)&ss);
+			            (struct sockaddr *)&ss);
 		xport_tune_tcp(x);
 	}
 	if ((rc = xport_start_stream(x)) < 0)

@@ -26,7 +26,7 @@ struct xport_cb {
 	void (*xc_ready)(struct xport *x, void *arg);
 	/* Plaintext from the peer; valid only during the call. */
 	void (*xc_data)(struct xport *x, const uint8_t *data, size_t len,
-			void *arg);
+	                void *arg);
 	/* Everything written so far has been handed to the kernel. */
 	void (*xc_drain)(struct xport *x, void *arg);
 	/*
@@ -38,11 +38,11 @@ struct xport_cb {
 };
 
 struct xport_opts {
-	unsigned xo_connect_timeout_ms;	  /* per connection attempt; 0: 10 s */
+	unsigned xo_connect_timeout_ms;   /* per connection attempt; 0: 10 s */
 	unsigned xo_handshake_timeout_ms; /* TLS handshake; 0: 10 s */
-	unsigned xo_keepalive_idle;	  /* TCP keepalive, seconds; 0: off */
-	unsigned xo_keepalive_intvl;	  /* probe interval, seconds */
-	unsigned xo_keepalive_cnt;	  /* probes before the peer is dead */
+	unsigned xo_keepalive_idle;       /* TCP keepalive, seconds; 0: off */
+	unsigned xo_keepalive_intvl;      /* probe interval, seconds */
+	unsigned xo_keepalive_cnt;        /* probes before the peer is dead */
 	/*
 	 * TCP_USER_TIMEOUT: a connection whose sent data stays unacknowledged
 	 * this long, or whose keepalive probes go unanswered this long, is
@@ -66,19 +66,20 @@ void xport_opts_dead_peer(struct xport_opts *o, unsigned seconds);
 /*
  * Resolves host (asynchronously) and connects to each address in turn until
  * one accepts (an attempt that is refused, fails or times out moves on to
- * the next address; resolving shares the first attempt's timeout); with ctx (a client tls_ctx), then runs the TLS handshake,
- * verifying the certificate against host.  host may be a name, an IPv4
- * address, or an IPv6 address without brackets.  Returns 0 and sets *out,
- * or -EINVAL / -ENOMEM (no callback then).
+ * the next address; resolving shares the first attempt's timeout); with ctx (a
+ * client tls_ctx), then runs the TLS handshake, verifying the certificate
+ * against host.  host may be a name, an IPv4 address, or an IPv6 address
+ * without brackets.  Returns 0 and sets *out, or -EINVAL / -ENOMEM (no callback
+ * then).
  */
 int xport_connect(uv_loop_t *loop, const char *host, uint16_t port,
-		  struct tls_ctx *ctx, const struct xport_opts *opts,
-		  const struct xport_cb *cb, void *arg, struct xport **out);
+                  struct tls_ctx *ctx, const struct xport_opts *opts,
+                  const struct xport_cb *cb, void *arg, struct xport **out);
 
 /* Connects to a Unix socket at path, without TLS. */
 int xport_connect_unix(uv_loop_t *loop, const char *path,
-		       const struct xport_cb *cb, void *arg,
-		       struct xport **out);
+                       const struct xport_cb *cb, void *arg,
+                       struct xport **out);
 
 /*
  * Accepts one connection from a listening TCP or pipe handle; with ctx (a
@@ -86,8 +87,8 @@ int xport_connect_unix(uv_loop_t *loop, const char *path,
  * sets *out, or a negative code (no callback then).
  */
 int xport_accept(uv_stream_t *server, struct tls_ctx *ctx,
-		 const struct xport_opts *opts, const struct xport_cb *cb,
-		 void *arg, struct xport **out);
+                 const struct xport_opts *opts, const struct xport_cb *cb,
+                 void *arg, struct xport **out);
 
 /*
  * Queues len bytes for sending (copied; encrypted first with TLS).  Only

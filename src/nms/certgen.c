@@ -299,24 +299,25 @@ certgen_selfsigned(const char *const *names, size_t nnames, unsigned days,
 	for (i = 0; i < nnames; i++)
 		if (names[i] == NULL || !name_ok(names[i])) {
 			ncg_seterr(err, errlen, "bad certificate name '%.64s'",
-			       names[i] != NULL ? names[i] : "");
+			           names[i] != NULL ? names[i] : "");
 			return -EINVAL;
 		}
 	if (strlen(names[0]) > CERTGEN_MAX_CN) {
-		ncg_seterr(err, errlen,
-		       "'%.64s...' is too long for a common name (%d bytes)",
-		       names[0], CERTGEN_MAX_CN);
+		ncg_seterr(
+		    err, errlen,
+		    "'%.64s...' is too long for a common name (%d bytes)",
+		    names[0], CERTGEN_MAX_CN);
 		return -EINVAL;
 	}
 	if (days < 1 || days > CERTGEN_MAX_DAYS) {
-		ncg_seterr(err, errlen, "validity of %u days is not 1..%d", days,
-		       CERTGEN_MAX_DAYS);
+		ncg_seterr(err, errlen, "validity of %u days is not 1..%d",
+		           days, CERTGEN_MAX_DAYS);
 		return -EINVAL;
 	}
 	/* Checked early to save the work; link() checks again. */
 	if (lstat(key_path, &st) == 0) {
 		ncg_seterr(err, errlen, "%s: key exists; not overwriting it",
-		       key_path);
+		           key_path);
 		return -EEXIST;
 	}
 

@@ -125,9 +125,9 @@ struct registry_throttle {
 	struct throttle_table rt_peer;
 	struct throttle_table rt_pair;
 	uint64_t rt_window;
-	unsigned rt_inflight;	   /* per device id */
+	unsigned rt_inflight;      /* per device id */
 	unsigned rt_peer_inflight; /* per peer: a whole NAT site is one peer */
-	unsigned rt_total_max;	   /* scrypt checks queued or running */
+	unsigned rt_total_max;     /* scrypt checks queued or running */
 	unsigned rt_total;
 	size_t rt_max;
 	uint64_t (*rt_now)(void *);
@@ -511,14 +511,15 @@ reg_parse(const char *name, const char *data, size_t len, struct registry **out,
 		off += linelen + (nl != NULL);
 		lineno++;
 		if (linelen > REGISTRY_LINE_MAX) {
-			ncg_seterr(err, errlen, "%s:%zu: line longer than %d bytes",
-			     name, lineno, REGISTRY_LINE_MAX);
+			ncg_seterr(err, errlen,
+			           "%s:%zu: line longer than %d bytes", name,
+			           lineno, REGISTRY_LINE_MAX);
 			rc = -EINVAL;
 			goto fail;
 		}
 		if (memchr(line, '\0', linelen) != NULL) {
-			ncg_seterr(err, errlen, "%s:%zu: NUL byte in line", name,
-			     lineno);
+			ncg_seterr(err, errlen, "%s:%zu: NUL byte in line",
+			           name, lineno);
 			rc = -EINVAL;
 			goto fail;
 		}
@@ -527,19 +528,21 @@ reg_parse(const char *name, const char *data, size_t len, struct registry **out,
 			continue;
 		if (rc == -ENOMEM) {
 			ncg_seterr(err, errlen, "%s:%zu: out of memory", name,
-			     lineno);
+			           lineno);
 			goto fail;
 		}
 		if (rc < 0) {
-			ncg_seterr(err, errlen, "%s:%zu: %s", name, lineno, msg);
+			ncg_seterr(err, errlen, "%s:%zu: %s", name, lineno,
+			           msg);
 			goto fail;
 		}
 		e->e_line = lineno;
 		if ((dup = reg_lookup(reg, e->e_id, e->e_idlen)) != NULL) {
-			ncg_seterr(err, errlen,
-			     "%s:%zu: duplicate device id \"%s\" (first on "
-			     "line %zu)",
-			     name, lineno, e->e_id, dup->e_line);
+			ncg_seterr(
+			    err, errlen,
+			    "%s:%zu: duplicate device id \"%s\" (first on "
+			    "line %zu)",
+			    name, lineno, e->e_id, dup->e_line);
 			free(e);
 			rc = -EINVAL;
 			goto fail;
@@ -592,13 +595,14 @@ read_file(const char *path, char **bufp, size_t *lenp, struct stat *stp,
 		ncg_seterr(err, errlen, "%s: not a regular file", path);
 		rc = -EINVAL;
 	} else {
-		/* The size is a hint; one byte more notices a file that grows. */
+		/* The size is a hint; one byte more notices a file that grows.
+		 */
 		rc = fileio_read_fd(fd, REGISTRY_FILE_MAX,
-				    st.st_size > 0 ? (size_t)st.st_size : 0, 0,
-				    bufp, lenp);
+		                    st.st_size > 0 ? (size_t)st.st_size : 0, 0,
+		                    bufp, lenp);
 		if (rc == -EFBIG)
-			ncg_seterr(err, errlen, "%s: larger than %d bytes", path,
-				   REGISTRY_FILE_MAX);
+			ncg_seterr(err, errlen, "%s: larger than %d bytes",
+			           path, REGISTRY_FILE_MAX);
 		else if (rc != 0)
 			ncg_seterr(err, errlen, "%s: %s", path, strerror(-rc));
 		else if (stp != NULL)
@@ -1301,8 +1305,8 @@ req_decide(struct registry_req *req, const uint8_t *secret, size_t len)
 
 		if (a == -EAGAIN || b == -EAGAIN || a == -EBUSY ||
 		    b == -EBUSY) {
-			req->rq_result = a == -EAGAIN || b == -EAGAIN ? -EAGAIN
-			                                              : -EBUSY;
+			req->rq_result =
+			    a == -EAGAIN || b == -EAGAIN ? -EAGAIN : -EBUSY;
 			return 1;
 		}
 	}
@@ -1327,11 +1331,10 @@ req_decide(struct registry_req *req, const uint8_t *secret, size_t len)
 			return 1;
 		}
 	}
-	if (thr != NULL &&
-	    (tt_busy(&thr->rt_dev, thr->rt_inflight, dk, dlen) ||
-	     tt_busy(&thr->rt_peer, thr->rt_peer_inflight, req->rq_peer,
-	             req->rq_peerlen) ||
-	     thr->rt_total >= thr->rt_total_max)) {
+	if (thr != NULL && (tt_busy(&thr->rt_dev, thr->rt_inflight, dk, dlen) ||
+	                    tt_busy(&thr->rt_peer, thr->rt_peer_inflight,
+	                            req->rq_peer, req->rq_peerlen) ||
+	                    thr->rt_total >= thr->rt_total_max)) {
 		/* Not a failure: the device is told to come back later. */
 		req->rq_result = -EBUSY;
 		return 1;
@@ -1597,16 +1600,18 @@ edit_file(const char *path, enum edit_op op, const char *id,
 
 	idlen = strnlen(id, REGISTRY_ID_MAX + 1);
 	if (!id_valid(id, idlen)) {
-		ncg_seterr(err, errlen,
-		     "invalid device id (1..255 of A-Z a-z 0-9 . _ : @ -)");
+		ncg_seterr(
+		    err, errlen,
+		    "invalid device id (1..255 of A-Z a-z 0-9 . _ : @ -)");
 		return -EINVAL;
 	}
 	/* Hash before locking: scrypt is slow, and other editors wait. */
 	if (op != EDIT_REMOVE &&
 	    (rc = registry_hash_line(id, secret, len, &newline)) < 0) {
-		ncg_seterr(err, errlen, "cannot hash the secret of \"%s\": %s", id,
-		     rc == -EINVAL ? "empty, too long or holds a NUL byte"
-		                   : strerror(-rc));
+		ncg_seterr(err, errlen, "cannot hash the secret of \"%s\": %s",
+		           id,
+		           rc == -EINVAL ? "empty, too long or holds a NUL byte"
+		                         : strerror(-rc));
 		return rc;
 	}
 	if ((lfd = lock_file(path, err, errlen)) < 0) {
@@ -1626,7 +1631,8 @@ edit_file(const char *path, enum edit_op op, const char *id,
 		goto out;
 	has = reg_lookup(reg, id, idlen) != NULL;
 	if (op == EDIT_ADD && has) {
-		ncg_seterr(err, errlen, "%s: device \"%s\" already exists", path, id);
+		ncg_seterr(err, errlen, "%s: device \"%s\" already exists",
+		           path, id);
 		rc = -EEXIST;
 		goto out;
 	}
@@ -1640,7 +1646,8 @@ edit_file(const char *path, enum edit_op op, const char *id,
 	if (rc < 0) {
 		rc = rc == -ENOBUFS ? -EFBIG : rc;
 		ncg_seterr(err, errlen, "%s: %s", path,
-		     rc == -EFBIG ? "would grow too large" : "out of memory");
+		           rc == -EFBIG ? "would grow too large"
+		                        : "out of memory");
 		goto out;
 	}
 	rc = replace_file(path, &b, exists ? &st : NULL, err, errlen);

@@ -58,12 +58,12 @@
 #define REGISTRY_SECRET_BUFSZ (REGISTRY_SECRET_LEN + 1)
 
 /* Defaults of a struct registry_throttle. */
-#define REGISTRY_THROTTLE_FAILURES  5
-#define REGISTRY_THROTTLE_WINDOW_MS 60000
-#define REGISTRY_THROTTLE_INFLIGHT  8
-#define REGISTRY_THROTTLE_PEER_INFLIGHT 8
+#define REGISTRY_THROTTLE_FAILURES       5
+#define REGISTRY_THROTTLE_WINDOW_MS      60000
+#define REGISTRY_THROTTLE_INFLIGHT       8
+#define REGISTRY_THROTTLE_PEER_INFLIGHT  8
 #define REGISTRY_THROTTLE_TOTAL_INFLIGHT 32
-#define REGISTRY_THROTTLE_ENTRIES   65536
+#define REGISTRY_THROTTLE_ENTRIES        65536
 
 struct registry;
 struct registry_req;
@@ -73,8 +73,8 @@ struct registry_throttle;
  * Runs on the loop thread with the outcome of registry_verify(): 0 (the
  * secret matches), -ENOENT (unknown device), -EACCES (wrong secret),
  * -EAGAIN (throttled after failures), -EBUSY (too many checks running for
- * this id or peer; not a failure), -ECANCELED (registry_cancel() was called), or
- * -ENOMEM / -EIO when the hash could not be computed.
+ * this id or peer; not a failure), -ECANCELED (registry_cancel() was called),
+ * or -ENOMEM / -EIO when the hash could not be computed.
  */
 typedef void (*registry_verify_cb)(void *arg, int result);
 

@@ -68,13 +68,16 @@ static const struct keyword keywords[] = {
     {"auth-timeout", V_UINT, SCONF_K_AUTH_TIMEOUT, F(sc_auth_timeout)},
     {"max-connections", V_UINT, SCONF_K_MAX_CONNECTIONS, F(sc_max_connections)},
     {"max-unauthenticated", V_UINT, SCONF_K_MAX_UNAUTH, F(sc_max_unauth)},
-    {"max-unauthenticated-per-address", V_UINT, SCONF_K_MAX_UNAUTH_PER_ADDR, F(sc_max_unauth_per_addr)},
+    {"max-unauthenticated-per-address", V_UINT, SCONF_K_MAX_UNAUTH_PER_ADDR,
+     F(sc_max_unauth_per_addr)},
     {"preauth-streams", V_UINT, SCONF_K_PREAUTH_STREAMS, F(sc_preauth_streams)},
     {"preauth-buffer", V_UINT, SCONF_K_PREAUTH_BUFFER, F(sc_preauth_buffer)},
     {"auth-failures", V_UINT, SCONF_K_AUTH_FAILURES, F(sc_auth_failures)},
-    {"auth-failures-per-address", V_UINT, SCONF_K_AUTH_FAILURES_PER_ADDR, F(sc_auth_failures_per_addr)},
+    {"auth-failures-per-address", V_UINT, SCONF_K_AUTH_FAILURES_PER_ADDR,
+     F(sc_auth_failures_per_addr)},
     {"auth-checks", V_UINT, SCONF_K_AUTH_CHECKS, F(sc_auth_checks)},
-    {"auth-checks-per-address", V_UINT, SCONF_K_AUTH_CHECKS_PER_ADDR, F(sc_auth_checks_per_addr)},
+    {"auth-checks-per-address", V_UINT, SCONF_K_AUTH_CHECKS_PER_ADDR,
+     F(sc_auth_checks_per_addr)},
 };
 
 #undef F
@@ -268,7 +271,7 @@ set_value(struct sconf *sc, const struct keyword *kw, const char *value,
 	if (kw->kw_key >= 0 && src == SRC_FILE &&
 	    sc->sc_line[kw->kw_key] != 0) {
 		ncg_seterr(msg, msglen, "'%s' given twice (first at line %u)",
-		       kw->kw_name, sc->sc_line[kw->kw_key]);
+		           kw->kw_name, sc->sc_line[kw->kw_key]);
 		return -EINVAL;
 	}
 	switch (kw->kw_type) {
@@ -289,10 +292,11 @@ set_value(struct sconf *sc, const struct keyword *kw, const char *value,
 		if (rc != 0 ||
 		    (value[0] == '[' &&
 		     inet_pton(AF_INET6, host, &(struct in6_addr){0}) != 1)) {
-			ncg_seterr(msg, msglen,
-			       "listen: '%.64s' is not HOST:PORT, [IPV6]:PORT "
-			       "or *:PORT",
-			       value);
+			ncg_seterr(
+			    msg, msglen,
+			    "listen: '%.64s' is not HOST:PORT, [IPV6]:PORT "
+			    "or *:PORT",
+			    value);
 			return -EINVAL;
 		}
 		if (sc->sc_listen_src < (int)src) {
@@ -316,12 +320,12 @@ set_value(struct sconf *sc, const struct keyword *kw, const char *value,
 		rc = addr_parse_uint(value, 0, UINT_MAX, &v);
 		if (rc == -ERANGE) {
 			ncg_seterr(msg, msglen, "%s: '%.64s' is too large",
-			       kw->kw_name, value);
+			           kw->kw_name, value);
 			return -EINVAL;
 		}
 		if (rc != 0) {
 			ncg_seterr(msg, msglen, "%s: '%.64s' is not a number",
-			       kw->kw_name, value);
+			           kw->kw_name, value);
 			return -EINVAL;
 		}
 		*uint_field(sc, kw) = (unsigned)v;
@@ -331,9 +335,10 @@ set_value(struct sconf *sc, const struct keyword *kw, const char *value,
 		for (i = 0; i < 5 && value[i] >= '0' && value[i] <= '7'; i++)
 			v = v * 8 + (unsigned)(value[i] - '0');
 		if (i == 0 || i > 4 || value[i] != '\0') {
-			ncg_seterr(msg, msglen,
-			       "%s: '%.64s' is not an octal mode such as 0660",
-			       kw->kw_name, value);
+			ncg_seterr(
+			    msg, msglen,
+			    "%s: '%.64s' is not an octal mode such as 0660",
+			    kw->kw_name, value);
 			return -EINVAL;
 		}
 		*uint_field(sc, kw) = (unsigned)v;
@@ -407,8 +412,9 @@ split(const char *line, size_t len, char *buf, char *words[3], char *msg,
 		if (line[i] == '"') {
 			for (i++;; i++) {
 				if (i == len) {
-					ncg_seterr(msg, msglen,
-					       "unterminated quoted string");
+					ncg_seterr(
+					    msg, msglen,
+					    "unterminated quoted string");
 					return -EINVAL;
 				}
 				if (line[i] == '"')
@@ -417,9 +423,10 @@ split(const char *line, size_t len, char *buf, char *words[3], char *msg,
 					if (i + 1 == len ||
 					    (line[i + 1] != '"' &&
 					     line[i + 1] != '\\')) {
-						ncg_seterr(msg, msglen,
-						       "only \\\" and \\\\ may "
-						       "follow a backslash");
+						ncg_seterr(
+						    msg, msglen,
+						    "only \\\" and \\\\ may "
+						    "follow a backslash");
 						return -EINVAL;
 					}
 					i++;
@@ -432,7 +439,7 @@ split(const char *line, size_t len, char *buf, char *words[3], char *msg,
 			i++;
 			if (i < len && line[i] != ' ' && line[i] != '\t') {
 				ncg_seterr(msg, msglen,
-				       "no space after a quoted string");
+				           "no space after a quoted string");
 				return -EINVAL;
 			}
 		} else {
@@ -441,7 +448,7 @@ split(const char *line, size_t len, char *buf, char *words[3], char *msg,
 				c = (unsigned char)line[i];
 				if (c == '"') {
 					ncg_seterr(msg, msglen,
-					       "a quote inside a word");
+					           "a quote inside a word");
 					return -EINVAL;
 				}
 				if (c < 0x20 || c == 0x7f)
@@ -454,7 +461,7 @@ split(const char *line, size_t len, char *buf, char *words[3], char *msg,
 	return n;
 control:
 	ncg_seterr(msg, msglen, "control character 0x%02x",
-	       (unsigned)(unsigned char)line[i]);
+	           (unsigned)(unsigned char)line[i]);
 	return -EINVAL;
 }
 
@@ -468,7 +475,7 @@ parse_line(struct sconf *sc, const char *line, size_t len, unsigned lineno,
 
 	if (len > SCONF_MAX_LINE) {
 		ncg_seterr(msg, msglen, "line too long (more than %d bytes)",
-		       SCONF_MAX_LINE);
+		           SCONF_MAX_LINE);
 		return -EINVAL;
 	}
 	if ((n = split(line, len, buf, w, msg, msglen)) < 0)
@@ -481,7 +488,7 @@ parse_line(struct sconf *sc, const char *line, size_t len, unsigned lineno,
 	}
 	if (n != 2) {
 		ncg_seterr(msg, msglen, "'%s' takes one value%s", kw->kw_name,
-		       n > 2 ? " (quote values with spaces)" : "");
+		           n > 2 ? " (quote values with spaces)" : "");
 		return -EINVAL;
 	}
 	return set_value(sc, kw, w[1], lineno, SRC_FILE, msg, msglen);
@@ -501,8 +508,9 @@ sconf_parse_string(const char *name, const char *text, size_t len,
 	if (name == NULL)
 		name = SCONF_UNNAMED;
 	if (len > SCONF_MAX_FILE) {
-		ncg_seterr(err, errlen, "%s: file too large (more than %d bytes)",
-		       name, SCONF_MAX_FILE);
+		ncg_seterr(err, errlen,
+		           "%s: file too large (more than %d bytes)", name,
+		           SCONF_MAX_FILE);
 		return -EFBIG;
 	}
 	if ((rc = sconf_new(&sc)) != 0) {
@@ -572,10 +580,11 @@ sconf_parse_file(const char *path, struct sconf **out, char *err, size_t errlen)
 	}
 	/* The size is a hint: the file may change while it is read. */
 	rc = fileio_read_fd(fd, SCONF_MAX_FILE, (size_t)st.st_size, 0, &text,
-			    &len);
+	                    &len);
 	if (rc == -EFBIG)
-		ncg_seterr(err, errlen, "%s: file too large (more than %d bytes)",
-			   path, SCONF_MAX_FILE);
+		ncg_seterr(err, errlen,
+		           "%s: file too large (more than %d bytes)", path,
+		           SCONF_MAX_FILE);
 	else if (rc != 0)
 		ncg_seterr(err, errlen, "%s: %s", path, strerror(-rc));
 	else
@@ -643,9 +652,10 @@ check_path(const struct sconf *sc, enum sconf_key k, const char *kwname,
 	if (path == NULL || path[0] != '/') {
 		if (path != NULL && dash_ok && strcmp(path, "-") == 0)
 			return 0;
-		ncg_seterr(err, errlen, "%s: %s: '%.64s' is not an absolute path%s",
-		       where(sc, sc->sc_line[k], pos, sizeof(pos)), kwname,
-		       path != NULL ? path : "", dash_ok ? " or \"-\"" : "");
+		ncg_seterr(
+		    err, errlen, "%s: %s: '%.64s' is not an absolute path%s",
+		    where(sc, sc->sc_line[k], pos, sizeof(pos)), kwname,
+		    path != NULL ? path : "", dash_ok ? " or \"-\"" : "");
 		return -EINVAL;
 	}
 	return 0;
@@ -692,25 +702,34 @@ static const struct range ranges[] = {
      0},
     {SCONF_K_DEAD_PEER_TIMEOUT, "dead-peer-timeout",
      offsetof(struct sconf, sc_dead_peer_timeout), 1, SCONF_MAX_DEAD_PEER, 1},
-    {SCONF_K_AUTH_TIMEOUT, "auth-timeout", offsetof(struct sconf, sc_auth_timeout),
-     SCONF_MIN_AUTH_TIMEOUT, SCONF_MAX_AUTH_TIMEOUT, 0},
-    {SCONF_K_MAX_CONNECTIONS, "max-connections", offsetof(struct sconf, sc_max_connections),
-     SCONF_MIN_MAX_CONNECTIONS, SCONF_MAX_MAX_CONNECTIONS, 0},
-    {SCONF_K_MAX_UNAUTH, "max-unauthenticated", offsetof(struct sconf, sc_max_unauth),
-     SCONF_MIN_MAX_UNAUTH, SCONF_MAX_MAX_UNAUTH, 0},
-    {SCONF_K_MAX_UNAUTH_PER_ADDR, "max-unauthenticated-per-address", offsetof(struct sconf, sc_max_unauth_per_addr),
+    {SCONF_K_AUTH_TIMEOUT, "auth-timeout",
+     offsetof(struct sconf, sc_auth_timeout), SCONF_MIN_AUTH_TIMEOUT,
+     SCONF_MAX_AUTH_TIMEOUT, 0},
+    {SCONF_K_MAX_CONNECTIONS, "max-connections",
+     offsetof(struct sconf, sc_max_connections), SCONF_MIN_MAX_CONNECTIONS,
+     SCONF_MAX_MAX_CONNECTIONS, 0},
+    {SCONF_K_MAX_UNAUTH, "max-unauthenticated",
+     offsetof(struct sconf, sc_max_unauth), SCONF_MIN_MAX_UNAUTH,
+     SCONF_MAX_MAX_UNAUTH, 0},
+    {SCONF_K_MAX_UNAUTH_PER_ADDR, "max-unauthenticated-per-address",
+     offsetof(struct sconf, sc_max_unauth_per_addr),
      SCONF_MIN_MAX_UNAUTH_PER_ADDR, SCONF_MAX_MAX_UNAUTH_PER_ADDR, 0},
-    {SCONF_K_PREAUTH_STREAMS, "preauth-streams", offsetof(struct sconf, sc_preauth_streams),
-     SCONF_MIN_PREAUTH_STREAMS, SCONF_MAX_PREAUTH_STREAMS, 0},
-    {SCONF_K_PREAUTH_BUFFER, "preauth-buffer", offsetof(struct sconf, sc_preauth_buffer),
-     SCONF_MIN_PREAUTH_BUFFER, SCONF_MAX_PREAUTH_BUFFER, 0},
-    {SCONF_K_AUTH_FAILURES, "auth-failures", offsetof(struct sconf, sc_auth_failures),
-     SCONF_MIN_AUTH_FAILURES, SCONF_MAX_AUTH_FAILURES, 0},
-    {SCONF_K_AUTH_FAILURES_PER_ADDR, "auth-failures-per-address", offsetof(struct sconf, sc_auth_failures_per_addr),
+    {SCONF_K_PREAUTH_STREAMS, "preauth-streams",
+     offsetof(struct sconf, sc_preauth_streams), SCONF_MIN_PREAUTH_STREAMS,
+     SCONF_MAX_PREAUTH_STREAMS, 0},
+    {SCONF_K_PREAUTH_BUFFER, "preauth-buffer",
+     offsetof(struct sconf, sc_preauth_buffer), SCONF_MIN_PREAUTH_BUFFER,
+     SCONF_MAX_PREAUTH_BUFFER, 0},
+    {SCONF_K_AUTH_FAILURES, "auth-failures",
+     offsetof(struct sconf, sc_auth_failures), SCONF_MIN_AUTH_FAILURES,
+     SCONF_MAX_AUTH_FAILURES, 0},
+    {SCONF_K_AUTH_FAILURES_PER_ADDR, "auth-failures-per-address",
+     offsetof(struct sconf, sc_auth_failures_per_addr),
      SCONF_MIN_AUTH_FAILURES_PER_ADDR, SCONF_MAX_AUTH_FAILURES_PER_ADDR, 0},
     {SCONF_K_AUTH_CHECKS, "auth-checks", offsetof(struct sconf, sc_auth_checks),
      SCONF_MIN_AUTH_CHECKS, SCONF_MAX_AUTH_CHECKS, 0},
-    {SCONF_K_AUTH_CHECKS_PER_ADDR, "auth-checks-per-address", offsetof(struct sconf, sc_auth_checks_per_addr),
+    {SCONF_K_AUTH_CHECKS_PER_ADDR, "auth-checks-per-address",
+     offsetof(struct sconf, sc_auth_checks_per_addr),
      SCONF_MIN_AUTH_CHECKS_PER_ADDR, SCONF_MAX_AUTH_CHECKS_PER_ADDR, 0},
 };
 
@@ -730,9 +749,9 @@ check_ranges(const struct sconf *sc, char *err, size_t errlen)
 		    (v >= r->r_min && v <= r->r_max))
 			continue;
 		ncg_seterr(err, errlen, "%s: %s: %u is out of range (%s%u..%u)",
-		       where(sc, sc->sc_line[r->r_key], pos, sizeof(pos)),
-		       r->r_name, v, r->r_zero_ok ? "0 or " : "", r->r_min,
-		       r->r_max);
+		           where(sc, sc->sc_line[r->r_key], pos, sizeof(pos)),
+		           r->r_name, v, r->r_zero_ok ? "0 or " : "", r->r_min,
+		           r->r_max);
 		return -EINVAL;
 	}
 	return 0;
@@ -756,17 +775,19 @@ sconf_validate(const struct sconf *sc, char *err, size_t errlen)
 		l = &sc->sc_listen[i];
 		if (strcmp(l->li_host, "*") != 0 &&
 		    !sconf_name_valid(l->li_host)) {
-			ncg_seterr(err, errlen,
-			       "%s: listen: '%.64s' is not an address or host "
-			       "name",
-			       where(sc, l->li_line, pos, sizeof(pos)),
-			       l->li_host);
+			ncg_seterr(
+			    err, errlen,
+			    "%s: listen: '%.64s' is not an address or host "
+			    "name",
+			    where(sc, l->li_line, pos, sizeof(pos)),
+			    l->li_host);
 			return -EINVAL;
 		}
 		if (l->li_port == 0) {
-			ncg_seterr(err, errlen,
-			       "%s: listen: port 0 is out of range (1..65535)",
-			       where(sc, l->li_line, pos, sizeof(pos)));
+			ncg_seterr(
+			    err, errlen,
+			    "%s: listen: port 0 is out of range (1..65535)",
+			    where(sc, l->li_line, pos, sizeof(pos)));
 			return -EINVAL;
 		}
 	}
@@ -784,42 +805,44 @@ sconf_validate(const struct sconf *sc, char *err, size_t errlen)
 	                     sc->sc_audit_log, 0, err, errlen)) != 0)
 		return rc;
 	if (strlen(sc->sc_operator_socket) > SCONF_MAX_SOCKET_PATH) {
-		ncg_seterr(err, errlen,
-		       "%s: operator-socket: path longer than %d bytes",
-		       where(sc, ln[SCONF_K_OPERATOR_SOCKET], pos, sizeof(pos)),
-		       SCONF_MAX_SOCKET_PATH);
+		ncg_seterr(
+		    err, errlen,
+		    "%s: operator-socket: path longer than %d bytes",
+		    where(sc, ln[SCONF_K_OPERATOR_SOCKET], pos, sizeof(pos)),
+		    SCONF_MAX_SOCKET_PATH);
 		return -EINVAL;
 	}
 	if (sc->sc_operator_socket_mode > 0777) {
 		ncg_seterr(err, errlen,
-		       "%s: operator-socket-mode: %04o is more than 0777",
-		       where(sc, ln[SCONF_K_OPERATOR_SOCKET_MODE], pos,
-		             sizeof(pos)),
-		       sc->sc_operator_socket_mode);
+		           "%s: operator-socket-mode: %04o is more than 0777",
+		           where(sc, ln[SCONF_K_OPERATOR_SOCKET_MODE], pos,
+		                 sizeof(pos)),
+		           sc->sc_operator_socket_mode);
 		return -EINVAL;
 	}
 	if (sc->sc_operator_socket_group != NULL &&
 	    !group_valid(sc->sc_operator_socket_group)) {
-		ncg_seterr(err, errlen,
-		       "%s: operator-socket-group: '%.64s' is not a group name",
-		       where(sc, ln[SCONF_K_OPERATOR_SOCKET_GROUP], pos,
-		             sizeof(pos)),
-		       sc->sc_operator_socket_group);
+		ncg_seterr(
+		    err, errlen,
+		    "%s: operator-socket-group: '%.64s' is not a group name",
+		    where(sc, ln[SCONF_K_OPERATOR_SOCKET_GROUP], pos,
+		          sizeof(pos)),
+		    sc->sc_operator_socket_group);
 		return -EINVAL;
 	}
 	for (i = 0; i < sc->sc_nnames; i++) {
 		nm = &sc->sc_names[i];
 		if (nm->nm_name[0] == '\0') {
 			ncg_seterr(err, errlen, "%s: name: empty",
-			       where(sc, nm->nm_line, pos, sizeof(pos)));
+			           where(sc, nm->nm_line, pos, sizeof(pos)));
 			return -EINVAL;
 		}
 		if (!sconf_name_valid(nm->nm_name)) {
 			ncg_seterr(err, errlen,
-			       "%s: name: '%.64s' is not a DNS name or IP "
-			       "address",
-			       where(sc, nm->nm_line, pos, sizeof(pos)),
-			       nm->nm_name);
+			           "%s: name: '%.64s' is not a DNS name or IP "
+			           "address",
+			           where(sc, nm->nm_line, pos, sizeof(pos)),
+			           nm->nm_name);
 			return -EINVAL;
 		}
 	}

@@ -73,48 +73,48 @@
 #define SCONF_DEFAULT_HANDSHAKE_TO    10
 #define SCONF_DEFAULT_DEAD_PEER       30
 /* Pre-authentication limits (docs/security.md). */
-#define SCONF_DEFAULT_AUTH_TIMEOUT 30
-#define SCONF_DEFAULT_MAX_CONNECTIONS 10000
-#define SCONF_DEFAULT_MAX_UNAUTH 1024
-#define SCONF_DEFAULT_MAX_UNAUTH_PER_ADDR 32
-#define SCONF_DEFAULT_PREAUTH_STREAMS 4
-#define SCONF_DEFAULT_PREAUTH_BUFFER 131072
-#define SCONF_DEFAULT_AUTH_FAILURES 5
+#define SCONF_DEFAULT_AUTH_TIMEOUT           30
+#define SCONF_DEFAULT_MAX_CONNECTIONS        10000
+#define SCONF_DEFAULT_MAX_UNAUTH             1024
+#define SCONF_DEFAULT_MAX_UNAUTH_PER_ADDR    32
+#define SCONF_DEFAULT_PREAUTH_STREAMS        4
+#define SCONF_DEFAULT_PREAUTH_BUFFER         131072
+#define SCONF_DEFAULT_AUTH_FAILURES          5
 #define SCONF_DEFAULT_AUTH_FAILURES_PER_ADDR 50
-#define SCONF_DEFAULT_AUTH_CHECKS 32
-#define SCONF_DEFAULT_AUTH_CHECKS_PER_ADDR 8
+#define SCONF_DEFAULT_AUTH_CHECKS            32
+#define SCONF_DEFAULT_AUTH_CHECKS_PER_ADDR   8
 
 /* Ranges checked by sconf_validate(). */
-#define SCONF_MAX_SESSION_LIMIT 10000
-#define SCONF_MAX_SESSION_WAIT  3600
-#define SCONF_MAX_MAX_STREAMS   10000
-#define SCONF_MIN_KEEPALIVE     10 /* when not 0 */
-#define SCONF_MAX_KEEPALIVE     86400
-#define SCONF_MAX_TCP_KEEPALIVE 32767 /* the Linux TCP_KEEPIDLE limit */
-#define SCONF_MAX_HANDSHAKE_TO  300
-#define SCONF_MAX_DEAD_PEER     3600
-#define SCONF_MIN_AUTH_TIMEOUT 1
-#define SCONF_MAX_AUTH_TIMEOUT 3600
-#define SCONF_MIN_MAX_CONNECTIONS 1
-#define SCONF_MAX_MAX_CONNECTIONS 1000000
-#define SCONF_MIN_MAX_UNAUTH 1
-#define SCONF_MAX_MAX_UNAUTH 1000000
-#define SCONF_MIN_MAX_UNAUTH_PER_ADDR 1
-#define SCONF_MAX_MAX_UNAUTH_PER_ADDR 1000000
-#define SCONF_MIN_PREAUTH_STREAMS 1
-#define SCONF_MAX_PREAUTH_STREAMS 10000
-#define SCONF_MIN_PREAUTH_BUFFER 65600
-#define SCONF_MAX_PREAUTH_BUFFER 16777216
-#define SCONF_MIN_AUTH_FAILURES 1
-#define SCONF_MAX_AUTH_FAILURES 100000
+#define SCONF_MAX_SESSION_LIMIT          10000
+#define SCONF_MAX_SESSION_WAIT           3600
+#define SCONF_MAX_MAX_STREAMS            10000
+#define SCONF_MIN_KEEPALIVE              10 /* when not 0 */
+#define SCONF_MAX_KEEPALIVE              86400
+#define SCONF_MAX_TCP_KEEPALIVE          32767 /* the Linux TCP_KEEPIDLE limit */
+#define SCONF_MAX_HANDSHAKE_TO           300
+#define SCONF_MAX_DEAD_PEER              3600
+#define SCONF_MIN_AUTH_TIMEOUT           1
+#define SCONF_MAX_AUTH_TIMEOUT           3600
+#define SCONF_MIN_MAX_CONNECTIONS        1
+#define SCONF_MAX_MAX_CONNECTIONS        1000000
+#define SCONF_MIN_MAX_UNAUTH             1
+#define SCONF_MAX_MAX_UNAUTH             1000000
+#define SCONF_MIN_MAX_UNAUTH_PER_ADDR    1
+#define SCONF_MAX_MAX_UNAUTH_PER_ADDR    1000000
+#define SCONF_MIN_PREAUTH_STREAMS        1
+#define SCONF_MAX_PREAUTH_STREAMS        10000
+#define SCONF_MIN_PREAUTH_BUFFER         65600
+#define SCONF_MAX_PREAUTH_BUFFER         16777216
+#define SCONF_MIN_AUTH_FAILURES          1
+#define SCONF_MAX_AUTH_FAILURES          100000
 #define SCONF_MIN_AUTH_FAILURES_PER_ADDR 1
 #define SCONF_MAX_AUTH_FAILURES_PER_ADDR 100000
-#define SCONF_MIN_AUTH_CHECKS 1
-#define SCONF_MAX_AUTH_CHECKS 10000
-#define SCONF_MIN_AUTH_CHECKS_PER_ADDR 1
-#define SCONF_MAX_AUTH_CHECKS_PER_ADDR 10000
-#define SCONF_MAX_NAME          253 /* bytes in a DNS name */
-#define SCONF_MAX_SOCKET_PATH   107 /* sun_path less its NUL */
+#define SCONF_MIN_AUTH_CHECKS            1
+#define SCONF_MAX_AUTH_CHECKS            10000
+#define SCONF_MIN_AUTH_CHECKS_PER_ADDR   1
+#define SCONF_MAX_AUTH_CHECKS_PER_ADDR   10000
+#define SCONF_MAX_NAME                   253 /* bytes in a DNS name */
+#define SCONF_MAX_SOCKET_PATH            107 /* sun_path less its NUL */
 
 /* Where a value came from: 0 for a default or sconf_set(), else its line. */
 struct sconf_listen {
@@ -182,7 +182,7 @@ struct sconf {
 	unsigned sc_keepalive_interval; /* between server PINGs; 0: none */
 	unsigned sc_tcp_keepalive;      /* TCP_KEEPIDLE; 0: no keepalive */
 	unsigned sc_handshake_timeout;
-	unsigned sc_dead_peer_timeout;  /* TCP_USER_TIMEOUT etc.; 0: none */
+	unsigned sc_dead_peer_timeout; /* TCP_USER_TIMEOUT etc.; 0: none */
 	/* Pre-authentication limits (docs/security.md). */
 	unsigned sc_auth_timeout;           /* to a successful Initialize */
 	unsigned sc_max_connections;        /* device connections in all */

@@ -85,7 +85,7 @@ audit_event(const char *event, ...)
 	gmtime_r(&tv.tv_sec, &tm);
 	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
 	fprintf(audit_fp, "%s.%03ldZ event=%s", ts, (long)(tv.tv_usec / 1000),
-		event);
+	        event);
 	va_start(ap, event);
 	while ((k = va_arg(ap, const char *)) != NULL) {
 		v = va_arg(ap, const char *);

@@ -83,7 +83,7 @@ notify(struct broker *b, enum broker_event ev, const struct device *d,
 
 static struct device *
 device_get(struct broker *b, const char *id, uint64_t instance,
-	   const char *peer)
+           const char *peer)
 {
 	struct device *d = broker_device_find(b, id);
 	uint32_t h;
@@ -104,8 +104,8 @@ device_get(struct broker *b, const char *id, uint64_t instance,
 	d->dv_next = b->b_buckets[h];
 	b->b_buckets[h] = d;
 	b->b_ndevices++;
-	log_info("device \"%s\" connected from %s (instance %" PRIu64 ")",
-		 id, peer, instance);
+	log_info("device \"%s\" connected from %s (instance %" PRIu64 ")", id,
+	         peer, instance);
 	audit_event("device-connected", "device", id, "peer", peer, NULL);
 	notify(b, BROKER_EV_CONNECTED, d, "connected");
 	return d;
@@ -123,7 +123,7 @@ device_remove(struct broker *b, struct device *d, const char *why)
 	b->b_ndevices--;
 	log_info("device \"%s\" disconnected: %s", d->dv_id, why);
 	audit_event("device-disconnected", "device", d->dv_id, "reason", why,
-		    NULL);
+	            NULL);
 	notify(b, BROKER_EV_DISCONNECTED, d, why);
 	free(d->dv_id);
 	free(d);
@@ -166,10 +166,9 @@ on_linger(uv_timer_t *t)
 			continue;
 		}
 		if (now - d->dv_empty_since < BROKER_LINGER_MS) {
-			uv_timer_start(&b->b_linger, on_linger,
-				       BROKER_LINGER_MS -
-					       (now - d->dv_empty_since),
-				       0);
+			uv_timer_start(
+			    &b->b_linger, on_linger,
+			    BROKER_LINGER_MS - (now - d->dv_empty_since), 0);
 			return;
 		}
 		TAILQ_REMOVE(&b->b_empty, d, dv_empty);
@@ -186,24 +185,23 @@ unary_collect(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 
 	if (ic->ic_nmsg++ > 0 || len > BROKER_MAX_UNARY) {
 		grpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT,
-				 "expected one small request message", NULL);
+		                 "expected one small request message", NULL);
 		return;
 	}
 	if ((ic->ic_req = malloc(len + 1)) == NULL) {
 		grpc_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
-				 "out of memory", NULL);
+		                 "out of memory", NULL);
 		return;
 	}
 	memcpy(ic->ic_req, msg, len);
 	ic->ic_len = len;
 }
 
-
 static void
 status_half_close(struct grpc_call *c, void *arg)
 {
 	Jnx__Jet__Netconf__NcgrpcServerStatusGetResponse resp =
-		JNX__JET__NETCONF__NCGRPC_SERVER_STATUS_GET_RESPONSE__INIT;
+	    JNX__JET__NETCONF__NCGRPC_SERVER_STATUS_GET_RESPONSE__INIT;
 
 	(void)arg;
 	resp.status = JNX__JET__NETCONF__STATUS_RESPONSE__SUCCESS;
@@ -224,9 +222,9 @@ status_on_end(struct grpc_call *c, int status, const char *msg, void *arg)
 }
 
 static const struct grpc_call_ops status_ops = {
-	.on_message = unary_collect,
-	.on_half_close = status_half_close,
-	.on_end = status_on_end,
+    .on_message = unary_collect,
+    .on_half_close = status_half_close,
+    .on_end = status_on_end,
 };
 
 static struct initcall *
@@ -236,14 +234,14 @@ initcall_new(struct broker *b, struct grpc_call *c)
 
 	if (ic == NULL) {
 		grpc_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
-				 "out of memory", NULL);
+		                 "out of memory", NULL);
 		return NULL;
 	}
 	ic->ic_b = b;
 	ic->ic_call = c;
 	ic->ic_conn = grpc_call_conn(c);
 	snprintf(ic->ic_peer, sizeof(ic->ic_peer), "%s",
-		 grpc_conn_peer(ic->ic_conn));
+	         grpc_conn_peer(ic->ic_conn));
 	return ic;
 }
 
@@ -307,13 +305,13 @@ report_refusal(struct initcall *ic, int result, const char *why)
 	}
 	if (result == -EBUSY) {
 		log_info("device \"%s\" from %s: busy, told to retry",
-			 ic->ic_id, ic->ic_peer);
+		         ic->ic_id, ic->ic_peer);
 		return;
 	}
 	log_warnx("device \"%s\" from %s: authentication failed (%s)",
-		  ic->ic_id, ic->ic_peer, why);
+	          ic->ic_id, ic->ic_peer, why);
 	audit_event("auth-failed", "device", ic->ic_id, "peer", ic->ic_peer,
-		    "reason", why, NULL);
+	            "reason", why, NULL);
 }
 
 static void
@@ -326,32 +324,33 @@ on_verified(void *arg, int result)
 
 	ic->ic_verify = NULL;
 	if (ic->ic_state == INIT_DONE) {
-		/* The call ended while we were checking; on_end left ic to us. */
+		/* The call ended while we were checking; on_end left ic to us.
+		 */
 		free(ic);
 		return;
 	}
 	if (result != 0) {
-		why = result == -ENOENT	   ? "unknown-device"
-		      : result == -EACCES  ? "bad-secret"
-		      : result == -EAGAIN  ? "throttled"
-		      : result == -EBUSY   ? "busy"
-					   : "error";
+		why = result == -ENOENT   ? "unknown-device"
+		      : result == -EACCES ? "bad-secret"
+		      : result == -EAGAIN ? "throttled"
+		      : result == -EBUSY  ? "busy"
+		                          : "error";
 		report_refusal(ic, result, why);
 		if (result == -EBUSY) {
 			/* Not the device's fault: it may come back at once. */
 			grpc_call_finish(ic->ic_call, GRPC_STATUS_UNAVAILABLE,
-					 "server busy checking other devices; "
-					 "try again",
-					 NULL);
+			                 "server busy checking other devices; "
+			                 "try again",
+			                 NULL);
 			return;
 		}
 		/* One message for unknown and wrong: ids are not revealed. */
 		grpc_call_finish(ic->ic_call, GRPC_STATUS_UNAUTHENTICATED,
-				 result == -EAGAIN
-					 ? "too many failed attempts; try "
-					   "again later"
-					 : "invalid device id or secret",
-				 NULL);
+		                 result == -EAGAIN
+		                     ? "too many failed attempts; try "
+		                       "again later"
+		                     : "invalid device id or secret",
+		                 NULL);
 		return;
 	}
 	/*
@@ -362,10 +361,10 @@ on_verified(void *arg, int result)
 	 */
 	if (ic->ic_reg_gen != b->b_reg_gen) {
 		log_info("device \"%s\" from %s: registry reloaded during "
-			 "the check, told to retry",
-			 ic->ic_id, ic->ic_peer);
+		         "the check, told to retry",
+		         ic->ic_id, ic->ic_peer);
 		grpc_call_finish(ic->ic_call, GRPC_STATUS_UNAVAILABLE,
-				 "device registry changed; try again", NULL);
+		                 "device registry changed; try again", NULL);
 		return;
 	}
 	grpc_conn_set_trusted(ic->ic_conn);
@@ -374,10 +373,10 @@ on_verified(void *arg, int result)
 		struct initcall *old;
 
 		log_info("device \"%s\" restarted (instance %" PRIu64
-			 " -> %" PRIu64 ")",
-			 d->dv_id, d->dv_instance, ic->ic_instance);
+		         " -> %" PRIu64 ")",
+		         d->dv_id, d->dv_instance, ic->ic_instance);
 		audit_event("device-restarted", "device", d->dv_id, "peer",
-			    ic->ic_peer, NULL);
+		            ic->ic_peer, NULL);
 		d->dv_instance = ic->ic_instance;
 		d->dv_since = (int64_t)time(NULL);
 		notify(b, BROKER_EV_RESTARTED, d, "new instance id");
@@ -387,18 +386,16 @@ on_verified(void *arg, int result)
 			d->dv_nidle--;
 			broker_initcall_set_state(old, INIT_DONE);
 			old->ic_dev = NULL;
-			grpc_call_finish(old->ic_call,
-					 GRPC_STATUS_UNAVAILABLE,
-					 "superseded by a new instance of the "
-					 "device",
-					 NULL);
+			grpc_call_finish(old->ic_call, GRPC_STATUS_UNAVAILABLE,
+			                 "superseded by a new instance of the "
+			                 "device",
+			                 NULL);
 		}
 	}
-	if (d == NULL &&
-	    (d = device_get(b, ic->ic_id, ic->ic_instance, ic->ic_peer)) ==
-		    NULL) {
+	if (d == NULL && (d = device_get(b, ic->ic_id, ic->ic_instance,
+	                                 ic->ic_peer)) == NULL) {
 		grpc_call_finish(ic->ic_call, GRPC_STATUS_RESOURCE_EXHAUSTED,
-				 "out of memory", NULL);
+		                 "out of memory", NULL);
 		return;
 	}
 	snprintf(d->dv_peer, sizeof(d->dv_peer), "%s", ic->ic_peer);
@@ -407,8 +404,8 @@ on_verified(void *arg, int result)
 	/* Newest first: an old idle connection may have died in a NAT. */
 	TAILQ_INSERT_HEAD(&d->dv_idle, ic, ic_entry);
 	d->dv_nidle++;
-	log_debug("device \"%s\": idle connection from %s (%u idle)",
-		  d->dv_id, ic->ic_peer, d->dv_nidle);
+	log_debug("device \"%s\": idle connection from %s (%u idle)", d->dv_id,
+	          ic->ic_peer, d->dv_nidle);
 	trim_soon(b);
 	relay_try_grant(b, d);
 }
@@ -421,8 +418,9 @@ on_verified(void *arg, int result)
 static int
 device_id_ok(const char *id)
 {
-	size_t n = strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-			      "0123456789._:@-");
+	size_t n =
+	    strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	               "0123456789._:@-");
 
 	return n > 0 && n < 256 && id[n] == '\0';
 }
@@ -444,9 +442,9 @@ init_half_close(struct grpc_call *c, void *arg)
 	      (pbwire_field_has_nul(ic->ic_req, ic->ic_len, 2) == 1 ||
 	       pbwire_field_has_nul(ic->ic_req, ic->ic_len, 3) == 1);
 	req = ic->ic_req == NULL || nul
-		      ? NULL
-		      : jnx__jet__netconf__ncgrpc_initialize_request__unpack(
-				NULL, ic->ic_len, ic->ic_req);
+	          ? NULL
+	          : jnx__jet__netconf__ncgrpc_initialize_request__unpack(
+	                NULL, ic->ic_len, ic->ic_req);
 	if (ic->ic_req != NULL) {
 		OPENSSL_cleanse(ic->ic_req, ic->ic_len);
 		free(ic->ic_req);
@@ -455,11 +453,11 @@ init_half_close(struct grpc_call *c, void *arg)
 	if (req == NULL || !device_id_ok(req->device_id)) {
 		if (req != NULL)
 			jnx__jet__netconf__ncgrpc_initialize_request__free_unpacked(
-				req, NULL);
+			    req, NULL);
 		grpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT,
-				 nul ? "NUL byte in device_id or secret_key"
-				     : "malformed NcgrpcInitializeRequest",
-				 NULL);
+		                 nul ? "NUL byte in device_id or secret_key"
+		                     : "malformed NcgrpcInitializeRequest",
+		                 NULL);
 		return;
 	}
 	snprintf(ic->ic_id, sizeof(ic->ic_id), "%s", req->device_id);
@@ -467,14 +465,14 @@ init_half_close(struct grpc_call *c, void *arg)
 	addr_peer_host(ic->ic_peer, ip, sizeof(ip));
 	ic->ic_reg_gen = b->b_reg_gen;
 	rc = registry_verify(b->b_reg, b->b_loop, req->device_id,
-			     (const uint8_t *)req->secret_key,
-			     strlen(req->secret_key), ip, on_verified, ic,
-			     &ic->ic_verify);
+	                     (const uint8_t *)req->secret_key,
+	                     strlen(req->secret_key), ip, on_verified, ic,
+	                     &ic->ic_verify);
 	OPENSSL_cleanse(req->secret_key, strlen(req->secret_key));
 	jnx__jet__netconf__ncgrpc_initialize_request__free_unpacked(req, NULL);
 	if (rc != 0)
 		grpc_call_finish(c, GRPC_STATUS_INTERNAL,
-				 "cannot check the secret now", NULL);
+		                 "cannot check the secret now", NULL);
 }
 
 static void
@@ -506,9 +504,9 @@ init_on_end(struct grpc_call *c, int status, const char *msg, void *arg)
 }
 
 static const struct grpc_call_ops init_ops = {
-	.on_message = unary_collect,
-	.on_half_close = init_half_close,
-	.on_end = init_on_end,
+    .on_message = unary_collect,
+    .on_half_close = init_half_close,
+    .on_end = init_on_end,
 };
 
 static void
@@ -539,8 +537,8 @@ broker_initcall_set_state(struct initcall *ic, enum init_state to)
 
 void
 broker_session_open(struct broker *b, struct grpc_call *op,
-		    const char *device_id, enum broker_session_type type,
-		    unsigned wait_ms, uid_t uid)
+                    const char *device_id, enum broker_session_type type,
+                    unsigned wait_ms, uid_t uid)
 {
 	relay_open(b, op, device_id, type, wait_ms, uid);
 }
@@ -557,18 +555,18 @@ broker_register_device_methods(struct broker *b, struct grpc_server *srv)
 	int rc;
 
 	if ((rc = grpc_server_add_method(srv, SVC "NcgrpcServerStatusGet",
-					 handle_status, b)) != 0 ||
+	                                 handle_status, b)) != 0 ||
 	    (rc = grpc_server_add_method(srv, SVC "NcgrpcInitialize",
-					 handle_initialize, b)) != 0 ||
+	                                 handle_initialize, b)) != 0 ||
 	    (rc = grpc_server_add_method(srv, SVC "NcgrpcCommandGet",
-					 relay_commandget, b)) != 0)
+	                                 relay_commandget, b)) != 0)
 		return rc;
 	return 0;
 }
 
 int
 broker_new(uv_loop_t *loop, const struct broker_opts *opts,
-	   struct registry *reg, struct broker **out)
+           struct registry *reg, struct broker **out)
 {
 	struct broker *b;
 
@@ -622,12 +620,12 @@ broker_set_registry(struct broker *b, struct registry *reg)
 				d->dv_nidle--;
 				broker_initcall_set_state(ic, INIT_DONE);
 				ic->ic_dev = NULL;
-				grpc_call_finish(ic->ic_call,
-						 GRPC_STATUS_UNAUTHENTICATED,
-						 "device removed from the registry",
-						 NULL);
+				grpc_call_finish(
+				    ic->ic_call, GRPC_STATUS_UNAUTHENTICATED,
+				    "device removed from the registry", NULL);
 			}
-			broker_device_maybe_gone(b, d, "removed from the registry");
+			broker_device_maybe_gone(b, d,
+			                         "removed from the registry");
 		}
 }
 
@@ -712,8 +710,8 @@ broker_shutdown(struct broker *b, const char *why)
 				broker_initcall_set_state(ic, INIT_DONE);
 				ic->ic_dev = NULL;
 				grpc_call_finish(ic->ic_call,
-						 GRPC_STATUS_UNAVAILABLE, why,
-						 NULL);
+				                 GRPC_STATUS_UNAVAILABLE, why,
+				                 NULL);
 			}
 }
 

@@ -43,7 +43,7 @@ struct broker_opts {
 struct broker_device_info {
 	char bi_id[256];
 	char bi_peer[64];
-	int64_t bi_since;	 /* Unix time */
+	int64_t bi_since; /* Unix time */
 	uint64_t bi_instance;
 	unsigned bi_idle;
 	unsigned bi_sessions;
@@ -57,15 +57,15 @@ enum broker_event {
 };
 
 typedef void (*broker_watch_fn)(enum broker_event ev,
-				const struct broker_device_info *dev,
-				const char *reason, void *arg);
+                                const struct broker_device_info *dev,
+                                const char *reason, void *arg);
 
 /*
  * Creates a broker using reg (the broker owns it from now on).  Returns 0
  * and sets *out, or -ENOMEM.
  */
 int broker_new(uv_loop_t *loop, const struct broker_opts *opts,
-	       struct registry *reg, struct broker **out);
+               struct registry *reg, struct broker **out);
 
 /* Swaps in a reloaded registry (owned by the broker from now on). */
 void broker_set_registry(struct broker *b, struct registry *reg);
@@ -81,7 +81,7 @@ void broker_conn_closed(struct broker *b, struct grpc_conn *conn);
  * Returns 0 or -ENOMEM.
  */
 int broker_devices(struct broker *b, struct broker_device_info **out,
-		   size_t *n);
+                   size_t *n);
 
 /* Device events; returns a handle for broker_unwatch(), or NULL. */
 void *broker_watch(struct broker *b, broker_watch_fn fn, void *arg);
@@ -93,8 +93,8 @@ void broker_unwatch(struct broker *b, void *handle);
  * operator's (for the audit log).
  */
 void broker_session_open(struct broker *b, struct grpc_call *op,
-			 const char *device_id, enum broker_session_type type,
-			 unsigned wait_ms, uid_t uid);
+                         const char *device_id, enum broker_session_type type,
+                         unsigned wait_ms, uid_t uid);
 
 /*
  * Shutdown: ends every operator session (the operator is told why) and

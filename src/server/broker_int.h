@@ -27,13 +27,13 @@
 #include "grpc.h"
 #include "ncframe.h"
 
-#define SVC "/jnx.jet.netconf.Ncgrpc/"
-#define BROKER_BUCKETS	       16384
-#define BROKER_MAX_LINE	       (64 * 1024)
+#define SVC                    "/jnx.jet.netconf.Ncgrpc/"
+#define BROKER_BUCKETS         16384
+#define BROKER_MAX_LINE        (64 * 1024)
 #define BROKER_MAX_NETCONF_MSG (16 * 1024 * 1024)
 #define BROKER_MAX_PENDING     (1024 * 1024)
 /* ServerStatusGet and Initialize requests, checked at the length prefix. */
-#define BROKER_MAX_UNARY       (64 * 1024)
+#define BROKER_MAX_UNARY (64 * 1024)
 /*
  * A device whose last connection went away stays listed this long: after
  * a session the agent's next connection is usually still authenticating,
@@ -73,7 +73,7 @@ struct device {
 	char dv_peer[64];
 	TAILQ_HEAD(, initcall) dv_idle;
 	unsigned dv_nidle;
-	unsigned dv_nsessions; /* granted or active */
+	unsigned dv_nsessions;   /* granted or active */
 	uint64_t dv_empty_since; /* ms; on b_empty while nonzero */
 	TAILQ_ENTRY(device) dv_empty;
 	struct device *dv_next;
@@ -122,7 +122,7 @@ struct broker {
 	struct oslist b_waiting; /* OS_WAITING */
 	struct oslist b_granted; /* OS_GRANTED */
 	LIST_HEAD(, watcher) b_watchers;
-	TAILQ_HEAD(, device) b_empty; /* lingering without connections */
+	TAILQ_HEAD(, device) b_empty;   /* lingering without connections */
 	LIST_HEAD(, opsess) b_sessions; /* every operator session */
 	uv_timer_t b_linger;
 	uv_timer_t b_trim;
@@ -133,12 +133,12 @@ struct broker {
 /* broker.c */
 struct device *broker_device_find(struct broker *b, const char *id);
 void broker_device_maybe_gone(struct broker *b, struct device *d,
-			      const char *why);
+                              const char *why);
 void broker_initcall_set_state(struct initcall *ic, enum init_state to);
 
 /* relay.c */
 void relay_open(struct broker *b, struct grpc_call *op, const char *device_id,
-		enum broker_session_type type, unsigned wait_ms, uid_t uid);
+                enum broker_session_type type, unsigned wait_ms, uid_t uid);
 void relay_try_grant(struct broker *b, struct device *d);
 void relay_commandget(struct grpc_call *c, void *arg);
 void relay_conn_closed(struct broker *b, struct grpc_conn *conn);

@@ -48,7 +48,7 @@
  * File descriptors kept free of device connections: the operator socket's
  * clients, the logs, the registry and its reloads.
  */
-#define NCGRPCD_FD_RESERVE   64
+#define NCGRPCD_FD_RESERVE 64
 
 /* The daemon's state, one per process. */
 static struct {
@@ -69,42 +69,42 @@ static struct {
 } ncd = {.conf_path = NCGRPCD_DEFAULT_CONF};
 
 static const struct option main_longopts[] = {
-	{"help", no_argument, NULL, 'h'},
-	{"version", no_argument, NULL, 'V'},
-	{NULL, 0, NULL, 0},
+    {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, 'V'},
+    {NULL, 0, NULL, 0},
 };
 
 static noreturn void
 usage(int code)
 {
 	fprintf(code == 0 ? stdout : stderr,
-		"usage: ncgrpcd [-dnV] [-f file] [-L logfile]\n"
-		"       ncgrpcd --help | --version\n"
-		"\n"
-		"Accepts devices that dial out over TLS (gRPC on HTTP/2, "
-		"jnx.jet.netconf.Ncgrpc),\n"
-		"authenticates them against the device registry, and brokers "
-		"NETCONF and shell\n"
-		"sessions for operators on a local Unix socket "
-		"(see ncgrpc(1)).\n"
-		"\n"
-		"  -f file     configuration (default %s, whose absence "
-		"means the defaults)\n"
-		"  -n          check the configuration, registry and "
-		"certificate, then exit\n"
-		"  -L logfile  log here instead of log-file; \"-\" is stderr\n"
-		"  -d          debug logging\n"
-		"  -V, --version  print the version and exit\n"
-		"  -h, --help     print this help and exit\n"
-		"\n"
-		"With no certificate at the configured path, ncgrpcd makes a "
-		"self-signed one\n"
-		"whose SubjectAltName holds the configured names.  SIGHUP "
-		"reloads the device\n"
-		"registry (so does a change to the file); SIGINT and SIGTERM "
-		"shut down\n"
-		"gracefully.  See ncgrpcd(8) and docs/ncgrpcd.conf.md.\n",
-		NCGRPCD_DEFAULT_CONF);
+	        "usage: ncgrpcd [-dnV] [-f file] [-L logfile]\n"
+	        "       ncgrpcd --help | --version\n"
+	        "\n"
+	        "Accepts devices that dial out over TLS (gRPC on HTTP/2, "
+	        "jnx.jet.netconf.Ncgrpc),\n"
+	        "authenticates them against the device registry, and brokers "
+	        "NETCONF and shell\n"
+	        "sessions for operators on a local Unix socket "
+	        "(see ncgrpc(1)).\n"
+	        "\n"
+	        "  -f file     configuration (default %s, whose absence "
+	        "means the defaults)\n"
+	        "  -n          check the configuration, registry and "
+	        "certificate, then exit\n"
+	        "  -L logfile  log here instead of log-file; \"-\" is stderr\n"
+	        "  -d          debug logging\n"
+	        "  -V, --version  print the version and exit\n"
+	        "  -h, --help     print this help and exit\n"
+	        "\n"
+	        "With no certificate at the configured path, ncgrpcd makes a "
+	        "self-signed one\n"
+	        "whose SubjectAltName holds the configured names.  SIGHUP "
+	        "reloads the device\n"
+	        "registry (so does a change to the file); SIGINT and SIGTERM "
+	        "shut down\n"
+	        "gracefully.  See ncgrpcd(8) and docs/ncgrpcd.conf.md.\n",
+	        NCGRPCD_DEFAULT_CONF);
 	exit(code);
 }
 
@@ -133,10 +133,11 @@ load_registry(struct registry **out, char *err, size_t errlen)
 	rc = registry_load(ncd.sc->sc_devices, &reg, err, errlen);
 	if (rc == -ENOENT) {
 		/* No devices yet: start with an empty registry file. */
-		fd = open(ncd.sc->sc_devices, O_WRONLY | O_CREAT | O_EXCL, 0600);
+		fd =
+		    open(ncd.sc->sc_devices, O_WRONLY | O_CREAT | O_EXCL, 0600);
 		if (fd != -1) {
 			dprintf(fd, "# ncgrpc device registry; add devices "
-				    "with 'ncgrpc device add ID'\n");
+			            "with 'ncgrpc device add ID'\n");
 			close(fd);
 		}
 		rc = registry_load(ncd.sc->sc_devices, &reg, err, errlen);
@@ -157,12 +158,13 @@ reload_registry(const char *why)
 	if (ncd.stopping)
 		return;
 	if (load_registry(&reg, err, sizeof(err)) != 0) {
-		log_warnx("registry reload (%s) failed, keeping the old one: %s",
-			  why, err);
+		log_warnx(
+		    "registry reload (%s) failed, keeping the old one: %s", why,
+		    err);
 		return;
 	}
 	log_info("registry reloaded (%s): %zu devices", why,
-		 registry_count(reg));
+	         registry_count(reg));
 	broker_set_registry(ncd.broker, reg);
 }
 
@@ -200,7 +202,8 @@ shutdown_server(const char *why)
 	ncd.pending = 2;
 	/* GOAWAY to everyone; sessions in flight get the grace period. */
 	grpc_server_shutdown(ncd.opsrv, NCGRPCD_GRACE_MS, on_server_done, NULL);
-	grpc_server_shutdown(ncd.devsrv, NCGRPCD_GRACE_MS, on_server_done, NULL);
+	grpc_server_shutdown(ncd.devsrv, NCGRPCD_GRACE_MS, on_server_done,
+	                     NULL);
 }
 
 static void
@@ -215,12 +218,12 @@ on_signal(uv_signal_t *s, int signum)
 
 static void
 on_dev_conn_closed(struct grpc_conn *conn, int err, const char *reason,
-		   void *arg)
+                   void *arg)
 {
 	(void)arg;
 	if (err != 0 && err != NCG_ECLOSED)
 		log_debug("device connection %s closed: %s",
-			  grpc_conn_peer(conn), reason);
+		          grpc_conn_peer(conn), reason);
 	if (ncd.broker != NULL)
 		broker_conn_closed(ncd.broker, conn);
 	preauth_conn_closed(ncd.preauth, conn);
@@ -248,10 +251,10 @@ on_dev_limit(struct grpc_conn *conn, enum grpc_limit what, void *arg)
 }
 
 static const struct grpc_server_ops devsrv_ops = {
-	.on_conn_accept = on_dev_conn_accept,
-	.on_conn_trusted = on_dev_conn_trusted,
-	.on_limit = on_dev_limit,
-	.on_conn_closed = on_dev_conn_closed,
+    .on_conn_accept = on_dev_conn_accept,
+    .on_conn_trusted = on_dev_conn_trusted,
+    .on_limit = on_dev_limit,
+    .on_conn_closed = on_dev_conn_closed,
 };
 
 /*
@@ -269,14 +272,14 @@ max_device_conns(void)
 	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
 		return want;
 	room = rl.rlim_cur > 2 * NCGRPCD_FD_RESERVE
-		       ? rl.rlim_cur - NCGRPCD_FD_RESERVE
-		       : rl.rlim_cur / 2;
+	           ? rl.rlim_cur - NCGRPCD_FD_RESERVE
+	           : rl.rlim_cur / 2;
 	if ((rlim_t)want <= room)
 		return want;
 	log_info("max-connections %u lowered to %lu: the file descriptor "
-		 "limit is %lu, with %d kept for the operator socket",
-		 want, (unsigned long)room, (unsigned long)rl.rlim_cur,
-		 NCGRPCD_FD_RESERVE);
+	         "limit is %lu, with %d kept for the operator socket",
+	         want, (unsigned long)room, (unsigned long)rl.rlim_cur,
+	         NCGRPCD_FD_RESERVE);
 	return (unsigned)room;
 }
 
@@ -310,15 +313,15 @@ ensure_certificate(void)
 			names[i] = dflt[i];
 	}
 	rc = certgen_selfsigned(names, n, NCGRPCD_CERT_DAYS,
-				ncd.sc->sc_certificate, ncd.sc->sc_key, err,
-				sizeof(err));
+	                        ncd.sc->sc_certificate, ncd.sc->sc_key, err,
+	                        sizeof(err));
 	if (rc == 0) {
 		log_info("made a self-signed certificate \"%s\" for:",
-			 ncd.sc->sc_certificate);
+		         ncd.sc->sc_certificate);
 		for (i = 0; i < n; i++)
 			log_info("  %s", names[i]);
 		log_info("'ncgrpc device add ID' prints the device "
-			 "configuration with it as trusted-cert");
+		         "configuration with it as trusted-cert");
 	} else
 		log_warnx("cannot make a certificate: %s", err);
 	free(names);
@@ -340,12 +343,12 @@ listen_all(void)
 		if (strcmp(l->li_host, "*") == 0) {
 			/* Dual-stack: "::" takes IPv4 too. */
 			rc = grpc_server_listen(ncd.devsrv, "::", l->li_port,
-						ncd.tls);
+			                        ncd.tls);
 			if (rc == 0)
 				log_info("listening on [::]:%u", l->li_port);
 			else
 				log_warnx("cannot listen on *:%u: %s",
-					  l->li_port, uv_strerror(rc));
+				          l->li_port, uv_strerror(rc));
 			if (rc != 0)
 				return rc;
 			continue;
@@ -356,19 +359,19 @@ listen_all(void)
 		/* Startup only: a blocking lookup is fine here. */
 		if ((rc = getaddrinfo(l->li_host, NULL, &hints, &res)) != 0) {
 			log_warnx("cannot resolve listen address \"%s\": %s",
-				  l->li_host, gai_strerror(rc));
+			          l->li_host, gai_strerror(rc));
 			return -EINVAL;
 		}
 		for (ai = res; ai != NULL; ai = ai->ai_next) {
 			if (getnameinfo(ai->ai_addr, ai->ai_addrlen, host,
-					sizeof(host), NULL, 0,
-					NI_NUMERICHOST) != 0)
+			                sizeof(host), NULL, 0,
+			                NI_NUMERICHOST) != 0)
 				continue;
 			rc = grpc_server_listen(ncd.devsrv, host, l->li_port,
-						ncd.tls);
+			                        ncd.tls);
 			if (rc != 0) {
 				log_warnx("cannot listen on %s port %u: %s",
-					  host, l->li_port, uv_strerror(rc));
+				          host, l->li_port, uv_strerror(rc));
 				freeaddrinfo(res);
 				return rc;
 			}
@@ -391,22 +394,22 @@ listen_operator(void)
 	(void)mkdir(dirname(copy), 0755);
 	free(copy);
 	rc = grpc_server_listen_unix(ncd.opsrv, ncd.sc->sc_operator_socket,
-				     (int)ncd.sc->sc_operator_socket_mode);
+	                             (int)ncd.sc->sc_operator_socket_mode);
 	if (rc != 0) {
 		log_warnx("cannot listen on \"%s\": %s",
-			  ncd.sc->sc_operator_socket, uv_strerror(rc));
+		          ncd.sc->sc_operator_socket, uv_strerror(rc));
 		return rc;
 	}
 	if (ncd.sc->sc_operator_socket_group != NULL) {
 		if ((gr = getgrnam(ncd.sc->sc_operator_socket_group)) == NULL ||
 		    chown(ncd.sc->sc_operator_socket, (uid_t)-1, gr->gr_gid) !=
-			    0)
+		        0)
 			log_warnx("cannot give \"%s\" to group \"%s\"",
-				  ncd.sc->sc_operator_socket,
-				  ncd.sc->sc_operator_socket_group);
+			          ncd.sc->sc_operator_socket,
+			          ncd.sc->sc_operator_socket_group);
 	}
 	log_info("operator API on \"%s\" (mode %04o)",
-		 ncd.sc->sc_operator_socket, ncd.sc->sc_operator_socket_mode);
+	         ncd.sc->sc_operator_socket, ncd.sc->sc_operator_socket_mode);
 	return 0;
 }
 
@@ -424,9 +427,10 @@ load_config(int check)
 	}
 	if (rc == -ENOENT) {
 		if (check)
-			fprintf(stderr, "ncgrpcd: %s: not found; using the "
-					"defaults\n",
-				ncd.conf_path);
+			fprintf(stderr,
+			        "ncgrpcd: %s: not found; using the "
+			        "defaults\n",
+			        ncd.conf_path);
 		if ((rc = sconf_new(&ncd.sc)) != 0)
 			return rc;
 	} else if (rc != 0) {
@@ -464,8 +468,8 @@ check_only(void)
 		printf("%s: missing (a self-signed certificate will be "
 		       "made)\n",
 		       ncd.sc->sc_certificate);
-	else if (tls_ctx_server_new(&ctx, ncd.sc->sc_certificate, ncd.sc->sc_key,
-				    err, sizeof(err)) != 0) {
+	else if (tls_ctx_server_new(&ctx, ncd.sc->sc_certificate,
+	                            ncd.sc->sc_key, err, sizeof(err)) != 0) {
 		fprintf(stderr, "ncgrpcd: %s\n", err);
 		return 1;
 	} else
@@ -487,7 +491,7 @@ main(int argc, char **argv)
 
 	log_init("ncgrpcd", level);
 	while ((ch = getopt_long(argc, argv, "df:hL:nV", main_longopts,
-				 NULL)) != -1) {
+	                         NULL)) != -1) {
 		switch (ch) {
 		case 'd':
 			level = LOG_LEVEL_DEBUG;
@@ -530,7 +534,7 @@ main(int argc, char **argv)
 		return check_only();
 	{
 		const char *lf = ncd.log_override != NULL ? ncd.log_override
-							 : ncd.sc->sc_log_file;
+		                                          : ncd.sc->sc_log_file;
 
 		ensure_parent(lf, 0750);
 		ensure_parent(ncd.sc->sc_audit_log, 0750);
@@ -539,7 +543,7 @@ main(int argc, char **argv)
 		ensure_parent(ncd.sc->sc_key, 0755);
 		if (strcmp(lf, "-") != 0 && (rc = log_open(lf)) != 0) {
 			fprintf(stderr, "ncgrpcd: cannot open log \"%s\": %s\n",
-				lf, strerror(-rc));
+			        lf, strerror(-rc));
 			return 1;
 		}
 	}
@@ -549,7 +553,7 @@ main(int argc, char **argv)
 	if (ensure_certificate() != 0)
 		return 1;
 	if ((rc = tls_ctx_server_new(&ncd.tls, ncd.sc->sc_certificate,
-				     ncd.sc->sc_key, err, sizeof(err))) != 0)
+	                             ncd.sc->sc_key, err, sizeof(err))) != 0)
 		fatalx("tls: %s", err);
 	if (registry_throttle_new(&ncd.throttle) != 0)
 		fatalx("out of memory");
@@ -558,10 +562,11 @@ main(int argc, char **argv)
 	 * a whole site of devices behind one NAT address shares it.
 	 */
 	registry_throttle_set_limits(ncd.throttle, ncd.sc->sc_auth_failures,
-				     ncd.sc->sc_auth_failures_per_addr, 60000, 0,
-				     0);
-	registry_throttle_set_checks(ncd.throttle, ncd.sc->sc_auth_checks_per_addr,
-				     ncd.sc->sc_auth_checks);
+	                             ncd.sc->sc_auth_failures_per_addr, 60000,
+	                             0, 0);
+	registry_throttle_set_checks(ncd.throttle,
+	                             ncd.sc->sc_auth_checks_per_addr,
+	                             ncd.sc->sc_auth_checks);
 	if (load_registry(&reg, err, sizeof(err)) != 0)
 		fatalx("%s", err);
 
@@ -583,14 +588,14 @@ main(int argc, char **argv)
 	devopts.go_preauth_buffer = ncd.sc->sc_preauth_buffer;
 	devopts.go_ping_interval_ms = ncd.sc->sc_keepalive_interval * 1000;
 	devopts.go_xport.xo_handshake_timeout_ms =
-		ncd.sc->sc_handshake_timeout * 1000;
+	    ncd.sc->sc_handshake_timeout * 1000;
 	devopts.go_xport.xo_keepalive_idle = ncd.sc->sc_tcp_keepalive;
 	devopts.go_xport.xo_keepalive_intvl = 15;
 	devopts.go_xport.xo_keepalive_cnt = 4;
 	/* A dead device is noticed within the bound, idle or busy. */
 	xport_opts_dead_peer(&devopts.go_xport, ncd.sc->sc_dead_peer_timeout);
-	if (grpc_server_new(ncd.loop, &devopts, &devsrv_ops, NULL, &ncd.devsrv) !=
-		    0 ||
+	if (grpc_server_new(ncd.loop, &devopts, &devsrv_ops, NULL,
+	                    &ncd.devsrv) != 0 ||
 	    grpc_server_new(ncd.loop, &opopts, NULL, NULL, &ncd.opsrv) != 0 ||
 	    broker_register_device_methods(ncd.broker, ncd.devsrv) != 0 ||
 	    operator_register(ncd.broker, ncd.opsrv) != 0)
@@ -605,12 +610,12 @@ main(int argc, char **argv)
 	uv_signal_start(&ncd.sigint, on_signal, SIGINT);
 	uv_signal_start(&ncd.sigterm, on_signal, SIGTERM);
 	if ((rc = filewatch_start(ncd.loop, &ncd.watch, ncd.sc->sc_devices,
-				  NCGRPCD_RELOAD_DELAY, on_registry_changed,
-				  NULL)) != 0)
+	                          NCGRPCD_RELOAD_DELAY, on_registry_changed,
+	                          NULL)) != 0)
 		log_warnx("cannot watch \"%s\" (%s); reload it with SIGHUP",
-			  ncd.sc->sc_devices, uv_strerror(rc));
+		          ncd.sc->sc_devices, uv_strerror(rc));
 	log_info("ncgrpcd %s started: %zu devices registered", NCGRPC_VERSION,
-		 registry_count(reg));
+	         registry_count(reg));
 	uv_run(ncd.loop, UV_RUN_DEFAULT);
 
 	tls_ctx_free(ncd.tls);

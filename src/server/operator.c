@@ -29,7 +29,7 @@ send_packed(struct grpc_call *c, const ProtobufCMessage *m)
 
 static void
 fill_device(Ncgrpc__Operator__V1__Device *d,
-	    const struct broker_device_info *bi)
+            const struct broker_device_info *bi)
 {
 	ncgrpc__operator__v1__device__init(d);
 	d->device_id = (char *)(uintptr_t)bi->bi_id;
@@ -47,18 +47,18 @@ list_on_half_close(struct grpc_call *c, void *arg)
 {
 	struct broker *b = arg;
 	Ncgrpc__Operator__V1__ListDevicesResponse resp =
-		NCGRPC__OPERATOR__V1__LIST_DEVICES_RESPONSE__INIT;
+	    NCGRPC__OPERATOR__V1__LIST_DEVICES_RESPONSE__INIT;
 	Ncgrpc__Operator__V1__Device *devs = NULL, **ptrs = NULL;
 	struct broker_device_info *bi = NULL;
 	size_t n, i;
 
 	if (broker_devices(b, &bi, &n) != 0 ||
 	    (n > 0 && ((devs = calloc(n, sizeof(*devs))) == NULL ||
-		       (ptrs = calloc(n, sizeof(*ptrs))) == NULL))) {
+	               (ptrs = calloc(n, sizeof(*ptrs))) == NULL))) {
 		free(devs);
 		free(bi);
 		grpc_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
-				 "out of memory", NULL);
+		                 "out of memory", NULL);
 		return;
 	}
 	for (i = 0; i < n; i++) {
@@ -93,9 +93,9 @@ nothing_on_end(struct grpc_call *c, int status, const char *msg, void *arg)
 }
 
 static const struct grpc_call_ops list_ops = {
-	.on_message = ignore_message,
-	.on_half_close = list_on_half_close,
-	.on_end = nothing_on_end,
+    .on_message = ignore_message,
+    .on_half_close = list_on_half_close,
+    .on_end = nothing_on_end,
 };
 
 static void
@@ -116,10 +116,10 @@ struct watch {
 
 static void
 send_event(struct watch *w, enum broker_event ev,
-	   const struct broker_device_info *bi, const char *reason)
+           const struct broker_device_info *bi, const char *reason)
 {
 	Ncgrpc__Operator__V1__DeviceEvent e =
-		NCGRPC__OPERATOR__V1__DEVICE_EVENT__INIT;
+	    NCGRPC__OPERATOR__V1__DEVICE_EVENT__INIT;
 	Ncgrpc__Operator__V1__Device d;
 
 	if (w->w_overflow)
@@ -128,15 +128,15 @@ send_event(struct watch *w, enum broker_event ev,
 	if (grpc_call_queued(w->w_call) > 4 * GRPC_CALL_HIWAT) {
 		w->w_overflow = 1;
 		grpc_call_finish(w->w_call, GRPC_STATUS_RESOURCE_EXHAUSTED,
-				 "watcher too slow; events dropped", NULL);
+		                 "watcher too slow; events dropped", NULL);
 		return;
 	}
 	fill_device(&d, bi);
 	e.kind = ev == BROKER_EV_CONNECTED
-			 ? NCGRPC__OPERATOR__V1__DEVICE_EVENT__KIND__CONNECTED
-		 : ev == BROKER_EV_DISCONNECTED
-			 ? NCGRPC__OPERATOR__V1__DEVICE_EVENT__KIND__DISCONNECTED
-			 : NCGRPC__OPERATOR__V1__DEVICE_EVENT__KIND__RESTARTED;
+	             ? NCGRPC__OPERATOR__V1__DEVICE_EVENT__KIND__CONNECTED
+	         : ev == BROKER_EV_DISCONNECTED
+	             ? NCGRPC__OPERATOR__V1__DEVICE_EVENT__KIND__DISCONNECTED
+	             : NCGRPC__OPERATOR__V1__DEVICE_EVENT__KIND__RESTARTED;
 	e.device = &d;
 	e.reason = (char *)(uintptr_t)(reason != NULL ? reason : "");
 	send_packed(w->w_call, &e.base);
@@ -144,7 +144,7 @@ send_event(struct watch *w, enum broker_event ev,
 
 static void
 on_device_event(enum broker_event ev, const struct broker_device_info *bi,
-		const char *reason, void *arg)
+                const char *reason, void *arg)
 {
 	struct watch *w = arg;
 
@@ -152,7 +152,7 @@ on_device_event(enum broker_event ev, const struct broker_device_info *bi,
 		if (!w->w_overflow) {
 			w->w_overflow = 1;
 			grpc_call_finish(w->w_call, GRPC_STATUS_UNAVAILABLE,
-					 reason, NULL);
+			                 reason, NULL);
 		}
 		return;
 	}
@@ -160,8 +160,7 @@ on_device_event(enum broker_event ev, const struct broker_device_info *bi,
 }
 
 static void
-watch_on_message(struct grpc_call *c, const uint8_t *msg, size_t len,
-		 void *arg)
+watch_on_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 {
 	struct watch *w = arg;
 	Ncgrpc__Operator__V1__WatchDevicesRequest *req;
@@ -171,11 +170,11 @@ watch_on_message(struct grpc_call *c, const uint8_t *msg, size_t len,
 	if (w->w_started)
 		return;
 	w->w_started = 1;
-	req = ncgrpc__operator__v1__watch_devices_request__unpack(NULL, len,
-								  msg);
+	req =
+	    ncgrpc__operator__v1__watch_devices_request__unpack(NULL, len, msg);
 	if (req == NULL) {
 		grpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT,
-				 "malformed WatchDevicesRequest", NULL);
+		                 "malformed WatchDevicesRequest", NULL);
 		return;
 	}
 	grpc_call_send_headers(c, NULL);
@@ -187,7 +186,7 @@ watch_on_message(struct grpc_call *c, const uint8_t *msg, size_t len,
 	ncgrpc__operator__v1__watch_devices_request__free_unpacked(req, NULL);
 	if ((w->w_handle = broker_watch(w->w_b, on_device_event, w)) == NULL)
 		grpc_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
-				 "out of memory", NULL);
+		                 "out of memory", NULL);
 }
 
 static void
@@ -204,8 +203,8 @@ watch_on_end(struct grpc_call *c, int status, const char *msg, void *arg)
 }
 
 static const struct grpc_call_ops watch_ops = {
-	.on_message = watch_on_message,
-	.on_end = watch_on_end,
+    .on_message = watch_on_message,
+    .on_end = watch_on_end,
 };
 
 static void
@@ -215,7 +214,7 @@ handle_watch(struct grpc_call *c, void *arg)
 
 	if (w == NULL) {
 		grpc_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
-				 "out of memory", NULL);
+		                 "out of memory", NULL);
 		return;
 	}
 	w->w_b = arg;
@@ -227,7 +226,7 @@ handle_watch(struct grpc_call *c, void *arg)
 
 static void
 session_first_message(struct grpc_call *c, const uint8_t *msg, size_t len,
-		      void *arg)
+                      void *arg)
 {
 	struct broker *b = arg;
 	Ncgrpc__Operator__V1__SessionInput *in;
@@ -240,9 +239,9 @@ session_first_message(struct grpc_call *c, const uint8_t *msg, size_t len,
 	    in->input_case != NCGRPC__OPERATOR__V1__SESSION_INPUT__INPUT_OPEN) {
 		if (in != NULL)
 			ncgrpc__operator__v1__session_input__free_unpacked(
-				in, NULL);
+			    in, NULL);
 		grpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT,
-				 "the first SessionInput must be 'open'", NULL);
+		                 "the first SessionInput must be 'open'", NULL);
 		return;
 	}
 	o = in->open;
@@ -251,17 +250,17 @@ session_first_message(struct grpc_call *c, const uint8_t *msg, size_t len,
 	     o->type != NCGRPC__OPERATOR__V1__SESSION_TYPE__SHELL)) {
 		ncgrpc__operator__v1__session_input__free_unpacked(in, NULL);
 		grpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT,
-				 "open needs a device_id and a session type",
-				 NULL);
+		                 "open needs a device_id and a session type",
+		                 NULL);
 		return;
 	}
 	snprintf(id, sizeof(id), "%s", o->device_id);
 	grpc_conn_peer_uid(grpc_call_conn(c), &uid);
 	broker_session_open(b, c, id,
-			    o->type == NCGRPC__OPERATOR__V1__SESSION_TYPE__SHELL
-				    ? BROKER_SHELL
-				    : BROKER_NETCONF,
-			    o->wait_ms > 600000 ? 600000 : o->wait_ms, uid);
+	                    o->type == NCGRPC__OPERATOR__V1__SESSION_TYPE__SHELL
+	                        ? BROKER_SHELL
+	                        : BROKER_NETCONF,
+	                    o->wait_ms > 600000 ? 600000 : o->wait_ms, uid);
 	ncgrpc__operator__v1__session_input__free_unpacked(in, NULL);
 }
 
@@ -270,13 +269,13 @@ session_half_close(struct grpc_call *c, void *arg)
 {
 	(void)arg;
 	grpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT,
-			 "the session was never opened", NULL);
+	                 "the session was never opened", NULL);
 }
 
 static const struct grpc_call_ops session_open_ops = {
-	.on_message = session_first_message,
-	.on_half_close = session_half_close,
-	.on_end = nothing_on_end,
+    .on_message = session_first_message,
+    .on_half_close = session_half_close,
+    .on_end = nothing_on_end,
 };
 
 static void
@@ -291,11 +290,11 @@ operator_register(struct broker *b, struct grpc_server *srv)
 	int rc;
 
 	if ((rc = grpc_server_add_method(srv, OPSVC "ListDevices", handle_list,
-					 b)) != 0 ||
+	                                 b)) != 0 ||
 	    (rc = grpc_server_add_method(srv, OPSVC "WatchDevices",
-					 handle_watch, b)) != 0 ||
+	                                 handle_watch, b)) != 0 ||
 	    (rc = grpc_server_add_method(srv, OPSVC "Session", handle_session,
-					 b)) != 0)
+	                                 b)) != 0)
 		return rc;
 	return 0;
 }

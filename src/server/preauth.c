@@ -455,7 +455,8 @@ on_tick(uv_timer_t *t)
 		TAILQ_REMOVE(&pa->pa_pending, pc, pc_entry);
 		pc->pc_pending = 0;
 		if (pa_bump(pa, PREAUTH_C_AUTH_TIMEOUT)) {
-			addr_peer_host(grpc_conn_peer(pc->pc_conn), ip, sizeof(ip));
+			addr_peer_host(grpc_conn_peer(pc->pc_conn), ip,
+			               sizeof(ip));
 			log_warnx("closing the connection from %s: no "
 			          "successful Initialize within %u s "
 			          "(auth-timeout)",

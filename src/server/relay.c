@@ -31,8 +31,8 @@
 
 /* What a CommandGetResponse to the device carries besides kill_signal. */
 enum dev_input {
-	DEVIN_SIGNAL,	  /* nothing: the signal alone */
-	DEVIN_NETCONF,	  /* netconf_command: one whole NETCONF message */
+	DEVIN_SIGNAL,     /* nothing: the signal alone */
+	DEVIN_NETCONF,    /* netconf_command: one whole NETCONF message */
 	DEVIN_SHELL_LINE, /* csh_command: one line, without its newline */
 };
 
@@ -40,10 +40,10 @@ static void os_end(struct opsess *, int status, const char *reason);
 static void os_unlist(struct opsess *);
 
 static const char *const os_state_names[] = {
-	[OS_WAITING] = "waiting",
-	[OS_GRANTED] = "granted",
-	[OS_ACTIVE] = "active",
-	[OS_ENDED] = "ended",
+    [OS_WAITING] = "waiting",
+    [OS_GRANTED] = "granted",
+    [OS_ACTIVE] = "active",
+    [OS_ENDED] = "ended",
 };
 
 /* The one place a session changes state: legal moves only, logged. */
@@ -56,10 +56,9 @@ os_set_state(struct opsess *os, enum os_state to)
 	       (from == OS_GRANTED && (to == OS_ACTIVE || to == OS_ENDED)) ||
 	       (from == OS_ACTIVE && to == OS_ENDED));
 	log_debug("session %" PRIu64 " on \"%s\": %s -> %s", os->os_id,
-		  os->os_device, os_state_names[from], os_state_names[to]);
+	          os->os_device, os_state_names[from], os_state_names[to]);
 	os->os_state = to;
 }
-
 
 static void
 os_hold(struct opsess *os)
@@ -112,8 +111,8 @@ os_unlist(struct opsess *os)
 	if (!os->os_listed)
 		return;
 	TAILQ_REMOVE(os->os_state == OS_WAITING ? &os->os_b->b_waiting
-						: &os->os_b->b_granted,
-		     os, os_entry);
+	                                        : &os->os_b->b_granted,
+	             os, os_entry);
 	os->os_listed = 0;
 }
 
@@ -150,9 +149,9 @@ static void
 os_end(struct opsess *os, int status, const char *reason)
 {
 	Ncgrpc__Operator__V1__SessionOutput out =
-		NCGRPC__OPERATOR__V1__SESSION_OUTPUT__INIT;
+	    NCGRPC__OPERATOR__V1__SESSION_OUTPUT__INIT;
 	Ncgrpc__Operator__V1__SessionEnded ended =
-		NCGRPC__OPERATOR__V1__SESSION_ENDED__INIT;
+	    NCGRPC__OPERATOR__V1__SESSION_ENDED__INIT;
 	enum os_state prev = os->os_state;
 	char id[24], to[24], from[24];
 
@@ -168,25 +167,26 @@ os_end(struct opsess *os, int status, const char *reason)
 		snprintf(to, sizeof(to), "%" PRIu64, os->os_to_dev);
 		snprintf(from, sizeof(from), "%" PRIu64, os->os_from_dev);
 		log_info("session %s (%s) on \"%s\" ended: %s", id,
-			 os_type_name(os), os->os_device, reason);
+		         os_type_name(os), os->os_device, reason);
 		audit_event("session-end", "session", id, "device",
-			    os->os_device, "type", os_type_name(os),
-			    "bytes-to-device", to, "bytes-from-device", from,
-			    "reason", reason, NULL);
+		            os->os_device, "type", os_type_name(os),
+		            "bytes-to-device", to, "bytes-from-device", from,
+		            "reason", reason, NULL);
 		if (os->os_op != NULL) {
 			ended.reason = (char *)(uintptr_t)reason;
 			ended.bytes_to_device = os->os_to_dev;
 			ended.bytes_from_device = os->os_from_dev;
 			out.output_case =
-				NCGRPC__OPERATOR__V1__SESSION_OUTPUT__OUTPUT_ENDED;
+			    NCGRPC__OPERATOR__V1__SESSION_OUTPUT__OUTPUT_ENDED;
 			out.ended = &ended;
 			send_output(os, &out);
 		}
 	}
 	if (os->os_op != NULL &&
 	    grpc_call_finish(os->os_op, status,
-			     status == GRPC_STATUS_OK ? NULL : reason,
-			     NULL) == -ENOMEM && os->os_op != NULL)
+	                     status == GRPC_STATUS_OK ? NULL : reason,
+	                     NULL) == -ENOMEM &&
+	    os->os_op != NULL)
 		grpc_call_cancel(os->os_op);
 	if (os->os_dev != NULL && !os->os_dev_finished)
 		grpc_call_cancel(os->os_dev);
@@ -205,25 +205,25 @@ on_os_timeout(uv_timer_t *t)
 		d = broker_device_find(b, os->os_device);
 		if (d == NULL) {
 			snprintf(msg, sizeof(msg),
-				 "device '%s' is not connected", os->os_device);
+			         "device '%s' is not connected", os->os_device);
 			os_end(os, GRPC_STATUS_NOT_FOUND, msg);
 		} else if (d->dv_nsessions >= b->b_opts.bo_session_limit) {
 			snprintf(msg, sizeof(msg),
-				 "device '%s' has reached its limit of %u "
-				 "sessions",
-				 os->os_device, b->b_opts.bo_session_limit);
+			         "device '%s' has reached its limit of %u "
+			         "sessions",
+			         os->os_device, b->b_opts.bo_session_limit);
 			os_end(os, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
 		} else {
 			snprintf(msg, sizeof(msg),
-				 "no free connection to device '%s' (%u "
-				 "sessions active)",
-				 os->os_device, d->dv_nsessions);
+			         "no free connection to device '%s' (%u "
+			         "sessions active)",
+			         os->os_device, d->dv_nsessions);
 			os_end(os, GRPC_STATUS_UNAVAILABLE, msg);
 		}
 	} else if (os->os_state == OS_GRANTED) {
 		snprintf(msg, sizeof(msg),
-			 "device '%s' did not open the session stream",
-			 os->os_device);
+		         "device '%s' did not open the session stream",
+		         os->os_device);
 		os_end(os, GRPC_STATUS_UNAVAILABLE, msg);
 	}
 }
@@ -234,7 +234,7 @@ grant(struct opsess *os, struct initcall *ic)
 	struct broker *b = os->os_b;
 	struct device *d = ic->ic_dev;
 	Jnx__Jet__Netconf__NcgrpcInitializeResponse resp =
-		JNX__JET__NETCONF__NCGRPC_INITIALIZE_RESPONSE__INIT;
+	    JNX__JET__NETCONF__NCGRPC_INITIALIZE_RESPONSE__INIT;
 	struct grpc_mdlist tr = {0};
 	const char *ct = os->os_type == BROKER_SHELL ? "csh" : "netconf";
 
@@ -249,11 +249,11 @@ grant(struct opsess *os, struct initcall *ic)
 	TAILQ_INSERT_TAIL(&b->b_granted, os, os_entry);
 	os->os_listed = 1;
 	uv_timer_start(&os->os_timer, on_os_timeout,
-		       b->b_opts.bo_join_timeout_ms, 0);
+	               b->b_opts.bo_join_timeout_ms, 0);
 	broker_initcall_set_state(ic, INIT_GRANTED);
 	resp.session_type = os->os_type == BROKER_SHELL
-				    ? JNX__JET__NETCONF__SESSION_TYPE__CSH
-				    : JNX__JET__NETCONF__SESSION_TYPE__NETCONF;
+	                        ? JNX__JET__NETCONF__SESSION_TYPE__CSH
+	                        : JNX__JET__NETCONF__SESSION_TYPE__NETCONF;
 	grpc_md_add(&tr, "conn_type", ct, strlen(ct));
 	grpc_call_send_pb(ic->ic_call, &resp.base);
 	grpc_call_finish(ic->ic_call, GRPC_STATUS_OK, NULL, &tr);
@@ -281,12 +281,12 @@ relay_try_grant(struct broker *b, struct device *d)
 
 static void
 send_to_device(struct opsess *os, enum dev_input kind, const uint8_t *data,
-	       size_t len,
-	       uint64_t sig)
+               size_t len, uint64_t sig)
 {
 	Ncgrpc__Wire__CommandGetResponse r =
-		NCGRPC__WIRE__COMMAND_GET_RESPONSE__INIT;
-	ProtobufCBinaryData bd = {.len = len, .data = (uint8_t *)(uintptr_t)data};
+	    NCGRPC__WIRE__COMMAND_GET_RESPONSE__INIT;
+	ProtobufCBinaryData bd = {.len = len,
+	                          .data = (uint8_t *)(uintptr_t)data};
 
 	uint8_t *clean = NULL;
 
@@ -306,11 +306,11 @@ send_to_device(struct opsess *os, enum dev_input kind, const uint8_t *data,
 	}
 	if (kind == DEVIN_NETCONF) {
 		r.command_case =
-			NCGRPC__WIRE__COMMAND_GET_RESPONSE__COMMAND_NETCONF_COMMAND;
+		    NCGRPC__WIRE__COMMAND_GET_RESPONSE__COMMAND_NETCONF_COMMAND;
 		r.netconf_command = bd;
 	} else if (kind == DEVIN_SHELL_LINE) {
 		r.command_case =
-			NCGRPC__WIRE__COMMAND_GET_RESPONSE__COMMAND_CSH_COMMAND;
+		    NCGRPC__WIRE__COMMAND_GET_RESPONSE__COMMAND_CSH_COMMAND;
 		r.csh_command = bd;
 	}
 	r.kill_signal = sig;
@@ -326,8 +326,8 @@ audit_input(struct opsess *os, const char *what, const char *value)
 
 	snprintf(id, sizeof(id), "%" PRIu64, os->os_id);
 	audit_event(what, "session", id, "device", os->os_device,
-		    os->os_type == BROKER_SHELL ? "line" : "operation", value,
-		    NULL);
+	            os->os_type == BROKER_SHELL ? "line" : "operation", value,
+	            NULL);
 }
 
 static void
@@ -347,7 +347,7 @@ flush_lines(struct opsess *os, int final)
 			nl = p + len;
 		}
 		snprintf(line, sizeof(line), "%.*s", (int)(nl - p),
-			 (const char *)p);
+		         (const char *)p);
 		audit_input(os, "shell-line", line);
 		send_to_device(os, DEVIN_SHELL_LINE, p, (size_t)(nl - p), 0);
 		buf_consume(&os->os_line, (size_t)(nl - p) + (nl < p + len));
@@ -366,9 +366,9 @@ flush_netconf(struct opsess *os)
 	while ((rc = ncframe_next(&os->os_nf, &msg, &len)) == 1) {
 		if (ncframe_op_name(msg, len, op, sizeof(op)) == 0)
 			audit_input(os,
-				    strcmp(op, "hello") == 0 ? "netconf-hello"
-							     : "netconf-rpc",
-				    op);
+			            strcmp(op, "hello") == 0 ? "netconf-hello"
+			                                     : "netconf-rpc",
+			            op);
 		send_to_device(os, DEVIN_NETCONF, msg, len, 0);
 	}
 	return rc;
@@ -417,7 +417,7 @@ op_on_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 	case NCGRPC__OPERATOR__V1__SESSION_INPUT__INPUT_DATA:
 		if (os->os_type == BROKER_NETCONF) {
 			rc = ncframe_feed(&os->os_nf, in->data.data,
-					  in->data.len);
+			                  in->data.len);
 			if (rc == 0)
 				rc = flush_netconf(os);
 		} else
@@ -428,8 +428,7 @@ op_on_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 			rc = -EINVAL;
 			break;
 		}
-		audit_input(os, "signal",
-			    in->signal == 2 ? "SIGINT" : "other");
+		audit_input(os, "signal", in->signal == 2 ? "SIGINT" : "other");
 		send_to_device(os, DEVIN_SIGNAL, NULL, 0, in->signal);
 		break;
 	default:
@@ -447,9 +446,9 @@ op_on_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 		os_end(os, GRPC_STATUS_INVALID_ARGUMENT,
 		       "unexpected SessionInput");
 	else if (os->os_dev != NULL && os->os_op != NULL &&
-		 (grpc_call_queued(os->os_dev) >= GRPC_CALL_HIWAT ||
-		  (ncframe_mode(&os->os_nf) == NCFRAME_UNDECIDED &&
-		   ncframe_pending(&os->os_nf) >= BROKER_MAX_PENDING)))
+	         (grpc_call_queued(os->os_dev) >= GRPC_CALL_HIWAT ||
+	          (ncframe_mode(&os->os_nf) == NCFRAME_UNDECIDED &&
+	           ncframe_pending(&os->os_nf) >= BROKER_MAX_PENDING)))
 		/*
 		 * A device that reads slowly stops the operator; so does a
 		 * device whose hello has not decided the framing yet.  Once
@@ -498,23 +497,22 @@ op_on_end(struct grpc_call *c, int status, const char *msg, void *arg)
 	os->os_op = NULL;
 	if (os->os_state != OS_ENDED) {
 		snprintf(why, sizeof(why), "operator went away (%s%s%s)",
-			 grpc_status_name(status), msg[0] ? ": " : "", msg);
+		         grpc_status_name(status), msg[0] ? ": " : "", msg);
 		os_end(os, GRPC_STATUS_CANCELLED, why);
 	}
 	os_maybe_free(os);
 }
 
 static const struct grpc_call_ops op_ops = {
-	.on_message = op_on_message,
-	.on_half_close = op_on_half_close,
-	.on_writable = op_on_writable,
-	.on_end = op_on_end,
+    .on_message = op_on_message,
+    .on_half_close = op_on_half_close,
+    .on_writable = op_on_writable,
+    .on_end = op_on_end,
 };
 
 void
-relay_open(struct broker *b, struct grpc_call *op,
-		    const char *device_id, enum broker_session_type type,
-		    unsigned wait_ms, uid_t uid)
+relay_open(struct broker *b, struct grpc_call *op, const char *device_id,
+           enum broker_session_type type, unsigned wait_ms, uid_t uid)
 {
 	struct opsess *os;
 	struct device *d;
@@ -522,7 +520,7 @@ relay_open(struct broker *b, struct grpc_call *op,
 
 	if ((os = calloc(1, sizeof(*os))) == NULL) {
 		grpc_call_finish(op, GRPC_STATUS_RESOURCE_EXHAUSTED,
-				 "out of memory", NULL);
+		                 "out of memory", NULL);
 		return;
 	}
 	os->os_b = b;
@@ -543,16 +541,17 @@ relay_open(struct broker *b, struct grpc_call *op,
 	os->os_listed = 1;
 	d = broker_device_find(b, device_id);
 	/* Only a device that may connect is worth the wait. */
-	if (d == NULL && (b->b_reg == NULL || !registry_has(b->b_reg, device_id))) {
+	if (d == NULL &&
+	    (b->b_reg == NULL || !registry_has(b->b_reg, device_id))) {
 		snprintf(msg, sizeof(msg), "device '%s' is not registered",
-			 device_id);
+		         device_id);
 		os_end(os, GRPC_STATUS_NOT_FOUND, msg);
 		return;
 	}
 	if (d != NULL && d->dv_nsessions >= b->b_opts.bo_session_limit) {
 		snprintf(msg, sizeof(msg),
-			 "device '%s' has reached its limit of %u sessions",
-			 device_id, b->b_opts.bo_session_limit);
+		         "device '%s' has reached its limit of %u sessions",
+		         device_id, b->b_opts.bo_session_limit);
 		os_end(os, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
 		return;
 	}
@@ -561,20 +560,19 @@ relay_open(struct broker *b, struct grpc_call *op,
 		return;
 	}
 	uv_timer_start(&os->os_timer, on_os_timeout,
-		       wait_ms != 0 ? wait_ms : b->b_opts.bo_session_wait_ms,
-		       0);
+	               wait_ms != 0 ? wait_ms : b->b_opts.bo_session_wait_ms,
+	               0);
 }
 
 /* Device side: CommandGet, joined to its operator. */
 
 static void
-dev_on_message(struct grpc_call *c, const uint8_t *msg, size_t len,
-	       void *arg)
+dev_on_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 {
 	struct opsess *os = arg;
 	Ncgrpc__Wire__CommandGetRequest *req;
 	Ncgrpc__Operator__V1__SessionOutput out =
-		NCGRPC__OPERATOR__V1__SESSION_OUTPUT__INIT;
+	    NCGRPC__OPERATOR__V1__SESSION_OUTPUT__INIT;
 
 	req = ncgrpc__wire__command_get_request__unpack(NULL, len, msg);
 	if (req == NULL) {
@@ -586,11 +584,11 @@ dev_on_message(struct grpc_call *c, const uint8_t *msg, size_t len,
 	os->os_from_dev += req->message.len;
 	if (os->os_type == BROKER_NETCONF) {
 		ncframe_observe_device(&os->os_nf, req->message.data,
-				       req->message.len);
+		                       req->message.len);
 		/* The framing may have just been decided. */
 		if (flush_netconf(os) < 0) {
 			ncgrpc__wire__command_get_request__free_unpacked(req,
-									 NULL);
+			                                                 NULL);
 			os_end(os, GRPC_STATUS_INVALID_ARGUMENT,
 			       "malformed NETCONF framing from the operator");
 			os_release(os);
@@ -651,17 +649,17 @@ dev_on_end(struct grpc_call *c, int status, const char *msg, void *arg)
 	os->os_dev = NULL;
 	if (os->os_state != OS_ENDED) {
 		snprintf(why, sizeof(why), "device connection lost (%s%s%s)",
-			 grpc_status_name(status), msg[0] ? ": " : "", msg);
+		         grpc_status_name(status), msg[0] ? ": " : "", msg);
 		os_end(os, GRPC_STATUS_UNAVAILABLE, why);
 	}
 	os_maybe_free(os);
 }
 
 static const struct grpc_call_ops dev_ops = {
-	.on_message = dev_on_message,
-	.on_half_close = dev_on_half_close,
-	.on_writable = dev_on_writable,
-	.on_end = dev_on_end,
+    .on_message = dev_on_message,
+    .on_half_close = dev_on_half_close,
+    .on_writable = dev_on_writable,
+    .on_end = dev_on_end,
 };
 
 void
@@ -670,19 +668,19 @@ relay_commandget(struct grpc_call *c, void *arg)
 	struct broker *b = arg;
 	struct grpc_conn *conn = grpc_call_conn(c);
 	Ncgrpc__Operator__V1__SessionOutput out =
-		NCGRPC__OPERATOR__V1__SESSION_OUTPUT__INIT;
+	    NCGRPC__OPERATOR__V1__SESSION_OUTPUT__INIT;
 	Ncgrpc__Operator__V1__SessionStarted st =
-		NCGRPC__OPERATOR__V1__SESSION_STARTED__INIT;
+	    NCGRPC__OPERATOR__V1__SESSION_STARTED__INIT;
 	struct opsess *os;
 	char id[24], uid[24];
 
 	TAILQ_FOREACH(os, &b->b_granted, os_entry)
-		if (os->os_devconn == conn)
-			break;
+	if (os->os_devconn == conn)
+		break;
 	if (os == NULL) {
 		grpc_call_finish(c, GRPC_STATUS_FAILED_PRECONDITION,
-				 "no session was requested on this connection",
-				 NULL);
+		                 "no session was requested on this connection",
+		                 NULL);
 		return;
 	}
 	os_unlist(os);
@@ -694,14 +692,15 @@ relay_commandget(struct grpc_call *c, void *arg)
 	snprintf(id, sizeof(id), "%" PRIu64, os->os_id);
 	snprintf(uid, sizeof(uid), "%ld", (long)os->os_uid);
 	log_info("session %s (%s) on \"%s\" started for uid %s", id,
-		 os_type_name(os), os->os_device, uid);
+	         os_type_name(os), os->os_device, uid);
 	audit_event("session-start", "session", id, "operator-uid", uid,
-		    "device", os->os_device, "type", os_type_name(os), "peer",
-		    os->os_peer, NULL);
+	            "device", os->os_device, "type", os_type_name(os), "peer",
+	            os->os_peer, NULL);
 	os_hold(os);
 	st.device_id = os->os_device;
-	st.type = os->os_type == BROKER_SHELL ? NCGRPC__OPERATOR__V1__SESSION_TYPE__SHELL
-					      : NCGRPC__OPERATOR__V1__SESSION_TYPE__NETCONF;
+	st.type = os->os_type == BROKER_SHELL
+	              ? NCGRPC__OPERATOR__V1__SESSION_TYPE__SHELL
+	              : NCGRPC__OPERATOR__V1__SESSION_TYPE__NETCONF;
 	st.peer = os->os_peer;
 	st.session_id = os->os_id;
 	out.output_case = NCGRPC__OPERATOR__V1__SESSION_OUTPUT__OUTPUT_STARTED;

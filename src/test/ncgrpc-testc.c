@@ -24,11 +24,18 @@
 #include "peerutil.h"
 #include "tls.h"
 
-#define SVC "/jnx.jet.netconf.Ncgrpc/"
+#define SVC          "/jnx.jet.netconf.Ncgrpc/"
 #define BENCH_WINDOW 16
 
-enum cmd { CMD_STATUS, CMD_INIT, CMD_ECHO, CMD_CANCEL_INIT, CMD_SEND_STATUS,
-	   CMD_BENCH_STREAM, CMD_BENCH_UNARY };
+enum cmd {
+	CMD_STATUS,
+	CMD_INIT,
+	CMD_ECHO,
+	CMD_CANCEL_INIT,
+	CMD_SEND_STATUS,
+	CMD_BENCH_STREAM,
+	CMD_BENCH_UNARY
+};
 
 static struct {
 	uv_loop_t *loop;
@@ -107,27 +114,26 @@ elapsed_s(void)
 static void start_unary(void);
 
 static void
-unary_on_message(struct grpc_call *c, const uint8_t *msg, size_t len,
-		 void *arg)
+unary_on_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 {
 	(void)c;
 	(void)arg;
 	if (tc.cmd == CMD_STATUS || tc.cmd == CMD_BENCH_UNARY) {
 		Jnx__Jet__Netconf__NcgrpcServerStatusGetResponse *r =
-			jnx__jet__netconf__ncgrpc_server_status_get_response__unpack(
-				NULL, len, msg);
+		    jnx__jet__netconf__ncgrpc_server_status_get_response__unpack(
+		        NULL, len, msg);
 
 		if (r == NULL)
 			return;
-		tc.got_response = r->status ==
-				  JNX__JET__NETCONF__STATUS_RESPONSE__SUCCESS;
+		tc.got_response =
+		    r->status == JNX__JET__NETCONF__STATUS_RESPONSE__SUCCESS;
 		jnx__jet__netconf__ncgrpc_server_status_get_response__free_unpacked(
-			r, NULL);
+		    r, NULL);
 		return;
 	}
 	Jnx__Jet__Netconf__NcgrpcInitializeResponse *r =
-		jnx__jet__netconf__ncgrpc_initialize_response__unpack(NULL, len,
-								    msg);
+	    jnx__jet__netconf__ncgrpc_initialize_response__unpack(NULL, len,
+	                                                          msg);
 	if (r == NULL)
 		return;
 	tc.got_response = 1;
@@ -163,9 +169,9 @@ unary_on_end(struct grpc_call *c, int status, const char *message, void *arg)
 		break;
 	case CMD_INIT:
 		peer_say("session_type %s",
-		    tc.session_type == JNX__JET__NETCONF__SESSION_TYPE__CSH
-			    ? "CSH"
-			    : "NETCONF");
+		         tc.session_type == JNX__JET__NETCONF__SESSION_TYPE__CSH
+		             ? "CSH"
+		             : "NETCONF");
 		print_md("trailer", grpc_call_trailers(c));
 		finish(0);
 		break;
@@ -177,8 +183,8 @@ unary_on_end(struct grpc_call *c, int status, const char *message, void *arg)
 			break;
 		}
 		peer_say("bench-unary calls=%llu seconds=%.3f calls_per_s=%.1f",
-		    tc.received, elapsed_s(),
-		    (double)tc.received / elapsed_s());
+		         tc.received, elapsed_s(),
+		         (double)tc.received / elapsed_s());
 		finish(0);
 		break;
 	default:
@@ -187,8 +193,8 @@ unary_on_end(struct grpc_call *c, int status, const char *message, void *arg)
 }
 
 static const struct grpc_call_ops unary_ops = {
-	.on_message = unary_on_message,
-	.on_end = unary_on_end,
+    .on_message = unary_on_message,
+    .on_end = unary_on_end,
 };
 
 static void
@@ -203,9 +209,9 @@ static void
 start_unary(void)
 {
 	Jnx__Jet__Netconf__NcgrpcServerStatusGetRequest sreq =
-		JNX__JET__NETCONF__NCGRPC_SERVER_STATUS_GET_REQUEST__INIT;
+	    JNX__JET__NETCONF__NCGRPC_SERVER_STATUS_GET_REQUEST__INIT;
 	Jnx__Jet__Netconf__NcgrpcInitializeRequest ireq =
-		JNX__JET__NETCONF__NCGRPC_INITIALIZE_REQUEST__INIT;
+	    JNX__JET__NETCONF__NCGRPC_INITIALIZE_REQUEST__INIT;
 	const ProtobufCMessage *m;
 	const char *path;
 	int rc;
@@ -226,7 +232,7 @@ start_unary(void)
 		m = &ireq.base;
 	}
 	rc = grpc_call_start(tc.conn, path, NULL, tc.deadline_ms, &unary_ops,
-			     NULL, &tc.call);
+	                     NULL, &tc.call);
 	if (rc != 0) {
 		peer_say("error: start call: %s", ncg_strerror(rc));
 		finish(1);
@@ -258,7 +264,7 @@ static int
 send_echo(unsigned long long i)
 {
 	Ncgrpc__Wire__CommandGetRequest req =
-		NCGRPC__WIRE__COMMAND_GET_REQUEST__INIT;
+	    NCGRPC__WIRE__COMMAND_GET_REQUEST__INIT;
 
 	fill_payload(i);
 	req.message.data = tc.payload;
@@ -284,8 +290,8 @@ pump_sends(struct grpc_call *c)
 		if ((rc = send_echo(tc.sent)) != 0) {
 			if (rc == -EMSGSIZE)
 				report_status(GRPC_STATUS_RESOURCE_EXHAUSTED,
-					      "message larger than the "
-					      "maximum message size");
+				              "message larger than the "
+				              "maximum message size");
 			else
 				peer_say("error: send: %s", ncg_strerror(rc));
 			grpc_call_cancel(c);
@@ -299,7 +305,7 @@ pump_sends(struct grpc_call *c)
 
 static void
 stream_on_message(struct grpc_call *c, const uint8_t *msg, size_t len,
-		  void *arg)
+                  void *arg)
 {
 	Ncgrpc__Wire__CommandGetResponse *r;
 	const ProtobufCBinaryData *d;
@@ -312,17 +318,17 @@ stream_on_message(struct grpc_call *c, const uint8_t *msg, size_t len,
 		return;
 	}
 	d = r->command_case ==
-			    NCGRPC__WIRE__COMMAND_GET_RESPONSE__COMMAND_CSH_COMMAND
-		    ? &r->csh_command
-		    : &r->netconf_command;
+	            NCGRPC__WIRE__COMMAND_GET_RESPONSE__COMMAND_CSH_COMMAND
+	        ? &r->csh_command
+	        : &r->netconf_command;
 	if (tc.cmd != CMD_BENCH_STREAM) {
 		/* Check the echo against what message number "received" was. */
 		fill_payload(tc.received);
 		if (d->len != tc.size || memcmp(d->data, tc.payload, d->len)) {
 			peer_say("error: echo %llu differs (%zu bytes)",
-			    tc.received, d->len);
+			         tc.received, d->len);
 			ncgrpc__wire__command_get_response__free_unpacked(r,
-									  NULL);
+			                                                  NULL);
 			grpc_call_cancel(c);
 			return;
 		}
@@ -341,8 +347,7 @@ stream_on_writable(struct grpc_call *c, void *arg)
 }
 
 static void
-stream_on_end(struct grpc_call *c, int status, const char *message,
-	      void *arg)
+stream_on_end(struct grpc_call *c, int status, const char *message, void *arg)
 {
 	(void)arg;
 	tc.call = NULL;
@@ -355,15 +360,15 @@ stream_on_end(struct grpc_call *c, int status, const char *message,
 		double s = elapsed_s();
 
 		peer_say("bench-stream messages=%llu bytes=%llu seconds=%.3f "
-		    "mib_per_s=%.1f",
-		    tc.received, tc.bytes, s,
-		    (double)tc.bytes / (1024.0 * 1024.0) / s);
+		         "mib_per_s=%.1f",
+		         tc.received, tc.bytes, s,
+		         (double)tc.bytes / (1024.0 * 1024.0) / s);
 		finish(0);
 		return;
 	}
 	if (tc.received != tc.count) {
 		peer_say("error: %llu of %llu echoes arrived", tc.received,
-		    tc.count);
+		         tc.count);
 		finish(1);
 		return;
 	}
@@ -374,21 +379,21 @@ stream_on_end(struct grpc_call *c, int status, const char *message,
 }
 
 static const struct grpc_call_ops stream_ops = {
-	.on_message = stream_on_message,
-	.on_writable = stream_on_writable,
-	.on_end = stream_on_end,
+    .on_message = stream_on_message,
+    .on_writable = stream_on_writable,
+    .on_end = stream_on_end,
 };
 
 static void
 start_stream(void)
 {
 	Ncgrpc__Wire__CommandGetRequest req =
-		NCGRPC__WIRE__COMMAND_GET_REQUEST__INIT;
+	    NCGRPC__WIRE__COMMAND_GET_REQUEST__INIT;
 	char text[600];
 	int rc, n;
 
 	rc = grpc_call_start(tc.conn, SVC "NcgrpcCommandGet", &tc.md,
-			     tc.deadline_ms, &stream_ops, NULL, &tc.call);
+	                     tc.deadline_ms, &stream_ops, NULL, &tc.call);
 	if (rc != 0) {
 		peer_say("error: start call: %s", ncg_strerror(rc));
 		finish(1);
@@ -397,7 +402,7 @@ start_stream(void)
 	tc.t_start = uv_now(tc.loop);
 	if (tc.cmd == CMD_SEND_STATUS) {
 		n = snprintf(text, sizeof(text), "status:%llu %s",
-			     tc.status_code, tc.status_text);
+		             tc.status_code, tc.status_text);
 		req.message.data = (uint8_t *)text;
 		req.message.len = (size_t)n;
 		send_packed(tc.call, &req.base);
@@ -452,22 +457,22 @@ on_closed(struct grpc_conn *conn, int err, const char *reason, void *arg)
 }
 
 static const struct grpc_conn_ops conn_ops = {
-	.on_ready = on_ready,
-	.on_closed = on_closed,
+    .on_ready = on_ready,
+    .on_closed = on_closed,
 };
 
 static noreturn void
 usage(int code)
 {
 	fprintf(code == 0 ? stdout : stderr,
-		"usage: ncgrpc-testc --connect HOST:PORT --ca FILE [options] "
-		"COMMAND [ARGS]\n"
-		"options: --device-id ID --secret S --deadline MS "
-		"--metadata K=V --max-message BYTES\n"
-		"commands: status | initialize | echo COUNT SIZE |\n"
-		"          cancel-initialize MS | send-status CODE TEXT |\n"
-		"          bench-stream SECONDS SIZE | bench-unary SECONDS\n"
-		"see docs/internals/testtools.md\n");
+	        "usage: ncgrpc-testc --connect HOST:PORT --ca FILE [options] "
+	        "COMMAND [ARGS]\n"
+	        "options: --device-id ID --secret S --deadline MS "
+	        "--metadata K=V --max-message BYTES\n"
+	        "commands: status | initialize | echo COUNT SIZE |\n"
+	        "          cancel-initialize MS | send-status CODE TEXT |\n"
+	        "          bench-stream SECONDS SIZE | bench-unary SECONDS\n"
+	        "see docs/internals/testtools.md\n");
 	exit(code);
 }
 
@@ -520,15 +525,15 @@ int
 main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"connect", required_argument, NULL, 'c'},
-		{"ca", required_argument, NULL, 'a'},
-		{"device-id", required_argument, NULL, 'i'},
-		{"secret", required_argument, NULL, 's'},
-		{"deadline", required_argument, NULL, 'D'},
-		{"metadata", required_argument, NULL, 'M'},
-		{"max-message", required_argument, NULL, 'm'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	    {"connect", required_argument, NULL, 'c'},
+	    {"ca", required_argument, NULL, 'a'},
+	    {"device-id", required_argument, NULL, 'i'},
+	    {"secret", required_argument, NULL, 's'},
+	    {"deadline", required_argument, NULL, 'D'},
+	    {"metadata", required_argument, NULL, 'M'},
+	    {"max-message", required_argument, NULL, 'm'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	const char *connect = NULL, *ca = NULL;
 	struct grpc_opts opts = {0};
@@ -566,12 +571,12 @@ main(int argc, char **argv)
 			if (grpc_meta_key_is_bin(optarg, strlen(optarg))) {
 				/* -bin values are given in base64. */
 				if (grpc_base64_decode(eq, strlen(eq), &bin,
-						       &binlen) != 0 ||
+				                       &binlen) != 0 ||
 				    grpc_md_add(&tc.md, optarg, bin, binlen))
 					usage(64);
 				free(bin);
 			} else if (grpc_md_add(&tc.md, optarg, eq,
-					       strlen(eq)) != 0)
+			                       strlen(eq)) != 0)
 				usage(64);
 			break;
 		}
@@ -599,8 +604,8 @@ main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	tc.loop = uv_default_loop();
 	uv_timer_init(tc.loop, &tc.timer);
-	rc = grpc_conn_connect(tc.loop, host, port, ctx, &opts, &conn_ops,
-			       NULL, &tc.conn);
+	rc = grpc_conn_connect(tc.loop, host, port, ctx, &opts, &conn_ops, NULL,
+	                       &tc.conn);
 	tls_ctx_free(ctx);
 	if (rc != 0) {
 		peer_say("error: connect: %s", ncg_strerror(rc));

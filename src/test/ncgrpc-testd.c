@@ -49,19 +49,18 @@ struct unary {
 };
 
 static void
-unary_on_message(struct grpc_call *c, const uint8_t *msg, size_t len,
-		 void *arg)
+unary_on_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 {
 	struct unary *u = arg;
 
 	if (u->u_got++) {
 		grpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT,
-				 "more than one request message", NULL);
+		                 "more than one request message", NULL);
 		return;
 	}
 	if ((u->u_req = malloc(len + 1)) == NULL) {
 		grpc_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
-				 "out of memory", NULL);
+		                 "out of memory", NULL);
 		return;
 	}
 	memcpy(u->u_req, msg, len);
@@ -98,7 +97,7 @@ reply(struct grpc_call *c, const ProtobufCMessage *m,
 {
 	if (grpc_call_send_pb(c, m) != 0) {
 		grpc_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
-				 "out of memory", NULL);
+		                 "out of memory", NULL);
 		return;
 	}
 	grpc_call_finish(c, GRPC_STATUS_OK, NULL, trailers);
@@ -110,26 +109,26 @@ status_on_half_close(struct grpc_call *c, void *arg)
 	struct unary *u = arg;
 	Jnx__Jet__Netconf__NcgrpcServerStatusGetRequest *req;
 	Jnx__Jet__Netconf__NcgrpcServerStatusGetResponse resp =
-		JNX__JET__NETCONF__NCGRPC_SERVER_STATUS_GET_RESPONSE__INIT;
+	    JNX__JET__NETCONF__NCGRPC_SERVER_STATUS_GET_RESPONSE__INIT;
 
 	req = jnx__jet__netconf__ncgrpc_server_status_get_request__unpack(
-		NULL, u->u_len, u->u_req);
+	    NULL, u->u_len, u->u_req);
 	if (req == NULL) {
 		grpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT,
-				 "malformed request", NULL);
+		                 "malformed request", NULL);
 		return;
 	}
-	jnx__jet__netconf__ncgrpc_server_status_get_request__free_unpacked(req,
-									  NULL);
+	jnx__jet__netconf__ncgrpc_server_status_get_request__free_unpacked(
+	    req, NULL);
 	peer_say("status");
 	resp.status = JNX__JET__NETCONF__STATUS_RESPONSE__SUCCESS;
 	reply(c, &resp.base, NULL);
 }
 
 static const struct grpc_call_ops status_ops = {
-	.on_message = unary_on_message,
-	.on_half_close = status_on_half_close,
-	.on_end = unary_on_end,
+    .on_message = unary_on_message,
+    .on_half_close = status_on_half_close,
+    .on_end = unary_on_end,
 };
 
 static void
@@ -137,12 +136,13 @@ init_release(uv_timer_t *t)
 {
 	struct unary *u = t->data;
 	Jnx__Jet__Netconf__NcgrpcInitializeResponse resp =
-		JNX__JET__NETCONF__NCGRPC_INITIALIZE_RESPONSE__INIT;
+	    JNX__JET__NETCONF__NCGRPC_INITIALIZE_RESPONSE__INIT;
 	struct grpc_mdlist tr = {0};
 	const char *type = testd.csh ? "csh" : "netconf";
 
-	resp.session_type = testd.csh ? JNX__JET__NETCONF__SESSION_TYPE__CSH
-				      : JNX__JET__NETCONF__SESSION_TYPE__NETCONF;
+	resp.session_type = testd.csh
+	                        ? JNX__JET__NETCONF__SESSION_TYPE__CSH
+	                        : JNX__JET__NETCONF__SESSION_TYPE__NETCONF;
 	grpc_md_add(&tr, "conn_type", type, strlen(type));
 	u->u_released = 1;
 	peer_say("initialize-released device=%s", u->u_device);
@@ -159,10 +159,10 @@ init_on_half_close(struct grpc_call *c, void *arg)
 	char msg[200];
 
 	req = jnx__jet__netconf__ncgrpc_initialize_request__unpack(
-		NULL, u->u_len, u->u_req);
+	    NULL, u->u_len, u->u_req);
 	if (req == NULL) {
 		grpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT,
-				 "malformed request", NULL);
+		                 "malformed request", NULL);
 		return;
 	}
 	snprintf(u->u_device, sizeof(u->u_device), "%s", req->device_id);
@@ -172,14 +172,14 @@ init_on_half_close(struct grpc_call *c, void *arg)
 	    CRYPTO_memcmp(req->secret_key, testd.secret, slen) != 0) {
 		peer_say("initialize-rejected device=%s", u->u_device);
 		snprintf(msg, sizeof(msg), "invalid secret for device '%s'",
-			 u->u_device);
+		         u->u_device);
 		jnx__jet__netconf__ncgrpc_initialize_request__free_unpacked(
-			req, NULL);
+		    req, NULL);
 		grpc_call_finish(c, GRPC_STATUS_UNAUTHENTICATED, msg, NULL);
 		return;
 	}
 	peer_say("initialize device=%s instance=%llu", u->u_device,
-	     (unsigned long long)req->instance_id);
+	         (unsigned long long)req->instance_id);
 	jnx__jet__netconf__ncgrpc_initialize_request__free_unpacked(req, NULL);
 	u->u_accepted = 1;
 	uv_timer_init(testd.loop, &u->u_timer);
@@ -199,9 +199,9 @@ init_on_end(struct grpc_call *c, int status, const char *msg, void *arg)
 }
 
 static const struct grpc_call_ops init_ops = {
-	.on_message = unary_on_message,
-	.on_half_close = init_on_half_close,
-	.on_end = init_on_end,
+    .on_message = unary_on_message,
+    .on_half_close = init_on_half_close,
+    .on_end = init_on_end,
 };
 
 static void
@@ -211,7 +211,7 @@ start_unary(struct grpc_call *c, const struct grpc_call_ops *ops)
 
 	if (u == NULL) {
 		grpc_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
-				 "out of memory", NULL);
+		                 "out of memory", NULL);
 		return;
 	}
 	u->u_call = c;
@@ -251,20 +251,19 @@ append_kv(const char *kv, void *arg)
 }
 
 static void
-echo_on_message(struct grpc_call *c, const uint8_t *msg, size_t len,
-		void *arg)
+echo_on_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 {
 	struct echo *e = arg;
 	Ncgrpc__Wire__CommandGetRequest *req;
 	Ncgrpc__Wire__CommandGetResponse resp =
-		NCGRPC__WIRE__COMMAND_GET_RESPONSE__INIT;
+	    NCGRPC__WIRE__COMMAND_GET_RESPONSE__INIT;
 	uint8_t *out;
 	size_t n;
 
 	req = ncgrpc__wire__command_get_request__unpack(NULL, len, msg);
 	if (req == NULL) {
 		grpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT,
-				 "malformed CommandGet request", NULL);
+		                 "malformed CommandGet request", NULL);
 		return;
 	}
 	e->e_count++;
@@ -290,11 +289,11 @@ echo_on_message(struct grpc_call *c, const uint8_t *msg, size_t len,
 	}
 	if (testd.csh) {
 		resp.command_case =
-			NCGRPC__WIRE__COMMAND_GET_RESPONSE__COMMAND_CSH_COMMAND;
+		    NCGRPC__WIRE__COMMAND_GET_RESPONSE__COMMAND_CSH_COMMAND;
 		resp.csh_command = req->message;
 	} else {
 		resp.command_case =
-			NCGRPC__WIRE__COMMAND_GET_RESPONSE__COMMAND_NETCONF_COMMAND;
+		    NCGRPC__WIRE__COMMAND_GET_RESPONSE__COMMAND_NETCONF_COMMAND;
 		resp.netconf_command = req->message;
 	}
 	n = ncgrpc__wire__command_get_response__get_packed_size(&resp);
@@ -302,7 +301,7 @@ echo_on_message(struct grpc_call *c, const uint8_t *msg, size_t len,
 		ncgrpc__wire__command_get_response__pack(&resp, out);
 		if (grpc_call_send(c, out, n) != 0)
 			grpc_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
-					 "echo too large", NULL);
+			                 "echo too large", NULL);
 		free(out);
 	}
 	ncgrpc__wire__command_get_request__free_unpacked(req, NULL);
@@ -327,7 +326,8 @@ echo_on_half_close(struct grpc_call *c, void *arg)
 
 	snprintf(n, sizeof(n), "%llu", e->e_count);
 	grpc_md_add(&tr, "x-echo-count", n, strlen(n));
-	peer_say("commandget-end count=%llu bytes=%llu", e->e_count, e->e_bytes);
+	peer_say("commandget-end count=%llu bytes=%llu", e->e_count,
+	         e->e_bytes);
 	grpc_call_finish(c, GRPC_STATUS_OK, NULL, &tr);
 	grpc_md_free(&tr);
 }
@@ -345,10 +345,10 @@ echo_on_end(struct grpc_call *c, int status, const char *msg, void *arg)
 }
 
 static const struct grpc_call_ops echo_ops = {
-	.on_message = echo_on_message,
-	.on_half_close = echo_on_half_close,
-	.on_writable = echo_on_writable,
-	.on_end = echo_on_end,
+    .on_message = echo_on_message,
+    .on_half_close = echo_on_half_close,
+    .on_writable = echo_on_writable,
+    .on_end = echo_on_end,
 };
 
 static void
@@ -360,7 +360,7 @@ handle_commandget(struct grpc_call *c, void *arg)
 	(void)arg;
 	if ((e = calloc(1, sizeof(*e))) == NULL) {
 		grpc_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
-				 "out of memory", NULL);
+		                 "out of memory", NULL);
 		return;
 	}
 	line[0] = '\0';
@@ -395,25 +395,26 @@ on_conn_closed(struct grpc_conn *conn, int err, const char *reason, void *arg)
 	(void)arg;
 	if (err != 0)
 		log_info("connection from %s closed: %s", grpc_conn_peer(conn),
-			 reason);
+		         reason);
 }
 
 static const struct grpc_server_ops server_ops = {
-	.on_conn_closed = on_conn_closed,
+    .on_conn_closed = on_conn_closed,
 };
 
 static noreturn void
 usage(int code)
 {
-	fprintf(code == 0 ? stdout : stderr,
-		"usage: ncgrpc-testd --listen HOST:PORT --cert FILE --key FILE\n"
-		"                    [--secret S] [--release-after MS]\n"
-		"                    [--session-type netconf|csh] "
-		"[--max-message BYTES] [-d]\n"
-		"\n"
-		"A minimal jnx.jet.netconf.Ncgrpc server for tests and "
-		"benchmarks;\n"
-		"see docs/internals/testtools.md.\n");
+	fprintf(
+	    code == 0 ? stdout : stderr,
+	    "usage: ncgrpc-testd --listen HOST:PORT --cert FILE --key FILE\n"
+	    "                    [--secret S] [--release-after MS]\n"
+	    "                    [--session-type netconf|csh] "
+	    "[--max-message BYTES] [-d]\n"
+	    "\n"
+	    "A minimal jnx.jet.netconf.Ncgrpc server for tests and "
+	    "benchmarks;\n"
+	    "see docs/internals/testtools.md.\n");
 	exit(code);
 }
 
@@ -421,15 +422,15 @@ int
 main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"listen", required_argument, NULL, 'l'},
-		{"cert", required_argument, NULL, 'c'},
-		{"key", required_argument, NULL, 'k'},
-		{"secret", required_argument, NULL, 's'},
-		{"release-after", required_argument, NULL, 'r'},
-		{"session-type", required_argument, NULL, 't'},
-		{"max-message", required_argument, NULL, 'm'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	    {"listen", required_argument, NULL, 'l'},
+	    {"cert", required_argument, NULL, 'c'},
+	    {"key", required_argument, NULL, 'k'},
+	    {"secret", required_argument, NULL, 's'},
+	    {"release-after", required_argument, NULL, 'r'},
+	    {"session-type", required_argument, NULL, 't'},
+	    {"max-message", required_argument, NULL, 'm'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	const char *listen = NULL, *cert = NULL, *key = NULL;
 	struct grpc_opts opts = {0};
@@ -488,15 +489,15 @@ main(int argc, char **argv)
 
 	signal(SIGPIPE, SIG_IGN);
 	testd.loop = uv_default_loop();
-	if (grpc_server_new(testd.loop, &opts, &server_ops, NULL,
-			    &testd.srv) != 0)
+	if (grpc_server_new(testd.loop, &opts, &server_ops, NULL, &testd.srv) !=
+	    0)
 		fatalx("out of memory");
 	if (grpc_server_add_method(testd.srv, SVC "NcgrpcServerStatusGet",
-				   handle_status, NULL) != 0 ||
+	                           handle_status, NULL) != 0 ||
 	    grpc_server_add_method(testd.srv, SVC "NcgrpcInitialize",
-				   handle_initialize, NULL) != 0 ||
+	                           handle_initialize, NULL) != 0 ||
 	    grpc_server_add_method(testd.srv, SVC "NcgrpcCommandGet",
-				   handle_commandget, NULL) != 0)
+	                           handle_commandget, NULL) != 0)
 		fatalx("out of memory");
 	if ((rc = grpc_server_listen(testd.srv, host, port, ctx)) != 0)
 		fatalx("listen on \"%s\": %s", listen, uv_strerror(rc));
@@ -505,7 +506,8 @@ main(int argc, char **argv)
 	uv_signal_start(&testd.sigint, on_signal, SIGINT);
 	uv_signal_start(&testd.sigterm, on_signal, SIGTERM);
 	if (strchr(host, ':') != NULL)
-		peer_say("listening [%s]:%u", host, grpc_server_port(testd.srv));
+		peer_say("listening [%s]:%u", host,
+		         grpc_server_port(testd.srv));
 	else
 		peer_say("listening %s:%u", host, grpc_server_port(testd.srv));
 	uv_run(testd.loop, UV_RUN_DEFAULT);
@@ -513,6 +515,6 @@ main(int argc, char **argv)
 	rc = uv_loop_close(testd.loop);
 	if (rc != 0)
 		log_warnx("event loop closed with handles open: %s",
-			  uv_strerror(rc));
+		          uv_strerror(rc));
 	return rc == 0 ? 0 : 1;
 }

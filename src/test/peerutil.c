@@ -27,7 +27,7 @@ md_cmp(const void *a, const void *b)
 
 void
 peer_md_each(const struct grpc_mdlist *ml,
-	     void (*fn)(const char *kv, void *arg), void *arg)
+             void (*fn)(const char *kv, void *arg), void *arg)
 {
 	struct grpc_md *sorted;
 	size_t i;

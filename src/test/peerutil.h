@@ -15,6 +15,6 @@ void peer_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * values in base64.  The string is valid during the call.
  */
 void peer_md_each(const struct grpc_mdlist *ml,
-		  void (*fn)(const char *kv, void *arg), void *arg);
+                  void (*fn)(const char *kv, void *arg), void *arg);
 
 #endif

@@ -16,7 +16,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	memset(err, 'x', sizeof(err));
 	if (conf_parse_string("fuzz.conf", (const char *)data, size, &cf, err,
-			      sizeof(err)) != 0) {
+	                      sizeof(err)) != 0) {
 		FUZZ_CHECK(memchr(err, '\0', sizeof(err)) != NULL);
 		return 0;
 	}

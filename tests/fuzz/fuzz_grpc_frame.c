@@ -16,7 +16,7 @@
 #include "grpc_frame.h"
 
 static const size_t fz_limits[] = {
-	0, 1, 5, 64, 1024, 65536, GRPC_DEFAULT_MAX_MESSAGE,
+    0, 1, 5, 64, 1024, 65536, GRPC_DEFAULT_MAX_MESSAGE,
 };
 
 int
@@ -42,10 +42,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		n = size - off < chunk ? size - off : chunk;
 		got = grpc_deframer_feed(&d, data + off, n);
 		if (got < 0) {
-			FUZZ_CHECK(got == -EMSGSIZE || got == -EPROTONOSUPPORT ||
-				   got == -EPROTO || got == -ENOMEM);
+			FUZZ_CHECK(got == -EMSGSIZE ||
+			           got == -EPROTONOSUPPORT || got == -EPROTO ||
+			           got == -ENOMEM);
 			/* Sticky. */
-			FUZZ_CHECK(grpc_deframer_feed(&d, data + off, n) == got);
+			FUZZ_CHECK(grpc_deframer_feed(&d, data + off, n) ==
+			           got);
 			error = 1;
 			break;
 		}
@@ -58,11 +60,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			FUZZ_CHECK(pos + GRPC_FRAME_HDR_LEN + len <= off);
 			FUZZ_CHECK(h[0] == 0);
 			FUZZ_CHECK(((size_t)h[1] << 24 | (size_t)h[2] << 16 |
-				    (size_t)h[3] << 8 | h[4]) == len);
+			            (size_t)h[3] << 8 | h[4]) == len);
 			FUZZ_CHECK(len <= max);
 			FUZZ_CHECK(msg != NULL);
 			FUZZ_CHECK(len == 0 ||
-				   memcmp(msg, h + GRPC_FRAME_HDR_LEN, len) == 0);
+			           memcmp(msg, h + GRPC_FRAME_HDR_LEN, len) ==
+			               0);
 			pos += GRPC_FRAME_HDR_LEN + len;
 			free(msg);
 			FUZZ_CHECK(!grpc_deframer_take(&d, &msg, &len));

@@ -61,11 +61,11 @@ check_base64(const uint8_t *data, size_t size)
 		FUZZ_CHECK(declen <= size / 4 * 3 + 2);
 		if (grpc_base64_encode(dec, declen, &enc) == 0) {
 			n = strlen(enc);
-			FUZZ_CHECK(grpc_base64_decode(enc, n, &again,
-						      &againlen) == 0);
+			FUZZ_CHECK(
+			    grpc_base64_decode(enc, n, &again, &againlen) == 0);
 			FUZZ_CHECK(againlen == declen);
 			FUZZ_CHECK(declen == 0 ||
-				   memcmp(again, dec, declen) == 0);
+			           memcmp(again, dec, declen) == 0);
 			free(again);
 			free(enc);
 		}
@@ -73,11 +73,11 @@ check_base64(const uint8_t *data, size_t size)
 	}
 	/* The registry's strict decoder, into a short fixed buffer. */
 	(void)base64_decode((const char *)data, size, small, sizeof(small), &n,
-			    BASE64_STRICT);
+	                    BASE64_STRICT);
 	/* Any bytes encode, in both alphabets, and decode back. */
 	if (grpc_base64_encode(data, size, &enc) == 0) {
 		FUZZ_CHECK(grpc_base64_decode(enc, strlen(enc), &again,
-					      &againlen) == 0);
+		                              &againlen) == 0);
 		FUZZ_CHECK(againlen == size);
 		FUZZ_CHECK(size == 0 || memcmp(again, data, size) == 0);
 		free(again);

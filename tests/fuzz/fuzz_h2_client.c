@@ -6,7 +6,8 @@
  * The client behaves like ncgrpc-agent: once connected it starts a unary
  * call (with metadata, "-bin" included, and a deadline far away) and a
  * bidirectional stream, which sends an empty and a 4 KiB message, answers
- * each message it receives and half-closes after an odd-sized one.  Their stream ids are 1 and 3.
+ * each message it receives and half-closes after an odd-sized one.  Their
+ * stream ids are 1 and 3.
  *
  * Input: one control byte, then the server's byte stream (its SETTINGS
  * first).  Control bits 0-1 choose how the connection ends: 0, closed at
@@ -27,7 +28,7 @@
 
 static uv_loop_t fz_loop;
 static struct grpc_conn *fz_conn; /* NULL once closed */
-static int fz_calls;		  /* calls started and not yet ended */
+static int fz_calls;              /* calls started and not yet ended */
 
 static void
 touch_md(const struct grpc_mdlist *ml)
@@ -72,9 +73,9 @@ on_end(struct grpc_call *c, int status, const char *message, void *arg)
 }
 
 static const struct grpc_call_ops call_ops = {
-	.on_headers = on_headers,
-	.on_message = on_message,
-	.on_end = on_end,
+    .on_headers = on_headers,
+    .on_message = on_message,
+    .on_end = on_end,
 };
 
 static void
@@ -88,14 +89,14 @@ start_calls(struct grpc_conn *conn)
 	(void)grpc_md_add(&md, "client-id", "r1", 2);
 	(void)grpc_md_add(&md, "x-trace-bin", bin, sizeof(bin));
 	if (grpc_call_start(conn, FZ_PREFIX "NcgrpcInitialize", &md,
-			    3600 * 1000, &call_ops, NULL, &c) == 0) {
+	                    3600 * 1000, &call_ops, NULL, &c) == 0) {
 		fz_calls++;
 		(void)grpc_call_send(c, req, sizeof(req));
 		(void)grpc_call_close_send(c);
 	}
 	grpc_md_free(&md);
 	if (grpc_call_start(conn, FZ_PREFIX "NcgrpcCommandGet", NULL, 0,
-			    &call_ops, NULL, &c) == 0) {
+	                    &call_ops, NULL, &c) == 0) {
 		static uint8_t big[4096];
 
 		fz_calls++;
@@ -117,7 +118,7 @@ on_ready(struct grpc_conn *conn, void *arg)
 
 static void
 on_goaway(struct grpc_conn *conn, uint32_t error_code, const char *debug,
-	  void *arg)
+          void *arg)
 {
 	(void)conn;
 	(void)error_code;
@@ -138,9 +139,9 @@ on_closed(struct grpc_conn *conn, int err, const char *reason, void *arg)
 }
 
 static const struct grpc_conn_ops conn_ops = {
-	.on_ready = on_ready,
-	.on_goaway = on_goaway,
-	.on_closed = on_closed,
+    .on_ready = on_ready,
+    .on_goaway = on_goaway,
+    .on_closed = on_closed,
 };
 
 int
@@ -170,7 +171,7 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	const struct grpc_opts opts = {
-		.go_max_message = 64 * 1024,
+	    .go_max_message = 64 * 1024,
 	};
 	struct xport *x;
 	size_t chunk, off, n;
@@ -187,7 +188,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	fz_calls = 0;
 	if (grpc_conn_connect(&fz_loop, "nms.example", 443, NULL, &opts,
-			      &conn_ops, NULL, &fz_conn) != 0)
+	                      &conn_ops, NULL, &fz_conn) != 0)
 		abort();
 	x = memxport_last();
 	FUZZ_CHECK(x != NULL);

@@ -78,9 +78,9 @@ unary_half_close(struct grpc_call *c, void *arg)
 }
 
 static const struct grpc_call_ops unary_ops = {
-	.on_message = unary_message,
-	.on_half_close = unary_half_close,
-	.on_end = on_end,
+    .on_message = unary_message,
+    .on_half_close = unary_half_close,
+    .on_end = on_end,
 };
 
 static void
@@ -131,10 +131,10 @@ echo_writable(struct grpc_call *c, void *arg)
 }
 
 static const struct grpc_call_ops echo_ops = {
-	.on_message = echo_message,
-	.on_half_close = echo_half_close,
-	.on_writable = echo_writable,
-	.on_end = on_end,
+    .on_message = echo_message,
+    .on_half_close = echo_half_close,
+    .on_writable = echo_writable,
+    .on_end = on_end,
 };
 
 static void
@@ -156,7 +156,7 @@ h_refuse(struct grpc_call *c, void *arg)
 {
 	(void)arg;
 	(void)grpc_call_finish(c, GRPC_STATUS_UNAUTHENTICATED,
-			       "not initialized\r\n\x1b[0m", NULL);
+	                       "not initialized\r\n\x1b[0m", NULL);
 }
 
 /* Cancelled by the server on the first message. */
@@ -170,8 +170,8 @@ cancel_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 }
 
 static const struct grpc_call_ops cancel_ops = {
-	.on_message = cancel_message,
-	.on_end = on_end,
+    .on_message = cancel_message,
+    .on_end = on_end,
 };
 
 static void
@@ -215,8 +215,8 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	const struct grpc_opts opts = {
-		.go_max_message = 64 * 1024,
-		.go_max_streams = 8,
+	    .go_max_message = 64 * 1024,
+	    .go_max_streams = 8,
 	};
 	struct grpc_server *srv;
 	struct grpc_listener *l;
@@ -237,12 +237,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	fz_paused = NULL;
 	if (grpc_server_new(&fz_loop, &opts, NULL, NULL, &srv) != 0)
 		abort();
-	(void)grpc_server_add_method(srv, FZ_PREFIX "NcgrpcInitialize",
-				     h_unary, NULL);
+	(void)grpc_server_add_method(srv, FZ_PREFIX "NcgrpcInitialize", h_unary,
+	                             NULL);
 	(void)grpc_server_add_method(srv, FZ_PREFIX "NcgrpcCommandGet", h_echo,
-				     NULL);
+	                             NULL);
 	(void)grpc_server_add_method(srv, FZ_PREFIX "NcgrpcServerStatusGet",
-				     h_refuse, NULL);
+	                             h_refuse, NULL);
 	(void)grpc_server_add_method(srv, "/f/Cancel", h_cancel, NULL);
 
 	/* As grpc_server_listen() does, without binding or listening. */

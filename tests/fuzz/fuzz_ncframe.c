@@ -19,22 +19,22 @@
 #include "server/ncframe.h"
 
 static const char fz_hello10[] =
-	"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-	"<hello xmlns=\"urn:ietf:params:xml:ns:netconf:base:1.0\">"
-	"<capabilities><capability>urn:ietf:params:netconf:base:1.0"
-	"</capability></capabilities><session-id>1</session-id></hello>"
-	"]]>]]>";
+    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+    "<hello xmlns=\"urn:ietf:params:xml:ns:netconf:base:1.0\">"
+    "<capabilities><capability>urn:ietf:params:netconf:base:1.0"
+    "</capability></capabilities><session-id>1</session-id></hello>"
+    "]]>]]>";
 static const char fz_hello11[] =
-	"<hello xmlns=\"urn:ietf:params:xml:ns:netconf:base:1.0\">"
-	"<capabilities><capability>urn:ietf:params:netconf:base:1.0"
-	"</capability><capability>urn:ietf:params:netconf:base:1.1"
-	"</capability></capabilities><session-id>7</session-id></hello>"
-	"]]>]]>";
+    "<hello xmlns=\"urn:ietf:params:xml:ns:netconf:base:1.0\">"
+    "<capabilities><capability>urn:ietf:params:netconf:base:1.0"
+    "</capability><capability>urn:ietf:params:netconf:base:1.1"
+    "</capability></capabilities><session-id>7</session-id></hello>"
+    "]]>]]>";
 
 struct fz_state {
 	struct ncframe s_f;
 	const uint8_t *s_op; /* the operator's bytes */
-	size_t s_out;	     /* of which handed out as messages so far */
+	size_t s_out;        /* of which handed out as messages so far */
 	int s_err;
 };
 
@@ -52,8 +52,8 @@ check_name(const uint8_t *msg, size_t len)
 
 		FUZZ_CHECK(i < sizeof(name));
 		FUZZ_CHECK((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-			   (c >= '0' && c <= '9') || c == '-' || c == '_' ||
-			   c == '.');
+		           (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+		           c == '.');
 	}
 }
 
@@ -127,7 +127,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		n = size - off < chunk ? size - off : chunk;
 		rc = ncframe_feed(&s.s_f, data + off, n);
 		FUZZ_CHECK(rc == 0 || rc == -EMSGSIZE || rc == -EPROTO ||
-			   rc == -ENOMEM);
+		           rc == -ENOMEM);
 		drain(&s, off + n);
 		if (++reads == devafter && dev != NULL) {
 			ncframe_observe_device(&s.s_f, dev, devlen);
@@ -138,9 +138,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (!(flags & 8)) {
 		rc = ncframe_eof(&s.s_f);
 		FUZZ_CHECK(rc == 0 || rc == -EMSGSIZE || rc == -EPROTO ||
-			   rc == -ENOMEM);
+		           rc == -ENOMEM);
 		FUZZ_CHECK(ncframe_feed(&s.s_f, data, size) == -EINVAL ||
-			   s.s_err != 0 || rc != 0);
+		           s.s_err != 0 || rc != 0);
 		drain(&s, size);
 	}
 	if (!shown && dev != NULL) {
@@ -152,7 +152,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		drain(&s, size);
 	}
 	FUZZ_CHECK(ncframe_mode(&s.s_f) >= NCFRAME_UNDECIDED &&
-		   ncframe_mode(&s.s_f) <= NCFRAME_CHUNKED);
+	           ncframe_mode(&s.s_f) <= NCFRAME_CHUNKED);
 	ncframe_free(&s.s_f);
 	return 0;
 }

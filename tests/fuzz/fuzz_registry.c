@@ -23,7 +23,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	memset(err, 'x', sizeof(err));
 	if (registry_parse("devices", (const char *)data, size, &reg, err,
-			   sizeof(err)) != 0) {
+	                   sizeof(err)) != 0) {
 		FUZZ_CHECK(memchr(err, '\0', sizeof(err)) != NULL);
 		return 0;
 	}

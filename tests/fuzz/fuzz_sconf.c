@@ -16,7 +16,8 @@ set_from_last_line(struct sconf *sc, const uint8_t *data, size_t size)
 	char err[256];
 
 	while ((nl = memchr(line, '\n', size - (size_t)(line - data))) !=
-	       NULL && nl + 1 < data + size)
+	           NULL &&
+	       nl + 1 < data + size)
 		line = nl + 1;
 	vlen = size - (size_t)(line - data);
 	if ((eq = memchr(line, '=', vlen)) == NULL)
@@ -42,7 +43,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	memset(err, 'x', sizeof(err));
 	if (sconf_parse_string("fuzz.conf", (const char *)data, size, &sc, err,
-			       sizeof(err)) != 0) {
+	                       sizeof(err)) != 0) {
 		FUZZ_CHECK(memchr(err, '\0', sizeof(err)) != NULL);
 		return 0;
 	}

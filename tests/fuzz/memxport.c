@@ -80,7 +80,7 @@ on_timer(uv_timer_t *t)
 
 static struct xport *
 memxport_new(uv_loop_t *loop, const struct xport_cb *cb, void *arg,
-	     const char *peer)
+             const char *peer)
 {
 	struct xport *x;
 
@@ -99,8 +99,8 @@ memxport_new(uv_loop_t *loop, const struct xport_cb *cb, void *arg,
 
 int
 xport_connect(uv_loop_t *loop, const char *host, uint16_t port,
-	      struct tls_ctx *ctx, const struct xport_opts *opts,
-	      const struct xport_cb *cb, void *arg, struct xport **out)
+              struct tls_ctx *ctx, const struct xport_opts *opts,
+              const struct xport_cb *cb, void *arg, struct xport **out)
 {
 	char peer[300];
 	struct xport *x;
@@ -119,8 +119,8 @@ xport_connect(uv_loop_t *loop, const char *host, uint16_t port,
 }
 
 int
-xport_connect_unix(uv_loop_t *loop, const char *path,
-		   const struct xport_cb *cb, void *arg, struct xport **out)
+xport_connect_unix(uv_loop_t *loop, const char *path, const struct xport_cb *cb,
+                   void *arg, struct xport **out)
 {
 	struct xport *x;
 
@@ -134,8 +134,8 @@ xport_connect_unix(uv_loop_t *loop, const char *path,
 
 int
 xport_accept(uv_stream_t *server, struct tls_ctx *ctx,
-	     const struct xport_opts *opts, const struct xport_cb *cb,
-	     void *arg, struct xport **out)
+             const struct xport_opts *opts, const struct xport_cb *cb,
+             void *arg, struct xport **out)
 {
 	struct xport *x;
 
@@ -252,7 +252,7 @@ memxport_eof(struct xport *x)
 	if (x->x_state == MX_CLOSING)
 		return;
 	snprintf(x->x_errmsg, sizeof(x->x_errmsg), "%s closed the connection",
-		 x->x_peer);
+	         x->x_peer);
 	xport_close(x, NCG_ECLOSED);
 }
 

@@ -17,22 +17,27 @@ test_hostport_ok(void **state)
 
 	(void)state;
 	assert_int_equal(addr_parse_hostport("127.0.0.1:443", 0, 0, host,
-					     sizeof(host), &port), 0);
+	                                     sizeof(host), &port),
+	                 0);
 	assert_string_equal(host, "127.0.0.1");
 	assert_int_equal(port, 443);
-	assert_int_equal(addr_parse_hostport("[::1]:8443", 0, 0, host,
-					     sizeof(host), &port), 0);
+	assert_int_equal(
+	    addr_parse_hostport("[::1]:8443", 0, 0, host, sizeof(host), &port),
+	    0);
 	assert_string_equal(host, "::1");
 	assert_int_equal(port, 8443);
 	assert_int_equal(addr_parse_hostport("nms.example.net", 443, 0, host,
-					     sizeof(host), &port), 0);
+	                                     sizeof(host), &port),
+	                 0);
 	assert_string_equal(host, "nms.example.net");
 	assert_int_equal(port, 443);
-	assert_int_equal(addr_parse_hostport("[fe80::1]", 443, 0, host,
-					     sizeof(host), &port), 0);
+	assert_int_equal(
+	    addr_parse_hostport("[fe80::1]", 443, 0, host, sizeof(host), &port),
+	    0);
 	assert_string_equal(host, "fe80::1");
-	assert_int_equal(addr_parse_hostport("localhost:0", 0, 1, host,
-					     sizeof(host), &port), 0);
+	assert_int_equal(
+	    addr_parse_hostport("localhost:0", 0, 1, host, sizeof(host), &port),
+	    0);
 	assert_int_equal(port, 0);
 }
 
@@ -40,9 +45,11 @@ static void
 test_hostport_bad(void **state)
 {
 	static const char *const bad[] = {
-		"", ":443", "host:", "host:0", "host:65536", "host:-1",
-		"host:44x", "host: 44", "::1:443", "[::1", "[]:443",
-		"[::1]x", "[::1]:", "host", "host:99999999999999999999",
+	    "",         ":443",       "host:",
+	    "host:0",   "host:65536", "host:-1",
+	    "host:44x", "host: 44",   "::1:443",
+	    "[::1",     "[]:443",     "[::1]x",
+	    "[::1]:",   "host",       "host:99999999999999999999",
 	};
 	char host[64];
 	uint16_t port = 7;
@@ -51,15 +58,15 @@ test_hostport_bad(void **state)
 	(void)state;
 	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		assert_int_equal(addr_parse_hostport(bad[i], 0, 0, host,
-						     sizeof(host), &port),
-				 -EINVAL);
+		                                     sizeof(host), &port),
+		                 -EINVAL);
 		assert_int_equal(port, 7); /* untouched on error */
 	}
 	assert_int_equal(addr_parse_hostport("averyveryverylonghostname:1", 0,
-					     0, host, 8, &port),
-			 -ENAMETOOLONG);
+	                                     0, host, 8, &port),
+	                 -ENAMETOOLONG);
 	assert_int_equal(addr_parse_hostport(NULL, 0, 0, host, 8, &port),
-			 -EINVAL);
+	                 -EINVAL);
 }
 
 static void
@@ -78,8 +85,8 @@ test_uint(void **state)
 	assert_int_equal(addr_parse_uint(" 1", 0, 10, &v), -EINVAL);
 	assert_int_equal(addr_parse_uint("1 ", 0, 10, &v), -EINVAL);
 	assert_int_equal(addr_parse_uint("", 0, 10, &v), -EINVAL);
-	assert_int_equal(addr_parse_uint("99999999999999999999999", 0,
-					 ~0ULL, &v), -ERANGE);
+	assert_int_equal(
+	    addr_parse_uint("99999999999999999999999", 0, ~0ULL, &v), -ERANGE);
 	assert_int_equal(v, 10);
 }
 
@@ -87,9 +94,9 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_hostport_ok),
-		cmocka_unit_test(test_hostport_bad),
-		cmocka_unit_test(test_uint),
+	    cmocka_unit_test(test_hostport_ok),
+	    cmocka_unit_test(test_hostport_bad),
+	    cmocka_unit_test(test_uint),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -85,7 +85,8 @@ test_strerror(void **state)
 	(void)state;
 	assert_string_equal(ncg_strerror(0), "success");
 	assert_non_null(strstr(ncg_strerror(NCG_ETLS_NAME), "name mismatch"));
-	assert_non_null(strstr(ncg_strerror(NCG_ETLS_UNKNOWN_CA), "unknown ca"));
+	assert_non_null(
+	    strstr(ncg_strerror(NCG_ETLS_UNKNOWN_CA), "unknown ca"));
 	assert_string_equal(ncg_strerror(-ENOMEM), strerror(ENOMEM));
 	assert_string_equal(ncg_strerror(NCG_EBASE), "unknown error");
 	assert_string_equal(ncg_strerror(12345), "unknown error");
@@ -95,10 +96,10 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_append_consume),
-		cmocka_unit_test(test_limit),
-		cmocka_unit_test(test_empty_data),
-		cmocka_unit_test(test_strerror),
+	    cmocka_unit_test(test_append_consume),
+	    cmocka_unit_test(test_limit),
+	    cmocka_unit_test(test_empty_data),
+	    cmocka_unit_test(test_strerror),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,6 +1,6 @@
 /*
- * Agent configuration: the product description's example, Junos pastes, defaults, the
- * agent block, every kind of syntax and validation error with its
+ * Agent configuration: the product description's example, Junos pastes,
+ * defaults, the agent block, every kind of syntax and validation error with its
  * file:line:col, truncations and mutations of valid files, limits, and
  * that no secret ever reaches an error message.
  */

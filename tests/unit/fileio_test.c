@@ -66,9 +66,9 @@ test_sizes(void **state)
 	check(1, 100, 0, 0, 0);
 	check(100, 100, 0, 0, 0);
 	check(101, 100, 0, 0, -EFBIG);
-	check(100000, 200000, 0, 0, 0);		/* grows past the first 8 KiB */
+	check(100000, 200000, 0, 0, 0); /* grows past the first 8 KiB */
 	check(100000, 200000, 10, FILEIO_SECRET, 0); /* hint too small */
-	check(100, 200000, 99999, 0, 0);	/* hint too large */
+	check(100, 200000, 99999, 0, 0);             /* hint too large */
 	check(8191, 8192, 0, FILEIO_SECRET, 0);
 	check(8193, 8192, 0, FILEIO_SECRET, -EFBIG);
 	check(0, 0, 0, 0, 0);
@@ -94,8 +94,8 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_sizes),
-		cmocka_unit_test(test_read_error),
+	    cmocka_unit_test(test_sizes),
+	    cmocka_unit_test(test_read_error),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

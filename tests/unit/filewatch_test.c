@@ -99,9 +99,8 @@ test_changes(void **state)
 	snprintf(t.other, sizeof(t.other), "%s/other.conf", t.dir);
 	put(t.path, "start");
 	assert_int_equal(uv_loop_init(&t.loop), 0);
-	assert_int_equal(filewatch_start(&t.loop, &t.fw, t.path, 100,
-					 on_change, &t),
-			 0);
+	assert_int_equal(
+	    filewatch_start(&t.loop, &t.fw, t.path, 100, on_change, &t), 0);
 	uv_timer_init(&t.loop, &t.step);
 	t.step.data = &t;
 	uv_timer_start(&t.step, on_step, 100, 0);
@@ -123,8 +122,8 @@ test_missing_directory(void **state)
 	assert_int_equal(uv_loop_init(&loop), 0);
 	/* An error, and the handles still close cleanly. */
 	assert_int_equal(filewatch_start(&loop, &fw, "/nonexistent/dir/x.conf",
-					 100, on_change, NULL),
-			 UV_ENOENT);
+	                                 100, on_change, NULL),
+	                 UV_ENOENT);
 	filewatch_close(&fw);
 	assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
 	assert_int_equal(uv_loop_close(&loop), 0);
@@ -134,8 +133,8 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_changes),
-		cmocka_unit_test(test_missing_directory),
+	    cmocka_unit_test(test_changes),
+	    cmocka_unit_test(test_missing_directory),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -72,8 +72,8 @@ check_take(struct grpc_deframer *d, const struct stream *st, size_t *nmsg)
  * completes, then feed the rest of the chunk.
  */
 static void
-feed_chunk(struct grpc_deframer *d, const struct stream *st,
-	   const uint8_t *p, size_t len, size_t *nmsg)
+feed_chunk(struct grpc_deframer *d, const struct stream *st, const uint8_t *p,
+           size_t len, size_t *nmsg)
 {
 	ssize_t r;
 
@@ -84,8 +84,9 @@ feed_chunk(struct grpc_deframer *d, const struct stream *st,
 		if (d->df_complete) {
 			/* Untaken message: nothing more goes in. */
 			if (len > (size_t)r)
-				assert_int_equal(grpc_deframer_feed(d,
-				    p + r, len - (size_t)r), 0);
+				assert_int_equal(grpc_deframer_feed(
+				                     d, p + r, len - (size_t)r),
+				                 0);
 			check_take(d, st, nmsg);
 		} else
 			assert_int_equal((size_t)r, len);
@@ -306,7 +307,7 @@ test_grows_as_bytes_arrive(void **state)
 	/* Growth stays proportional to what arrived. */
 	for (i = 0; i < 100; i++)
 		assert_int_equal(grpc_deframer_feed(&d, buf, sizeof(buf)),
-		    sizeof(buf));
+		                 sizeof(buf));
 	assert_int_equal(d.df_msg_have, 10 + 100 * sizeof(buf));
 	assert_true(d.df_msg_cap <= 2 * d.df_msg_have + 256);
 	grpc_deframer_free(&d);
@@ -357,9 +358,9 @@ test_flags(void **state)
 	(void)state;
 	grpc_deframer_init(&d, GRPC_DEFAULT_MAX_MESSAGE);
 	assert_int_equal(grpc_deframer_feed(&d, buf, sizeof(buf)),
-	    -EPROTONOSUPPORT);
+	                 -EPROTONOSUPPORT);
 	assert_int_equal(grpc_deframer_feed(&d, ok, sizeof(ok)),
-	    -EPROTONOSUPPORT);
+	                 -EPROTONOSUPPORT);
 	assert_int_equal(grpc_deframer_feed(&d, NULL, 0), -EPROTONOSUPPORT);
 	assert_int_equal(grpc_deframer_take(&d, &msg, &len), 0);
 	grpc_deframer_free(&d);
@@ -370,7 +371,7 @@ test_flags(void **state)
 		/* The flag byte alone is enough to tell. */
 		assert_int_equal(grpc_deframer_feed(&d, buf, 1), -EPROTO);
 		assert_int_equal(grpc_deframer_feed(&d, ok, sizeof(ok)),
-		    -EPROTO);
+		                 -EPROTO);
 		assert_int_equal(grpc_deframer_take(&d, &msg, &len), 0);
 		grpc_deframer_free(&d);
 	}
@@ -382,9 +383,9 @@ test_flags(void **state)
 	free(msg);
 	buf[0] = 1;
 	assert_int_equal(grpc_deframer_feed(&d, buf, sizeof(buf)),
-	    -EPROTONOSUPPORT);
+	                 -EPROTONOSUPPORT);
 	assert_int_equal(grpc_deframer_feed(&d, ok, sizeof(ok)),
-	    -EPROTONOSUPPORT);
+	                 -EPROTONOSUPPORT);
 	grpc_deframer_free(&d);
 }
 
@@ -408,7 +409,7 @@ test_partial(void **state)
 		else
 			assert_true(grpc_deframer_partial(&d));
 		assert_int_equal(grpc_deframer_take(&d, &msg, &len),
-		    i == sizeof(buf));
+		                 i == sizeof(buf));
 		if (i == sizeof(buf)) {
 			assert_memory_equal(msg, "wxyz", 4);
 			free(msg);
@@ -476,19 +477,19 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_whole),
-		cmocka_unit_test(test_byte_by_byte),
-		cmocka_unit_test(test_every_two_way_split),
-		cmocka_unit_test(test_random_splits),
-		cmocka_unit_test(test_stop_after_complete),
-		cmocka_unit_test(test_empty_message),
-		cmocka_unit_test(test_too_big),
-		cmocka_unit_test(test_grows_as_bytes_arrive),
-		cmocka_unit_test(test_high_bit_length),
-		cmocka_unit_test(test_flags),
-		cmocka_unit_test(test_partial),
-		cmocka_unit_test(test_header),
-		cmocka_unit_test(test_free_midway),
+	    cmocka_unit_test(test_whole),
+	    cmocka_unit_test(test_byte_by_byte),
+	    cmocka_unit_test(test_every_two_way_split),
+	    cmocka_unit_test(test_random_splits),
+	    cmocka_unit_test(test_stop_after_complete),
+	    cmocka_unit_test(test_empty_message),
+	    cmocka_unit_test(test_too_big),
+	    cmocka_unit_test(test_grows_as_bytes_arrive),
+	    cmocka_unit_test(test_high_bit_length),
+	    cmocka_unit_test(test_flags),
+	    cmocka_unit_test(test_partial),
+	    cmocka_unit_test(test_header),
+	    cmocka_unit_test(test_free_midway),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -67,7 +67,7 @@ check_encode(const char *in, size_t len, const char *want)
 	assert_int_equal(grpc_percent_encode(in, len, &enc), 0);
 	assert_string_equal(enc, want);
 	assert_int_equal(grpc_percent_decode(enc, strlen(enc), &dec, &declen),
-	    0);
+	                 0);
 	assert_int_equal(declen, len);
 	assert_memory_equal(dec, in, len);
 	assert_int_equal(dec[declen], '\0');
@@ -100,13 +100,13 @@ test_percent_round_trip(void **state)
 		size_t declen;
 
 		assert_int_equal(grpc_percent_encode(all, sizeof(all), &enc),
-		    0);
+		                 0);
 		/* 0x20..0x7e except '%' stay: 94 bytes; the rest take 3. */
 		assert_int_equal(strlen(enc), 94 + 3 * (256 - 94));
 		for (i = 0; enc[i] != '\0'; i++)
 			assert_true(enc[i] >= 0x20 && enc[i] <= 0x7e);
-		assert_int_equal(grpc_percent_decode(enc, strlen(enc), &dec,
-		    &declen), 0);
+		assert_int_equal(
+		    grpc_percent_decode(enc, strlen(enc), &dec, &declen), 0);
 		assert_int_equal(declen, sizeof(all));
 		assert_memory_equal(dec, all, sizeof(all));
 		free(enc);
@@ -229,10 +229,22 @@ static void
 test_timeout_format(void **state)
 {
 	static const uint64_t values[] = {
-		0, 1, 999, 1000, 59999, 60000, 99999999, 100000000,
-		100000001, 99999999000ull, 99999999001ull, 5999999940000ull,
-		5999999940001ull, 359999996400000ull, 359999996400001ull,
-		UINT64_MAX,
+	    0,
+	    1,
+	    999,
+	    1000,
+	    59999,
+	    60000,
+	    99999999,
+	    100000000,
+	    100000001,
+	    99999999000ull,
+	    99999999001ull,
+	    5999999940000ull,
+	    5999999940001ull,
+	    359999996400000ull,
+	    359999996400001ull,
+	    UINT64_MAX,
 	};
 	char out[16];
 	uint64_t ms;
@@ -283,11 +295,11 @@ test_timeout_format(void **state)
 
 		grpc_timeout_format(ms * 1000, out);
 		assert_int_equal(grpc_timeout_parse(out, strlen(out), &back),
-		    0);
+		                 0);
 		assert_int_equal(back, ms * 1000);
 		grpc_timeout_format(ms * 3600000, out);
 		assert_int_equal(grpc_timeout_parse(out, strlen(out), &back),
-		    0);
+		                 0);
 		assert_int_equal(back, ms * 3600000);
 	}
 }
@@ -395,20 +407,20 @@ check_b64(const char *raw, const char *padded, const char *unpadded)
 	size_t len = strlen(raw), declen = 0;
 
 	assert_int_equal(grpc_base64_encode((const uint8_t *)raw, len, &enc),
-	    0);
+	                 0);
 	assert_string_equal(enc, padded);
 	free(enc);
 
-	assert_int_equal(grpc_base64_decode(padded, strlen(padded), &dec,
-	    &declen), 0);
+	assert_int_equal(
+	    grpc_base64_decode(padded, strlen(padded), &dec, &declen), 0);
 	assert_int_equal(declen, len);
 	assert_memory_equal(dec, raw, len);
 	assert_int_equal(dec[declen], 0);
 	free(dec);
 
 	dec = NULL;
-	assert_int_equal(grpc_base64_decode(unpadded, strlen(unpadded), &dec,
-	    &declen), 0);
+	assert_int_equal(
+	    grpc_base64_decode(unpadded, strlen(unpadded), &dec, &declen), 0);
 	assert_int_equal(declen, len);
 	assert_memory_equal(dec, raw, len);
 	assert_int_equal(dec[declen], 0);
@@ -446,23 +458,23 @@ test_base64(void **state)
 	/* Every byte value, and the two non-alphanumeric characters. */
 	for (i = 0; i < sizeof(all); i++)
 		all[i] = (uint8_t)i;
-	assert_int_equal(grpc_base64_encode((const uint8_t *)"\xfb\xff",
-	    2, &enc), 0);
+	assert_int_equal(
+	    grpc_base64_encode((const uint8_t *)"\xfb\xff", 2, &enc), 0);
 	assert_string_equal(enc, "+/8=");
 	free(enc);
 	for (n = 0; n <= sizeof(all); n++) {
 		assert_int_equal(grpc_base64_encode(all, n, &enc), 0);
 		assert_int_equal(strlen(enc), (n + 2) / 3 * 4);
-		assert_int_equal(grpc_base64_decode(enc, strlen(enc), &dec,
-		    &declen), 0);
+		assert_int_equal(
+		    grpc_base64_decode(enc, strlen(enc), &dec, &declen), 0);
 		assert_int_equal(declen, n);
 		assert_memory_equal(dec, all, n);
 		free(dec);
 		/* Drop the padding, as gRPC peers do. */
 		while (strlen(enc) > 0 && enc[strlen(enc) - 1] == '=')
 			enc[strlen(enc) - 1] = '\0';
-		assert_int_equal(grpc_base64_decode(enc, strlen(enc), &dec,
-		    &declen), 0);
+		assert_int_equal(
+		    grpc_base64_decode(enc, strlen(enc), &dec, &declen), 0);
 		assert_int_equal(declen, n);
 		assert_memory_equal(dec, all, n);
 		free(dec);
@@ -499,17 +511,17 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_status_name),
-		cmocka_unit_test(test_status_parse),
-		cmocka_unit_test(test_percent_round_trip),
-		cmocka_unit_test(test_percent_decode),
-		cmocka_unit_test(test_timeout_parse),
-		cmocka_unit_test(test_timeout_format),
-		cmocka_unit_test(test_key_valid),
-		cmocka_unit_test(test_key_reserved),
-		cmocka_unit_test(test_key_is_bin),
-		cmocka_unit_test(test_value_valid),
-		cmocka_unit_test(test_base64),
+	    cmocka_unit_test(test_status_name),
+	    cmocka_unit_test(test_status_parse),
+	    cmocka_unit_test(test_percent_round_trip),
+	    cmocka_unit_test(test_percent_decode),
+	    cmocka_unit_test(test_timeout_parse),
+	    cmocka_unit_test(test_timeout_format),
+	    cmocka_unit_test(test_key_valid),
+	    cmocka_unit_test(test_key_reserved),
+	    cmocka_unit_test(test_key_is_bin),
+	    cmocka_unit_test(test_value_valid),
+	    cmocka_unit_test(test_base64),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

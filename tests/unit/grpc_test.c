@@ -40,14 +40,14 @@ __wrap_realloc(void *p, size_t n)
 	return __real_realloc(p, n);
 }
 
-#define M_UNARY	 "/t.T/Unary"
-#define M_ECHO	 "/t.T/Echo"
-#define M_FAIL	 "/t.T/Fail"
-#define M_HANG	 "/t.T/Hang"
-#define M_DROP	 "/t.T/Drop"
+#define M_UNARY  "/t.T/Unary"
+#define M_ECHO   "/t.T/Echo"
+#define M_FAIL   "/t.T/Fail"
+#define M_HANG   "/t.T/Hang"
+#define M_DROP   "/t.T/Drop"
 #define M_STREAM "/t.T/Stream"
-#define M_SLOW	 "/t.T/Slow"
-#define M_MANY	 "/t.T/Many"
+#define M_SLOW   "/t.T/Slow"
+#define M_MANY   "/t.T/Many"
 
 #define SLOW_MS 200
 
@@ -57,7 +57,7 @@ __wrap_realloc(void *p, size_t n)
 #define STREAM_PAUSE 300
 
 /* Scenario 2: 1000 messages of 0 bytes to 200 KiB. */
-#define BIDI_N	 1000
+#define BIDI_N   1000
 #define BIDI_MAX (200 * 1024)
 
 #define NCALLS 200
@@ -77,11 +77,11 @@ struct env {
 	int e_conn_open;
 	int e_conn_closed;
 	int e_conn_closed_err;
-	char e_conn_peer[64]; /* grpc_conn_peer() in on_conn_open */
-	int e_reject;	      /* on_conn_open closes the connection */
+	char e_conn_peer[64];      /* grpc_conn_peer() in on_conn_open */
+	int e_reject;              /* on_conn_open closes the connection */
 	struct grpc_conn *e_sconn; /* the last server connection opened */
 	int e_limits[GRPC_LIMIT_MESSAGE + 1]; /* on_limit, by limit */
-	int e_trusted;			      /* on_conn_trusted */
+	int e_trusted;                        /* on_conn_trusted */
 
 	struct grpc_conn *e_cli;
 	int e_cli_ready;
@@ -154,14 +154,14 @@ md_copy(struct grpc_mdlist *dst, const struct grpc_mdlist *src)
 
 	for (i = 0; i < src->ml_n; i++)
 		assert_int_equal(grpc_md_add(dst, src->ml_md[i].md_key,
-					     src->ml_md[i].md_value,
-					     src->ml_md[i].md_len),
-				 0);
+		                             src->ml_md[i].md_value,
+		                             src->ml_md[i].md_len),
+		                 0);
 }
 
 static void
 assert_md(const struct grpc_mdlist *ml, const char *key, const void *value,
-	  size_t len)
+          size_t len)
 {
 	const struct grpc_md *md = grpc_md_get(ml, key);
 
@@ -186,14 +186,14 @@ rss_bytes(void)
 
 /* The environment: loop, watchdog, server, client. */
 
-#define RUN_UNTIL(e, cond)                                                   \
-	do {                                                                 \
-		while (!(cond)) {                                            \
-			if ((e)->e_timed_out)                                \
-				fail_msg("watchdog fired waiting for %s",    \
-					 #cond);                             \
-			uv_run(&(e)->e_loop, UV_RUN_ONCE);                   \
-		}                                                            \
+#define RUN_UNTIL(e, cond)                                                     \
+	do {                                                                   \
+		while (!(cond)) {                                              \
+			if ((e)->e_timed_out)                                  \
+				fail_msg("watchdog fired waiting for %s",      \
+				         #cond);                               \
+			uv_run(&(e)->e_loop, UV_RUN_ONCE);                     \
+		}                                                              \
 	} while (0)
 
 static void
@@ -220,7 +220,7 @@ srv_on_conn_open(struct grpc_conn *conn, void *arg)
 	struct env *e = arg;
 
 	snprintf(e->e_conn_peer, sizeof(e->e_conn_peer), "%s",
-		 grpc_conn_peer(conn));
+	         grpc_conn_peer(conn));
 	e->e_conn_open++;
 	e->e_sconn = conn;
 	if (e->e_reject)
@@ -229,7 +229,7 @@ srv_on_conn_open(struct grpc_conn *conn, void *arg)
 
 static void
 srv_on_conn_closed(struct grpc_conn *conn, int err, const char *reason,
-		   void *arg)
+                   void *arg)
 {
 	struct env *e = arg;
 
@@ -258,10 +258,10 @@ srv_on_limit(struct grpc_conn *conn, enum grpc_limit what, void *arg)
 }
 
 static const struct grpc_server_ops srv_ops = {
-	.on_conn_open = srv_on_conn_open,
-	.on_conn_trusted = srv_on_conn_trusted,
-	.on_limit = srv_on_limit,
-	.on_conn_closed = srv_on_conn_closed,
+    .on_conn_open = srv_on_conn_open,
+    .on_conn_trusted = srv_on_conn_trusted,
+    .on_limit = srv_on_limit,
+    .on_conn_closed = srv_on_conn_closed,
 };
 
 static void
@@ -277,7 +277,7 @@ cli_on_ready(struct grpc_conn *conn, void *arg)
 
 static void
 cli_on_goaway(struct grpc_conn *conn, uint32_t code, const char *debug,
-	      void *arg)
+              void *arg)
 {
 	struct env *e = arg;
 
@@ -302,9 +302,9 @@ cli_on_closed(struct grpc_conn *conn, int err, const char *reason, void *arg)
 }
 
 static const struct grpc_conn_ops cli_ops = {
-	.on_ready = cli_on_ready,
-	.on_goaway = cli_on_goaway,
-	.on_closed = cli_on_closed,
+    .on_ready = cli_on_ready,
+    .on_goaway = cli_on_goaway,
+    .on_closed = cli_on_closed,
 };
 
 static void add_methods(struct env *);
@@ -316,28 +316,24 @@ env_init(struct env *e, const struct grpc_opts *srv_opts)
 	assert_int_equal(uv_loop_init(&e->e_loop), 0);
 	assert_int_equal(uv_timer_init(&e->e_loop, &e->e_watchdog), 0);
 	e->e_watchdog.data = e;
-	assert_int_equal(uv_timer_start(&e->e_watchdog, on_watchdog,
-					WATCHDOG_MS, 0),
-			 0);
+	assert_int_equal(
+	    uv_timer_start(&e->e_watchdog, on_watchdog, WATCHDOG_MS, 0), 0);
 	snprintf(e->e_dir, sizeof(e->e_dir), "/tmp/grpc_test.XXXXXX");
 	assert_non_null(mkdtemp(e->e_dir));
 	snprintf(e->e_path, sizeof(e->e_path), "%s/s.sock", e->e_dir);
-	assert_int_equal(grpc_server_new(&e->e_loop, srv_opts, &srv_ops, e,
-					 &e->e_srv),
-			 0);
+	assert_int_equal(
+	    grpc_server_new(&e->e_loop, srv_opts, &srv_ops, e, &e->e_srv), 0);
 	add_methods(e);
-	assert_int_equal(grpc_server_listen_unix(e->e_srv, e->e_path, 0600),
-			 0);
+	assert_int_equal(grpc_server_listen_unix(e->e_srv, e->e_path, 0600), 0);
 	assert_int_equal(access(e->e_path, F_OK), 0);
 }
 
 static void
 env_connect(struct env *e, const struct grpc_opts *cli_opts)
 {
-	assert_int_equal(grpc_conn_connect_unix(&e->e_loop, e->e_path,
-						cli_opts, &cli_ops, e,
-						&e->e_cli),
-			 0);
+	assert_int_equal(grpc_conn_connect_unix(&e->e_loop, e->e_path, cli_opts,
+	                                        &cli_ops, e, &e->e_cli),
+	                 0);
 	RUN_UNTIL(e, e->e_cli_ready || e->e_cli_closed);
 	assert_true(e->e_cli_ready);
 	assert_false(e->e_cli_closed);
@@ -400,7 +396,7 @@ cc_on_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 		grpc_call_cancel(c);
 	else if (cc->c_drop_on_msg && cc->c_nmsg == 1)
 		assert_int_equal(grpc_call_send(c, (const uint8_t *)"drop", 4),
-				 0);
+		                 0);
 }
 
 static void
@@ -422,9 +418,9 @@ cc_on_end(struct grpc_call *c, int status, const char *message, void *arg)
 }
 
 static const struct grpc_call_ops cc_ops = {
-	.on_headers = cc_on_headers,
-	.on_message = cc_on_message,
-	.on_end = cc_on_end,
+    .on_headers = cc_on_headers,
+    .on_message = cc_on_message,
+    .on_end = cc_on_end,
 };
 
 static void
@@ -447,13 +443,13 @@ cc_free(struct ccall *cc)
 
 static int
 cc_start(struct ccall *cc, const char *path, const struct grpc_mdlist *md,
-	 uint64_t timeout_ms, const struct grpc_call_ops *ops)
+         uint64_t timeout_ms, const struct grpc_call_ops *ops)
 {
 	struct env *e = cc->c_env;
 
 	cc->c_start = uv_now(&e->e_loop);
 	return grpc_call_start(e->e_cli, path, md, timeout_ms, ops, cc,
-			       &cc->c_call);
+	                       &cc->c_call);
 }
 
 /* Starts a call, sends msg (if not NULL) and closes the sending side. */
@@ -466,9 +462,9 @@ cc_unary(struct ccall *cc, const char *path, const char *msg)
 	assert_ptr_equal(grpc_call_conn(cc->c_call), cc->c_env->e_cli);
 	if (msg != NULL)
 		assert_int_equal(grpc_call_send(cc->c_call,
-						(const uint8_t *)msg,
-						strlen(msg)),
-				 0);
+		                                (const uint8_t *)msg,
+		                                strlen(msg)),
+		                 0);
 	assert_int_equal(grpc_call_close_send(cc->c_call), 0);
 	assert_int_equal(grpc_call_close_send(cc->c_call), -EALREADY);
 }
@@ -558,11 +554,10 @@ sc_reply_upper(struct scall *s, int held)
 	for (i = 0; i < s->s_reqlen; i++)
 		if (s->s_req[i] >= 'a' && s->s_req[i] <= 'z')
 			s->s_req[i] = (uint8_t)(s->s_req[i] - 'a' + 'A');
-	assert_int_equal(grpc_call_send(c,
-					s->s_req != NULL ? s->s_req
-							 : (const uint8_t *)"",
-					s->s_reqlen),
-			 0);
+	assert_int_equal(
+	    grpc_call_send(c, s->s_req != NULL ? s->s_req : (const uint8_t *)"",
+	                   s->s_reqlen),
+	    0);
 	assert_int_equal(grpc_md_add(&tr, "x-t", "1", 1), 0);
 	s->s_finished = 1;
 	rc = grpc_call_finish(c, GRPC_STATUS_OK, NULL, &tr);
@@ -571,7 +566,7 @@ sc_reply_upper(struct scall *s, int held)
 	if (!held)
 		return;
 	assert_int_equal(grpc_call_finish(c, GRPC_STATUS_OK, NULL, NULL),
-			 -EALREADY);
+	                 -EALREADY);
 	assert_int_equal(grpc_call_send(c, (const uint8_t *)"x", 1), -EPIPE);
 }
 
@@ -587,9 +582,9 @@ unary_on_half_close(struct grpc_call *c, void *arg)
 }
 
 static const struct grpc_call_ops unary_ops = {
-	.on_message = sc_collect,
-	.on_half_close = unary_on_half_close,
-	.on_end = sc_on_end,
+    .on_message = sc_collect,
+    .on_half_close = unary_on_half_close,
+    .on_end = sc_on_end,
 };
 
 static void
@@ -618,15 +613,14 @@ slow_on_half_close(struct grpc_call *c, void *arg)
 	assert_int_equal(uv_timer_init(&s->s_env->e_loop, &s->s_timer), 0);
 	s->s_timer.data = s;
 	s->s_timer_used = 1;
-	assert_int_equal(uv_timer_start(&s->s_timer, slow_on_timer, SLOW_MS,
-					0),
-			 0);
+	assert_int_equal(uv_timer_start(&s->s_timer, slow_on_timer, SLOW_MS, 0),
+	                 0);
 }
 
 static const struct grpc_call_ops slow_ops = {
-	.on_message = sc_collect,
-	.on_half_close = slow_on_half_close,
-	.on_end = sc_on_end,
+    .on_message = sc_collect,
+    .on_half_close = slow_on_half_close,
+    .on_end = sc_on_end,
 };
 
 static void
@@ -637,8 +631,7 @@ slow_handler(struct grpc_call *c, void *arg)
 
 /* Echo: every message back, with backpressure; metadata back as headers. */
 static void
-echo_on_message(struct grpc_call *c, const uint8_t *msg, size_t len,
-		void *arg)
+echo_on_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 {
 	struct scall *s = arg;
 
@@ -666,10 +659,10 @@ echo_on_half_close(struct grpc_call *c, void *arg)
 }
 
 static const struct grpc_call_ops echo_ops = {
-	.on_message = echo_on_message,
-	.on_half_close = echo_on_half_close,
-	.on_writable = echo_on_writable,
-	.on_end = sc_on_end,
+    .on_message = echo_on_message,
+    .on_half_close = echo_on_half_close,
+    .on_writable = echo_on_writable,
+    .on_end = sc_on_end,
 };
 
 static void
@@ -689,14 +682,14 @@ echo_handler(struct grpc_call *c, void *arg)
 #define FAIL_MSG2 "%41 is not A; na\xc3\xafve 50%%"
 
 static const struct grpc_call_ops fail_ops = {
-	.on_end = sc_on_end,
+    .on_end = sc_on_end,
 };
 
 static void
 fail_handler(struct grpc_call *c, void *arg)
 {
-	const struct grpc_md *mode = grpc_md_get(grpc_call_metadata(c),
-						 "x-mode");
+	const struct grpc_md *mode =
+	    grpc_md_get(grpc_call_metadata(c), "x-mode");
 	struct grpc_mdlist tr = {0};
 	char m[8];
 	int i, rc;
@@ -705,7 +698,7 @@ fail_handler(struct grpc_call *c, void *arg)
 	assert_non_null(mode);
 	if (strcmp((const char *)mode->md_value, "trailers-only") == 0) {
 		rc = grpc_call_finish(c, GRPC_STATUS_FAILED_PRECONDITION,
-				      FAIL_MSG1, NULL);
+		                      FAIL_MSG1, NULL);
 		assert_int_equal(rc, 0);
 		return;
 	}
@@ -714,16 +707,15 @@ fail_handler(struct grpc_call *c, void *arg)
 		assert_int_equal(grpc_call_send(c, (const uint8_t *)m, 2), 0);
 	}
 	assert_int_equal(grpc_md_add(&tr, "x-why", "because", 7), 0);
-	assert_int_equal(grpc_call_finish(c, GRPC_STATUS_ABORTED, FAIL_MSG2,
-					  &tr),
-			 0);
+	assert_int_equal(
+	    grpc_call_finish(c, GRPC_STATUS_ABORTED, FAIL_MSG2, &tr), 0);
 	grpc_md_free(&tr);
 }
 
 /* Hang: never answers. */
 static const struct grpc_call_ops hang_ops = {
-	.on_message = sc_collect,
-	.on_end = sc_on_end,
+    .on_message = sc_collect,
+    .on_end = sc_on_end,
 };
 
 static void
@@ -734,8 +726,7 @@ hang_handler(struct grpc_call *c, void *arg)
 
 /* Drop: sends "first"; on "drop" closes the whole connection. */
 static void
-drop_on_message(struct grpc_call *c, const uint8_t *msg, size_t len,
-		void *arg)
+drop_on_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 {
 	(void)arg;
 	if (len == 4 && memcmp(msg, "drop", 4) == 0)
@@ -743,8 +734,8 @@ drop_on_message(struct grpc_call *c, const uint8_t *msg, size_t len,
 }
 
 static const struct grpc_call_ops drop_ops = {
-	.on_message = drop_on_message,
-	.on_end = sc_on_end,
+    .on_message = drop_on_message,
+    .on_end = sc_on_end,
 };
 
 static void
@@ -773,16 +764,14 @@ stream_pump(struct scall *s)
 	while (e->e_st_sent < STREAM_N &&
 	       grpc_call_queued(s->s_call) < GRPC_CALL_HIWAT) {
 		stream_fill(s->s_buf, e->e_st_sent);
-		assert_int_equal(grpc_call_send(s->s_call, s->s_buf,
-						STREAM_MSG),
-				 0);
+		assert_int_equal(
+		    grpc_call_send(s->s_call, s->s_buf, STREAM_MSG), 0);
 		e->e_st_sent++;
 	}
 	if (e->e_st_sent == STREAM_N && !s->s_finished) {
 		s->s_finished = 1;
-		assert_int_equal(grpc_call_finish(s->s_call, GRPC_STATUS_OK,
-						  NULL, NULL),
-				 0);
+		assert_int_equal(
+		    grpc_call_finish(s->s_call, GRPC_STATUS_OK, NULL, NULL), 0);
 	}
 }
 
@@ -807,9 +796,9 @@ stream_on_writable(struct grpc_call *c, void *arg)
 }
 
 static const struct grpc_call_ops stream_ops = {
-	.on_half_close = stream_on_half_close,
-	.on_writable = stream_on_writable,
-	.on_end = sc_on_end,
+    .on_half_close = stream_on_half_close,
+    .on_writable = stream_on_writable,
+    .on_end = sc_on_end,
 };
 
 static void
@@ -829,7 +818,7 @@ stream_handler(struct grpc_call *c, void *arg)
 #define MANY_OK 40
 
 static const struct grpc_call_ops many_ops = {
-	.on_end = sc_on_end,
+    .on_end = sc_on_end,
 };
 
 static void
@@ -846,7 +835,7 @@ many_handler(struct grpc_call *c, void *arg)
 		assert_int_equal(grpc_md_add(&md, key, "v", 1), 0);
 	}
 	assert_int_equal(grpc_call_finish(c, GRPC_STATUS_OK, NULL, &md),
-			 -E2BIG);
+	                 -E2BIG);
 	md.ml_n = MANY_OK;
 	assert_int_equal(grpc_call_finish(c, GRPC_STATUS_OK, "done", &md), 0);
 	md.ml_n = 60;
@@ -858,27 +847,24 @@ add_methods(struct env *e)
 {
 	struct grpc_server *srv = e->e_srv;
 
-	assert_int_equal(grpc_server_add_method(srv, M_UNARY, unary_handler,
-						e),
-			 0);
-	assert_int_equal(grpc_server_add_method(srv, M_UNARY, unary_handler,
-						e),
-			 -EEXIST);
+	assert_int_equal(grpc_server_add_method(srv, M_UNARY, unary_handler, e),
+	                 0);
+	assert_int_equal(grpc_server_add_method(srv, M_UNARY, unary_handler, e),
+	                 -EEXIST);
 	assert_int_equal(grpc_server_add_method(srv, M_ECHO, echo_handler, e),
-			 0);
+	                 0);
 	assert_int_equal(grpc_server_add_method(srv, M_FAIL, fail_handler, e),
-			 0);
+	                 0);
 	assert_int_equal(grpc_server_add_method(srv, M_HANG, hang_handler, e),
-			 0);
+	                 0);
 	assert_int_equal(grpc_server_add_method(srv, M_DROP, drop_handler, e),
-			 0);
-	assert_int_equal(grpc_server_add_method(srv, M_STREAM, stream_handler,
-						e),
-			 0);
+	                 0);
+	assert_int_equal(
+	    grpc_server_add_method(srv, M_STREAM, stream_handler, e), 0);
 	assert_int_equal(grpc_server_add_method(srv, M_SLOW, slow_handler, e),
-			 0);
+	                 0);
 	assert_int_equal(grpc_server_add_method(srv, M_MANY, many_handler, e),
-			 0);
+	                 0);
 }
 
 /* 1. Unary. */
@@ -958,8 +944,7 @@ bidi_pump(struct ccall *cc)
 }
 
 static void
-bidi_on_message(struct grpc_call *c, const uint8_t *msg, size_t len,
-		void *arg)
+bidi_on_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 {
 	struct ccall *cc = arg;
 	unsigned i = (unsigned)cc->c_nmsg;
@@ -985,10 +970,10 @@ bidi_on_writable(struct grpc_call *c, void *arg)
 }
 
 static const struct grpc_call_ops bidi_ops = {
-	.on_headers = cc_on_headers,
-	.on_message = bidi_on_message,
-	.on_writable = bidi_on_writable,
-	.on_end = cc_on_end,
+    .on_headers = cc_on_headers,
+    .on_message = bidi_on_message,
+    .on_writable = bidi_on_writable,
+    .on_end = cc_on_end,
 };
 
 static void
@@ -1060,12 +1045,12 @@ test_send_all_or_nothing(void **state)
 	cc_init(&cc, &e);
 	assert_int_equal(cc_start(&cc, M_ECHO, NULL, 0, &cc_ops), 0);
 	assert_int_equal(grpc_call_send(cc.c_call, (const uint8_t *)"one", 3),
-			 0);
+	                 0);
 	fail_realloc_from = sizeof(big);
 	assert_int_equal(grpc_call_send(cc.c_call, big, sizeof(big)), -ENOMEM);
 	fail_realloc_from = 0;
 	assert_int_equal(grpc_call_send(cc.c_call, (const uint8_t *)"two", 3),
-			 0);
+	                 0);
 	assert_int_equal(grpc_call_close_send(cc.c_call), 0);
 	RUN_UNTIL(&e, cc.c_ended && e.e_s_ends == 1);
 	assert_int_equal(cc.c_status, GRPC_STATUS_OK);
@@ -1119,8 +1104,8 @@ test_unimplemented(void **state)
 
 	/* Bad paths never reach the wire. */
 	assert_int_equal(grpc_call_start(e.e_cli, "noslash", NULL, 0, &cc_ops,
-					 &cc, &cc.c_call),
-			 -EINVAL);
+	                                 &cc, &cc.c_call),
+	                 -EINVAL);
 
 	cc_free(&cc);
 	env_done(&e);
@@ -1187,8 +1172,7 @@ test_deadline(void **state)
 	env_connect(&e, NULL);
 	cc_init(&cc, &e);
 	assert_int_equal(cc_start(&cc, M_HANG, NULL, 100, &cc_ops), 0);
-	assert_int_equal(grpc_call_send(cc.c_call, (const uint8_t *)"q", 1),
-			 0);
+	assert_int_equal(grpc_call_send(cc.c_call, (const uint8_t *)"q", 1), 0);
 	RUN_UNTIL(&e, cc.c_ended && e.e_s_ends == 1);
 
 	assert_int_equal(cc.c_status, GRPC_STATUS_DEADLINE_EXCEEDED);
@@ -1228,8 +1212,7 @@ test_cancel(void **state)
 	/* From a timer, while the server holds the call open. */
 	cc_init(&a, &e);
 	assert_int_equal(cc_start(&a, M_ECHO, NULL, 0, &cc_ops), 0);
-	assert_int_equal(grpc_call_send(a.c_call, (const uint8_t *)"a", 1),
-			 0);
+	assert_int_equal(grpc_call_send(a.c_call, (const uint8_t *)"a", 1), 0);
 	RUN_UNTIL(&e, a.c_nmsg == 1);
 	assert_int_equal(e.e_s_handled, 1);
 	assert_int_equal(uv_timer_init(&e.e_loop, &t), 0);
@@ -1244,12 +1227,9 @@ test_cancel(void **state)
 	cc_init(&b, &e);
 	b.c_cancel_on_msg = 1;
 	assert_int_equal(cc_start(&b, M_ECHO, NULL, 0, &cc_ops), 0);
-	assert_int_equal(grpc_call_send(b.c_call, (const uint8_t *)"1", 1),
-			 0);
-	assert_int_equal(grpc_call_send(b.c_call, (const uint8_t *)"2", 1),
-			 0);
-	assert_int_equal(grpc_call_send(b.c_call, (const uint8_t *)"3", 1),
-			 0);
+	assert_int_equal(grpc_call_send(b.c_call, (const uint8_t *)"1", 1), 0);
+	assert_int_equal(grpc_call_send(b.c_call, (const uint8_t *)"2", 1), 0);
+	assert_int_equal(grpc_call_send(b.c_call, (const uint8_t *)"3", 1), 0);
 	RUN_UNTIL(&e, b.c_ended && e.e_s_ends == 2);
 	assert_int_equal(b.c_status, GRPC_STATUS_CANCELLED);
 	assert_int_equal(b.c_nmsg, 1);
@@ -1282,8 +1262,8 @@ test_max_message(void **state)
 	uint8_t *big;
 
 	(void)state;
-	so.go_max_message = 1000;	/* what the server accepts */
-	co.go_max_message = 4096;	/* what the client accepts */
+	so.go_max_message = 1000;      /* what the server accepts */
+	co.go_max_message = 4096;      /* what the client accepts */
 	co.go_max_send_message = 4096; /* what the client sends */
 	big = calloc(1, 4097);
 	assert_non_null(big);
@@ -1416,8 +1396,8 @@ struct bp {
 static uint64_t
 bp_inflight(struct bp *bp, size_t queued)
 {
-	uint64_t handed = (uint64_t)bp->b_env->e_st_sent * (STREAM_MSG + 5) -
-			  queued;
+	uint64_t handed =
+	    (uint64_t)bp->b_env->e_st_sent * (STREAM_MSG + 5) - queued;
 
 	return handed - bp->b_cc->c_nmsg * (uint64_t)(STREAM_MSG + 5);
 }
@@ -1486,8 +1466,8 @@ bp_on_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 }
 
 static const struct grpc_call_ops bp_ops = {
-	.on_message = bp_on_message,
-	.on_end = cc_on_end,
+    .on_message = bp_on_message,
+    .on_end = cc_on_end,
 };
 
 static void
@@ -1530,10 +1510,10 @@ test_backpressure(void **state)
 	/* In flight: one stream window (1 MiB) plus some slack. */
 	assert_true(bp.b_inflight_max < 4 * 1024 * 1024);
 	print_message("backpressure: max queued %zu, max in flight %llu, "
-		      "rss +%zd KiB during pause, +%zd KiB overall\n",
-		      bp.b_queued_max, (unsigned long long)bp.b_inflight_max,
-		      ((ssize_t)bp.b_rss_max - (ssize_t)bp.b_rss_pause) / 1024,
-		      ((ssize_t)rss1 - (ssize_t)rss0) / 1024);
+	              "rss +%zd KiB during pause, +%zd KiB overall\n",
+	              bp.b_queued_max, (unsigned long long)bp.b_inflight_max,
+	              ((ssize_t)bp.b_rss_max - (ssize_t)bp.b_rss_pause) / 1024,
+	              ((ssize_t)rss1 - (ssize_t)rss0) / 1024);
 	assert_true(bp.b_rss_max < bp.b_rss_pause + 32 * 1024 * 1024);
 #ifndef __SANITIZE_ADDRESS__
 	/* ASan's quarantine keeps freed memory resident; skip it there. */
@@ -1556,9 +1536,9 @@ lossy_on_end(struct grpc_call *c, int status, const char *message, void *arg)
 }
 
 static const struct grpc_call_ops lossy_ops = {
-	.on_headers = cc_on_headers,
-	.on_message = cc_on_message,
-	.on_end = lossy_on_end,
+    .on_headers = cc_on_headers,
+    .on_message = cc_on_message,
+    .on_end = lossy_on_end,
 };
 
 static void
@@ -1574,7 +1554,7 @@ test_server_drops(void **state)
 	cc.c_drop_on_msg = 1;
 	assert_int_equal(cc_start(&cc, M_DROP, NULL, 0, &lossy_ops), 0);
 	RUN_UNTIL(&e, cc.c_ended && e.e_cli_closed && e.e_s_ends == 1 &&
-			      e.e_conn_closed == 1);
+	                  e.e_conn_closed == 1);
 
 	assert_int_equal(cc.c_status, GRPC_STATUS_UNAVAILABLE);
 	assert_int_equal(cc.c_nmsg, 1);
@@ -1600,12 +1580,11 @@ test_client_drops(void **state)
 	env_connect(&e, NULL);
 	cc_init(&cc, &e);
 	assert_int_equal(cc_start(&cc, M_ECHO, NULL, 0, &lossy_ops), 0);
-	assert_int_equal(grpc_call_send(cc.c_call, (const uint8_t *)"x", 1),
-			 0);
+	assert_int_equal(grpc_call_send(cc.c_call, (const uint8_t *)"x", 1), 0);
 	RUN_UNTIL(&e, cc.c_nmsg == 1);
 	grpc_conn_close(e.e_cli, -ECONNABORTED);
 	RUN_UNTIL(&e, cc.c_ended && e.e_cli_closed && e.e_s_ends == 1 &&
-			      e.e_conn_closed == 1);
+	                  e.e_conn_closed == 1);
 
 	assert_int_equal(cc.c_status, GRPC_STATUS_UNAVAILABLE);
 	assert_true(cc.c_ended_before_closed);
@@ -1632,8 +1611,7 @@ test_client_close_err(void **state)
 	env_connect(&e, NULL);
 	cc_init(&cc, &e);
 	assert_int_equal(cc_start(&cc, M_ECHO, NULL, 0, &cc_ops), 0);
-	assert_int_equal(grpc_call_send(cc.c_call, (const uint8_t *)"x", 1),
-			 0);
+	assert_int_equal(grpc_call_send(cc.c_call, (const uint8_t *)"x", 1), 0);
 	RUN_UNTIL(&e, cc.c_nmsg == 1);
 	grpc_conn_close(e.e_cli, -ECONNABORTED);
 	RUN_UNTIL(&e, cc.c_ended && e.e_cli_closed && e.e_s_ends == 1);
@@ -1726,7 +1704,7 @@ test_server_shutdown(void **state)
 	if (rc == 0)
 		assert_int_equal(grpc_call_close_send(b.c_call), 0);
 	RUN_UNTIL(&e, e.e_srv_done && e.e_cli_closed && a.c_ended &&
-			      (rc != 0 || b.c_ended));
+	                  (rc != 0 || b.c_ended));
 
 	assert_int_equal(a.c_status, GRPC_STATUS_OK);
 	assert_int_equal(a.c_len, 4);
@@ -1784,7 +1762,7 @@ raw_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 	(void)suggested;
 	if (r->r_inlen < sizeof(r->r_in))
 		*b = uv_buf_init((char *)r->r_in + r->r_inlen,
-				 (unsigned)(sizeof(r->r_in) - r->r_inlen));
+		                 (unsigned)(sizeof(r->r_in) - r->r_inlen));
 	else
 		*b = uv_buf_init((char *)r->r_sink, sizeof(r->r_sink));
 }
@@ -1813,13 +1791,13 @@ raw_on_connect(uv_connect_t *req, int status)
 	struct raw *r = req->data;
 
 	assert_int_equal(status, 0);
-	assert_int_equal(uv_read_start((uv_stream_t *)&r->r_pipe, raw_on_alloc,
-				       raw_on_read),
-			 0);
+	assert_int_equal(
+	    uv_read_start((uv_stream_t *)&r->r_pipe, raw_on_alloc, raw_on_read),
+	    0);
 	r->r_wreq.data = r;
 	assert_int_equal(uv_write(&r->r_wreq, (uv_stream_t *)&r->r_pipe,
-				  &r->r_out, 1, raw_on_write),
-			 0);
+	                          &r->r_out, 1, raw_on_write),
+	                 0);
 }
 
 /* Sends data on a raw connection, reads until the server hangs up. */
@@ -1845,15 +1823,15 @@ find_goaway(const uint8_t *p, size_t n, uint32_t *code)
 	size_t off = 0, len;
 
 	while (off + 9 <= n) {
-		len = (size_t)p[off] << 16 | (size_t)p[off + 1] << 8 |
-		      p[off + 2];
+		len =
+		    (size_t)p[off] << 16 | (size_t)p[off + 1] << 8 | p[off + 2];
 		if (off + 9 + len > n)
 			break;
 		if (p[off + 3] == 0x07 && len >= 8) {
 			const uint8_t *q = p + off + 9 + 4;
 
 			*code = (uint32_t)q[0] << 24 | (uint32_t)q[1] << 16 |
-				(uint32_t)q[2] << 8 | q[3];
+			        (uint32_t)q[2] << 8 | q[3];
 			return 1;
 		}
 		off += 9 + len;
@@ -1865,12 +1843,12 @@ static void
 test_garbage_peer(void **state)
 {
 	static const char http1[] = "GET / HTTP/1.1\r\nHost: localhost\r\n"
-				    "Connection: close\r\n\r\n";
+	                            "Connection: close\r\n\r\n";
 	static const uint8_t bad_frame[] =
-		"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-		/* SETTINGS with a length that is no multiple of 6 */
-		"\x00\x00\x03\x04\x00\x00\x00\x00\x00"
-		"\x01\x02\x03";
+	    "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+	    /* SETTINGS with a length that is no multiple of 6 */
+	    "\x00\x00\x03\x04\x00\x00\x00\x00\x00"
+	    "\x01\x02\x03";
 	uint8_t noise[4096];
 	uint32_t x = 0x12345678, code = 0;
 	struct env e;
@@ -1967,7 +1945,7 @@ test_many_calls(void **state)
 		snprintf(want, sizeof(want), "REQ-%03d", i);
 		if (calls[i].c_status != GRPC_STATUS_OK)
 			fail_msg("call %d: status %d '%s'", i,
-				 calls[i].c_status, calls[i].c_msg);
+			         calls[i].c_status, calls[i].c_msg);
 		assert_int_equal(calls[i].c_len, 7);
 		assert_memory_equal(calls[i].c_data, want, 7);
 		assert_md(&calls[i].c_trailers, "x-t", "1", 1);
@@ -2015,8 +1993,8 @@ test_conn_open(void **state)
 	env_init(&e, NULL);
 	e.e_reject = 1;
 	assert_int_equal(grpc_conn_connect_unix(&e.e_loop, e.e_path, NULL,
-						&cli_ops, &e, &e.e_cli),
-			 0);
+	                                        &cli_ops, &e, &e.e_cli),
+	                 0);
 	RUN_UNTIL(&e, e.e_cli_closed && e.e_conn_closed == 1);
 	assert_int_equal(e.e_conn_closed_err, -ECONNREFUSED);
 	env_done(&e);
@@ -2056,7 +2034,7 @@ struct fake {
 	int f_accepted;
 	int f_written;
 	int f_close_after; /* close once written and the preface was read */
-	int f_open;	   /* handles not closed yet */
+	int f_open;        /* handles not closed yet */
 	size_t f_nread;
 	uint8_t f_sink[4096];
 };
@@ -2134,19 +2112,19 @@ fake_on_connection(uv_stream_t *l, int status)
 	f->f_conn.data = f;
 	f->f_open++;
 	assert_int_equal(uv_accept(l, (uv_stream_t *)&f->f_conn), 0);
-	assert_int_equal(uv_read_start((uv_stream_t *)&f->f_conn,
-				       fake_on_alloc, fake_on_read),
-			 0);
+	assert_int_equal(uv_read_start((uv_stream_t *)&f->f_conn, fake_on_alloc,
+	                               fake_on_read),
+	                 0);
 	f->f_wreq.data = f;
 	assert_int_equal(uv_write(&f->f_wreq, (uv_stream_t *)&f->f_conn,
-				  &f->f_out, 1, fake_on_write),
-			 0);
+	                          &f->f_out, 1, fake_on_write),
+	                 0);
 }
 
 /* Listens at <dir>/fake.sock; sends data to the first client. */
 static void
 fake_start(struct fake *f, struct env *e, const void *data, size_t len,
-	   int close_after)
+           int close_after)
 {
 	memset(f, 0, sizeof(*f));
 	f->f_env = e;
@@ -2157,9 +2135,8 @@ fake_start(struct fake *f, struct env *e, const void *data, size_t len,
 	f->f_listen.data = f;
 	f->f_open = 1;
 	assert_int_equal(uv_pipe_bind(&f->f_listen, f->f_path), 0);
-	assert_int_equal(uv_listen((uv_stream_t *)&f->f_listen, 4,
-				   fake_on_connection),
-			 0);
+	assert_int_equal(
+	    uv_listen((uv_stream_t *)&f->f_listen, 4, fake_on_connection), 0);
 }
 
 static void
@@ -2177,7 +2154,7 @@ fake_stop(struct fake *f)
 
 static void
 ka_on_goaway(struct grpc_conn *conn, uint32_t code, const char *debug,
-	     void *arg)
+             void *arg)
 {
 	struct env *e = arg;
 	struct ka *k = e->e_scenario;
@@ -2201,21 +2178,21 @@ ka_on_closed(struct grpc_conn *conn, int err, const char *reason, void *arg)
 }
 
 static const struct grpc_conn_ops ka_cli_ops = {
-	.on_ready = cli_on_ready,
-	.on_goaway = ka_on_goaway,
-	.on_closed = ka_on_closed,
+    .on_ready = cli_on_ready,
+    .on_goaway = ka_on_goaway,
+    .on_closed = ka_on_closed,
 };
 
 static void
 ka_connect(struct env *e, struct ka *k, const char *path,
-	   const struct grpc_opts *o)
+           const struct grpc_opts *o)
 {
 	e->e_scenario = k;
 	uv_update_time(&e->e_loop);
 	k->k_t0 = uv_now(&e->e_loop);
 	assert_int_equal(grpc_conn_connect_unix(&e->e_loop, path, o,
-						&ka_cli_ops, e, &e->e_cli),
-			 0);
+	                                        &ka_cli_ops, e, &e->e_cli),
+	                 0);
 }
 
 static void
@@ -2327,13 +2304,12 @@ test_keepalive_live_peer(void **state)
 static void
 test_keepalive_too_many_pings(void **state)
 {
-	static const char frames[] =
-		KA_SETTINGS
-		/* GOAWAY: length 22, type 7, flags 0, stream 0 */
-		"\x00\x00\x16\x07\x00\x00\x00\x00\x00"
-		"\x00\x00\x00\x00" /* last stream id */
-		"\x00\x00\x00\x0b" /* ENHANCE_YOUR_CALM */
-		"too_many_pings";
+	static const char frames[] = KA_SETTINGS
+	    /* GOAWAY: length 22, type 7, flags 0, stream 0 */
+	    "\x00\x00\x16\x07\x00\x00\x00\x00\x00"
+	    "\x00\x00\x00\x00" /* last stream id */
+	    "\x00\x00\x00\x0b" /* ENHANCE_YOUR_CALM */
+	    "too_many_pings";
 	struct grpc_opts o = {0};
 	struct fake f;
 	struct ka k = {0};
@@ -2396,29 +2372,29 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_unary),
-		cmocka_unit_test(test_bidi),
-		cmocka_unit_test(test_unimplemented),
-		cmocka_unit_test(test_status_message),
-		cmocka_unit_test(test_deadline),
-		cmocka_unit_test(test_cancel),
-		cmocka_unit_test(test_max_message),
-		cmocka_unit_test(test_preauth_budget),
-		cmocka_unit_test(test_backpressure),
-		cmocka_unit_test(test_server_drops),
-		cmocka_unit_test(test_client_drops),
-		cmocka_unit_test(test_client_close_err),
-		cmocka_unit_test(test_client_graceful_close),
-		cmocka_unit_test(test_server_shutdown),
-		cmocka_unit_test(test_garbage_peer),
-		cmocka_unit_test(test_many_calls),
-		cmocka_unit_test(test_conn_open),
-		cmocka_unit_test(test_keepalive_dead_peer),
-		cmocka_unit_test(test_keepalive_live_peer),
-		cmocka_unit_test(test_keepalive_too_many_pings),
-		cmocka_unit_test(test_keepalive_server_tolerates_pings),
-		cmocka_unit_test(test_send_all_or_nothing),
-		cmocka_unit_test(test_too_many_trailers),
+	    cmocka_unit_test(test_unary),
+	    cmocka_unit_test(test_bidi),
+	    cmocka_unit_test(test_unimplemented),
+	    cmocka_unit_test(test_status_message),
+	    cmocka_unit_test(test_deadline),
+	    cmocka_unit_test(test_cancel),
+	    cmocka_unit_test(test_max_message),
+	    cmocka_unit_test(test_preauth_budget),
+	    cmocka_unit_test(test_backpressure),
+	    cmocka_unit_test(test_server_drops),
+	    cmocka_unit_test(test_client_drops),
+	    cmocka_unit_test(test_client_close_err),
+	    cmocka_unit_test(test_client_graceful_close),
+	    cmocka_unit_test(test_server_shutdown),
+	    cmocka_unit_test(test_garbage_peer),
+	    cmocka_unit_test(test_many_calls),
+	    cmocka_unit_test(test_conn_open),
+	    cmocka_unit_test(test_keepalive_dead_peer),
+	    cmocka_unit_test(test_keepalive_live_peer),
+	    cmocka_unit_test(test_keepalive_too_many_pings),
+	    cmocka_unit_test(test_keepalive_server_tolerates_pings),
+	    cmocka_unit_test(test_send_all_or_nothing),
+	    cmocka_unit_test(test_too_many_trailers),
 	};
 
 	signal(SIGPIPE, SIG_IGN);

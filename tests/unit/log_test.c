@@ -97,7 +97,7 @@ test_sink_escapes_peer_text(void **state)
 	log_init("log_test", LOG_LEVEL_DEBUG);
 	assert_int_equal(log_open(path), 0);
 	log_warnx("initialize ended: %s", "bye\n2026-01-01T00:00:00.000Z "
-					  "forged[1] info: \x1b]0;pwned\x07");
+	                                  "forged[1] info: \x1b]0;pwned\x07");
 	memset(big, 'x', sizeof(big) - 2);
 	big[sizeof(big) - 2] = '\n';
 	big[sizeof(big) - 1] = '\0';
@@ -122,9 +122,9 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_escape),
-		cmocka_unit_test(test_escape_truncates_whole_escapes),
-		cmocka_unit_test(test_sink_escapes_peer_text),
+	    cmocka_unit_test(test_escape),
+	    cmocka_unit_test(test_escape_truncates_whole_escapes),
+	    cmocka_unit_test(test_sink_escapes_peer_text),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

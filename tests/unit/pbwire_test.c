@@ -12,7 +12,7 @@
 
 static size_t
 pack_init(const char *id, size_t idlen, const char *secret, size_t slen,
-	  uint8_t *out)
+          uint8_t *out)
 {
 	size_t n = 0;
 
@@ -61,9 +61,9 @@ test_malformed(void **state)
 	uint8_t m[64];
 	size_t n;
 	static const uint8_t longvar[] = {0x08, 0xff, 0xff, 0xff, 0xff, 0xff,
-					  0xff, 0xff, 0xff, 0xff, 0xff, 0x01};
-	static const uint8_t fixed[] = {0x09, 1, 2, 3, 4, 5, 6, 7, 8,
-					0x15, 1, 2, 3, 4};
+	                                  0xff, 0xff, 0xff, 0xff, 0xff, 0x01};
+	static const uint8_t fixed[] = {0x09, 1, 2,    3, 4, 5, 6,
+	                                7,    8, 0x15, 1, 2, 3, 4};
 	static const uint8_t group[] = {0x0b};
 
 	(void)state;
@@ -71,20 +71,20 @@ test_malformed(void **state)
 	assert_int_equal(pbwire_field_has_nul(m, n - 1, 3), -EINVAL);
 	assert_int_equal(pbwire_field_has_nul(m, 2, 3), -EINVAL);
 	assert_int_equal(pbwire_field_has_nul(longvar, sizeof(longvar), 2),
-			 -EINVAL);
+	                 -EINVAL);
 	assert_int_equal(pbwire_field_has_nul(fixed, sizeof(fixed), 2), 0);
 	assert_int_equal(pbwire_field_has_nul(fixed, sizeof(fixed) - 1, 2),
-			 -EINVAL);
+	                 -EINVAL);
 	assert_int_equal(pbwire_field_has_nul(group, sizeof(group), 2),
-			 -EINVAL);
+	                 -EINVAL);
 }
 
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_nul_found),
-		cmocka_unit_test(test_malformed),
+	    cmocka_unit_test(test_nul_found),
+	    cmocka_unit_test(test_malformed),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -24,9 +24,8 @@
 
 #define WATCHDOG_MS 15000
 
-static const char *const env_default[] = {
-	"PATH=/usr/bin:/bin", "LC_ALL=C", NULL
-};
+static const char *const env_default[] = {"PATH=/usr/bin:/bin", "LC_ALL=C",
+                                          NULL};
 
 /* One test: a loop, a watchdog, and what the callbacks saw. */
 struct run {
@@ -40,11 +39,11 @@ struct run {
 	unsigned r_outputs;
 	unsigned r_writables;
 	int r_exits;
-	int r_expect;		/* pc_exit calls that end the test */
+	int r_expect; /* pc_exit calls that end the test */
 	int64_t r_status;
 	int r_signal;
-	uint64_t r_t0;		/* ms */
-	uint64_t r_exit_ms;	/* since r_t0 */
+	uint64_t r_t0;      /* ms */
+	uint64_t r_exit_ms; /* since r_t0 */
 	int r_step;
 	uint64_t r_mark;
 	long r_val;
@@ -122,9 +121,9 @@ t_exit(struct proc *p, int64_t status, int sig, void *arg)
 }
 
 static const struct proc_cb test_cb = {
-	.pc_output = t_output,
-	.pc_writable = t_writable,
-	.pc_exit = t_exit,
+    .pc_output = t_output,
+    .pc_writable = t_writable,
+    .pc_exit = t_exit,
 };
 
 static void
@@ -133,8 +132,8 @@ run_init(struct run *r)
 	memset(r, 0, sizeof(*r));
 	assert_int_equal(uv_loop_init(&r->r_loop), 0);
 	assert_int_equal(uv_timer_init(&r->r_loop, &r->r_watchdog), 0);
-	assert_int_equal(uv_timer_start(&r->r_watchdog, on_watchdog,
-					WATCHDOG_MS, 0), 0);
+	assert_int_equal(
+	    uv_timer_start(&r->r_watchdog, on_watchdog, WATCHDOG_MS, 0), 0);
 	r->r_expect = 1;
 	r->r_status = -2;
 	r->r_t0 = now_ms();
@@ -208,7 +207,7 @@ assert_out(const struct run *r, const char *s)
 
 	if (r->r_len != n || memcmp(r->r_out, s, n) != 0)
 		fail_msg("output \"%.*s\", expected \"%s\"", (int)r->r_len,
-			 (const char *)r->r_out, s);
+		         (const char *)r->r_out, s);
 }
 
 static int
@@ -230,7 +229,7 @@ count_fds(void)
 static void
 sleep_ms(long ms)
 {
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000 };
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
 
 	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
 		;
@@ -293,7 +292,7 @@ echo_writable(struct run *r, struct proc *p)
 static void
 test_cat_echo(void **state)
 {
-	static const char *const argv[] = { "cat", NULL };
+	static const char *const argv[] = {"cat", NULL};
 	struct proc_opts o = opts(argv, 0);
 	struct run r;
 	uint8_t *in;
@@ -311,8 +310,8 @@ test_cat_echo(void **state)
 	assert_int_equal(proc_write(r.r_proc, in, 0), 0);
 	for (i = 0; i < len; i += 64 * 1024)
 		assert_int_equal(proc_write(r.r_proc, in + i,
-					    len - i < 65536 ? len - i : 65536),
-				 0);
+		                            len - i < 65536 ? len - i : 65536),
+		                 0);
 	assert_true(proc_queued(r.r_proc) >= PROC_INPUT_HIWAT);
 	run_loop(&r);
 	assert_int_equal(r.r_status, 0);
@@ -327,9 +326,8 @@ test_cat_echo(void **state)
 static void
 test_exit_status(void **state)
 {
-	static const char *const a_exit[] = { "sh", "-c", "exit 7", NULL };
-	static const char *const a_kill[] = { "sh", "-c", "kill -KILL $$",
-					      NULL };
+	static const char *const a_exit[] = {"sh", "-c", "exit 7", NULL};
+	static const char *const a_kill[] = {"sh", "-c", "kill -KILL $$", NULL};
 	struct proc_opts o;
 	struct run r;
 
@@ -355,8 +353,8 @@ test_exit_status(void **state)
 static void
 test_stderr(void **state)
 {
-	static const char *const argv[] = { "sh", "-c",
-					    "echo out; echo err >&2", NULL };
+	static const char *const argv[] = {"sh", "-c", "echo out; echo err >&2",
+	                                   NULL};
 	struct proc_opts o = opts(argv, 0);
 	struct proc *p = NULL;
 	struct run r;
@@ -394,9 +392,9 @@ test_stderr(void **state)
 static void
 test_child_defaults(void **state)
 {
-	static const char *const a_sig[] = { "grep", "-E", "^Sig(Blk|Ign)",
-					     "/proc/self/status", NULL };
-	static const char *const a_pwd[] = { "pwd", NULL };
+	static const char *const a_sig[] = {"grep", "-E", "^Sig(Blk|Ign)",
+	                                    "/proc/self/status", NULL};
+	static const char *const a_pwd[] = {"pwd", NULL};
 	struct proc_opts o;
 	struct run r;
 
@@ -406,7 +404,7 @@ test_child_defaults(void **state)
 	run_spawn(&r, &o);
 	run_loop(&r);
 	assert_out(&r, "SigBlk:\t0000000000000000\n"
-		       "SigIgn:\t0000000000000000\n");
+	               "SigIgn:\t0000000000000000\n");
 	run_fini(&r);
 
 	run_init(&r);
@@ -421,12 +419,12 @@ test_child_defaults(void **state)
 static void
 test_bulk_output(void **state)
 {
-#define BULK_LINE "0123456789abcdefghijklmnopqrstuvwxyz" \
-		  "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+#define BULK_LINE                                                              \
+	"0123456789abcdefghijklmnopqrstuvwxyz"                                 \
+	"ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 	static const char line[] = BULK_LINE;
 	static const char *const argv[] = {
-		"sh", "-c", "yes " BULK_LINE " | head -c 20000000", NULL
-	};
+	    "sh", "-c", "yes " BULK_LINE " | head -c 20000000", NULL};
 	struct proc_opts o = opts(argv, 0);
 	struct run r;
 	uint8_t *want, md1[32], md2[32];
@@ -442,10 +440,10 @@ test_bulk_output(void **state)
 	run_loop(&r);
 	assert_int_equal(r.r_status, 0);
 	assert_int_equal(r.r_len, len);
-	assert_int_equal(EVP_Digest(r.r_out, r.r_len, md1, NULL, EVP_sha256(),
-				    NULL), 1);
+	assert_int_equal(
+	    EVP_Digest(r.r_out, r.r_len, md1, NULL, EVP_sha256(), NULL), 1);
 	assert_int_equal(EVP_Digest(want, len, md2, NULL, EVP_sha256(), NULL),
-			 1);
+	                 1);
 	assert_memory_equal(md1, md2, sizeof(md1));
 	assert_memory_equal(r.r_out, want, len);
 	run_fini(&r);
@@ -506,8 +504,8 @@ bp_output(struct run *r, struct proc *p)
 static void
 test_backpressure(void **state)
 {
-	static const char *const argv[] = { "head", "-c", "4000000",
-					    "/dev/zero", NULL };
+	static const char *const argv[] = {"head", "-c", "4000000", "/dev/zero",
+	                                   NULL};
 	struct proc_opts o = opts(argv, 0);
 	struct run r;
 	size_t i;
@@ -542,8 +540,8 @@ resume_tick(uv_timer_t *t)
 static void
 test_pause_across_exit(void **state)
 {
-	static const char *const argv[] = { "sh", "-c", "echo hello; exit 3",
-					    NULL };
+	static const char *const argv[] = {"sh", "-c", "echo hello; exit 3",
+	                                   NULL};
 	struct proc_opts o = opts(argv, 0);
 	struct run r;
 
@@ -580,9 +578,8 @@ slow_output(struct run *r, struct proc *p)
 static void
 test_pty_slow_reader_tail(void **state)
 {
-	static const char *const argv[] = {
-		"sh", "-c", "stty -onlcr; seq 1 200000", NULL
-	};
+	static const char *const argv[] = {"sh", "-c",
+	                                   "stty -onlcr; seq 1 200000", NULL};
 	struct proc_opts o = opts(argv, 1);
 	struct run r;
 	size_t want = 0;
@@ -600,12 +597,12 @@ test_pty_slow_reader_tail(void **state)
 		assert_int_equal(r.r_status, 0);
 		if (r.r_len != want)
 			fail_msg("round %d: %zu bytes of %zu; tail \"%.*s\"",
-				 round, r.r_len, want,
-				 (int)(r.r_len < 20 ? r.r_len : 20),
-				 (const char *)r.r_out + r.r_len -
-					 (r.r_len < 20 ? r.r_len : 20));
+			         round, r.r_len, want,
+			         (int)(r.r_len < 20 ? r.r_len : 20),
+			         (const char *)r.r_out + r.r_len -
+			             (r.r_len < 20 ? r.r_len : 20));
 		assert_memory_equal(r.r_out + r.r_len - 14, "199999\n200000\n",
-				    14);
+		                    14);
 		run_fini(&r);
 	}
 }
@@ -626,8 +623,7 @@ static void
 test_pty_callback_errno(void **state)
 {
 	static const char *const argv[] = {
-		"sh", "-c", "echo one; sleep 0.2; echo two", NULL
-	};
+	    "sh", "-c", "echo one; sleep 0.2; echo two", NULL};
 	struct proc_opts o = opts(argv, 1);
 	struct run r;
 
@@ -654,7 +650,7 @@ pty_lines(const struct run *r, char lines[][128], size_t max)
 		if (j + 1 >= r->r_len)
 			break;
 		snprintf(lines[n++], 128, "%.*s", (int)(j - i),
-			 (const char *)r->r_out + i);
+		         (const char *)r->r_out + i);
 		i = j + 2;
 	}
 	return n;
@@ -664,11 +660,10 @@ static void
 test_pty_basics(void **state)
 {
 	static const char *const argv[] = {
-		"sh", "-c",
-		"tty; stty size; echo $$; cut -d' ' -f6 /proc/$$/stat; "
-		"echo err >&2",
-		NULL
-	};
+	    "sh", "-c",
+	    "tty; stty size; echo $$; cut -d' ' -f6 /proc/$$/stat; "
+	    "echo err >&2",
+	    NULL};
 	struct proc_opts o = opts(argv, 1);
 	struct run r;
 	char lines[8][128];
@@ -713,11 +708,10 @@ static void
 test_pty_echo_resize(void **state)
 {
 	static const char *const argv[] = {
-		"sh", "-c",
-		"read line; echo \"got:$line\"; stty size; read x; stty size",
-		NULL
-	};
-	static const char *const a_cat[] = { "cat", NULL };
+	    "sh", "-c",
+	    "read line; echo \"got:$line\"; stty size; read x; stty size",
+	    NULL};
+	static const char *const a_cat[] = {"cat", NULL};
 	struct proc_opts o = opts(argv, 1);
 	struct run r;
 
@@ -728,7 +722,7 @@ test_pty_echo_resize(void **state)
 	r.r_on_output = resize_output;
 	run_spawn(&r, &o);
 	assert_int_equal(proc_write(r.r_proc, (const uint8_t *)"hello\n", 6),
-			 0);
+	                 0);
 	run_loop(&r);
 	assert_int_equal(r.r_status, 0);
 	/* The terminal echoes input; the program's answer follows. */
@@ -795,17 +789,16 @@ kill_output(struct run *r, struct proc *p)
 		r->r_val = parse_long((const char *)r->r_out);
 		r->r_timer.data = r;
 		assert_int_equal(uv_timer_start(&r->r_timer, kill_tick, 0, 10),
-				 0);
+		                 0);
 	}
 }
 
 static void
 test_kill(void **state)
 {
-	static const char *const a_sleep[] = { "sleep", "100", NULL };
+	static const char *const a_sleep[] = {"sleep", "100", NULL};
 	static const char *const a_bg[] = {
-		"sh", "-c", "sleep 100 & echo $!; exec sleep 100", NULL
-	};
+	    "sh", "-c", "sleep 100 & echo $!; exec sleep 100", NULL};
 	struct proc_opts o = opts(a_sleep, 0);
 	struct run r;
 
@@ -848,7 +841,7 @@ first_child(pid_t pid)
 	long c = 0;
 
 	snprintf(path, sizeof(path), "/proc/%ld/task/%ld/children", (long)pid,
-		 (long)pid);
+	         (long)pid);
 	if ((f = fopen(path, "r")) == NULL)
 		return 0;
 	if (fgets(buf, sizeof(buf), f) != NULL && buf[0] != '\0')
@@ -871,20 +864,20 @@ job_tick(uv_timer_t *t)
 	r->r_val = c;
 	r->r_mark = now_ms();
 	assert_int_equal(proc_kill(r->r_proc, SIGINT), 0);
-	assert_int_equal(proc_write(r->r_proc, (const uint8_t *)cmd,
-				    sizeof(cmd) - 1), 0);
+	assert_int_equal(
+	    proc_write(r->r_proc, (const uint8_t *)cmd, sizeof(cmd) - 1), 0);
 }
 
 /*
  * An interactive shell runs each job in a process group of its own; the
- * kill signal of a session must still stop the job (docs/protocol.md: "2 = SIGINT stops
- * tail -f"), and leave the shell alone.
+ * kill signal of a session must still stop the job (docs/protocol.md: "2 =
+ * SIGINT stops tail -f"), and leave the shell alone.
  */
 static void
 test_pty_job_control(void **state)
 {
-	static const char *const argv[] = { "bash", "--norc", "--noprofile",
-					    "-i", NULL };
+	static const char *const argv[] = {"bash", "--norc", "--noprofile",
+	                                   "-i", NULL};
 	static const char cmd[] = "sleep 100\n";
 	struct proc_opts o = opts(argv, 1);
 	struct run r;
@@ -897,8 +890,8 @@ test_pty_job_control(void **state)
 	r.r_timer_used = 1;
 	r.r_timer.data = &r;
 	run_spawn(&r, &o);
-	assert_int_equal(proc_write(r.r_proc, (const uint8_t *)cmd,
-				    sizeof(cmd) - 1), 0);
+	assert_int_equal(
+	    proc_write(r.r_proc, (const uint8_t *)cmd, sizeof(cmd) - 1), 0);
 	assert_int_equal(uv_timer_start(&r.r_timer, job_tick, 10, 10), 0);
 	run_loop(&r);
 	assert_true(r.r_val > 0);
@@ -918,7 +911,7 @@ close_output(struct run *r, struct proc *p)
 		proc_close(p, 300);
 		proc_close(p, 0);
 		assert_int_equal(proc_write(p, (const uint8_t *)"x", 1),
-				 -EPIPE);
+		                 -EPIPE);
 	}
 }
 
@@ -926,9 +919,8 @@ static void
 test_close_grace(void **state)
 {
 	static const char *const argv[] = {
-		"sh", "-c",
-		"trap '' TERM HUP; echo ready; sleep 100; echo late", NULL
-	};
+	    "sh", "-c", "trap '' TERM HUP; echo ready; sleep 100; echo late",
+	    NULL};
 	struct proc_opts o = opts(argv, 0);
 	struct run r;
 	uint64_t took;
@@ -963,8 +955,7 @@ static void
 test_background_holds_output(void **state)
 {
 	static const char *const argv[] = {
-		"sh", "-c", "sleep 100 & echo $!; echo hi", NULL
-	};
+	    "sh", "-c", "sleep 100 & echo $!; echo hi", NULL};
 	struct proc_opts o = opts(argv, 0);
 	struct run r;
 
@@ -984,13 +975,13 @@ test_background_holds_output(void **state)
 static void
 test_exec_failure(void **state)
 {
-	static const char *const a_none[] = { "ncgrpc-no-such-program", NULL };
-	static const char *const a_abs[] = { "/nonexistent/ncgrpc-prog", NULL };
-	static const char *const a_true[] = { "true", NULL };
-	static const char *const a_dir[] = { "/tmp", NULL };
-	static const char *const a_empty[] = { NULL };
-	const char *a_file[2] = { NULL, NULL };
-	const char *env_tmp[2] = { NULL, NULL };
+	static const char *const a_none[] = {"ncgrpc-no-such-program", NULL};
+	static const char *const a_abs[] = {"/nonexistent/ncgrpc-prog", NULL};
+	static const char *const a_true[] = {"true", NULL};
+	static const char *const a_dir[] = {"/tmp", NULL};
+	static const char *const a_empty[] = {NULL};
+	const char *a_file[2] = {NULL, NULL};
+	const char *env_tmp[2] = {NULL, NULL};
 	char path[64], envpath[80];
 	struct proc_opts o;
 	struct proc *p = NULL;
@@ -1057,10 +1048,9 @@ test_exec_failure(void **state)
 static void
 test_environment(void **state)
 {
-	static const char *const argv[] = { "env", NULL };
-	static const char *const envp[] = {
-		"PATH=/usr/bin:/bin", "FOO=bar baz", "EMPTY=", "X=1=2", NULL
-	};
+	static const char *const argv[] = {"env", NULL};
+	static const char *const envp[] = {"PATH=/usr/bin:/bin", "FOO=bar baz",
+	                                   "EMPTY=", "X=1=2", NULL};
 	struct proc_opts o = opts(argv, 0);
 	struct run r;
 
@@ -1100,7 +1090,7 @@ gid_set(gid_t *g, size_t n)
 static int
 eperm_as_nobody(uid_t uid, gid_t gid)
 {
-	static const char *const argv[] = { "true", NULL };
+	static const char *const argv[] = {"true", NULL};
 	struct proc_opts o = opts(argv, 0);
 	struct proc *p = NULL;
 	uv_loop_t loop;
@@ -1119,10 +1109,10 @@ eperm_as_nobody(uid_t uid, gid_t gid)
 static void
 test_user(void **state)
 {
-	static const char *const argv[] = { "sh", "-c",
-					    "id -u; id -g; id -G; pwd", NULL };
-	static const char *const a_tty[] = { "sh", "-c",
-					     "stat -c %u \"$(tty)\"", NULL };
+	static const char *const argv[] = {"sh", "-c",
+	                                   "id -u; id -g; id -G; pwd", NULL};
+	static const char *const a_tty[] = {"sh", "-c", "stat -c %u \"$(tty)\"",
+	                                    NULL};
 	struct proc_opts o = opts(argv, 0);
 	struct proc *p = NULL;
 	struct passwd *pw;
@@ -1144,7 +1134,7 @@ test_user(void **state)
 	o.po_cwd = "/tmp";
 	if (geteuid() != 0) {
 		assert_int_equal(proc_spawn(&r.r_loop, &o, &test_cb, &r, &p),
-				 -EPERM);
+		                 -EPERM);
 		run_fini(&r);
 		skip();
 	}
@@ -1200,10 +1190,9 @@ test_user(void **state)
 static void
 test_fd_leaks(void **state)
 {
-	static const char *const a_true[] = { "true", NULL };
-	static const char *const a_ls[] = { "ls", "/proc/self/fd", NULL };
-	static const char *const a_ls1[] = { "ls", "-1", "/proc/self/fd",
-					     NULL };
+	static const char *const a_true[] = {"true", NULL};
+	static const char *const a_ls[] = {"ls", "/proc/self/fd", NULL};
+	static const char *const a_ls1[] = {"ls", "-1", "/proc/self/fd", NULL};
 	struct proc_opts o;
 	struct run r;
 	int i, n0, leak;
@@ -1277,7 +1266,7 @@ inner_close_exit(struct run *r, struct proc *p)
 static void
 test_close_from_output(void **state)
 {
-	static const char *const argv[] = { "yes", NULL };
+	static const char *const argv[] = {"yes", NULL};
 	struct proc_opts o;
 	struct run r;
 	int pty;
@@ -1301,26 +1290,26 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_cat_echo),
-		cmocka_unit_test(test_exit_status),
-		cmocka_unit_test(test_stderr),
-		cmocka_unit_test(test_child_defaults),
-		cmocka_unit_test(test_bulk_output),
-		cmocka_unit_test(test_pty_slow_reader_tail),
-		cmocka_unit_test(test_pty_callback_errno),
-		cmocka_unit_test(test_backpressure),
-		cmocka_unit_test(test_pause_across_exit),
-		cmocka_unit_test(test_pty_basics),
-		cmocka_unit_test(test_pty_echo_resize),
-		cmocka_unit_test(test_kill),
-		cmocka_unit_test(test_pty_job_control),
-		cmocka_unit_test(test_close_grace),
-		cmocka_unit_test(test_background_holds_output),
-		cmocka_unit_test(test_exec_failure),
-		cmocka_unit_test(test_environment),
-		cmocka_unit_test(test_user),
-		cmocka_unit_test(test_fd_leaks),
-		cmocka_unit_test(test_close_from_output),
+	    cmocka_unit_test(test_cat_echo),
+	    cmocka_unit_test(test_exit_status),
+	    cmocka_unit_test(test_stderr),
+	    cmocka_unit_test(test_child_defaults),
+	    cmocka_unit_test(test_bulk_output),
+	    cmocka_unit_test(test_pty_slow_reader_tail),
+	    cmocka_unit_test(test_pty_callback_errno),
+	    cmocka_unit_test(test_backpressure),
+	    cmocka_unit_test(test_pause_across_exit),
+	    cmocka_unit_test(test_pty_basics),
+	    cmocka_unit_test(test_pty_echo_resize),
+	    cmocka_unit_test(test_kill),
+	    cmocka_unit_test(test_pty_job_control),
+	    cmocka_unit_test(test_close_grace),
+	    cmocka_unit_test(test_background_holds_output),
+	    cmocka_unit_test(test_exec_failure),
+	    cmocka_unit_test(test_environment),
+	    cmocka_unit_test(test_user),
+	    cmocka_unit_test(test_fd_leaks),
+	    cmocka_unit_test(test_close_from_output),
 	};
 
 	/* As in the agent: a dead child's stdin must not kill us. */

@@ -428,9 +428,8 @@ test_parse_buffer(void **state)
 	n = snprintf(data, sizeof(data), "# devices\n%s\n", line);
 	/* Not NUL-terminated: only len bytes count. */
 	data[n] = 'x';
-	assert_int_equal(registry_parse("buf", data, (size_t)n, &reg, err,
-	                                sizeof(err)),
-	                 0);
+	assert_int_equal(
+	    registry_parse("buf", data, (size_t)n, &reg, err, sizeof(err)), 0);
 	assert_int_equal(registry_count(reg), 1);
 	assert_true(registry_has(reg, "r1"));
 	registry_free(reg);
@@ -439,15 +438,15 @@ test_parse_buffer(void **state)
 	assert_int_equal(registry_count(reg), 0);
 	registry_free(reg);
 	reg = NULL;
-	assert_int_equal(registry_parse("buf", "r1 x\n", 5, &reg, err,
-	                                sizeof(err)),
-	                 -EINVAL);
+	assert_int_equal(
+	    registry_parse("buf", "r1 x\n", 5, &reg, err, sizeof(err)),
+	    -EINVAL);
 	assert_null(reg);
 	assert_non_null(strstr(err, "buf:1: "));
 	data[0] = '\0';
-	assert_int_equal(registry_parse("buf", data, (size_t)n, &reg, err,
-	                                sizeof(err)),
-	                 -EINVAL);
+	assert_int_equal(
+	    registry_parse("buf", data, (size_t)n, &reg, err, sizeof(err)),
+	    -EINVAL);
 	assert_int_equal(registry_parse("buf", data, REGISTRY_FILE_MAX + 1,
 	                                &reg, err, sizeof(err)),
 	                 -EFBIG);
@@ -703,8 +702,8 @@ test_throttle_device(void **state)
 	assert_int_equal(k, 0);
 	/* Requests without a peer share one pair per id. */
 	for (i = 0; i < 5; i++)
-		assert_int_equal(verify(reg, &loop, "router-1", "bad", NULL, &k),
-		                 -EACCES);
+		assert_int_equal(
+		    verify(reg, &loop, "router-1", "bad", NULL, &k), -EACCES);
 	assert_int_equal(verify(reg, &loop, "router-1", "bad", NULL, &k),
 	                 -EAGAIN);
 	assert_int_equal(k, 0);
@@ -939,10 +938,10 @@ test_throttle_concurrent(void **state)
 	registry_set_throttle(reg, thr);
 	for (i = 0; i < 10; i++) {
 		snprintf(id, sizeof(id), "ghost%d", i);
-		assert_int_equal(registry_verify(reg, &loop, id,
-		                                 (const uint8_t *)"x", 1,
-		                                 "10.5.5.5:1", vcb, &v[i], NULL),
-		                 0);
+		assert_int_equal(
+		    registry_verify(reg, &loop, id, (const uint8_t *)"x", 1,
+		                    "10.5.5.5:1", vcb, &v[i], NULL),
+		    0);
 	}
 	assert_int_equal(registry_throttle_inflight(thr), 5);
 	assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
@@ -962,12 +961,14 @@ test_throttle_concurrent(void **state)
 	for (i = 0; i < 3; i++)
 		assert_int_equal(registry_verify(reg, &loop, "router-1",
 		                                 (const uint8_t *)"secret-1", 8,
-		                                 "10.6.6.6:1", vcb, &v[i], NULL),
+		                                 "10.6.6.6:1", vcb, &v[i],
+		                                 NULL),
 		                 0);
 	for (i = 3; i < 5; i++)
 		assert_int_equal(registry_verify(reg, &loop, "router-2",
 		                                 (const uint8_t *)"secret-2", 8,
-		                                 "10.6.6.7:1", vcb, &v[i], NULL),
+		                                 "10.6.6.7:1", vcb, &v[i],
+		                                 NULL),
 		                 0);
 	assert_int_equal(registry_throttle_inflight(thr), 3);
 	assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);

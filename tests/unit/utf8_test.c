@@ -120,8 +120,10 @@ test_invalid(void **state)
 	assert_false(utf8_valid(U("\xc3")));
 	assert_false(utf8_valid(U("\xe2\x98")));
 	assert_false(utf8_valid(U("\xf0\x9f\x98")));
-	assert_false(utf8_valid(U("\xc3" "a")));
-	assert_false(utf8_valid(U("\xe2\x98" "a")));
+	assert_false(utf8_valid(U("\xc3"
+	                          "a")));
+	assert_false(utf8_valid(U("\xe2\x98"
+	                          "a")));
 	assert_false(utf8_valid(U("\xf0\x9f\x98\xc3\xa9")));
 	/* Only len bytes are read. */
 	assert_true(utf8_valid((const uint8_t *)"ab\xff", 2));
@@ -204,7 +206,7 @@ test_complete_prefix(void **state)
 
 static void
 check_sanitize(const uint8_t *in, size_t len, const uint8_t *want,
-	       size_t wantlen)
+               size_t wantlen)
 {
 	uint8_t out[3 * 64];
 	size_t n;
@@ -225,27 +227,27 @@ test_sanitize(void **state)
 	check_sanitize(U(""), U(""));
 	check_sanitize(U("abc"), U("abc"));
 	check_sanitize(U("h\xc3\xa9llo \xf0\x9f\x98\x80"),
-	    U("h\xc3\xa9llo \xf0\x9f\x98\x80"));
+	               U("h\xc3\xa9llo \xf0\x9f\x98\x80"));
 	/*
 	 * Unicode 15, chapter 3, table 3-8: the maximal subparts are
 	 * 61 | F1 80 80 | E1 80 | C2 | 62 | 80 | 63 | 80 | BF | 64, so
 	 * three U+FFFD stand between "a" and "b".
 	 */
 	check_sanitize(U("\x61\xf1\x80\x80\xe1\x80\xc2\x62"
-			 "\x80\x63\x80\xbf\x64"),
-	    U("a" R R R "b" R "c" R R "d"));
+	                 "\x80\x63\x80\xbf\x64"),
+	               U("a" R R R "b" R "c" R R "d"));
 	/* Table 3-9: non-shortest forms, one U+FFFD per byte. */
 	check_sanitize(U("\xc0\xaf\xe0\x80\xbf\xf0\x81\x82\x41"),
-	    U(R R R R R R R R "A"));
+	               U(R R R R R R R R "A"));
 	/* Table 3-10: surrogates. */
 	check_sanitize(U("\xed\xa0\x80\xed\xbf\xbf\xed\xaf\x41"),
-	    U(R R R R R R R R "A"));
+	               U(R R R R R R R R "A"));
 	/* Table 3-11: other ill-formed sequences. */
 	check_sanitize(U("\xf4\x91\x92\x93\xff\x41\x80\xbf\x42"),
-	    U(R R R R R "A" R R "B"));
+	               U(R R R R R "A" R R "B"));
 	/* Table 3-12: truncated sequences, one U+FFFD each. */
 	check_sanitize(U("\xe1\x80\xe2\xf0\x91\x92\xf1\xbf\x41"),
-	    U(R R R R "A"));
+	               U(R R R R "A"));
 	/* A truncated sequence at the very end. */
 	check_sanitize(U("a\xf0\x9f\x98"), U("a" R));
 	check_sanitize(U("a\xe2\x98"), U("a" R));
@@ -272,8 +274,8 @@ test_sanitize_random(void **state)
 		for (i = 0; i < len; i++) {
 			seed = seed * 1103515245 + 12345;
 			/* Favour bytes near the interesting boundaries. */
-			in[i] = (uint8_t)(seed >> 16 & 1 ? 0x80 | (seed >> 20) :
-			    seed >> 20);
+			in[i] = (uint8_t)(seed >> 16 & 1 ? 0x80 | (seed >> 20)
+			                                 : seed >> 20);
 		}
 		n = utf8_sanitize(in, len, out);
 		assert_true(n <= 3 * len);
@@ -296,11 +298,11 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_valid),
-		cmocka_unit_test(test_invalid),
-		cmocka_unit_test(test_complete_prefix),
-		cmocka_unit_test(test_sanitize),
-		cmocka_unit_test(test_sanitize_random),
+	    cmocka_unit_test(test_valid),
+	    cmocka_unit_test(test_invalid),
+	    cmocka_unit_test(test_complete_prefix),
+	    cmocka_unit_test(test_sanitize),
+	    cmocka_unit_test(test_sanitize_random),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
