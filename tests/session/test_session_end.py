@@ -350,7 +350,8 @@ class CliSession:
         self.eof = False
         self.err = b""
         threading.Thread(target=self._read, daemon=True).start()
-        threading.Thread(target=self._read_err, daemon=True).start()
+        self._err_thread = threading.Thread(target=self._read_err, daemon=True)
+        self._err_thread.start()
 
     def _read(self):
         fd = self.p.stdout.fileno()
@@ -398,6 +399,7 @@ class CliSession:
 
     def wait(self, timeout):
         rc = self.p.wait(timeout)
+        self._err_thread.join(10)  # stderr is read to its end, all of it
         with self.cond:
             deadline = now() + 10
             while not self.eof and now() < deadline:
