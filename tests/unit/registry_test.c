@@ -14,6 +14,8 @@
 #include <cmocka.h>
 
 #include "nms/registry.c"
+#include "nms/registry_edit.c"
+#include "nms/registry_verify.c"
 
 static char tmpdir[64];
 
@@ -51,7 +53,7 @@ read_str(const char *path)
 	char *buf;
 	size_t len;
 
-	assert_int_equal(read_file(path, &buf, &len, NULL, NULL, 0), 0);
+	assert_int_equal(reg_read_file(path, &buf, &len, NULL, NULL, 0), 0);
 	buf = realloc(buf, len + 1);
 	assert_non_null(buf);
 	buf[len] = '\0';
@@ -179,7 +181,7 @@ test_base64(void **state)
 	for (i = 0; i < sizeof(in); i++)
 		in[i] = (uint8_t)(i * 37 + 11);
 	for (len = 1; len <= sizeof(in); len++) {
-		b64_encode(in, len, enc, 0);
+		reg_b64_encode(in, len, enc, 0);
 		assert_int_equal(strlen(enc), (len * 4 + 2) / 3);
 		assert_int_equal(
 		    b64_decode(enc, strlen(enc), out, sizeof(out), &n), 0);
