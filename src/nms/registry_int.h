@@ -62,16 +62,18 @@ uint64_t reg_keyhash(const void *p, size_t len);
 void reg_b64_encode(const uint8_t *in, size_t len, char *out, int url);
 int reg_id_valid(const char *id, size_t len);
 int reg_is_blank(char c);
-int reg_line_trim(const char *s, size_t len, const char **pp, const char **endp);
-struct registry_entry *reg_lookup(const struct registry *reg, const char *id, size_t idlen);
+int reg_line_trim(const char *s, size_t len, const char **pp,
+                  const char **endp);
+struct registry_entry *reg_lookup(const struct registry *reg, const char *id,
+                                  size_t idlen);
 void reg_unref(struct registry *reg);
-int reg_parse(const char *name, const char *data, size_t len, struct registry **out,
-          char *err, size_t errlen);
+int reg_parse(const char *name, const char *data, size_t len,
+              struct registry **out, char *err, size_t errlen);
 int reg_read_file(const char *path, char **bufp, size_t *lenp, struct stat *stp,
-          char *err, size_t errlen);
+                  char *err, size_t errlen);
 int reg_secret_valid(const uint8_t *secret, size_t len);
-int reg_kdf_run(const struct kdfparams *k, uint8_t *secret, size_t len, uint8_t *out,
-        size_t outlen);
+int reg_kdf_run(const struct kdfparams *k, uint8_t *secret, size_t len,
+                uint8_t *out, size_t outlen);
 int reg_mac_secret(const uint8_t *secret, size_t len, uint8_t *mac);
 
 #endif

@@ -87,7 +87,6 @@ struct registry_req {
 	int rq_counted; /* in the in-flight counts */
 };
 
-
 /* --- throttling --- */
 
 static uint64_t
@@ -554,8 +553,8 @@ req_work(uv_work_t *w)
 		req->rq_result = -EACCES;
 	else {
 		req->rq_result = 0;
-		req->rq_has_mac =
-		    reg_mac_secret(req->rq_secret, req->rq_len, req->rq_mac) == 0;
+		req->rq_has_mac = reg_mac_secret(req->rq_secret, req->rq_len,
+		                                 req->rq_mac) == 0;
 	}
 	OPENSSL_cleanse(out, sizeof(out));
 	OPENSSL_cleanse(req->rq_secret, req->rq_len);
@@ -728,4 +727,3 @@ registry_cancel(struct registry_req *req)
 	if (req->rq_queued)
 		uv_cancel((uv_req_t *)&req->rq_u.u_work);
 }
-
