@@ -7,9 +7,11 @@
  * Outgoing messages are framed into cl_wbuf and pulled by nghttp2 through a
  * data provider that defers while the queue is empty.
  *
- * A call is freed right after its on_end.  Code that runs user callbacks
- * in a loop holds the call (call_hold/call_release) so that an on_end
- * triggered from inside one of those callbacks cannot free it under us.
+ * A call is freed right after its on_end.  No callback runs inside the
+ * API call that caused it: sends and finishes are written by h2.c from
+ * the loop, and grpc_call_resume() delivers what waits from there too
+ * (h2_defer()).  So no code here can have a call freed under it while a
+ * user callback runs, and nothing needs to hold one.
  */
 #include <assert.h>
 #include <errno.h>
@@ -32,6 +34,32 @@
 #define GRPC_MAX_METADATA (16 * 1024)
 #define GRPC_USER_AGENT   "ncgrpc/" NCGRPC_VERSION
 
+/*
+ * A call's state is four small machines, each moving one way only (except
+ * delivery, which pauses and resumes):
+ *
+ *  recv     the peer's half:   HEADERS -> OPEN -> EOS
+ *  deliver  our handing over:  RUNNING <-> PAUSED; -> DONE (all messages
+ *                              and the half-close delivered) or DROPPED
+ *                              (input discarded after an error or cancel)
+ *  send     our half:          IDLE -> OPEN -> CLOSING; a client starts
+ *                              OPEN (its HEADERS go with grpc_call_start()),
+ *                              a server's trailers-only answer skips OPEN.
+ *                              CLOSING: the stream ends (END_STREAM, and a
+ *                              server's trailers) once the queue is sent.
+ *  life     the stream:        OPEN -> CLOSED -> ENDED (on_end delivered;
+ *                              the call is freed right after)
+ */
+enum call_recv { RECV_HEADERS, RECV_OPEN, RECV_EOS };
+enum call_deliver {
+	DELIVER_RUNNING,
+	DELIVER_PAUSED,
+	DELIVER_DONE,
+	DELIVER_DROPPED
+};
+enum call_send { SEND_IDLE, SEND_OPEN, SEND_CLOSING };
+enum call_life { LIFE_OPEN, LIFE_CLOSED, LIFE_ENDED };
+
 struct grpc_call {
 	struct grpc_conn *cl_conn;
 	int32_t cl_stream_id;
@@ -48,16 +76,13 @@ struct grpc_call {
 	uint64_t cl_timeout_ms;
 	uv_timer_t cl_timer;
 	int cl_timer_used;
-	int cl_busy; /* holds taken by running code */
-	int cl_paused;
-	int cl_headers_done;    /* first header block received */
-	int cl_bad_request;     /* server: method/content-type unusable */
-	int cl_remote_closed;   /* END_STREAM received */
-	int cl_half_close_told; /* on_half_close delivered */
-	int cl_input_dead;      /* drop further input (after an error) */
-	int cl_send_closed;     /* client: close_send; server: finish */
-	int cl_deferred;        /* data provider is deferred */
-	int cl_submitted;       /* server: response HEADERS submitted */
+	enum call_recv cl_recv;
+	enum call_deliver cl_deliver;
+	enum call_send cl_send;
+	enum call_life cl_life;
+	int cl_want_process; /* resumed: deliver from the loop */
+	int cl_bad_request;  /* server: method/content-type unusable */
+	int cl_deferred;     /* data provider is deferred */
 	int cl_want_writable;
 	int cl_above_lowat;
 	int cl_http_status;
@@ -67,11 +92,8 @@ struct grpc_call {
 	int cl_local_status; /* client: status decided here, or -1 */
 	char *cl_local_message;
 	struct grpc_mdlist cl_send_trailers;
-	int cl_closed;   /* stream closed */
-	int cl_ended;    /* on_end delivered */
-	int cl_detached; /* no longer on its connection's list */
-	int cl_counted;  /* server: counted in gc_nstreams */
-	size_t cl_held;  /* server: counted in gc_buffered */
+	int cl_counted; /* server: counted in gc_nstreams */
+	size_t cl_held; /* server: counted in gc_buffered */
 	LIST_ENTRY(grpc_call) cl_entry;
 };
 
@@ -88,7 +110,6 @@ struct grpc_conn {
 	char *gc_authority;
 	int gc_tls;
 	int gc_ready;
-	int gc_in_flushed;
 	int gc_trusted;       /* server: grpc_conn_set_trusted() ran */
 	uint32_t gc_nstreams; /* server: calls on it not yet freed */
 	size_t gc_buffered;   /* server: request bytes held by its calls */
@@ -138,6 +159,46 @@ static const struct h2_stream_ops grpc_h2_ops;
 static void call_finalize(struct grpc_call *c, int status, const char *msg);
 static void call_process(struct grpc_call *c);
 static void server_conn_gone(struct grpc_server *srv);
+
+/* The transitions; each checks that it is a legal one. */
+static void
+call_set_recv(struct grpc_call *c, enum call_recv st)
+{
+	assert(st >= c->cl_recv);
+	c->cl_recv = st;
+}
+
+static void
+call_set_deliver(struct grpc_call *c, enum call_deliver st)
+{
+	assert(c->cl_deliver != DELIVER_DROPPED);
+	assert(st != DELIVER_PAUSED || c->cl_deliver == DELIVER_RUNNING);
+	assert(st != DELIVER_RUNNING || c->cl_deliver == DELIVER_PAUSED);
+	assert(st != DELIVER_DONE || c->cl_deliver == DELIVER_RUNNING);
+	c->cl_deliver = st;
+}
+
+static void
+call_set_send(struct grpc_call *c, enum call_send st)
+{
+	assert(st > c->cl_send);
+	c->cl_send = st;
+}
+
+static void
+call_set_life(struct grpc_call *c, enum call_life st)
+{
+	assert(st >= c->cl_life);
+	c->cl_life = st;
+}
+
+/* Input is discarded from now on (an error, a cancel, a bad request). */
+static void
+call_drop(struct grpc_call *c)
+{
+	if (c->cl_deliver != DELIVER_DROPPED)
+		call_set_deliver(c, DELIVER_DROPPED);
+}
 
 /* Metadata lists. */
 
@@ -310,6 +371,8 @@ call_new(struct grpc_conn *conn, int server)
 		return NULL;
 	c->cl_conn = conn;
 	c->cl_server = server;
+	/* A client's HEADERS go out with grpc_call_start(). */
+	c->cl_send = server ? SEND_IDLE : SEND_OPEN;
 	c->cl_local_status = -1;
 	grpc_deframer_init(&c->cl_df, conn->gc_opts.go_max_message);
 	buf_init(&c->cl_rbuf, 0);
@@ -328,7 +391,7 @@ call_account(struct grpc_call *c)
 	struct grpc_conn *conn = c->cl_conn;
 	size_t held;
 
-	if (!c->cl_server || c->cl_detached)
+	if (!c->cl_server)
 		return;
 	held = buf_len(&c->cl_rbuf) + grpc_deframer_held(&c->cl_df);
 	conn->gc_buffered = conn->gc_buffered - c->cl_held + held;
@@ -353,12 +416,10 @@ on_call_timer_closed(uv_handle_t *h)
 static void
 call_free(struct grpc_call *c)
 {
-	if (!c->cl_detached) {
-		LIST_REMOVE(c, cl_entry);
-		c->cl_conn->gc_buffered -= c->cl_held;
-		if (c->cl_counted)
-			c->cl_conn->gc_nstreams--;
-	}
+	LIST_REMOVE(c, cl_entry);
+	c->cl_conn->gc_buffered -= c->cl_held;
+	if (c->cl_counted)
+		c->cl_conn->gc_nstreams--;
 	grpc_md_free(&c->cl_md);
 	grpc_md_free(&c->cl_trailers);
 	grpc_md_free(&c->cl_send_trailers);
@@ -375,38 +436,18 @@ call_free(struct grpc_call *c)
 		free(c);
 }
 
-static void
-call_hold(struct grpc_call *c)
-{
-	c->cl_busy++;
-}
-
-/* Returns nonzero if the call is gone (ended and freed). */
-static int
-call_release(struct grpc_call *c)
-{
-	if (--c->cl_busy > 0 || !c->cl_ended)
-		return c->cl_ended && c->cl_busy == 0;
-	call_free(c);
-	return 1;
-}
-
-/* Delivers on_end once; frees the call unless someone holds it. */
+/* Delivers on_end once, then frees the call. */
 static void
 call_finalize(struct grpc_call *c, int status, const char *msg)
 {
-	if (c->cl_ended)
+	if (c->cl_life == LIFE_ENDED)
 		return;
-	c->cl_ended = 1;
+	call_set_life(c, LIFE_ENDED);
 	if (c->cl_timer_used)
 		uv_timer_stop(&c->cl_timer);
-	if (c->cl_ops != NULL && c->cl_ops->on_end != NULL) {
-		c->cl_busy++;
+	if (c->cl_ops != NULL && c->cl_ops->on_end != NULL)
 		c->cl_ops->on_end(c, status, msg != NULL ? msg : "", c->cl_arg);
-		c->cl_busy--;
-	}
-	if (c->cl_busy == 0)
-		call_free(c);
+	call_free(c);
 }
 
 static nghttp2_session *
@@ -436,13 +477,13 @@ call_set_local(struct grpc_call *c, int status, const char *msg)
 static void
 call_fail(struct grpc_call *c, int status, const char *msg)
 {
-	c->cl_input_dead = 1;
+	call_drop(c);
 	if (c->cl_server) {
 		grpc_call_finish(c, status, msg, NULL);
 		return;
 	}
 	call_set_local(c, status, msg);
-	if (!c->cl_closed) {
+	if (c->cl_life == LIFE_OPEN) {
 		nghttp2_submit_rst_stream(call_session(c), NGHTTP2_FLAG_NONE,
 		                          c->cl_stream_id, NGHTTP2_CANCEL);
 		call_flush(c);
@@ -496,7 +537,7 @@ call_on_end_sent(struct h2conn *h, void *st)
 {
 	struct grpc_call *c = st;
 
-	if (c->cl_server && !c->cl_remote_closed && !c->cl_closed)
+	if (c->cl_server && c->cl_recv != RECV_EOS && c->cl_life == LIFE_OPEN)
 		nghttp2_submit_rst_stream(h2_session(h), NGHTTP2_FLAG_NONE,
 		                          c->cl_stream_id, NGHTTP2_NO_ERROR);
 }
@@ -523,7 +564,7 @@ call_read_cb(nghttp2_session *s, int32_t stream_id, uint8_t *out, size_t len,
 	}
 	if (buf_len(&c->cl_wbuf) > 0)
 		return (ssize_t)n;
-	if (!c->cl_send_closed) {
+	if (c->cl_send != SEND_CLOSING) {
 		if (n > 0)
 			return (ssize_t)n;
 		c->cl_deferred = 1;
@@ -540,7 +581,7 @@ call_read_cb(nghttp2_session *s, int32_t stream_id, uint8_t *out, size_t len,
 static void
 call_kick(struct grpc_call *c)
 {
-	if (c->cl_deferred && !c->cl_closed) {
+	if (c->cl_deferred && c->cl_life == LIFE_OPEN) {
 		c->cl_deferred = 0;
 		nghttp2_session_resume_data(call_session(c), c->cl_stream_id);
 	}
@@ -567,7 +608,7 @@ server_submit_headers(struct grpc_call *c, const struct grpc_mdlist *md)
 	nv_free(&l);
 	if (rc != 0)
 		return -ENOMEM;
-	c->cl_submitted = 1;
+	call_set_send(c, SEND_OPEN);
 	return 0;
 }
 
@@ -583,7 +624,7 @@ call_send_begin(struct grpc_call *c, size_t len)
 	uint8_t hdr[GRPC_FRAME_HDR_LEN];
 	int rc;
 
-	if (c->cl_ended || c->cl_closed || c->cl_send_closed)
+	if (c->cl_life != LIFE_OPEN || c->cl_send == SEND_CLOSING)
 		return -EPIPE;
 	if ((c->cl_conn->gc_opts.go_max_send_message != 0 &&
 	     len > c->cl_conn->gc_opts.go_max_send_message) ||
@@ -591,7 +632,7 @@ call_send_begin(struct grpc_call *c, size_t len)
 		return -EMSGSIZE;
 	if ((rc = buf_reserve(&c->cl_wbuf, sizeof(hdr) + len)) != 0)
 		return rc;
-	if (c->cl_server && !c->cl_submitted &&
+	if (c->cl_send == SEND_IDLE &&
 	    (rc = server_submit_headers(c, NULL)) != 0)
 		return rc;
 	grpc_frame_header(hdr, (uint32_t)len);
@@ -668,9 +709,9 @@ grpc_call_close_send(struct grpc_call *c)
 {
 	if (c->cl_server)
 		return -EINVAL;
-	if (c->cl_send_closed || c->cl_ended)
+	if (c->cl_send == SEND_CLOSING || c->cl_life == LIFE_ENDED)
 		return -EALREADY;
-	c->cl_send_closed = 1;
+	call_set_send(c, SEND_CLOSING);
 	call_kick(c);
 	return 0;
 }
@@ -682,7 +723,7 @@ grpc_call_send_headers(struct grpc_call *c, const struct grpc_mdlist *md)
 
 	if (!c->cl_server)
 		return -EINVAL;
-	if (c->cl_submitted || c->cl_send_closed || c->cl_closed)
+	if (c->cl_send != SEND_IDLE || c->cl_life != LIFE_OPEN)
 		return -EALREADY;
 	if (md_wire_count(md) > NV_MAX - 2)
 		return -E2BIG;
@@ -700,7 +741,7 @@ grpc_call_finish(struct grpc_call *c, int status, const char *message,
 
 	if (!c->cl_server)
 		return -EINVAL;
-	if (c->cl_send_closed || c->cl_closed || c->cl_ended)
+	if (c->cl_send == SEND_CLOSING || c->cl_life != LIFE_OPEN)
 		return -EALREADY;
 	/* grpc-status and grpc-message come first; what does not fit fails. */
 	if (md_wire_count(trailers) > NV_MAX - 4)
@@ -716,12 +757,11 @@ grpc_call_finish(struct grpc_call *c, int status, const char *message,
 		                      trailers->ml_md[i].md_value,
 		                      trailers->ml_md[i].md_len)) != 0)
 			return rc;
-	c->cl_send_closed = 1;
 	c->cl_status = status;
 	c->cl_have_status = 1;
 	if (c->cl_timer_used)
 		uv_timer_stop(&c->cl_timer);
-	if (!c->cl_submitted) {
+	if (c->cl_send == SEND_IDLE) {
 		/* Trailers-only: one HEADERS frame with END_STREAM. */
 		struct nvlist l = {0};
 
@@ -742,10 +782,11 @@ grpc_call_finish(struct grpc_call *c, int status, const char *message,
 		nv_free(&l);
 		if (rc != 0)
 			return -ENOMEM;
-		c->cl_submitted = 1;
+		call_set_send(c, SEND_CLOSING);
 		call_flush(c);
 		return 0;
 	}
+	call_set_send(c, SEND_CLOSING);
 	call_kick(c);
 	return 0;
 }
@@ -753,12 +794,12 @@ grpc_call_finish(struct grpc_call *c, int status, const char *message,
 void
 grpc_call_cancel(struct grpc_call *c)
 {
-	if (c->cl_ended)
+	if (c->cl_life == LIFE_ENDED)
 		return;
-	c->cl_input_dead = 1;
+	call_drop(c);
 	if (!c->cl_server)
 		call_set_local(c, GRPC_STATUS_CANCELLED, "cancelled by client");
-	if (c->cl_closed)
+	if (c->cl_life != LIFE_OPEN)
 		return;
 	nghttp2_submit_rst_stream(call_session(c), NGHTTP2_FLAG_NONE,
 	                          c->cl_stream_id, NGHTTP2_CANCEL);
@@ -768,21 +809,22 @@ grpc_call_cancel(struct grpc_call *c)
 void
 grpc_call_pause(struct grpc_call *c)
 {
-	c->cl_paused = 1;
+	/* Once all is delivered or dropped, there is nothing to hold. */
+	if (c->cl_deliver == DELIVER_RUNNING)
+		call_set_deliver(c, DELIVER_PAUSED);
 }
 
 void
 grpc_call_resume(struct grpc_call *c)
 {
-	if (!c->cl_paused)
+	if (c->cl_deliver != DELIVER_PAUSED)
 		return;
-	c->cl_paused = 0;
-	if (c->cl_ended)
+	call_set_deliver(c, DELIVER_RUNNING);
+	if (c->cl_life == LIFE_ENDED)
 		return;
-	call_hold(c);
-	call_process(c);
-	if (!call_release(c))
-		call_flush(c);
+	/* What waits is delivered from the loop (conn_on_deferred). */
+	c->cl_want_process = 1;
+	h2_defer(c->cl_conn->gc_h2);
 }
 
 const struct grpc_mdlist *
@@ -858,7 +900,7 @@ deframe_status(ssize_t err, const char **msg)
 static void
 call_drop_input(struct grpc_call *c)
 {
-	c->cl_input_dead = 1;
+	call_drop(c);
 	buf_free(&c->cl_rbuf);
 	grpc_deframer_free(&c->cl_df);
 	call_account(c);
@@ -866,7 +908,7 @@ call_drop_input(struct grpc_call *c)
 
 /*
  * Delivers complete messages while the call is not paused, releasing flow
- * control for what the deframer took.  The caller holds the call.
+ * control for what the deframer took.
  */
 static void
 call_process(struct grpc_call *c)
@@ -876,7 +918,7 @@ call_process(struct grpc_call *c)
 	size_t len;
 	ssize_t n;
 
-	while (!c->cl_paused && !c->cl_ended && !c->cl_input_dead) {
+	while (c->cl_deliver == DELIVER_RUNNING && c->cl_life != LIFE_ENDED) {
 		if (grpc_deframer_take(&c->cl_df, &msg, &len)) {
 			if (c->cl_ops != NULL && c->cl_ops->on_message != NULL)
 				c->cl_ops->on_message(c, msg, len, c->cl_arg);
@@ -907,13 +949,12 @@ call_process(struct grpc_call *c)
 	 * emptied read queue is given back: a device's long poll keeps its
 	 * call open for hours after its one request.
 	 */
-	if (c->cl_remote_closed && buf_len(&c->cl_rbuf) == 0)
+	if (c->cl_recv == RECV_EOS && buf_len(&c->cl_rbuf) == 0)
 		buf_free(&c->cl_rbuf);
-	if (c->cl_paused || c->cl_ended || c->cl_input_dead ||
-	    !c->cl_remote_closed || buf_len(&c->cl_rbuf) > 0 ||
-	    c->cl_half_close_told)
+	if (c->cl_deliver != DELIVER_RUNNING || c->cl_life == LIFE_ENDED ||
+	    c->cl_recv != RECV_EOS || buf_len(&c->cl_rbuf) > 0)
 		return;
-	c->cl_half_close_told = 1;
+	call_set_deliver(c, DELIVER_DONE);
 	if (grpc_deframer_partial(&c->cl_df)) {
 		call_fail(c, GRPC_STATUS_INTERNAL,
 		          "stream ended inside a message");
@@ -931,7 +972,8 @@ call_on_data(struct h2conn *h, void *st, const uint8_t *data, size_t len)
 	struct grpc_conn *conn = c->cl_conn;
 	int rc;
 
-	if (c->cl_input_dead || c->cl_ended || c->cl_bad_request) {
+	if (c->cl_deliver == DELIVER_DROPPED || c->cl_life == LIFE_ENDED ||
+	    c->cl_bad_request) {
 		h2_consume(h, c->cl_stream_id, len);
 		return;
 	}
@@ -941,11 +983,9 @@ call_on_data(struct h2conn *h, void *st, const uint8_t *data, size_t len)
 		/* Flow control alone would let every stream fill a window. */
 		h2_consume(h, c->cl_stream_id, len);
 		conn_report_limit(conn, GRPC_LIMIT_BUFFER);
-		call_hold(c);
 		call_drop_input(c);
 		call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
 		          "too much request data before authentication");
-		call_release(c);
 		return;
 	}
 	if ((rc = buf_append(&c->cl_rbuf, data, len)) != 0) {
@@ -953,9 +993,7 @@ call_on_data(struct h2conn *h, void *st, const uint8_t *data, size_t len)
 		call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
 		return;
 	}
-	call_hold(c);
 	call_process(c);
-	call_release(c);
 }
 
 static void
@@ -964,15 +1002,13 @@ call_on_data_end(struct h2conn *h, void *st)
 	struct grpc_call *c = st;
 
 	(void)h;
-	c->cl_remote_closed = 1;
-	if (!c->cl_server && !c->cl_closed) {
+	call_set_recv(c, RECV_EOS);
+	if (!c->cl_server && c->cl_life == LIFE_OPEN) {
 		/* END_STREAM on DATA: the server sent no trailers. */
 		call_set_local(c, GRPC_STATUS_INTERNAL,
 		               "server closed the stream without a status");
 	}
-	call_hold(c);
 	call_process(c);
-	call_release(c);
 }
 
 static int
@@ -1097,7 +1133,7 @@ call_on_header(struct h2conn *h, void *st, const nghttp2_nv *nv)
 	if (nv->namelen > 0 && nv->name[0] == ':')
 		return 0;
 	return call_store_md(
-	    c, c->cl_headers_done ? &c->cl_trailers : &c->cl_md, nv);
+	    c, c->cl_recv != RECV_HEADERS ? &c->cl_trailers : &c->cl_md, nv);
 }
 
 static void
@@ -1105,13 +1141,11 @@ on_call_deadline(uv_timer_t *t)
 {
 	struct grpc_call *c = t->data;
 
-	if (c->cl_ended)
+	if (c->cl_life == LIFE_ENDED)
 		return;
 	if (c->cl_server) {
-		call_hold(c);
 		call_fail(c, GRPC_STATUS_DEADLINE_EXCEEDED,
 		          "deadline exceeded");
-		call_release(c);
 		return;
 	}
 	call_set_local(c, GRPC_STATUS_DEADLINE_EXCEEDED, "deadline exceeded");
@@ -1137,7 +1171,7 @@ server_dispatch(struct grpc_call *c)
 	size_t i;
 
 	if (c->cl_bad_request || c->cl_path == NULL) {
-		c->cl_input_dead = 1;
+		call_drop(c);
 		grpc_call_finish(c, GRPC_STATUS_INTERNAL,
 		                 "not a grpc request (method must be POST, "
 		                 "content-type application/grpc)",
@@ -1151,7 +1185,7 @@ server_dispatch(struct grpc_call *c)
 		srv->gs_methods[i].gm_fn(c, srv->gs_methods[i].gm_arg);
 		return;
 	}
-	c->cl_input_dead = 1;
+	call_drop(c);
 	snprintf(msg, sizeof(msg), "unknown method '%.256s'", c->cl_path);
 	grpc_call_finish(c, GRPC_STATUS_UNIMPLEMENTED, msg, NULL);
 }
@@ -1160,27 +1194,24 @@ static void
 call_on_headers_end(struct h2conn *h, void *st, int end_stream)
 {
 	struct grpc_call *c = st;
-	int first = !c->cl_headers_done;
+	int first = c->cl_recv == RECV_HEADERS;
 
 	(void)h;
-	c->cl_headers_done = 1;
-	if (end_stream)
-		c->cl_remote_closed = 1;
-	call_hold(c);
+	call_set_recv(c, end_stream ? RECV_EOS : RECV_OPEN);
 	if (c->cl_server) {
 		if (first)
 			server_dispatch(c);
-		if (end_stream && !c->cl_ended)
+		if (end_stream && c->cl_life != LIFE_ENDED)
 			call_process(c);
 	} else if (first && !end_stream) {
 		if (c->cl_ops->on_headers != NULL)
 			c->cl_ops->on_headers(c, c->cl_arg);
 	}
-	if (!c->cl_server && end_stream && !c->cl_send_closed && !c->cl_closed)
+	if (!c->cl_server && end_stream && c->cl_send != SEND_CLOSING &&
+	    c->cl_life == LIFE_OPEN)
 		/* The server is done; stop our half too. */
 		nghttp2_submit_rst_stream(call_session(c), NGHTTP2_FLAG_NONE,
 		                          c->cl_stream_id, NGHTTP2_NO_ERROR);
-	call_release(c);
 }
 
 static int
@@ -1212,10 +1243,10 @@ call_on_stream_close(struct h2conn *h, void *st, uint32_t error_code)
 	char msg[128];
 
 	(void)h;
-	c->cl_closed = 1;
+	call_set_life(c, LIFE_CLOSED);
 	if (c->cl_server) {
-		if (c->cl_have_status && c->cl_submitted &&
-		    (c->cl_remote_closed || error_code == NGHTTP2_NO_ERROR))
+		if (c->cl_have_status && c->cl_send == SEND_CLOSING &&
+		    (c->cl_recv == RECV_EOS || error_code == NGHTTP2_NO_ERROR))
 			call_finalize(c, c->cl_status, c->cl_message);
 		else
 			call_finalize(c, GRPC_STATUS_CANCELLED,
@@ -1300,35 +1331,42 @@ conn_on_stream_open(struct h2conn *h, int32_t stream_id, void *arg)
 	return c;
 }
 
+/*
+ * Tells calls that wanted room that there is some.  h2.c runs this with
+ * its flushes deferred, so nothing here can end a call under us.
+ */
 static void
 conn_on_flushed(struct h2conn *h, void *arg)
 {
 	struct grpc_conn *conn = arg;
 	struct grpc_call *c, *next;
-	int again = 1;
 
 	(void)h;
-	if (conn->gc_in_flushed)
-		return;
-	conn->gc_in_flushed = 1;
-	while (again) {
-		again = 0;
-		for (c = LIST_FIRST(&conn->gc_calls); c != NULL; c = next) {
-			if (!c->cl_want_writable || c->cl_ended) {
-				next = LIST_NEXT(c, cl_entry);
-				continue;
-			}
-			c->cl_want_writable = 0;
-			call_hold(c);
-			if (c->cl_ops != NULL && c->cl_ops->on_writable != NULL)
-				c->cl_ops->on_writable(c, c->cl_arg);
-			/* The list may have changed: start over. */
-			call_release(c);
-			again = 1;
-			break;
-		}
+	for (c = LIST_FIRST(&conn->gc_calls); c != NULL; c = next) {
+		next = LIST_NEXT(c, cl_entry);
+		if (!c->cl_want_writable || c->cl_life == LIFE_ENDED)
+			continue;
+		c->cl_want_writable = 0;
+		if (c->cl_ops != NULL && c->cl_ops->on_writable != NULL)
+			c->cl_ops->on_writable(c, c->cl_arg);
 	}
-	conn->gc_in_flushed = 0;
+}
+
+/* Delivers the input of calls resumed since the loop last came by. */
+static void
+conn_on_deferred(struct h2conn *h, void *arg)
+{
+	struct grpc_conn *conn = arg;
+	struct grpc_call *c, *next;
+
+	(void)h;
+	for (c = LIST_FIRST(&conn->gc_calls); c != NULL; c = next) {
+		next = LIST_NEXT(c, cl_entry);
+		if (!c->cl_want_process)
+			continue;
+		c->cl_want_process = 0;
+		call_process(c);
+	}
 }
 
 static void
@@ -1372,17 +1410,8 @@ conn_on_closed(struct h2conn *h, int err, const char *reason, void *arg)
 	snprintf(msg, sizeof(msg), "connection closed: %s", reason);
 	/* Streams get no close callback of their own now; end them here. */
 	while ((c = LIST_FIRST(&conn->gc_calls)) != NULL) {
-		c->cl_closed = 1;
-		if (c->cl_ended) {
-			/*
-			 * Ended but still held by code on the stack; that
-			 * code frees it.  Cannot happen from the loop, but
-			 * never leave it pointing into conn.
-			 */
-			LIST_REMOVE(c, cl_entry);
-			c->cl_detached = 1;
-			continue;
-		}
+		assert(c->cl_life == LIFE_OPEN);
+		call_set_life(c, LIFE_CLOSED);
 		if (c->cl_server)
 			call_finalize(c, GRPC_STATUS_CANCELLED, msg);
 		else if (c->cl_local_status >= 0)
@@ -1414,6 +1443,7 @@ static const struct h2_stream_ops grpc_h2_ops = {
     .on_end_sent = call_on_end_sent,
     .on_stream_close = call_on_stream_close,
     .on_flushed = conn_on_flushed,
+    .on_deferred = conn_on_deferred,
     .on_goaway = conn_on_goaway,
     .on_closed = conn_on_closed,
 };

@@ -4,12 +4,20 @@
  * write and the transport's queue is below a high-water mark, and the
  * connection closes when the session wants neither.
  *
- * nghttp2 must not be re-entered from its own callbacks, so c->c_depth
- * counts how deep we are in nghttp2 calls; h2_flush() made from inside only
- * marks the connection, and the outermost caller flushes on the way out.
- * Likewise the connection is freed only when the transport reports it
- * closed, which libuv does from the loop, never from inside a callback.
+ * Callbacks never run inside the call that caused them (libuv's rule), so
+ * that no caller has to guard against its own objects ending under it:
+ *  - h2_flush() and h2_close() called from outside never write at once;
+ *    they start c->c_defer, an idle handle that runs the flush (or the
+ *    close) from the loop, before it next waits for I/O.  Every send made
+ *    in one loop iteration thus goes out in one batch.
+ *  - Our callbacks run with c->c_depth > 0: inside nghttp2 (which must not
+ *    be re-entered from its own callbacks), inside the deferred pass, and
+ *    around on_flushed.  A flush asked for there only marks the connection,
+ *    and the outermost level flushes on the way out.
+ * The connection is freed only when the transport reports it closed,
+ * which libuv does from the loop, never from inside a callback.
  */
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,8 +43,11 @@ struct h2conn {
 	int c_ping_timer_open;
 	int c_ping_outstanding;
 	unsigned c_pings_acked;
-	int c_depth;      /* nesting of nghttp2 calls */
+	uv_idle_t c_defer; /* runs deferred flushes and closes */
+	int c_defer_open;
+	int c_depth;      /* nesting of nghttp2 calls and our callbacks */
 	int c_want_flush; /* h2_flush() asked for while nested */
+	int c_want_close; /* h2_close() asked for from outside */
 	int c_ready;      /* on_ready delivered */
 	int c_closing;    /* GOAWAY sent or received, or closing */
 	int c_xclosed;    /* xport_close() called */
@@ -45,6 +56,7 @@ struct h2conn {
 };
 
 static void h2_close_xport(struct h2conn *, int, const char *);
+static void h2_schedule(struct h2conn *);
 
 nghttp2_session *
 h2_session(struct h2conn *c)
@@ -265,8 +277,43 @@ h2_run_flush(struct h2conn *c)
 		h2_close_xport(c, 0, NULL);
 		return;
 	}
-	if (c->c_ops->on_flushed != NULL)
+	if (c->c_ops->on_flushed != NULL) {
+		c->c_depth++;
 		c->c_ops->on_flushed(c, c->c_arg);
+		c->c_depth--;
+		/* Sends made in on_flushed go out on the next pass. */
+		if (c->c_want_flush)
+			h2_schedule(c);
+	}
+}
+
+static void
+on_defer(uv_idle_t *h)
+{
+	struct h2conn *c = h->data;
+
+	uv_idle_stop(&c->c_defer);
+	if (c->c_xclosed)
+		return;
+	if (c->c_want_close) {
+		c->c_want_close = 0;
+		h2_run_flush(c); /* the GOAWAY of h2_close() */
+		h2_close_xport(c, c->c_err, c->c_reason);
+		return;
+	}
+	c->c_depth++;
+	if (c->c_ops->on_deferred != NULL)
+		c->c_ops->on_deferred(c, c->c_arg);
+	c->c_depth--;
+	h2_run_flush(c);
+}
+
+/* Runs on_defer() from the loop, before it next waits for I/O. */
+static void
+h2_schedule(struct h2conn *c)
+{
+	if (c->c_defer_open && !c->c_xclosed)
+		uv_idle_start(&c->c_defer, on_defer);
 }
 
 void
@@ -274,11 +321,16 @@ h2_flush(struct h2conn *c)
 {
 	if (c->c_xport == NULL || !c->c_ready)
 		return;
-	if (c->c_depth > 0) {
-		c->c_want_flush = 1;
-		return;
-	}
-	h2_run_flush(c);
+	c->c_want_flush = 1;
+	if (c->c_depth == 0)
+		h2_schedule(c);
+}
+
+void
+h2_defer(struct h2conn *c)
+{
+	if (c->c_xport != NULL && c->c_ready)
+		h2_schedule(c);
 }
 
 static void
@@ -286,13 +338,14 @@ on_xport_ready(struct xport *x, void *arg)
 {
 	struct h2conn *c = arg;
 
-	/* A cleartext accept is ready before xport_accept() even returns. */
-	if (c->c_xport == NULL)
-		h2_attach(c, x);
+	assert(c->c_xport == x);
+	(void)x;
 	c->c_ready = 1;
 	h2_set_ping_interval(c, c->c_opts.ho_ping_interval_ms);
+	c->c_depth++;
 	c->c_ops->on_ready(c, c->c_arg);
-	h2_flush(c);
+	c->c_depth--;
+	h2_run_flush(c);
 }
 
 static void
@@ -302,7 +355,7 @@ on_xport_data(struct xport *x, const uint8_t *data, size_t len, void *arg)
 	ssize_t n;
 
 	(void)x;
-	if (c->c_xclosed)
+	if (c->c_xclosed || c->c_want_close)
 		return;
 	c->c_depth++;
 	n = nghttp2_session_mem_recv(c->c_session, data, len);
@@ -341,6 +394,14 @@ on_ping_timer_closed(uv_handle_t *h)
 }
 
 static void
+on_defer_closed(uv_handle_t *h)
+{
+	struct h2conn *c = h->data;
+
+	uv_close((uv_handle_t *)&c->c_ping_timer, on_ping_timer_closed);
+}
+
+static void
 on_xport_closed(struct xport *x, int err, void *arg)
 {
 	struct h2conn *c = arg;
@@ -355,10 +416,13 @@ on_xport_closed(struct xport *x, int err, void *arg)
 	}
 	c->c_xport = NULL;
 	reason = c->c_err != 0 ? c->c_reason : "closed";
+	c->c_depth++;
 	c->c_ops->on_closed(c, c->c_err, reason, c->c_arg);
-	/* The timer's close callback frees c, after libuv is done with it. */
+	c->c_depth--;
+	/* The handles' close callbacks free c, after libuv is done with them.
+	 */
 	uv_timer_stop(&c->c_ping_timer);
-	uv_close((uv_handle_t *)&c->c_ping_timer, on_ping_timer_closed);
+	uv_close((uv_handle_t *)&c->c_defer, on_defer_closed);
 }
 
 const struct xport_cb h2_xport_cb = {
@@ -523,9 +587,12 @@ h2_attach(struct h2conn *c, struct xport *x)
 	if (c->c_xport != NULL)
 		return;
 	c->c_xport = x;
-	/* The loop is the transport's; the timer lives as long as c. */
+	/* The loop is the transport's; the handles live as long as c. */
 	uv_timer_init(xport_loop(x), &c->c_ping_timer);
 	c->c_ping_timer.data = c;
+	uv_idle_init(xport_loop(x), &c->c_defer);
+	c->c_defer.data = c;
+	c->c_defer_open = 1;
 }
 
 void
@@ -587,8 +654,12 @@ h2_close(struct h2conn *c, int err, const char *reason)
 		nghttp2_session_terminate_session(
 		    c->c_session,
 		    err == 0 ? NGHTTP2_NO_ERROR : NGHTTP2_INTERNAL_ERROR);
-		if (c->c_depth == 0)
-			h2_run_flush(c);
+		if (c->c_depth == 0 && c->c_defer_open) {
+			/* The GOAWAY goes out, then the transport closes. */
+			c->c_want_close = 1;
+			h2_schedule(c);
+			return;
+		}
 	}
 	h2_close_xport(c, err, reason);
 }

@@ -50,6 +50,11 @@ struct h2_stream_ops {
 	 */
 	void (*on_flushed)(struct h2conn *c, void *arg);
 	/*
+	 * The loop came back after h2_defer(): the place for work that must
+	 * not run inside the call that asked for it.  May be NULL.
+	 */
+	void (*on_deferred)(struct h2conn *c, void *arg);
+	/*
 	 * GOAWAY received: no new streams on this connection.  debug is the
 	 * opaque debug data (may be empty, not NUL-terminated).
 	 */
@@ -102,8 +107,14 @@ struct xport *h2_xport(struct h2conn *c);
 void *h2_arg(struct h2conn *c);
 void h2_set_arg(struct h2conn *c, void *arg);
 
-/* Sends what nghttp2 has queued, as far as the transport takes it. */
+/*
+ * Sends what nghttp2 has queued, as far as the transport takes it: from
+ * the loop, before it next waits for I/O, never inside this call; so no
+ * stream callback runs inside the call of the caller that queued it.
+ */
 void h2_flush(struct h2conn *c);
+/* Has on_deferred called from the loop, before it next waits for I/O. */
+void h2_defer(struct h2conn *c);
 
 /* Acknowledges n bytes of stream_id's DATA as processed (flow control). */
 void h2_consume(struct h2conn *c, int32_t stream_id, size_t n);
@@ -114,7 +125,11 @@ void h2_consume(struct h2conn *c, int32_t stream_id, size_t n);
  */
 void h2_shutdown(struct h2conn *c);
 
-/* Immediate close with err (GOAWAY with an error code when possible). */
+/*
+ * Closes at once with err: a GOAWAY with an error code when possible, then
+ * the transport.  Called from outside a callback, both happen from the
+ * loop, so that on_closed never runs inside this call.
+ */
 void h2_close(struct h2conn *c, int err, const char *reason);
 
 /*

@@ -42,6 +42,7 @@
 enum xport_state {
 	XS_RESOLVING,
 	XS_CONNECTING,
+	XS_OPENING, /* cleartext: ready from the loop, not inside the caller */
 	XS_HANDSHAKE,
 	XS_READY,
 	XS_FLUSHING, /* orderly close: waiting for output to drain */
@@ -97,6 +98,7 @@ static void xport_try_next(struct xport *);
 static void xport_start_write(struct xport *);
 static void xport_half_close(struct xport *);
 static void xport_tls_input(struct xport *);
+static void xport_open_cleartext(struct xport *);
 static void on_alloc(uv_handle_t *, size_t, uv_buf_t *);
 static void on_read(uv_stream_t *, ssize_t, const uv_buf_t *);
 
@@ -220,6 +222,9 @@ on_timeout(uv_timer_t *t)
 		snprintf(x->x_errmsg, sizeof(x->x_errmsg),
 		         "connection to %s timed out", x->x_peer);
 		xport_try_next(x);
+		break;
+	case XS_OPENING:
+		xport_open_cleartext(x);
 		break;
 	case XS_HANDSHAKE:
 		xport_fail(x, NCG_ETLS_HANDSHAKE_TIMEOUT,
@@ -494,19 +499,39 @@ on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 	xport_tls_input(x);
 }
 
+/*
+ * A cleartext stream is ready as soon as it is connected; but xc_ready
+ * comes from the loop (a zero timer), never inside xport_accept() or
+ * before the owner has stored what that returned.
+ */
+static void
+xport_open_cleartext(struct xport *x)
+{
+	int rc;
+
+	if (!x->x_paused &&
+	    (rc = uv_read_start(&x->x_h.stream, on_alloc, on_read)) < 0) {
+		xport_fail(x, rc, "read from %s: %s", x->x_peer,
+		           uv_strerror(rc));
+		return;
+	}
+	xport_set_ready(x);
+}
+
 static int
 xport_start_stream(struct xport *x)
 {
 	int rc;
 
 	x->x_h.handle.data = x;
+	if (x->x_tls == NULL) {
+		x->x_state = XS_OPENING;
+		arm_timer(x, 0);
+		return 0;
+	}
 	if (!x->x_paused &&
 	    (rc = uv_read_start(&x->x_h.stream, on_alloc, on_read)) < 0)
 		return rc;
-	if (x->x_tls == NULL) {
-		xport_set_ready(x);
-		return 0;
-	}
 	x->x_state = XS_HANDSHAKE;
 	arm_timer(x, opt_or(x->x_opts.xo_handshake_timeout_ms,
 	                    XPORT_DEFAULT_TIMEOUT_MS));
@@ -906,7 +931,8 @@ xport_pause(struct xport *x)
 	if (x->x_paused)
 		return;
 	x->x_paused = 1;
-	if (x->x_stream_open && x->x_state <= XS_READY)
+	if (x->x_stream_open && x->x_state <= XS_READY &&
+	    x->x_state != XS_OPENING)
 		uv_read_stop(&x->x_h.stream);
 }
 
@@ -917,7 +943,8 @@ xport_resume(struct xport *x)
 		return;
 	x->x_paused = 0;
 	if (!x->x_stream_open || x->x_state == XS_RESOLVING ||
-	    x->x_state == XS_CONNECTING || x->x_state > XS_READY)
+	    x->x_state == XS_CONNECTING || x->x_state == XS_OPENING ||
+	    x->x_state > XS_READY)
 		return;
 	if (!x->x_blocked)
 		uv_read_start(&x->x_h.stream, on_alloc, on_read);

@@ -48,6 +48,7 @@ __wrap_realloc(void *p, size_t n)
 #define M_STREAM "/t.T/Stream"
 #define M_SLOW   "/t.T/Slow"
 #define M_MANY   "/t.T/Many"
+#define M_PAUSE  "/t.T/Pause"
 
 #define SLOW_MS 200
 
@@ -98,6 +99,8 @@ struct env {
 	int e_s_maxactive; /* most server calls open at once */
 	int e_s_halfclosed;
 	int e_s_ends;
+	int e_in_api;    /* a test is inside a grpc_call_*() call now */
+	int e_cb_in_api; /* callbacks that ran inside one: must stay 0 */
 	int e_s_ok;
 	int e_s_status;
 	char e_s_msg[256];
@@ -485,6 +488,8 @@ sc_on_end(struct grpc_call *c, int status, const char *message, void *arg)
 
 	assert_ptr_equal(c, s->s_call);
 	assert_non_null(message);
+	if (e->e_in_api)
+		e->e_cb_in_api++;
 	e->e_s_ends++;
 	if (status == GRPC_STATUS_OK)
 		e->e_s_ok++;
@@ -539,12 +544,13 @@ sc_collect(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 
 /*
  * Answers with the request in uppercase, status OK and trailer x-t: 1.
- * held: we run inside one of the call's callbacks, so the call outlives
- * grpc_call_finish().  Outside them (a timer), on_end may run inside
- * grpc_call_finish() and free both the call and s: touch neither after.
+ * Callbacks never run inside the call that caused them, so the call
+ * outlives grpc_call_finish() wherever it is called from: from one of its
+ * own callbacks or from a timer (the slow method), where the finish may
+ * end the stream at once.
  */
 static void
-sc_reply_upper(struct scall *s, int held)
+sc_reply_upper(struct scall *s)
 {
 	struct grpc_call *c = s->s_call;
 	struct grpc_mdlist tr = {0};
@@ -560,11 +566,11 @@ sc_reply_upper(struct scall *s, int held)
 	    0);
 	assert_int_equal(grpc_md_add(&tr, "x-t", "1", 1), 0);
 	s->s_finished = 1;
+	s->s_env->e_in_api++;
 	rc = grpc_call_finish(c, GRPC_STATUS_OK, NULL, &tr);
+	s->s_env->e_in_api--;
 	grpc_md_free(&tr);
 	assert_int_equal(rc, 0);
-	if (!held)
-		return;
 	assert_int_equal(grpc_call_finish(c, GRPC_STATUS_OK, NULL, NULL),
 	                 -EALREADY);
 	assert_int_equal(grpc_call_send(c, (const uint8_t *)"x", 1), -EPIPE);
@@ -578,7 +584,7 @@ unary_on_half_close(struct grpc_call *c, void *arg)
 	assert_ptr_equal(c, s->s_call);
 	s->s_env->e_s_halfclosed++;
 	assert_int_equal(s->s_nmsg, 1);
-	sc_reply_upper(s, 1);
+	sc_reply_upper(s);
 }
 
 static const struct grpc_call_ops unary_ops = {
@@ -600,7 +606,7 @@ slow_on_timer(uv_timer_t *t)
 {
 	struct scall *s = t->data;
 
-	sc_reply_upper(s, 0);
+	sc_reply_upper(s);
 }
 
 static void
@@ -842,6 +848,62 @@ many_handler(struct grpc_call *c, void *arg)
 	grpc_md_free(&md);
 }
 
+/*
+ * Pause: pauses after the first message and resumes from a timer, then
+ * answers in uppercase at the half-close.  Nothing may be delivered inside
+ * grpc_call_resume() itself.
+ */
+static void
+pause_on_timer(uv_timer_t *t)
+{
+	struct scall *s = t->data;
+
+	s->s_env->e_in_api++;
+	grpc_call_resume(s->s_call);
+	s->s_env->e_in_api--;
+}
+
+static void
+pause_on_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
+{
+	struct scall *s = arg;
+
+	if (s->s_env->e_in_api)
+		s->s_env->e_cb_in_api++;
+	sc_collect(c, msg, len, arg);
+	if (s->s_nmsg != 1)
+		return;
+	grpc_call_pause(c);
+	assert_int_equal(uv_timer_init(&s->s_env->e_loop, &s->s_timer), 0);
+	s->s_timer.data = s;
+	s->s_timer_used = 1;
+	assert_int_equal(uv_timer_start(&s->s_timer, pause_on_timer, 20, 0), 0);
+}
+
+static void
+pause_on_half_close(struct grpc_call *c, void *arg)
+{
+	struct scall *s = arg;
+
+	(void)c;
+	if (s->s_env->e_in_api)
+		s->s_env->e_cb_in_api++;
+	s->s_env->e_s_halfclosed++;
+	sc_reply_upper(s);
+}
+
+static const struct grpc_call_ops pause_ops = {
+    .on_message = pause_on_message,
+    .on_half_close = pause_on_half_close,
+    .on_end = sc_on_end,
+};
+
+static void
+pause_handler(struct grpc_call *c, void *arg)
+{
+	scall_new(c, arg, &pause_ops);
+}
+
 static void
 add_methods(struct env *e)
 {
@@ -864,6 +926,8 @@ add_methods(struct env *e)
 	assert_int_equal(grpc_server_add_method(srv, M_SLOW, slow_handler, e),
 	                 0);
 	assert_int_equal(grpc_server_add_method(srv, M_MANY, many_handler, e),
+	                 0);
+	assert_int_equal(grpc_server_add_method(srv, M_PAUSE, pause_handler, e),
 	                 0);
 }
 
@@ -2368,6 +2432,51 @@ test_keepalive_server_tolerates_pings(void **state)
 	assert_int_equal(e.e_conn_open, 1);
 }
 
+/*
+ * libuv's rule: a callback never runs inside the call that caused it.  A
+ * server finishing from a timer after the client half-closed ends the
+ * stream on that write, and a resume from a timer has input waiting; the
+ * call's on_end and on_message must still come later, from the loop.
+ */
+static void
+test_callbacks_deferred(void **state)
+{
+	struct env e;
+	struct ccall a, b;
+	const char *parts[] = {"one ", "two ", "three"};
+	size_t i;
+
+	(void)state;
+	env_init(&e, NULL);
+	env_connect(&e, NULL);
+
+	cc_init(&a, &e);
+	cc_unary(&a, M_SLOW, "slow");
+	RUN_UNTIL(&e, a.c_ended && e.e_s_ends == 1);
+	assert_int_equal(a.c_status, GRPC_STATUS_OK);
+	assert_int_equal(a.c_len, 4);
+	assert_memory_equal(a.c_data, "SLOW", 4);
+	assert_int_equal(e.e_cb_in_api, 0);
+
+	cc_init(&b, &e);
+	assert_int_equal(cc_start(&b, M_PAUSE, NULL, 0, &cc_ops), 0);
+	for (i = 0; i < 3; i++)
+		assert_int_equal(grpc_call_send(b.c_call,
+		                                (const uint8_t *)parts[i],
+		                                strlen(parts[i])),
+		                 0);
+	assert_int_equal(grpc_call_close_send(b.c_call), 0);
+	RUN_UNTIL(&e, b.c_ended && e.e_s_ends == 2);
+	assert_int_equal(b.c_status, GRPC_STATUS_OK);
+	assert_int_equal(b.c_len, 13);
+	assert_memory_equal(b.c_data, "ONE TWO THREE", 13);
+	assert_int_equal(e.e_cb_in_api, 0);
+
+	cc_free(&a);
+	cc_free(&b);
+	env_done(&e);
+}
+
 int
 main(void)
 {
@@ -2395,6 +2504,7 @@ main(void)
 	    cmocka_unit_test(test_keepalive_server_tolerates_pings),
 	    cmocka_unit_test(test_send_all_or_nothing),
 	    cmocka_unit_test(test_too_many_trailers),
+	    cmocka_unit_test(test_callbacks_deferred),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
