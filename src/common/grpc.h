@@ -7,10 +7,10 @@
  * the connection drops or the server shuts down, and the call is freed when
  * on_end returns.
  *
- * on_end may run before a grpc_call_send(), _close_send(), _finish() or
- * _cancel() made outside the call's own callbacks returns (for instance
- * from a timer): the stream can close while its output is flushed.  Do not
- * touch the call after such a call without knowing it is still alive.
+ * No callback runs inside the call that caused it, as in libuv: output is
+ * written from the loop, so on_end never runs inside grpc_call_send(),
+ * _close_send(), _finish() or _cancel(), and grpc_call_resume() delivers
+ * what waits from the loop too.  A call is alive until its on_end.
  *
  * Backpressure both ways: grpc_call_pause() stops delivering messages (HTTP/2
  * flow control then stops the peer, so memory stays bounded by the window),

@@ -3,7 +3,7 @@
  *
  * h2.c owns the session, the transport under it, output flushing with
  * backpressure, keepalive PINGs and GOAWAY.  Stream events go to the layer
- * above (grpc.c) through struct h2_stream_ops; that layer keeps its own
+ * above (grpc_*.c) through struct h2_stream_ops; that layer keeps its own
  * per-stream object as nghttp2 stream user data.
  *
  * Re-entrancy: every h2_* function may be called from inside the callbacks

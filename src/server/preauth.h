@@ -8,7 +8,7 @@
  * preauth caps connections in all, unauthenticated connections in all and
  * per address, and closes a connection that has not authenticated within
  * the deadline.  The per-connection budgets (streams, buffered bytes,
- * message sizes) are enforced by grpc.c and only reported here
+ * message sizes) are enforced by grpc_*.c and only reported here
  * (preauth_limit).
  *
  * Logging: the first time a limit bites in a minute it is logged with
@@ -78,7 +78,7 @@ void preauth_conn_trusted(struct preauth *pa, struct grpc_conn *conn);
 /* The connection is gone (accepted or not).  pa may be NULL. */
 void preauth_conn_closed(struct preauth *pa, struct grpc_conn *conn);
 
-/* grpc.c enforced a per-connection budget on conn. */
+/* grpc_*.c enforced a per-connection budget on conn. */
 void preauth_limit(struct preauth *pa, struct grpc_conn *conn,
                    enum grpc_limit what);
 

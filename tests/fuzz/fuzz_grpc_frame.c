@@ -1,5 +1,5 @@
 /*
- * Fuzzes the gRPC message deframer (grpc_frame.c) as grpc.c drives it:
+ * Fuzzes the gRPC message deframer (grpc_frame.c) as grpc_*.c drives it:
  * input arrives in pieces of any size and each complete message is taken
  * before more is fed.  Every message taken must be exactly the bytes its
  * 5-byte prefix announced, and the input consumed must be exactly the

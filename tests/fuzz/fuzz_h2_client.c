@@ -1,5 +1,5 @@
 /*
- * Fuzzes a gRPC client connection (grpc.c over h2.c over nghttp2) with the
+ * Fuzzes a gRPC client connection (grpc_*.c over h2.c over nghttp2) with the
  * bytes a server would send, through the in-memory transport of
  * memxport.c.
  *

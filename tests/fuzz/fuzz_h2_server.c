@@ -1,9 +1,9 @@
 /*
- * Fuzzes a gRPC server connection (grpc.c over h2.c over nghttp2) with the
+ * Fuzzes a gRPC server connection (grpc_*.c over h2.c over nghttp2) with the
  * bytes a client would send, through the in-memory transport of
  * memxport.c: no socket, no TLS.
  *
- * grpc.c is included so that the connection is accepted by its own
+ * grpc_server.c is included so that the connection is accepted by its own
  * on_new_connection(), from a listener that never listens: every line of
  * the server's connection setup runs as in ncgrpcd.
  *
@@ -19,7 +19,7 @@
  * large message, one that refuses at once and one that cancels on its
  * first message.
  */
-#include "grpc.c"
+#include "grpc_server.c"
 
 #include "fuzz.h"
 #include "memxport.h"

@@ -1,5 +1,5 @@
 /*
- * An in-memory transport for fuzzing h2.c and grpc.c without sockets.
+ * An in-memory transport for fuzzing h2.c and grpc_*.c without sockets.
  *
  * memxport.c implements the whole xport.h API, so a fuzz target links it
  * instead of src/common/xport.c.  The harness feeds the peer's bytes with

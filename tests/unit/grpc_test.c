@@ -1,5 +1,5 @@
 /*
- * grpc.c end to end: a grpc_server and a client connection in one uv loop,
+ * grpc_*.c end to end: a grpc_server and a client connection in one uv loop,
  * talking h2c over a Unix socket in a temporary directory, with plain byte
  * payloads.  Each test runs its scenario under a watchdog timer, shuts the
  * server down, closes the client, and asserts uv_loop_close() == 0.

@@ -1,5 +1,6 @@
 /*
- * gRPC calls over h2.c connections, for clients and servers.
+ * gRPC calls over h2.c connections, for clients and servers.  The
+ * connections are in grpc_conn.c, servers in grpc_server.c.
  *
  * Received DATA goes through a per-call raw queue into the deframer;
  * HTTP/2 flow control is released (h2_consume) only as the deframer takes
@@ -15,150 +16,14 @@
  */
 #include <assert.h>
 #include <errno.h>
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/queue.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "buf.h"
 #include "err.h"
-#include "grpc.h"
-#include "grpc_frame.h"
+#include "grpc_int.h"
 #include "grpc_meta.h"
-#include "h2.h"
-#include "tls.h"
-
-#define GRPC_MAX_METADATA (16 * 1024)
-#define GRPC_USER_AGENT   "ncgrpc/" NCGRPC_VERSION
-
-/*
- * A call's state is four small machines, each moving one way only (except
- * delivery, which pauses and resumes):
- *
- *  recv     the peer's half:   HEADERS -> OPEN -> EOS
- *  deliver  our handing over:  RUNNING <-> PAUSED; -> DONE (all messages
- *                              and the half-close delivered) or DROPPED
- *                              (input discarded after an error or cancel)
- *  send     our half:          IDLE -> OPEN -> CLOSING; a client starts
- *                              OPEN (its HEADERS go with grpc_call_start()),
- *                              a server's trailers-only answer skips OPEN.
- *                              CLOSING: the stream ends (END_STREAM, and a
- *                              server's trailers) once the queue is sent.
- *  life     the stream:        OPEN -> CLOSED -> ENDED (on_end delivered;
- *                              the call is freed right after)
- */
-enum call_recv { RECV_HEADERS, RECV_OPEN, RECV_EOS };
-enum call_deliver {
-	DELIVER_RUNNING,
-	DELIVER_PAUSED,
-	DELIVER_DONE,
-	DELIVER_DROPPED
-};
-enum call_send { SEND_IDLE, SEND_OPEN, SEND_CLOSING };
-enum call_life { LIFE_OPEN, LIFE_CLOSED, LIFE_ENDED };
-
-struct grpc_call {
-	struct grpc_conn *cl_conn;
-	int32_t cl_stream_id;
-	int cl_server;
-	char *cl_path;
-	const struct grpc_call_ops *cl_ops;
-	void *cl_arg;
-	struct grpc_mdlist cl_md;
-	struct grpc_mdlist cl_trailers;
-	struct grpc_deframer cl_df;
-	struct buf cl_rbuf;
-	struct buf cl_wbuf;
-	size_t cl_md_bytes;
-	uint64_t cl_timeout_ms;
-	uv_timer_t cl_timer;
-	int cl_timer_used;
-	enum call_recv cl_recv;
-	enum call_deliver cl_deliver;
-	enum call_send cl_send;
-	enum call_life cl_life;
-	int cl_want_process; /* resumed: deliver from the loop */
-	int cl_bad_request;  /* server: method/content-type unusable */
-	int cl_deferred;     /* data provider is deferred */
-	int cl_want_writable;
-	int cl_above_lowat;
-	int cl_http_status;
-	int cl_have_status; /* cl_status came from the peer or finish */
-	int cl_status;
-	char *cl_message;
-	int cl_local_status; /* client: status decided here, or -1 */
-	char *cl_local_message;
-	struct grpc_mdlist cl_send_trailers;
-	int cl_counted; /* server: counted in gc_nstreams */
-	size_t cl_held; /* server: counted in gc_buffered */
-	LIST_ENTRY(grpc_call) cl_entry;
-};
-
-LIST_HEAD(grpc_call_list, grpc_call);
-
-struct grpc_conn {
-	struct h2conn *gc_h2;
-	uv_loop_t *gc_loop;
-	struct grpc_server *gc_srv; /* NULL for a client connection */
-	const struct grpc_conn_ops *gc_ops;
-	void *gc_arg;
-	struct grpc_opts gc_opts;
-	struct grpc_call_list gc_calls;
-	char *gc_authority;
-	int gc_tls;
-	int gc_ready;
-	int gc_trusted;       /* server: grpc_conn_set_trusted() ran */
-	uint32_t gc_nstreams; /* server: calls on it not yet freed */
-	size_t gc_buffered;   /* server: request bytes held by its calls */
-	LIST_ENTRY(grpc_conn) gc_entry;
-};
-
-struct grpc_method {
-	char *gm_path;
-	grpc_handler_fn gm_fn;
-	void *gm_arg;
-};
-
-struct grpc_listener {
-	union {
-		uv_handle_t handle;
-		uv_stream_t stream;
-		uv_tcp_t tcp;
-		uv_pipe_t pipe;
-	} gl_h;
-	struct grpc_server *gl_srv;
-	struct tls_ctx *gl_ctx;
-	int gl_open;
-};
-
-#define GRPC_MAX_LISTENERS 8
-
-struct grpc_server {
-	uv_loop_t *gs_loop;
-	struct grpc_opts gs_opts;
-	const struct grpc_server_ops *gs_ops;
-	void *gs_arg;
-	struct grpc_method *gs_methods;
-	size_t gs_nmethods;
-	struct grpc_listener *gs_listeners[GRPC_MAX_LISTENERS];
-	size_t gs_nlisteners;
-	LIST_HEAD(, grpc_conn) gs_conns;
-	uint16_t gs_port;
-	int gs_shutdown;
-	uv_timer_t gs_grace;
-	int gs_grace_closing;
-	size_t gs_open_listeners; /* listener handles not yet closed */
-	void (*gs_done)(void *);
-	void *gs_done_arg;
-};
-
-static const struct h2_stream_ops grpc_h2_ops;
-static void call_finalize(struct grpc_call *c, int status, const char *msg);
-static void call_process(struct grpc_call *c);
-static void server_conn_gone(struct grpc_server *srv);
 
 /* The transitions; each checks that it is a legal one. */
 static void
@@ -185,16 +50,16 @@ call_set_send(struct grpc_call *c, enum call_send st)
 	c->cl_send = st;
 }
 
-static void
-call_set_life(struct grpc_call *c, enum call_life st)
+void
+grpc__call_set_life(struct grpc_call *c, enum call_life st)
 {
 	assert(st >= c->cl_life);
 	c->cl_life = st;
 }
 
 /* Input is discarded from now on (an error, a cancel, a bad request). */
-static void
-call_drop(struct grpc_call *c)
+void
+grpc__call_drop(struct grpc_call *c)
 {
 	if (c->cl_deliver != DELIVER_DROPPED)
 		call_set_deliver(c, DELIVER_DROPPED);
@@ -362,8 +227,8 @@ nv_add_status(struct nvlist *l, int status, const char *message)
 
 /* Call lifetime. */
 
-static struct grpc_call *
-call_new(struct grpc_conn *conn, int server)
+struct grpc_call *
+grpc__call_new(struct grpc_conn *conn, int server)
 {
 	struct grpc_call *c;
 
@@ -399,15 +264,6 @@ call_account(struct grpc_call *c)
 }
 
 static void
-conn_report_limit(struct grpc_conn *conn, enum grpc_limit what)
-{
-	struct grpc_server *srv = conn->gc_srv;
-
-	if (srv != NULL && srv->gs_ops != NULL && srv->gs_ops->on_limit != NULL)
-		srv->gs_ops->on_limit(conn, what, srv->gs_arg);
-}
-
-static void
 on_call_timer_closed(uv_handle_t *h)
 {
 	free(h->data);
@@ -437,12 +293,12 @@ call_free(struct grpc_call *c)
 }
 
 /* Delivers on_end once, then frees the call. */
-static void
-call_finalize(struct grpc_call *c, int status, const char *msg)
+void
+grpc__call_finalize(struct grpc_call *c, int status, const char *msg)
 {
 	if (c->cl_life == LIFE_ENDED)
 		return;
-	call_set_life(c, LIFE_ENDED);
+	grpc__call_set_life(c, LIFE_ENDED);
 	if (c->cl_timer_used)
 		uv_timer_stop(&c->cl_timer);
 	if (c->cl_ops != NULL && c->cl_ops->on_end != NULL)
@@ -477,7 +333,7 @@ call_set_local(struct grpc_call *c, int status, const char *msg)
 static void
 call_fail(struct grpc_call *c, int status, const char *msg)
 {
-	call_drop(c);
+	grpc__call_drop(c);
 	if (c->cl_server) {
 		grpc_call_finish(c, status, msg, NULL);
 		return;
@@ -532,8 +388,8 @@ server_submit_trailers(struct grpc_call *c)
  * stream does not linger half-closed.  Only now: a reset submitted before
  * the trailers were sent could overtake them.
  */
-static void
-call_on_end_sent(struct h2conn *h, void *st)
+void
+grpc__call_on_end_sent(struct h2conn *h, void *st)
 {
 	struct grpc_call *c = st;
 
@@ -796,7 +652,7 @@ grpc_call_cancel(struct grpc_call *c)
 {
 	if (c->cl_life == LIFE_ENDED)
 		return;
-	call_drop(c);
+	grpc__call_drop(c);
 	if (!c->cl_server)
 		call_set_local(c, GRPC_STATUS_CANCELLED, "cancelled by client");
 	if (c->cl_life != LIFE_OPEN)
@@ -822,7 +678,7 @@ grpc_call_resume(struct grpc_call *c)
 	call_set_deliver(c, DELIVER_RUNNING);
 	if (c->cl_life == LIFE_ENDED)
 		return;
-	/* What waits is delivered from the loop (conn_on_deferred). */
+	/* What waits is delivered from the loop (conn_on_deferred() in grpc_conn.c). */
 	c->cl_want_process = 1;
 	h2_defer(c->cl_conn->gc_h2);
 }
@@ -900,7 +756,7 @@ deframe_status(ssize_t err, const char **msg)
 static void
 call_drop_input(struct grpc_call *c)
 {
-	call_drop(c);
+	grpc__call_drop(c);
 	buf_free(&c->cl_rbuf);
 	grpc_deframer_free(&c->cl_df);
 	call_account(c);
@@ -910,8 +766,8 @@ call_drop_input(struct grpc_call *c)
  * Delivers complete messages while the call is not paused, releasing flow
  * control for what the deframer took.
  */
-static void
-call_process(struct grpc_call *c)
+void
+grpc__call_process(struct grpc_call *c)
 {
 	const char *why;
 	uint8_t *msg;
@@ -933,7 +789,7 @@ call_process(struct grpc_call *c)
 			int st = deframe_status(n, &why);
 
 			if (n == -EMSGSIZE && c->cl_server)
-				conn_report_limit(c->cl_conn,
+				grpc__conn_report_limit(c->cl_conn,
 				                  GRPC_LIMIT_MESSAGE);
 			call_drop_input(c);
 			call_fail(c, st, why);
@@ -965,8 +821,8 @@ call_process(struct grpc_call *c)
 		c->cl_ops->on_half_close(c, c->cl_arg);
 }
 
-static void
-call_on_data(struct h2conn *h, void *st, const uint8_t *data, size_t len)
+void
+grpc__call_on_data(struct h2conn *h, void *st, const uint8_t *data, size_t len)
 {
 	struct grpc_call *c = st;
 	struct grpc_conn *conn = c->cl_conn;
@@ -982,7 +838,7 @@ call_on_data(struct h2conn *h, void *st, const uint8_t *data, size_t len)
 	    conn->gc_buffered + len > conn->gc_opts.go_preauth_buffer) {
 		/* Flow control alone would let every stream fill a window. */
 		h2_consume(h, c->cl_stream_id, len);
-		conn_report_limit(conn, GRPC_LIMIT_BUFFER);
+		grpc__conn_report_limit(conn, GRPC_LIMIT_BUFFER);
 		call_drop_input(c);
 		call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
 		          "too much request data before authentication");
@@ -993,11 +849,11 @@ call_on_data(struct h2conn *h, void *st, const uint8_t *data, size_t len)
 		call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
 		return;
 	}
-	call_process(c);
+	grpc__call_process(c);
 }
 
-static void
-call_on_data_end(struct h2conn *h, void *st)
+void
+grpc__call_on_data_end(struct h2conn *h, void *st)
 {
 	struct grpc_call *c = st;
 
@@ -1008,7 +864,7 @@ call_on_data_end(struct h2conn *h, void *st)
 		call_set_local(c, GRPC_STATUS_INTERNAL,
 		               "server closed the stream without a status");
 	}
-	call_process(c);
+	grpc__call_process(c);
 }
 
 static int
@@ -1070,8 +926,8 @@ content_type_ok(const nghttp2_nv *nv)
 	        nv->value[sizeof(ct) - 1] == ';');
 }
 
-static int
-call_on_header(struct h2conn *h, void *st, const nghttp2_nv *nv)
+int
+grpc__call_on_header(struct h2conn *h, void *st, const nghttp2_nv *nv)
 {
 	struct grpc_call *c = st;
 	uint64_t ms;
@@ -1152,8 +1008,8 @@ on_call_deadline(uv_timer_t *t)
 	grpc_call_cancel(c);
 }
 
-static void
-call_start_deadline(struct grpc_call *c, uv_loop_t *loop)
+void
+grpc__call_start_deadline(struct grpc_call *c, uv_loop_t *loop)
 {
 	if (c->cl_timeout_ms == 0)
 		return;
@@ -1163,35 +1019,8 @@ call_start_deadline(struct grpc_call *c, uv_loop_t *loop)
 	uv_timer_start(&c->cl_timer, on_call_deadline, c->cl_timeout_ms, 0);
 }
 
-static void
-server_dispatch(struct grpc_call *c)
-{
-	struct grpc_server *srv = c->cl_conn->gc_srv;
-	char msg[300];
-	size_t i;
-
-	if (c->cl_bad_request || c->cl_path == NULL) {
-		call_drop(c);
-		grpc_call_finish(c, GRPC_STATUS_INTERNAL,
-		                 "not a grpc request (method must be POST, "
-		                 "content-type application/grpc)",
-		                 NULL);
-		return;
-	}
-	call_start_deadline(c, srv->gs_loop);
-	for (i = 0; i < srv->gs_nmethods; i++) {
-		if (strcmp(srv->gs_methods[i].gm_path, c->cl_path) != 0)
-			continue;
-		srv->gs_methods[i].gm_fn(c, srv->gs_methods[i].gm_arg);
-		return;
-	}
-	call_drop(c);
-	snprintf(msg, sizeof(msg), "unknown method '%.256s'", c->cl_path);
-	grpc_call_finish(c, GRPC_STATUS_UNIMPLEMENTED, msg, NULL);
-}
-
-static void
-call_on_headers_end(struct h2conn *h, void *st, int end_stream)
+void
+grpc__call_on_headers_end(struct h2conn *h, void *st, int end_stream)
 {
 	struct grpc_call *c = st;
 	int first = c->cl_recv == RECV_HEADERS;
@@ -1200,9 +1029,9 @@ call_on_headers_end(struct h2conn *h, void *st, int end_stream)
 	call_set_recv(c, end_stream ? RECV_EOS : RECV_OPEN);
 	if (c->cl_server) {
 		if (first)
-			server_dispatch(c);
+			grpc__server_dispatch(c);
 		if (end_stream && c->cl_life != LIFE_ENDED)
-			call_process(c);
+			grpc__call_process(c);
 	} else if (first && !end_stream) {
 		if (c->cl_ops->on_headers != NULL)
 			c->cl_ops->on_headers(c, c->cl_arg);
@@ -1236,408 +1065,56 @@ http_to_grpc_status(int http)
 	}
 }
 
-static void
-call_on_stream_close(struct h2conn *h, void *st, uint32_t error_code)
+void
+grpc__call_on_stream_close(struct h2conn *h, void *st, uint32_t error_code)
 {
 	struct grpc_call *c = st;
 	char msg[128];
 
 	(void)h;
-	call_set_life(c, LIFE_CLOSED);
+	grpc__call_set_life(c, LIFE_CLOSED);
 	if (c->cl_server) {
 		if (c->cl_have_status && c->cl_send == SEND_CLOSING &&
 		    (c->cl_recv == RECV_EOS || error_code == NGHTTP2_NO_ERROR))
-			call_finalize(c, c->cl_status, c->cl_message);
+			grpc__call_finalize(c, c->cl_status, c->cl_message);
 		else
-			call_finalize(c, GRPC_STATUS_CANCELLED,
+			grpc__call_finalize(c, GRPC_STATUS_CANCELLED,
 			              "call cancelled by the client");
 		return;
 	}
 	if (c->cl_local_status >= 0) {
-		call_finalize(c, c->cl_local_status, c->cl_local_message);
+		grpc__call_finalize(c, c->cl_local_status, c->cl_local_message);
 		return;
 	}
 	if (c->cl_http_status != 0 && c->cl_http_status != 200) {
 		snprintf(msg, sizeof(msg), "http status %d", c->cl_http_status);
-		call_finalize(c, http_to_grpc_status(c->cl_http_status), msg);
+		grpc__call_finalize(c, http_to_grpc_status(c->cl_http_status), msg);
 		return;
 	}
 	if (c->cl_have_status) {
-		call_finalize(c, c->cl_status, c->cl_message);
+		grpc__call_finalize(c, c->cl_status, c->cl_message);
 		return;
 	}
 	switch (error_code) {
 	case NGHTTP2_REFUSED_STREAM:
-		call_finalize(c, GRPC_STATUS_UNAVAILABLE,
+		grpc__call_finalize(c, GRPC_STATUS_UNAVAILABLE,
 		              "stream refused by the server");
 		break;
 	case NGHTTP2_CANCEL:
-		call_finalize(c, GRPC_STATUS_CANCELLED,
+		grpc__call_finalize(c, GRPC_STATUS_CANCELLED,
 		              "stream cancelled by the server");
 		break;
 	case NGHTTP2_ENHANCE_YOUR_CALM:
-		call_finalize(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
+		grpc__call_finalize(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
 		              "server says enhance your calm");
 		break;
 	default:
 		snprintf(msg, sizeof(msg),
 		         "stream closed without a status (http/2 error %s)",
 		         nghttp2_http2_strerror(error_code));
-		call_finalize(c, GRPC_STATUS_INTERNAL, msg);
+		grpc__call_finalize(c, GRPC_STATUS_INTERNAL, msg);
 		break;
 	}
-}
-
-/* Connections. */
-
-static void
-conn_on_ready(struct h2conn *h, void *arg)
-{
-	struct grpc_conn *conn = arg;
-
-	(void)h;
-	conn->gc_ready = 1;
-	if (conn->gc_srv != NULL) {
-		if (conn->gc_srv->gs_ops != NULL &&
-		    conn->gc_srv->gs_ops->on_conn_open != NULL)
-			conn->gc_srv->gs_ops->on_conn_open(
-			    conn, conn->gc_srv->gs_arg);
-		return;
-	}
-	if (conn->gc_ops->on_ready != NULL)
-		conn->gc_ops->on_ready(conn, conn->gc_arg);
-}
-
-static void *
-conn_on_stream_open(struct h2conn *h, int32_t stream_id, void *arg)
-{
-	struct grpc_conn *conn = arg;
-	struct grpc_call *c;
-
-	(void)h;
-	if (conn->gc_srv == NULL || conn->gc_srv->gs_shutdown)
-		return NULL;
-	if (!conn->gc_trusted && conn->gc_opts.go_preauth_streams != 0 &&
-	    conn->gc_nstreams >= conn->gc_opts.go_preauth_streams) {
-		/* A peer ignoring our SETTINGS; the stream is refused. */
-		conn_report_limit(conn, GRPC_LIMIT_STREAMS);
-		return NULL;
-	}
-	if ((c = call_new(conn, 1)) == NULL)
-		return NULL;
-	c->cl_stream_id = stream_id;
-	c->cl_counted = 1;
-	conn->gc_nstreams++;
-	return c;
-}
-
-/*
- * Tells calls that wanted room that there is some.  h2.c runs this with
- * its flushes deferred, so nothing here can end a call under us.
- */
-static void
-conn_on_flushed(struct h2conn *h, void *arg)
-{
-	struct grpc_conn *conn = arg;
-	struct grpc_call *c, *next;
-
-	(void)h;
-	for (c = LIST_FIRST(&conn->gc_calls); c != NULL; c = next) {
-		next = LIST_NEXT(c, cl_entry);
-		if (!c->cl_want_writable || c->cl_life == LIFE_ENDED)
-			continue;
-		c->cl_want_writable = 0;
-		if (c->cl_ops != NULL && c->cl_ops->on_writable != NULL)
-			c->cl_ops->on_writable(c, c->cl_arg);
-	}
-}
-
-/* Delivers the input of calls resumed since the loop last came by. */
-static void
-conn_on_deferred(struct h2conn *h, void *arg)
-{
-	struct grpc_conn *conn = arg;
-	struct grpc_call *c, *next;
-
-	(void)h;
-	for (c = LIST_FIRST(&conn->gc_calls); c != NULL; c = next) {
-		next = LIST_NEXT(c, cl_entry);
-		if (!c->cl_want_process)
-			continue;
-		c->cl_want_process = 0;
-		call_process(c);
-	}
-}
-
-static void
-conn_on_goaway(struct h2conn *h, uint32_t error_code, const uint8_t *debug,
-               size_t debuglen, void *arg)
-{
-	struct grpc_conn *conn = arg;
-	char text[128];
-	size_t n = debuglen < sizeof(text) - 1 ? debuglen : sizeof(text) - 1;
-
-	if (n > 0)
-		memcpy(text, debug, n);
-	text[n] = '\0';
-	if (conn->gc_srv != NULL)
-		return;
-	/* As gRPC Core clients do: back off our keepalive pings. */
-	if (error_code == NGHTTP2_ENHANCE_YOUR_CALM &&
-	    strcmp(text, "too_many_pings") == 0 && h2_ping_interval(h) > 0) {
-		unsigned ms = h2_ping_interval(h);
-		unsigned max = conn->gc_opts.go_ping_interval_max_ms;
-
-		ms = ms > UINT32_MAX / 2 ? UINT32_MAX : ms * 2;
-		if (max > 0 && ms > max)
-			ms = max > h2_ping_interval(h) ? max
-			                               : h2_ping_interval(h);
-		h2_set_ping_interval(h, ms);
-	}
-	if (conn->gc_ops->on_goaway != NULL)
-		conn->gc_ops->on_goaway(conn, error_code, text, conn->gc_arg);
-}
-
-static void
-conn_on_closed(struct h2conn *h, int err, const char *reason, void *arg)
-{
-	struct grpc_conn *conn = arg;
-	struct grpc_server *srv = conn->gc_srv;
-	struct grpc_call *c;
-	char msg[256];
-
-	(void)h;
-	snprintf(msg, sizeof(msg), "connection closed: %s", reason);
-	/* Streams get no close callback of their own now; end them here. */
-	while ((c = LIST_FIRST(&conn->gc_calls)) != NULL) {
-		assert(c->cl_life == LIFE_OPEN);
-		call_set_life(c, LIFE_CLOSED);
-		if (c->cl_server)
-			call_finalize(c, GRPC_STATUS_CANCELLED, msg);
-		else if (c->cl_local_status >= 0)
-			call_finalize(c, c->cl_local_status,
-			              c->cl_local_message);
-		else
-			call_finalize(c, GRPC_STATUS_UNAVAILABLE, msg);
-	}
-	if (srv != NULL) {
-		LIST_REMOVE(conn, gc_entry);
-		if (srv->gs_ops != NULL && srv->gs_ops->on_conn_closed != NULL)
-			srv->gs_ops->on_conn_closed(conn, err, reason,
-			                            srv->gs_arg);
-	} else if (conn->gc_ops->on_closed != NULL)
-		conn->gc_ops->on_closed(conn, err, reason, conn->gc_arg);
-	free(conn->gc_authority);
-	free(conn);
-	if (srv != NULL)
-		server_conn_gone(srv);
-}
-
-static const struct h2_stream_ops grpc_h2_ops = {
-    .on_ready = conn_on_ready,
-    .on_stream_open = conn_on_stream_open,
-    .on_header = call_on_header,
-    .on_headers_end = call_on_headers_end,
-    .on_data = call_on_data,
-    .on_data_end = call_on_data_end,
-    .on_end_sent = call_on_end_sent,
-    .on_stream_close = call_on_stream_close,
-    .on_flushed = conn_on_flushed,
-    .on_deferred = conn_on_deferred,
-    .on_goaway = conn_on_goaway,
-    .on_closed = conn_on_closed,
-};
-
-static void
-opts_defaults(struct grpc_opts *o, const struct grpc_opts *in)
-{
-	if (in != NULL)
-		*o = *in;
-	else
-		memset(o, 0, sizeof(*o));
-	if (o->go_max_message == 0)
-		o->go_max_message = GRPC_DEFAULT_MAX_MESSAGE;
-}
-
-static struct h2_opts
-h2_opts_from(const struct grpc_opts *o, int server)
-{
-	struct h2_opts h = {0};
-
-	h.ho_server = server;
-	h.ho_max_streams = o->go_max_streams;
-	h.ho_ping_interval_ms = o->go_ping_interval_ms;
-	h.ho_ping_timeout_ms = o->go_ping_timeout_ms;
-	return h;
-}
-
-static int
-conn_new_client(const struct grpc_opts *opts, const struct grpc_conn_ops *ops,
-                void *arg, struct grpc_conn **out)
-{
-	struct grpc_conn *conn;
-	struct h2_opts ho;
-	int rc;
-
-	if ((conn = calloc(1, sizeof(*conn))) == NULL)
-		return -ENOMEM;
-	opts_defaults(&conn->gc_opts, opts);
-	conn->gc_ops = ops;
-	conn->gc_arg = arg;
-	LIST_INIT(&conn->gc_calls);
-	ho = h2_opts_from(&conn->gc_opts, 0);
-	if ((rc = h2_new(&ho, &grpc_h2_ops, conn, &conn->gc_h2)) != 0) {
-		free(conn);
-		return rc;
-	}
-	*out = conn;
-	return 0;
-}
-
-static void
-conn_discard(struct grpc_conn *conn)
-{
-	h2_discard(conn->gc_h2);
-	free(conn->gc_authority);
-	free(conn);
-}
-
-int
-grpc_conn_connect(uv_loop_t *loop, const char *host, uint16_t port,
-                  struct tls_ctx *ctx, const struct grpc_opts *opts,
-                  const struct grpc_conn_ops *ops, void *arg,
-                  struct grpc_conn **out)
-{
-	struct grpc_conn *conn;
-	struct xport *x;
-	char auth[300];
-	int rc;
-
-	if (host == NULL || strlen(host) > 255)
-		return -EINVAL;
-	if ((rc = conn_new_client(opts, ops, arg, &conn)) != 0)
-		return rc;
-	conn->gc_loop = loop;
-	if (strchr(host, ':') != NULL)
-		snprintf(auth, sizeof(auth), "[%s]:%u", host, port);
-	else
-		snprintf(auth, sizeof(auth), "%s:%u", host, port);
-	conn->gc_tls = ctx != NULL;
-	if ((conn->gc_authority = strdup(auth)) == NULL) {
-		conn_discard(conn);
-		return -ENOMEM;
-	}
-	rc = xport_connect(loop, host, port, ctx, &conn->gc_opts.go_xport,
-	                   &h2_xport_cb, conn->gc_h2, &x);
-	if (rc != 0) {
-		conn_discard(conn);
-		return rc;
-	}
-	h2_attach(conn->gc_h2, x);
-	*out = conn;
-	return 0;
-}
-
-int
-grpc_conn_connect_unix(uv_loop_t *loop, const char *path,
-                       const struct grpc_opts *opts,
-                       const struct grpc_conn_ops *ops, void *arg,
-                       struct grpc_conn **out)
-{
-	struct grpc_conn *conn;
-	struct xport *x;
-	int rc;
-
-	if ((rc = conn_new_client(opts, ops, arg, &conn)) != 0)
-		return rc;
-	conn->gc_loop = loop;
-	if ((conn->gc_authority = strdup("localhost")) == NULL) {
-		conn_discard(conn);
-		return -ENOMEM;
-	}
-	if ((rc = xport_connect_unix(loop, path, &h2_xport_cb, conn->gc_h2,
-	                             &x)) != 0) {
-		conn_discard(conn);
-		return rc;
-	}
-	h2_attach(conn->gc_h2, x);
-	*out = conn;
-	return 0;
-}
-
-void
-grpc_conn_close(struct grpc_conn *conn, int err)
-{
-	if (err == 0)
-		h2_shutdown(conn->gc_h2);
-	else
-		h2_close(conn->gc_h2, err, ncg_strerror(err));
-}
-
-const char *
-grpc_conn_peer(const struct grpc_conn *conn)
-{
-	struct xport *x = h2_xport(conn->gc_h2);
-
-	return x != NULL ? xport_peer(x) : "(closed)";
-}
-
-int
-grpc_conn_peer_uid(const struct grpc_conn *conn, uid_t *uid)
-{
-	struct xport *x = h2_xport(conn->gc_h2);
-
-	return x != NULL ? xport_peer_uid(x, uid) : -ENOENT;
-}
-
-uv_loop_t *
-grpc_conn_loop(const struct grpc_conn *conn)
-{
-	return conn->gc_loop;
-}
-
-void *
-grpc_conn_arg(const struct grpc_conn *conn)
-{
-	return conn->gc_arg;
-}
-
-void
-grpc_conn_set_arg(struct grpc_conn *conn, void *arg)
-{
-	conn->gc_arg = arg;
-}
-
-void
-grpc_conn_set_trusted(struct grpc_conn *conn)
-{
-	struct grpc_server *srv = conn->gc_srv;
-
-	if (conn->gc_trusted || srv == NULL)
-		return;
-	conn->gc_trusted = 1;
-	if (conn->gc_opts.go_preauth_streams != 0)
-		h2_set_max_streams(conn->gc_h2, conn->gc_opts.go_max_streams);
-	if (srv->gs_ops != NULL && srv->gs_ops->on_conn_trusted != NULL)
-		srv->gs_ops->on_conn_trusted(conn, srv->gs_arg);
-}
-
-int
-grpc_conn_trusted(const struct grpc_conn *conn)
-{
-	return conn->gc_trusted;
-}
-
-unsigned
-grpc_conn_pings_acked(const struct grpc_conn *conn)
-{
-	return h2_pings_acked(conn->gc_h2);
-}
-
-unsigned
-grpc_conn_ping_interval(const struct grpc_conn *conn)
-{
-	return h2_ping_interval(conn->gc_h2);
 }
 
 int
@@ -1657,7 +1134,7 @@ grpc_call_start(struct grpc_conn *conn, const char *path,
 	if (!conn->gc_ready || h2_is_closing(conn->gc_h2) ||
 	    conn->gc_srv != NULL)
 		return NCG_ECLOSED;
-	if ((c = call_new(conn, 0)) == NULL)
+	if ((c = grpc__call_new(conn, 0)) == NULL)
 		return -ENOMEM;
 	c->cl_ops = ops;
 	c->cl_arg = arg;
@@ -1689,7 +1166,7 @@ grpc_call_start(struct grpc_conn *conn, const char *path,
 	if (id < 0)
 		goto nomem;
 	c->cl_stream_id = id;
-	call_start_deadline(c, conn->gc_loop);
+	grpc__call_start_deadline(c, conn->gc_loop);
 	h2_flush(conn->gc_h2);
 	*out = c;
 	return 0;
@@ -1697,287 +1174,4 @@ nomem:
 	nv_free(&l);
 	call_free(c);
 	return -ENOMEM;
-}
-
-/* Servers. */
-
-int
-grpc_server_new(uv_loop_t *loop, const struct grpc_opts *opts,
-                const struct grpc_server_ops *ops, void *arg,
-                struct grpc_server **out)
-{
-	struct grpc_server *srv;
-
-	if ((srv = calloc(1, sizeof(*srv))) == NULL)
-		return -ENOMEM;
-	srv->gs_loop = loop;
-	opts_defaults(&srv->gs_opts, opts);
-	srv->gs_ops = ops;
-	srv->gs_arg = arg;
-	LIST_INIT(&srv->gs_conns);
-	*out = srv;
-	return 0;
-}
-
-int
-grpc_server_add_method(struct grpc_server *srv, const char *path,
-                       grpc_handler_fn fn, void *arg)
-{
-	struct grpc_method *m;
-	size_t i;
-
-	for (i = 0; i < srv->gs_nmethods; i++)
-		if (strcmp(srv->gs_methods[i].gm_path, path) == 0)
-			return -EEXIST;
-	m = reallocarray(srv->gs_methods, srv->gs_nmethods + 1, sizeof(*m));
-	if (m == NULL)
-		return -ENOMEM;
-	srv->gs_methods = m;
-	m = &srv->gs_methods[srv->gs_nmethods];
-	if ((m->gm_path = strdup(path)) == NULL)
-		return -ENOMEM;
-	m->gm_fn = fn;
-	m->gm_arg = arg;
-	srv->gs_nmethods++;
-	return 0;
-}
-
-/*
- * Out of memory: accepts the pending connection and closes it, so that the
- * backlog does not spin.  The handle matches the listener's kind: TCP for
- * the device port, a pipe for the operator socket.
- */
-static void
-listener_drop_one(uv_stream_t *s)
-{
-	union {
-		uv_handle_t h;
-		uv_stream_t st;
-		uv_tcp_t tcp;
-		uv_pipe_t pipe;
-	} * u;
-	int rc;
-
-	if ((u = malloc(sizeof(*u))) == NULL)
-		return;
-	rc = s->type == UV_NAMED_PIPE ? uv_pipe_init(s->loop, &u->pipe, 0)
-	                              : uv_tcp_init(s->loop, &u->tcp);
-	if (rc != 0) {
-		free(u);
-		return;
-	}
-	(void)uv_accept(s, &u->st); /* nothing may be pending after all */
-	uv_close(&u->h, (uv_close_cb)free);
-}
-
-static void
-on_new_connection(uv_stream_t *s, int status)
-{
-	struct grpc_listener *l = s->data;
-	struct grpc_server *srv = l->gl_srv;
-	struct grpc_conn *conn;
-	struct h2_opts ho;
-	struct xport *x;
-	int rc;
-
-	if (status < 0 || srv->gs_shutdown)
-		return;
-	if ((conn = calloc(1, sizeof(*conn))) == NULL)
-		goto refuse;
-	conn->gc_srv = srv;
-	conn->gc_loop = srv->gs_loop;
-	conn->gc_opts = srv->gs_opts;
-	conn->gc_tls = l->gl_ctx != NULL;
-	LIST_INIT(&conn->gc_calls);
-	ho = h2_opts_from(&conn->gc_opts, 1);
-	if (conn->gc_opts.go_preauth_streams != 0 &&
-	    (ho.ho_max_streams == 0 ||
-	     conn->gc_opts.go_preauth_streams < ho.ho_max_streams))
-		ho.ho_max_streams = conn->gc_opts.go_preauth_streams;
-	if (h2_new(&ho, &grpc_h2_ops, conn, &conn->gc_h2) != 0) {
-		free(conn);
-		goto refuse;
-	}
-	if (xport_accept(s, l->gl_ctx, &srv->gs_opts.go_xport, &h2_xport_cb,
-	                 conn->gc_h2, &x) != 0) {
-		conn_discard(conn);
-		return;
-	}
-	h2_attach(conn->gc_h2, x);
-	LIST_INSERT_HEAD(&srv->gs_conns, conn, gc_entry);
-	if (srv->gs_ops != NULL && srv->gs_ops->on_conn_accept != NULL &&
-	    (rc = srv->gs_ops->on_conn_accept(conn, srv->gs_arg)) != 0)
-		h2_close(conn->gc_h2, rc, "connection refused by a limit");
-	return;
-refuse:
-	listener_drop_one(s);
-}
-
-static struct grpc_listener *
-listener_new(struct grpc_server *srv, struct tls_ctx *ctx)
-{
-	struct grpc_listener *l;
-
-	if (srv->gs_nlisteners == GRPC_MAX_LISTENERS)
-		return NULL;
-	if ((l = calloc(1, sizeof(*l))) == NULL)
-		return NULL;
-	l->gl_srv = srv;
-	l->gl_ctx = ctx;
-	l->gl_h.handle.data = l;
-	return l;
-}
-
-static void
-on_listener_closed(uv_handle_t *h)
-{
-	struct grpc_listener *l = h->data;
-	struct grpc_server *srv = l->gl_srv;
-
-	free(l);
-	if (srv != NULL && srv->gs_shutdown) {
-		srv->gs_open_listeners--;
-		server_conn_gone(srv);
-	}
-}
-
-int
-grpc_server_listen(struct grpc_server *srv, const char *host, uint16_t port,
-                   struct tls_ctx *ctx)
-{
-	struct sockaddr_storage ss;
-	struct grpc_listener *l;
-	int len = sizeof(ss);
-	int rc;
-
-	memset(&ss, 0, sizeof(ss));
-	if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0 &&
-	    uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0)
-		return -EINVAL;
-	if ((l = listener_new(srv, ctx)) == NULL)
-		return -ENOMEM;
-	uv_tcp_init(srv->gs_loop, &l->gl_h.tcp);
-	l->gl_h.handle.data = l;
-	if ((rc = uv_tcp_bind(&l->gl_h.tcp, (struct sockaddr *)&ss, 0)) < 0 ||
-	    (rc = uv_listen(&l->gl_h.stream, 511, on_new_connection)) < 0) {
-		l->gl_srv = NULL;
-		uv_close(&l->gl_h.handle, on_listener_closed);
-		return rc;
-	}
-	if (uv_tcp_getsockname(&l->gl_h.tcp, (struct sockaddr *)&ss, &len) ==
-	    0) {
-		if (ss.ss_family == AF_INET6)
-			srv->gs_port =
-			    ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-		else
-			srv->gs_port =
-			    ntohs(((struct sockaddr_in *)&ss)->sin_port);
-	}
-	srv->gs_listeners[srv->gs_nlisteners++] = l;
-	return 0;
-}
-
-int
-grpc_server_listen_unix(struct grpc_server *srv, const char *path, int mode)
-{
-	struct grpc_listener *l;
-	int rc;
-
-	if ((l = listener_new(srv, NULL)) == NULL)
-		return -ENOMEM;
-	uv_pipe_init(srv->gs_loop, &l->gl_h.pipe, 0);
-	l->gl_h.handle.data = l;
-	/* A socket file left by a previous run would make bind fail. */
-	(void)unlink(path);
-	if ((rc = uv_pipe_bind(&l->gl_h.pipe, path)) < 0 ||
-	    (rc = chmod(path, (mode_t)mode) < 0 ? -errno : 0) < 0 ||
-	    (rc = uv_listen(&l->gl_h.stream, 128, on_new_connection)) < 0) {
-		l->gl_srv = NULL;
-		uv_close(&l->gl_h.handle, on_listener_closed);
-		return rc;
-	}
-	srv->gs_listeners[srv->gs_nlisteners++] = l;
-	return 0;
-}
-
-uint16_t
-grpc_server_port(const struct grpc_server *srv)
-{
-	return srv->gs_port;
-}
-
-static void
-server_free(struct grpc_server *srv)
-{
-	size_t i;
-
-	for (i = 0; i < srv->gs_nmethods; i++)
-		free(srv->gs_methods[i].gm_path);
-	free(srv->gs_methods);
-	free(srv);
-}
-
-static void
-on_grace_closed(uv_handle_t *h)
-{
-	struct grpc_server *srv = h->data;
-	void (*done)(void *) = srv->gs_done;
-	void *arg = srv->gs_done_arg;
-
-	server_free(srv);
-	if (done != NULL)
-		done(arg);
-}
-
-/*
- * Called whenever a listener or a connection goes away.  During shutdown,
- * once nothing is left, closing the grace timer finishes the shutdown.
- */
-static void
-server_conn_gone(struct grpc_server *srv)
-{
-	if (!srv->gs_shutdown || srv->gs_grace_closing ||
-	    srv->gs_open_listeners > 0 || !LIST_EMPTY(&srv->gs_conns))
-		return;
-	srv->gs_grace_closing = 1;
-	uv_close((uv_handle_t *)&srv->gs_grace, on_grace_closed);
-}
-
-static void
-on_grace_timeout(uv_timer_t *t)
-{
-	struct grpc_server *srv = t->data;
-	struct grpc_conn *conn, *next;
-
-	for (conn = LIST_FIRST(&srv->gs_conns); conn != NULL; conn = next) {
-		next = LIST_NEXT(conn, gc_entry);
-		h2_close(conn->gc_h2, NCG_ECANCELLED, "server shutting down");
-	}
-}
-
-void
-grpc_server_shutdown(struct grpc_server *srv, unsigned grace_ms,
-                     void (*done)(void *), void *arg)
-{
-	struct grpc_conn *conn, *next;
-	size_t i;
-
-	if (srv->gs_shutdown)
-		return;
-	srv->gs_shutdown = 1;
-	srv->gs_done = done;
-	srv->gs_done_arg = arg;
-	uv_timer_init(srv->gs_loop, &srv->gs_grace);
-	srv->gs_grace.data = srv;
-	uv_timer_start(&srv->gs_grace, on_grace_timeout, grace_ms, 0);
-	srv->gs_open_listeners = srv->gs_nlisteners;
-	for (i = 0; i < srv->gs_nlisteners; i++)
-		uv_close(&srv->gs_listeners[i]->gl_h.handle,
-		         on_listener_closed);
-	srv->gs_nlisteners = 0;
-	for (conn = LIST_FIRST(&srv->gs_conns); conn != NULL; conn = next) {
-		next = LIST_NEXT(conn, gc_entry);
-		h2_shutdown(conn->gc_h2);
-	}
-	server_conn_gone(srv);
 }
