@@ -66,7 +66,6 @@ struct session {
 	int se_call_done;
 	int se_proc_done;
 	int se_closing_send;  /* output flushed and END_STREAM asked for */
-	int se_busy;          /* running code that uses s after a call out */
 	uv_timer_t se_settle; /* input held: NETCONF hello, shell signal */
 	int se_settling;
 	int se_hello_done;
@@ -117,7 +116,7 @@ session_close_timers(struct session *s)
 static void
 session_maybe_done(struct session *s)
 {
-	if (!s->se_call_done || !s->se_proc_done || s->se_busy > 0 ||
+	if (!s->se_call_done || !s->se_proc_done ||
 	    uv_is_closing((uv_handle_t *)&s->se_settle))
 		return;
 	s->se_done(s, &s->se_stats, s->se_arg);
@@ -361,13 +360,8 @@ on_proc_exit(struct proc *p, int64_t status, int sig, void *arg)
 		snprintf(why, sizeof(why), "process exited with status %lld",
 		         (long long)status);
 	session_reason(s, why);
-	/*
-	 * The device closes the stream after the last output.  That can end
-	 * the call right here (grpc.h), so s is held until we are done.
-	 */
-	s->se_busy++;
+	/* The device closes the stream after the last output. */
 	session_close_send(s);
-	s->se_busy--;
 	session_maybe_done(s);
 }
 

@@ -92,7 +92,6 @@ struct opsess {
 	char os_peer[64];
 	uid_t os_uid;
 	uv_timer_t os_timer;
-	int os_busy;
 	int os_freeing;
 	int os_dev_finished; /* we ended the device's stream with OK */
 	struct ncframe os_nf;

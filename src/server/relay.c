@@ -8,8 +8,9 @@
  * a signal travels alone.  Either side ending ends the other; the session
  * state (broker_int.h) changes only in os_set_state().
  *
- * Calls can end inside our own sends (grpc.h), so every path that sends on
- * a call and then looks at the session holds the session (os_busy).
+ * No call ends inside our own sends, finishes or cancels (grpc.h: on_end
+ * comes from the loop), so a session is freed only from the on_end of its
+ * last call, and no path needs to hold it while it works.
  */
 #include <assert.h>
 #include <errno.h>
@@ -61,12 +62,6 @@ os_set_state(struct opsess *os, enum os_state to)
 }
 
 static void
-os_hold(struct opsess *os)
-{
-	os->os_busy++;
-}
-
-static void
 on_os_timer_closed(uv_handle_t *h)
 {
 	struct opsess *os = h->data;
@@ -76,12 +71,11 @@ on_os_timer_closed(uv_handle_t *h)
 	free(os);
 }
 
-/* Frees the session once neither call is left and nobody holds it. */
+/* Frees the session once neither call is left. */
 static void
 os_maybe_free(struct opsess *os)
 {
-	if (os->os_busy > 0 || os->os_op != NULL || os->os_dev != NULL ||
-	    os->os_freeing)
+	if (os->os_op != NULL || os->os_dev != NULL || os->os_freeing)
 		return;
 	os->os_freeing = 1;
 	os_unlist(os);
@@ -96,13 +90,6 @@ os_maybe_free(struct opsess *os)
 		broker_device_maybe_gone(os->os_b, d, "last session ended");
 	}
 	uv_close((uv_handle_t *)&os->os_timer, on_os_timer_closed);
-}
-
-static void
-os_release(struct opsess *os)
-{
-	os->os_busy--;
-	os_maybe_free(os);
 }
 
 static void
@@ -157,7 +144,6 @@ os_end(struct opsess *os, int status, const char *reason)
 
 	if (prev == OS_ENDED)
 		return;
-	os_hold(os);
 	os_unlist(os);
 	os_set_state(os, OS_ENDED);
 	uv_timer_stop(&os->os_timer);
@@ -190,7 +176,6 @@ os_end(struct opsess *os, int status, const char *reason)
 		grpc_call_cancel(os->os_op);
 	if (os->os_dev != NULL && !os->os_dev_finished)
 		grpc_call_cancel(os->os_dev);
-	os_release(os);
 }
 
 static void
@@ -412,7 +397,6 @@ op_on_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 		       "malformed SessionInput");
 		return;
 	}
-	os_hold(os);
 	switch (in->input_case) {
 	case NCGRPC__OPERATOR__V1__SESSION_INPUT__INPUT_DATA:
 		if (os->os_type == BROKER_NETCONF) {
@@ -456,7 +440,6 @@ op_on_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 		 * BROKER_MAX_NETCONF_MSG and must be let complete.
 		 */
 		grpc_call_pause(c);
-	os_release(os);
 }
 
 static void
@@ -467,14 +450,12 @@ op_on_half_close(struct grpc_call *c, void *arg)
 	(void)c;
 	if (os->os_state != OS_ACTIVE)
 		return;
-	os_hold(os);
 	/* A last shell line without its newline is still a line. */
 	if (os->os_type == BROKER_SHELL)
 		flush_lines(os, 1);
 	else if (ncframe_eof(&os->os_nf) < 0 || flush_netconf(os) < 0)
 		os_end(os, GRPC_STATUS_INVALID_ARGUMENT,
 		       "input ended inside a NETCONF message");
-	os_release(os);
 }
 
 static void
@@ -580,7 +561,6 @@ dev_on_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 		       "device sent a malformed CommandGet request");
 		return;
 	}
-	os_hold(os);
 	os->os_from_dev += req->message.len;
 	if (os->os_type == BROKER_NETCONF) {
 		ncframe_observe_device(&os->os_nf, req->message.data,
@@ -591,7 +571,6 @@ dev_on_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 			                                                 NULL);
 			os_end(os, GRPC_STATUS_INVALID_ARGUMENT,
 			       "malformed NETCONF framing from the operator");
-			os_release(os);
 			return;
 		}
 		if (os->os_op != NULL && os->os_dev != NULL &&
@@ -607,7 +586,6 @@ dev_on_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 	if (os->os_op != NULL && os->os_dev != NULL &&
 	    grpc_call_queued(os->os_op) >= GRPC_CALL_HIWAT)
 		grpc_call_pause(c);
-	os_release(os);
 }
 
 static void
@@ -617,16 +595,13 @@ dev_on_half_close(struct grpc_call *c, void *arg)
 
 	/*
 	 * The backend exited: the device closed the stream.  The session
-	 * ends before the device's call is finished: finishing can end the
-	 * call on the spot (grpc.h), and that must not read as a device that
-	 * vanished.
+	 * ends before the device's call is finished, so that the call's end
+	 * cannot read as a device that vanished.
 	 */
-	os_hold(os);
 	os->os_dev_finished = 1;
 	os_end(os, GRPC_STATUS_OK, "device closed the session");
 	if (os->os_dev != NULL)
 		grpc_call_finish(c, GRPC_STATUS_OK, NULL, NULL);
-	os_release(os);
 }
 
 static void
@@ -696,7 +671,6 @@ relay_commandget(struct grpc_call *c, void *arg)
 	audit_event("session-start", "session", id, "operator-uid", uid,
 	            "device", os->os_device, "type", os_type_name(os), "peer",
 	            os->os_peer, NULL);
-	os_hold(os);
 	st.device_id = os->os_device;
 	st.type = os->os_type == BROKER_SHELL
 	              ? NCGRPC__OPERATOR__V1__SESSION_TYPE__SHELL
@@ -708,7 +682,6 @@ relay_commandget(struct grpc_call *c, void *arg)
 	send_output(os, &out);
 	if (os->os_op != NULL)
 		grpc_call_resume(os->os_op);
-	os_release(os);
 }
 
 void
@@ -732,9 +705,7 @@ relay_shutdown(struct broker *b, const char *why)
 	struct opsess *os, *next;
 
 	for (os = LIST_FIRST(&b->b_sessions); os != NULL; os = next) {
-		os_hold(os);
 		os_end(os, GRPC_STATUS_UNAVAILABLE, why);
 		next = LIST_NEXT(os, os_all);
-		os_release(os);
 	}
 }
