@@ -5,7 +5,7 @@
  * Received DATA goes through a per-call raw queue into the deframer;
  * HTTP/2 flow control is released (h2_consume) only as the deframer takes
  * bytes, so a paused call holds at most one stream window plus one message.
- * Outgoing messages are framed into cl_wbuf and pulled by nghttp2 through a
+ * Outgoing messages are framed into ca_wbuf and pulled by nghttp2 through a
  * data provider that defers while the queue is empty.
  *
  * A call is freed right after its on_end.  No callback runs inside the
@@ -29,39 +29,39 @@
 static void
 call_set_recv(struct grpc_call *c, enum call_recv st)
 {
-	assert(st >= c->cl_recv);
-	c->cl_recv = st;
+	assert(st >= c->ca_recv);
+	c->ca_recv = st;
 }
 
 static void
 call_set_deliver(struct grpc_call *c, enum call_deliver st)
 {
-	assert(c->cl_deliver != DELIVER_DROPPED);
-	assert(st != DELIVER_PAUSED || c->cl_deliver == DELIVER_RUNNING);
-	assert(st != DELIVER_RUNNING || c->cl_deliver == DELIVER_PAUSED);
-	assert(st != DELIVER_DONE || c->cl_deliver == DELIVER_RUNNING);
-	c->cl_deliver = st;
+	assert(c->ca_deliver != DELIVER_DROPPED);
+	assert(st != DELIVER_PAUSED || c->ca_deliver == DELIVER_RUNNING);
+	assert(st != DELIVER_RUNNING || c->ca_deliver == DELIVER_PAUSED);
+	assert(st != DELIVER_DONE || c->ca_deliver == DELIVER_RUNNING);
+	c->ca_deliver = st;
 }
 
 static void
 call_set_send(struct grpc_call *c, enum call_send st)
 {
-	assert(st > c->cl_send);
-	c->cl_send = st;
+	assert(st > c->ca_send);
+	c->ca_send = st;
 }
 
 void
 grpc__call_set_life(struct grpc_call *c, enum call_life st)
 {
-	assert(st >= c->cl_life);
-	c->cl_life = st;
+	assert(st >= c->ca_life);
+	c->ca_life = st;
 }
 
 /* Input is discarded from now on (an error, a cancel, a bad request). */
 void
 grpc__call_drop(struct grpc_call *c)
 {
-	if (c->cl_deliver != DELIVER_DROPPED)
+	if (c->ca_deliver != DELIVER_DROPPED)
 		call_set_deliver(c, DELIVER_DROPPED);
 }
 
@@ -234,15 +234,15 @@ grpc__call_new(struct grpc_conn *conn, int server)
 
 	if ((c = calloc(1, sizeof(*c))) == NULL)
 		return NULL;
-	c->cl_conn = conn;
-	c->cl_server = server;
+	c->ca_conn = conn;
+	c->ca_server = server;
 	/* A client's HEADERS go out with grpc_call_start(). */
-	c->cl_send = server ? SEND_IDLE : SEND_OPEN;
-	c->cl_local_status = -1;
-	grpc_deframer_init(&c->cl_df, conn->gc_opts.go_max_message);
-	buf_init(&c->cl_rbuf, 0);
-	buf_init(&c->cl_wbuf, 0);
-	LIST_INSERT_HEAD(&conn->gc_calls, c, cl_entry);
+	c->ca_send = server ? SEND_IDLE : SEND_OPEN;
+	c->ca_local_status = -1;
+	grpc_deframer_init(&c->ca_df, conn->gc_opts.go_max_message);
+	buf_init(&c->ca_rbuf, 0);
+	buf_init(&c->ca_wbuf, 0);
+	LIST_INSERT_HEAD(&conn->gc_calls, c, ca_entry);
 	return c;
 }
 
@@ -253,14 +253,14 @@ grpc__call_new(struct grpc_conn *conn, int server)
 static void
 call_account(struct grpc_call *c)
 {
-	struct grpc_conn *conn = c->cl_conn;
+	struct grpc_conn *conn = c->ca_conn;
 	size_t held;
 
-	if (!c->cl_server)
+	if (!c->ca_server)
 		return;
-	held = buf_len(&c->cl_rbuf) + grpc_deframer_held(&c->cl_df);
-	conn->gc_buffered = conn->gc_buffered - c->cl_held + held;
-	c->cl_held = held;
+	held = buf_len(&c->ca_rbuf) + grpc_deframer_held(&c->ca_df);
+	conn->gc_buffered = conn->gc_buffered - c->ca_held + held;
+	c->ca_held = held;
 }
 
 static void
@@ -272,22 +272,22 @@ on_call_timer_closed(uv_handle_t *h)
 static void
 call_free(struct grpc_call *c)
 {
-	LIST_REMOVE(c, cl_entry);
-	c->cl_conn->gc_buffered -= c->cl_held;
-	if (c->cl_counted)
-		c->cl_conn->gc_nstreams--;
-	grpc_md_free(&c->cl_md);
-	grpc_md_free(&c->cl_trailers);
-	grpc_md_free(&c->cl_send_trailers);
-	grpc_deframer_free(&c->cl_df);
-	buf_free(&c->cl_rbuf);
-	buf_free(&c->cl_wbuf);
-	free(c->cl_path);
-	free(c->cl_message);
-	free(c->cl_local_message);
-	if (c->cl_timer_used) {
-		c->cl_timer.data = c;
-		uv_close((uv_handle_t *)&c->cl_timer, on_call_timer_closed);
+	LIST_REMOVE(c, ca_entry);
+	c->ca_conn->gc_buffered -= c->ca_held;
+	if (c->ca_counted)
+		c->ca_conn->gc_nstreams--;
+	grpc_md_free(&c->ca_md);
+	grpc_md_free(&c->ca_trailers);
+	grpc_md_free(&c->ca_send_trailers);
+	grpc_deframer_free(&c->ca_df);
+	buf_free(&c->ca_rbuf);
+	buf_free(&c->ca_wbuf);
+	free(c->ca_path);
+	free(c->ca_message);
+	free(c->ca_local_message);
+	if (c->ca_timer_used) {
+		c->ca_timer.data = c;
+		uv_close((uv_handle_t *)&c->ca_timer, on_call_timer_closed);
 	} else
 		free(c);
 }
@@ -296,37 +296,37 @@ call_free(struct grpc_call *c)
 void
 grpc__call_finalize(struct grpc_call *c, int status, const char *msg)
 {
-	if (c->cl_life == LIFE_ENDED)
+	if (c->ca_life == LIFE_ENDED)
 		return;
 	grpc__call_set_life(c, LIFE_ENDED);
-	if (c->cl_timer_used)
-		uv_timer_stop(&c->cl_timer);
-	if (c->cl_ops != NULL && c->cl_ops->on_end != NULL)
-		c->cl_ops->on_end(c, status, msg != NULL ? msg : "", c->cl_arg);
+	if (c->ca_timer_used)
+		uv_timer_stop(&c->ca_timer);
+	if (c->ca_ops != NULL && c->ca_ops->on_end != NULL)
+		c->ca_ops->on_end(c, status, msg != NULL ? msg : "", c->ca_arg);
 	call_free(c);
 }
 
 static nghttp2_session *
 call_session(struct grpc_call *c)
 {
-	return h2_session(c->cl_conn->gc_h2);
+	return h2_session(c->ca_conn->gc_h2);
 }
 
 static void
 call_flush(struct grpc_call *c)
 {
-	h2_flush(c->cl_conn->gc_h2);
+	h2_flush(c->ca_conn->gc_h2);
 }
 
 /* Sets the status a client call ends with, unless one is set already. */
 static void
 call_set_local(struct grpc_call *c, int status, const char *msg)
 {
-	if (c->cl_local_status >= 0)
+	if (c->ca_local_status >= 0)
 		return;
-	c->cl_local_status = status;
-	free(c->cl_local_message);
-	c->cl_local_message = strdup(msg);
+	c->ca_local_status = status;
+	free(c->ca_local_message);
+	c->ca_local_message = strdup(msg);
 }
 
 /* Fails a call from our side: the client resets, the server answers. */
@@ -334,14 +334,14 @@ static void
 call_fail(struct grpc_call *c, int status, const char *msg)
 {
 	grpc__call_drop(c);
-	if (c->cl_server) {
+	if (c->ca_server) {
 		grpc_call_finish(c, status, msg, NULL);
 		return;
 	}
 	call_set_local(c, status, msg);
-	if (c->cl_life == LIFE_OPEN) {
+	if (c->ca_life == LIFE_OPEN) {
 		nghttp2_submit_rst_stream(call_session(c), NGHTTP2_FLAG_NONE,
-		                          c->cl_stream_id, NGHTTP2_CANCEL);
+		                          c->ca_stream_id, NGHTTP2_CANCEL);
 		call_flush(c);
 	}
 }
@@ -371,14 +371,14 @@ server_submit_trailers(struct grpc_call *c)
 {
 	struct nvlist l = {0};
 
-	nv_add_status(&l, c->cl_status, c->cl_message);
-	nv_add_md(&l, &c->cl_send_trailers);
+	nv_add_status(&l, c->ca_status, c->ca_message);
+	nv_add_md(&l, &c->ca_send_trailers);
 	if (l.overflow) {
 		nv_free(&l);
 		memset(&l, 0, sizeof(l));
 		nv_add_status(&l, GRPC_STATUS_INTERNAL, NULL);
 	}
-	nghttp2_submit_trailer(call_session(c), c->cl_stream_id, l.nv, l.n);
+	nghttp2_submit_trailer(call_session(c), c->ca_stream_id, l.nv, l.n);
 	nv_free(&l);
 }
 
@@ -393,9 +393,9 @@ grpc__call_on_end_sent(struct h2conn *h, void *st)
 {
 	struct grpc_call *c = st;
 
-	if (c->cl_server && c->cl_recv != RECV_EOS && c->cl_life == LIFE_OPEN)
+	if (c->ca_server && c->ca_recv != RECV_EOS && c->ca_life == LIFE_OPEN)
 		nghttp2_submit_rst_stream(h2_session(h), NGHTTP2_FLAG_NONE,
-		                          c->cl_stream_id, NGHTTP2_NO_ERROR);
+		                          c->ca_stream_id, NGHTTP2_NO_ERROR);
 }
 
 static ssize_t
@@ -403,7 +403,7 @@ call_read_cb(nghttp2_session *s, int32_t stream_id, uint8_t *out, size_t len,
              uint32_t *flags, nghttp2_data_source *src, void *ud)
 {
 	struct grpc_call *c = src->ptr;
-	size_t n = buf_len(&c->cl_wbuf);
+	size_t n = buf_len(&c->ca_wbuf);
 
 	(void)s;
 	(void)stream_id;
@@ -411,23 +411,23 @@ call_read_cb(nghttp2_session *s, int32_t stream_id, uint8_t *out, size_t len,
 	if (n > len)
 		n = len;
 	if (n > 0) {
-		memcpy(out, buf_data(&c->cl_wbuf), n);
-		buf_consume(&c->cl_wbuf, n);
+		memcpy(out, buf_data(&c->ca_wbuf), n);
+		buf_consume(&c->ca_wbuf, n);
 	}
-	if (c->cl_above_lowat && buf_len(&c->cl_wbuf) < GRPC_CALL_LOWAT) {
-		c->cl_above_lowat = 0;
-		c->cl_want_writable = 1;
+	if (c->ca_above_lowat && buf_len(&c->ca_wbuf) < GRPC_CALL_LOWAT) {
+		c->ca_above_lowat = 0;
+		c->ca_want_writable = 1;
 	}
-	if (buf_len(&c->cl_wbuf) > 0)
+	if (buf_len(&c->ca_wbuf) > 0)
 		return (ssize_t)n;
-	if (c->cl_send != SEND_CLOSING) {
+	if (c->ca_send != SEND_CLOSING) {
 		if (n > 0)
 			return (ssize_t)n;
-		c->cl_deferred = 1;
+		c->ca_deferred = 1;
 		return NGHTTP2_ERR_DEFERRED;
 	}
 	*flags |= NGHTTP2_DATA_FLAG_EOF;
-	if (c->cl_server) {
+	if (c->ca_server) {
 		*flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
 		server_submit_trailers(c);
 	}
@@ -437,9 +437,9 @@ call_read_cb(nghttp2_session *s, int32_t stream_id, uint8_t *out, size_t len,
 static void
 call_kick(struct grpc_call *c)
 {
-	if (c->cl_deferred && c->cl_life == LIFE_OPEN) {
-		c->cl_deferred = 0;
-		nghttp2_session_resume_data(call_session(c), c->cl_stream_id);
+	if (c->ca_deferred && c->ca_life == LIFE_OPEN) {
+		c->ca_deferred = 0;
+		nghttp2_session_resume_data(call_session(c), c->ca_stream_id);
 	}
 	call_flush(c);
 }
@@ -459,7 +459,7 @@ server_submit_headers(struct grpc_call *c, const struct grpc_mdlist *md)
 		nv_free(&l);
 		return -ENOMEM;
 	}
-	rc = nghttp2_submit_response(call_session(c), c->cl_stream_id, l.nv,
+	rc = nghttp2_submit_response(call_session(c), c->ca_stream_id, l.nv,
 	                             l.n, &prd);
 	nv_free(&l);
 	if (rc != 0)
@@ -480,19 +480,19 @@ call_send_begin(struct grpc_call *c, size_t len)
 	uint8_t hdr[GRPC_FRAME_HDR_LEN];
 	int rc;
 
-	if (c->cl_life != LIFE_OPEN || c->cl_send == SEND_CLOSING)
+	if (c->ca_life != LIFE_OPEN || c->ca_send == SEND_CLOSING)
 		return -EPIPE;
-	if ((c->cl_conn->gc_opts.go_max_send_message != 0 &&
-	     len > c->cl_conn->gc_opts.go_max_send_message) ||
+	if ((c->ca_conn->gc_opts.go_max_send_message != 0 &&
+	     len > c->ca_conn->gc_opts.go_max_send_message) ||
 	    len > UINT32_MAX)
 		return -EMSGSIZE;
-	if ((rc = buf_reserve(&c->cl_wbuf, sizeof(hdr) + len)) != 0)
+	if ((rc = buf_reserve(&c->ca_wbuf, sizeof(hdr) + len)) != 0)
 		return rc;
-	if (c->cl_send == SEND_IDLE &&
+	if (c->ca_send == SEND_IDLE &&
 	    (rc = server_submit_headers(c, NULL)) != 0)
 		return rc;
 	grpc_frame_header(hdr, (uint32_t)len);
-	rc = buf_append(&c->cl_wbuf, hdr, sizeof(hdr));
+	rc = buf_append(&c->ca_wbuf, hdr, sizeof(hdr));
 	assert(rc == 0);
 	return 0;
 }
@@ -500,8 +500,8 @@ call_send_begin(struct grpc_call *c, size_t len)
 static void
 call_send_end(struct grpc_call *c)
 {
-	if (buf_len(&c->cl_wbuf) >= GRPC_CALL_LOWAT)
-		c->cl_above_lowat = 1;
+	if (buf_len(&c->ca_wbuf) >= GRPC_CALL_LOWAT)
+		c->ca_above_lowat = 1;
 	call_kick(c);
 }
 
@@ -512,7 +512,7 @@ grpc_call_send(struct grpc_call *c, const uint8_t *msg, size_t len)
 
 	if ((rc = call_send_begin(c, len)) != 0)
 		return rc;
-	rc = buf_append(&c->cl_wbuf, msg, len);
+	rc = buf_append(&c->ca_wbuf, msg, len);
 	assert(rc == 0);
 	call_send_end(c);
 	return 0;
@@ -539,16 +539,16 @@ int
 grpc_call_send_pb(struct grpc_call *c, const ProtobufCMessage *m)
 {
 	struct pb_sink sink = {.ps_base.append = pb_sink_append,
-	                       .ps_buf = &c->cl_wbuf};
+	                       .ps_buf = &c->ca_wbuf};
 	size_t len = protobuf_c_message_get_packed_size(m);
 	size_t before;
 	int rc;
 
 	if ((rc = call_send_begin(c, len)) != 0)
 		return rc;
-	before = buf_len(&c->cl_wbuf);
+	before = buf_len(&c->ca_wbuf);
 	protobuf_c_message_pack_to_buffer(m, &sink.ps_base);
-	assert(buf_len(&c->cl_wbuf) - before == len);
+	assert(buf_len(&c->ca_wbuf) - before == len);
 	(void)before;
 	call_send_end(c);
 	return 0;
@@ -557,15 +557,15 @@ grpc_call_send_pb(struct grpc_call *c, const ProtobufCMessage *m)
 size_t
 grpc_call_queued(const struct grpc_call *c)
 {
-	return buf_len(&c->cl_wbuf);
+	return buf_len(&c->ca_wbuf);
 }
 
 int
 grpc_call_close_send(struct grpc_call *c)
 {
-	if (c->cl_server)
+	if (c->ca_server)
 		return -EINVAL;
-	if (c->cl_send == SEND_CLOSING || c->cl_life == LIFE_ENDED)
+	if (c->ca_send == SEND_CLOSING || c->ca_life == LIFE_ENDED)
 		return -EALREADY;
 	call_set_send(c, SEND_CLOSING);
 	call_kick(c);
@@ -577,9 +577,9 @@ grpc_call_send_headers(struct grpc_call *c, const struct grpc_mdlist *md)
 {
 	int rc;
 
-	if (!c->cl_server)
+	if (!c->ca_server)
 		return -EINVAL;
-	if (c->cl_send != SEND_IDLE || c->cl_life != LIFE_OPEN)
+	if (c->ca_send != SEND_IDLE || c->ca_life != LIFE_OPEN)
 		return -EALREADY;
 	if (md_wire_count(md) > NV_MAX - 2)
 		return -E2BIG;
@@ -595,29 +595,29 @@ grpc_call_finish(struct grpc_call *c, int status, const char *message,
 	size_t i;
 	int rc;
 
-	if (!c->cl_server)
+	if (!c->ca_server)
 		return -EINVAL;
-	if (c->cl_send == SEND_CLOSING || c->cl_life != LIFE_OPEN)
+	if (c->ca_send == SEND_CLOSING || c->ca_life != LIFE_OPEN)
 		return -EALREADY;
 	/* grpc-status and grpc-message come first; what does not fit fails. */
 	if (md_wire_count(trailers) > NV_MAX - 4)
 		return -E2BIG;
-	free(c->cl_message);
-	c->cl_message = NULL;
-	grpc_md_free(&c->cl_send_trailers);
-	if (message != NULL && (c->cl_message = strdup(message)) == NULL)
+	free(c->ca_message);
+	c->ca_message = NULL;
+	grpc_md_free(&c->ca_send_trailers);
+	if (message != NULL && (c->ca_message = strdup(message)) == NULL)
 		return -ENOMEM;
 	for (i = 0; trailers != NULL && i < trailers->ml_n; i++)
-		if ((rc = grpc_md_add(&c->cl_send_trailers,
+		if ((rc = grpc_md_add(&c->ca_send_trailers,
 		                      trailers->ml_md[i].md_key,
 		                      trailers->ml_md[i].md_value,
 		                      trailers->ml_md[i].md_len)) != 0)
 			return rc;
-	c->cl_status = status;
-	c->cl_have_status = 1;
-	if (c->cl_timer_used)
-		uv_timer_stop(&c->cl_timer);
-	if (c->cl_send == SEND_IDLE) {
+	c->ca_status = status;
+	c->ca_have_status = 1;
+	if (c->ca_timer_used)
+		uv_timer_stop(&c->ca_timer);
+	if (c->ca_send == SEND_IDLE) {
 		/* Trailers-only: one HEADERS frame with END_STREAM. */
 		struct nvlist l = {0};
 
@@ -633,7 +633,7 @@ grpc_call_finish(struct grpc_call *c, int status, const char *message,
 			nv_add_str(&l, "content-type", "application/grpc");
 			nv_add_status(&l, GRPC_STATUS_INTERNAL, NULL);
 		}
-		rc = nghttp2_submit_response(call_session(c), c->cl_stream_id,
+		rc = nghttp2_submit_response(call_session(c), c->ca_stream_id,
 		                             l.nv, l.n, NULL);
 		nv_free(&l);
 		if (rc != 0)
@@ -650,15 +650,15 @@ grpc_call_finish(struct grpc_call *c, int status, const char *message,
 void
 grpc_call_cancel(struct grpc_call *c)
 {
-	if (c->cl_life == LIFE_ENDED)
+	if (c->ca_life == LIFE_ENDED)
 		return;
 	grpc__call_drop(c);
-	if (!c->cl_server)
+	if (!c->ca_server)
 		call_set_local(c, GRPC_STATUS_CANCELLED, "cancelled by client");
-	if (c->cl_life != LIFE_OPEN)
+	if (c->ca_life != LIFE_OPEN)
 		return;
 	nghttp2_submit_rst_stream(call_session(c), NGHTTP2_FLAG_NONE,
-	                          c->cl_stream_id, NGHTTP2_CANCEL);
+	                          c->ca_stream_id, NGHTTP2_CANCEL);
 	call_flush(c);
 }
 
@@ -666,65 +666,66 @@ void
 grpc_call_pause(struct grpc_call *c)
 {
 	/* Once all is delivered or dropped, there is nothing to hold. */
-	if (c->cl_deliver == DELIVER_RUNNING)
+	if (c->ca_deliver == DELIVER_RUNNING)
 		call_set_deliver(c, DELIVER_PAUSED);
 }
 
 void
 grpc_call_resume(struct grpc_call *c)
 {
-	if (c->cl_deliver != DELIVER_PAUSED)
+	if (c->ca_deliver != DELIVER_PAUSED)
 		return;
 	call_set_deliver(c, DELIVER_RUNNING);
-	if (c->cl_life == LIFE_ENDED)
+	if (c->ca_life == LIFE_ENDED)
 		return;
-	/* What waits is delivered from the loop (conn_on_deferred() in grpc_conn.c). */
-	c->cl_want_process = 1;
-	h2_defer(c->cl_conn->gc_h2);
+	/* What waits is delivered from the loop (conn_on_deferred() in
+	 * grpc_conn.c). */
+	c->ca_want_process = 1;
+	h2_defer(c->ca_conn->gc_h2);
 }
 
 const struct grpc_mdlist *
 grpc_call_metadata(const struct grpc_call *c)
 {
-	return &c->cl_md;
+	return &c->ca_md;
 }
 
 const struct grpc_mdlist *
 grpc_call_trailers(const struct grpc_call *c)
 {
-	return &c->cl_trailers;
+	return &c->ca_trailers;
 }
 
 const char *
 grpc_call_path(const struct grpc_call *c)
 {
-	return c->cl_path != NULL ? c->cl_path : "";
+	return c->ca_path != NULL ? c->ca_path : "";
 }
 
 struct grpc_conn *
 grpc_call_conn(const struct grpc_call *c)
 {
-	return c->cl_conn;
+	return c->ca_conn;
 }
 
 uint64_t
 grpc_call_timeout(const struct grpc_call *c)
 {
-	return c->cl_timeout_ms;
+	return c->ca_timeout_ms;
 }
 
 void
 grpc_call_set_max_message(struct grpc_call *c, size_t max)
 {
-	grpc_deframer_set_max(&c->cl_df, max);
+	grpc_deframer_set_max(&c->ca_df, max);
 }
 
 void
 grpc_call_set_ops(struct grpc_call *c, const struct grpc_call_ops *ops,
                   void *arg)
 {
-	c->cl_ops = ops;
-	c->cl_arg = arg;
+	c->ca_ops = ops;
+	c->ca_arg = arg;
 }
 
 /* Receiving. */
@@ -757,8 +758,8 @@ static void
 call_drop_input(struct grpc_call *c)
 {
 	grpc__call_drop(c);
-	buf_free(&c->cl_rbuf);
-	grpc_deframer_free(&c->cl_df);
+	buf_free(&c->ca_rbuf);
+	grpc_deframer_free(&c->ca_df);
 	call_account(c);
 }
 
@@ -774,29 +775,29 @@ grpc__call_process(struct grpc_call *c)
 	size_t len;
 	ssize_t n;
 
-	while (c->cl_deliver == DELIVER_RUNNING && c->cl_life != LIFE_ENDED) {
-		if (grpc_deframer_take(&c->cl_df, &msg, &len)) {
-			if (c->cl_ops != NULL && c->cl_ops->on_message != NULL)
-				c->cl_ops->on_message(c, msg, len, c->cl_arg);
+	while (c->ca_deliver == DELIVER_RUNNING && c->ca_life != LIFE_ENDED) {
+		if (grpc_deframer_take(&c->ca_df, &msg, &len)) {
+			if (c->ca_ops != NULL && c->ca_ops->on_message != NULL)
+				c->ca_ops->on_message(c, msg, len, c->ca_arg);
 			free(msg);
 			continue;
 		}
-		if (buf_len(&c->cl_rbuf) == 0)
+		if (buf_len(&c->ca_rbuf) == 0)
 			break;
-		n = grpc_deframer_feed(&c->cl_df, buf_data(&c->cl_rbuf),
-		                       buf_len(&c->cl_rbuf));
+		n = grpc_deframer_feed(&c->ca_df, buf_data(&c->ca_rbuf),
+		                       buf_len(&c->ca_rbuf));
 		if (n < 0) {
 			int st = deframe_status(n, &why);
 
-			if (n == -EMSGSIZE && c->cl_server)
-				grpc__conn_report_limit(c->cl_conn,
-				                  GRPC_LIMIT_MESSAGE);
+			if (n == -EMSGSIZE && c->ca_server)
+				grpc__conn_report_limit(c->ca_conn,
+				                        GRPC_LIMIT_MESSAGE);
 			call_drop_input(c);
 			call_fail(c, st, why);
 			return;
 		}
-		buf_consume(&c->cl_rbuf, (size_t)n);
-		h2_consume(c->cl_conn->gc_h2, c->cl_stream_id, (size_t)n);
+		buf_consume(&c->ca_rbuf, (size_t)n);
+		h2_consume(c->ca_conn->gc_h2, c->ca_stream_id, (size_t)n);
 		call_account(c);
 	}
 	call_account(c);
@@ -805,47 +806,47 @@ grpc__call_process(struct grpc_call *c)
 	 * emptied read queue is given back: a device's long poll keeps its
 	 * call open for hours after its one request.
 	 */
-	if (c->cl_recv == RECV_EOS && buf_len(&c->cl_rbuf) == 0)
-		buf_free(&c->cl_rbuf);
-	if (c->cl_deliver != DELIVER_RUNNING || c->cl_life == LIFE_ENDED ||
-	    c->cl_recv != RECV_EOS || buf_len(&c->cl_rbuf) > 0)
+	if (c->ca_recv == RECV_EOS && buf_len(&c->ca_rbuf) == 0)
+		buf_free(&c->ca_rbuf);
+	if (c->ca_deliver != DELIVER_RUNNING || c->ca_life == LIFE_ENDED ||
+	    c->ca_recv != RECV_EOS || buf_len(&c->ca_rbuf) > 0)
 		return;
 	call_set_deliver(c, DELIVER_DONE);
-	if (grpc_deframer_partial(&c->cl_df)) {
+	if (grpc_deframer_partial(&c->ca_df)) {
 		call_fail(c, GRPC_STATUS_INTERNAL,
 		          "stream ended inside a message");
 		return;
 	}
-	if (c->cl_server && c->cl_ops != NULL &&
-	    c->cl_ops->on_half_close != NULL)
-		c->cl_ops->on_half_close(c, c->cl_arg);
+	if (c->ca_server && c->ca_ops != NULL &&
+	    c->ca_ops->on_half_close != NULL)
+		c->ca_ops->on_half_close(c, c->ca_arg);
 }
 
 void
 grpc__call_on_data(struct h2conn *h, void *st, const uint8_t *data, size_t len)
 {
 	struct grpc_call *c = st;
-	struct grpc_conn *conn = c->cl_conn;
+	struct grpc_conn *conn = c->ca_conn;
 	int rc;
 
-	if (c->cl_deliver == DELIVER_DROPPED || c->cl_life == LIFE_ENDED ||
-	    c->cl_bad_request) {
-		h2_consume(h, c->cl_stream_id, len);
+	if (c->ca_deliver == DELIVER_DROPPED || c->ca_life == LIFE_ENDED ||
+	    c->ca_bad_request) {
+		h2_consume(h, c->ca_stream_id, len);
 		return;
 	}
-	if (c->cl_server && !conn->gc_trusted &&
+	if (c->ca_server && !conn->gc_trusted &&
 	    conn->gc_opts.go_preauth_buffer != 0 &&
 	    conn->gc_buffered + len > conn->gc_opts.go_preauth_buffer) {
 		/* Flow control alone would let every stream fill a window. */
-		h2_consume(h, c->cl_stream_id, len);
+		h2_consume(h, c->ca_stream_id, len);
 		grpc__conn_report_limit(conn, GRPC_LIMIT_BUFFER);
 		call_drop_input(c);
 		call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
 		          "too much request data before authentication");
 		return;
 	}
-	if ((rc = buf_append(&c->cl_rbuf, data, len)) != 0) {
-		h2_consume(h, c->cl_stream_id, len);
+	if ((rc = buf_append(&c->ca_rbuf, data, len)) != 0) {
+		h2_consume(h, c->ca_stream_id, len);
 		call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
 		return;
 	}
@@ -859,7 +860,7 @@ grpc__call_on_data_end(struct h2conn *h, void *st)
 
 	(void)h;
 	call_set_recv(c, RECV_EOS);
-	if (!c->cl_server && c->cl_life == LIFE_OPEN) {
+	if (!c->ca_server && c->ca_life == LIFE_OPEN) {
 		/* END_STREAM on DATA: the server sent no trailers. */
 		call_set_local(c, GRPC_STATUS_INTERNAL,
 		               "server closed the stream without a status");
@@ -934,44 +935,44 @@ grpc__call_on_header(struct h2conn *h, void *st, const nghttp2_nv *nv)
 	int code;
 
 	(void)h;
-	c->cl_md_bytes += nv->namelen + nv->valuelen + 32;
-	if (c->cl_md_bytes > GRPC_MAX_METADATA)
+	c->ca_md_bytes += nv->namelen + nv->valuelen + 32;
+	if (c->ca_md_bytes > GRPC_MAX_METADATA)
 		return -1; /* resets the stream */
-	if (c->cl_server) {
+	if (c->ca_server) {
 		if (nv_is(nv, ":path"))
-			return set_string(&c->cl_path, nv->value, nv->valuelen);
+			return set_string(&c->ca_path, nv->value, nv->valuelen);
 		if (nv_is(nv, ":method")) {
 			if (nv->valuelen != 4 || memcmp(nv->value, "POST", 4))
-				c->cl_bad_request = 1;
+				c->ca_bad_request = 1;
 			return 0;
 		}
 		if (nv_is(nv, "content-type")) {
 			if (!content_type_ok(nv))
-				c->cl_bad_request = 1;
+				c->ca_bad_request = 1;
 			return 0;
 		}
 		if (nv_is(nv, "grpc-timeout")) {
 			if (grpc_timeout_parse((const char *)nv->value,
 			                       nv->valuelen, &ms) == 0)
-				c->cl_timeout_ms = ms;
+				c->ca_timeout_ms = ms;
 			return 0;
 		}
 		if (nv->namelen > 0 && nv->name[0] == ':')
 			return 0;
-		return call_store_md(c, &c->cl_md, nv);
+		return call_store_md(c, &c->ca_md, nv);
 	}
 	if (nv_is(nv, ":status")) {
-		c->cl_http_status = 0;
+		c->ca_http_status = 0;
 		for (size_t i = 0; i < nv->valuelen && i < 3; i++)
-			c->cl_http_status =
-			    c->cl_http_status * 10 + (nv->value[i] - '0');
+			c->ca_http_status =
+			    c->ca_http_status * 10 + (nv->value[i] - '0');
 		return 0;
 	}
 	if (nv_is(nv, "grpc-status")) {
 		if (grpc_status_parse((const char *)nv->value, nv->valuelen,
 		                      &code) == 0) {
-			c->cl_status = code;
-			c->cl_have_status = 1;
+			c->ca_status = code;
+			c->ca_have_status = 1;
 		}
 		return 0;
 	}
@@ -982,14 +983,14 @@ grpc__call_on_header(struct h2conn *h, void *st, const nghttp2_nv *nv)
 		if (grpc_percent_decode((const char *)nv->value, nv->valuelen,
 		                        &dec, &declen) != 0)
 			return -1;
-		free(c->cl_message);
-		c->cl_message = dec;
+		free(c->ca_message);
+		c->ca_message = dec;
 		return 0;
 	}
 	if (nv->namelen > 0 && nv->name[0] == ':')
 		return 0;
 	return call_store_md(
-	    c, c->cl_recv != RECV_HEADERS ? &c->cl_trailers : &c->cl_md, nv);
+	    c, c->ca_recv != RECV_HEADERS ? &c->ca_trailers : &c->ca_md, nv);
 }
 
 static void
@@ -997,9 +998,9 @@ on_call_deadline(uv_timer_t *t)
 {
 	struct grpc_call *c = t->data;
 
-	if (c->cl_life == LIFE_ENDED)
+	if (c->ca_life == LIFE_ENDED)
 		return;
-	if (c->cl_server) {
+	if (c->ca_server) {
 		call_fail(c, GRPC_STATUS_DEADLINE_EXCEEDED,
 		          "deadline exceeded");
 		return;
@@ -1011,36 +1012,36 @@ on_call_deadline(uv_timer_t *t)
 void
 grpc__call_start_deadline(struct grpc_call *c, uv_loop_t *loop)
 {
-	if (c->cl_timeout_ms == 0)
+	if (c->ca_timeout_ms == 0)
 		return;
-	uv_timer_init(loop, &c->cl_timer);
-	c->cl_timer.data = c;
-	c->cl_timer_used = 1;
-	uv_timer_start(&c->cl_timer, on_call_deadline, c->cl_timeout_ms, 0);
+	uv_timer_init(loop, &c->ca_timer);
+	c->ca_timer.data = c;
+	c->ca_timer_used = 1;
+	uv_timer_start(&c->ca_timer, on_call_deadline, c->ca_timeout_ms, 0);
 }
 
 void
 grpc__call_on_headers_end(struct h2conn *h, void *st, int end_stream)
 {
 	struct grpc_call *c = st;
-	int first = c->cl_recv == RECV_HEADERS;
+	int first = c->ca_recv == RECV_HEADERS;
 
 	(void)h;
 	call_set_recv(c, end_stream ? RECV_EOS : RECV_OPEN);
-	if (c->cl_server) {
+	if (c->ca_server) {
 		if (first)
 			grpc__server_dispatch(c);
-		if (end_stream && c->cl_life != LIFE_ENDED)
+		if (end_stream && c->ca_life != LIFE_ENDED)
 			grpc__call_process(c);
 	} else if (first && !end_stream) {
-		if (c->cl_ops->on_headers != NULL)
-			c->cl_ops->on_headers(c, c->cl_arg);
+		if (c->ca_ops->on_headers != NULL)
+			c->ca_ops->on_headers(c, c->ca_arg);
 	}
-	if (!c->cl_server && end_stream && c->cl_send != SEND_CLOSING &&
-	    c->cl_life == LIFE_OPEN)
+	if (!c->ca_server && end_stream && c->ca_send != SEND_CLOSING &&
+	    c->ca_life == LIFE_OPEN)
 		/* The server is done; stop our half too. */
 		nghttp2_submit_rst_stream(call_session(c), NGHTTP2_FLAG_NONE,
-		                          c->cl_stream_id, NGHTTP2_NO_ERROR);
+		                          c->ca_stream_id, NGHTTP2_NO_ERROR);
 }
 
 static int
@@ -1073,40 +1074,41 @@ grpc__call_on_stream_close(struct h2conn *h, void *st, uint32_t error_code)
 
 	(void)h;
 	grpc__call_set_life(c, LIFE_CLOSED);
-	if (c->cl_server) {
-		if (c->cl_have_status && c->cl_send == SEND_CLOSING &&
-		    (c->cl_recv == RECV_EOS || error_code == NGHTTP2_NO_ERROR))
-			grpc__call_finalize(c, c->cl_status, c->cl_message);
+	if (c->ca_server) {
+		if (c->ca_have_status && c->ca_send == SEND_CLOSING &&
+		    (c->ca_recv == RECV_EOS || error_code == NGHTTP2_NO_ERROR))
+			grpc__call_finalize(c, c->ca_status, c->ca_message);
 		else
 			grpc__call_finalize(c, GRPC_STATUS_CANCELLED,
-			              "call cancelled by the client");
+			                    "call cancelled by the client");
 		return;
 	}
-	if (c->cl_local_status >= 0) {
-		grpc__call_finalize(c, c->cl_local_status, c->cl_local_message);
+	if (c->ca_local_status >= 0) {
+		grpc__call_finalize(c, c->ca_local_status, c->ca_local_message);
 		return;
 	}
-	if (c->cl_http_status != 0 && c->cl_http_status != 200) {
-		snprintf(msg, sizeof(msg), "http status %d", c->cl_http_status);
-		grpc__call_finalize(c, http_to_grpc_status(c->cl_http_status), msg);
+	if (c->ca_http_status != 0 && c->ca_http_status != 200) {
+		snprintf(msg, sizeof(msg), "http status %d", c->ca_http_status);
+		grpc__call_finalize(c, http_to_grpc_status(c->ca_http_status),
+		                    msg);
 		return;
 	}
-	if (c->cl_have_status) {
-		grpc__call_finalize(c, c->cl_status, c->cl_message);
+	if (c->ca_have_status) {
+		grpc__call_finalize(c, c->ca_status, c->ca_message);
 		return;
 	}
 	switch (error_code) {
 	case NGHTTP2_REFUSED_STREAM:
 		grpc__call_finalize(c, GRPC_STATUS_UNAVAILABLE,
-		              "stream refused by the server");
+		                    "stream refused by the server");
 		break;
 	case NGHTTP2_CANCEL:
 		grpc__call_finalize(c, GRPC_STATUS_CANCELLED,
-		              "stream cancelled by the server");
+		                    "stream cancelled by the server");
 		break;
 	case NGHTTP2_ENHANCE_YOUR_CALM:
 		grpc__call_finalize(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
-		              "server says enhance your calm");
+		                    "server says enhance your calm");
 		break;
 	default:
 		snprintf(msg, sizeof(msg),
@@ -1136,10 +1138,10 @@ grpc_call_start(struct grpc_conn *conn, const char *path,
 		return NCG_ECLOSED;
 	if ((c = grpc__call_new(conn, 0)) == NULL)
 		return -ENOMEM;
-	c->cl_ops = ops;
-	c->cl_arg = arg;
-	c->cl_timeout_ms = timeout_ms;
-	if ((c->cl_path = strdup(path)) == NULL)
+	c->ca_ops = ops;
+	c->ca_arg = arg;
+	c->ca_timeout_ms = timeout_ms;
+	if ((c->ca_path = strdup(path)) == NULL)
 		goto nomem;
 	nv_add_str(&l, ":method", "POST");
 	nv_add_str(&l, ":scheme", conn->gc_tls ? "https" : "http");
@@ -1165,7 +1167,7 @@ grpc_call_start(struct grpc_conn *conn, const char *path,
 	nv_free(&l);
 	if (id < 0)
 		goto nomem;
-	c->cl_stream_id = id;
+	c->ca_stream_id = id;
 	grpc__call_start_deadline(c, conn->gc_loop);
 	h2_flush(conn->gc_h2);
 	*out = c;

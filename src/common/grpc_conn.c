@@ -56,8 +56,8 @@ conn_on_stream_open(struct h2conn *h, int32_t stream_id, void *arg)
 	}
 	if ((c = grpc__call_new(conn, 1)) == NULL)
 		return NULL;
-	c->cl_stream_id = stream_id;
-	c->cl_counted = 1;
+	c->ca_stream_id = stream_id;
+	c->ca_counted = 1;
 	conn->gc_nstreams++;
 	return c;
 }
@@ -74,12 +74,12 @@ conn_on_flushed(struct h2conn *h, void *arg)
 
 	(void)h;
 	for (c = LIST_FIRST(&conn->gc_calls); c != NULL; c = next) {
-		next = LIST_NEXT(c, cl_entry);
-		if (!c->cl_want_writable || c->cl_life == LIFE_ENDED)
+		next = LIST_NEXT(c, ca_entry);
+		if (!c->ca_want_writable || c->ca_life == LIFE_ENDED)
 			continue;
-		c->cl_want_writable = 0;
-		if (c->cl_ops != NULL && c->cl_ops->on_writable != NULL)
-			c->cl_ops->on_writable(c, c->cl_arg);
+		c->ca_want_writable = 0;
+		if (c->ca_ops != NULL && c->ca_ops->on_writable != NULL)
+			c->ca_ops->on_writable(c, c->ca_arg);
 	}
 }
 
@@ -92,10 +92,10 @@ conn_on_deferred(struct h2conn *h, void *arg)
 
 	(void)h;
 	for (c = LIST_FIRST(&conn->gc_calls); c != NULL; c = next) {
-		next = LIST_NEXT(c, cl_entry);
-		if (!c->cl_want_process)
+		next = LIST_NEXT(c, ca_entry);
+		if (!c->ca_want_process)
 			continue;
-		c->cl_want_process = 0;
+		c->ca_want_process = 0;
 		grpc__call_process(c);
 	}
 }
@@ -141,13 +141,13 @@ conn_on_closed(struct h2conn *h, int err, const char *reason, void *arg)
 	snprintf(msg, sizeof(msg), "connection closed: %s", reason);
 	/* Streams get no close callback of their own now; end them here. */
 	while ((c = LIST_FIRST(&conn->gc_calls)) != NULL) {
-		assert(c->cl_life == LIFE_OPEN);
+		assert(c->ca_life == LIFE_OPEN);
 		grpc__call_set_life(c, LIFE_CLOSED);
-		if (c->cl_server)
+		if (c->ca_server)
 			grpc__call_finalize(c, GRPC_STATUS_CANCELLED, msg);
-		else if (c->cl_local_status >= 0)
-			grpc__call_finalize(c, c->cl_local_status,
-			              c->cl_local_message);
+		else if (c->ca_local_status >= 0)
+			grpc__call_finalize(c, c->ca_local_status,
+			                    c->ca_local_message);
 		else
 			grpc__call_finalize(c, GRPC_STATUS_UNAVAILABLE, msg);
 	}

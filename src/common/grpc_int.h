@@ -55,40 +55,40 @@ enum call_send { SEND_IDLE, SEND_OPEN, SEND_CLOSING };
 enum call_life { LIFE_OPEN, LIFE_CLOSED, LIFE_ENDED };
 
 struct grpc_call {
-	struct grpc_conn *cl_conn;
-	int32_t cl_stream_id;
-	int cl_server;
-	char *cl_path;
-	const struct grpc_call_ops *cl_ops;
-	void *cl_arg;
-	struct grpc_mdlist cl_md;
-	struct grpc_mdlist cl_trailers;
-	struct grpc_deframer cl_df;
-	struct buf cl_rbuf;
-	struct buf cl_wbuf;
-	size_t cl_md_bytes;
-	uint64_t cl_timeout_ms;
-	uv_timer_t cl_timer;
-	int cl_timer_used;
-	enum call_recv cl_recv;
-	enum call_deliver cl_deliver;
-	enum call_send cl_send;
-	enum call_life cl_life;
-	int cl_want_process; /* resumed: deliver from the loop */
-	int cl_bad_request;  /* server: method/content-type unusable */
-	int cl_deferred;     /* data provider is deferred */
-	int cl_want_writable;
-	int cl_above_lowat;
-	int cl_http_status;
-	int cl_have_status; /* cl_status came from the peer or finish */
-	int cl_status;
-	char *cl_message;
-	int cl_local_status; /* client: status decided here, or -1 */
-	char *cl_local_message;
-	struct grpc_mdlist cl_send_trailers;
-	int cl_counted; /* server: counted in gc_nstreams */
-	size_t cl_held; /* server: counted in gc_buffered */
-	LIST_ENTRY(grpc_call) cl_entry;
+	struct grpc_conn *ca_conn;
+	int32_t ca_stream_id;
+	int ca_server;
+	char *ca_path;
+	const struct grpc_call_ops *ca_ops;
+	void *ca_arg;
+	struct grpc_mdlist ca_md;
+	struct grpc_mdlist ca_trailers;
+	struct grpc_deframer ca_df;
+	struct buf ca_rbuf;
+	struct buf ca_wbuf;
+	size_t ca_md_bytes;
+	uint64_t ca_timeout_ms;
+	uv_timer_t ca_timer;
+	int ca_timer_used;
+	enum call_recv ca_recv;
+	enum call_deliver ca_deliver;
+	enum call_send ca_send;
+	enum call_life ca_life;
+	int ca_want_process; /* resumed: deliver from the loop */
+	int ca_bad_request;  /* server: method/content-type unusable */
+	int ca_deferred;     /* data provider is deferred */
+	int ca_want_writable;
+	int ca_above_lowat;
+	int ca_http_status;
+	int ca_have_status; /* ca_status came from the peer or finish */
+	int ca_status;
+	char *ca_message;
+	int ca_local_status; /* client: status decided here, or -1 */
+	char *ca_local_message;
+	struct grpc_mdlist ca_send_trailers;
+	int ca_counted; /* server: counted in gc_nstreams */
+	size_t ca_held; /* server: counted in gc_buffered */
+	LIST_ENTRY(grpc_call) ca_entry;
 };
 
 LIST_HEAD(grpc_call_list, grpc_call);
@@ -156,12 +156,14 @@ struct grpc_call *grpc__call_new(struct grpc_conn *conn, int server);
 void grpc__call_finalize(struct grpc_call *c, int status, const char *msg);
 void grpc__call_on_end_sent(struct h2conn *h, void *st);
 void grpc__call_process(struct grpc_call *c);
-void grpc__call_on_data(struct h2conn *h, void *st, const uint8_t *data, size_t len);
+void grpc__call_on_data(struct h2conn *h, void *st, const uint8_t *data,
+                        size_t len);
 void grpc__call_on_data_end(struct h2conn *h, void *st);
 int grpc__call_on_header(struct h2conn *h, void *st, const nghttp2_nv *nv);
 void grpc__call_start_deadline(struct grpc_call *c, uv_loop_t *loop);
 void grpc__call_on_headers_end(struct h2conn *h, void *st, int end_stream);
-void grpc__call_on_stream_close(struct h2conn *h, void *st, uint32_t error_code);
+void grpc__call_on_stream_close(struct h2conn *h, void *st,
+                                uint32_t error_code);
 
 /* grpc_conn.c */
 void grpc__conn_report_limit(struct grpc_conn *conn, enum grpc_limit what);

@@ -19,11 +19,11 @@
 void
 grpc__server_dispatch(struct grpc_call *c)
 {
-	struct grpc_server *srv = c->cl_conn->gc_srv;
+	struct grpc_server *srv = c->ca_conn->gc_srv;
 	char msg[300];
 	size_t i;
 
-	if (c->cl_bad_request || c->cl_path == NULL) {
+	if (c->ca_bad_request || c->ca_path == NULL) {
 		grpc__call_drop(c);
 		grpc_call_finish(c, GRPC_STATUS_INTERNAL,
 		                 "not a grpc request (method must be POST, "
@@ -33,13 +33,13 @@ grpc__server_dispatch(struct grpc_call *c)
 	}
 	grpc__call_start_deadline(c, srv->gs_loop);
 	for (i = 0; i < srv->gs_nmethods; i++) {
-		if (strcmp(srv->gs_methods[i].gm_path, c->cl_path) != 0)
+		if (strcmp(srv->gs_methods[i].gm_path, c->ca_path) != 0)
 			continue;
 		srv->gs_methods[i].gm_fn(c, srv->gs_methods[i].gm_arg);
 		return;
 	}
 	grpc__call_drop(c);
-	snprintf(msg, sizeof(msg), "unknown method '%.256s'", c->cl_path);
+	snprintf(msg, sizeof(msg), "unknown method '%.256s'", c->ca_path);
 	grpc_call_finish(c, GRPC_STATUS_UNIMPLEMENTED, msg, NULL);
 }
 
