@@ -68,22 +68,45 @@ utf8_scan(const uint8_t *s, size_t len, size_t *n)
 	return SCAN_VALID;
 }
 
-int
-utf8_valid(const uint8_t *s, size_t len)
+/*
+ * The length of the run of ASCII bytes at the start of s, eight bytes at a
+ * time: ASCII runs are the common case in NETCONF text and shell output.
+ */
+static size_t
+ascii_run(const uint8_t *s, size_t len)
+{
+	uint64_t w;
+	size_t i = 0;
+
+	while (len - i >= sizeof(w)) {
+		memcpy(&w, s + i, sizeof(w));
+		if ((w & 0x8080808080808080ULL) != 0)
+			break;
+		i += sizeof(w);
+	}
+	while (i < len && s[i] < 0x80)
+		i++;
+	return i;
+}
+
+/* The length of the longest well-formed prefix of s. */
+static size_t
+valid_run(const uint8_t *s, size_t len)
 {
 	size_t i = 0, n;
 
-	while (i < len) {
-		/* ASCII runs are the common case in NETCONF text. */
-		if (s[i] < 0x80) {
-			i++;
-			continue;
-		}
-		if (utf8_scan(s + i, len - i, &n) != SCAN_VALID)
-			return 0;
+	for (;;) {
+		i += ascii_run(s + i, len - i);
+		if (i == len || utf8_scan(s + i, len - i, &n) != SCAN_VALID)
+			return i;
 		i += n;
 	}
-	return 1;
+}
+
+int
+utf8_valid(const uint8_t *s, size_t len)
+{
+	return valid_run(s, len) == len;
 }
 
 size_t
@@ -114,14 +137,17 @@ utf8_sanitize(const uint8_t *s, size_t len, uint8_t *out)
 	size_t i = 0, o = 0, n;
 
 	while (i < len) {
-		if (utf8_scan(s + i, len - i, &n) == SCAN_VALID) {
-			memcpy(out + o, s + i, n);
-			o += n;
-		} else {
-			/* A truncated start at the end is ill-formed too. */
-			memcpy(out + o, fffd, sizeof(fffd));
-			o += sizeof(fffd);
-		}
+		/* Well-formed runs go over in one copy. */
+		n = valid_run(s + i, len - i);
+		memcpy(out + o, s + i, n);
+		o += n;
+		i += n;
+		if (i == len)
+			break;
+		/* A truncated start at the end is ill-formed too. */
+		(void)utf8_scan(s + i, len - i, &n);
+		memcpy(out + o, fffd, sizeof(fffd));
+		o += sizeof(fffd);
 		i += n;
 	}
 	return o;

@@ -294,6 +294,89 @@ test_sanitize_random(void **state)
 	}
 }
 
+/*
+ * The byte-at-a-time decoder that utf8.c replaced with run copies, as an
+ * oracle: one U+FFFD per maximal subpart (Unicode table 3-8).
+ */
+static size_t
+ref_sanitize(const uint8_t *s, size_t len, uint8_t *out)
+{
+	size_t i = 0, o = 0, need, k;
+	uint8_t b, lo, hi;
+
+	while (i < len) {
+		b = s[i];
+		lo = 0x80;
+		hi = 0xbf;
+		if (b < 0x80) {
+			out[o++] = b;
+			i++;
+			continue;
+		}
+		if (b >= 0xc2 && b <= 0xdf)
+			need = 2;
+		else if (b >= 0xe0 && b <= 0xef) {
+			need = 3;
+			lo = b == 0xe0 ? 0xa0 : lo;
+			hi = b == 0xed ? 0x9f : hi;
+		} else if (b >= 0xf0 && b <= 0xf4) {
+			need = 4;
+			lo = b == 0xf0 ? 0x90 : lo;
+			hi = b == 0xf4 ? 0x8f : hi;
+		} else
+			need = 0;
+		for (k = 1; k < need && i + k < len; k++)
+			if (k == 1 ? s[i + k] < lo || s[i + k] > hi
+			           : s[i + k] < 0x80 || s[i + k] > 0xbf)
+				break;
+		if (need != 0 && k == need) {
+			memcpy(out + o, s + i, need);
+			o += need;
+			i += need;
+		} else {
+			memcpy(out + o, "\xef\xbf\xbd", 3);
+			o += 3;
+			i += need == 0 ? 1 : k;
+		}
+	}
+	return o;
+}
+
+/*
+ * Long, mostly-ASCII inputs with a bad or multibyte byte at any offset,
+ * so that the word-at-a-time ASCII runs stop at every alignment: the
+ * result is the oracle's, byte for byte.
+ */
+static void
+test_sanitize_runs(void **state)
+{
+	static const uint8_t odd[] = {0x80, 0xbf, 0xc2, 0xc3, 0xe0,
+	                              0xe2, 0xed, 0xef, 0xf0, 0xf4,
+	                              0xf5, 0xff, 0xa9, 0x98, 0x9f};
+	uint8_t in[200], out[3 * sizeof(in)], ref[3 * sizeof(in)];
+	uint32_t seed = 777;
+	size_t i, n, r, len;
+	int round;
+
+	(void)state;
+	for (round = 0; round < 50000; round++) {
+		len = (seed = seed * 1103515245 + 12345) >> 16 & 0xff;
+		len %= sizeof(in) + 1;
+		for (i = 0; i < len; i++) {
+			seed = seed * 1103515245 + 12345;
+			in[i] = (seed >> 16 & 15) == 0
+			            ? odd[(seed >> 20) % sizeof(odd)]
+			            : (uint8_t)(0x20 + (seed >> 20) % 95);
+		}
+		n = utf8_sanitize(in, len, out);
+		r = ref_sanitize(in, len, ref);
+		assert_int_equal(n, r);
+		assert_memory_equal(out, ref, n);
+		assert_int_equal(utf8_valid(in, len),
+		                 r == len && memcmp(ref, in, len) == 0);
+	}
+}
+
 int
 main(void)
 {
@@ -303,6 +386,7 @@ main(void)
 	    cmocka_unit_test(test_complete_prefix),
 	    cmocka_unit_test(test_sanitize),
 	    cmocka_unit_test(test_sanitize_random),
+	    cmocka_unit_test(test_sanitize_runs),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
