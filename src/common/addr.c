@@ -1,3 +1,5 @@
+#include <arpa/inet.h>
+
 #include <errno.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -71,12 +73,39 @@ addr_parse_hostport(const char *s, uint16_t dflt_port, int allow_zero,
 }
 
 void
-addr_peer_host(const char *peer, char *out, size_t len)
+peer_from_name(struct peer *pe, const char *host, uint16_t port)
 {
-	uint16_t port;
+	snprintf(pe->pe_host, sizeof(pe->pe_host), "%s", host);
+	pe->pe_port = port;
+	if (port == 0)
+		snprintf(pe->pe_text, sizeof(pe->pe_text), "%s", pe->pe_host);
+	else if (strchr(pe->pe_host, ':') != NULL)
+		snprintf(pe->pe_text, sizeof(pe->pe_text), "[%s]:%u",
+		         pe->pe_host, port);
+	else
+		snprintf(pe->pe_text, sizeof(pe->pe_text), "%s:%u", pe->pe_host,
+		         port);
+}
 
-	if (len == 0)
-		return;
-	if (addr_parse_hostport(peer, 0, 1, out, len, &port) != 0)
-		snprintf(out, len, "%s", peer);
+void
+peer_from_sockaddr(struct peer *pe, const struct sockaddr *sa)
+{
+	char host[INET6_ADDRSTRLEN];
+
+	if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const void *)sa;
+
+		if (inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof(host)) ==
+		    NULL)
+			snprintf(host, sizeof(host), "?");
+		peer_from_name(pe, host, ntohs(s6->sin6_port));
+	} else if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *s4 = (const void *)sa;
+
+		if (inet_ntop(AF_INET, &s4->sin_addr, host, sizeof(host)) ==
+		    NULL)
+			snprintf(host, sizeof(host), "?");
+		peer_from_name(pe, host, ntohs(s4->sin_port));
+	} else
+		peer_from_name(pe, "unix", 0);
 }

@@ -4,8 +4,30 @@
 #ifndef NCGRPC_ADDR_H
 #define NCGRPC_ADDR_H
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <stddef.h>
 #include <stdint.h>
+
+/*
+ * A peer's address as the transport saw it, kept whole so that nobody
+ * parses "HOST:PORT" text back.  pe_host is the address without brackets
+ * ("192.0.2.7", "2001:db8::1"), or a name before it is resolved, or "unix";
+ * pe_text is how logs show it ("192.0.2.7:51234", "[2001:db8::1]:51234",
+ * "unix").
+ */
+#define PEER_HOST_MAX 256
+struct peer {
+	char pe_host[PEER_HOST_MAX];
+	uint16_t pe_port; /* 0 for a Unix socket */
+	char pe_text[PEER_HOST_MAX + 8];
+};
+
+/* From a socket address (AF_INET, AF_INET6; anything else is "unix"). */
+void peer_from_sockaddr(struct peer *pe, const struct sockaddr *sa);
+/* From a host name or address and a port (port 0: the host alone). */
+void peer_from_name(struct peer *pe, const char *host, uint16_t port);
 
 /*
  * Splits "HOST:PORT", "[V6ADDR]:PORT" or, when dflt_port is nonzero, a bare
@@ -15,14 +37,6 @@
  */
 int addr_parse_hostport(const char *s, uint16_t dflt_port, int allow_zero,
                         char *host, size_t hostlen, uint16_t *port);
-
-/*
- * The host part of a peer address as grpc_conn_peer() gives it ("ADDR:PORT"
- * or "[V6ADDR]:PORT"), without brackets; a string without a port (such as
- * "(closed)") is copied whole.  out is always NUL-terminated (truncated if
- * it must be).
- */
-void addr_peer_host(const char *peer, char *out, size_t len);
 
 /*
  * Parses a decimal number in [min, max] that fills the whole string.

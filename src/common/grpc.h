@@ -160,8 +160,10 @@ void grpc_conn_close(struct grpc_conn *conn, int err);
  */
 int grpc_conn_peer_uid(const struct grpc_conn *conn, uid_t *uid);
 
-/* "ADDR:PORT" of the peer, or "unix". */
+/* "ADDR:PORT" of the peer, or "unix": for messages. */
 const char *grpc_conn_peer(const struct grpc_conn *conn);
+/* The peer's address, whole (addr.h): for decisions keyed by address. */
+const struct peer *grpc_conn_peer_addr(const struct grpc_conn *conn);
 void *grpc_conn_arg(const struct grpc_conn *conn);
 uv_loop_t *grpc_conn_loop(const struct grpc_conn *conn);
 void grpc_conn_set_arg(struct grpc_conn *conn, void *arg);

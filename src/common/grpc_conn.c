@@ -305,6 +305,16 @@ grpc_conn_close(struct grpc_conn *conn, int err)
 		h2_close(conn->gc_h2, err, ncg_strerror(err));
 }
 
+const struct peer *
+grpc_conn_peer_addr(const struct grpc_conn *conn)
+{
+	static const struct peer closed = {.pe_host = "(closed)",
+	                                   .pe_text = "(closed)"};
+	struct xport *x = h2_xport(conn->gc_h2);
+
+	return x != NULL ? xport_peer_addr(x) : &closed;
+}
+
 const char *
 grpc_conn_peer(const struct grpc_conn *conn)
 {

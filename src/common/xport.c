@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "addr.h"
 #include "buf.h"
 #include "err.h"
 #include "tls.h"
@@ -84,8 +85,8 @@ struct xport {
 	struct buf x_wbuf; /* output being written */
 	const struct xport_cb *x_cb;
 	void *x_arg;
-	char x_peer[INET6_ADDRSTRLEN + 16];
-	char x_errmsg[256];
+	struct peer x_peer;
+	char x_errmsg[384];
 };
 
 static const struct xport_cb xport_nocb;
@@ -214,13 +215,13 @@ on_timeout(uv_timer_t *t)
 	case XS_CONNECTING:
 		if (x->x_is_pipe || x->x_ai_head == NULL) {
 			xport_fail(x, -ETIMEDOUT, "connection to %s timed out",
-			           x->x_peer);
+			           x->x_peer.pe_text);
 			break;
 		}
 		/* A silent address does not stop us trying the next one. */
 		x->x_err = -ETIMEDOUT;
 		snprintf(x->x_errmsg, sizeof(x->x_errmsg),
-		         "connection to %s timed out", x->x_peer);
+		         "connection to %s timed out", x->x_peer.pe_text);
 		xport_try_next(x);
 		break;
 	case XS_OPENING:
@@ -228,7 +229,8 @@ on_timeout(uv_timer_t *t)
 		break;
 	case XS_HANDSHAKE:
 		xport_fail(x, NCG_ETLS_HANDSHAKE_TIMEOUT,
-		           "tls handshake with %s timed out", x->x_peer);
+		           "tls handshake with %s timed out",
+		           x->x_peer.pe_text);
 		break;
 	case XS_FLUSHING:
 		xport_teardown(x);
@@ -326,7 +328,7 @@ on_write_done(uv_write_t *req, int status)
 	if (x->x_state == XS_CLOSING)
 		return;
 	if (status < 0) {
-		xport_fail(x, status, "write to %s: %s", x->x_peer,
+		xport_fail(x, status, "write to %s: %s", x->x_peer.pe_text,
 		           uv_strerror(status));
 		return;
 	}
@@ -363,7 +365,7 @@ xport_start_write(struct xport *x)
 	x->x_wreq.data = x;
 	rc = uv_write(&x->x_wreq, &x->x_h.stream, &ub, 1, on_write_done);
 	if (rc < 0) {
-		xport_fail(x, rc, "write to %s: %s", x->x_peer,
+		xport_fail(x, rc, "write to %s: %s", x->x_peer.pe_text,
 		           uv_strerror(rc));
 		return;
 	}
@@ -439,7 +441,7 @@ xport_tls_input(struct xport *x)
 			break;
 		if (n == 0) {
 			xport_fail(x, NCG_ECLOSED, "%s closed the connection",
-			           x->x_peer);
+			           x->x_peer.pe_text);
 			return;
 		}
 		if (n < 0) {
@@ -478,10 +480,10 @@ on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 	if (nread < 0) {
 		if (nread == UV_EOF)
 			xport_fail(x, NCG_ECLOSED, "%s closed the connection",
-			           x->x_peer);
+			           x->x_peer.pe_text);
 		else
-			xport_fail(x, (int)nread, "read from %s: %s", x->x_peer,
-			           uv_strerror((int)nread));
+			xport_fail(x, (int)nread, "read from %s: %s",
+			           x->x_peer.pe_text, uv_strerror((int)nread));
 		return;
 	}
 	if (x->x_tls == NULL) {
@@ -511,7 +513,7 @@ xport_open_cleartext(struct xport *x)
 
 	if (!x->x_paused &&
 	    (rc = uv_read_start(&x->x_h.stream, on_alloc, on_read)) < 0) {
-		xport_fail(x, rc, "read from %s: %s", x->x_peer,
+		xport_fail(x, rc, "read from %s: %s", x->x_peer.pe_text,
 		           uv_strerror(rc));
 		return;
 	}
@@ -596,25 +598,6 @@ xport_opts_dead_peer(struct xport_opts *o, unsigned seconds)
 }
 
 static void
-format_peer(char *out, size_t len, const struct sockaddr *sa)
-{
-	char host[INET6_ADDRSTRLEN];
-
-	if (sa->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *s6 = (const void *)sa;
-
-		uv_ip6_name(s6, host, sizeof(host));
-		snprintf(out, len, "[%s]:%u", host, ntohs(s6->sin6_port));
-	} else if (sa->sa_family == AF_INET) {
-		const struct sockaddr_in *s4 = (const void *)sa;
-
-		uv_ip4_name(s4, host, sizeof(host));
-		snprintf(out, len, "%s:%u", host, ntohs(s4->sin_port));
-	} else
-		snprintf(out, len, "unix");
-}
-
-static void
 on_connect(uv_connect_t *req, int status)
 {
 	struct xport *x = req->data;
@@ -626,7 +609,7 @@ on_connect(uv_connect_t *req, int status)
 		/* Remember why, then try the next address, if any. */
 		x->x_err = status;
 		snprintf(x->x_errmsg, sizeof(x->x_errmsg), "connect to %s: %s",
-		         x->x_peer, uv_strerror(status));
+		         x->x_peer.pe_text, uv_strerror(status));
 		xport_try_next(x);
 		return;
 	}
@@ -635,7 +618,7 @@ on_connect(uv_connect_t *req, int status)
 	if (!x->x_is_pipe)
 		xport_tune_tcp(x);
 	if ((rc = xport_start_stream(x)) < 0)
-		xport_fail(x, rc, "read from %s: %s", x->x_peer,
+		xport_fail(x, rc, "read from %s: %s", x->x_peer.pe_text,
 		           uv_strerror(rc));
 }
 
@@ -672,7 +655,7 @@ xport_try_next(struct xport *x)
 		x->x_ai_next = ai->ai_next;
 		if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
 			continue;
-		format_peer(x->x_peer, sizeof(x->x_peer), ai->ai_addr);
+		peer_from_sockaddr(&x->x_peer, ai->ai_addr);
 		if ((rc = uv_tcp_init(x->x_loop, &x->x_h.tcp)) < 0)
 			break;
 		x->x_stream_open = 1;
@@ -683,7 +666,7 @@ xport_try_next(struct xport *x)
 		if (rc < 0) {
 			x->x_err = rc;
 			snprintf(x->x_errmsg, sizeof(x->x_errmsg),
-			         "connect to %s: %s", x->x_peer,
+			         "connect to %s: %s", x->x_peer.pe_text,
 			         uv_strerror(rc));
 			xport_try_next(x);
 			return;
@@ -743,7 +726,7 @@ xport_connect(uv_loop_t *loop, const char *host, uint16_t port,
 	x->x_port = port;
 	if (ctx != NULL && (rc = tls_conn_new(&x->x_tls, ctx, host)) != 0)
 		goto fail;
-	snprintf(x->x_peer, sizeof(x->x_peer), "%s:%u", host, port);
+	peer_from_name(&x->x_peer, host, port);
 	snprintf(portstr, sizeof(portstr), "%u", port);
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
@@ -797,7 +780,7 @@ xport_connect_unix(uv_loop_t *loop, const char *path, const struct xport_cb *cb,
 	}
 	xport_init_timer(x);
 	x->x_is_pipe = 1;
-	snprintf(x->x_peer, sizeof(x->x_peer), "unix");
+	peer_from_name(&x->x_peer, "unix", 0);
 	uv_pipe_init(loop, &x->x_h.pipe, 0);
 	x->x_stream_open = 1;
 	x->x_state = XS_CONNECTING;
@@ -840,7 +823,7 @@ xport_accept(uv_stream_t *server, struct tls_ctx *ctx,
 		socklen_t clen = sizeof(cred);
 		uv_os_fd_t fd;
 
-		snprintf(x->x_peer, sizeof(x->x_peer), "unix");
+		peer_from_name(&x->x_peer, "unix", 0);
 		/* Who is calling: the operator API records it. */
 		if (uv_fileno(&x->x_h.handle, &fd) == 0 &&
 		    getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) ==
@@ -851,8 +834,7 @@ xport_accept(uv_stream_t *server, struct tls_ctx *ctx,
 	} else {
 		if (uv_tcp_getpeername(&x->x_h.tcp, (struct sockaddr *)&ss,
 		                       &sslen) == 0)
-			format_peer(x->x_peer, sizeof(x->x_peer),
-			            (struct sockaddr *)&ss);
+			peer_from_sockaddr(&x->x_peer, (struct sockaddr *)&ss);
 		xport_tune_tcp(x);
 	}
 	if ((rc = xport_start_stream(x)) < 0)
@@ -968,8 +950,14 @@ xport_peer_uid(const struct xport *x, uid_t *uid)
 	return 0;
 }
 
+const struct peer *
+xport_peer_addr(const struct xport *x)
+{
+	return &x->x_peer;
+}
+
 const char *
 xport_peer(const struct xport *x)
 {
-	return x->x_peer;
+	return x->x_peer.pe_text;
 }

@@ -18,6 +18,8 @@
 
 #include <uv.h>
 
+#include "addr.h"
+
 struct tls_ctx;
 struct xport;
 
@@ -126,5 +128,7 @@ int xport_peer_uid(const struct xport *x, uid_t *uid);
 
 /* The peer as "ADDR:PORT" ("[v6]:PORT"), or "unix" for a Unix socket. */
 const char *xport_peer(const struct xport *x);
+/* The peer's address, whole (addr.h); valid while x is. */
+const struct peer *xport_peer_addr(const struct xport *x);
 
 #endif

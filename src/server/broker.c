@@ -98,7 +98,7 @@ device_get(struct broker *b, const char *id, uint64_t instance,
 	}
 	d->dv_instance = instance;
 	d->dv_since = (int64_t)time(NULL);
-	snprintf(d->dv_peer, sizeof(d->dv_peer), "%s", peer);
+	snprintf(d->dv_peer, sizeof(d->dv_peer), "%.63s", peer);
 	TAILQ_INIT(&d->dv_idle);
 	h = hash_id(id) % BROKER_BUCKETS;
 	d->dv_next = b->b_buckets[h];
@@ -240,8 +240,7 @@ initcall_new(struct broker *b, struct grpc_call *c)
 	ic->ic_b = b;
 	ic->ic_call = c;
 	ic->ic_conn = grpc_call_conn(c);
-	snprintf(ic->ic_peer, sizeof(ic->ic_peer), "%s",
-	         grpc_conn_peer(ic->ic_conn));
+	ic->ic_peer = *grpc_conn_peer_addr(ic->ic_conn);
 	return ic;
 }
 
@@ -296,22 +295,21 @@ static void
 report_refusal(struct initcall *ic, int result, const char *why)
 {
 	struct preauth *pa = ic->ic_b->b_opts.bo_preauth;
-	char ip[64];
 
 	if ((result == -EAGAIN || result == -EBUSY) && pa != NULL) {
-		addr_peer_host(ic->ic_peer, ip, sizeof(ip));
-		if (!preauth_auth_refused(pa, why, ic->ic_id, ip))
+		if (!preauth_auth_refused(pa, why, ic->ic_id,
+		                          ic->ic_peer.pe_host))
 			return;
 	}
 	if (result == -EBUSY) {
 		log_info("device \"%s\" from %s: busy, told to retry",
-		         ic->ic_id, ic->ic_peer);
+		         ic->ic_id, ic->ic_peer.pe_text);
 		return;
 	}
 	log_warnx("device \"%s\" from %s: authentication failed (%s)",
-	          ic->ic_id, ic->ic_peer, why);
-	audit_event("auth-failed", "device", ic->ic_id, "peer", ic->ic_peer,
-	            "reason", why, NULL);
+	          ic->ic_id, ic->ic_peer.pe_text, why);
+	audit_event("auth-failed", "device", ic->ic_id, "peer",
+	            ic->ic_peer.pe_text, "reason", why, NULL);
 }
 
 static void
@@ -362,7 +360,7 @@ on_verified(void *arg, int result)
 	if (ic->ic_reg_gen != b->b_reg_gen) {
 		log_info("device \"%s\" from %s: registry reloaded during "
 		         "the check, told to retry",
-		         ic->ic_id, ic->ic_peer);
+		         ic->ic_id, ic->ic_peer.pe_text);
 		grpc_call_finish(ic->ic_call, GRPC_STATUS_UNAVAILABLE,
 		                 "device registry changed; try again", NULL);
 		return;
@@ -376,7 +374,7 @@ on_verified(void *arg, int result)
 		         " -> %" PRIu64 ")",
 		         d->dv_id, d->dv_instance, ic->ic_instance);
 		audit_event("device-restarted", "device", d->dv_id, "peer",
-		            ic->ic_peer, NULL);
+		            ic->ic_peer.pe_text, NULL);
 		d->dv_instance = ic->ic_instance;
 		d->dv_since = (int64_t)time(NULL);
 		notify(b, BROKER_EV_RESTARTED, d, "new instance id");
@@ -393,19 +391,19 @@ on_verified(void *arg, int result)
 		}
 	}
 	if (d == NULL && (d = device_get(b, ic->ic_id, ic->ic_instance,
-	                                 ic->ic_peer)) == NULL) {
+	                                 ic->ic_peer.pe_text)) == NULL) {
 		grpc_call_finish(ic->ic_call, GRPC_STATUS_RESOURCE_EXHAUSTED,
 		                 "out of memory", NULL);
 		return;
 	}
-	snprintf(d->dv_peer, sizeof(d->dv_peer), "%s", ic->ic_peer);
+	snprintf(d->dv_peer, sizeof(d->dv_peer), "%.63s", ic->ic_peer.pe_text);
 	ic->ic_dev = d;
 	broker_initcall_set_state(ic, INIT_IDLE);
 	/* Newest first: an old idle connection may have died in a NAT. */
 	TAILQ_INSERT_HEAD(&d->dv_idle, ic, ic_entry);
 	d->dv_nidle++;
 	log_debug("device \"%s\": idle connection from %s (%u idle)", d->dv_id,
-	          ic->ic_peer, d->dv_nidle);
+	          ic->ic_peer.pe_text, d->dv_nidle);
 	trim_soon(b);
 	relay_try_grant(b, d);
 }
@@ -431,7 +429,6 @@ init_half_close(struct grpc_call *c, void *arg)
 	struct initcall *ic = arg;
 	struct broker *b = ic->ic_b;
 	Jnx__Jet__Netconf__NcgrpcInitializeRequest *req;
-	char ip[64];
 	int rc, nul;
 
 	/*
@@ -462,12 +459,11 @@ init_half_close(struct grpc_call *c, void *arg)
 	}
 	snprintf(ic->ic_id, sizeof(ic->ic_id), "%s", req->device_id);
 	ic->ic_instance = req->instance_id;
-	addr_peer_host(ic->ic_peer, ip, sizeof(ip));
 	ic->ic_reg_gen = b->b_reg_gen;
 	rc = registry_verify(b->b_reg, b->b_loop, req->device_id,
 	                     (const uint8_t *)req->secret_key,
-	                     strlen(req->secret_key), ip, on_verified, ic,
-	                     &ic->ic_verify);
+	                     strlen(req->secret_key), ic->ic_peer.pe_host,
+	                     on_verified, ic, &ic->ic_verify);
 	OPENSSL_cleanse(req->secret_key, strlen(req->secret_key));
 	jnx__jet__netconf__ncgrpc_initialize_request__free_unpacked(req, NULL);
 	if (rc != 0)

@@ -22,6 +22,7 @@
 
 #include <uv.h>
 
+#include "addr.h"
 #include "broker.h"
 #include "buf.h"
 #include "grpc.h"
@@ -61,7 +62,7 @@ struct initcall {
 	int ic_nmsg;
 	char ic_id[256];
 	uint64_t ic_instance;
-	char ic_peer[64];
+	struct peer ic_peer; /* copied: the connection may go first */
 	uint64_t ic_reg_gen; /* b_reg_gen when the check started */
 	TAILQ_ENTRY(initcall) ic_entry;
 };
@@ -70,7 +71,8 @@ struct device {
 	char *dv_id;
 	uint64_t dv_instance;
 	int64_t dv_since;
-	char dv_peer[64];
+	char
+	    dv_peer[64]; /* a numeric address: the text of a struct peer fits */
 	TAILQ_HEAD(, initcall) dv_idle;
 	unsigned dv_nidle;
 	unsigned dv_nsessions;   /* granted or active */

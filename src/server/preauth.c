@@ -133,7 +133,7 @@ addr_key(const char *ip, char *out, size_t len)
 	uint8_t a[16];
 
 	if (strchr(ip, ':') == NULL || inet_pton(AF_INET6, ip, a) != 1) {
-		snprintf(out, len, "%s", ip);
+		snprintf(out, len, "%.*s", (int)(len - 1), ip);
 		return;
 	}
 	if (memcmp(a, mapped, sizeof(mapped)) == 0) {
@@ -208,12 +208,11 @@ int
 preauth_conn_accept(struct preauth *pa, struct grpc_conn *conn)
 {
 	const struct preauth_opts *o = &pa->pa_opts;
-	char key[PA_IP_MAX], ip[PA_IP_MAX];
+	char ip[PA_IP_MAX];
 	struct pa_addr **pp, *pd;
 	struct pa_conn *pc;
 
-	addr_peer_host(grpc_conn_peer(conn), key, sizeof(key));
-	addr_key(key, ip, sizeof(ip));
+	addr_key(grpc_conn_peer_addr(conn)->pe_host, ip, sizeof(ip));
 	if (o->po_max_conns != 0 && pa->pa_nconns >= o->po_max_conns) {
 		if (pa_bump(pa, PREAUTH_C_CONNS))
 			log_warnx("refused a connection from %s: %u device "
@@ -288,9 +287,8 @@ preauth_conn_closed(struct preauth *pa, struct grpc_conn *conn)
 void
 preauth_limit(struct preauth *pa, struct grpc_conn *conn, enum grpc_limit what)
 {
-	char ip[PA_IP_MAX];
+	const char *ip = grpc_conn_peer_addr(conn)->pe_host;
 
-	addr_peer_host(grpc_conn_peer(conn), ip, sizeof(ip));
 	switch (what) {
 	case GRPC_LIMIT_STREAMS:
 		if (pa_bump(pa, PREAUTH_C_STREAMS))
@@ -448,19 +446,17 @@ on_tick(uv_timer_t *t)
 	struct preauth *pa = t->data;
 	struct pa_conn *pc;
 	uint64_t now = uv_now(pa->pa_loop);
-	char ip[PA_IP_MAX];
 
 	while ((pc = TAILQ_FIRST(&pa->pa_pending)) != NULL &&
 	       pc->pc_deadline <= now) {
 		TAILQ_REMOVE(&pa->pa_pending, pc, pc_entry);
 		pc->pc_pending = 0;
 		if (pa_bump(pa, PREAUTH_C_AUTH_TIMEOUT)) {
-			addr_peer_host(grpc_conn_peer(pc->pc_conn), ip,
-			               sizeof(ip));
 			log_warnx("closing the connection from %s: no "
 			          "successful Initialize within %u s "
 			          "(auth-timeout)",
-			          ip, pa->pa_opts.po_auth_timeout_ms / 1000);
+			          grpc_conn_peer_addr(pc->pc_conn)->pe_host,
+			          pa->pa_opts.po_auth_timeout_ms / 1000);
 		}
 		/* pc goes in preauth_conn_closed(), from the loop. */
 		grpc_conn_close(pc->pc_conn, -ETIMEDOUT);

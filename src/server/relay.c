@@ -230,7 +230,8 @@ grant(struct opsess *os, struct initcall *ic)
 	os_unlist(os);
 	os_set_state(os, OS_GRANTED);
 	os->os_devconn = ic->ic_conn;
-	snprintf(os->os_peer, sizeof(os->os_peer), "%s", ic->ic_peer);
+	snprintf(os->os_peer, sizeof(os->os_peer), "%.63s",
+	         ic->ic_peer.pe_text);
 	TAILQ_INSERT_TAIL(&b->b_granted, os, os_entry);
 	os->os_listed = 1;
 	uv_timer_start(&os->os_timer, on_os_timeout,

@@ -7,6 +7,8 @@
 
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+
 #include "common/addr.h"
 
 static void
@@ -90,6 +92,46 @@ test_uint(void **state)
 	assert_int_equal(v, 10);
 }
 
+/* struct peer: built from socket addresses and names, never parsed back. */
+static void
+test_peer(void **state)
+{
+	struct sockaddr_in6 s6 = {.sin6_family = AF_INET6,
+	                          .sin6_port = htons(51234)};
+	struct sockaddr_in s4 = {.sin_family = AF_INET, .sin_port = htons(830)};
+	struct sockaddr sun = {.sa_family = AF_UNIX};
+	char longname[400];
+	struct peer pe;
+
+	(void)state;
+	assert_int_equal(inet_pton(AF_INET, "192.0.2.7", &s4.sin_addr), 1);
+	peer_from_sockaddr(&pe, (struct sockaddr *)&s4);
+	assert_string_equal(pe.pe_host, "192.0.2.7");
+	assert_int_equal(pe.pe_port, 830);
+	assert_string_equal(pe.pe_text, "192.0.2.7:830");
+
+	assert_int_equal(inet_pton(AF_INET6, "2001:db8::1", &s6.sin6_addr), 1);
+	peer_from_sockaddr(&pe, (struct sockaddr *)&s6);
+	assert_string_equal(pe.pe_host, "2001:db8::1");
+	assert_int_equal(pe.pe_port, 51234);
+	assert_string_equal(pe.pe_text, "[2001:db8::1]:51234");
+
+	peer_from_sockaddr(&pe, &sun);
+	assert_string_equal(pe.pe_host, "unix");
+	assert_int_equal(pe.pe_port, 0);
+	assert_string_equal(pe.pe_text, "unix");
+
+	peer_from_name(&pe, "nms.example.net", 443);
+	assert_string_equal(pe.pe_text, "nms.example.net:443");
+
+	/* Too long a name is cut, never overrun. */
+	memset(longname, 'a', sizeof(longname) - 1);
+	longname[sizeof(longname) - 1] = '\0';
+	peer_from_name(&pe, longname, 1);
+	assert_int_equal(strlen(pe.pe_host), PEER_HOST_MAX - 1);
+	assert_true(strlen(pe.pe_text) < sizeof(pe.pe_text));
+}
+
 int
 main(void)
 {
@@ -97,6 +139,7 @@ main(void)
 	    cmocka_unit_test(test_hostport_ok),
 	    cmocka_unit_test(test_hostport_bad),
 	    cmocka_unit_test(test_uint),
+	    cmocka_unit_test(test_peer),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
