@@ -245,9 +245,23 @@ void grpc_call_cancel(struct grpc_call *c);
  */
 void grpc_call_set_max_message(struct grpc_call *c, size_t max);
 
-/* Stops and resumes delivery of messages to on_message. */
+/*
+ * Stops and resumes delivery of messages to on_message.  When the stream of
+ * a paused call ends, on_end runs and messages not delivered yet are
+ * dropped, unless grpc_call_deliver_all() was called.
+ */
 void grpc_call_pause(struct grpc_call *c);
 void grpc_call_resume(struct grpc_call *c);
+
+/*
+ * Client: every message that arrives is delivered, also when the stream
+ * ends while the call is paused: on_end then waits for grpc_call_resume()
+ * to deliver them (grpc_call_cancel() drops them and ends the call).  For
+ * callers that pause only while their reader is slow and always resume
+ * (ncgrpc-sshd); a caller that may never resume must not use it.  No
+ * effect on a server call.
+ */
+void grpc_call_deliver_all(struct grpc_call *c);
 
 /*
  * Client: response headers; server: request metadata.  Custom keys only

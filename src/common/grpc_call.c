@@ -655,6 +655,13 @@ grpc_call_cancel(struct grpc_call *c)
 	grpc__call_drop(c);
 	if (!c->ca_server)
 		call_set_local(c, GRPC_STATUS_CANCELLED, "cancelled by client");
+	if (c->ca_end_pending) {
+		/* What the stream left undelivered goes; on_end from the loop.
+		 */
+		c->ca_want_process = 1;
+		h2_defer(c->ca_conn->gc_h2);
+		return;
+	}
 	if (c->ca_life != LIFE_OPEN)
 		return;
 	nghttp2_submit_rst_stream(call_session(c), NGHTTP2_FLAG_NONE,
@@ -668,6 +675,31 @@ grpc_call_pause(struct grpc_call *c)
 	/* Once all is delivered or dropped, there is nothing to hold. */
 	if (c->ca_deliver == DELIVER_RUNNING)
 		call_set_deliver(c, DELIVER_PAUSED);
+}
+
+void
+grpc_call_deliver_all(struct grpc_call *c)
+{
+	if (!c->ca_server)
+		c->ca_deliver_all = 1;
+}
+
+/*
+ * Ends a call whose stream closed while messages waited (ca_end_pending),
+ * once resumed delivery has handed them over or a cancel dropped them.
+ */
+void
+grpc__call_end_pending(struct grpc_call *c)
+{
+	if (!c->ca_end_pending || c->ca_deliver == DELIVER_PAUSED)
+		return;
+	if (c->ca_local_status >= 0)
+		grpc__call_finalize(c, c->ca_local_status, c->ca_local_message);
+	else if (grpc_deframer_partial(&c->ca_df))
+		grpc__call_finalize(c, GRPC_STATUS_INTERNAL,
+		                    "stream ended inside a message");
+	else
+		grpc__call_finalize(c, c->ca_status, c->ca_message);
 }
 
 void
@@ -1085,6 +1117,13 @@ grpc__call_on_stream_close(struct h2conn *h, void *st, uint32_t error_code)
 	}
 	if (c->ca_local_status >= 0) {
 		grpc__call_finalize(c, c->ca_local_status, c->ca_local_message);
+		return;
+	}
+	if (c->ca_deliver_all && c->ca_have_status &&
+	    c->ca_deliver == DELIVER_PAUSED &&
+	    (buf_len(&c->ca_rbuf) > 0 || grpc_deframer_held(&c->ca_df) > 0)) {
+		/* Messages wait for grpc_call_resume(); so does on_end. */
+		c->ca_end_pending = 1;
 		return;
 	}
 	if (c->ca_http_status != 0 && c->ca_http_status != 200) {

@@ -97,6 +97,7 @@ conn_on_deferred(struct h2conn *h, void *arg)
 			continue;
 		c->ca_want_process = 0;
 		grpc__call_process(c);
+		grpc__call_end_pending(c); /* may free c */
 	}
 }
 
@@ -141,8 +142,9 @@ conn_on_closed(struct h2conn *h, int err, const char *reason, void *arg)
 	snprintf(msg, sizeof(msg), "connection closed: %s", reason);
 	/* Streams get no close callback of their own now; end them here. */
 	while ((c = LIST_FIRST(&conn->gc_calls)) != NULL) {
-		assert(c->ca_life == LIFE_OPEN);
+		assert(c->ca_life == LIFE_OPEN || c->ca_end_pending);
 		grpc__call_set_life(c, LIFE_CLOSED);
+		/* A call with messages waiting (ca_end_pending) loses them. */
 		if (c->ca_server)
 			grpc__call_finalize(c, GRPC_STATUS_CANCELLED, msg);
 		else if (c->ca_local_status >= 0)

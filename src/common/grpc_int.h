@@ -87,6 +87,14 @@ struct grpc_call {
 	char *ca_local_message;
 	struct grpc_mdlist ca_send_trailers;
 	int ca_counted; /* server: counted in gc_nstreams */
+	/*
+	 * Client, with grpc_call_deliver_all(): the stream closed while the
+	 * call was paused with messages not delivered yet.  The call stays
+	 * LIFE_CLOSED, and on_end waits until resumed delivery has handed
+	 * them over (or a cancel dropped them); conn_on_deferred() ends it.
+	 */
+	int ca_deliver_all;
+	int ca_end_pending;
 	size_t ca_held; /* server: counted in gc_buffered */
 	LIST_ENTRY(grpc_call) ca_entry;
 };
@@ -160,6 +168,7 @@ void grpc__call_on_data(struct h2conn *h, void *st, const uint8_t *data,
                         size_t len);
 void grpc__call_on_data_end(struct h2conn *h, void *st);
 int grpc__call_on_header(struct h2conn *h, void *st, const nghttp2_nv *nv);
+void grpc__call_end_pending(struct grpc_call *c);
 void grpc__call_start_deadline(struct grpc_call *c, uv_loop_t *loop);
 void grpc__call_on_headers_end(struct h2conn *h, void *st, int end_stream);
 void grpc__call_on_stream_close(struct h2conn *h, void *st,

@@ -965,6 +965,88 @@ test_unary(void **state)
 	assert_int_equal(e.e_conn_open, 1);
 }
 
+/*
+ * With grpc_call_deliver_all(), a paused client call keeps what it has not
+ * delivered when its stream ends: the messages come on resume, then on_end
+ * (ncgrpc-sshd pauses calls whose SSH client reads slowly, and lost the end
+ * of long replies).  Without it, on_end comes at once, as before.
+ */
+static void
+settle(struct env *e)
+{
+	int i;
+
+	for (i = 0; i < 100; i++) {
+		uv_run(&e->e_loop, UV_RUN_NOWAIT);
+		usleep(1000);
+	}
+}
+
+static void
+echo_paused(struct env *e, struct ccall *cc)
+{
+	assert_int_equal(cc_start(cc, M_ECHO, NULL, 0, &cc_ops), 0);
+	grpc_call_deliver_all(cc->c_call);
+	grpc_call_pause(cc->c_call);
+	assert_int_equal(grpc_call_send(cc->c_call, (const uint8_t *)"one", 3),
+	                 0);
+	assert_int_equal(grpc_call_send(cc->c_call, (const uint8_t *)"two", 3),
+	                 0);
+	assert_int_equal(grpc_call_send(cc->c_call, (const uint8_t *)"", 0), 0);
+	assert_int_equal(grpc_call_close_send(cc->c_call), 0);
+	RUN_UNTIL(e, e->e_s_ends == 1);
+	settle(e);
+	/* The stream is over, but nothing was delivered, and no end. */
+	assert_false(cc->c_ended);
+	assert_int_equal(cc->c_nmsg, 0);
+}
+
+static void
+test_paused_end(void **state)
+{
+	struct env e;
+	struct ccall cc;
+
+	(void)state;
+	env_init(&e, NULL);
+	env_connect(&e, NULL);
+	cc_init(&cc, &e);
+	echo_paused(&e, &cc);
+	grpc_call_resume(cc.c_call);
+	assert_false(cc.c_ended); /* never inside the resume */
+	RUN_UNTIL(&e, cc.c_ended);
+	assert_int_equal(cc.c_status, GRPC_STATUS_OK);
+	assert_int_equal(cc.c_nmsg, 3);
+	assert_int_equal(cc.c_len, 6);
+	assert_memory_equal(cc.c_data, "onetwo", 6);
+	cc_free(&cc);
+
+	/* Cancelled instead: on_end from the loop, the messages dropped. */
+	cc_init(&cc, &e);
+	e.e_s_ends = 0;
+	echo_paused(&e, &cc);
+	grpc_call_cancel(cc.c_call);
+	assert_false(cc.c_ended);
+	RUN_UNTIL(&e, cc.c_ended);
+	assert_int_equal(cc.c_status, GRPC_STATUS_CANCELLED);
+	assert_int_equal(cc.c_nmsg, 0);
+	cc_free(&cc);
+
+	/* Without deliver_all: ended at once, nothing delivered. */
+	cc_init(&cc, &e);
+	e.e_s_ends = 0;
+	assert_int_equal(cc_start(&cc, M_ECHO, NULL, 0, &cc_ops), 0);
+	grpc_call_pause(cc.c_call);
+	assert_int_equal(grpc_call_send(cc.c_call, (const uint8_t *)"one", 3),
+	                 0);
+	assert_int_equal(grpc_call_close_send(cc.c_call), 0);
+	RUN_UNTIL(&e, cc.c_ended);
+	assert_int_equal(cc.c_status, GRPC_STATUS_OK);
+	assert_int_equal(cc.c_nmsg, 0);
+	cc_free(&cc);
+	env_done(&e);
+}
+
 /* 2. Bidi streaming with metadata. */
 
 static size_t
@@ -2483,6 +2565,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_unary),
 	    cmocka_unit_test(test_bidi),
+	    cmocka_unit_test(test_paused_end),
 	    cmocka_unit_test(test_unimplemented),
 	    cmocka_unit_test(test_status_message),
 	    cmocka_unit_test(test_deadline),
