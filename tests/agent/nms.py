@@ -359,6 +359,9 @@ class NMS:
         expected = self.secrets.get(device)
         ok = expected is not None and request.secret_key == expected
         rec = InitRecord(device, request.instance_id, context.peer(), ok)
+        # Custom request metadata, as sent (an offer of an extension, say).
+        rec.metadata = [(k.lower(), v) for k, v in context.invocation_metadata() or ()
+                        if not k.startswith(":") and k.lower() not in _TRANSPORT_KEYS]
         with self._cond:
             self.inits.append(rec)
             self._cond.notify_all()

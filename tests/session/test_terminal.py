@@ -1,0 +1,387 @@
+#!/usr/bin/python3
+"""A real terminal on the device (the raw-terminal extension, docs/protocol.md).
+
+    test_terminal.py --ncgrpcd PATH --agent PATH --cli PATH [--certs DIR]
+                     [--stub-dir DIR] [unittest args]
+
+RawTmuxTest: `ncgrpc session DEV --shell` in a tmux pane, through ncgrpcd and
+ncgrpc-agent on loopback: Tab completion, vi (the file it saves is read back),
+top and q, a resized window read with `stty size` on the device, Ctrl-C
+ending `sleep 100`, and `~.` leaving with the local terminal as it was
+(`stty -a` before and after).  The screen is read with `tmux capture-pane`.
+
+LineTmuxTest: `--line` with our agent (a pty that echoes, as Junos does):
+each line shows once, not twice.
+
+NmsFallbackTest: ncgrpc-agent against a grpcio NMS written from the wire
+contract, which does not know the extension: the agent offers it in its
+Initialize metadata, and the session stays in line mode (TERM=dumb, lines).
+
+DeviceFallbackTest: ncgrpcd with a grpcio device written from the contract
+(tests/server/devemu.py), which does not offer it: ncgrpcd sends it no
+extension trailer, relays lines, and the CLI says it is in line mode.
+
+Every wait is a bounded poll.
+"""
+import sys
+
+sys.dont_write_bytecode = True
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import unittest  # noqa: E402
+
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+for _d in ("server", "agent", "interop"):
+    sys.path.insert(0, os.path.join(HERE, "..", _d))
+
+import agentlib  # noqa: E402
+import srvlib  # noqa: E402
+
+CFG = {"ncgrpcd": None, "agent": None, "cli": None, "certs": None, "stub_dir": None}
+PROMPT = "TT> "
+
+
+def now():
+    return time.monotonic()
+
+
+class Tmux:
+    """One tmux server on a private socket, one window of 100x30 cells."""
+
+    def __init__(self, workdir):
+        self.sock = os.path.join(workdir, "tmux.sock")
+        self.conf = os.path.join(workdir, "tmux.conf")
+        with open(self.conf, "w") as f:
+            # No status line: the pane is the whole window.
+            f.write("set -g status off\nset -g escape-time 0\n"
+                    "set -g default-terminal tmux-256color\n")
+
+    def run(self, *args, check=True):
+        return subprocess.run(["tmux", "-S", self.sock, "-f", self.conf] + list(args),
+                              check=check, capture_output=True, text=True, timeout=10)
+
+    def start(self, env):
+        cmd = "env -i %s /bin/bash --norc --noprofile" % " ".join(
+            "%s=%s" % kv for kv in sorted(env.items()))
+        self.run("new-session", "-d", "-s", "t", "-x", "100", "-y", "30", cmd)
+        return self
+
+    def keys(self, *keys):
+        self.run("send-keys", "-t", "t", *keys)
+
+    def type(self, text):
+        self.run("send-keys", "-t", "t", "-l", text)
+
+    def line(self, text):
+        self.type(text)
+        self.keys("Enter")
+
+    def screen(self):
+        """The visible screen; tmux drops the spaces at the end of lines."""
+        return self.run("capture-pane", "-p", "-t", "t").stdout
+
+    def wait(self, pattern, timeout=10, count=1):
+        """Polls the screen until pattern (a regex) matches count times."""
+        rx = re.compile(pattern, re.M)
+        deadline = now() + timeout
+        while True:
+            s = self.screen()
+            if len(rx.findall(s)) >= count:
+                return s
+            if now() > deadline:
+                raise AssertionError("no %r on the screen within %.1f s:\n%s"
+                                     % (pattern, timeout, s))
+            time.sleep(0.05)
+
+    def clear(self):
+        self.run("clear-history", "-t", "t", check=False)
+
+    def resize(self, x, y):
+        self.run("resize-window", "-t", "t", "-x", str(x), "-y", str(y))
+
+    def kill(self):
+        self.run("kill-server", check=False)
+
+
+class Base(unittest.TestCase):
+    maxDiff = 4000
+
+    def setUp(self):
+        if shutil.which("tmux") is None:
+            self.skipTest("tmux is not installed")
+        self.tmp = tempfile.mkdtemp(prefix="ncgrpc-term-")
+        os.chmod(self.tmp, 0o755)
+        self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
+
+    def start_ncgrpcd(self, devices):
+        srv = srvlib.Ncgrpcd(CFG["ncgrpcd"], os.path.join(self.tmp, "srv"))
+        os.makedirs(srv.workdir)
+        for dev, secret in devices.items():
+            srv.add_device(dev, secret, write=False)
+        srv.write_registry()
+        srv.start()
+        self.addCleanup(srv.stop)
+        return srv
+
+    def start_agent(self, srv, dev, secret):
+        a = srvlib.Agent(CFG["agent"], os.path.join(self.tmp, "agent-" + dev))
+        os.makedirs(a.workdir)
+        a.configure([srvlib.Client("c0", dev, secret, [srv.addr()], waittime=1)],
+                    ['shell "/bin/bash";'])
+        a.start()
+        self.addCleanup(a.stop)
+        return a
+
+    def wait_device(self, srv, dev, timeout=20):
+        def idle():
+            out = subprocess.run([CFG["cli"], "-f", srv.conf_path, "devices", "--json"],
+                                 capture_output=True, text=True, timeout=10).stdout
+            try:
+                devs = json.loads(out or "[]")
+            except ValueError:
+                return False
+            return any(d.get("device_id") == dev and int(d.get("idle_connections", 0)) > 0
+                       for d in devs)
+        srvlib.wait_until(idle, timeout, "device %s with an idle connection" % dev)
+
+    def tmux(self):
+        t = Tmux(self.tmp)
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": self.tmp,
+               "TERM": "tmux-256color", "LANG": "C.UTF-8", "PS1": "local$ "}
+        t.start(env)
+        self.addCleanup(t.kill)
+        t.wait(r"^local\$$")
+        return t
+
+    def cli_cmd(self, srv, dev, *extra):
+        return "%s -f %s session %s --shell %s; echo cli-exit=$?" % (
+            CFG["cli"], srv.conf_path, dev, " ".join(extra))
+
+
+# ---------------------------------------------------------------------------
+class RawTmuxTest(Base):
+    """The whole terminal: keys, screen programs, window, signals, escape."""
+
+    def test_raw_terminal(self):
+        srv = self.start_ncgrpcd({"tt1": "tt1-secret"})
+        agent = self.start_agent(srv, "tt1", "tt1-secret")
+        self.wait_device(srv, "tt1")
+        t = self.tmux()
+        before = os.path.join(self.tmp, "stty.before")
+        after = os.path.join(self.tmp, "stty.after")
+        t.line("stty -a > %s" % before)
+        t.wait(r"^local\$", count=2)
+        t.line(self.cli_cmd(srv, "tt1"))
+        t.wait(r"connected to tt1 \(shell, raw terminal\)")
+        # A prompt we can find, set by keys the device echoes.
+        t.line("PS1='%s'; cd %s" % (PROMPT, self.tmp))
+        t.wait("^" + PROMPT.strip())
+        t.keys("C-l")
+        t.wait(r"^TT>$")
+
+        # Tab completion is the device's bash: "ech" + Tab -> "echo ".
+        t.type("ech")
+        t.keys("Tab")
+        t.wait(r"^TT> echo$")
+        t.line("tab-done")
+        s = t.wait(r"^tab-done$")
+        self.assertIn("TT> echo tab-done", s)
+
+        # The window: 100x30 from the start, then resized.
+        t.line("stty size")
+        t.wait(r"^30 100$")
+        t.resize(120, 40)
+        t.line("stty size")
+        t.wait(r"^40 120$")
+
+        # vi: insert, save, quit; the file on the device is what was typed.
+        path = os.path.join(self.tmp, "vi-file.txt")
+        t.line("vi -u NONE -N %s" % path)
+        t.wait(r"^~\s*$", count=3)
+        t.keys("i")
+        t.type("hello from vi")
+        t.keys("Escape")
+        t.line(":wq")
+        t.wait(r"^TT>$")
+        srvlib.wait_until(lambda: os.path.exists(path), 5, "the file vi saved")
+        with open(path) as f:
+            self.assertEqual(f.read(), "hello from vi\n")
+
+        # top draws its screen; q ends it.
+        t.line("top -d 1")
+        t.wait(r"^\s*PID\s+USER", timeout=15)
+        t.type("q")
+        t.wait(r"^TT>$", timeout=10)
+
+        # Ctrl-C is a key: the device's terminal makes it SIGINT.
+        t.line("sleep 100")
+        srvlib.wait_until(lambda: any(agentlib.comm(p) == "sleep"
+                                      for p in agentlib.descendants(agent.pid)), 10,
+                          "sleep 100 on the device")
+        t0 = now()
+        t.keys("C-c")
+        t.wait(r"^TT>$", timeout=5)
+        self.assertLess(now() - t0, 3.0)
+        t.line("echo status=$?")
+        t.wait(r"^status=130$")
+
+        # "~~" at the start of a line (after Enter) sends one "~".
+        t.keys("Enter")
+        t.wait(r"^TT>$", count=2)
+        t.type("~~")
+        t.line("/ 2>/dev/null; echo tilde")
+        s = t.wait(r"^tilde$")
+        self.assertIn("TT> ~/ 2>/dev/null; echo tilde", s)
+
+        # "~." at the start of a line leaves; the terminal is as it was.
+        t.keys("Enter")
+        t.type("~.")
+        s = t.wait(r"^cli-exit=\d+$")
+        self.assertIn("cli-exit=0", s)
+        self.assertIn("leaving the session (~.)", s)
+        t.line("stty -a > %s" % after)
+        srvlib.wait_until(lambda: os.path.exists(after) and os.path.getsize(after) > 0, 5,
+                          "stty -a after the session")
+        # The window was resized meanwhile: everything else must match.
+        size = re.compile(r"rows \d+; columns \d+;")
+        with open(before) as f1, open(after) as f2:
+            self.assertEqual(size.sub("", f1.read()), size.sub("", f2.read()))
+        # The session is over on the device too.
+        srvlib.wait_until(lambda: not any(agentlib.comm(p) == "bash"
+                                          for p in agentlib.descendants(agent.pid)), 5,
+                          "the device's shell gone")
+        audit = srv.audit.text()
+        self.assertRegex(audit, r"event=session-start .*terminal=raw")
+        self.assertRegex(audit, r"event=session-end .*raw-input-messages=\d+")
+        self.assertNotIn("event=shell-line", audit)
+
+
+class LineTmuxTest(Base):
+    """Line mode in a terminal (--line, or a device without the extension):
+    the device echoes each line, the local terminal does not."""
+
+    def test_no_double_echo(self):
+        srv = self.start_ncgrpcd({"tl1": "tl1-secret"})
+        self.start_agent(srv, "tl1", "tl1-secret")
+        self.wait_device(srv, "tl1")
+        t = self.tmux()
+        t.line(self.cli_cmd(srv, "tl1", "--line"))
+        t.wait(r"connected to tl1 \(shell, line mode\)")
+        t.line("PS1='%s'" % PROMPT)
+        t.wait("^" + PROMPT.strip())
+        t.line("echo one-$((40+2))")
+        s = t.wait(r"^one-42\r?$")
+        self.assertEqual(s.count("echo one-$((40+2))"), 1, s)
+        t.keys("C-d")
+        s = t.wait(r"^cli-exit=\d+$")
+        self.assertIn("cli-exit=0", s)
+        audit = srv.audit.text()
+        self.assertRegex(audit, r"event=session-start .*terminal=line")
+        self.assertIn("line=\"echo one-$((40+2))\"", audit)
+
+
+# ---------------------------------------------------------------------------
+class NmsFallbackTest(Base):
+    """ncgrpc-agent and an NMS that does not know the extension."""
+
+    def test_agent_stays_in_line_mode(self):
+        from nms import NMS
+
+        def pem(name):
+            with open(os.path.join(CFG["certs"], name)) as f:
+                return f.read()
+
+        nms = NMS(pem("server.pem"), pem("server.key"), {"fb1": "fb1-secret"},
+                  stub_dir=CFG["stub_dir"]).start()
+        self.addCleanup(nms.stop)
+        a = agentlib.Agent(CFG["agent"], os.path.join(self.tmp, "agent"))
+        os.makedirs(a.workdir)
+        a.configure([agentlib.Client("c0", "fb1", "fb1-secret",
+                                     [agentlib.Addr(nms.port, cert_pem=pem("ca.pem"))],
+                                     waittime=1)], ['shell "/bin/bash";'])
+        a.start()
+        self.addCleanup(a.stop)
+        sess = nms.open_session("fb1", "csh", 15)
+        # The agent offered the extension, as unknown metadata...
+        init = [r for r in nms.inits if r.state == "granted"][-1]
+        self.assertIn(("ncgrpc-terminal", "raw"), init.metadata)
+        # ...which this NMS ignored: no grant came back, and the stream
+        # carries only the contract's metadata.
+        self.assertEqual([k for k, _ in sess.metadata if k.startswith("ncgrpc-")], [])
+        sess.read_until(re.compile(r"[$#] $"), 15)
+        # Line mode: csh_command is a line (the agent adds the newline), and
+        # the shell's terminal is the plain one of line mode.
+        sess.send_csh("echo term=$TERM size=$(stty size)")
+        out = sess.read_until(re.compile(r"term=\S+ size=\d+ \d+"), 10)
+        self.assertRegex(out, r"term=dumb size=24 80")
+        sess.send_csh("exit")
+        self.assertTrue(sess.ended.wait(10))
+
+
+class DeviceFallbackTest(Base):
+    """ncgrpcd and a device that does not offer the extension (devemu.py)."""
+
+    def test_ncgrpcd_and_cli_stay_in_line_mode(self):
+        import devemu
+
+        srv = self.start_ncgrpcd({"emu1": "emu1-secret"})
+        emu = devemu.DevEmu(srv.target(), srv.cert_pem(), "emu1", "emu1-secret").start()
+        self.addCleanup(emu.stop)
+        emu.wait_waiting(20)
+        t = self.tmux()
+        t.line(self.cli_cmd(srv, "emu1"))
+        s = t.wait(r"connected to emu1 \(shell, line mode\)")
+        self.assertIn("ncgrpc: emu1 does not offer a raw terminal: line mode", s)
+        t.line("echo fallback-ok")
+        t.wait(r"fallback-ok")
+        emu.wait_sessions(1, 10)
+        es = emu.sessions[-1]
+        srvlib.wait_until(lambda: "echo fallback-ok" in es.commands, 5,
+                          "the line on the device")
+        # Lines, as the contract says; no extension metadata or trailer.
+        self.assertEqual([k for k, _ in es.metadata if k.startswith("ncgrpc-")], [])
+        t.keys("C-d")
+        s = t.wait(r"^cli-exit=\d+$", timeout=15)
+        self.assertIn("cli-exit=0", s)
+        self.assertRegex(srv.audit.text(), r"event=session-start .*terminal=line")
+
+
+def main():
+    ap = argparse.ArgumentParser(add_help=False)
+    for k in ("ncgrpcd", "agent", "cli", "certs", "stub-dir"):
+        ap.add_argument("--" + k)
+    args, rest = ap.parse_known_args()
+    for k in ("ncgrpcd", "agent", "cli", "certs", "stub_dir"):
+        if getattr(args, k):
+            CFG[k] = getattr(args, k)
+    if CFG["stub_dir"]:
+        os.environ["NCGRPC_STUB_DIR"] = CFG["stub_dir"]
+    if not (CFG["agent"] and CFG["ncgrpcd"] and CFG["cli"]):
+        sys.stderr.write("test_terminal.py: need --ncgrpcd, --agent and --cli\n")
+        return 64
+    tmp_certs = None
+    if not CFG["certs"]:
+        tmp_certs = tempfile.mkdtemp(prefix="ncgrpc-term-certs-")
+        subprocess.run([sys.executable, os.path.join(HERE, "..", "interop", "mkcerts.py"),
+                        tmp_certs], check=True, timeout=60, stdout=subprocess.DEVNULL)
+        CFG["certs"] = tmp_certs
+    try:
+        prog = unittest.main(module=__name__, argv=[sys.argv[0]] + rest, exit=False,
+                             verbosity=2)
+        return 0 if prog.result.wasSuccessful() else 1
+    finally:
+        if tmp_certs:
+            shutil.rmtree(tmp_certs, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
