@@ -129,6 +129,7 @@ class Base(unittest.TestCase):
             srv.add_device(dev, secret, write=False)
         srv.write_registry()
         srv.start()
+        self.addCleanup(self.no_sanitizer_report, srv.stdout_path)
         self.addCleanup(srv.stop)
         return srv
 
@@ -138,8 +139,18 @@ class Base(unittest.TestCase):
         a.configure([srvlib.Client("c0", dev, secret, [srv.addr()], waittime=1)],
                     ['shell "/bin/bash";'])
         a.start()
+        self.addCleanup(self.no_sanitizer_report, a.stdout_path)
         self.addCleanup(a.stop)
         return a
+
+    def no_sanitizer_report(self, path):
+        """Under ASan/UBSan (scripts/test), a report fails the test."""
+        try:
+            with open(path, "rb") as f:
+                text = f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return
+        self.assertNotRegex(text, r"AddressSanitizer|LeakSanitizer|runtime error:")
 
     def wait_device(self, srv, dev, timeout=20):
         def idle():
