@@ -28,7 +28,7 @@
 /* "4096x4096" and its NUL. */
 #define TERMEXT_WINDOW_STRLEN 10
 /* A terminal type: 1 to 63 bytes of [A-Za-z0-9._+-]. */
-#define TERMEXT_TERM_MAX 63
+#define TERMEXT_TERM_MAX     63
 #define TERMEXT_TERM_DEFAULT "xterm"
 
 struct termext_window {

@@ -40,24 +40,28 @@ static void
 test_window_parse_bad(void **state)
 {
 	static const char *const bad[] = {
-	    "",      "x",      "80",    "80x",     "x24",    "80x24x", "80 x24",
-	    " 80x24", "80x24 ", "+80x24", "-1x24",  "80X24",  "080x24", "80x024",
-	    "80x2a", "123456x1", "1x123456", "99999999999999999999x1",
+	    "",         "x",        "80",
+	    "80x",      "x24",      "80x24x",
+	    "80 x24",   " 80x24",   "80x24 ",
+	    "+80x24",   "-1x24",    "80X24",
+	    "080x24",   "80x024",   "80x2a",
+	    "123456x1", "1x123456", "99999999999999999999x1",
 	};
 	struct termext_window w = {7, 9};
 	size_t i;
 
 	(void)state;
 	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		assert_int_equal(termext_window_parse(bad[i], strlen(bad[i]), &w),
-		                 -EINVAL);
+		assert_int_equal(
+		    termext_window_parse(bad[i], strlen(bad[i]), &w), -EINVAL);
 		/* Out-params are set only on success. */
 		assert_int_equal(w.tw_cols, 7);
 		assert_int_equal(w.tw_rows, 9);
 	}
 	/* Truncated before the second side: refused. */
 	for (i = 0; i <= 4; i++)
-		assert_int_equal(termext_window_parse("100x30", i, &w), -EINVAL);
+		assert_int_equal(termext_window_parse("100x30", i, &w),
+		                 -EINVAL);
 	/* Well formed, out of range. */
 	assert_int_equal(termext_window_parse(S("0x24"), &w), -ERANGE);
 	assert_int_equal(termext_window_parse(S("80x0"), &w), -ERANGE);
@@ -159,9 +163,8 @@ test_wire_window(void **state)
 	r = ncgrpc__wire__command_get_response__unpack(NULL, n, buf);
 	assert_non_null(r);
 	assert_non_null(r->window);
-	assert_int_equal(termext_window_check(r->window->cols,
-	                                      r->window->rows, &w),
-	                 0);
+	assert_int_equal(
+	    termext_window_check(r->window->cols, r->window->rows, &w), 0);
 	assert_int_equal(w.tw_cols, 100);
 	assert_int_equal(w.tw_rows, 30);
 	ncgrpc__wire__command_get_response__free_unpacked(r, NULL);
@@ -186,17 +189,17 @@ test_wire_window_oversized(void **state)
 	n = pack_window(UINT32_MAX, 70000, buf);
 	r = ncgrpc__wire__command_get_response__unpack(NULL, n, buf);
 	assert_non_null(r);
-	assert_int_equal(termext_window_check(r->window->cols,
-	                                      r->window->rows, &w),
-	                 -ERANGE);
+	assert_int_equal(
+	    termext_window_check(r->window->cols, r->window->rows, &w),
+	    -ERANGE);
 	ncgrpc__wire__command_get_response__free_unpacked(r, NULL);
 	n = pack_window(0, 0, buf);
 	r = ncgrpc__wire__command_get_response__unpack(NULL, n, buf);
 	assert_non_null(r);
 	assert_non_null(r->window);
-	assert_int_equal(termext_window_check(r->window->cols,
-	                                      r->window->rows, &w),
-	                 -ERANGE);
+	assert_int_equal(
+	    termext_window_check(r->window->cols, r->window->rows, &w),
+	    -ERANGE);
 	assert_int_equal(w.tw_cols, 1);
 	ncgrpc__wire__command_get_response__free_unpacked(r, NULL);
 }
@@ -211,9 +214,9 @@ test_wire_window_malformed(void **state)
 	/* Inside the window: cols as a length-delimited field. */
 	static const uint8_t inner[] = {0xa2, 0x06, 0x03, 0x0a, 0x01, 0x41};
 	/* A varint of 11 bytes. */
-	static const uint8_t longvar[] = {0xa2, 0x06, 0x0c, 0x08, 0xff, 0xff,
-	                                  0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-	                                  0xff, 0xff, 0x01};
+	static const uint8_t longvar[] = {0xa2, 0x06, 0x0c, 0x08, 0xff,
+	                                  0xff, 0xff, 0xff, 0xff, 0xff,
+	                                  0xff, 0xff, 0xff, 0xff, 0x01};
 	Ncgrpc__Wire__CommandGetResponse *r;
 
 	(void)state;
@@ -245,7 +248,8 @@ test_wire_unchanged_without_window(void **state)
 	size_t n;
 
 	(void)state;
-	r.command_case = NCGRPC__WIRE__COMMAND_GET_RESPONSE__COMMAND_CSH_COMMAND;
+	r.command_case =
+	    NCGRPC__WIRE__COMMAND_GET_RESPONSE__COMMAND_CSH_COMMAND;
 	r.csh_command.data = ls;
 	r.csh_command.len = 2;
 	r.kill_signal = 2;

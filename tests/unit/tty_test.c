@@ -184,9 +184,12 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_esc_leave),   cmocka_unit_test(test_esc_split),
-	    cmocka_unit_test(test_esc_literal), cmocka_unit_test(test_esc_bound),
-	    cmocka_unit_test(test_raw_restore), cmocka_unit_test(test_window),
+	    cmocka_unit_test(test_esc_leave),
+	    cmocka_unit_test(test_esc_split),
+	    cmocka_unit_test(test_esc_literal),
+	    cmocka_unit_test(test_esc_bound),
+	    cmocka_unit_test(test_raw_restore),
+	    cmocka_unit_test(test_window),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
