@@ -22,6 +22,7 @@
 #include <uv.h>
 
 #include "grpc.h"
+#include "termext.h"
 
 struct broker;
 struct preauth;
@@ -94,8 +95,8 @@ void broker_unwatch(struct broker *b, void *handle);
  */
 struct broker_terminal {
 	int bt_raw;
-	uint16_t bt_cols, bt_rows; /* 0: the device's default */
-	char bt_term[64];          /* "": the device's default */
+	uint16_t bt_cols, bt_rows;          /* 0: the device's default */
+	char bt_term[TERMEXT_TERM_MAX + 1]; /* "": the device's default */
 };
 
 /*
