@@ -17,6 +17,10 @@ NmsFallbackTest: ncgrpc-agent against a grpcio NMS written from the wire
 contract, which does not know the extension: the agent offers it in its
 Initialize metadata, and the session stays in line mode (TERM=dumb, lines).
 
+ApiRawTest: the same through the operator API: bad terminal modes and window
+sizes refused, TERM and window sizes on the device, a character split
+between messages, a 100,000-byte paste relayed uncut, Ctrl-C as a key.
+
 DeviceFallbackTest: ncgrpcd with a grpcio device written from the contract
 (tests/server/devemu.py), which does not offer it: ncgrpcd sends it no
 extension trailer, relays lines, and the CLI says it is in line mode.
@@ -44,6 +48,7 @@ for _d in ("server", "agent", "interop"):
     sys.path.insert(0, os.path.join(HERE, "..", _d))
 
 import agentlib  # noqa: E402
+import grpc  # noqa: E402
 import srvlib  # noqa: E402
 
 CFG = {"ncgrpcd": None, "agent": None, "cli": None, "certs": None, "stub_dir": None}
@@ -298,6 +303,91 @@ class LineTmuxTest(Base):
         audit = srv.audit.text()
         self.assertRegex(audit, r"event=session-start .*terminal=line")
         self.assertIn("line=\"echo one-$((40+2))\"", audit)
+
+
+# ---------------------------------------------------------------------------
+class ApiRawTest(Base):
+    """The raw terminal through the operator API: what ncgrpcd checks and
+    how raw bytes travel (no line cutting, pieces, split characters)."""
+
+    def setUp(self):
+        super().setUp()
+        import opclient
+        self.pb = opclient.pb
+        self.srv = self.start_ncgrpcd({"ar1": "ar1-secret"})
+        self.agent = self.start_agent(self.srv, "ar1", "ar1-secret")
+        self.wait_device(self.srv, "ar1")
+        self.op = opclient.OpClient(self.srv.sock)
+        self.addCleanup(self.op.close)
+
+    def open(self, **kw):
+        pb = self.pb
+        first = pb.SessionInput(open=pb.SessionOpen(device_id="ar1", type=pb.SHELL, **kw))
+        return self.op.session("ar1", "csh", first=first)
+
+    def raw_session(self):
+        pb = self.pb
+        s = self.open(terminal=pb.RAW, window=pb.WindowSize(cols=91, rows=17),
+                      term="vt100")
+        st = s.wait_started(15)
+        self.assertEqual(st.terminal, pb.RAW)
+        self.addCleanup(s.cancel)
+        s.send(b"PS1='AR''> '; bind 'set enable-bracketed-paste off'\r")
+        s.read_until(b"\rAR> ", 10)
+        return s
+
+    def test_open_refused(self):
+        pb = self.pb
+        for kw in ({"terminal": pb.RAW, "window": pb.WindowSize(cols=0, rows=24)},
+                   {"terminal": pb.RAW, "window": pb.WindowSize(cols=80, rows=4097)},
+                   {"terminal": 7}):
+            s = self.open(**kw)
+            self.assertEqual(s.wait_done(10), grpc.StatusCode.INVALID_ARGUMENT, kw)
+            self.assertIn("terminal mode or window size", s.details)
+
+    def test_window_and_term(self):
+        s = self.raw_session()
+        s.send(b"echo $TERM $(stty size)\r")
+        s.read_until(b"\r\nvt100 17 91\r\n", 10)
+        s.send_raw(self.pb.SessionInput(window=self.pb.WindowSize(cols=132, rows=43)))
+        s.send(b"stty size\r")
+        s.read_until(b"\r\n43 132\r\n", 10)
+        # Out of range: the session ends, the device is not asked.
+        s.send_raw(self.pb.SessionInput(window=self.pb.WindowSize(cols=132, rows=70000)))
+        self.assertEqual(s.wait_done(10), grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertEqual(s.details, "window size out of range")
+        self.assertEqual(self.agent.log.find(r"ignoring a window"), [])
+
+    def test_raw_bytes(self):
+        s = self.raw_session()
+        # A character split between two messages arrives whole.
+        s.send(b"echo x\xc3")
+        s.send(b"\xa9y\r")
+        s.read_until("\r\nx\u00e9y\r\n".encode(), 10)
+        # 100,000 bytes in one message, no newline: relayed uncut (in pieces
+        # for the device) to a program that reads the raw terminal.
+        path = os.path.join(self.tmp, "paste")
+        s.send(("stty raw -echo; head -c 100000 > %s; stty sane; echo pasted-$?\r"
+                % path).encode())
+        srvlib.wait_until(lambda: any(agentlib.comm(p) == "head"
+                                      for p in agentlib.descendants(self.agent.pid)), 10,
+                          "head on the device")
+        s.send(b"p" * 100000)
+        s.read_until(b"pasted-0", 20)
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), b"p" * 100000)
+        # Ctrl-C as a key reaches the foreground job through the pty.
+        s.send(b"sleep 100\r")
+        srvlib.wait_until(lambda: any(agentlib.comm(p) == "sleep"
+                                      for p in agentlib.descendants(self.agent.pid)), 10,
+                          "sleep on the device")
+        s.send(b"\x03")
+        s.read_until(b"AR> ", 5)
+        s.send(b"exit\r")
+        self.assertEqual(s.wait_done(10), grpc.StatusCode.OK)
+        audit = self.srv.audit.text()
+        self.assertRegex(audit, r"event=session-end .*raw-input-messages=\d+")
+        self.assertNotIn("pppp", audit)
 
 
 # ---------------------------------------------------------------------------
