@@ -388,7 +388,8 @@ class NMS:
             # connection belongs to it.
             self._granted[rec.peer] = rec
             self._cond.notify_all()
-        context.set_trailing_metadata((("conn_type", rec.session_type),))
+        context.set_trailing_metadata((("conn_type", rec.session_type),)
+                                      + tuple(getattr(rec, "trailers", ())))
         rec.ended.set()
         return self.pb.NcgrpcInitializeResponse(
             session_type=self.pb.CSH if rec.session_type == "csh" else self.pb.NETCONF)
@@ -488,9 +489,10 @@ class NMS:
             return w[-1] if w else None
         return self.wait_for(pred, timeout, "waiting Initialize of %r" % device_id)
 
-    def open_session(self, device_id, session_type, timeout=15):
+    def open_session(self, device_id, session_type, timeout=15, trailers=()):
         """Grants a waiting Initialize of device_id and returns the Session once
-        the device has opened its CommandGet stream."""
+        the device has opened its CommandGet stream.  trailers: more trailing
+        metadata of the Initialize, after conn_type."""
         if session_type not in SESSION_TYPES:
             raise ValueError(session_type)
         deadline = _now() + timeout
@@ -502,6 +504,7 @@ class NMS:
                     rec = cands[-1]
                     rec.state = "granted"
                     rec.session_type = session_type
+                    rec.trailers = tuple(trailers)
                     self._cond.notify_all()
                     break
                 left = deadline - _now()

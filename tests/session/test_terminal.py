@@ -21,6 +21,10 @@ ApiRawTest: the same through the operator API: bad terminal modes and window
 sizes refused, TERM and window sizes on the device, a character split
 between messages, a 100,000-byte paste relayed uncut, Ctrl-C as a key.
 
+AgentRawTest: ncgrpc-agent against a grpcio NMS that grants the extension
+with a bad window and TERM (the agent falls back), then sends window sizes
+as field 100, one out of range (ignored); input gets no newline added.
+
 DeviceFallbackTest: ncgrpcd with a grpcio device written from the contract
 (tests/server/devemu.py), which does not offer it: ncgrpcd sends it no
 extension trailer, relays lines, and the CLI says it is in line mode.
@@ -425,6 +429,57 @@ class NmsFallbackTest(Base):
         out = sess.read_until(re.compile(r"term=\S+ size=\d+ \d+"), 10)
         self.assertRegex(out, r"term=dumb size=24 80")
         sess.send_csh("exit")
+        self.assertTrue(sess.ended.wait(10))
+
+
+class AgentRawTest(Base):
+    """ncgrpc-agent alone, against a grpcio NMS that grants the extension
+    with bad values, and sends window sizes as field 100."""
+
+    def test_agent_raw(self):
+        from nms import NMS
+
+        def pem(name):
+            with open(os.path.join(CFG["certs"], name)) as f:
+                return f.read()
+
+        nms = NMS(pem("server.pem"), pem("server.key"), {"ag1": "ag1-secret"},
+                  stub_dir=CFG["stub_dir"]).start()
+        self.addCleanup(nms.stop)
+        a = agentlib.Agent(CFG["agent"], os.path.join(self.tmp, "agent"))
+        os.makedirs(a.workdir)
+        a.configure([agentlib.Client("c0", "ag1", "ag1-secret",
+                                     [agentlib.Addr(nms.port, cert_pem=pem("ca.pem"))],
+                                     waittime=1)], ['shell "/bin/bash";'])
+        a.start()
+        self.addCleanup(a.stop)
+        sess = nms.open_session("ag1", "csh", 15, trailers=(
+            ("ncgrpc-terminal", "raw"), ("ncgrpc-window", "0x24"),
+            ("ncgrpc-term", "xterm;reboot")))
+        pb = nms.pb
+
+        def window(raw):
+            # Field 100 is not in ncgrpc.proto: python keeps it as an
+            # unknown field and sends it on, as a peer would.
+            return pb.NcgrpcCommandGetResponse.FromString(b"\xa2\x06" + bytes([len(raw)]) + raw)
+
+        sess.read_until(re.compile(r"[$#] $"), 15)
+        # No newline is added: "ech" waits for the rest of the line.
+        sess.send_csh("PS1='AG''> '; ech")
+        sess.send_csh("o $TERM $(stty size)\r")
+        out = sess.read_until(re.compile(r"[\r\n]\S+ \d+ \d+\r\n"), 10)
+        # A bad size and a bad type fall back to 80x24 and xterm.
+        self.assertRegex(out, r"[\r\n]xterm 24 80\r\n$")
+        sess._send(window(b"\x08\x78\x10\x28"))  # 120x40
+        sess.send_csh("stty size\r")
+        sess.read_until(re.compile(r"[\r\n]40 120\r\n"), 10)
+        sess._send(window(b"\x08\x00\x10\x28"))  # 0x40: ignored
+        sess.send_csh("stty size\r")
+        sess.read_until(re.compile(r"[\r\n]40 120\r\n"), 10)
+        a.wait_log(r"ignoring a window of 0x40 from the server: out of range", 5)
+        self.assertTrue(a.find(r"ignoring an invalid terminal type"))
+        self.assertTrue(a.find(r"ignoring an invalid window size"))
+        sess.send_csh("exit\r")
         self.assertTrue(sess.ended.wait(10))
 
 
