@@ -11,10 +11,11 @@
  * Terminal mode, shell: a raw terminal is asked for (unless --line).  When
  * the device grants it, the local terminal goes raw (tty.h): every key goes
  * to the device as it is typed, the device echoes, the window size goes at
- * the start and on SIGWINCH, and "~." at the start of a line leaves.  When
- * it does not (a Junos device), the session is in line mode, said so on
- * stderr, and the terminal keeps its line editing without local echo: the
- * device echoes each line once it is sent, so nothing shows twice.
+ * the start and on SIGWINCH, and the escapes of tty.h work ("~." leaves,
+ * "~^Z" suspends).  When it does not (a Junos device), the session is in
+ * line mode, said so on stderr, and the terminal keeps its line editing
+ * without local echo: the device echoes each line once it is sent, so
+ * nothing shows twice.
  *
  * Terminal mode, line (and NETCONF): the terminal stays in canonical mode,
  * so each read is a line the user typed; SIGINT is forwarded to the device
@@ -231,34 +232,80 @@ input_eof(void)
 }
 
 /*
- * Keys typed in a raw session go as they are, but for the escape: "~." at
- * the start of a line leaves (the session is cancelled, as when the
- * operator hangs up), "~~" sends one "~".
+ * ~^Z: ncgrpc stops with the terminal as it found it, and takes it back
+ * raw when continued (the window may have changed meanwhile).  The
+ * session goes on on the device; its output waits in flow control.
+ */
+static void
+suspend(void)
+{
+	int rc;
+
+	tty_restore();
+	fprintf(stderr, "\r\nncgrpc: suspended (~^Z)\n");
+	raise(SIGTSTP);
+	if ((rc = tty_raw(STDIN_FILENO)) != 0) {
+		cli_err("cannot put the terminal in raw mode: %s",
+		        strerror(-rc));
+		sess_abort(CLI_EXIT_FAIL);
+		return;
+	}
+	send_window();
+}
+
+/*
+ * Keys typed in a raw session go as they are, but for the escapes at the
+ * start of a line: "~." leaves (the session is cancelled, as when the
+ * operator hangs up), "~^Z" suspends, "~?" lists them, "~~" sends one "~".
  */
 static void
 input_raw(const char *buf, size_t len)
 {
+	const uint8_t *p = (const uint8_t *)buf;
 	uint8_t out[SESS_SHELL_READ + 1];
-	size_t n;
-	int leave, rc = 0;
+	enum tty_esc_action act;
+	size_t n, used;
+	int rc = 0;
 
-	leave = tty_esc_filter(&sess.s_esc, (const uint8_t *)buf, len, out, &n);
-	if (n > 0)
-		rc = send_input(out, n, 0);
-	if (sess.s_call == NULL)
-		return;
-	if (rc != 0) {
-		tty_restore();
-		cli_err("cannot send input: %s", ncg_strerror(rc));
-		sess_abort(CLI_EXIT_FAIL);
-		return;
-	}
-	if (leave) {
-		tty_restore();
-		fprintf(stderr, "\r\nncgrpc: leaving the session (~.)\n");
-		sess.s_user_ended = 1;
-		grpc_call_cancel(sess.s_call);
-		return;
+	while (len > 0) {
+		act = tty_esc_filter(&sess.s_esc, p, len, out, &n, &used);
+		p += used;
+		len -= used;
+		if (n > 0)
+			rc = send_input(out, n, 0);
+		if (sess.s_call == NULL)
+			return;
+		if (rc != 0) {
+			tty_restore();
+			cli_err("cannot send input: %s", ncg_strerror(rc));
+			sess_abort(CLI_EXIT_FAIL);
+			return;
+		}
+		switch (act) {
+		case TTY_ESC_LEAVE:
+			tty_restore();
+			fprintf(stderr,
+			        "\r\nncgrpc: leaving the session (~.)\n");
+			sess.s_user_ended = 1;
+			grpc_call_cancel(sess.s_call);
+			return;
+		case TTY_ESC_SUSPEND:
+			suspend();
+			if (sess.s_call == NULL || sess.s_finished)
+				return;
+			break;
+		case TTY_ESC_HELP:
+			fprintf(
+			    stderr,
+			    "\r\nncgrpc escapes, at the start of a line:\r\n"
+			    "  ~.   leave the session\r\n"
+			    "  ~^Z  suspend ncgrpc\r\n"
+			    "  ~~   send one ~\r\n"
+			    "  ~?   this list\r\n");
+			break;
+		case TTY_ESC_NONE:
+			break;
+		}
 	}
 	if (grpc_call_queued(sess.s_call) >= GRPC_CALL_HIWAT)
 		sess.s_blocked = 1;

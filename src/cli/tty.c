@@ -86,10 +86,11 @@ tty_window(int fd, unsigned *cols, unsigned *rows)
 	return 0;
 }
 
-int
+enum tty_esc_action
 tty_esc_filter(struct tty_esc *e, const uint8_t *in, size_t len, uint8_t *out,
-               size_t *outlen)
+               size_t *outlen, size_t *used)
 {
+	enum tty_esc_action act;
 	size_t i, n = 0;
 	uint8_t c;
 
@@ -97,9 +98,15 @@ tty_esc_filter(struct tty_esc *e, const uint8_t *in, size_t len, uint8_t *out,
 		c = in[i];
 		switch (e->te_state) {
 		case TTY_ESC_TILDE:
-			if (c == '.') {
+			act = c == '.'    ? TTY_ESC_LEAVE
+			      : c == 0x1a ? TTY_ESC_SUSPEND /* Ctrl-Z */
+			      : c == '?'  ? TTY_ESC_HELP
+			                  : TTY_ESC_NONE;
+			if (act != TTY_ESC_NONE) {
+				e->te_state = TTY_ESC_LINESTART;
 				*outlen = n;
-				return 1;
+				*used = i + 1;
+				return act;
 			}
 			/* "~~" is one "~"; "~x" is both, as typed. */
 			out[n++] = '~';
@@ -122,5 +129,6 @@ tty_esc_filter(struct tty_esc *e, const uint8_t *in, size_t len, uint8_t *out,
 		                                     : TTY_ESC_MIDLINE;
 	}
 	*outlen = n;
-	return 0;
+	*used = len;
+	return TTY_ESC_NONE;
 }

@@ -2,8 +2,8 @@
  * The operator's terminal during "ncgrpc session --shell": raw mode for a
  * raw-terminal session (the device echoes and edits), no local echo for a
  * line-mode session (the device echoes each line), the window size, and
- * the escape that leaves a raw session ("~." at the start of a line, as in
- * OpenSSH; "~~" sends one "~").
+ * the escapes of a raw session, as in OpenSSH: at the start of a line,
+ * "~." leaves, "~^Z" suspends ncgrpc, "~?" lists them, "~~" sends one "~".
  *
  * tty_raw() and tty_noecho() save the terminal's settings once; every exit
  * path calls tty_restore(), which is idempotent and safe to call from an
@@ -33,7 +33,7 @@ void tty_restore(void);
  */
 int tty_window(int fd, unsigned *cols, unsigned *rows);
 
-/* The escape of a raw session. */
+/* The escapes of a raw session. */
 enum tty_esc_state {
 	TTY_ESC_LINESTART = 0, /* at the start of a line: "~" is special */
 	TTY_ESC_MIDLINE,
@@ -44,14 +44,24 @@ struct tty_esc {
 	enum tty_esc_state te_state;
 };
 
+enum tty_esc_action {
+	TTY_ESC_NONE = 0,
+	TTY_ESC_LEAVE,   /* "~." */
+	TTY_ESC_SUSPEND, /* "~^Z" */
+	TTY_ESC_HELP,    /* "~?" */
+};
+
 /*
  * Filters typed bytes in[0..len) into out, which must have room for
- * len + 1 bytes (a "~" held from the last call comes first).  Sets *outlen.
- * Returns 1 when "~." was typed at the start of a line (bytes after it are
- * dropped: the session ends), else 0.  A line starts at the session's
- * start and after a CR or LF.
+ * len + 1 bytes (a "~" held from the last call comes first), and sets
+ * *outlen to the bytes to send.  It stops after an escape command and
+ * returns it, with *used set to the bytes of in taken so far: the caller
+ * sends out, acts, and calls again with what is left.  Otherwise it
+ * returns TTY_ESC_NONE and *used is len.  A line starts at the session's
+ * start, after a CR or LF, and after an escape command.
  */
-int tty_esc_filter(struct tty_esc *e, const uint8_t *in, size_t len,
-                   uint8_t *out, size_t *outlen);
+enum tty_esc_action tty_esc_filter(struct tty_esc *e, const uint8_t *in,
+                                   size_t len, uint8_t *out, size_t *outlen,
+                                   size_t *used);
 
 #endif

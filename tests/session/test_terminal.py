@@ -7,7 +7,8 @@
 RawTmuxTest: `ncgrpc session DEV --shell` in a tmux pane, through ncgrpcd and
 ncgrpc-agent on loopback: Tab completion, vi (the file it saves is read back),
 top and q, a resized window read with `stty size` on the device, Ctrl-C
-ending `sleep 100`, and `~.` leaving with the local terminal as it was
+ending `sleep 100`, `~~`, `~?`, `~^Z` and fg (the terminal is as it was
+while suspended), and `~.` leaving with the local terminal as it was
 (`stty -a` before and after).  The screen is read with `tmux capture-pane`.
 
 LineTmuxTest: `--line` with our agent (a pty that echoes, as Junos does):
@@ -182,9 +183,12 @@ class Base(unittest.TestCase):
         t.wait(r"^local\$$")
         return t
 
-    def cli_cmd(self, srv, dev, *extra):
-        return "%s -f %s session %s --shell %s; echo cli-exit=$?" % (
-            CFG["cli"], srv.conf_path, dev, " ".join(extra))
+    def cli_cmd(self, srv, dev, *extra, status=True):
+        """The command line of the CLI, followed by its exit status unless
+        the test types that itself (a job stopped by ~^Z ends the list)."""
+        return "%s -f %s session %s --shell %s%s" % (
+            CFG["cli"], srv.conf_path, dev, " ".join(extra),
+            "; echo cli-exit=$?" if status else "")
 
 
 # ---------------------------------------------------------------------------
@@ -200,7 +204,7 @@ class RawTmuxTest(Base):
         after = os.path.join(self.tmp, "stty.after")
         t.line("stty -a > %s" % before)
         t.wait(r"^local\$", count=2)
-        t.line(self.cli_cmd(srv, "tt1"))
+        t.line(self.cli_cmd(srv, "tt1", status=False))
         t.wait(r"connected to tt1 \(shell, raw terminal\)")
         # A prompt we can find, set by keys the device echoes.
         t.line("PS1='%s'; cd %s" % (PROMPT, self.tmp))
@@ -262,9 +266,23 @@ class RawTmuxTest(Base):
         s = t.wait(r"^tilde$")
         self.assertIn("TT> ~/ 2>/dev/null; echo tilde", s)
 
+        # "~?" lists the escapes; "~^Z" suspends ncgrpc (the local shell
+        # has the terminal back), and fg takes it back raw.
+        t.type("~?")
+        t.wait(r"^  ~\^Z  suspend ncgrpc")
+        t.type("~")
+        t.keys("C-z")
+        t.wait(r"^\[1\]\+\s+Stopped")
+        t.line("stty -a > %s" % os.path.join(self.tmp, "stty.suspended"))
+        t.line("fg")
+        t.line("echo back-$((1+1))")
+        t.wait(r"^back-2$")
+
         # "~." at the start of a line leaves; the terminal is as it was.
         t.keys("Enter")
         t.type("~.")
+        t.wait(r"^local\$$")
+        t.line("echo cli-exit=$?")
         s = t.wait(r"^cli-exit=\d+$")
         self.assertIn("cli-exit=0", s)
         self.assertIn("leaving the session (~.)", s)
@@ -274,6 +292,8 @@ class RawTmuxTest(Base):
         # The window was resized meanwhile: everything else must match.
         size = re.compile(r"rows \d+; columns \d+;")
         with open(before) as f1, open(after) as f2:
+            self.assertEqual(size.sub("", f1.read()), size.sub("", f2.read()))
+        with open(before) as f1, open(os.path.join(self.tmp, "stty.suspended")) as f2:
             self.assertEqual(size.sub("", f1.read()), size.sub("", f2.read()))
         # The session is over on the device too.
         srvlib.wait_until(lambda: not any(agentlib.comm(p) == "bash"

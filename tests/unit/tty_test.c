@@ -16,15 +16,22 @@
 
 #include "cli/tty.c"
 
-/* Feeds in, returns the filter's result; out gets the bytes to send. */
+/*
+ * Feeds in, returns the filter's result; out gets the bytes to send.  Only
+ * an escape command stops the filter before the end of in.
+ */
 static int
 feed(struct tty_esc *e, const char *in, char *out, size_t *n)
 {
 	uint8_t buf[256];
+	size_t used;
 	int rc;
 
-	rc = tty_esc_filter(e, (const uint8_t *)in, strlen(in), buf, n);
+	rc = tty_esc_filter(e, (const uint8_t *)in, strlen(in), buf, n, &used);
 	assert_true(*n <= strlen(in) + 1);
+	assert_true(used <= strlen(in));
+	if (rc == TTY_ESC_NONE)
+		assert_int_equal(used, strlen(in));
 	memcpy(out, buf, *n);
 	out[*n] = '\0';
 	return rc;
@@ -101,19 +108,53 @@ test_esc_literal(void **state)
 }
 
 static void
+test_esc_commands(void **state)
+{
+	static const uint8_t in[] = "ls\r~\x1a~?pwd\r~.x";
+	struct tty_esc e = {0};
+	uint8_t out[sizeof(in) + 1];
+	size_t n, used, off = 0;
+
+	(void)state;
+	/* "~^Z": the line before it goes, then the caller suspends. */
+	assert_int_equal(tty_esc_filter(&e, in, sizeof(in) - 1, out, &n, &used),
+	                 TTY_ESC_SUSPEND);
+	assert_int_equal(n, 3);
+	assert_memory_equal(out, "ls\r", 3);
+	assert_int_equal(used, 5);
+	off += used;
+	/* Still at the start of a line: "~?" is a command too. */
+	assert_int_equal(
+	    tty_esc_filter(&e, in + off, sizeof(in) - 1 - off, out, &n, &used),
+	    TTY_ESC_HELP);
+	assert_int_equal(n, 0);
+	assert_int_equal(used, 2);
+	off += used;
+	assert_int_equal(
+	    tty_esc_filter(&e, in + off, sizeof(in) - 1 - off, out, &n, &used),
+	    TTY_ESC_LEAVE);
+	assert_int_equal(n, 4);
+	assert_memory_equal(out, "pwd\r", 4);
+	/* The "x" after "~." is not taken. */
+	assert_int_equal(off + used, sizeof(in) - 2);
+}
+
+static void
 test_esc_bound(void **state)
 {
 	struct tty_esc e = {0};
 	uint8_t in[300], out[301];
-	size_t n, i;
+	size_t n, i, used;
 
 	(void)state;
 	/* The worst case: a held "~", then "~x" pairs: at most len + 1. */
-	assert_int_equal(tty_esc_filter(&e, (const uint8_t *)"~", 1, out, &n),
-	                 0);
+	assert_int_equal(
+	    tty_esc_filter(&e, (const uint8_t *)"~", 1, out, &n, &used),
+	    TTY_ESC_NONE);
 	for (i = 0; i < sizeof(in); i++)
 		in[i] = i % 2 == 0 ? 'y' : '\r';
-	assert_int_equal(tty_esc_filter(&e, in, sizeof(in), out, &n), 0);
+	assert_int_equal(tty_esc_filter(&e, in, sizeof(in), out, &n, &used),
+	                 TTY_ESC_NONE);
 	assert_int_equal(n, sizeof(in) + 1);
 	assert_int_equal(out[0], '~');
 }
@@ -187,6 +228,7 @@ main(void)
 	    cmocka_unit_test(test_esc_leave),
 	    cmocka_unit_test(test_esc_split),
 	    cmocka_unit_test(test_esc_literal),
+	    cmocka_unit_test(test_esc_commands),
 	    cmocka_unit_test(test_esc_bound),
 	    cmocka_unit_test(test_raw_restore),
 	    cmocka_unit_test(test_window),
