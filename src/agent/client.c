@@ -294,8 +294,10 @@ start_session(struct aconn *ac, struct grpc_call *init)
 		return;
 	}
 	cl->cl_nsessions++;
-	log_info("client \"%s\": session %u (%s) started with %s", cl->cl_name,
-	         ac->ac_sid, session_type_name(ac->ac_type), ac->ac_peer);
+	log_info("client \"%s\": session %u (%s%s) started with %s",
+	         cl->cl_name, ac->ac_sid, session_type_name(ac->ac_type),
+	         session_is_raw(ac->ac_session) ? ", raw terminal" : "",
+	         ac->ac_peer);
 }
 
 static void

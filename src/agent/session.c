@@ -93,6 +93,12 @@ session_type_name(enum session_type type)
 	return type == SESSION_CSH ? "shell" : "netconf";
 }
 
+int
+session_is_raw(const struct session *s)
+{
+	return s->se_raw;
+}
+
 static void
 session_reason(struct session *s, const char *why)
 {

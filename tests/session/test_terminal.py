@@ -126,8 +126,6 @@ class Base(unittest.TestCase):
     maxDiff = 4000
 
     def setUp(self):
-        if shutil.which("tmux") is None:
-            self.skipTest("tmux is not installed")
         self.tmp = tempfile.mkdtemp(prefix="ncgrpc-term-")
         os.chmod(self.tmp, 0o755)
         self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
@@ -175,6 +173,8 @@ class Base(unittest.TestCase):
         srvlib.wait_until(idle, timeout, "device %s with an idle connection" % dev)
 
     def tmux(self):
+        if shutil.which("tmux") is None:
+            self.skipTest("tmux is not installed")
         t = Tmux(self.tmp)
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": self.tmp,
                "TERM": "tmux-256color", "LANG": "C.UTF-8", "PS1": "local$ "}
@@ -450,6 +450,7 @@ class NmsFallbackTest(Base):
         self.assertRegex(out, r"term=dumb size=24 80")
         sess.send_csh("exit")
         self.assertTrue(sess.ended.wait(10))
+        self.assertFalse(a.find(r"raw terminal"))
 
 
 class AgentRawTest(Base):
@@ -497,6 +498,7 @@ class AgentRawTest(Base):
         sess.send_csh("stty size\r")
         sess.read_until(re.compile(r"[\r\n]40 120\r\n"), 10)
         a.wait_log(r"ignoring a window of 0x40 from the server: out of range", 5)
+        self.assertTrue(a.find(r"session \d+ \(shell, raw terminal\) started"))
         self.assertTrue(a.find(r"ignoring an invalid terminal type"))
         self.assertTrue(a.find(r"ignoring an invalid window size"))
         sess.send_csh("exit\r")
