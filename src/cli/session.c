@@ -837,8 +837,13 @@ cmd_session(const struct cli *cl, int argc, char **argv)
 	/* Whatever happens, the terminal gets its settings back. */
 	atexit(tty_restore);
 	if (sess.s_tty && sess.s_shell && !sess.s_line_only) {
+		struct termext_window w;
+
 		sess.s_ask_raw = 1;
-		(void)tty_window(STDIN_FILENO, &sess.s_cols, &sess.s_rows);
+		/* A size ncgrpcd would refuse is not sent (80x24 then). */
+		if (tty_window(STDIN_FILENO, &sess.s_cols, &sess.s_rows) != 0 ||
+		    termext_window_check(sess.s_cols, sess.s_rows, &w) != 0)
+			sess.s_cols = sess.s_rows = 0;
 		uv_signal_init(sess.s_loop, &sess.s_winch);
 		uv_signal_start(&sess.s_winch, s_on_winch, SIGWINCH);
 		sess.s_winch_open = 1;
