@@ -570,9 +570,10 @@ op_on_half_close(struct grpc_call *c, void *arg)
 	 * A last shell line without its newline is still a line; the start
 	 * of a character that never completed goes as U+FFFD.
 	 */
-	if (os->os_raw && os->os_ncarry > 0) {
-		send_to_device(os, DEVIN_SHELL_RAW, os->os_carry, os->os_ncarry,
-		               0);
+	if (os->os_raw) {
+		if (os->os_ncarry > 0)
+			send_to_device(os, DEVIN_SHELL_RAW, os->os_carry,
+			               os->os_ncarry, 0);
 		os->os_ncarry = 0;
 	} else if (os->os_type == BROKER_SHELL)
 		flush_lines(os, 1);
