@@ -22,6 +22,7 @@
 #include "grpc.h"
 #include "log.h"
 #include "ncgrpc.pb-c.h"
+#include "termext.h"
 #include "tls.h"
 
 #define SVC            "/jnx.jet.netconf.Ncgrpc/"
@@ -293,8 +294,10 @@ start_session(struct aconn *ac, struct grpc_call *init)
 		return;
 	}
 	cl->cl_nsessions++;
-	log_info("client \"%s\": session %u (%s) started with %s", cl->cl_name,
-	         ac->ac_sid, session_type_name(ac->ac_type), ac->ac_peer);
+	log_info("client \"%s\": session %u (%s%s) started with %s",
+	         cl->cl_name, ac->ac_sid, session_type_name(ac->ac_type),
+	         session_is_raw(ac->ac_session) ? ", raw terminal" : "",
+	         ac->ac_peer);
 }
 
 static void
@@ -366,15 +369,14 @@ send_packed(struct grpc_call *c, const ProtobufCMessage *m)
 }
 
 static void
-start_unary(struct aconn *ac, const char *method,
+start_unary(struct aconn *ac, const char *method, const struct grpc_mdlist *md,
             const struct grpc_call_ops *ops, const ProtobufCMessage *m)
 {
 	int rc;
 
 	free(ac->ac_resp);
 	ac->ac_resp = NULL;
-	rc = grpc_call_start(ac->ac_conn, method, NULL, 0, ops, ac,
-	                     &ac->ac_call);
+	rc = grpc_call_start(ac->ac_conn, method, md, 0, ops, ac, &ac->ac_call);
 	if (rc == 0 && (rc = send_packed(ac->ac_call, m)) != 0)
 		grpc_call_cancel(ac->ac_call);
 	if (rc != 0)
@@ -387,6 +389,7 @@ start_initialize(struct aconn *ac)
 	struct client *cl = ac->ac_client;
 	Jnx__Jet__Netconf__NcgrpcInitializeRequest req =
 	    JNX__JET__NETCONF__NCGRPC_INITIALIZE_REQUEST__INIT;
+	struct grpc_mdlist md = {0};
 
 	ac->ac_state = AC_INIT;
 	req.instance_id = cl->cl_cs->cs_instance_id;
@@ -394,7 +397,17 @@ start_initialize(struct aconn *ac)
 	req.secret_key = cl->cl_secret;
 	log_debug("client \"%s\": waiting for a session request from %s",
 	          cl->cl_name, ac->ac_peer);
-	start_unary(ac, SVC "NcgrpcInitialize", &init_ops, &req.base);
+	/*
+	 * The offer of the raw-terminal extension (termext.h): metadata a
+	 * server that does not know it ignores, as gRPC servers do.
+	 */
+	if (grpc_md_add(&md, TERMEXT_MD_MODE, TERMEXT_RAW,
+	                strlen(TERMEXT_RAW)) != 0) {
+		aconn_close(ac, -ENOMEM);
+		return;
+	}
+	start_unary(ac, SVC "NcgrpcInitialize", &md, &init_ops, &req.base);
+	grpc_md_free(&md);
 }
 
 /* Connection events. */
@@ -413,7 +426,8 @@ conn_on_ready(struct grpc_conn *conn, void *arg)
 	cl->cl_last_good = ac->ac_addr;
 	log_info("client \"%s\": connected to %s", cl->cl_name, ac->ac_peer);
 	req.req = JNX__JET__NETCONF__STATUS_REQUEST__REQ_RUNNING;
-	start_unary(ac, SVC "NcgrpcServerStatusGet", &status_ops, &req.base);
+	start_unary(ac, SVC "NcgrpcServerStatusGet", NULL, &status_ops,
+	            &req.base);
 }
 
 static void

@@ -17,6 +17,7 @@
 #include "ncgrpc_wire.pb-c.h"
 #include "proc.h"
 #include "session.h"
+#include "termext.h"
 #include "utf8.h"
 
 #define CMDGET_PATH           "/jnx.jet.netconf.Ncgrpc/NcgrpcCommandGet"
@@ -76,6 +77,10 @@ struct session {
 	uint64_t se_last_input; /* loop time of the last line to the shell */
 	uv_timer_t se_hangup;   /* the server hung up: end the process */
 	int se_nhandles;        /* timers whose close callback is pending */
+	/* The raw-terminal extension (termext.h), granted for this shell. */
+	int se_raw;
+	struct termext_window se_window;    /* initial pty size */
+	char se_term[TERMEXT_TERM_MAX + 1]; /* TERM of the shell */
 };
 
 static const struct proc_cb session_proc_cb;
@@ -85,6 +90,12 @@ const char *
 session_type_name(enum session_type type)
 {
 	return type == SESSION_CSH ? "shell" : "netconf";
+}
+
+int
+session_is_raw(const struct session *s)
+{
+	return s->se_raw;
 }
 
 static void
@@ -464,6 +475,45 @@ shell_signal(struct session *s, int sig, const ProtobufCBinaryData *cmd)
 	return 0;
 }
 
+/*
+ * Input of a raw-terminal session: the bytes go to the pty as they are
+ * (keystrokes: no newline, no line limits, no hang-up line), a window
+ * size resizes the pty (the kernel sends SIGWINCH to its foreground job),
+ * and a signal goes at once: with raw keystrokes the line discipline
+ * already turns Ctrl-C into SIGINT, so nothing needs to settle.  0, or a
+ * negative code after which input would be lost.
+ */
+static int
+raw_input(struct session *s, const Ncgrpc__Wire__CommandGetResponse *r, int sig)
+{
+	const ProtobufCBinaryData *cmd = NULL;
+	struct termext_window w;
+	int rc;
+
+	if (r->window != NULL) {
+		if (termext_window_check(r->window->cols, r->window->rows,
+		                         &w) == 0)
+			proc_resize(s->se_proc, w.tw_rows, w.tw_cols);
+		else
+			log_warnx("ignoring a window of %ux%u from the server: "
+			          "out of range",
+			          (unsigned)r->window->cols,
+			          (unsigned)r->window->rows);
+	}
+	if (r->command_case ==
+	    NCGRPC__WIRE__COMMAND_GET_RESPONSE__COMMAND_CSH_COMMAND)
+		cmd = &r->csh_command;
+	else if (r->command_case ==
+	         NCGRPC__WIRE__COMMAND_GET_RESPONSE__COMMAND_NETCONF_COMMAND)
+		cmd = &r->netconf_command;
+	if (cmd != NULL && cmd->len > 0 &&
+	    (rc = write_input(s, cmd->data, cmd->len, 0)) != 0)
+		return rc;
+	if (sig != 0 && s->se_proc != NULL)
+		proc_kill(s->se_proc, sig);
+	return 0;
+}
+
 static void
 on_call_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 {
@@ -493,6 +543,10 @@ on_call_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 		          (unsigned long long)r->kill_signal);
 	if (s->se_proc == NULL)
 		goto out;
+	if (s->se_raw) {
+		rc = raw_input(s, r, sig);
+		goto pause;
+	}
 	if (sig != 0 && cmd != NULL &&
 	    is_hangup_line(s->se_type, cmd->data, cmd->len)) {
 		log_info("the server hung up the %s session (line and signal "
@@ -523,6 +577,7 @@ on_call_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 	}
 	if (sig != 0)
 		proc_kill(s->se_proc, sig);
+pause:
 	/* A process that does not read stops the stream. */
 	if (s->se_proc != NULL && proc_queued(s->se_proc) >= PROC_INPUT_HIWAT)
 		grpc_call_pause(c);
@@ -653,10 +708,12 @@ session_spawn(struct session *s, const struct session_env *env, uv_loop_t *loop,
 	env_add(&e, "LANG", "C.UTF-8");
 	if (s->se_type == SESSION_CSH) {
 		/* Line mode: no escape sequences in prompts. */
-		env_add(&e, "TERM", "dumb");
+		env_add(&e, "TERM", s->se_raw ? s->se_term : "dumb");
 		argv[0] = shell;
 		argv[1] = NULL;
 		po.po_pty = 1;
+		po.po_cols = s->se_window.tw_cols;
+		po.po_rows = s->se_window.tw_rows;
 	} else {
 		ssh_connection(sshc, sizeof(sshc), peer);
 		env_add(&e, "SSH_CONNECTION", sshc);
@@ -673,6 +730,40 @@ session_spawn(struct session *s, const struct session_env *env, uv_loop_t *loop,
 	rc = proc_spawn(loop, &po, &session_proc_cb, s, &s->se_proc);
 	env_free(&e);
 	return rc;
+}
+
+/*
+ * Whether the server granted the raw-terminal extension that we offered
+ * (client.c), in the Initialize trailers, and with which window and
+ * terminal type.  Bad values fall back to defaults: the session still
+ * works, and the server can send the size again.
+ */
+static void
+session_terminal(struct session *s, const struct grpc_mdlist *md)
+{
+	const struct grpc_md *m;
+
+	if (s->se_type != SESSION_CSH ||
+	    (m = grpc_md_get(md, TERMEXT_MD_MODE)) == NULL ||
+	    m->md_len != strlen(TERMEXT_RAW) ||
+	    memcmp(m->md_value, TERMEXT_RAW, m->md_len) != 0)
+		return;
+	s->se_raw = 1;
+	snprintf(s->se_term, sizeof(s->se_term), "%s", TERMEXT_TERM_DEFAULT);
+	if ((m = grpc_md_get(md, TERMEXT_MD_TERM)) != NULL) {
+		if (termext_term_ok(m->md_value, m->md_len))
+			snprintf(s->se_term, sizeof(s->se_term), "%.*s",
+			         (int)m->md_len, (const char *)m->md_value);
+		else
+			log_warnx("ignoring an invalid terminal type from the "
+			          "server");
+	}
+	if ((m = grpc_md_get(md, TERMEXT_MD_WINDOW)) != NULL &&
+	    termext_window_parse(m->md_value, m->md_len, &s->se_window) != 0)
+		log_warnx("ignoring an invalid window size from the server");
+	log_debug("raw terminal \"%s\" %ux%u granted", s->se_term,
+	          (unsigned)s->se_window.tw_cols,
+	          (unsigned)s->se_window.tw_rows);
 }
 
 int
@@ -695,6 +786,8 @@ session_start(struct grpc_conn *conn, enum session_type type,
 	s->se_done = done;
 	s->se_arg = arg;
 	s->se_stats.ss_exit_status = -1;
+	if (md != NULL)
+		session_terminal(s, md);
 	rc = grpc_call_start(conn, CMDGET_PATH, md, 0, &session_call_ops, s,
 	                     &s->se_call);
 	if (rc != 0) {

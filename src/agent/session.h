@@ -69,4 +69,11 @@ void session_stop(struct session *s, const char *why);
 
 const char *session_type_name(enum session_type type);
 
+/*
+ * Nonzero when the server granted the session a raw terminal (the
+ * extension of docs/protocol.md, "Raw terminal"), which the agent offers
+ * on every Initialize: keystrokes as they come, window sizes, a real TERM.
+ */
+int session_is_raw(const struct session *s);
+
 #endif

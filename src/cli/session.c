@@ -8,9 +8,21 @@
  * end a shell gets "exit\n" and the sending side is closed; the session
  * then ends when the device says so ("ended", then the call's status).
  *
- * Terminal mode: the terminal stays in canonical mode, so each read is a
- * line the user typed; SIGINT is forwarded to the device as a signal
- * message, and Ctrl-D (end of file) ends the session.
+ * Terminal mode, shell: a raw terminal is asked for (unless --line).  When
+ * the device grants it, the local terminal goes raw (tty.h): every key goes
+ * to the device as it is typed, the device echoes, the window size goes at
+ * the start and on SIGWINCH, and the escapes of tty.h work ("~." leaves,
+ * "~^Z" suspends).  When it does not (a Junos device), the session is in
+ * line mode, said so on stderr, and the terminal keeps its line editing
+ * without local echo: the device echoes each line once it is sent, so
+ * nothing shows twice.
+ *
+ * Terminal mode, line (and NETCONF): the terminal stays in canonical mode,
+ * so each read is a line the user typed; SIGINT is forwarded to the device
+ * as a signal message, and Ctrl-D (end of file) ends the session.
+ *
+ * The terminal's settings are put back on every way out: the end of the
+ * session, an error, a signal (handled in the loop), exit() (atexit).
  *
  * Output data is written to stdout with blocking writes: a slow stdout
  * stalls the loop, and HTTP/2 flow control then stops the device.
@@ -29,6 +41,8 @@
 #include "err.h"
 #include "grpc.h"
 #include "ncgrpc_operator.pb-c.h"
+#include "termext.h"
+#include "tty.h"
 
 #define SESS_READ_SIZE  (64 * 1024)
 #define SESS_SHELL_READ (16 * 1024) /* see input_data() */
@@ -83,10 +97,20 @@ static struct {
 
 	uv_signal_t s_sig[NSIGNALS];
 	int s_sig_open;
+
+	/* The terminal of a shell session (tty.h). */
+	int s_line_only; /* --line */
+	int s_ask_raw;   /* a raw terminal was asked for */
+	int s_raw;       /* ... and granted: the local terminal is raw */
+	unsigned s_cols, s_rows; /* the window size the device knows */
+	struct tty_esc s_esc;
+	uv_signal_t s_winch;
+	int s_winch_open;
 } sess;
 
 static void sess_read_more(void);
 static void stop_input(void);
+static void send_window(void);
 
 /* Closes every handle; the loop then ends once the connection is gone. */
 static void
@@ -105,6 +129,11 @@ sess_finish(void)
 		for (i = 0; i < NSIGNALS; i++)
 			uv_close((uv_handle_t *)&sess.s_sig[i], NULL);
 	}
+	if (sess.s_winch_open) {
+		sess.s_winch_open = 0;
+		uv_close((uv_handle_t *)&sess.s_winch, NULL);
+	}
+	tty_restore();
 	opconn_close();
 }
 
@@ -174,6 +203,11 @@ input_eof(void)
 	stop_input();
 	if (sess.s_call == NULL)
 		return;
+	if (sess.s_raw) {
+		/* The terminal went away: hang up, as for SIGHUP. */
+		sess_abort(128 + SIGHUP);
+		return;
+	}
 	if (sess.s_shell) {
 		/* A last line without newline must not swallow the exit. */
 		rc = send_input(sess.s_last_nl ? "exit\n" : "\nexit\n",
@@ -198,6 +232,86 @@ input_eof(void)
 }
 
 /*
+ * ~^Z: ncgrpc stops with the terminal as it found it, and takes it back
+ * raw when continued (the window may have changed meanwhile).  The
+ * session goes on on the device; its output waits in flow control.
+ */
+static void
+suspend(void)
+{
+	int rc;
+
+	tty_restore();
+	fprintf(stderr, "\r\nncgrpc: suspended (~^Z)\n");
+	raise(SIGTSTP);
+	if ((rc = tty_raw(STDIN_FILENO)) != 0) {
+		cli_err("cannot put the terminal in raw mode: %s",
+		        strerror(-rc));
+		sess_abort(CLI_EXIT_FAIL);
+		return;
+	}
+	send_window();
+}
+
+/*
+ * Keys typed in a raw session go as they are, but for the escapes at the
+ * start of a line: "~." leaves (the session is cancelled, as when the
+ * operator hangs up), "~^Z" suspends, "~?" lists them, "~~" sends one "~".
+ */
+static void
+input_raw(const char *buf, size_t len)
+{
+	const uint8_t *p = (const uint8_t *)buf;
+	uint8_t out[SESS_SHELL_READ + 1];
+	enum tty_esc_action act;
+	size_t n, used;
+	int rc = 0;
+
+	while (len > 0) {
+		act = tty_esc_filter(&sess.s_esc, p, len, out, &n, &used);
+		p += used;
+		len -= used;
+		if (n > 0)
+			rc = send_input(out, n, 0);
+		if (sess.s_call == NULL)
+			return;
+		if (rc != 0) {
+			tty_restore();
+			cli_err("cannot send input: %s", ncg_strerror(rc));
+			sess_abort(CLI_EXIT_FAIL);
+			return;
+		}
+		switch (act) {
+		case TTY_ESC_LEAVE:
+			tty_restore();
+			fprintf(stderr,
+			        "\r\nncgrpc: leaving the session (~.)\n");
+			sess.s_user_ended = 1;
+			grpc_call_cancel(sess.s_call);
+			return;
+		case TTY_ESC_SUSPEND:
+			suspend();
+			if (sess.s_call == NULL || sess.s_finished)
+				return;
+			break;
+		case TTY_ESC_HELP:
+			fprintf(
+			    stderr,
+			    "\r\nncgrpc escapes, at the start of a line:\r\n"
+			    "  ~.   leave the session\r\n"
+			    "  ~^Z  suspend ncgrpc\r\n"
+			    "  ~~   send one ~\r\n"
+			    "  ~?   this list\r\n");
+			break;
+		case TTY_ESC_NONE:
+			break;
+		}
+	}
+	if (grpc_call_queued(sess.s_call) >= GRPC_CALL_HIWAT)
+		sess.s_blocked = 1;
+}
+
+/*
  * Sends what was read; stops reading while the call's queue is full.
  *
  * ncgrpcd cuts shell input into lines; only a single line over 64 KiB is
@@ -212,6 +326,10 @@ input_data(const char *buf, size_t len)
 	size_t cut[4], i, n = 0;
 	int rc = 0;
 
+	if (sess.s_raw) {
+		input_raw(buf, len);
+		return;
+	}
 	cut[n++] = 0;
 	if (sess.s_shell && (first = memchr(buf, '\n', len)) != NULL) {
 		last = memrchr(buf, '\n', len);
@@ -364,15 +482,47 @@ open_input(void)
 static void
 on_started(const Ncgrpc__Operator__V1__SessionStarted *st)
 {
+	const char *dev =
+	    st->device_id[0] != '\0' ? st->device_id : sess.s_device;
+	const char *peer = st->peer[0] != '\0' ? st->peer : "?";
+	int rc;
+
 	sess.s_started = 1;
-	if (sess.s_tty)
+	if (sess.s_ask_raw &&
+	    st->terminal == NCGRPC__OPERATOR__V1__TERMINAL_MODE__RAW) {
+		if ((rc = tty_raw(STDIN_FILENO)) != 0) {
+			cli_err("cannot put the terminal in raw mode: %s",
+			        strerror(-rc));
+			sess_abort(CLI_EXIT_FAIL);
+			return;
+		}
+		sess.s_raw = 1;
+		fprintf(stderr,
+		        "connected to %s (shell, raw terminal) via %s; ~. "
+		        "leaves\r\n",
+		        dev, peer);
+		/* The window may have changed since the open message. */
+		send_window();
+	} else if (sess.s_tty && sess.s_shell) {
+		if (sess.s_ask_raw)
+			fprintf(
+			    stderr,
+			    "ncgrpc: %s does not offer a raw terminal: line "
+			    "mode\n",
+			    dev);
+		/* The device echoes each line: the terminal does not. */
+		if ((rc = tty_noecho(STDIN_FILENO)) != 0)
+			cli_err("cannot turn the terminal's echo off: %s",
+			        strerror(-rc));
+		fprintf(stderr,
+		        "connected to %s (shell, line mode) via %s; lines are "
+		        "shown once sent; Ctrl-C sends SIGINT, Ctrl-D ends\n",
+		        dev, peer);
+	} else if (sess.s_tty)
 		fprintf(stderr,
 		        "connected to %s (%s) via %s; Ctrl-C sends SIGINT, "
 		        "Ctrl-D ends\n",
-		        st->device_id[0] != '\0' ? st->device_id
-		                                 : sess.s_device,
-		        sess.s_shell ? "shell" : "netconf",
-		        st->peer[0] != '\0' ? st->peer : "?");
+		        dev, sess.s_shell ? "shell" : "netconf", peer);
 	sess_read_more();
 }
 
@@ -443,6 +593,8 @@ s_on_end(struct grpc_call *c, int status, const char *message, void *arg)
 	(void)c;
 	(void)arg;
 	sess.s_call = NULL;
+	/* Messages below are for a terminal in its own mode again. */
+	tty_restore();
 	why = sess.s_ended && sess.s_reason[0] != '\0' ? sess.s_reason
 	      : message[0] != '\0'                     ? message
 	                           : grpc_status_name(status);
@@ -483,6 +635,8 @@ s_on_ready(struct grpc_conn *conn, void *arg)
 	    NCGRPC__OPERATOR__V1__SESSION_INPUT__INIT;
 	Ncgrpc__Operator__V1__SessionOpen o =
 	    NCGRPC__OPERATOR__V1__SESSION_OPEN__INIT;
+	Ncgrpc__Operator__V1__WindowSize win =
+	    NCGRPC__OPERATOR__V1__WINDOW_SIZE__INIT;
 	int rc;
 
 	(void)arg;
@@ -500,6 +654,18 @@ s_on_ready(struct grpc_conn *conn, void *arg)
 	o.type = sess.s_shell ? NCGRPC__OPERATOR__V1__SESSION_TYPE__SHELL
 	                      : NCGRPC__OPERATOR__V1__SESSION_TYPE__NETCONF;
 	o.wait_ms = sess.s_wait_ms;
+	if (sess.s_ask_raw) {
+		const char *term = getenv("TERM");
+
+		o.terminal = NCGRPC__OPERATOR__V1__TERMINAL_MODE__RAW;
+		if (sess.s_cols != 0) {
+			win.cols = sess.s_cols;
+			win.rows = sess.s_rows;
+			o.window = &win;
+		}
+		if (term != NULL && termext_term_ok(term, strlen(term)))
+			o.term = (char *)(uintptr_t)term;
+	}
 	in.input_case = NCGRPC__OPERATOR__V1__SESSION_INPUT__INPUT_OPEN;
 	in.open = &o;
 	rc = opconn_send(sess.s_call, &in.base);
@@ -523,13 +689,58 @@ static const struct opconn_ops s_conn_ops = {
     .oo_closed = s_on_closed,
 };
 
+/*
+ * Sends the terminal's window size when it differs from what the device
+ * knows.  A terminal that cannot tell its size sends nothing.
+ */
+static void
+send_window(void)
+{
+	Ncgrpc__Operator__V1__SessionInput in =
+	    NCGRPC__OPERATOR__V1__SESSION_INPUT__INIT;
+	Ncgrpc__Operator__V1__WindowSize win =
+	    NCGRPC__OPERATOR__V1__WINDOW_SIZE__INIT;
+	struct termext_window ok;
+	unsigned cols, rows;
+	int rc;
+
+	if (!sess.s_raw || sess.s_call == NULL ||
+	    tty_window(STDIN_FILENO, &cols, &rows) != 0 ||
+	    termext_window_check(cols, rows, &ok) != 0 ||
+	    (cols == sess.s_cols && rows == sess.s_rows))
+		return;
+	sess.s_cols = cols;
+	sess.s_rows = rows;
+	win.cols = cols;
+	win.rows = rows;
+	in.input_case = NCGRPC__OPERATOR__V1__SESSION_INPUT__INPUT_WINDOW;
+	in.window = &win;
+	rc = opconn_send(sess.s_call, &in.base);
+	if (rc != 0 && sess.s_call != NULL) {
+		tty_restore();
+		cli_err("cannot send the window size: %s", ncg_strerror(rc));
+		sess_abort(CLI_EXIT_FAIL);
+	}
+}
+
+static void
+s_on_winch(uv_signal_t *h, int signum)
+{
+	(void)h;
+	(void)signum;
+	send_window();
+}
+
 static void
 s_on_signal(uv_signal_t *h, int signum)
 {
 	size_t i;
 
 	(void)h;
-	/* In a terminal, Ctrl-C is for the device's processes. */
+	/*
+	 * In a terminal, Ctrl-C is for the device's processes (in a raw
+	 * session it is a key and never reaches us as a signal).
+	 */
 	if (signum == SIGINT && sess.s_tty && sess.s_started &&
 	    sess.s_call != NULL) {
 		int rc = send_input(NULL, 0, 2);
@@ -551,6 +762,7 @@ parse_args(int argc, char **argv)
 	    {"netconf", no_argument, NULL, 'n'},
 	    {"shell", no_argument, NULL, 's'},
 	    {"wait", required_argument, NULL, 'w'},
+	    {"line", no_argument, NULL, 'l'},
 	    {NULL, 0, NULL, 0},
 	};
 	unsigned long long v;
@@ -567,6 +779,9 @@ parse_args(int argc, char **argv)
 				                       "and --shell exclude "
 				                       "each other");
 			type = ch == 's';
+			break;
+		case 'l':
+			sess.s_line_only = 1;
 			break;
 		case 'w':
 			if (addr_parse_uint(optarg, 0, SESS_MAX_WAIT, &v) != 0)
@@ -592,6 +807,8 @@ parse_args(int argc, char **argv)
 		                       argv[optind + 1]);
 	if (type == -1)
 		return cli_usage_error("session: --netconf or --shell?");
+	if (sess.s_line_only && !type)
+		return cli_usage_error("session: --line is for --shell");
 	sess.s_device = argv[optind];
 	sess.s_shell = type;
 	if (sess.s_device[0] == '\0')
@@ -617,6 +834,20 @@ cmd_session(const struct cli *cl, int argc, char **argv)
 	sess.s_loop = uv_default_loop();
 	sess.s_last_nl = 1;
 	sess.s_tty = isatty(STDIN_FILENO);
+	/* Whatever happens, the terminal gets its settings back. */
+	atexit(tty_restore);
+	if (sess.s_tty && sess.s_shell && !sess.s_line_only) {
+		struct termext_window w;
+
+		sess.s_ask_raw = 1;
+		/* A size ncgrpcd would refuse is not sent (80x24 then). */
+		if (tty_window(STDIN_FILENO, &sess.s_cols, &sess.s_rows) != 0 ||
+		    termext_window_check(sess.s_cols, sess.s_rows, &w) != 0)
+			sess.s_cols = sess.s_rows = 0;
+		uv_signal_init(sess.s_loop, &sess.s_winch);
+		uv_signal_start(&sess.s_winch, s_on_winch, SIGWINCH);
+		sess.s_winch_open = 1;
+	}
 	/* On failure there is no input: the session gets an end of input. */
 	(void)open_input();
 	for (i = 0; i < NSIGNALS; i++) {
@@ -630,6 +861,7 @@ cmd_session(const struct cli *cl, int argc, char **argv)
 		sess_finish();
 	}
 	uv_run(sess.s_loop, UV_RUN_DEFAULT);
+	tty_restore();
 	rc = sess.s_exit;
 	if (uv_loop_close(sess.s_loop) != 0)
 		cli_err("event loop closed with handles open");

@@ -512,6 +512,13 @@ handle_initialize(struct grpc_call *c, void *arg)
 
 	grpc_call_set_max_message(c, BROKER_MAX_UNARY);
 	if (ic != NULL) {
+		const struct grpc_md *m =
+		    grpc_md_get(grpc_call_metadata(c), TERMEXT_MD_MODE);
+
+		/* The device's offer of the raw terminal (termext.h). */
+		ic->ic_raw_offer =
+		    m != NULL && m->md_len == strlen(TERMEXT_RAW) &&
+		    memcmp(m->md_value, TERMEXT_RAW, m->md_len) == 0;
 		ic->ic_state = INIT_AUTH;
 		grpc_call_set_ops(c, &init_ops, ic);
 	}
@@ -534,9 +541,10 @@ broker_initcall_set_state(struct initcall *ic, enum init_state to)
 void
 broker_session_open(struct broker *b, struct grpc_call *op,
                     const char *device_id, enum broker_session_type type,
-                    unsigned wait_ms, uid_t uid)
+                    unsigned wait_ms, uid_t uid,
+                    const struct broker_terminal *term)
 {
-	relay_open(b, op, device_id, type, wait_ms, uid);
+	relay_open(b, op, device_id, type, wait_ms, uid, term);
 }
 
 void

@@ -22,6 +22,7 @@
 #include <uv.h>
 
 #include "grpc.h"
+#include "termext.h"
 
 struct broker;
 struct preauth;
@@ -88,13 +89,25 @@ void *broker_watch(struct broker *b, broker_watch_fn fn, void *arg);
 void broker_unwatch(struct broker *b, void *handle);
 
 /*
+ * What an operator asks of a shell session's terminal
+ * (SessionOpen.terminal, .window, .term).  bt_raw asks for the raw
+ * terminal, which is granted only when the device offered it.
+ */
+struct broker_terminal {
+	int bt_raw;
+	uint16_t bt_cols, bt_rows;          /* 0: the device's default */
+	char bt_term[TERMEXT_TERM_MAX + 1]; /* "": the device's default */
+};
+
+/*
  * Takes over an operator's Session call after its open message: from now
  * on the broker owns the call's callbacks and ends it.  uid is the
- * operator's (for the audit log).
+ * operator's (for the audit log); term may be NULL (line mode).
  */
 void broker_session_open(struct broker *b, struct grpc_call *op,
                          const char *device_id, enum broker_session_type type,
-                         unsigned wait_ms, uid_t uid);
+                         unsigned wait_ms, uid_t uid,
+                         const struct broker_terminal *term);
 
 /*
  * Shutdown: ends every operator session (the operator is told why) and

@@ -27,6 +27,7 @@
 #include "buf.h"
 #include "grpc.h"
 #include "ncframe.h"
+#include "termext.h"
 
 #define SVC                    "/jnx.jet.netconf.Ncgrpc/"
 #define BROKER_BUCKETS         16384
@@ -64,6 +65,7 @@ struct initcall {
 	uint64_t ic_instance;
 	struct peer ic_peer; /* copied: the connection may go first */
 	uint64_t ic_reg_gen; /* b_reg_gen when the check started */
+	int ic_raw_offer;    /* the device offered a raw terminal */
 	TAILQ_ENTRY(initcall) ic_entry;
 };
 
@@ -100,6 +102,17 @@ struct opsess {
 	struct buf os_line;
 	uint64_t os_to_dev, os_from_dev;
 	char os_reason[200];
+	/*
+	 * The raw terminal: asked for by the operator (os_term_ask, with
+	 * the initial window and TERM), granted when the connection given
+	 * to the session offered it (os_raw).  Raw input is relayed as it
+	 * comes, only a character split across messages is carried over.
+	 */
+	struct broker_terminal os_term_ask;
+	int os_raw;
+	uint8_t os_carry[4];
+	size_t os_ncarry;
+	uint64_t os_raw_msgs; /* raw input messages, for the audit log */
 	TAILQ_ENTRY(opsess) os_entry; /* waiting or granted list */
 	int os_listed;
 	LIST_ENTRY(opsess) os_all;
@@ -139,7 +152,8 @@ void broker_initcall_set_state(struct initcall *ic, enum init_state to);
 
 /* relay.c */
 void relay_open(struct broker *b, struct grpc_call *op, const char *device_id,
-                enum broker_session_type type, unsigned wait_ms, uid_t uid);
+                enum broker_session_type type, unsigned wait_ms, uid_t uid,
+                const struct broker_terminal *term);
 void relay_try_grant(struct broker *b, struct device *d);
 void relay_commandget(struct grpc_call *c, void *arg);
 void relay_conn_closed(struct broker *b, struct grpc_conn *conn);

@@ -13,6 +13,7 @@
 #include "log.h"
 #include "ncgrpc_operator.pb-c.h"
 #include "operator.h"
+#include "termext.h"
 #include "utf8.h"
 
 #define OPSVC "/ncgrpc.operator.v1.Operator/"
@@ -224,6 +225,33 @@ handle_watch(struct grpc_call *c, void *arg)
 
 /* Session: the open message, then the broker takes the call over. */
 
+/*
+ * The terminal asked for in open.  -EINVAL for a mode we do not know or a
+ * window size out of range; a terminal type we would not pass on is
+ * dropped (the device uses its default), as the proto says.
+ */
+static int
+open_terminal(const Ncgrpc__Operator__V1__SessionOpen *o,
+              struct broker_terminal *out)
+{
+	struct termext_window w = {0, 0};
+	size_t tl = o->term != NULL ? strlen(o->term) : 0;
+
+	memset(out, 0, sizeof(*out));
+	if (o->terminal != NCGRPC__OPERATOR__V1__TERMINAL_MODE__LINE &&
+	    o->terminal != NCGRPC__OPERATOR__V1__TERMINAL_MODE__RAW)
+		return -EINVAL;
+	if (o->window != NULL &&
+	    termext_window_check(o->window->cols, o->window->rows, &w) != 0)
+		return -EINVAL;
+	out->bt_raw = o->terminal == NCGRPC__OPERATOR__V1__TERMINAL_MODE__RAW;
+	out->bt_cols = w.tw_cols;
+	out->bt_rows = w.tw_rows;
+	if (termext_term_ok(o->term, tl) && tl < sizeof(out->bt_term))
+		memcpy(out->bt_term, o->term, tl + 1);
+	return 0;
+}
+
 static void
 session_first_message(struct grpc_call *c, const uint8_t *msg, size_t len,
                       void *arg)
@@ -231,6 +259,7 @@ session_first_message(struct grpc_call *c, const uint8_t *msg, size_t len,
 	struct broker *b = arg;
 	Ncgrpc__Operator__V1__SessionInput *in;
 	Ncgrpc__Operator__V1__SessionOpen *o;
+	struct broker_terminal term;
 	uid_t uid = (uid_t)-1;
 	char id[256];
 
@@ -254,13 +283,21 @@ session_first_message(struct grpc_call *c, const uint8_t *msg, size_t len,
 		                 NULL);
 		return;
 	}
+	if (open_terminal(o, &term) != 0) {
+		ncgrpc__operator__v1__session_input__free_unpacked(in, NULL);
+		grpc_call_finish(c, GRPC_STATUS_INVALID_ARGUMENT,
+		                 "open has a bad terminal mode or window size",
+		                 NULL);
+		return;
+	}
 	snprintf(id, sizeof(id), "%s", o->device_id);
 	grpc_conn_peer_uid(grpc_call_conn(c), &uid);
 	broker_session_open(b, c, id,
 	                    o->type == NCGRPC__OPERATOR__V1__SESSION_TYPE__SHELL
 	                        ? BROKER_SHELL
 	                        : BROKER_NETCONF,
-	                    o->wait_ms > 600000 ? 600000 : o->wait_ms, uid);
+	                    o->wait_ms > 600000 ? 600000 : o->wait_ms, uid,
+	                    &term);
 	ncgrpc__operator__v1__session_input__free_unpacked(in, NULL);
 }
 

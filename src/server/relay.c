@@ -5,8 +5,10 @@
  * Bytes pass byte-exact both ways with backpressure: an operator that
  * reads slowly pauses the device's stream and the other way round.  NETCONF
  * input is cut into whole messages (ncframe.h), shell input into lines, and
- * a signal travels alone.  Either side ending ends the other; the session
- * state (broker_int.h) changes only in os_set_state().
+ * a signal travels alone.  A raw-terminal shell (termext.h) is not cut into
+ * lines: its keystrokes go on as they come, and window sizes follow.  Either
+ * side ending ends the other; the session state (broker_int.h) changes only in
+ * os_set_state().
  *
  * No call ends inside our own sends, finishes or cancels (grpc.h: on_end
  * comes from the loop), so a session is freed only from the on_end of its
@@ -35,7 +37,15 @@ enum dev_input {
 	DEVIN_SIGNAL,     /* nothing: the signal alone */
 	DEVIN_NETCONF,    /* netconf_command: one whole NETCONF message */
 	DEVIN_SHELL_LINE, /* csh_command: one line, without its newline */
+	DEVIN_SHELL_RAW,  /* csh_command: raw terminal input, as it came */
 };
+
+/*
+ * Raw terminal input goes to the device in pieces of at most this many
+ * bytes (before UTF-8 repair), so that a large paste never makes a message
+ * the device refuses.
+ */
+#define RELAY_RAW_CHUNK (16 * 1024)
 
 static void os_end(struct opsess *, int status, const char *reason);
 static void os_unlist(struct opsess *);
@@ -140,7 +150,7 @@ os_end(struct opsess *os, int status, const char *reason)
 	Ncgrpc__Operator__V1__SessionEnded ended =
 	    NCGRPC__OPERATOR__V1__SESSION_ENDED__INIT;
 	enum os_state prev = os->os_state;
-	char id[24], to[24], from[24];
+	char id[24], to[24], from[24], raw[24];
 
 	if (prev == OS_ENDED)
 		return;
@@ -152,11 +162,13 @@ os_end(struct opsess *os, int status, const char *reason)
 		snprintf(id, sizeof(id), "%" PRIu64, os->os_id);
 		snprintf(to, sizeof(to), "%" PRIu64, os->os_to_dev);
 		snprintf(from, sizeof(from), "%" PRIu64, os->os_from_dev);
+		snprintf(raw, sizeof(raw), "%" PRIu64, os->os_raw_msgs);
 		log_info("session %s (%s) on \"%s\" ended: %s", id,
 		         os_type_name(os), os->os_device, reason);
 		audit_event("session-end", "session", id, "device",
 		            os->os_device, "type", os_type_name(os),
 		            "bytes-to-device", to, "bytes-from-device", from,
+		            "raw-input-messages", os->os_raw ? raw : NULL,
 		            "reason", reason, NULL);
 		if (os->os_op != NULL) {
 			ended.reason = (char *)(uintptr_t)reason;
@@ -222,6 +234,8 @@ grant(struct opsess *os, struct initcall *ic)
 	    JNX__JET__NETCONF__NCGRPC_INITIALIZE_RESPONSE__INIT;
 	struct grpc_mdlist tr = {0};
 	const char *ct = os->os_type == BROKER_SHELL ? "csh" : "netconf";
+	struct termext_window w;
+	char ws[TERMEXT_WINDOW_STRLEN];
 
 	TAILQ_REMOVE(&d->dv_idle, ic, ic_entry);
 	d->dv_nidle--;
@@ -241,6 +255,25 @@ grant(struct opsess *os, struct initcall *ic)
 	                        ? JNX__JET__NETCONF__SESSION_TYPE__CSH
 	                        : JNX__JET__NETCONF__SESSION_TYPE__NETCONF;
 	grpc_md_add(&tr, "conn_type", ct, strlen(ct));
+	/*
+	 * The raw terminal, only to a connection that offered it: a device
+	 * that did not (Junos) never sees these trailers.
+	 */
+	os->os_raw = os->os_type == BROKER_SHELL && os->os_term_ask.bt_raw &&
+	             ic->ic_raw_offer;
+	if (os->os_raw) {
+		const struct broker_terminal *t = &os->os_term_ask;
+
+		grpc_md_add(&tr, TERMEXT_MD_MODE, TERMEXT_RAW,
+		            strlen(TERMEXT_RAW));
+		w.tw_cols = t->bt_cols;
+		w.tw_rows = t->bt_rows;
+		if (termext_window_format(&w, ws, sizeof(ws)) == 0)
+			grpc_md_add(&tr, TERMEXT_MD_WINDOW, ws, strlen(ws));
+		if (t->bt_term[0] != '\0')
+			grpc_md_add(&tr, TERMEXT_MD_TERM, t->bt_term,
+			            strlen(t->bt_term));
+	}
 	grpc_call_send_pb(ic->ic_call, &resp.base);
 	grpc_call_finish(ic->ic_call, GRPC_STATUS_OK, NULL, &tr);
 	grpc_md_free(&tr);
@@ -294,7 +327,7 @@ send_to_device(struct opsess *os, enum dev_input kind, const uint8_t *data,
 		r.command_case =
 		    NCGRPC__WIRE__COMMAND_GET_RESPONSE__COMMAND_NETCONF_COMMAND;
 		r.netconf_command = bd;
-	} else if (kind == DEVIN_SHELL_LINE) {
+	} else if (kind == DEVIN_SHELL_LINE || kind == DEVIN_SHELL_RAW) {
 		r.command_case =
 		    NCGRPC__WIRE__COMMAND_GET_RESPONSE__COMMAND_CSH_COMMAND;
 		r.csh_command = bd;
@@ -303,6 +336,54 @@ send_to_device(struct opsess *os, enum dev_input kind, const uint8_t *data,
 	os->os_to_dev += len;
 	send_failed(os, grpc_call_send_pb(os->os_dev, &r.base));
 	free(clean);
+}
+
+/* A raw session's new window size, alone in a message. */
+static void
+send_window(struct opsess *os, const struct termext_window *w)
+{
+	Ncgrpc__Wire__CommandGetResponse r =
+	    NCGRPC__WIRE__COMMAND_GET_RESPONSE__INIT;
+	Ncgrpc__Wire__TerminalWindow tw = NCGRPC__WIRE__TERMINAL_WINDOW__INIT;
+
+	if (os->os_dev == NULL)
+		return;
+	tw.cols = w->tw_cols;
+	tw.rows = w->tw_rows;
+	r.window = &tw;
+	log_debug("session %" PRIu64 ": window %ux%u", os->os_id,
+	          (unsigned)w->tw_cols, (unsigned)w->tw_rows);
+	send_failed(os, grpc_call_send_pb(os->os_dev, &r.base));
+}
+
+/*
+ * Raw terminal input: relayed as it came, in pieces of at most
+ * RELAY_RAW_CHUNK bytes.  Only the start of a character that the next
+ * message completes is held back (os_carry), so that a character split by
+ * the operator's reads is not turned into U+FFFD.  Keystrokes are not
+ * audited one by one: they are not command lines, and the session-end
+ * event counts them.
+ */
+static void
+take_raw(struct opsess *os, const uint8_t *data, size_t len)
+{
+	uint8_t piece[RELAY_RAW_CHUNK + sizeof(os->os_carry)];
+	size_t take, n, keep;
+
+	os->os_raw_msgs++;
+	while (len > 0 && os->os_dev != NULL) {
+		memcpy(piece, os->os_carry, os->os_ncarry);
+		take = len < RELAY_RAW_CHUNK ? len : RELAY_RAW_CHUNK;
+		memcpy(piece + os->os_ncarry, data, take);
+		data += take;
+		len -= take;
+		n = os->os_ncarry + take;
+		keep = utf8_complete_prefix(piece, n);
+		os->os_ncarry = n - keep;
+		memcpy(os->os_carry, piece + keep, os->os_ncarry);
+		if (keep > 0)
+			send_to_device(os, DEVIN_SHELL_RAW, piece, keep, 0);
+	}
 }
 
 static void
@@ -390,6 +471,7 @@ op_on_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 {
 	struct opsess *os = arg;
 	Ncgrpc__Operator__V1__SessionInput *in;
+	struct termext_window w;
 	int rc = 0;
 
 	in = ncgrpc__operator__v1__session_input__unpack(NULL, len, msg);
@@ -405,8 +487,21 @@ op_on_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 			                  in->data.len);
 			if (rc == 0)
 				rc = flush_netconf(os);
-		} else
+		} else if (os->os_raw)
+			take_raw(os, in->data.data, in->data.len);
+		else
 			rc = take_lines(os, in->data.data, in->data.len);
+		break;
+	case NCGRPC__OPERATOR__V1__SESSION_INPUT__INPUT_WINDOW:
+		/* A line-mode session has no window: ignored, as documented. */
+		if (!os->os_raw)
+			break;
+		if (termext_window_check(in->window->cols, in->window->rows,
+		                         &w) != 0) {
+			rc = -ERANGE;
+			break;
+		}
+		send_window(os, &w);
 		break;
 	case NCGRPC__OPERATOR__V1__SESSION_INPUT__INPUT_SIGNAL:
 		if (in->signal == 0 || in->signal > 64) {
@@ -427,6 +522,9 @@ op_on_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 	else if (rc == -EPROTO)
 		os_end(os, GRPC_STATUS_INVALID_ARGUMENT,
 		       "malformed NETCONF 1.1 chunked framing");
+	else if (rc == -ERANGE)
+		os_end(os, GRPC_STATUS_INVALID_ARGUMENT,
+		       "window size out of range");
 	else if (rc != 0)
 		os_end(os, GRPC_STATUS_INVALID_ARGUMENT,
 		       "unexpected SessionInput");
@@ -451,8 +549,16 @@ op_on_half_close(struct grpc_call *c, void *arg)
 	(void)c;
 	if (os->os_state != OS_ACTIVE)
 		return;
-	/* A last shell line without its newline is still a line. */
-	if (os->os_type == BROKER_SHELL)
+	/*
+	 * A last shell line without its newline is still a line; the start
+	 * of a character that never completed goes as U+FFFD.
+	 */
+	if (os->os_raw) {
+		if (os->os_ncarry > 0)
+			send_to_device(os, DEVIN_SHELL_RAW, os->os_carry,
+			               os->os_ncarry, 0);
+		os->os_ncarry = 0;
+	} else if (os->os_type == BROKER_SHELL)
 		flush_lines(os, 1);
 	else if (ncframe_eof(&os->os_nf) < 0 || flush_netconf(os) < 0)
 		os_end(os, GRPC_STATUS_INVALID_ARGUMENT,
@@ -494,7 +600,8 @@ static const struct grpc_call_ops op_ops = {
 
 void
 relay_open(struct broker *b, struct grpc_call *op, const char *device_id,
-           enum broker_session_type type, unsigned wait_ms, uid_t uid)
+           enum broker_session_type type, unsigned wait_ms, uid_t uid,
+           const struct broker_terminal *term)
 {
 	struct opsess *os;
 	struct device *d;
@@ -510,6 +617,8 @@ relay_open(struct broker *b, struct grpc_call *op, const char *device_id,
 	os->os_op = op;
 	os->os_type = type;
 	os->os_uid = uid;
+	if (term != NULL && type == BROKER_SHELL)
+		os->os_term_ask = *term;
 	snprintf(os->os_device, sizeof(os->os_device), "%s", device_id);
 	ncframe_init(&os->os_nf, BROKER_MAX_NETCONF_MSG);
 	buf_init(&os->os_line, BROKER_MAX_LINE);
@@ -667,17 +776,24 @@ relay_commandget(struct grpc_call *c, void *arg)
 	grpc_call_set_ops(c, &dev_ops, os);
 	snprintf(id, sizeof(id), "%" PRIu64, os->os_id);
 	snprintf(uid, sizeof(uid), "%ld", (long)os->os_uid);
-	log_info("session %s (%s) on \"%s\" started for uid %s", id,
-	         os_type_name(os), os->os_device, uid);
+	log_info("session %s (%s%s) on \"%s\" started for uid %s", id,
+	         os_type_name(os), os->os_raw ? ", raw terminal" : "",
+	         os->os_device, uid);
 	audit_event("session-start", "session", id, "operator-uid", uid,
 	            "device", os->os_device, "type", os_type_name(os), "peer",
-	            os->os_peer, NULL);
+	            os->os_peer, "terminal",
+	            os->os_type != BROKER_SHELL ? NULL
+	            : os->os_raw                ? "raw"
+	                                        : "line",
+	            NULL);
 	st.device_id = os->os_device;
 	st.type = os->os_type == BROKER_SHELL
 	              ? NCGRPC__OPERATOR__V1__SESSION_TYPE__SHELL
 	              : NCGRPC__OPERATOR__V1__SESSION_TYPE__NETCONF;
 	st.peer = os->os_peer;
 	st.session_id = os->os_id;
+	st.terminal = os->os_raw ? NCGRPC__OPERATOR__V1__TERMINAL_MODE__RAW
+	                         : NCGRPC__OPERATOR__V1__TERMINAL_MODE__LINE;
 	out.output_case = NCGRPC__OPERATOR__V1__SESSION_OUTPUT__OUTPUT_STARTED;
 	out.started = &st;
 	send_output(os, &out);

@@ -359,6 +359,9 @@ class NMS:
         expected = self.secrets.get(device)
         ok = expected is not None and request.secret_key == expected
         rec = InitRecord(device, request.instance_id, context.peer(), ok)
+        # Custom request metadata, as sent (an offer of an extension, say).
+        rec.metadata = [(k.lower(), v) for k, v in context.invocation_metadata() or ()
+                        if not k.startswith(":") and k.lower() not in _TRANSPORT_KEYS]
         with self._cond:
             self.inits.append(rec)
             self._cond.notify_all()
@@ -385,7 +388,8 @@ class NMS:
             # connection belongs to it.
             self._granted[rec.peer] = rec
             self._cond.notify_all()
-        context.set_trailing_metadata((("conn_type", rec.session_type),))
+        context.set_trailing_metadata((("conn_type", rec.session_type),)
+                                      + tuple(getattr(rec, "trailers", ())))
         rec.ended.set()
         return self.pb.NcgrpcInitializeResponse(
             session_type=self.pb.CSH if rec.session_type == "csh" else self.pb.NETCONF)
@@ -485,9 +489,10 @@ class NMS:
             return w[-1] if w else None
         return self.wait_for(pred, timeout, "waiting Initialize of %r" % device_id)
 
-    def open_session(self, device_id, session_type, timeout=15):
+    def open_session(self, device_id, session_type, timeout=15, trailers=()):
         """Grants a waiting Initialize of device_id and returns the Session once
-        the device has opened its CommandGet stream."""
+        the device has opened its CommandGet stream.  trailers: more trailing
+        metadata of the Initialize, after conn_type."""
         if session_type not in SESSION_TYPES:
             raise ValueError(session_type)
         deadline = _now() + timeout
@@ -499,6 +504,7 @@ class NMS:
                     rec = cands[-1]
                     rec.state = "granted"
                     rec.session_type = session_type
+                    rec.trailers = tuple(trailers)
                     self._cond.notify_all()
                     break
                 left = deadline - _now()

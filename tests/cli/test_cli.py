@@ -300,12 +300,13 @@ class CliTest(unittest.TestCase):
             p.stderr.close()
 
     def test_terminal_mode(self):
-        """A pty as the terminal: Ctrl-C reaches the device, Ctrl-D ends."""
+        """A pty as the terminal, line mode: Ctrl-C reaches the device,
+        Ctrl-D ends.  (The raw terminal is tests/session/test_terminal.py.)"""
         pid, fd = pty.fork()
         if pid == 0:
             try:
                 os.execv(BIN["ncgrpc"], [BIN["ncgrpc"], "-f", self.env.conf, "session",
-                                         "dev1", "--shell"])
+                                         "dev1", "--shell", "--line"])
             finally:
                 os._exit(127)
         got = b""
@@ -325,7 +326,8 @@ class CliTest(unittest.TestCase):
                     self.assertTrue(d, "terminal closed; got %r" % got)
                     got += d
         try:
-            read_until(rb"connected to dev1 \(shell\) via 127\.0\.0\.1:\d+; Ctrl-C")
+            read_until(rb"connected to dev1 \(shell, line mode\) via 127\.0\.0\.1:\d+; "
+                       rb"lines are shown once sent; Ctrl-C")
             os.write(fd, b"sleep 100\n")
             time.sleep(0.5)
             os.write(fd, b"\x03")

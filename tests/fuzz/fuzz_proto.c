@@ -33,6 +33,8 @@ static const ProtobufCMessageDescriptor *const fz_types[] = {
     &ncgrpc__operator__v1__session_started__descriptor,
     &ncgrpc__operator__v1__session_ended__descriptor,
     &ncgrpc__operator__v1__session_output__descriptor,
+    &ncgrpc__wire__terminal_window__descriptor,
+    &ncgrpc__operator__v1__window_size__descriptor,
 };
 
 #define FZ_NTYPES (sizeof(fz_types) / sizeof(fz_types[0]))

@@ -487,8 +487,23 @@ def proto_seeds():
              pb_varint(4, 7),
              pb_bytes(1, "bye") + pb_varint(2, 10) + pb_varint(3, 20),
              pb_bytes(2, "out") + pb_bytes(3, pb_bytes(1, "x"))]
+    window = pb_varint(1, 100) + pb_varint(2, 30)
+    msgs += [window, window]
     for i, m in enumerate(msgs):
         write("proto", "m%02d" % i, bytes([i]) + m)
+    # The raw-terminal extension: field 100 of the wire CommandGetResponse,
+    # a raw SessionOpen, a window SessionInput.
+    write("proto", "window", bytes([7]) + pb_bytes(100, window))
+    write("proto", "rawopen", bytes([13]) + pb_bytes(1, "r1") + pb_varint(2, 1) +
+          pb_varint(4, 1) + pb_bytes(5, window) + pb_bytes(16, "xterm"))
+    write("proto", "rawinput", bytes([14]) + pb_bytes(4, window))
+
+
+def termext_seeds():
+    for i, v in enumerate(["100x30", "1x1", "4096x4096", "4097x1", "0x24", "80x",
+                           "x24", "080x24", "99999x99999", "80X24", "xterm-256color",
+                           "tmux-256color", "vt100", "x;y", ""]):
+        write("termext", "v%02d" % i, v)
 
 
 def main():
@@ -498,7 +513,7 @@ def main():
         "conf": conf_seeds, "sconf": sconf_seeds,
         "registry": registry_seeds, "ncframe": ncframe_seeds,
         "grpc_frame": grpc_frame_seeds, "grpc_meta": grpc_meta_seeds,
-        "junos9": junos9_seeds, "proto": proto_seeds,
+        "junos9": junos9_seeds, "proto": proto_seeds, "termext": termext_seeds,
     }
     for name, gen in gens.items():
         if only and name not in only:
