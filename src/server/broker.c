@@ -534,9 +534,9 @@ broker_initcall_set_state(struct initcall *ic, enum init_state to)
 void
 broker_session_open(struct broker *b, struct grpc_call *op,
                     const char *device_id, enum broker_session_type type,
-                    unsigned wait_ms, uid_t uid)
+                    unsigned wait_ms, const struct broker_ident *ident)
 {
-	relay_open(b, op, device_id, type, wait_ms, uid);
+	relay_open(b, op, device_id, type, wait_ms, ident);
 }
 
 void
