@@ -93,8 +93,7 @@ audit_event(const char *event, ...)
 	gettimeofday(&tv, NULL);
 	gmtime_r(&tv.tv_sec, &tm);
 	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-	fprintf(mf, "%s.%03ldZ event=%s", ts, (long)(tv.tv_usec / 1000),
-	        event);
+	fprintf(mf, "%s.%03ldZ event=%s", ts, (long)(tv.tv_usec / 1000), event);
 	va_start(ap, event);
 	while ((k = va_arg(ap, const char *)) != NULL) {
 		v = va_arg(ap, const char *);

@@ -240,10 +240,12 @@ sconf_defaults(struct sconf *sc)
 	    (sc->sc_audit_log = strdup(SCONF_DEFAULT_AUDIT_LOG)) == NULL ||
 	    (sc->sc_ssh_listen_host = strdup(SCONF_DEFAULT_SSH_LISTEN_HOST)) ==
 	        NULL ||
-	    (sc->sc_ssh_host_key = strdup(SCONF_DEFAULT_SSH_HOST_KEY)) == NULL ||
+	    (sc->sc_ssh_host_key = strdup(SCONF_DEFAULT_SSH_HOST_KEY)) ==
+	        NULL ||
 	    (sc->sc_ssh_authorized_keys =
 	         strdup(SCONF_DEFAULT_SSH_AUTHORIZED_KEYS)) == NULL ||
-	    (sc->sc_ssh_log_file = strdup(SCONF_DEFAULT_SSH_LOG_FILE)) == NULL ||
+	    (sc->sc_ssh_log_file = strdup(SCONF_DEFAULT_SSH_LOG_FILE)) ==
+	        NULL ||
 	    listen_add(sc, SCONF_DEFAULT_LISTEN_HOST, SCONF_DEFAULT_LISTEN_PORT,
 	               0) != 0) {
 		sconf_clear(sc);
@@ -283,8 +285,8 @@ sconf_free(struct sconf *sc)
  * address).  Returns 0 with host and *port set, or -EINVAL with a message.
  */
 static int
-parse_listen(const char *kwname, const char *value, char *host,
-             size_t hostlen, uint16_t *port, char *msg, size_t msglen)
+parse_listen(const char *kwname, const char *value, char *host, size_t hostlen,
+             uint16_t *port, char *msg, size_t msglen)
 {
 	unsigned long long v;
 	int rc;
@@ -303,9 +305,10 @@ parse_listen(const char *kwname, const char *value, char *host,
 	if (rc != 0 ||
 	    (value[0] == '[' &&
 	     inet_pton(AF_INET6, host, &(struct in6_addr){0}) != 1)) {
-		ncg_seterr(msg, msglen,
-		           "%s: '%.64s' is not HOST:PORT, [IPV6]:PORT or *:PORT",
-		           kwname, value);
+		ncg_seterr(
+		    msg, msglen,
+		    "%s: '%.64s' is not HOST:PORT, [IPV6]:PORT or *:PORT",
+		    kwname, value);
 		return -EINVAL;
 	}
 	return 0;
@@ -781,14 +784,14 @@ static const struct range ranges[] = {
     {SCONF_K_SSH_GRACE, "ssh-login-grace-time",
      offsetof(struct sconf, sc_ssh_grace), 1, SCONF_MAX_SSH_GRACE, 0},
     {SCONF_K_SSH_MAX_STARTUPS, "ssh-max-startups",
-     offsetof(struct sconf, sc_ssh_max_startups), 1,
-     SCONF_MAX_SSH_MAX_STARTUPS, 0},
+     offsetof(struct sconf, sc_ssh_max_startups), 1, SCONF_MAX_SSH_MAX_STARTUPS,
+     0},
     {SCONF_K_SSH_MAX_CONNECTIONS, "ssh-max-connections",
-     offsetof(struct sconf, sc_ssh_max_conns), 1,
-     SCONF_MAX_SSH_MAX_CONNECTIONS, 0},
+     offsetof(struct sconf, sc_ssh_max_conns), 1, SCONF_MAX_SSH_MAX_CONNECTIONS,
+     0},
     {SCONF_K_SSH_MAX_CHANNELS, "ssh-max-channels",
-     offsetof(struct sconf, sc_ssh_max_channels), 1,
-     SCONF_MAX_SSH_MAX_CHANNELS, 0},
+     offsetof(struct sconf, sc_ssh_max_channels), 1, SCONF_MAX_SSH_MAX_CHANNELS,
+     0},
 };
 
 static int

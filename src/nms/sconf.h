@@ -80,7 +80,7 @@
 #define SCONF_DEFAULT_TCP_KEEPALIVE   60
 #define SCONF_DEFAULT_HANDSHAKE_TO    10
 #define SCONF_DEFAULT_DEAD_PEER       30
- /* ncgrpc-sshd, the SSH front door (docs/internals/sshd.md). */
+/* ncgrpc-sshd, the SSH front door (docs/internals/sshd.md). */
 #define SCONF_DEFAULT_SSH_LISTEN_HOST     "::"
 #define SCONF_DEFAULT_SSH_LISTEN_PORT     830
 #define SCONF_DEFAULT_SSH_HOST_KEY        "/etc/ncgrpc/ssh_host_ed25519_key"
@@ -229,11 +229,11 @@ struct sconf {
 	uint16_t sc_ssh_listen_port;
 	char *sc_ssh_host_key;
 	char *sc_ssh_authorized_keys;
-	char *sc_ssh_log_file;         /* "-" for stderr */
-	unsigned sc_ssh_grace;         /* to authenticate, seconds */
-	unsigned sc_ssh_max_startups;  /* not authenticated yet, at once */
-	unsigned sc_ssh_max_conns;     /* SSH connections in all */
-	unsigned sc_ssh_max_channels;  /* per SSH connection */
+	char *sc_ssh_log_file;        /* "-" for stderr */
+	unsigned sc_ssh_grace;        /* to authenticate, seconds */
+	unsigned sc_ssh_max_startups; /* not authenticated yet, at once */
+	unsigned sc_ssh_max_conns;    /* SSH connections in all */
+	unsigned sc_ssh_max_channels; /* per SSH connection */
 	/* Line of each single-valued keyword's value, 0 for none. */
 	unsigned sc_line[SCONF_K_COUNT];
 	/* Where sc_listen and sc_names came from: 0 default, 1 file, 2 set. */

@@ -727,14 +727,12 @@ test_ssh_keys(void **state)
 	assert_int_equal(sc->sc_ssh_max_channels, 3);
 	assert_int_equal(sconf_validate(sc, err, sizeof(err)), 0);
 	/* The command line overrides the file. */
-	assert_int_equal(sconf_set(sc, "ssh-listen", "[::1]:22", err,
-	                           sizeof(err)),
-	                 0);
+	assert_int_equal(
+	    sconf_set(sc, "ssh-listen", "[::1]:22", err, sizeof(err)), 0);
 	assert_string_equal(sc->sc_ssh_listen_host, "::1");
 	assert_int_equal(sc->sc_ssh_listen_port, 22);
-	assert_int_equal(sconf_set(sc, "ssh-listen", "nonsense", err,
-	                           sizeof(err)),
-	                 -EINVAL);
+	assert_int_equal(
+	    sconf_set(sc, "ssh-listen", "nonsense", err, sizeof(err)), -EINVAL);
 	assert_string_equal(sc->sc_ssh_listen_host, "::1");
 	sconf_free(sc);
 
