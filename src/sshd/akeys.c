@@ -396,7 +396,7 @@ akeys_parse(const char *name, const char *text, size_t len, struct akeys **out,
 	}
 	if ((as = calloc(1, sizeof(*as))) == NULL)
 		goto nomem;
-	for (; p < end; p = eol + 1) {
+	for (; p < end; p = eol < end ? eol + 1 : end) {
 		line++;
 		if ((eol = memchr(p, '\n', (size_t)(end - p))) == NULL)
 			eol = end;
@@ -444,8 +444,6 @@ akeys_parse(const char *name, const char *text, size_t len, struct akeys **out,
 		}
 		as->as_keys = grown;
 		as->as_keys[as->as_nkeys++] = ak;
-		if (eol == end)
-			break;
 	}
 	if (err != NULL && errlen > 0)
 		err[0] = '\0';
