@@ -1172,7 +1172,8 @@ on_poll(uv_poll_t *p, int status, int events)
 	if (c->c_state == CONN_DEAD)
 		return;
 	if (status < 0) {
-		conn_close(c, uv_strerror(status));
+		/* libuv reports POLLERR (a reset, mostly) as UV_EBADF. */
+		conn_close(c, status == UV_EBADF ? "socket error" : uv_strerror(status));
 		return;
 	}
 	c->c_busy++;
