@@ -32,8 +32,7 @@
  * that the blob decodes and names the same type.  Returns 0, or -EINVAL.
  */
 static int
-parse_pub(char *text, char **type, char **b64, uint8_t *blob,
-          size_t *bloblen)
+parse_pub(char *text, char **type, char **b64, uint8_t *blob, size_t *bloblen)
 {
 	char *nl, *sp, *end;
 	size_t len, tlen;
@@ -47,8 +46,8 @@ parse_pub(char *text, char **type, char **b64, uint8_t *blob,
 	if ((sp = strchr(end, ' ')) != NULL)
 		*sp = '\0';
 	len = strlen(end);
-	if (len == 0 || base64_decode(end, len, blob, KH_MAX_BLOB, bloblen,
-	                              0) != 0)
+	if (len == 0 ||
+	    base64_decode(end, len, blob, KH_MAX_BLOB, bloblen, 0) != 0)
 		return -EINVAL;
 	/* The blob starts with its type: uint32 length, then the bytes. */
 	if (*bloblen < 4)
@@ -83,14 +82,13 @@ static int
 host_valid(const char *h)
 {
 	return h[0] != '\0' && strlen(h) <= KH_MAX_HOST &&
-	       strspn(h, "abcdefghijklmnopqrstuvwxyz"
-	                 "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:_") ==
-	           strlen(h);
+	       strspn(h,
+	              "abcdefghijklmnopqrstuvwxyz"
+	              "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:_") == strlen(h);
 }
 
 static void
-print_line(const char *host, unsigned port, const char *type,
-           const char *b64)
+print_line(const char *host, unsigned port, const char *type, const char *b64)
 {
 	if (port == 22)
 		printf("%s %s %s\n", host, type, b64);

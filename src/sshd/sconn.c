@@ -95,6 +95,7 @@ struct schan {
 	int ch_last_nl;  /* the last byte sent to a shell was a newline */
 	uint64_t ch_to_dev, ch_from_dev;
 	int ch_exit;
+	int ch_exit_sent; /* the client got exit-status ch_exit */
 	int ch_ended_ok;
 	char ch_reason[256];
 };
@@ -182,7 +183,8 @@ audit_chan_end(struct schan *ch)
 	            c->c_peer, "device", c->c_dev, "channel",
 	            chan_type_name(ch), "pty", ch->ch_pty ? "yes" : "no",
 	            "bytes-to-device", to, "bytes-from-device", from,
-	            "exit-status", ex, "reason", ch->ch_reason, NULL);
+	            "exit-status", ch->ch_exit_sent ? ex : NULL, "reason",
+	            ch->ch_reason, NULL);
 }
 
 /* --- Operator calls --- */
@@ -862,8 +864,9 @@ chan_flush(struct schan *ch)
 	/* Over, and all written: exit status, EOF, close. */
 	if (ch->ch_state == CH_DRAIN && buf_len(&ch->ch_out) == 0 &&
 	    ch->ch_call == NULL && ch->ch_ssh != NULL) {
-		(void)ssh_channel_request_send_exit_status(ch->ch_ssh,
-		                                           ch->ch_exit);
+		if (ssh_channel_request_send_exit_status(ch->ch_ssh,
+		                                         ch->ch_exit) == SSH_OK)
+			ch->ch_exit_sent = 1;
 		(void)ssh_channel_send_eof(ch->ch_ssh);
 		ch->ch_state = CH_DONE;
 	}
@@ -1173,7 +1176,8 @@ on_poll(uv_poll_t *p, int status, int events)
 		return;
 	if (status < 0) {
 		/* libuv reports POLLERR (a reset, mostly) as UV_EBADF. */
-		conn_close(c, status == UV_EBADF ? "socket error" : uv_strerror(status));
+		conn_close(c, status == UV_EBADF ? "socket error"
+		                                 : uv_strerror(status));
 		return;
 	}
 	c->c_busy++;

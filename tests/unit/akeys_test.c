@@ -30,7 +30,8 @@ group_setup(void **state)
 
 	(void)state;
 	for (i = 0; i < 3; i++) {
-		if (ssh_pki_generate(SSH_KEYTYPE_ED25519, 0, &keys[i]) != SSH_OK ||
+		if (ssh_pki_generate(SSH_KEYTYPE_ED25519, 0, &keys[i]) !=
+		        SSH_OK ||
 		    ssh_pki_export_pubkey_base64(keys[i], &b64) != SSH_OK)
 			return -1;
 		snprintf(pub[i], sizeof(pub[i]), "ssh-ed25519 %s", b64);
@@ -96,15 +97,16 @@ test_good(void **state)
 	const struct akey *ak;
 
 	(void)state;
-	snprintf(text, sizeof(text),
-	         "# operators\n"
-	         "\n"
-	         "   \t\n"
-	         "operator=\"alice\",devices=\"router-*,lab-?\" %s alice@laptop\n"
-	         "operator=\"bob.smith\",devices=\"*\",sessions=\"netconf\" "
-	         "%s\r\n"
-	         "  sessions=\"shell,exec\",devices=\"sw1\",operator=\"c@d\" %s",
-	         pub[0], pub[1], pub[2]);
+	snprintf(
+	    text, sizeof(text),
+	    "# operators\n"
+	    "\n"
+	    "   \t\n"
+	    "operator=\"alice\",devices=\"router-*,lab-?\" %s alice@laptop\n"
+	    "operator=\"bob.smith\",devices=\"*\",sessions=\"netconf\" "
+	    "%s\r\n"
+	    "  sessions=\"shell,exec\",devices=\"sw1\",operator=\"c@d\" %s",
+	    pub[0], pub[1], pub[2]);
 	as = parse_ok(text);
 	assert_int_equal(as->as_nkeys, 3);
 
@@ -250,9 +252,9 @@ test_malformed(void **state)
 		struct akeys *as = NULL;
 		char err[128];
 
-		assert_int_equal(akeys_parse("ak", "op\0x", 4, &as, err,
-		                             sizeof(err)),
-		                 -EINVAL);
+		assert_int_equal(
+		    akeys_parse("ak", "op\0x", 4, &as, err, sizeof(err)),
+		    -EINVAL);
 		assert_null(as);
 		assert_string_equal(err, "ak: holds a NUL byte");
 	}
@@ -300,9 +302,9 @@ test_oversized(void **state)
 	big = calloc(1, AKEYS_MAX_FILE + 2);
 	assert_non_null(big);
 	memset(big, '\n', AKEYS_MAX_FILE + 1);
-	assert_int_equal(akeys_parse("ak", big, AKEYS_MAX_FILE + 1, &as, err,
-	                             sizeof(err)),
-	                 -EFBIG);
+	assert_int_equal(
+	    akeys_parse("ak", big, AKEYS_MAX_FILE + 1, &as, err, sizeof(err)),
+	    -EFBIG);
 	assert_null(as);
 	assert_string_equal(err, "ak: larger than 1048576 bytes");
 	free(big);
