@@ -96,7 +96,6 @@ struct schan {
 	uint64_t ch_to_dev, ch_from_dev;
 	int ch_exit;
 	int ch_exit_sent; /* the client got exit-status ch_exit */
-	int ch_ended_ok;
 	char ch_reason[256];
 };
 
@@ -374,7 +373,6 @@ call_on_end(struct grpc_call *call, int status, const char *message, void *arg)
 	ch->ch_call = NULL;
 	if (status == GRPC_STATUS_OK) {
 		ch->ch_exit = 0;
-		ch->ch_ended_ok = 1;
 		if (ch->ch_reason[0] == '\0')
 			snprintf(ch->ch_reason, sizeof(ch->ch_reason),
 			         "session ended");
@@ -707,6 +705,24 @@ cb_shell(ssh_session ss, ssh_channel channel, void *arg)
 	return take_request(arg, CH_SHELL);
 }
 
+/*
+ * An exec command becomes one input line of the device's shell: at most
+ * SCONN_MAX_CMD bytes, without control characters (a CR or LF would make
+ * two lines, a ^C would be a signal to the device's terminal).
+ */
+static int
+cmd_valid(const char *cmd)
+{
+	const unsigned char *p;
+	size_t n = 0;
+
+	for (p = (const unsigned char *)cmd; *p != '\0'; p++, n++)
+		if (n == SCONN_MAX_CMD || (*p < 0x20 && *p != '\t') ||
+		    *p == 0x7f)
+			return 0;
+	return n > 0;
+}
+
 static int
 cb_exec(ssh_session ss, ssh_channel channel, const char *command, void *arg)
 {
@@ -714,9 +730,7 @@ cb_exec(ssh_session ss, ssh_channel channel, const char *command, void *arg)
 
 	(void)ss;
 	(void)channel;
-	if (ch->ch_state != CH_NEW ||
-	    strnlen(command, SCONN_MAX_CMD + 1) > SCONN_MAX_CMD ||
-	    strpbrk(command, "\r\n") != NULL)
+	if (ch->ch_state != CH_NEW || !cmd_valid(command))
 		return -1;
 	if ((ch->ch_cmd = strdup(command)) == NULL)
 		return -1;

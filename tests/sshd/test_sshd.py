@@ -578,6 +578,12 @@ class RefusalTest(SshdTestCase):
         self.assertIn(b"ncgrpc-sshd: device 'router-off' is not connected", r.stderr)
         self.assertLess(dt, 10)
         env.wait_audit("ssh-session-end", device="router-off", channel="netconf")
+        # An exec command is one line of the device's shell, without
+        # control characters, and not empty.
+        for bad in ("echo a\x03b", "echo a\rb", "x" * 4097):
+            r = env.ssh("carol", "router-17", bad)
+            self.assertEqual(r.returncode, 255, bad)
+            self.assertIn(b"exec request failed", r.stderr)
         # A user name that is no device id is refused at login.
         r = env.ssh("carol", "bad/name", "true")
         self.assertEqual(r.returncode, 255)
