@@ -680,6 +680,8 @@ class HostileTest(SshdTestCase):
         s.settimeout(10)
         s.sendall(b"SSH-2.0-halfway\r\n")
         self.assertTrue(s.recv(256).startswith(b"SSH-2.0-"))
+        # The start of a KEXINIT packet: length, padding, type 20, cookie.
+        s.sendall(b"\x00\x00\x01\x2c\x0a\x14" + os.urandom(16))
         t0 = time.monotonic()
         try:
             while s.recv(65536):
@@ -736,6 +738,28 @@ class HostileTest(SshdTestCase):
         # After the grace time, logins work again.
         time.sleep(3.5)
         self._working()
+
+
+# ---------------------------------------------------------------------------
+class NcgrpcdDownTest(SshdTestCase):
+    def test_ncgrpcd_restart(self):
+        env = self.env
+        m = env.nc("alice", "router-17")
+        env.srv.stop()
+        # The open session ends; new ones are refused with a message.
+        wait_until(lambda: not m.connected, 15, "the session to end")
+        r = env.ssh("alice", "router-17", "true")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn(b"ncgrpc-sshd: ncgrpcd cannot be reached; try again later", r.stderr)
+        env.wait_audit("ssh-refused", reason="ncgrpcd unreachable")
+        self.assertTrue(env.sshd.alive())
+        # Back: the next connection reaches the device again.
+        mark = env.srv.log.mark()
+        env.srv.start()
+        env.srv.log.wait(r'device "router-17" connected', 30, start=mark)
+        r = env.ssh_text("alice", "router-17", "echo back-$((1+2))")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(b"back-3\n", r.stdout)
 
 
 # ---------------------------------------------------------------------------
