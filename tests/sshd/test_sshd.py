@@ -483,6 +483,81 @@ class ShellTest(SshdTestCase):
         sig = env.wait_audit("signal", session=sid)
         self.assertEqual(sig["line"], "SIGINT")
 
+    def test_slow_reader_stops_the_device(self):
+        """A client that does not read: memory stays bounded on the way."""
+        env = self.env
+        n = 3000000
+        t = paramiko.Transport(("127.0.0.1", env.port))
+        try:
+            t.connect(username="router-17",
+                      pkey=paramiko.Ed25519Key.from_private_key_file(env.key["alice"]))
+            c = t.open_session(window_size=1 << 20, timeout=10)
+            c.exec_command("seq 1 %d" % n)
+            time.sleep(1.0)
+            sshd0, srv0 = rss_kib(env.sshd.pid), rss_kib(env.srv.pid)
+            time.sleep(4.0)  # reading nothing: 1 MiB of window, then stop
+            sshd1, srv1 = rss_kib(env.sshd.pid), rss_kib(env.srv.pid)
+            out = bytearray()
+            c.settimeout(60)
+            while True:
+                chunk = c.recv(1 << 20)
+                if not chunk:
+                    break
+                out += chunk
+            self.assertEqual(c.recv_exit_status(), 0)
+        finally:
+            t.close()
+        with open("/proc/%d/maps" % env.sshd.pid) as f:
+            asan = "libasan" in f.read()
+        limit = (64 if asan else 16) * 1024
+        sys.stderr.write("[stalled: sshd +%d KiB, ncgrpcd +%d KiB] " % (sshd1 - sshd0,
+                                                                     srv1 - srv0))
+        self.assertLess(sshd1 - sshd0, limit)
+        self.assertLess(srv1 - srv0, limit)
+        # Every line came, once, in order.
+        nums = re.findall(rb"^(\d+)\r$", bytes(out), re.M)
+        self.assertEqual(len(nums), n)
+        self.assertEqual(nums[0], b"1")
+        self.assertEqual(nums[-1], str(n).encode())
+        self.assertEqual(hashlib.sha256(b"\n".join(nums)).hexdigest(),
+                         hashlib.sha256(b"\n".join(str(i).encode()
+                                                    for i in range(1, n + 1))).hexdigest())
+
+    def test_device_not_reading_stops_the_client(self):
+        """A device that does not read: the client is stopped by the window."""
+        env = self.env
+        t = paramiko.Transport(("127.0.0.1", env.port))
+        try:
+            t.connect(username="router-17",
+                      pkey=paramiko.Ed25519Key.from_private_key_file(env.key["alice"]))
+            c = t.open_session(timeout=10)
+            # A shell busy in sleep: its input piles up in the device's
+            # pty, then in the agent, ncgrpcd and here, each bounded.
+            c.invoke_shell()
+            c.sendall(b"sleep 30\n")
+            time.sleep(1.0)
+            sshd0 = rss_kib(env.sshd.pid)
+            line = b"#" + b"x" * 998 + b"\n"
+            sent = 0
+            c.settimeout(0.0)
+            deadline = time.monotonic() + 4
+            while time.monotonic() < deadline and sent < 64 * 1024 * 1024:
+                if c.send_ready():
+                    sent += c.send(line)
+                else:
+                    time.sleep(0.01)
+            sshd1 = rss_kib(env.sshd.pid)
+        finally:
+            t.close()
+        sys.stderr.write("[client stopped after %d KiB; sshd +%d KiB] "
+                         % (sent // 1024, sshd1 - sshd0))
+        # Stopped within a few MB (windows and queues on the way), not 64 MiB.
+        self.assertLess(sent, 16 * 1024 * 1024)
+        with open("/proc/%d/maps" % env.sshd.pid) as f:
+            asan = "libasan" in f.read()
+        self.assertLess(sshd1 - sshd0, (64 if asan else 16) * 1024)
+        self.assertTrue(env.sshd.alive())
+
     def test_channels_on_one_connection(self):
         """Several channels at once on one SSH connection (paramiko)."""
         env = self.env
