@@ -47,11 +47,12 @@
 #define SCONN_OPSVC_SESSION "/ncgrpc.operator.v1.Operator/Session"
 #define SCONN_OUT_HIWAT     (256 * 1024) /* device output held for a channel */
 #define SCONN_OUT_LOWAT     (64 * 1024)
-#define SCONN_OUT_MAX       (SCONN_OUT_HIWAT + 4 * 1024 * 1024 + 64)
-#define SCONN_READ_CHUNK    (16 * 1024)
-#define SCONN_WRITE_CHUNK   (32 * 1024)
-#define SCONN_MAX_AUTH      10   /* authentication requests per connection */
-#define SCONN_MAX_CMD       4096 /* bytes of an exec command */
+/* Above the mark, one more message (4 MiB, doubled by CRs on a pty). */
+#define SCONN_OUT_MAX     (SCONN_OUT_HIWAT + 2 * 4 * 1024 * 1024 + 64)
+#define SCONN_READ_CHUNK  (16 * 1024)
+#define SCONN_WRITE_CHUNK (32 * 1024)
+#define SCONN_MAX_AUTH    10   /* authentication requests per connection */
+#define SCONN_MAX_CMD     4096 /* bytes of an exec command */
 
 enum conn_state {
 	CONN_KEX,  /* banner and key exchange */
@@ -188,12 +189,24 @@ audit_chan_end(struct schan *ch)
 
 /* --- Operator calls --- */
 
+/*
+ * Sends one SessionInput.  Input that cannot be queued would be lost, so
+ * the call is cancelled then (on_end follows, perhaps at once).
+ */
 static int
 send_input(struct schan *ch, Ncgrpc__Operator__V1__SessionInput *in)
 {
+	int rc;
+
 	if (ch->ch_call == NULL)
 		return -EPIPE;
-	return grpc_call_send_pb(ch->ch_call, &in->base);
+	if ((rc = grpc_call_send_pb(ch->ch_call, &in->base)) != 0 &&
+	    rc != -EPIPE) {
+		snprintf(ch->ch_reason, sizeof(ch->ch_reason), "input lost: %s",
+		         strerror(-rc));
+		grpc_call_cancel(ch->ch_call);
+	}
+	return rc;
 }
 
 static int
@@ -314,6 +327,7 @@ call_on_message(struct grpc_call *call, const uint8_t *msg, size_t len,
                 void *arg)
 {
 	struct schan *ch = arg;
+	struct sconn *c = ch->ch_c;
 	Ncgrpc__Operator__V1__SessionOutput *out;
 
 	out = ncgrpc__operator__v1__session_output__unpack(NULL, len, msg);
@@ -323,6 +337,8 @@ call_on_message(struct grpc_call *call, const uint8_t *msg, size_t len,
 		grpc_call_cancel(call);
 		return;
 	}
+	/* Nothing is freed before conn_after() below. */
+	c->c_busy++;
 	switch (out->output_case) {
 	case NCGRPC__OPERATOR__V1__SESSION_OUTPUT__OUTPUT_STARTED:
 		ch->ch_started = 1;
@@ -350,7 +366,8 @@ call_on_message(struct grpc_call *call, const uint8_t *msg, size_t len,
 		ch->ch_paused = 1;
 		grpc_call_pause(ch->ch_call);
 	}
-	conn_after(ch->ch_c);
+	c->c_busy--;
+	conn_after(c);
 }
 
 static void
@@ -464,7 +481,9 @@ chan_call(struct schan *ch)
 	in.input_case = NCGRPC__OPERATOR__V1__SESSION_INPUT__INPUT_OPEN;
 	in.open = &open;
 	if (send_input(ch, &in) != 0) {
-		grpc_call_cancel(ch->ch_call); /* on_end says why */
+		/* on_end says why; it may have run already. */
+		if (ch->ch_call != NULL)
+			grpc_call_cancel(ch->ch_call);
 		return;
 	}
 	if (ch->ch_type == CH_EXEC) {
@@ -515,9 +534,12 @@ gc_on_ready(struct grpc_conn *gc, void *arg)
 
 	(void)gc;
 	c->c_gc_ready = 1;
+	/* A call that fails at once must not free its channel in the loop. */
+	c->c_busy++;
 	TAILQ_FOREACH(ch, &c->c_chans, ch_entry)
 	if (ch->ch_state == CH_WAITCONN)
 		chan_call(ch);
+	c->c_busy--;
 	conn_after(c);
 }
 
