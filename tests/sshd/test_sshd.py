@@ -817,6 +817,45 @@ class HostileTest(SshdTestCase):
 
 # ---------------------------------------------------------------------------
 class NcgrpcdDownTest(SshdTestCase):
+    def test_check_and_help(self):
+        env = self.env
+        sshd = CFG["sshd"]
+        r = subprocess.run([sshd, "-n", "-f", env.srv.conf_path], capture_output=True,
+                           timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout, b"ncgrpc-sshd: configuration OK, 3 authorized keys\n")
+        broken = os.path.join(env.tmp, "broken_keys")
+        with open(broken, "w") as f:
+            f.write("# x\noperator=\"a\",devices=\"*\" ssh-ed25519 AAAA\n")
+        r = subprocess.run([sshd, "-n", "-f", env.srv.conf_path,
+                            "-o", "ssh-authorized-keys=" + broken], capture_output=True,
+                           timeout=30)
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.stderr.decode(), "ncgrpc-sshd: %s:2: malformed key\n" % broken)
+        r = subprocess.run([sshd, "-n", "-f", env.srv.conf_path, "-o", "ssh-listen=nowhere"],
+                           capture_output=True, timeout=30)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(b"command line: ssh-listen: 'nowhere' is not HOST:PORT", r.stderr)
+        r = subprocess.run([sshd, "-n", "-f", env.srv.conf_path, "-o", "junk"],
+                           capture_output=True, timeout=30)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(b"expected keyword=value", r.stderr)
+        # A host key others may read is refused, as OpenSSH does.
+        os.chmod(env.hostkey, 0o644)
+        try:
+            r = subprocess.run([sshd, "-n", "-f", env.srv.conf_path], capture_output=True,
+                               timeout=30)
+        finally:
+            os.chmod(env.hostkey, 0o600)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(b"readable by its owner only (mode 0644)", r.stderr)
+        self.assertEqual(os.stat(env.hostkey).st_mode & 0o777, 0o600)
+        r = subprocess.run([sshd, "--help"], capture_output=True, timeout=30)
+        self.assertEqual(r.returncode, 0)
+        self.assertIn(b"usage: ncgrpc-sshd", r.stdout)
+        r = subprocess.run([sshd, "-x"], capture_output=True, timeout=30)
+        self.assertEqual(r.returncode, 64)
+
     def test_ncgrpcd_restart(self):
         env = self.env
         m = env.nc("alice", "router-17")
