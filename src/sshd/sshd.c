@@ -349,13 +349,17 @@ listen_socket(const char *host, uint16_t port)
 	hints.ai_socktype = SOCK_STREAM;
 	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
 	snprintf(portstr, sizeof(portstr), "%u", port);
-	rc = getaddrinfo(strcmp(host, "*") == 0 ? NULL : host, portstr, &hints,
-	                 &res);
+	/* "*": one IPv6 socket that takes IPv4 too, else IPv4 alone. */
+	if (strcmp(host, "*") == 0) {
+		if ((fd = listen_socket("::", port)) != -1)
+			return fd;
+		host = "0.0.0.0";
+	}
+	rc = getaddrinfo(host, portstr, &hints, &res);
 	if (rc != 0) {
 		log_warnx("ssh-listen \"%s\": %s", host, gai_strerror(rc));
 		return -1;
 	}
-	/* "*": prefer one IPv6 socket that takes IPv4 too. */
 	for (ai = res; ai != NULL; ai = ai->ai_next) {
 		fd = socket(ai->ai_family,
 		            ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
