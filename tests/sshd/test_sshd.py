@@ -555,7 +555,10 @@ class ShellTest(SshdTestCase):
         self.assertLess(sent, 16 * 1024 * 1024)
         with open("/proc/%d/maps" % env.sshd.pid) as f:
             asan = "libasan" in f.read()
-        self.assertLess(sshd1 - sshd0, (64 if asan else 16) * 1024)
+        # Under AddressSanitizer every freed copy of those bytes sits in its
+        # quarantine (up to 256 MB): RSS says nothing there; `sent` does.
+        if not asan:
+            self.assertLess(sshd1 - sshd0, 16 * 1024)
         self.assertTrue(env.sshd.alive())
 
     def test_channels_on_one_connection(self):
