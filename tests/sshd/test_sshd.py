@@ -231,6 +231,11 @@ class Env:
                              % (self.sshd.log.tail(200), self.srv.log.tail(100),
                                 self.srv.audit.tail(100)))
         rc_sshd = self.sshd.stop()
+        try:
+            with open(self.sshd.stdout_path, "rb") as f:
+                self.sshd_stdout = f.read()[-4000:].decode(errors="replace")
+        except OSError:
+            self.sshd_stdout = ""
         for a in self.agents:
             a.stop()
         rc_srv = self.srv.stop()
@@ -254,7 +259,8 @@ class SshdTestCase(unittest.TestCase):
     def tearDownClass(cls):
         rc_sshd, rc_srv = cls.env.close()
         if rc_sshd != 0:
-            raise AssertionError("ncgrpc-sshd exited with %s on SIGTERM" % rc_sshd)
+            raise AssertionError("ncgrpc-sshd exited with %s on SIGTERM:\n%s"
+                                 % (rc_sshd, cls.env.sshd_stdout))
         if rc_srv not in (0, None):
             raise AssertionError("ncgrpcd exited with %s" % rc_srv)
 
