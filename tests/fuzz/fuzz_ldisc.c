@@ -66,7 +66,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	ldisc_init(&ld, &fops, &s);
 	while (p < data + size) {
 		cut = memchr(p, 0xff, (size_t)(data + size - p));
-		n = (cut != NULL ? (size_t)(cut - p) : (size_t)(data + size - p));
+		n = (cut != NULL ? (size_t)(cut - p)
+		                 : (size_t)(data + size - p));
 		ldisc_input(&ld, p, n);
 		p += n + (cut != NULL);
 	}
