@@ -107,6 +107,7 @@ int cmd_devices(const struct cli *cl, int argc, char **argv);
 int cmd_watch(const struct cli *cl, int argc, char **argv);
 int cmd_session(const struct cli *cl, int argc, char **argv);
 int cmd_device(const struct cli *cl, int argc, char **argv);
+int cmd_ssh_known_hosts(const struct cli *cl, int argc, char **argv);
 
 /* devices.c: JSON output. */
 

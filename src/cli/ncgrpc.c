@@ -33,6 +33,7 @@ static const char usage_text[] =
     "     ncgrpc session DEVICE --netconf|--shell [--line] [--wait SECONDS]\n"
     "     ncgrpc device add ID [--set] [--secret-stdin]\n"
     "     ncgrpc device remove ID\n"
+    "     ncgrpc ssh-known-hosts [HOST ...]\n"
     "     ncgrpc help\n"
     "\n"
     "DESCRIPTION\n"
@@ -134,6 +135,15 @@ static const char usage_text[] =
     "     device remove ID\n"
     "           Removes device ID from the registry.  Its connections are\n"
     "           refused from then on; sessions running now go on.\n"
+    "\n"
+    "     ssh-known-hosts [HOST ...]\n"
+    "           Prints the known_hosts lines that pin the host key of\n"
+    "           ncgrpc-sshd, the SSH front door (from the .pub file beside\n"
+    "           ssh-host-key of CONFIG), one per HOST, or per \"name\" of\n"
+    "           CONFIG, or for this host's name; with the port of ssh-listen\n"
+    "           (\"[HOST]:PORT\" unless it is 22).  The key's SHA256\n"
+    "           fingerprint goes to standard error, as a comment line.\n"
+    "           Append the lines to ~/.ssh/known_hosts of each operator.\n"
     "\n"
     "EXIT STATUS\n"
     "     0    success\n"
@@ -382,5 +392,7 @@ main(int argc, char **argv)
 		return cmd_session(&cl, argc, argv);
 	if (strcmp(cmd, "device") == 0)
 		return cmd_device(&cl, argc, argv);
+	if (strcmp(cmd, "ssh-known-hosts") == 0)
+		return cmd_ssh_known_hosts(&cl, argc, argv);
 	return cli_usage_error("unknown command \"%s\"", cmd);
 }

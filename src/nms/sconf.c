@@ -30,7 +30,7 @@
 /* Where a value comes from; a later source replaces a list. */
 enum src { SRC_DEFAULT = 0, SRC_FILE = 1, SRC_SET = 2 };
 
-enum vtype { V_LISTEN, V_NAME, V_STR, V_UINT, V_MODE };
+enum vtype { V_LISTEN, V_SSH_LISTEN, V_NAME, V_STR, V_UINT, V_MODE };
 
 struct keyword {
 	const char *kw_name;
@@ -78,6 +78,18 @@ static const struct keyword keywords[] = {
     {"auth-checks", V_UINT, SCONF_K_AUTH_CHECKS, F(sc_auth_checks)},
     {"auth-checks-per-address", V_UINT, SCONF_K_AUTH_CHECKS_PER_ADDR,
      F(sc_auth_checks_per_addr)},
+    {"ssh-listen", V_SSH_LISTEN, SCONF_K_SSH_LISTEN, 0},
+    {"ssh-host-key", V_STR, SCONF_K_SSH_HOST_KEY, F(sc_ssh_host_key)},
+    {"ssh-authorized-keys", V_STR, SCONF_K_SSH_AUTHORIZED_KEYS,
+     F(sc_ssh_authorized_keys)},
+    {"ssh-log-file", V_STR, SCONF_K_SSH_LOG_FILE, F(sc_ssh_log_file)},
+    {"ssh-login-grace-time", V_UINT, SCONF_K_SSH_GRACE, F(sc_ssh_grace)},
+    {"ssh-max-startups", V_UINT, SCONF_K_SSH_MAX_STARTUPS,
+     F(sc_ssh_max_startups)},
+    {"ssh-max-connections", V_UINT, SCONF_K_SSH_MAX_CONNECTIONS,
+     F(sc_ssh_max_conns)},
+    {"ssh-max-channels", V_UINT, SCONF_K_SSH_MAX_CHANNELS,
+     F(sc_ssh_max_channels)},
 };
 
 #undef F
@@ -186,6 +198,7 @@ sconf_clear(struct sconf *sc)
 	for (i = 0; i < NKEYWORDS; i++)
 		if (keywords[i].kw_type == V_STR)
 			free(*str_field(sc, &keywords[i]));
+	free(sc->sc_ssh_listen_host);
 	free(sc->sc_file);
 	memset(sc, 0, sizeof(*sc));
 }
@@ -212,6 +225,11 @@ sconf_defaults(struct sconf *sc)
 	sc->sc_auth_failures_per_addr = SCONF_DEFAULT_AUTH_FAILURES_PER_ADDR;
 	sc->sc_auth_checks = SCONF_DEFAULT_AUTH_CHECKS;
 	sc->sc_auth_checks_per_addr = SCONF_DEFAULT_AUTH_CHECKS_PER_ADDR;
+	sc->sc_ssh_listen_port = SCONF_DEFAULT_SSH_LISTEN_PORT;
+	sc->sc_ssh_grace = SCONF_DEFAULT_SSH_GRACE;
+	sc->sc_ssh_max_startups = SCONF_DEFAULT_SSH_MAX_STARTUPS;
+	sc->sc_ssh_max_conns = SCONF_DEFAULT_SSH_MAX_CONNECTIONS;
+	sc->sc_ssh_max_channels = SCONF_DEFAULT_SSH_MAX_CHANNELS;
 	if ((sc->sc_file = strdup(SCONF_UNNAMED)) == NULL ||
 	    (sc->sc_certificate = strdup(SCONF_DEFAULT_CERTIFICATE)) == NULL ||
 	    (sc->sc_key = strdup(SCONF_DEFAULT_KEY)) == NULL ||
@@ -220,6 +238,14 @@ sconf_defaults(struct sconf *sc)
 	        NULL ||
 	    (sc->sc_log_file = strdup(SCONF_DEFAULT_LOG_FILE)) == NULL ||
 	    (sc->sc_audit_log = strdup(SCONF_DEFAULT_AUDIT_LOG)) == NULL ||
+	    (sc->sc_ssh_listen_host = strdup(SCONF_DEFAULT_SSH_LISTEN_HOST)) ==
+	        NULL ||
+	    (sc->sc_ssh_host_key = strdup(SCONF_DEFAULT_SSH_HOST_KEY)) ==
+	        NULL ||
+	    (sc->sc_ssh_authorized_keys =
+	         strdup(SCONF_DEFAULT_SSH_AUTHORIZED_KEYS)) == NULL ||
+	    (sc->sc_ssh_log_file = strdup(SCONF_DEFAULT_SSH_LOG_FILE)) ==
+	        NULL ||
 	    listen_add(sc, SCONF_DEFAULT_LISTEN_HOST, SCONF_DEFAULT_LISTEN_PORT,
 	               0) != 0) {
 		sconf_clear(sc);
@@ -255,6 +281,40 @@ sconf_free(struct sconf *sc)
 /* --- Values --- */
 
 /*
+ * Parses a listen address: HOST:PORT, [IPV6]:PORT or *:PORT ("*" is every
+ * address).  Returns 0 with host and *port set, or -EINVAL with a message.
+ */
+static int
+parse_listen(const char *kwname, const char *value, char *host, size_t hostlen,
+             uint16_t *port, char *msg, size_t msglen)
+{
+	unsigned long long v;
+	int rc;
+
+	if (value[0] == '*' && value[1] == ':') {
+		rc = addr_parse_uint(value + 2, 0, 65535, &v);
+		host[0] = '*';
+		host[1] = '\0';
+		*port = rc == 0 ? (uint16_t)v : 0;
+	} else
+		rc = addr_parse_hostport(value, 0, 1, host, hostlen, port);
+	if (rc == -ENAMETOOLONG) {
+		ncg_seterr(msg, msglen, "%s: host name too long", kwname);
+		return -EINVAL;
+	}
+	if (rc != 0 ||
+	    (value[0] == '[' &&
+	     inet_pton(AF_INET6, host, &(struct in6_addr){0}) != 1)) {
+		ncg_seterr(
+		    msg, msglen,
+		    "%s: '%.64s' is not HOST:PORT, [IPV6]:PORT or *:PORT",
+		    kwname, value);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/*
  * Stores value for kw, as given on line (0 for sconf_set()) by src.
  * Returns 0, -EINVAL with a message (without position) in msg, or -ENOMEM.
  */
@@ -275,30 +335,20 @@ set_value(struct sconf *sc, const struct keyword *kw, const char *value,
 		return -EINVAL;
 	}
 	switch (kw->kw_type) {
+	case V_SSH_LISTEN:
+		if ((rc = parse_listen(kw->kw_name, value, host, sizeof(host),
+		                       &port, msg, msglen)) != 0)
+			return rc;
+		if ((s = strdup(host)) == NULL)
+			return -ENOMEM;
+		free(sc->sc_ssh_listen_host);
+		sc->sc_ssh_listen_host = s;
+		sc->sc_ssh_listen_port = port;
+		break;
 	case V_LISTEN:
-		if (value[0] == '*' && value[1] == ':') {
-			/* "*" means every address; see sconf.h. */
-			rc = addr_parse_uint(value + 2, 0, 65535, &v);
-			host[0] = '*';
-			host[1] = '\0';
-			port = rc == 0 ? (uint16_t)v : 0;
-		} else
-			rc = addr_parse_hostport(value, 0, 1, host,
-			                         sizeof(host), &port);
-		if (rc == -ENAMETOOLONG) {
-			ncg_seterr(msg, msglen, "listen: host name too long");
-			return -EINVAL;
-		}
-		if (rc != 0 ||
-		    (value[0] == '[' &&
-		     inet_pton(AF_INET6, host, &(struct in6_addr){0}) != 1)) {
-			ncg_seterr(
-			    msg, msglen,
-			    "listen: '%.64s' is not HOST:PORT, [IPV6]:PORT "
-			    "or *:PORT",
-			    value);
-			return -EINVAL;
-		}
+		if ((rc = parse_listen(kw->kw_name, value, host, sizeof(host),
+		                       &port, msg, msglen)) != 0)
+			return rc;
 		if (sc->sc_listen_src < (int)src) {
 			listen_clear(sc);
 			sc->sc_listen_src = (int)src;
@@ -731,6 +781,17 @@ static const struct range ranges[] = {
     {SCONF_K_AUTH_CHECKS_PER_ADDR, "auth-checks-per-address",
      offsetof(struct sconf, sc_auth_checks_per_addr),
      SCONF_MIN_AUTH_CHECKS_PER_ADDR, SCONF_MAX_AUTH_CHECKS_PER_ADDR, 0},
+    {SCONF_K_SSH_GRACE, "ssh-login-grace-time",
+     offsetof(struct sconf, sc_ssh_grace), 1, SCONF_MAX_SSH_GRACE, 0},
+    {SCONF_K_SSH_MAX_STARTUPS, "ssh-max-startups",
+     offsetof(struct sconf, sc_ssh_max_startups), 1, SCONF_MAX_SSH_MAX_STARTUPS,
+     0},
+    {SCONF_K_SSH_MAX_CONNECTIONS, "ssh-max-connections",
+     offsetof(struct sconf, sc_ssh_max_conns), 1, SCONF_MAX_SSH_MAX_CONNECTIONS,
+     0},
+    {SCONF_K_SSH_MAX_CHANNELS, "ssh-max-channels",
+     offsetof(struct sconf, sc_ssh_max_channels), 1, SCONF_MAX_SSH_MAX_CHANNELS,
+     0},
 };
 
 static int
@@ -802,8 +863,25 @@ sconf_validate(const struct sconf *sc, char *err, size_t errlen)
 	    (rc = check_path(sc, SCONF_K_LOG_FILE, "log-file", sc->sc_log_file,
 	                     1, err, errlen)) != 0 ||
 	    (rc = check_path(sc, SCONF_K_AUDIT_LOG, "audit-log",
-	                     sc->sc_audit_log, 0, err, errlen)) != 0)
+	                     sc->sc_audit_log, 0, err, errlen)) != 0 ||
+	    (rc = check_path(sc, SCONF_K_SSH_HOST_KEY, "ssh-host-key",
+	                     sc->sc_ssh_host_key, 0, err, errlen)) != 0 ||
+	    (rc = check_path(sc, SCONF_K_SSH_AUTHORIZED_KEYS,
+	                     "ssh-authorized-keys", sc->sc_ssh_authorized_keys,
+	                     0, err, errlen)) != 0 ||
+	    (rc = check_path(sc, SCONF_K_SSH_LOG_FILE, "ssh-log-file",
+	                     sc->sc_ssh_log_file, 1, err, errlen)) != 0)
 		return rc;
+	if ((strcmp(sc->sc_ssh_listen_host, "*") != 0 &&
+	     !sconf_name_valid(sc->sc_ssh_listen_host)) ||
+	    sc->sc_ssh_listen_port == 0) {
+		ncg_seterr(err, errlen,
+		           "%s: ssh-listen: '%.64s' port %u is not an address "
+		           "or host name and a port 1..65535",
+		           where(sc, ln[SCONF_K_SSH_LISTEN], pos, sizeof(pos)),
+		           sc->sc_ssh_listen_host, sc->sc_ssh_listen_port);
+		return -EINVAL;
+	}
 	if (strlen(sc->sc_operator_socket) > SCONF_MAX_SOCKET_PATH) {
 		ncg_seterr(
 		    err, errlen,

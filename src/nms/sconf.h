@@ -25,6 +25,14 @@
  *   tcp-keepalive SECONDS       60 (0: off)
  *   handshake-timeout SECONDS   10
  *   dead-peer-timeout SECONDS   30 (0: kernel defaults)
+ *   ssh-listen HOST:PORT        [::]:830 (ncgrpc-sshd; also [V6]:PORT, *:PORT)
+ *   ssh-host-key PATH           /etc/ncgrpc/ssh_host_ed25519_key
+ *   ssh-authorized-keys PATH    /etc/ncgrpc/ssh_authorized_keys
+ *   ssh-log-file PATH | -       - (stderr)
+ *   ssh-login-grace-time SECONDS 30
+ *   ssh-max-startups N          64 (connections not authenticated yet)
+ *   ssh-max-connections N       1000
+ *   ssh-max-channels N          10 (per connection)
  *
  * The repeatable keywords accumulate; the first "listen" (or "name") of a
  * file replaces the default list.  Any other keyword given twice in one file
@@ -72,6 +80,16 @@
 #define SCONF_DEFAULT_TCP_KEEPALIVE   60
 #define SCONF_DEFAULT_HANDSHAKE_TO    10
 #define SCONF_DEFAULT_DEAD_PEER       30
+/* ncgrpc-sshd, the SSH front door (docs/internals/sshd.md). */
+#define SCONF_DEFAULT_SSH_LISTEN_HOST     "::"
+#define SCONF_DEFAULT_SSH_LISTEN_PORT     830
+#define SCONF_DEFAULT_SSH_HOST_KEY        "/etc/ncgrpc/ssh_host_ed25519_key"
+#define SCONF_DEFAULT_SSH_AUTHORIZED_KEYS "/etc/ncgrpc/ssh_authorized_keys"
+#define SCONF_DEFAULT_SSH_LOG_FILE        "-"
+#define SCONF_DEFAULT_SSH_GRACE           30
+#define SCONF_DEFAULT_SSH_MAX_STARTUPS    64
+#define SCONF_DEFAULT_SSH_MAX_CONNECTIONS 1000
+#define SCONF_DEFAULT_SSH_MAX_CHANNELS    10
 /* Pre-authentication limits (docs/security.md). */
 #define SCONF_DEFAULT_AUTH_TIMEOUT           30
 #define SCONF_DEFAULT_MAX_CONNECTIONS        10000
@@ -113,6 +131,10 @@
 #define SCONF_MAX_AUTH_CHECKS            10000
 #define SCONF_MIN_AUTH_CHECKS_PER_ADDR   1
 #define SCONF_MAX_AUTH_CHECKS_PER_ADDR   10000
+#define SCONF_MAX_SSH_GRACE              600
+#define SCONF_MAX_SSH_MAX_STARTUPS       100000
+#define SCONF_MAX_SSH_MAX_CONNECTIONS    100000
+#define SCONF_MAX_SSH_MAX_CHANNELS       1000
 #define SCONF_MAX_NAME                   253 /* bytes in a DNS name */
 #define SCONF_MAX_SOCKET_PATH            107 /* sun_path less its NUL */
 
@@ -155,6 +177,14 @@ enum sconf_key {
 	SCONF_K_AUTH_FAILURES_PER_ADDR,
 	SCONF_K_AUTH_CHECKS,
 	SCONF_K_AUTH_CHECKS_PER_ADDR,
+	SCONF_K_SSH_LISTEN,
+	SCONF_K_SSH_HOST_KEY,
+	SCONF_K_SSH_AUTHORIZED_KEYS,
+	SCONF_K_SSH_LOG_FILE,
+	SCONF_K_SSH_GRACE,
+	SCONF_K_SSH_MAX_STARTUPS,
+	SCONF_K_SSH_MAX_CONNECTIONS,
+	SCONF_K_SSH_MAX_CHANNELS,
 	SCONF_K_COUNT
 };
 
@@ -194,6 +224,16 @@ struct sconf {
 	unsigned sc_auth_failures_per_addr; /* a minute, per address */
 	unsigned sc_auth_checks;            /* scrypt queued or running */
 	unsigned sc_auth_checks_per_addr;   /* the same, per address */
+	/* ncgrpc-sshd (ncgrpcd itself ignores these). */
+	char *sc_ssh_listen_host; /* "*", an IP literal or a host name */
+	uint16_t sc_ssh_listen_port;
+	char *sc_ssh_host_key;
+	char *sc_ssh_authorized_keys;
+	char *sc_ssh_log_file;        /* "-" for stderr */
+	unsigned sc_ssh_grace;        /* to authenticate, seconds */
+	unsigned sc_ssh_max_startups; /* not authenticated yet, at once */
+	unsigned sc_ssh_max_conns;    /* SSH connections in all */
+	unsigned sc_ssh_max_channels; /* per SSH connection */
 	/* Line of each single-valued keyword's value, 0 for none. */
 	unsigned sc_line[SCONF_K_COUNT];
 	/* Where sc_listen and sc_names came from: 0 default, 1 file, 2 set. */

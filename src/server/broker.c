@@ -541,10 +541,10 @@ broker_initcall_set_state(struct initcall *ic, enum init_state to)
 void
 broker_session_open(struct broker *b, struct grpc_call *op,
                     const char *device_id, enum broker_session_type type,
-                    unsigned wait_ms, uid_t uid,
+                    unsigned wait_ms, const struct broker_ident *ident,
                     const struct broker_terminal *term)
 {
-	relay_open(b, op, device_id, type, wait_ms, uid, term);
+	relay_open(b, op, device_id, type, wait_ms, ident, term);
 }
 
 void

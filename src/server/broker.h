@@ -89,6 +89,22 @@ void *broker_watch(struct broker *b, broker_watch_fn fn, void *arg);
 void broker_unwatch(struct broker *b, void *handle);
 
 /*
+ * Who a session is for, as written in the audit log.  bi_uid is the
+ * kernel-checked uid of the operator socket's peer; the strings are what a
+ * front door (ncgrpc-sshd) says it acts for (SessionOpen.operator_name,
+ * operator_key, operator_source, via), empty when it says nothing.  They
+ * are recorded, never used for decisions.
+ */
+#define BROKER_IDENT_MAX 256
+struct broker_ident {
+	uid_t bi_uid;
+	char bi_name[BROKER_IDENT_MAX];
+	char bi_key[BROKER_IDENT_MAX];
+	char bi_source[BROKER_IDENT_MAX];
+	char bi_via[BROKER_IDENT_MAX];
+};
+
+/*
  * What an operator asks of a shell session's terminal
  * (SessionOpen.terminal, .window, .term).  bt_raw asks for the raw
  * terminal, which is granted only when the device offered it.
@@ -101,12 +117,12 @@ struct broker_terminal {
 
 /*
  * Takes over an operator's Session call after its open message: from now
- * on the broker owns the call's callbacks and ends it.  uid is the
- * operator's (for the audit log); term may be NULL (line mode).
+ * on the broker owns the call's callbacks and ends it.  ident (copied) says
+ * whom it is for, for the audit log; term may be NULL (line mode).
  */
 void broker_session_open(struct broker *b, struct grpc_call *op,
                          const char *device_id, enum broker_session_type type,
-                         unsigned wait_ms, uid_t uid,
+                         unsigned wait_ms, const struct broker_ident *ident,
                          const struct broker_terminal *term);
 
 /*

@@ -94,7 +94,7 @@ struct opsess {
 	struct device *os_devp; /* counted in dv_nsessions while set */
 	char os_device[256];
 	char os_peer[64];
-	uid_t os_uid;
+	struct broker_ident os_ident; /* whom it is for (audit log) */
 	uv_timer_t os_timer;
 	int os_freeing;
 	int os_dev_finished; /* we ended the device's stream with OK */
@@ -152,7 +152,8 @@ void broker_initcall_set_state(struct initcall *ic, enum init_state to);
 
 /* relay.c */
 void relay_open(struct broker *b, struct grpc_call *op, const char *device_id,
-                enum broker_session_type type, unsigned wait_ms, uid_t uid,
+                enum broker_session_type type, unsigned wait_ms,
+                const struct broker_ident *ident,
                 const struct broker_terminal *term);
 void relay_try_grant(struct broker *b, struct device *d);
 void relay_commandget(struct grpc_call *c, void *arg);

@@ -252,6 +252,13 @@ open_terminal(const Ncgrpc__Operator__V1__SessionOpen *o,
 	return 0;
 }
 
+/* dst holds BROKER_IDENT_MAX bytes; NULL (absent) and longer s are cut. */
+static void
+copy_claim(char *dst, const char *s)
+{
+	snprintf(dst, BROKER_IDENT_MAX, "%s", s != NULL ? s : "");
+}
+
 static void
 session_first_message(struct grpc_call *c, const uint8_t *msg, size_t len,
                       void *arg)
@@ -260,7 +267,7 @@ session_first_message(struct grpc_call *c, const uint8_t *msg, size_t len,
 	Ncgrpc__Operator__V1__SessionInput *in;
 	Ncgrpc__Operator__V1__SessionOpen *o;
 	struct broker_terminal term;
-	uid_t uid = (uid_t)-1;
+	struct broker_ident ident;
 	char id[256];
 
 	in = ncgrpc__operator__v1__session_input__unpack(NULL, len, msg);
@@ -291,12 +298,19 @@ session_first_message(struct grpc_call *c, const uint8_t *msg, size_t len,
 		return;
 	}
 	snprintf(id, sizeof(id), "%s", o->device_id);
-	grpc_conn_peer_uid(grpc_call_conn(c), &uid);
+	memset(&ident, 0, sizeof(ident));
+	ident.bi_uid = (uid_t)-1;
+	grpc_conn_peer_uid(grpc_call_conn(c), &ident.bi_uid);
+	/* Claims of a front door: kept (truncated) for the audit log only. */
+	copy_claim(ident.bi_name, o->operator_name);
+	copy_claim(ident.bi_key, o->operator_key);
+	copy_claim(ident.bi_source, o->operator_source);
+	copy_claim(ident.bi_via, o->via);
 	broker_session_open(b, c, id,
 	                    o->type == NCGRPC__OPERATOR__V1__SESSION_TYPE__SHELL
 	                        ? BROKER_SHELL
 	                        : BROKER_NETCONF,
-	                    o->wait_ms > 600000 ? 600000 : o->wait_ms, uid,
+	                    o->wait_ms > 600000 ? 600000 : o->wait_ms, &ident,
 	                    &term);
 	ncgrpc__operator__v1__session_input__free_unpacked(in, NULL);
 }

@@ -600,8 +600,8 @@ static const struct grpc_call_ops op_ops = {
 
 void
 relay_open(struct broker *b, struct grpc_call *op, const char *device_id,
-           enum broker_session_type type, unsigned wait_ms, uid_t uid,
-           const struct broker_terminal *term)
+           enum broker_session_type type, unsigned wait_ms,
+           const struct broker_ident *ident, const struct broker_terminal *term)
 {
 	struct opsess *os;
 	struct device *d;
@@ -616,7 +616,7 @@ relay_open(struct broker *b, struct grpc_call *op, const char *device_id,
 	LIST_INSERT_HEAD(&b->b_sessions, os, os_all);
 	os->os_op = op;
 	os->os_type = type;
-	os->os_uid = uid;
+	os->os_ident = *ident;
 	if (term != NULL && type == BROKER_SHELL)
 		os->os_term_ask = *term;
 	snprintf(os->os_device, sizeof(os->os_device), "%s", device_id);
@@ -747,6 +747,13 @@ static const struct grpc_call_ops dev_ops = {
     .on_end = dev_on_end,
 };
 
+/* NULL for "" (audit_event() then leaves the key out). */
+static const char *
+nonempty(const char *s)
+{
+	return s[0] != '\0' ? s : NULL;
+}
+
 void
 relay_commandget(struct grpc_call *c, void *arg)
 {
@@ -757,7 +764,7 @@ relay_commandget(struct grpc_call *c, void *arg)
 	Ncgrpc__Operator__V1__SessionStarted st =
 	    NCGRPC__OPERATOR__V1__SESSION_STARTED__INIT;
 	struct opsess *os;
-	char id[24], uid[24];
+	char id[24], uid[24], opname[BROKER_IDENT_MAX * 4];
 
 	TAILQ_FOREACH(os, &b->b_granted, os_entry)
 	if (os->os_devconn == conn)
@@ -775,13 +782,19 @@ relay_commandget(struct grpc_call *c, void *arg)
 	os->os_id = ++b->b_next_session;
 	grpc_call_set_ops(c, &dev_ops, os);
 	snprintf(id, sizeof(id), "%" PRIu64, os->os_id);
-	snprintf(uid, sizeof(uid), "%ld", (long)os->os_uid);
-	log_info("session %s (%s%s) on \"%s\" started for uid %s", id,
+	snprintf(uid, sizeof(uid), "%ld", (long)os->os_ident.bi_uid);
+	log_escape(opname, sizeof(opname), os->os_ident.bi_name,
+	           strlen(os->os_ident.bi_name));
+	log_info("session %s (%s%s) on \"%s\" started for uid %s%s%s%s", id,
 	         os_type_name(os), os->os_raw ? ", raw terminal" : "",
-	         os->os_device, uid);
+	         os->os_device, uid, opname[0] != '\0' ? " as operator \"" : "",
+	         opname, opname[0] != '\0' ? "\"" : "");
 	audit_event("session-start", "session", id, "operator-uid", uid,
-	            "device", os->os_device, "type", os_type_name(os), "peer",
-	            os->os_peer, "terminal",
+	            "operator", nonempty(os->os_ident.bi_name), "operator-key",
+	            nonempty(os->os_ident.bi_key), "operator-source",
+	            nonempty(os->os_ident.bi_source), "via",
+	            nonempty(os->os_ident.bi_via), "device", os->os_device,
+	            "type", os_type_name(os), "peer", os->os_peer, "terminal",
 	            os->os_type != BROKER_SHELL ? NULL
 	            : os->os_raw                ? "raw"
 	                                        : "line",

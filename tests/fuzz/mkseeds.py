@@ -506,6 +506,24 @@ def termext_seeds():
         write("termext", "v%02d" % i, v)
 
 
+def akeys_seeds():
+    ed = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGiR0d1ZmhbISFcJKXA3wD/sa5zl8SsBc0SrS36rfmMa"
+    ec = "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBD9zdqBLbXGOWyoOxNTTG/MGdVUL8UZ5PYAEXp5cpmqsj+xLulxBm3h8KW+l9UP5k3PpdlCU7YCJICZTfmHFv8E="
+    write("akeys", "good", '# operators\n\noperator="alice",devices="router-*,lab-?" %s a@b\n'
+          'operator="ci",devices="*",sessions="netconf,exec" %s\r\n' % (ed, ec))
+    write("akeys", "user", 'operator="a.b",devices="r1" %s\nalice+router-17' % ed)
+    write("akeys", "quoted", 'operator="x\\\\y",devices="a\\"b" %s\n' % ed)
+    write("akeys", "bad", 'operator=alice %s\nno-pty %s\n' % (ed, ed))
+    write("akeys", "twice", 'operator="a",devices="*" %s\noperator="b",devices="*" %s\n'
+          % (ed, ed))
+
+
+def ldisc_seeds():
+    write("ldisc", "lines", b"ls -l\recho x\r\n\xffsleep 100\x03\x04")
+    write("ldisc", "edit", b"ab\x7fc\x08\x15ok\x1b[A\x1bOB\xc3\xa9\x7f\r")
+    write("ldisc", "long", b"x" * 5000 + b"\r")
+
+
 def main():
     only = sys.argv[1:]
     gens = {
@@ -514,6 +532,7 @@ def main():
         "registry": registry_seeds, "ncframe": ncframe_seeds,
         "grpc_frame": grpc_frame_seeds, "grpc_meta": grpc_meta_seeds,
         "junos9": junos9_seeds, "proto": proto_seeds, "termext": termext_seeds,
+        "akeys": akeys_seeds, "ldisc": ldisc_seeds,
     }
     for name, gen in gens.items():
         if only and name not in only:

@@ -995,6 +995,21 @@ class AuditTest(ServerTestCase):
         end = self.wait_audit(srv, "session-end", session=nid)
         self.assertEqual(int(end["bytes-to-device"]), len(sent))
         self.assertEqual(int(end["bytes-from-device"]), emu.sessions[0].bytes_up)
+        # A front door's claims are written beside the uid, escaped.
+        first = opb.SessionInput(open=opb.SessionOpen(
+            device_id="au", type=opb.SHELL, operator_name="alice \"x\"",
+            operator_key="ssh-ed25519 SHA256:abc", operator_source="192.0.2.9:50122",
+            via="ssh"))
+        f = opc.session("au", "shell", first=first)
+        f.wait_started(10)
+        f.send("exit\n")
+        f.read_all(15)
+        fs = self.wait_audit(srv, "session-start", session=str(f.started.session_id))
+        self.assertEqual((fs["operator"], fs["operator-key"], fs["operator-source"],
+                          fs["via"], fs["operator-uid"]),
+                         ('alice "x"', "ssh-ed25519 SHA256:abc", "192.0.2.9:50122", "ssh",
+                          str(os.getuid())))
+        self.assertNotIn("operator", start)
         # Audit lines are one per line, with a UTC timestamp.
         for line in srv.audit.lines():
             self.assertRegex(line, r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z event=\S+")

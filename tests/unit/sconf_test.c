@@ -34,7 +34,7 @@ static void
 parse_fails(const char *text, const char *msg)
 {
 	struct sconf *sc = (struct sconf *)(uintptr_t)1;
-	char err[512];
+	char err[1024];
 
 	if (sconf_parse_string("t.conf", text, strlen(text), &sc, err,
 	                       sizeof(err)) != -EINVAL)
@@ -349,7 +349,10 @@ test_unknown_key(void **state)
 	            "max-unauthenticated, max-unauthenticated-per-address, "
 	            "preauth-streams, preauth-buffer, auth-failures, "
 	            "auth-failures-per-address, auth-checks, "
-	            "auth-checks-per-address)");
+	            "auth-checks-per-address, ssh-listen, ssh-host-key, "
+	            "ssh-authorized-keys, ssh-log-file, ssh-login-grace-time, "
+	            "ssh-max-startups, ssh-max-connections, "
+	            "ssh-max-channels)");
 }
 
 /* The pre-authentication limits: defaults, values, and their ranges. */
@@ -682,6 +685,105 @@ test_set(void **state)
 	sconf_free(sc);
 }
 
+/* The keys of ncgrpc-sshd: defaults, values, malformed and out of range. */
+static void
+test_ssh_keys(void **state)
+{
+	struct sconf *sc;
+	char err[512];
+
+	(void)state;
+	sc = parse_ok("");
+	assert_string_equal(sc->sc_ssh_listen_host, "::");
+	assert_int_equal(sc->sc_ssh_listen_port, 830);
+	assert_string_equal(sc->sc_ssh_host_key,
+	                    "/etc/ncgrpc/ssh_host_ed25519_key");
+	assert_string_equal(sc->sc_ssh_authorized_keys,
+	                    "/etc/ncgrpc/ssh_authorized_keys");
+	assert_string_equal(sc->sc_ssh_log_file, "-");
+	assert_int_equal(sc->sc_ssh_grace, 30);
+	assert_int_equal(sc->sc_ssh_max_startups, 64);
+	assert_int_equal(sc->sc_ssh_max_conns, 1000);
+	assert_int_equal(sc->sc_ssh_max_channels, 10);
+	assert_int_equal(sconf_validate(sc, err, sizeof(err)), 0);
+	sconf_free(sc);
+
+	sc = parse_ok("ssh-listen 127.0.0.1:2830\n"
+	              "ssh-host-key /k\n"
+	              "ssh-authorized-keys /a\n"
+	              "ssh-log-file /l\n"
+	              "ssh-login-grace-time 5\n"
+	              "ssh-max-startups 7\n"
+	              "ssh-max-connections 9\n"
+	              "ssh-max-channels 3\n");
+	assert_string_equal(sc->sc_ssh_listen_host, "127.0.0.1");
+	assert_int_equal(sc->sc_ssh_listen_port, 2830);
+	assert_string_equal(sc->sc_ssh_host_key, "/k");
+	assert_string_equal(sc->sc_ssh_authorized_keys, "/a");
+	assert_string_equal(sc->sc_ssh_log_file, "/l");
+	assert_int_equal(sc->sc_ssh_grace, 5);
+	assert_int_equal(sc->sc_ssh_max_startups, 7);
+	assert_int_equal(sc->sc_ssh_max_conns, 9);
+	assert_int_equal(sc->sc_ssh_max_channels, 3);
+	assert_int_equal(sconf_validate(sc, err, sizeof(err)), 0);
+	/* The command line overrides the file. */
+	assert_int_equal(
+	    sconf_set(sc, "ssh-listen", "[::1]:22", err, sizeof(err)), 0);
+	assert_string_equal(sc->sc_ssh_listen_host, "::1");
+	assert_int_equal(sc->sc_ssh_listen_port, 22);
+	assert_int_equal(
+	    sconf_set(sc, "ssh-listen", "nonsense", err, sizeof(err)), -EINVAL);
+	assert_string_equal(sc->sc_ssh_listen_host, "::1");
+	sconf_free(sc);
+
+	sc = parse_ok("ssh-listen *:830\n");
+	assert_string_equal(sc->sc_ssh_listen_host, "*");
+	sconf_free(sc);
+
+	parse_fails("ssh-listen 830\n",
+	            "t.conf:1: ssh-listen: '830' is not HOST:PORT, "
+	            "[IPV6]:PORT or *:PORT");
+	parse_fails("ssh-listen [nope]:830\n",
+	            "t.conf:1: ssh-listen: '[nope]:830' is not HOST:PORT, "
+	            "[IPV6]:PORT or *:PORT");
+	parse_fails("ssh-listen host:99999\n",
+	            "t.conf:1: ssh-listen: 'host:99999' is not HOST:PORT, "
+	            "[IPV6]:PORT or *:PORT");
+	parse_fails("ssh-listen a:1\nssh-listen b:2\n",
+	            "t.conf:2: 'ssh-listen' given twice (first at line 1)");
+	parse_fails("ssh-max-channels lots\n",
+	            "t.conf:1: ssh-max-channels: 'lots' is not a number");
+	parse_fails("ssh-login-grace-time 99999999999\n",
+	            "t.conf:1: ssh-login-grace-time: '99999999999' is too "
+	            "large");
+	parse_fails("ssh-host-key\n",
+	            "t.conf:1: 'ssh-host-key' takes one value");
+	validate_fails("ssh-listen host:0\n",
+	               "t.conf:1: ssh-listen: 'host' port 0 is not an address "
+	               "or host name and a port 1..65535");
+	validate_fails("ssh-listen bad_host!:830\n",
+	               "t.conf:1: ssh-listen: 'bad_host!' port 830 is not an "
+	               "address or host name and a port 1..65535");
+	validate_fails("ssh-host-key relative\n",
+	               "t.conf:1: ssh-host-key: 'relative' is not an absolute "
+	               "path");
+	validate_fails("ssh-log-file relative\n",
+	               "t.conf:1: ssh-log-file: 'relative' is not an absolute "
+	               "path or \"-\"");
+	validate_fails("ssh-login-grace-time 0\n",
+	               "t.conf:1: ssh-login-grace-time: 0 is out of range "
+	               "(1..600)");
+	validate_fails("ssh-max-startups 100001\n",
+	               "t.conf:1: ssh-max-startups: 100001 is out of range "
+	               "(1..100000)");
+	validate_fails("ssh-max-connections 0\n",
+	               "t.conf:1: ssh-max-connections: 0 is out of range "
+	               "(1..100000)");
+	validate_fails("ssh-max-channels 1001\n",
+	               "t.conf:1: ssh-max-channels: 1001 is out of range "
+	               "(1..1000)");
+}
+
 static void
 test_small_err(void **state)
 {
@@ -722,6 +824,7 @@ main(void)
 	    cmocka_unit_test(test_no_listen),
 	    cmocka_unit_test(test_set),
 	    cmocka_unit_test(test_small_err),
+	    cmocka_unit_test(test_ssh_keys),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

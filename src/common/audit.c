@@ -2,6 +2,7 @@
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
@@ -70,31 +71,42 @@ put_value(FILE *fp, const char *v)
 	fputc('"', fp);
 }
 
+/*
+ * Each event is formatted in memory and written with one write(2), so the
+ * lines of the two daemons sharing the file (O_APPEND) never interleave.
+ */
 void
 audit_event(const char *event, ...)
 {
 	struct timeval tv;
 	struct tm tm;
 	const char *k, *v;
-	char ts[32];
+	char ts[32], *line = NULL;
+	size_t len = 0;
 	va_list ap;
+	FILE *mf;
 
 	if (audit_fp == NULL)
+		return;
+	if ((mf = open_memstream(&line, &len)) == NULL)
 		return;
 	gettimeofday(&tv, NULL);
 	gmtime_r(&tv.tv_sec, &tm);
 	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-	fprintf(audit_fp, "%s.%03ldZ event=%s", ts, (long)(tv.tv_usec / 1000),
-	        event);
+	fprintf(mf, "%s.%03ldZ event=%s", ts, (long)(tv.tv_usec / 1000), event);
 	va_start(ap, event);
 	while ((k = va_arg(ap, const char *)) != NULL) {
 		v = va_arg(ap, const char *);
 		if (v == NULL)
 			continue;
-		fprintf(audit_fp, " %s=", k);
-		put_value(audit_fp, v);
+		fprintf(mf, " %s=", k);
+		put_value(mf, v);
 	}
 	va_end(ap);
-	fputc('\n', audit_fp);
-	fflush(audit_fp);
+	fputc('\n', mf);
+	if (fclose(mf) == 0 && line != NULL) {
+		fflush(audit_fp);
+		(void)!write(fileno(audit_fp), line, len);
+	}
+	free(line);
 }

@@ -1,0 +1,191 @@
+#!/usr/bin/python3
+"""The SSH front door against `ncgrpc session`, in one run.
+
+    bench_sshd.py --ncgrpcd PATH --agent PATH --sshd PATH --cli PATH
+                  [--idle 1000] [--rounds 100] [--mb 50]
+
+One ncgrpcd with --idle idle devices (ncgrpc-agent processes, 500 clients
+each, long-polling) plus router-17, an agent whose NETCONF backend is
+yuma123's netconfd; ncgrpc-sshd in front.  Measured, alternating the two
+paths round by round so both see the same machine:
+
+  - hello: time from starting the client to the device's whole <hello> at
+    the client: OpenSSH `ssh -s netconf` (new SSH connection, key
+    exchange, publickey, channel, operator call) against `ncgrpc session
+    router-17 --netconf` (operator socket, operator call); median and p99;
+  - bulk: a <get-config> whose reply is --mb MB: MB/s of the whole
+    session through ncclient (SSH front door), through OpenSSH's ssh (SSH
+    front door, C client) and through `ncgrpc session` (baseline).
+
+Not part of ctest.  Figures go to BENCHMARKS.md.
+"""
+import argparse
+import os
+import resource
+import select
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "server"))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "sshd"))
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
+import srvlib  # noqa: E402
+from opclient import OpClient  # noqa: E402
+from srvlib import Addr, Agent, Client  # noqa: E402
+import test_sshd  # noqa: E402
+from test_sshd import CFG, Env, HELLO_10, NACM_NS, rpc  # noqa: E402
+
+EOM = b"]]>]]>"
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    k = min(len(xs) - 1, max(0, int(round(p / 100.0 * len(xs) + 0.5)) - 1))
+    return xs[k]
+
+
+def time_to_hello(argv):
+    """Starts argv, returns seconds until the first ]]>]]>, then closes."""
+    t0 = time.monotonic()
+    p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL)
+    buf = b""
+    fd = p.stdout.fileno()
+    while EOM not in buf:
+        r, _, _ = select.select([fd], [], [], 30)
+        if not r:
+            p.kill()
+            raise RuntimeError("no hello within 30 s from %s" % argv[0])
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            raise RuntimeError("%s ended before the hello" % argv[0])
+        buf += chunk
+    dt = time.monotonic() - t0
+    p.stdin.write((HELLO_10 + rpc(1, "<close-session/>")).encode())
+    p.stdin.close()
+    p.stdout.read()
+    p.wait(30)
+    return dt
+
+
+def bulk_pipe(argv):
+    data = (HELLO_10 + rpc(1, "<get-config><source><running/></source></get-config>")
+            + rpc(2, "<close-session/>")).encode()
+    t0 = time.monotonic()
+    r = subprocess.run(argv, input=data, capture_output=True, timeout=600)
+    dt = time.monotonic() - t0
+    if r.returncode != 0:
+        raise RuntimeError("%s: %s" % (argv[0], r.stderr[-300:]))
+    return len(r.stdout), dt
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    for k in ("ncgrpcd", "agent", "sshd", "cli"):
+        ap.add_argument("--" + k, required=True)
+    ap.add_argument("--idle", type=int, default=1000)
+    ap.add_argument("--rounds", type=int, default=100)
+    ap.add_argument("--mb", type=int, default=50)
+    a = ap.parse_args()
+    for k in ("ncgrpcd", "agent", "sshd", "cli"):
+        CFG[k] = os.path.abspath(getattr(a, k))
+    test_sshd.Env.SECRET = "bench-secret-%s-0123456789"
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, max(soft, 4 * a.idle + 4096))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+    env = Env(("router-17",), extra=("session-limit 64",))
+    agents = []
+    try:
+        # The idle crowd: cheap scrypt, the registry is not what is measured.
+        ids = ["idle-%05d" % i for i in range(a.idle)]
+        for dev in ids:
+            env.srv.devices[dev] = srvlib.registry_line(dev, "s-" + dev, ln=10, r=1, p=1)
+        env.srv.write_registry()
+        time.sleep(1.5)  # ncgrpcd reloads the registry by itself
+        per = 500
+        for k in range(0, len(ids), per):
+            ag = Agent(CFG["agent"], env._sub("idle"))
+            ag.configure([Client("c%d" % i, dev, "s-" + dev,
+                                 [Addr(env.srv.port, cert_file=env.srv.cert)], waittime=2)
+                          for i, dev in enumerate(ids[k:k + per])], ())
+            ag.start()
+            agents.append(ag)
+        op = OpClient(env.srv.sock)
+        deadline = time.monotonic() + 300
+        while sum(1 for d in op.list_devices(timeout=60) if d.idle_connections) < a.idle + 1:
+            if time.monotonic() > deadline:
+                raise SystemExit("the idle devices did not all connect")
+            time.sleep(1)
+        op.close()
+        print("%d idle devices + router-17 connected" % a.idle, flush=True)
+
+        ssh = env.ssh_argv("alice", "router-17", "-s", "netconf")
+        cli = [CFG["cli"], "-f", env.srv.conf_path, "session", "router-17", "--netconf"]
+        t_ssh, t_cli = [], []
+        for _ in range(a.rounds):
+            t_ssh.append(time_to_hello(ssh) * 1000)
+            t_cli.append(time_to_hello(cli) * 1000)
+
+        # A config of about --mb MB, in edits the agent takes (< 4 MiB).
+        users = "".join("<user-name>user-%06d-%s</user-name>" % (i, "x" * 40)
+                        for i in range(100))
+        ngroups = a.mb * 1000 * 1000 // 8700
+        m = env.nc("carol", "router-17")
+        try:
+            for base in range(0, ngroups, 100):
+                groups = "".join("<group><name>g%05d</name>%s</group>" % (g, users)
+                                 for g in range(base, min(ngroups, base + 100)))
+                assert m.edit_config(target="candidate", config=(
+                    '<config><nacm xmlns="%s"><groups>%s</groups></nacm></config>'
+                    % (NACM_NS, groups))).ok
+            assert m.commit().ok
+        finally:
+            m.close_session()
+
+        res = {"ncclient": [], "ssh": [], "cli": []}
+        for _ in range(3):
+            t0 = time.monotonic()
+            m = env.nc("carol", "router-17")
+            n = len(m.get_config(source="running").xml.encode())
+            m.close_session()
+            res["ncclient"].append((n, time.monotonic() - t0))
+            res["ssh"].append(bulk_pipe(env.ssh_argv("carol", "router-17", "-s", "netconf")))
+            res["cli"].append(bulk_pipe(cli))
+
+        print()
+        print("SSH front door against ncgrpc session: %d idle devices connected, "
+              "%d rounds" % (a.idle, a.rounds))
+        print("%-46s %10s %10s %8s" % ("connect -> device <hello> at the client",
+                                      "median ms", "p99 ms", "ratio"))
+        mc, ms = statistics.median(t_cli), statistics.median(t_ssh)
+        print("%-46s %10.1f %10.1f %8s" % ("ncgrpc session (baseline)", mc, pct(t_cli, 99),
+                                           "1.00x"))
+        print("%-46s %10.1f %10.1f %7.2fx" % ("ssh -s netconf via ncgrpc-sshd", ms,
+                                              pct(t_ssh, 99), ms / mc))
+        print()
+        print("%-46s %10s %10s %8s" % ("bulk <get-config>, best of 3", "MB", "MB/s",
+                                       "ratio"))
+        best = {k: max(v, key=lambda x: x[0] / x[1]) for k, v in res.items()}
+        base = best["cli"][0] / best["cli"][1]
+        for k, label in (("cli", "ncgrpc session (baseline)"),
+                         ("ssh", "OpenSSH ssh -s netconf via ncgrpc-sshd"),
+                         ("ncclient", "ncclient via ncgrpc-sshd")):
+            n, dt = best[k]
+            print("%-46s %10.1f %10.1f %7.2fx" % (label, n / 1e6, n / 1e6 / dt,
+                                                  n / dt / base))
+        return 0
+    finally:
+        for ag in agents:
+            ag.stop(20)
+        env.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
