@@ -43,6 +43,7 @@
 #include "ncgrpc_operator.pb-c.h"
 #include "sconf.h"
 #include "sshd.h"
+#include "termext.h"
 
 #define SCONN_OPSVC_SESSION "/ncgrpc.operator.v1.Operator/Session"
 #define SCONN_OUT_HIWAT     (256 * 1024) /* device output held for a channel */
@@ -81,9 +82,10 @@ struct schan {
 	enum chan_state ch_state;
 	char *ch_cmd; /* exec */
 	int ch_pty;
-	uint32_t ch_cols, ch_rows;
-	int ch_raw;                /* RAW terminal granted */
-	struct grpc_call *ch_call; /* NULL once on_end ran */
+	uint32_t ch_cols, ch_rows; /* 0: not said (the device's default) */
+	char ch_term[TERMEXT_TERM_MAX + 1]; /* "": not said */
+	int ch_raw;                         /* RAW terminal granted */
+	struct grpc_call *ch_call;          /* NULL once on_end ran */
 	int ch_started;
 	uint64_t ch_sid; /* ncgrpcd's session id */
 	struct buf ch_out;
@@ -470,9 +472,14 @@ chan_call(struct schan *ch)
 	                : NCGRPC__OPERATOR__V1__SESSION_TYPE__SHELL;
 	if (ch->ch_type == CH_SHELL && ch->ch_pty) {
 		open.terminal = NCGRPC__OPERATOR__V1__TERMINAL_MODE__RAW;
-		win.cols = ch->ch_cols;
-		win.rows = ch->ch_rows;
-		open.window = &win;
+		/* A client without a terminal of its own says 0x0. */
+		if (ch->ch_cols != 0 && ch->ch_rows != 0) {
+			win.cols = ch->ch_cols;
+			win.rows = ch->ch_rows;
+			open.window = &win;
+		}
+		if (ch->ch_term[0] != '\0')
+			open.term = ch->ch_term;
 	}
 	open.operator_name = c->c_op;
 	open.operator_key = c->c_fp;
@@ -660,6 +667,21 @@ cb_signal(ssh_session ss, ssh_channel channel, const char *signal, void *arg)
 			send_signal(ch, sigs[i].num);
 }
 
+/*
+ * The window a client reports, as ncgrpcd takes it: 0 (unknown) when
+ * either side is, and at most TERMEXT_WINDOW_MAX cells each way.
+ */
+static void
+pty_size(struct schan *ch, int cols, int rows)
+{
+	if (cols == 0 || rows == 0)
+		cols = rows = 0;
+	ch->ch_cols =
+	    cols > TERMEXT_WINDOW_MAX ? TERMEXT_WINDOW_MAX : (uint32_t)cols;
+	ch->ch_rows =
+	    rows > TERMEXT_WINDOW_MAX ? TERMEXT_WINDOW_MAX : (uint32_t)rows;
+}
+
 static int
 cb_pty(ssh_session ss, ssh_channel channel, const char *term, int cols,
        int rows, int pxw, int pxh, void *arg)
@@ -668,14 +690,15 @@ cb_pty(ssh_session ss, ssh_channel channel, const char *term, int cols,
 
 	(void)ss;
 	(void)channel;
-	(void)term;
 	(void)pxw;
 	(void)pxh;
 	if (ch->ch_state != CH_NEW || cols < 0 || rows < 0)
 		return -1;
 	ch->ch_pty = 1;
-	ch->ch_cols = (uint32_t)cols;
-	ch->ch_rows = (uint32_t)rows;
+	pty_size(ch, cols, rows);
+	/* A type the device would not be given is left to its default. */
+	if (term != NULL && termext_term_ok(term, strlen(term)))
+		snprintf(ch->ch_term, sizeof(ch->ch_term), "%s", term);
 	return 0;
 }
 
@@ -695,10 +718,10 @@ cb_window(ssh_session ss, ssh_channel channel, int cols, int rows, int pxw,
 	(void)pxh;
 	if (cols < 0 || rows < 0)
 		return -1;
-	ch->ch_cols = (uint32_t)cols;
-	ch->ch_rows = (uint32_t)rows;
+	pty_size(ch, cols, rows);
 	/* A LINE session has no window to resize: only RAW takes it. */
-	if (ch->ch_raw && ch->ch_call != NULL) {
+	if (ch->ch_raw && ch->ch_call != NULL && ch->ch_cols != 0 &&
+	    ch->ch_rows != 0) {
 		win.cols = ch->ch_cols;
 		win.rows = ch->ch_rows;
 		in.input_case =
