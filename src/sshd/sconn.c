@@ -465,6 +465,8 @@ chan_call(struct schan *ch)
 		            "ncgrpcd cannot be reached; try again later");
 		return;
 	}
+	/* ch_out pauses the call and always resumes it as the client reads. */
+	grpc_call_deliver_all(ch->ch_call);
 	ch->ch_state = CH_CALL;
 	open.device_id = c->c_dev;
 	open.type = ch->ch_type == CH_NETCONF
