@@ -1003,6 +1003,89 @@ class YangcliTest(SshdTestCase):
         env.wait_audit("ssh-session-end", operator="yc", channel="netconf")
 
 
+class TerminalTest(SshdTestCase):
+    """ssh -tt through the front door is a full terminal on the device
+    (pty-req and window-change map onto the raw terminal): driven in tmux,
+    as tests/session/test_terminal.py drives ncgrpc session."""
+
+    def test_full_terminal(self):
+        if shutil.which("tmux") is None or shutil.which("vi") is None:
+            self.skipTest("tmux and vi are needed (scripts/install-deps)")
+        sys.path.insert(0, os.path.join(HERE, "..", "session"))
+        from test_terminal import Tmux  # noqa: E402
+        env = self.env
+        work = tempfile.mkdtemp(prefix="tmux-", dir=env.tmp)
+        t = Tmux(work).start({"PATH": os.environ["PATH"], "TERM": "xterm",
+                              "HOME": work, "PS1": "local$ "})
+        self.addCleanup(t.kill)
+        t.line("stty -a > %s/stty.before" % work)
+        t.line(" ".join(env.ssh_argv("alice", "router-17", tty=True)))
+        t.wait(r"^[#$]$", timeout=20)  # tmux drops the space at the end
+        # The device's login shell here is /bin/sh; bash has completion.
+        t.line("exec /bin/bash --norc --noprofile")
+        time.sleep(0.3)
+        t.line("PS1='TT> '; cd %s" % work)
+        t.keys("C-l")
+        t.wait(r"^TT>$")
+        # Tab completion is the device's shell.
+        t.type("ech")
+        t.keys("Tab")
+        t.wait(r"^TT> echo$")
+        t.line("tab-done")
+        self.assertIn("TT> echo tab-done", t.wait(r"^tab-done$"))
+        # The window: tmux's 100x30, then a resize (window-change).
+        t.line("stty size")
+        t.wait(r"^30 100$")
+        t.resize(120, 40)
+        t.line("stty size")
+        t.wait(r"^40 120$")
+        # vi edits a file on the device.
+        path = os.path.join(work, "vi-file.txt")
+        t.line("vi -u NONE -N %s" % path)
+        t.wait(r"^~\s*$", count=3)
+        t.keys("i")
+        t.type("hello over ssh")
+        t.keys("Escape")
+        t.line(":wq")
+        t.wait(r"^TT>$")
+        srvlib.wait_until(lambda: os.path.exists(path), 5, "the file vi saved")
+        with open(path) as f:
+            self.assertEqual(f.read(), "hello over ssh\n")
+        # top draws its screen and q ends it.
+        t.line("top -d 1")
+        t.wait(r"^\s*PID\s+USER", timeout=15)
+        time.sleep(0.5)  # top reads keys once its first screen is out
+        t.type("q")
+        t.line("echo top-$((1+1))")
+        t.wait(r"^top-2$", timeout=10)
+        # Ctrl-C stops sleep 100.
+        t.line("sleep 100")
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        t.keys("C-c")
+        t.line("echo after-$((2+3))")
+        t.wait(r"^after-5$", timeout=10)
+        self.assertLess(time.monotonic() - t0, 10)
+        # Leaving: the local terminal is as it was.
+        t.line("clear")
+        t.wait(r"^TT>$")
+        self.assertNotIn("local$", t.screen())
+        t.line("exit")
+        t.wait(r"^local\$", timeout=15)
+        t.line("stty -a > %s/stty.after" % work)
+        srvlib.wait_until(lambda: os.path.exists(os.path.join(work, "stty.after")), 5,
+                          "stty -a after")
+        time.sleep(0.2)
+        with open(os.path.join(work, "stty.before")) as a, \
+                open(os.path.join(work, "stty.after")) as b:
+            # rows and columns changed with the resize; nothing else may.
+            strip = lambda x: re.sub(r"rows \d+; columns \d+;", "", x)  # noqa: E731
+            self.assertEqual(strip(a.read()), strip(b.read()))
+        end = env.wait_audit("ssh-session-end", channel="shell", pty="yes")
+        start = env.wait_audit("session-start", session=end["session"])
+        self.assertEqual(start.get("terminal"), "raw")
+
+
 def main():
     ap = argparse.ArgumentParser(add_help=False)
     for k in ("ncgrpcd", "agent", "sshd", "cli", "stub-dir"):
