@@ -208,7 +208,7 @@ start_client(struct agent_client *ac, const struct conf_client *cc)
 {
 	int rc;
 
-	if ((ac->ac_name = strdup(cc->cl_name)) == NULL)
+	if ((ac->ac_name = strdup(cc->cc_name)) == NULL)
 		return -ENOMEM;
 	if ((rc = client_start(agent.loop, cc, &agent.cs, &ac->ac_client)) !=
 	    0) {
@@ -257,9 +257,9 @@ reload(const char *trigger)
 	for (i = 0; i < cf->cf_nclients; i++) {
 		const struct conf_client *cc = &cf->cf_clients[i];
 		const struct conf_client *prev =
-		    conf_client_find(agent.conf, cc->cl_name);
+		    conf_client_find(agent.conf, cc->cc_name);
 
-		old = find_client(cc->cl_name);
+		old = find_client(cc->cc_name);
 		if (old != NULL && prev != NULL &&
 		    conf_client_equal_conn(prev, cc)) {
 			client_update(old->ac_client, cc);
@@ -276,7 +276,7 @@ reload(const char *trigger)
 			added++;
 		if (start_client(&nc[i], cc) != 0)
 			log_warnx("client \"%s\": cannot start: out of memory",
-			          cc->cl_name);
+			          cc->cc_name);
 	}
 	for (i = 0; i < agent.nclients; i++)
 		if (agent.clients[i].ac_client != NULL) {

@@ -721,24 +721,24 @@ client_start(uv_loop_t *loop, const struct conf_client *cc,
 	cl->cl_cs = cs;
 	LIST_INIT(&cl->cl_conns);
 	cl->cl_ping_ms = cs->cs_ping_interval_ms;
-	cl->cl_reconnect = cc->cl_reconnect;
-	cl->cl_waittime = cc->cl_waittime;
-	if ((cl->cl_name = strdup(cc->cl_name)) == NULL ||
-	    (cl->cl_device_id = strdup(cc->cl_device_id)) == NULL ||
-	    (cl->cl_secret = strndup(cc->cl_secret, cc->cl_secret_len)) ==
+	cl->cl_reconnect = cc->cc_reconnect;
+	cl->cl_waittime = cc->cc_waittime;
+	if ((cl->cl_name = strdup(cc->cc_name)) == NULL ||
+	    (cl->cl_device_id = strdup(cc->cc_device_id)) == NULL ||
+	    (cl->cl_secret = strndup(cc->cc_secret, cc->cc_secret_len)) ==
 	        NULL ||
-	    (cl->cl_addrs = calloc(cc->cl_naddrs, sizeof(*cl->cl_addrs))) ==
+	    (cl->cl_addrs = calloc(cc->cc_naddrs, sizeof(*cl->cl_addrs))) ==
 	        NULL)
 		goto nomem;
-	cl->cl_secret_len = cc->cl_secret_len;
-	cl->cl_naddrs = cc->cl_naddrs;
-	for (i = 0; i < cc->cl_naddrs; i++) {
-		if (caddr_init(&cl->cl_addrs[i], &cc->cl_addrs[i]) != 0)
+	cl->cl_secret_len = cc->cc_secret_len;
+	cl->cl_naddrs = cc->cc_naddrs;
+	for (i = 0; i < cc->cc_naddrs; i++) {
+		if (caddr_init(&cl->cl_addrs[i], &cc->cc_addrs[i]) != 0)
 			goto nomem;
 		if (cl->cl_addrs[i].ca_ctx == NULL)
 			log_warnx("client \"%s\": address %s: trusted-cert "
 			          "unusable: %s",
-			          cl->cl_name, cc->cl_addrs[i].ad_host,
+			          cl->cl_name, cc->cc_addrs[i].ad_host,
 			          cl->cl_addrs[i].ca_ctx_err);
 	}
 	uv_timer_init(loop, &cl->cl_timer);
@@ -753,7 +753,7 @@ client_start(uv_loop_t *loop, const struct conf_client *cc,
 	return 0;
 nomem:
 	if (cl->cl_addrs != NULL)
-		for (i = 0; i < cc->cl_naddrs; i++) {
+		for (i = 0; i < cc->cc_naddrs; i++) {
 			free(cl->cl_addrs[i].ca_host);
 			tls_ctx_free(cl->cl_addrs[i].ca_ctx);
 		}
@@ -768,13 +768,13 @@ nomem:
 void
 client_update(struct client *cl, const struct conf_client *cc)
 {
-	if (cl->cl_waittime != cc->cl_waittime ||
-	    cl->cl_reconnect != cc->cl_reconnect)
+	if (cl->cl_waittime != cc->cc_waittime ||
+	    cl->cl_reconnect != cc->cc_reconnect)
 		log_info("client \"%s\": now %s, waittime %u s", cl->cl_name,
-		         conf_reconnect_name(cc->cl_reconnect),
-		         cc->cl_waittime);
-	cl->cl_waittime = cc->cl_waittime;
-	cl->cl_reconnect = cc->cl_reconnect;
+		         conf_reconnect_name(cc->cc_reconnect),
+		         cc->cc_waittime);
+	cl->cl_waittime = cc->cc_waittime;
+	cl->cl_reconnect = cc->cc_reconnect;
 	/* Learned slower pings (too_many_pings) are forgotten on purpose. */
 	cl->cl_ping_ms = cl->cl_cs->cs_ping_interval_ms;
 	/* A raised session-limit lets a connection wait again. */

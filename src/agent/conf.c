@@ -535,12 +535,12 @@ client_clear(struct conf_client *cl)
 {
 	size_t i;
 
-	free(cl->cl_name);
-	free(cl->cl_device_id);
-	secret_clear(&cl->cl_secret, &cl->cl_secret_len);
-	for (i = 0; i < cl->cl_naddrs; i++)
-		address_clear(&cl->cl_addrs[i]);
-	free(cl->cl_addrs);
+	free(cl->cc_name);
+	free(cl->cc_device_id);
+	secret_clear(&cl->cc_secret, &cl->cc_secret_len);
+	for (i = 0; i < cl->cc_naddrs; i++)
+		address_clear(&cl->cc_addrs[i]);
+	free(cl->cc_addrs);
 	memset(cl, 0, sizeof(*cl));
 }
 
@@ -680,9 +680,9 @@ client_secret(struct parser *p, struct conf_client *cl)
 		secret_clear(&s, &len);
 		return -1;
 	}
-	secret_clear(&cl->cl_secret, &cl->cl_secret_len);
-	cl->cl_secret = s;
-	cl->cl_secret_len = len;
+	secret_clear(&cl->cc_secret, &cl->cc_secret_len);
+	cl->cc_secret = s;
+	cl->cc_secret_len = len;
 	p->p_after_secret = 1;
 	return 0;
 }
@@ -708,13 +708,13 @@ client_address(struct parser *p, struct conf_client *cl)
 		       tok_kind(p));
 		goto fail;
 	}
-	n = reallocarray(cl->cl_addrs, cl->cl_naddrs + 1, sizeof(*n));
+	n = reallocarray(cl->cc_addrs, cl->cc_naddrs + 1, sizeof(*n));
 	if (n == NULL) {
 		nomem(p);
 		goto fail;
 	}
-	cl->cl_addrs = n;
-	cl->cl_addrs[cl->cl_naddrs++] = ad;
+	cl->cc_addrs = n;
+	cl->cc_addrs[cl->cc_naddrs++] = ad;
 	return 0;
 
 fail:
@@ -735,7 +735,7 @@ client_stmt(struct parser *p, int kw, void *target)
 
 	switch (kw) {
 	case KW_DEVICE_ID:
-		return str_stmt(p, "device-id", &cl->cl_device_id);
+		return str_stmt(p, "device-id", &cl->cc_device_id);
 	case KW_SECRET:
 		return client_secret(p, cl);
 	case KW_RECONNECT:
@@ -752,12 +752,12 @@ client_stmt(struct parser *p, int kw, void *target)
 			              "in-order or sticky");
 		if (end_stmt(p, "reconnect-strategy") != 0)
 			return -1;
-		cl->cl_reconnect = r;
+		cl->cc_reconnect = r;
 		return 0;
 	case KW_WAITTIME:
 		return num_stmt(p, "waittime", "a number of seconds",
 		                CONF_MIN_WAITTIME, CONF_MAX_WAITTIME,
-		                &cl->cl_waittime);
+		                &cl->cc_waittime);
 	case KW_ADDRESS:
 		return client_address(p, cl);
 	}
@@ -777,10 +777,10 @@ ohttps_stmt(struct parser *p, int kw, void *target)
 
 	(void)kw;
 	memset(&cl, 0, sizeof(cl));
-	cl.cl_reconnect = CONF_RECONNECT_IN_ORDER;
-	cl.cl_waittime = CONF_DEFAULT_WAITTIME;
-	cl.cl_pos = p->p_tpos;
-	if (value(p, "client") != 0 || take_str(p, &cl.cl_name) != 0)
+	cl.cc_reconnect = CONF_RECONNECT_IN_ORDER;
+	cl.cc_waittime = CONF_DEFAULT_WAITTIME;
+	cl.cc_pos = p->p_tpos;
+	if (value(p, "client") != 0 || take_str(p, &cl.cc_name) != 0)
 		goto fail;
 	if (open_block(p, "client") != 0)
 		goto fail;
@@ -1256,8 +1256,8 @@ static int
 validate_address(const struct conf *cf, const struct conf_client *cl, size_t i,
                  char *err, size_t errlen)
 {
-	const struct conf_address *ad = &cl->cl_addrs[i];
-	const char *cn = safe(cl->cl_name), *hn = safe(ad->ad_host);
+	const struct conf_address *ad = &cl->cc_addrs[i];
+	const char *cn = safe(cl->cc_name), *hn = safe(ad->ad_host);
 	size_t j;
 
 	if (ad->ad_host == NULL || !host_ok(ad->ad_host))
@@ -1271,8 +1271,8 @@ validate_address(const struct conf *cf, const struct conf_client *cl, size_t i,
 		            "to 65535",
 		            cn, hn);
 	for (j = 0; j < i; j++)
-		if (strcasecmp(cl->cl_addrs[j].ad_host, ad->ad_host) == 0 &&
-		    cl->cl_addrs[j].ad_port == ad->ad_port)
+		if (strcasecmp(cl->cc_addrs[j].ad_host, ad->ad_host) == 0 &&
+		    cl->cc_addrs[j].ad_port == ad->ad_port)
 			return verr(cf, err, errlen, &ad->ad_pos,
 			            "client '%s': address '%s' port %u "
 			            "given twice",
@@ -1308,58 +1308,58 @@ static int
 validate_client(const struct conf *cf, size_t i, char *err, size_t errlen)
 {
 	const struct conf_client *cl = &cf->cf_clients[i];
-	const char *cn = safe(cl->cl_name);
+	const char *cn = safe(cl->cc_name);
 	size_t j;
 	int rc;
 
-	if (cl->cl_name == NULL || !text_ok(cl->cl_name, strlen(cl->cl_name)) ||
-	    cl->cl_name[0] == '\0' || strlen(cl->cl_name) > 255)
-		return verr(cf, err, errlen, &cl->cl_pos,
+	if (cl->cc_name == NULL || !text_ok(cl->cc_name, strlen(cl->cc_name)) ||
+	    cl->cc_name[0] == '\0' || strlen(cl->cc_name) > 255)
+		return verr(cf, err, errlen, &cl->cc_pos,
 		            "bad client name; expected 1 to 255 printable "
 		            "characters");
 	for (j = 0; j < i; j++)
-		if (strcmp(cf->cf_clients[j].cl_name, cl->cl_name) == 0)
-			return verr(cf, err, errlen, &cl->cl_pos,
+		if (strcmp(cf->cf_clients[j].cc_name, cl->cc_name) == 0)
+			return verr(cf, err, errlen, &cl->cc_pos,
 			            "client '%s' defined twice (first at "
 			            "line %u)",
-			            cn, cf->cf_clients[j].cl_pos.po_line);
-	if (cl->cl_device_id == NULL || cl->cl_device_id[0] == '\0')
-		return verr(cf, err, errlen, &cl->cl_pos,
+			            cn, cf->cf_clients[j].cc_pos.po_line);
+	if (cl->cc_device_id == NULL || cl->cc_device_id[0] == '\0')
+		return verr(cf, err, errlen, &cl->cc_pos,
 		            "client '%s': no device-id; expected "
 		            "'device-id NAME;'",
 		            cn);
-	if (!text_ok(cl->cl_device_id, strlen(cl->cl_device_id)))
-		return verr(cf, err, errlen, &cl->cl_pos,
+	if (!text_ok(cl->cc_device_id, strlen(cl->cc_device_id)))
+		return verr(cf, err, errlen, &cl->cc_pos,
 		            "client '%s': device-id must be printable UTF-8",
 		            cn);
-	if (cl->cl_secret == NULL || cl->cl_secret_len == 0)
-		return verr(cf, err, errlen, &cl->cl_pos,
+	if (cl->cc_secret == NULL || cl->cc_secret_len == 0)
+		return verr(cf, err, errlen, &cl->cc_pos,
 		            "client '%s': no secret; expected 'secret "
 		            "\"...\";'",
 		            cn);
 	/* A $9$ secret may decode to a NUL, which the wire would cut at. */
-	if (memchr(cl->cl_secret, '\0', cl->cl_secret_len) != NULL)
-		return verr(cf, err, errlen, &cl->cl_pos,
+	if (memchr(cl->cc_secret, '\0', cl->cc_secret_len) != NULL)
+		return verr(cf, err, errlen, &cl->cc_pos,
 		            "client '%s': secret holds a NUL byte", cn);
-	if (!utf8_valid((const uint8_t *)cl->cl_secret, cl->cl_secret_len))
-		return verr(cf, err, errlen, &cl->cl_pos,
+	if (!utf8_valid((const uint8_t *)cl->cc_secret, cl->cc_secret_len))
+		return verr(cf, err, errlen, &cl->cc_pos,
 		            "client '%s': secret is not valid UTF-8", cn);
-	if (cl->cl_reconnect != CONF_RECONNECT_IN_ORDER &&
-	    cl->cl_reconnect != CONF_RECONNECT_STICKY)
-		return verr(cf, err, errlen, &cl->cl_pos,
+	if (cl->cc_reconnect != CONF_RECONNECT_IN_ORDER &&
+	    cl->cc_reconnect != CONF_RECONNECT_STICKY)
+		return verr(cf, err, errlen, &cl->cc_pos,
 		            "client '%s': bad reconnect-strategy", cn);
-	if (cl->cl_waittime < CONF_MIN_WAITTIME ||
-	    cl->cl_waittime > CONF_MAX_WAITTIME)
-		return verr(cf, err, errlen, &cl->cl_pos,
+	if (cl->cc_waittime < CONF_MIN_WAITTIME ||
+	    cl->cc_waittime > CONF_MAX_WAITTIME)
+		return verr(cf, err, errlen, &cl->cc_pos,
 		            "client '%s': waittime %u; expected %u to %u", cn,
-		            cl->cl_waittime, CONF_MIN_WAITTIME,
+		            cl->cc_waittime, CONF_MIN_WAITTIME,
 		            CONF_MAX_WAITTIME);
-	if (cl->cl_naddrs == 0)
-		return verr(cf, err, errlen, &cl->cl_pos,
+	if (cl->cc_naddrs == 0)
+		return verr(cf, err, errlen, &cl->cc_pos,
 		            "client '%s': no address; expected at least one "
 		            "'address HOST { ... }'",
 		            cn);
-	for (j = 0; j < cl->cl_naddrs; j++)
+	for (j = 0; j < cl->cc_naddrs; j++)
 		if ((rc = validate_address(cf, cl, j, err, errlen)) != 0)
 			return rc;
 	return 0;
@@ -1453,8 +1453,8 @@ conf_client_find(const struct conf *cf, const char *name)
 	size_t i;
 
 	for (i = 0; i < cf->cf_nclients; i++)
-		if (cf->cf_clients[i].cl_name != NULL &&
-		    strcmp(cf->cf_clients[i].cl_name, name) == 0)
+		if (cf->cf_clients[i].cc_name != NULL &&
+		    strcmp(cf->cf_clients[i].cc_name, name) == 0)
 			return &cf->cf_clients[i];
 	return NULL;
 }
@@ -1473,19 +1473,19 @@ conf_client_equal_conn(const struct conf_client *a, const struct conf_client *b)
 	const struct conf_address *x, *y;
 	size_t i;
 
-	if (!str_equal(a->cl_device_id, b->cl_device_id))
+	if (!str_equal(a->cc_device_id, b->cc_device_id))
 		return 0;
-	if ((a->cl_secret == NULL) != (b->cl_secret == NULL) ||
-	    a->cl_secret_len != b->cl_secret_len)
+	if ((a->cc_secret == NULL) != (b->cc_secret == NULL) ||
+	    a->cc_secret_len != b->cc_secret_len)
 		return 0;
-	if (a->cl_secret != NULL &&
-	    CRYPTO_memcmp(a->cl_secret, b->cl_secret, a->cl_secret_len) != 0)
+	if (a->cc_secret != NULL &&
+	    CRYPTO_memcmp(a->cc_secret, b->cc_secret, a->cc_secret_len) != 0)
 		return 0;
-	if (a->cl_naddrs != b->cl_naddrs)
+	if (a->cc_naddrs != b->cc_naddrs)
 		return 0;
-	for (i = 0; i < a->cl_naddrs; i++) {
-		x = &a->cl_addrs[i];
-		y = &b->cl_addrs[i];
+	for (i = 0; i < a->cc_naddrs; i++) {
+		x = &a->cc_addrs[i];
+		y = &b->cc_addrs[i];
 		if (!str_equal(x->ad_host, y->ad_host) ||
 		    x->ad_port != y->ad_port ||
 		    !str_equal(x->ad_trusted_cert, y->ad_trusted_cert) ||

@@ -87,15 +87,15 @@ struct conf_address {
 };
 
 struct conf_client {
-	char *cl_name; /* local name, never sent */
-	char *cl_device_id;
-	char *cl_secret; /* plaintext ($9$ decoded) or NULL */
-	size_t cl_secret_len;
-	enum conf_reconnect cl_reconnect;
-	unsigned cl_waittime;          /* seconds */
-	struct conf_address *cl_addrs; /* in the order written */
-	size_t cl_naddrs;
-	struct conf_pos cl_pos;
+	char *cc_name; /* local name, never sent */
+	char *cc_device_id;
+	char *cc_secret; /* plaintext ($9$ decoded) or NULL */
+	size_t cc_secret_len;
+	enum conf_reconnect cc_reconnect;
+	unsigned cc_waittime;          /* seconds */
+	struct conf_address *cc_addrs; /* in the order written */
+	size_t cc_naddrs;
+	struct conf_pos cc_pos;
 };
 
 struct conf_agent {

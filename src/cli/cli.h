@@ -31,9 +31,9 @@ struct sconf;
 
 /* Global options. */
 struct cli {
-	const char *cl_socket; /* -s, or NULL: from the configuration */
-	const char *cl_config; /* -f, or the default */
-	int cl_config_given;   /* -f was used */
+	const char *ci_socket; /* -s, or NULL: from the configuration */
+	const char *ci_config; /* -f, or the default */
+	int ci_config_given;   /* -f was used */
 };
 
 /*

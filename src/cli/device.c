@@ -331,7 +331,7 @@ device_add(const struct cli *cl, const char *id, int set_form, int secret_stdin)
 		        "ncgrpc: %s has no \"name\": the addresses "
 		        "are this host's default names; devices need "
 		        "a name or address that reaches it\n",
-		        cl->cl_config);
+		        cl->ci_config);
 	ret = CLI_EXIT_OK;
 	goto out;
 oom:

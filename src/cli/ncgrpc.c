@@ -281,8 +281,8 @@ cli_load_config(const struct cli *cl)
 	char err[512];
 	int rc;
 
-	rc = sconf_parse_file(cl->cl_config, &sc, err, sizeof(err));
-	if (rc == -ENOENT && !cl->cl_config_given) {
+	rc = sconf_parse_file(cl->ci_config, &sc, err, sizeof(err));
+	if (rc == -ENOENT && !cl->ci_config_given) {
 		if (sconf_new(&sc) != 0) {
 			cli_err("out of memory");
 			return NULL;
@@ -291,7 +291,7 @@ cli_load_config(const struct cli *cl)
 	}
 	if (rc != 0) {
 		if (rc == -ENOENT || rc == -EACCES)
-			cli_err("cannot read \"%s\": %s", cl->cl_config,
+			cli_err("cannot read \"%s\": %s", cl->ci_config,
 			        strerror(-rc));
 		else
 			cli_err("%s", err);
@@ -312,21 +312,21 @@ cli_socket_path(const struct cli *cl)
 	char err[512];
 	int rc;
 
-	if (cl->cl_socket != NULL)
-		return cl->cl_socket;
+	if (cl->ci_socket != NULL)
+		return cl->ci_socket;
 	if (sc != NULL)
 		return sc->sc_operator_socket;
-	rc = sconf_parse_file(cl->cl_config, &sc, err, sizeof(err));
+	rc = sconf_parse_file(cl->ci_config, &sc, err, sizeof(err));
 	if (rc == 0)
 		return sc->sc_operator_socket;
 	/*
 	 * Operators often cannot read the daemon's configuration; then the
 	 * default socket is the best guess, unless -f asked for the file.
 	 */
-	if (!cl->cl_config_given && (rc == -ENOENT || rc == -EACCES))
+	if (!cl->ci_config_given && (rc == -ENOENT || rc == -EACCES))
 		return SCONF_DEFAULT_OPERATOR_SOCKET;
 	if (rc == -ENOENT || rc == -EACCES)
-		cli_err("cannot read \"%s\": %s", cl->cl_config, strerror(-rc));
+		cli_err("cannot read \"%s\": %s", cl->ci_config, strerror(-rc));
 	else
 		cli_err("%s", err);
 	return NULL;
@@ -342,7 +342,7 @@ main(int argc, char **argv)
 	    {"version", no_argument, NULL, 'V'},
 	    {NULL, 0, NULL, 0},
 	};
-	struct cli cl = {.cl_config = CLI_DEFAULT_CONFIG};
+	struct cli cl = {.ci_config = CLI_DEFAULT_CONFIG};
 	const char *cmd;
 	int ch;
 
@@ -354,11 +354,11 @@ main(int argc, char **argv)
 	       -1) {
 		switch (ch) {
 		case 's':
-			cl.cl_socket = optarg;
+			cl.ci_socket = optarg;
 			break;
 		case 'f':
-			cl.cl_config = optarg;
-			cl.cl_config_given = 1;
+			cl.ci_config = optarg;
+			cl.ci_config_given = 1;
 			break;
 		case 'h':
 			fputs(usage_text, stdout);

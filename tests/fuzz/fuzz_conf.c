@@ -27,10 +27,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		const struct conf_client *cl = &cf->cf_clients[i];
 
 		FUZZ_CHECK(conf_client_equal_conn(cl, cl));
-		FUZZ_CHECK(conf_client_find(cf, cl->cl_name) != NULL);
-		if (cl->cl_secret != NULL)
-			FUZZ_CHECK(strlen(cl->cl_secret) == cl->cl_secret_len);
-		(void)conf_reconnect_name(cl->cl_reconnect);
+		FUZZ_CHECK(conf_client_find(cf, cl->cc_name) != NULL);
+		if (cl->cc_secret != NULL)
+			FUZZ_CHECK(strlen(cl->cc_secret) == cl->cc_secret_len);
+		(void)conf_reconnect_name(cl->cc_reconnect);
 	}
 	conf_free(cf);
 	return 0;

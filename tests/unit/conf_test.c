@@ -344,25 +344,25 @@ check_spec_conf(const struct conf *cf)
 
 	assert_int_equal(cf->cf_nclients, 2);
 	c = &cf->cf_clients[0];
-	assert_string_equal(c->cl_name, "nms1");
-	assert_string_equal(c->cl_device_id, "router-17");
-	assert_string_equal(c->cl_secret, SECRET9_DEC);
-	assert_int_equal(c->cl_secret_len, strlen(SECRET9_DEC));
-	assert_int_equal(c->cl_reconnect, CONF_RECONNECT_IN_ORDER);
-	assert_int_equal(c->cl_waittime, 30);
-	assert_int_equal(c->cl_naddrs, 2);
-	assert_string_equal(c->cl_addrs[0].ad_host, "198.51.100.7");
-	assert_int_equal(c->cl_addrs[0].ad_port, 443);
-	assert_string_equal(c->cl_addrs[0].ad_trusted_cert, pem);
-	assert_null(c->cl_addrs[0].ad_trusted_cert_file);
-	assert_string_equal(c->cl_addrs[1].ad_host, "nms-backup.example.net");
-	assert_int_equal(c->cl_addrs[1].ad_port, 8443);
-	assert_string_equal(c->cl_addrs[1].ad_trusted_cert, pem);
+	assert_string_equal(c->cc_name, "nms1");
+	assert_string_equal(c->cc_device_id, "router-17");
+	assert_string_equal(c->cc_secret, SECRET9_DEC);
+	assert_int_equal(c->cc_secret_len, strlen(SECRET9_DEC));
+	assert_int_equal(c->cc_reconnect, CONF_RECONNECT_IN_ORDER);
+	assert_int_equal(c->cc_waittime, 30);
+	assert_int_equal(c->cc_naddrs, 2);
+	assert_string_equal(c->cc_addrs[0].ad_host, "198.51.100.7");
+	assert_int_equal(c->cc_addrs[0].ad_port, 443);
+	assert_string_equal(c->cc_addrs[0].ad_trusted_cert, pem);
+	assert_null(c->cc_addrs[0].ad_trusted_cert_file);
+	assert_string_equal(c->cc_addrs[1].ad_host, "nms-backup.example.net");
+	assert_int_equal(c->cc_addrs[1].ad_port, 8443);
+	assert_string_equal(c->cc_addrs[1].ad_trusted_cert, pem);
 	c = &cf->cf_clients[1];
-	assert_string_equal(c->cl_name, "nms2");
-	assert_string_equal(c->cl_secret, "other");
-	assert_int_equal(c->cl_naddrs, 1);
-	assert_int_equal(c->cl_addrs[0].ad_port, 443);
+	assert_string_equal(c->cc_name, "nms2");
+	assert_string_equal(c->cc_secret, "other");
+	assert_int_equal(c->cc_naddrs, 1);
+	assert_int_equal(c->cc_addrs[0].ad_port, 443);
 	assert_ptr_equal(conf_client_find(cf, "nms2"), c);
 	assert_null(conf_client_find(cf, "nms3"));
 	free(pem);
@@ -379,8 +379,8 @@ test_spec_example_filled(void **state)
 	cf = parse_valid(bare);
 	check_spec_conf(cf);
 	assert_string_equal(cf->cf_name, "test.conf");
-	assert_int_equal(cf->cf_clients[0].cl_pos.po_line, 2);
-	assert_int_equal(cf->cf_clients[0].cl_pos.po_col, 5);
+	assert_int_equal(cf->cf_clients[0].cc_pos.po_line, 2);
+	assert_int_equal(cf->cf_clients[0].cc_pos.po_col, 5);
 	conf_free(cf);
 
 	wrapped = subst("system {\n    services {\nX    }\n}\n", "X", bare);
@@ -402,20 +402,20 @@ test_junos_paste(void **state)
 	cf = parse_valid(junos_paste);
 	assert_int_equal(cf->cf_nclients, 1); /* "old" is inactive */
 	c = &cf->cf_clients[0];
-	assert_string_equal(c->cl_name, "nms1");
-	assert_string_equal(c->cl_device_id, "router-17");
-	assert_string_equal(c->cl_secret, SECRET9_DEC);
-	assert_int_equal(c->cl_reconnect, CONF_RECONNECT_STICKY);
-	assert_string_equal(conf_reconnect_name(c->cl_reconnect), "sticky");
-	assert_int_equal(c->cl_waittime, 60);
-	assert_int_equal(c->cl_naddrs, 2);
-	assert_string_equal(c->cl_addrs[0].ad_host, "198.51.100.7");
-	assert_int_equal(c->cl_addrs[0].ad_port, 8443);
-	assert_string_equal(c->cl_addrs[0].ad_trusted_cert, pem);
-	assert_int_equal(c->cl_addrs[0].ad_pos.po_line, 10);
-	assert_int_equal(c->cl_addrs[0].ad_pos.po_col, 17);
-	assert_string_equal(c->cl_addrs[1].ad_host, "2001:db8::7");
-	assert_int_equal(c->cl_addrs[1].ad_port, 443);
+	assert_string_equal(c->cc_name, "nms1");
+	assert_string_equal(c->cc_device_id, "router-17");
+	assert_string_equal(c->cc_secret, SECRET9_DEC);
+	assert_int_equal(c->cc_reconnect, CONF_RECONNECT_STICKY);
+	assert_string_equal(conf_reconnect_name(c->cc_reconnect), "sticky");
+	assert_int_equal(c->cc_waittime, 60);
+	assert_int_equal(c->cc_naddrs, 2);
+	assert_string_equal(c->cc_addrs[0].ad_host, "198.51.100.7");
+	assert_int_equal(c->cc_addrs[0].ad_port, 8443);
+	assert_string_equal(c->cc_addrs[0].ad_trusted_cert, pem);
+	assert_int_equal(c->cc_addrs[0].ad_pos.po_line, 10);
+	assert_int_equal(c->cc_addrs[0].ad_pos.po_col, 17);
+	assert_string_equal(c->cc_addrs[1].ad_host, "2001:db8::7");
+	assert_int_equal(c->cc_addrs[1].ad_port, 443);
 	conf_free(cf);
 	free(pem);
 }
@@ -443,25 +443,25 @@ test_multi_and_agent(void **state)
 
 	assert_int_equal(cf->cf_nclients, 2);
 	c = &cf->cf_clients[0];
-	assert_string_equal(c->cl_name, "a");
-	assert_string_equal(c->cl_device_id, "dev#1"); /* '#' inside a word */
-	assert_string_equal(c->cl_secret, "plain-Secret");
-	assert_int_equal(c->cl_reconnect, CONF_RECONNECT_IN_ORDER);
-	assert_int_equal(c->cl_waittime, CONF_DEFAULT_WAITTIME);
-	assert_int_equal(c->cl_naddrs, 1);
-	assert_int_equal(c->cl_addrs[0].ad_port, CONF_DEFAULT_PORT);
+	assert_string_equal(c->cc_name, "a");
+	assert_string_equal(c->cc_device_id, "dev#1"); /* '#' inside a word */
+	assert_string_equal(c->cc_secret, "plain-Secret");
+	assert_int_equal(c->cc_reconnect, CONF_RECONNECT_IN_ORDER);
+	assert_int_equal(c->cc_waittime, CONF_DEFAULT_WAITTIME);
+	assert_int_equal(c->cc_naddrs, 1);
+	assert_int_equal(c->cc_addrs[0].ad_port, CONF_DEFAULT_PORT);
 	c = &cf->cf_clients[1];
-	assert_string_equal(c->cl_name, "b");
-	assert_string_equal(c->cl_device_id, "dev 2");
-	assert_string_equal(c->cl_secret, "p@ss \"quoted\" \\ back");
-	assert_int_equal(c->cl_waittime, 86400);
-	assert_int_equal(c->cl_naddrs, 3);
-	assert_string_equal(c->cl_addrs[0].ad_trusted_cert_file,
+	assert_string_equal(c->cc_name, "b");
+	assert_string_equal(c->cc_device_id, "dev 2");
+	assert_string_equal(c->cc_secret, "p@ss \"quoted\" \\ back");
+	assert_int_equal(c->cc_waittime, 86400);
+	assert_int_equal(c->cc_naddrs, 3);
+	assert_string_equal(c->cc_addrs[0].ad_trusted_cert_file,
 	                    "/etc/ncgrpc/b.pem");
-	assert_null(c->cl_addrs[0].ad_trusted_cert);
-	assert_int_equal(c->cl_addrs[1].ad_port, 1);
-	assert_int_equal(c->cl_addrs[2].ad_port, 65535);
-	assert_string_equal(c->cl_addrs[2].ad_host, "nms-b.example.net");
+	assert_null(c->cc_addrs[0].ad_trusted_cert);
+	assert_int_equal(c->cc_addrs[1].ad_port, 1);
+	assert_int_equal(c->cc_addrs[2].ad_port, 65535);
+	assert_string_equal(c->cc_addrs[2].ad_host, "nms-b.example.net");
 	conf_free(cf);
 }
 
@@ -505,22 +505,22 @@ test_lexical_details(void **state)
 	assert_int_equal(conf_parse_string("e", esc, strlen(esc), &cf, errbuf,
 	                                   sizeof(errbuf)),
 	                 0);
-	assert_string_equal(cf->cf_clients[0].cl_device_id, "a\tb\\c\"dqe");
-	assert_string_equal(cf->cf_clients[0].cl_secret, "t");
-	assert_int_equal(cf->cf_clients[0].cl_waittime, 20);
-	assert_int_equal(cf->cf_clients[0].cl_reconnect,
+	assert_string_equal(cf->cf_clients[0].cc_device_id, "a\tb\\c\"dqe");
+	assert_string_equal(cf->cf_clients[0].cc_secret, "t");
+	assert_int_equal(cf->cf_clients[0].cc_waittime, 20);
+	assert_int_equal(cf->cf_clients[0].cc_reconnect,
 	                 CONF_RECONNECT_IN_ORDER);
 	/* "address HOST;" is an address with every default. */
-	assert_int_equal(cf->cf_clients[0].cl_naddrs, 2);
-	assert_int_equal(cf->cf_clients[0].cl_addrs[0].ad_port, 443);
-	assert_null(cf->cf_clients[0].cl_addrs[0].ad_trusted_cert);
-	assert_int_equal(cf->cf_clients[0].cl_addrs[1].ad_port, 2);
+	assert_int_equal(cf->cf_clients[0].cc_naddrs, 2);
+	assert_int_equal(cf->cf_clients[0].cc_addrs[0].ad_port, 443);
+	assert_null(cf->cf_clients[0].cc_addrs[0].ad_trusted_cert);
+	assert_int_equal(cf->cf_clients[0].cc_addrs[1].ad_port, 2);
 	conf_free(cf);
 
 	/* A PEM pasted over several lines inside the quotes. */
 	multiline = subst(junos_paste, CERT, pem);
 	cf = parse_valid(multiline);
-	assert_string_equal(cf->cf_clients[0].cl_addrs[0].ad_trusted_cert, pem);
+	assert_string_equal(cf->cf_clients[0].cc_addrs[0].ad_trusted_cert, pem);
 	conf_free(cf);
 	free(multiline);
 
@@ -658,7 +658,7 @@ test_bad_numbers(void **state)
 	{
 		struct conf *cf = parse_valid(buf);
 
-		assert_int_equal(cf->cf_clients[0].cl_addrs[0].ad_port, 443);
+		assert_int_equal(cf->cf_clients[0].cc_addrs[0].ad_port, 443);
 		conf_free(cf);
 	}
 }
@@ -766,11 +766,11 @@ test_validation(void **state)
 		                                   sizeof(txt) - 1, &cf, e,
 		                                   sizeof(e)),
 		                 0);
-		free(cf->cf_clients[0].cl_secret);
-		cf->cf_clients[0].cl_secret = malloc(5);
-		assert_non_null(cf->cf_clients[0].cl_secret);
-		memcpy(cf->cf_clients[0].cl_secret, "r1\0x", 5);
-		cf->cf_clients[0].cl_secret_len = 4;
+		free(cf->cf_clients[0].cc_secret);
+		cf->cf_clients[0].cc_secret = malloc(5);
+		assert_non_null(cf->cf_clients[0].cc_secret);
+		memcpy(cf->cf_clients[0].cc_secret, "r1\0x", 5);
+		cf->cf_clients[0].cc_secret_len = 4;
 		assert_int_equal(conf_validate(cf, e, sizeof(e)), -EINVAL);
 		assert_non_null(strstr(e, "client 'a': secret holds a NUL "
 		                          "byte"));
@@ -814,7 +814,7 @@ test_validation(void **state)
 		         "address %s { trusted-cert-file /c; } } }",
 		         good_hosts[i]);
 		cf = parse_valid(buf);
-		assert_string_equal(cf->cf_clients[0].cl_addrs[0].ad_host,
+		assert_string_equal(cf->cf_clients[0].cc_addrs[0].ad_host,
 		                    good_hosts[i]);
 		conf_free(cf);
 	}
@@ -828,16 +828,16 @@ test_validate_hand_built(void **state)
 
 	(void)state;
 	cf = parse_valid("outbound-https { client a { " CL_OK ADDR_OK "} }");
-	cf->cf_clients[0].cl_pos.po_line = 0;
-	cf->cf_clients[0].cl_waittime = 0;
+	cf->cf_clients[0].cc_pos.po_line = 0;
+	cf->cf_clients[0].cc_waittime = 0;
 	assert_int_equal(conf_validate(cf, errbuf, sizeof(errbuf)), -EINVAL);
 	assert_string_equal(errbuf, "test.conf: client 'a': waittime 0; "
 	                            "expected 1 to 86400");
-	cf->cf_clients[0].cl_waittime = 30;
-	cf->cf_clients[0].cl_addrs[0].ad_port = 0;
+	cf->cf_clients[0].cc_waittime = 30;
+	cf->cf_clients[0].cc_addrs[0].ad_port = 0;
 	assert_int_equal(conf_validate(cf, errbuf, sizeof(errbuf)), -EINVAL);
 	assert_non_null(strstr(errbuf, "port 0"));
-	cf->cf_clients[0].cl_addrs[0].ad_port = 1;
+	cf->cf_clients[0].cc_addrs[0].ad_port = 1;
 	cf->cf_agent.ag_tcp_keepcnt = 0;
 	assert_int_equal(conf_validate(cf, errbuf, sizeof(errbuf)), -EINVAL);
 	assert_string_equal(errbuf, "test.conf: agent: tcp-keepalive-count "
@@ -1164,7 +1164,7 @@ test_parse_file(void **state)
 	assert_int_equal(conf_parse_file(path, &cf, errbuf, sizeof(errbuf)), 0);
 	assert_int_equal(conf_validate(cf, errbuf, sizeof(errbuf)), 0);
 	assert_string_equal(cf->cf_name, path);
-	assert_string_equal(cf->cf_clients[0].cl_secret, SECRET9_DEC);
+	assert_string_equal(cf->cf_clients[0].cc_secret, SECRET9_DEC);
 	conf_free(cf);
 
 	/* Errors name the file. */
@@ -1240,7 +1240,7 @@ test_failmalloc(void **state)
 		assert_ptr_equal(cf, &sentinel);
 	}
 	assert_true(i > 10);
-	assert_string_equal(cf->cf_clients[0].cl_secret, SECRET9_DEC);
+	assert_string_equal(cf->cf_clients[0].cc_secret, SECRET9_DEC);
 	conf_free(cf);
 	(void)unlink(path);
 }
