@@ -6,7 +6,8 @@
 Prints:
   - the binary size;
   - the agent's idle RSS with 1 and with 10 clients connected and waiting
-    (long-poll Initialize) on a grpcio test NMS;
+    (long-poll Initialize) on a grpcio test NMS, and with 1 client, by
+    mapping (the agent's heap, libcrypto, libc, ...), shared or private;
   - the throughput of one shell session streaming MIB MiB of output end to
     end on loopback (command on a pty -> agent -> TLS/HTTP/2 -> grpcio NMS),
     next to two baselines measured in the same run:
@@ -71,6 +72,24 @@ def rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+def rss_by_mapping(pid):
+    """KiB of RSS per mapped file ("[heap]", "[anon]", ...), largest first,
+    and how much of it is private (not shared with other processes)."""
+    out = {}
+    name = None
+    with open("/proc/%d/smaps" % pid) as f:
+        for line in f:
+            head = line.split()
+            if not line[0].isupper() or ":" not in head[0]:
+                name = os.path.basename(head[5]) if len(head) > 5 else "[anon]"
+                out.setdefault(name, [0, 0])
+            elif head[0] == "Rss:":
+                out[name][0] += int(head[1])
+            elif head[0] in ("Private_Clean:", "Private_Dirty:"):
+                out[name][1] += int(head[1])
+    return sorted(out.items(), key=lambda kv: -kv[1][0])
 
 
 def gen_cmd(nbytes):
@@ -213,6 +232,10 @@ def main():
             time.sleep(1.0)
             print("idle RSS, %2d client%s waiting: %d KiB" % (n, "" if n == 1 else "s",
                                                              rss_kib(a.pid)))
+            if n == 1:
+                print("  by mapping (KiB of RSS, of which private):")
+                for name, (rss, priv) in rss_by_mapping(a.pid)[:8]:
+                    print("    %-28s %6d %6d" % (name, rss, priv))
             a.stop()
             agents.remove(a)
             nms.wait_for(lambda: not nms.waiting(), 30, "old waits to end")
