@@ -1120,10 +1120,19 @@ grpc__call_on_stream_close(struct h2conn *h, void *st, uint32_t error_code)
 		return;
 	}
 	if (c->ca_deliver_all && c->ca_have_status &&
-	    c->ca_deliver == DELIVER_PAUSED &&
+	    (c->ca_deliver == DELIVER_PAUSED ||
+	     c->ca_deliver == DELIVER_RUNNING) &&
 	    (buf_len(&c->ca_rbuf) > 0 || grpc_deframer_held(&c->ca_df) > 0)) {
-		/* Messages wait for grpc_call_resume(); so does on_end. */
+		/*
+		 * Messages wait: for grpc_call_resume(), or, when the call
+		 * was resumed and its delivery is deferred to the loop
+		 * (ca_want_process), for that; so does on_end.
+		 */
 		c->ca_end_pending = 1;
+		if (c->ca_deliver == DELIVER_RUNNING) {
+			c->ca_want_process = 1;
+			h2_defer(c->ca_conn->gc_h2);
+		}
 		return;
 	}
 	if (c->ca_http_status != 0 && c->ca_http_status != 200) {
