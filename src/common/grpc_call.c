@@ -1119,26 +1119,27 @@ grpc__call_on_stream_close(struct h2conn *h, void *st, uint32_t error_code)
 		grpc__call_finalize(c, c->ca_local_status, c->ca_local_message);
 		return;
 	}
-	if (c->ca_deliver_all && c->ca_have_status &&
-	    (c->ca_deliver == DELIVER_PAUSED ||
-	     c->ca_deliver == DELIVER_RUNNING) &&
-	    (buf_len(&c->ca_rbuf) > 0 || grpc_deframer_held(&c->ca_df) > 0)) {
+	if (c->ca_http_status != 0 && c->ca_http_status != 200) {
+		snprintf(msg, sizeof(msg), "http status %d", c->ca_http_status);
+		grpc__call_finalize(c, http_to_grpc_status(c->ca_http_status),
+		                    msg);
+		return;
+	}
+	if (c->ca_have_status &&
+	    (buf_len(&c->ca_rbuf) > 0 || grpc_deframer_held(&c->ca_df) > 0) &&
+	    (c->ca_deliver == DELIVER_RUNNING ||
+	     (c->ca_deliver == DELIVER_PAUSED && c->ca_deliver_all))) {
 		/*
-		 * Messages wait: for grpc_call_resume(), or, when the call
-		 * was resumed and its delivery is deferred to the loop
-		 * (ca_want_process), for that; so does on_end.
+		 * Messages wait, and on_end after them: a call resumed and
+		 * not yet served by the loop (ca_want_process) gets them
+		 * there; a paused one with grpc_call_deliver_all() on its
+		 * resume.  Without deliver_all a paused call ends now.
 		 */
 		c->ca_end_pending = 1;
 		if (c->ca_deliver == DELIVER_RUNNING) {
 			c->ca_want_process = 1;
 			h2_defer(c->ca_conn->gc_h2);
 		}
-		return;
-	}
-	if (c->ca_http_status != 0 && c->ca_http_status != 200) {
-		snprintf(msg, sizeof(msg), "http status %d", c->ca_http_status);
-		grpc__call_finalize(c, http_to_grpc_status(c->ca_http_status),
-		                    msg);
 		return;
 	}
 	if (c->ca_have_status) {

@@ -144,6 +144,19 @@ conn_on_closed(struct h2conn *h, int err, const char *reason, void *arg)
 	while ((c = LIST_FIRST(&conn->gc_calls)) != NULL) {
 		assert(c->ca_life == LIFE_OPEN || c->ca_end_pending);
 		grpc__call_set_life(c, LIFE_CLOSED);
+		if (c->ca_end_pending && c->ca_deliver == DELIVER_RUNNING) {
+			/*
+			 * Its stream ended whole; what the deferred pass was
+			 * to deliver goes now, before the connection does.
+			 */
+			grpc__call_process(c);
+			if (c->ca_deliver == DELIVER_PAUSED) /* paused again */
+				grpc__call_finalize(c, GRPC_STATUS_UNAVAILABLE,
+				                    msg);
+			else
+				grpc__call_end_pending(c);
+			continue;
+		}
 		/* A call with messages waiting (ca_end_pending) loses them. */
 		if (c->ca_server)
 			grpc__call_finalize(c, GRPC_STATUS_CANCELLED, msg);
