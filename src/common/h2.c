@@ -641,7 +641,11 @@ h2_shutdown(struct h2conn *c)
 void
 h2_close(struct h2conn *c, int err, const char *reason)
 {
-	if (c->c_xclosed)
+	/*
+	 * A close already deferred to the loop sends its GOAWAY there; closing
+	 * the transport now would drop it.
+	 */
+	if (c->c_xclosed || c->c_want_close)
 		return;
 	/* Recorded first: the flush below may already close the transport. */
 	if (c->c_err == 0 && err != 0) {
