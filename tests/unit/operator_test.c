@@ -45,6 +45,7 @@ struct ccall {
 	char cc_msg[256];
 	uint8_t cc_resp[4096];
 	size_t cc_resplen;
+	char cc_conn_type[16]; /* trailer of a granted Initialize */
 };
 
 struct env {
@@ -92,8 +93,12 @@ static void
 cc_end(struct grpc_call *c, int status, const char *message, void *arg)
 {
 	struct ccall *cc = arg;
+	const struct grpc_md *md;
 
-	(void)c;
+	md = grpc_md_get(grpc_call_trailers(c), "conn_type");
+	if (md != NULL)
+		snprintf(cc->cc_conn_type, sizeof(cc->cc_conn_type), "%.*s",
+		         (int)md->md_len, (const char *)md->md_value);
 	cc->cc_ended = 1;
 	cc->cc_status = status;
 	cc->cc_call = NULL;
@@ -190,7 +195,8 @@ on_tick(uv_timer_t *t)
 static void
 env_init(struct env *e)
 {
-	const struct broker_opts bo = {.bo_session_wait_ms = 100};
+	const struct broker_opts bo = {.bo_session_limit = 1,
+	                               .bo_session_wait_ms = 100};
 	struct registry *reg;
 	char *line, err[256];
 
@@ -320,19 +326,26 @@ test_malformed_session_input(void **state)
 	env_done(&e);
 }
 
-/* A session to a device that is not connected: NOT_FOUND, named. */
+/*
+ * A session to a registered device that is not connected: NOT_FOUND after
+ * the wait; to one that is not registered: NOT_FOUND at once.
+ */
 static void
 test_device_not_connected(void **state)
 {
-	struct ccall a;
+	struct ccall a, b;
 	struct env e;
 
 	(void)state;
 	env_init(&e);
 	op_open(&e, &a, "dev-1", 50);
-	RUN_UNTIL(&e, a.cc_ended);
+	op_open(&e, &b, "nobody", 5000);
+	RUN_UNTIL(&e, a.cc_ended && b.cc_ended);
 	assert_int_equal(a.cc_status, GRPC_STATUS_NOT_FOUND);
-	assert_non_null(strstr(a.cc_msg, "'dev-1'"));
+	assert_non_null(strstr(a.cc_msg, "'dev-1' is not connected"));
+	/* Not worth the wait: refused at once. */
+	assert_int_equal(b.cc_status, GRPC_STATUS_NOT_FOUND);
+	assert_non_null(strstr(b.cc_msg, "'nobody' is not registered"));
 	env_done(&e);
 }
 
@@ -393,6 +406,47 @@ test_device_listed(void **state)
 	env_done(&e);
 }
 
+/*
+ * An operator's request completes an idle Initialize (OK, the session type,
+ * conn_type "netconf"); at the session limit (1 here) the next request is
+ * refused at once, even though an idle connection is left.
+ */
+static void
+test_grant_and_session_limit(void **state)
+{
+	Jnx__Jet__Netconf__NcgrpcInitializeResponse *r;
+	struct ccall i1, i2, o1, o2;
+	struct env e;
+
+	(void)state;
+	env_init(&e);
+	dev_initialize(&e, &i1, "dev-1", "s3cret");
+	dev_initialize(&e, &i2, "dev-1", "s3cret");
+	RUN_UNTIL(&e, broker_ndevices(e.e_b) == 1);
+	op_open(&e, &o1, "dev-1", 1000);
+	RUN_UNTIL(&e, i1.cc_ended || i2.cc_ended);
+	{
+		struct ccall *g = i1.cc_ended ? &i1 : &i2;
+
+		assert_int_equal(g->cc_status, GRPC_STATUS_OK);
+		assert_string_equal(g->cc_conn_type, "netconf");
+		r = jnx__jet__netconf__ncgrpc_initialize_response__unpack(
+		    NULL, g->cc_resplen, g->cc_resp);
+		assert_non_null(r);
+		assert_int_equal(r->session_type,
+		                 JNX__JET__NETCONF__SESSION_TYPE__NETCONF);
+		jnx__jet__netconf__ncgrpc_initialize_response__free_unpacked(
+		    r, NULL);
+	}
+	op_open(&e, &o2, "dev-1", 1000);
+	RUN_UNTIL(&e, o2.cc_ended);
+	assert_int_equal(o2.cc_status, GRPC_STATUS_RESOURCE_EXHAUSTED);
+	assert_non_null(strstr(o2.cc_msg, "limit of 1 sessions"));
+	assert_false(i1.cc_ended && i2.cc_ended);
+	assert_int_equal(o1.cc_ended, 0);
+	env_done(&e);
+}
+
 /* An argument runs only the tests whose names match it (cmocka's glob). */
 int
 main(int argc, char **argv)
@@ -402,6 +456,7 @@ main(int argc, char **argv)
 	    cmocka_unit_test(test_device_not_connected),
 	    cmocka_unit_test(test_unregistered_device),
 	    cmocka_unit_test(test_device_listed),
+	    cmocka_unit_test(test_grant_and_session_limit),
 	};
 
 	log_init("operator_test", LOG_LEVEL_WARN);
