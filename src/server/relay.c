@@ -240,9 +240,20 @@ grant(struct opsess *os, struct initcall *ic)
 	resp.session_type = os->os_type == BROKER_SHELL
 	                        ? JNX__JET__NETCONF__SESSION_TYPE__CSH
 	                        : JNX__JET__NETCONF__SESSION_TYPE__NETCONF;
-	grpc_md_add(&tr, "conn_type", ct, strlen(ct));
-	grpc_call_send_pb(ic->ic_call, &resp.base);
-	grpc_call_finish(ic->ic_call, GRPC_STATUS_OK, NULL, &tr);
+	if (grpc_md_add(&tr, "conn_type", ct, strlen(ct)) != 0 ||
+	    grpc_call_send_pb(ic->ic_call, &resp.base) != 0 ||
+	    grpc_call_finish(ic->ic_call, GRPC_STATUS_OK, NULL, &tr) != 0) {
+		/*
+		 * Out of memory: an Initialize left unanswered would hold the
+		 * device's connection, and the operator would wait for the
+		 * join timeout.  End both now.
+		 */
+		grpc_md_free(&tr);
+		grpc_call_cancel(ic->ic_call);
+		os_end(os, GRPC_STATUS_RESOURCE_EXHAUSTED,
+		       "out of memory granting the session");
+		return;
+	}
 	grpc_md_free(&tr);
 }
 
