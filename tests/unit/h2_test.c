@@ -1014,6 +1014,35 @@ test_refused_stream(void **state)
 	env_done(&e);
 }
 
+/* h2_set_max_streams() announces the new limit from the loop. */
+static void
+test_set_max_streams(void **state)
+{
+	struct env e;
+	int settings;
+
+	(void)state;
+	env_init(&e, 1, NULL, 0);
+	env_up(&e);
+	assert_int_equal(nghttp2_session_get_remote_settings(
+	                     e.e_peer, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS),
+	                 100);
+	settings = e.e_peer_settings;
+	CALL(&e, h2_set_max_streams(e.e_c, 3));
+	assert_int_equal(e.e_peer_settings, settings);
+	RUN_UNTIL(&e, e.e_peer_settings == settings + 1);
+	assert_int_equal(nghttp2_session_get_remote_settings(
+	                     e.e_peer, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS),
+	                 3);
+	/* 0 means the default again. */
+	CALL(&e, h2_set_max_streams(e.e_c, 0));
+	RUN_UNTIL(&e, e.e_peer_settings == settings + 2);
+	assert_int_equal(nghttp2_session_get_remote_settings(
+	                     e.e_peer, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS),
+	                 100);
+	env_done(&e);
+}
+
 /* GOAWAY from the peer: on_goaway, then h2_is_closing(). */
 static void
 test_goaway_received(void **state)
@@ -1115,6 +1144,7 @@ main(int argc, char **argv)
 	    cmocka_unit_test(test_truncated_frame_eof),
 	    cmocka_unit_test(test_flow_control),
 	    cmocka_unit_test(test_refused_stream),
+	    cmocka_unit_test(test_set_max_streams),
 	    cmocka_unit_test(test_goaway_received),
 	    cmocka_unit_test(test_alloc_failure),
 	};
