@@ -52,6 +52,7 @@ struct h2conn {
 	int c_closing;    /* GOAWAY sent or received, or closing */
 	int c_xclosed;    /* xport_close() called */
 	int c_err;
+	uint32_t c_goaway_sent; /* error code of a GOAWAY we sent, or 0 */
 	char c_reason[160];
 };
 
@@ -228,6 +229,8 @@ cb_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *ud)
 	struct h2conn *c = ud;
 	void *st;
 
+	if (f->hd.type == NGHTTP2_GOAWAY && c->c_goaway_sent == 0)
+		c->c_goaway_sent = f->goaway.error_code;
 	if ((f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA) ||
 	    !(f->hd.flags & NGHTTP2_FLAG_END_STREAM) ||
 	    c->c_ops->on_end_sent == NULL)
@@ -274,7 +277,20 @@ h2_run_flush(struct h2conn *c)
 		return;
 	if (!nghttp2_session_want_read(c->c_session) &&
 	    !nghttp2_session_want_write(c->c_session)) {
-		h2_close_xport(c, 0, NULL);
+		char why[160];
+
+		if (c->c_goaway_sent == NGHTTP2_NO_ERROR) {
+			h2_close_xport(c, 0, NULL);
+			return;
+		}
+		/*
+		 * nghttp2 ended the session over the peer's protocol error
+		 * (bad frame, flow control, ...): not an orderly close.
+		 */
+		snprintf(why, sizeof(why), "http/2 error from %s: %s",
+		         xport_peer(c->c_xport),
+		         nghttp2_http2_strerror(c->c_goaway_sent));
+		h2_close_xport(c, NCG_EH2, why);
 		return;
 	}
 	if (c->c_ops->on_flushed != NULL) {
@@ -641,7 +657,11 @@ h2_shutdown(struct h2conn *c)
 void
 h2_close(struct h2conn *c, int err, const char *reason)
 {
-	if (c->c_xclosed)
+	/*
+	 * A close already deferred to the loop sends its GOAWAY there; closing
+	 * the transport now would drop it.
+	 */
+	if (c->c_xclosed || c->c_want_close)
 		return;
 	/* Recorded first: the flush below may already close the transport. */
 	if (c->c_err == 0 && err != 0) {

@@ -236,6 +236,7 @@ grant(struct opsess *os, struct initcall *ic)
 	const char *ct = os->os_type == BROKER_SHELL ? "csh" : "netconf";
 	struct termext_window w;
 	char ws[TERMEXT_WINDOW_STRLEN];
+	int rc;
 
 	TAILQ_REMOVE(&d->dv_idle, ic, ic_entry);
 	d->dv_nidle--;
@@ -254,28 +255,40 @@ grant(struct opsess *os, struct initcall *ic)
 	resp.session_type = os->os_type == BROKER_SHELL
 	                        ? JNX__JET__NETCONF__SESSION_TYPE__CSH
 	                        : JNX__JET__NETCONF__SESSION_TYPE__NETCONF;
-	grpc_md_add(&tr, "conn_type", ct, strlen(ct));
+	rc = grpc_md_add(&tr, "conn_type", ct, strlen(ct));
 	/*
 	 * The raw terminal, only to a connection that offered it: a device
 	 * that did not (Junos) never sees these trailers.
 	 */
 	os->os_raw = os->os_type == BROKER_SHELL && os->os_term_ask.bt_raw &&
 	             ic->ic_raw_offer;
-	if (os->os_raw) {
+	if (rc == 0 && os->os_raw) {
 		const struct broker_terminal *t = &os->os_term_ask;
 
-		grpc_md_add(&tr, TERMEXT_MD_MODE, TERMEXT_RAW,
-		            strlen(TERMEXT_RAW));
+		rc = grpc_md_add(&tr, TERMEXT_MD_MODE, TERMEXT_RAW,
+		                 strlen(TERMEXT_RAW));
 		w.tw_cols = t->bt_cols;
 		w.tw_rows = t->bt_rows;
-		if (termext_window_format(&w, ws, sizeof(ws)) == 0)
-			grpc_md_add(&tr, TERMEXT_MD_WINDOW, ws, strlen(ws));
-		if (t->bt_term[0] != '\0')
-			grpc_md_add(&tr, TERMEXT_MD_TERM, t->bt_term,
-			            strlen(t->bt_term));
+		if (rc == 0 && termext_window_format(&w, ws, sizeof(ws)) == 0)
+			rc =
+			    grpc_md_add(&tr, TERMEXT_MD_WINDOW, ws, strlen(ws));
+		if (rc == 0 && t->bt_term[0] != '\0')
+			rc = grpc_md_add(&tr, TERMEXT_MD_TERM, t->bt_term,
+			                 strlen(t->bt_term));
 	}
-	grpc_call_send_pb(ic->ic_call, &resp.base);
-	grpc_call_finish(ic->ic_call, GRPC_STATUS_OK, NULL, &tr);
+	if (rc != 0 || grpc_call_send_pb(ic->ic_call, &resp.base) != 0 ||
+	    grpc_call_finish(ic->ic_call, GRPC_STATUS_OK, NULL, &tr) != 0) {
+		/*
+		 * Out of memory: an Initialize left unanswered would hold the
+		 * device's connection, and the operator would wait for the
+		 * join timeout.  End both now.
+		 */
+		grpc_md_free(&tr);
+		grpc_call_cancel(ic->ic_call);
+		os_end(os, GRPC_STATUS_RESOURCE_EXHAUSTED,
+		       "out of memory granting the session");
+		return;
+	}
 	grpc_md_free(&tr);
 }
 

@@ -254,6 +254,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	on_new_connection(&l->gl_h.stream, 0);
 	x = memxport_last();
 	FUZZ_CHECK(x != NULL);
+	turn_loop(); /* an accepted transport is ready from the loop */
 
 	for (off = 0; off < size && memxport_last() == x; off += n) {
 		n = size - off < chunk ? size - off : chunk;

@@ -1,6 +1,6 @@
 /*
- * The xport.h API over memory, for the h2 and gRPC fuzz targets: see
- * memxport.h.  Nothing here touches a socket; one libuv timer per
+ * The xport.h API over memory, for the h2 and gRPC fuzz targets and unit
+ * tests: see memxport.h.  Nothing here touches a socket; one libuv timer per
  * transport delivers what the real transport delivers from the loop
  * (xc_drain after writes, xc_closed after a close).
  */
@@ -15,6 +15,7 @@
 
 enum memxport_state {
 	MX_CONNECTING, /* client, until memxport_ready() */
+	MX_OPENING,    /* accepted: xc_ready is due from the loop */
 	MX_READY,
 	MX_CLOSING, /* xc_closed is due from the loop */
 };
@@ -30,8 +31,8 @@ struct xport {
 	size_t x_queued; /* written since the last xc_drain */
 	memxport_sink_fn x_sink;
 	void *x_sink_arg;
-	char x_peer[64];
-	char x_errmsg[64];
+	struct peer x_peer;
+	char x_errmsg[300];
 };
 
 static void on_timer(uv_timer_t *);
@@ -66,6 +67,12 @@ on_timer(uv_timer_t *t)
 	struct xport *x = t->data;
 
 	memxport_npending--;
+	if (x->x_state == MX_OPENING) {
+		/* As the real transport, ready comes from the loop. */
+		x->x_state = MX_READY;
+		x->x_cb->xc_ready(x, x->x_arg);
+		return;
+	}
 	if (x->x_state == MX_CLOSING) {
 		if (x->x_cb->xc_closed != NULL)
 			x->x_cb->xc_closed(x, x->x_err, x->x_arg);
@@ -80,7 +87,7 @@ on_timer(uv_timer_t *t)
 
 static struct xport *
 memxport_new(uv_loop_t *loop, const struct xport_cb *cb, void *arg,
-             const char *peer)
+             const char *host, uint16_t port)
 {
 	struct xport *x;
 
@@ -89,7 +96,7 @@ memxport_new(uv_loop_t *loop, const struct xport_cb *cb, void *arg,
 	x->x_loop = loop;
 	x->x_cb = cb;
 	x->x_arg = arg;
-	snprintf(x->x_peer, sizeof(x->x_peer), "%s", peer);
+	peer_from_name(&x->x_peer, host, port);
 	uv_timer_init(loop, &x->x_timer);
 	x->x_timer.data = x;
 	memxport_newest = x;
@@ -102,7 +109,6 @@ xport_connect(uv_loop_t *loop, const char *host, uint16_t port,
               struct tls_ctx *ctx, const struct xport_opts *opts,
               const struct xport_cb *cb, void *arg, struct xport **out)
 {
-	char peer[300];
 	struct xport *x;
 
 	(void)opts;
@@ -110,8 +116,7 @@ xport_connect(uv_loop_t *loop, const char *host, uint16_t port,
 		return -EINVAL;
 	if (ctx != NULL)
 		return -ENOTSUP; /* no TLS over memory */
-	snprintf(peer, sizeof(peer), "%s:%u", host, port);
-	if ((x = memxport_new(loop, cb, arg, peer)) == NULL)
+	if ((x = memxport_new(loop, cb, arg, host, port)) == NULL)
 		return -ENOMEM;
 	x->x_state = MX_CONNECTING;
 	*out = x;
@@ -125,7 +130,7 @@ xport_connect_unix(uv_loop_t *loop, const char *path, const struct xport_cb *cb,
 	struct xport *x;
 
 	(void)path;
-	if ((x = memxport_new(loop, cb, arg, "unix")) == NULL)
+	if ((x = memxport_new(loop, cb, arg, "unix", 0)) == NULL)
 		return -ENOMEM;
 	x->x_state = MX_CONNECTING;
 	*out = x;
@@ -142,12 +147,12 @@ xport_accept(uv_stream_t *server, struct tls_ctx *ctx,
 	(void)opts;
 	if (ctx != NULL)
 		return -ENOTSUP;
-	if ((x = memxport_new(server->loop, cb, arg, "192.0.2.1:40000")) ==
+	if ((x = memxport_new(server->loop, cb, arg, "192.0.2.1", 40000)) ==
 	    NULL)
 		return -ENOMEM;
-	/* A cleartext accept is ready before xport_accept() returns. */
-	x->x_state = MX_READY;
-	x->x_cb->xc_ready(x, x->x_arg);
+	/* A cleartext accept is ready from the loop, after this returns. */
+	x->x_state = MX_OPENING;
+	memxport_arm(x);
 	*out = x;
 	return 0;
 }
@@ -214,10 +219,16 @@ xport_peer_uid(const struct xport *x, uid_t *uid)
 	return -ENOENT;
 }
 
+const struct peer *
+xport_peer_addr(const struct xport *x)
+{
+	return &x->x_peer;
+}
+
 const char *
 xport_peer(const struct xport *x)
 {
-	return x->x_peer;
+	return x->x_peer.pe_text;
 }
 
 struct xport *
@@ -252,7 +263,7 @@ memxport_eof(struct xport *x)
 	if (x->x_state == MX_CLOSING)
 		return;
 	snprintf(x->x_errmsg, sizeof(x->x_errmsg), "%s closed the connection",
-	         x->x_peer);
+	         x->x_peer.pe_text);
 	xport_close(x, NCG_ECLOSED);
 }
 

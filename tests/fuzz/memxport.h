@@ -1,14 +1,16 @@
 /*
- * An in-memory transport for fuzzing h2.c and grpc_*.c without sockets.
+ * An in-memory transport for fuzzing and unit-testing h2.c and grpc_*.c
+ * without sockets.
  *
- * memxport.c implements the whole xport.h API, so a fuzz target links it
- * instead of src/common/xport.c.  The harness feeds the peer's bytes with
- * memxport_feed() and drives the libuv loop itself; what the connection
- * writes is counted (and optionally handed to a sink) but goes nowhere.
- * Events keep the real transport's order: a server transport is ready
- * inside xport_accept() (as a cleartext accept is), a client transport when
- * the harness calls memxport_ready(), "everything written" (xc_drain) and
- * xc_closed come later from the loop, never from inside xport_write() or
+ * memxport.c implements the xport.h API that h2.c and grpc_*.c use, so a
+ * fuzz target or a unit test links it instead of src/common/xport.c.  The
+ * harness feeds the peer's bytes with memxport_feed() and drives the libuv
+ * loop itself; what the connection writes is counted (and optionally
+ * handed to a sink) but goes nowhere.  Events keep the real transport's
+ * order: a server transport is ready from the loop after xport_accept()
+ * returns (as a cleartext accept is), a client transport when the harness
+ * calls memxport_ready(); "everything written" (xc_drain) and xc_closed
+ * come later from the loop, never from inside xport_write() or
  * xport_close().
  */
 #ifndef NCGRPC_MEMXPORT_H
@@ -43,8 +45,8 @@ void memxport_set_sink(struct xport *x, memxport_sink_fn fn, void *arg);
 size_t memxport_live(void);
 
 /*
- * Number of transport events (xc_drain, xc_closed) due on the next loop
- * turn.  A harness turns the loop while this is nonzero, and so does not
+ * Number of transport events (xc_ready, xc_drain, xc_closed) due on the next
+ * loop turn.  A harness turns the loop while this is nonzero, and so does not
  * pay for a loop turn when nothing is due.
  */
 size_t memxport_pending(void);

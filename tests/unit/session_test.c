@@ -1,0 +1,359 @@
+/*
+ * An agent session (src/agent/session.c) against an NMS in the same loop:
+ * a grpc_server on a Unix socket in a temporary directory plays the
+ * server's end of NcgrpcCommandGet, and the session runs a real process
+ * through proc.c (/bin/sh -c COMMAND).  Asserts what reaches the NMS, how
+ * the stream ends, and the session's statistics and reason.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <uv.h>
+
+#include "agent/session.h"
+#include "common/err.h"
+#include "common/grpc.h"
+#include "common/log.h"
+#include "ncgrpc_wire.pb-c.h"
+
+#define WATCHDOG_MS 10000
+#define TICK_MS     5
+#define CMDGET      "/jnx.jet.netconf.Ncgrpc/NcgrpcCommandGet"
+
+struct env {
+	uv_loop_t e_loop;
+	uv_timer_t e_watchdog;
+	uv_timer_t e_tick;
+	int e_timed_out;
+	char e_dir[64];
+	char e_path[128];
+
+	/* the NMS */
+	struct grpc_server *e_srv;
+	int e_srv_done;
+	struct grpc_call *e_call; /* its end of CommandGet */
+	char e_out[4096];         /* process output received */
+	size_t e_outlen;
+	int e_half_closed; /* the device closed its side */
+	int e_call_ended;
+
+	/* the agent */
+	struct grpc_conn *e_conn;
+	int e_conn_ready;
+	int e_conn_closed;
+	struct session *e_s;
+	int e_done;
+	struct session_stats e_stats;
+};
+
+#define RUN_UNTIL(e, cond)                                                     \
+	do {                                                                   \
+		while (!(cond)) {                                              \
+			if ((e)->e_timed_out)                                  \
+				fail_msg("watchdog fired waiting for %s",      \
+				         #cond);                               \
+			uv_run(&(e)->e_loop, UV_RUN_ONCE);                     \
+		}                                                              \
+	} while (0)
+
+/* The NMS's end of CommandGet. */
+
+static void
+nms_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
+{
+	struct env *e = arg;
+	Ncgrpc__Wire__CommandGetRequest *r;
+
+	(void)c;
+	r = ncgrpc__wire__command_get_request__unpack(NULL, len, msg);
+	assert_non_null(r);
+	assert_true(e->e_outlen + r->message.len <= sizeof(e->e_out));
+	memcpy(e->e_out + e->e_outlen, r->message.data, r->message.len);
+	e->e_outlen += r->message.len;
+	ncgrpc__wire__command_get_request__free_unpacked(r, NULL);
+}
+
+static void
+nms_half_close(struct grpc_call *c, void *arg)
+{
+	struct env *e = arg;
+
+	(void)c;
+	e->e_half_closed++;
+}
+
+static void
+nms_end(struct grpc_call *c, int status, const char *message, void *arg)
+{
+	struct env *e = arg;
+
+	(void)c;
+	(void)status;
+	(void)message;
+	e->e_call = NULL;
+	e->e_call_ended++;
+}
+
+static const struct grpc_call_ops nms_call_ops = {
+    .on_message = nms_message,
+    .on_half_close = nms_half_close,
+    .on_end = nms_end,
+};
+
+static void
+h_cmdget(struct grpc_call *c, void *arg)
+{
+	struct env *e = arg;
+
+	assert_null(e->e_call);
+	e->e_call = c;
+	grpc_call_set_ops(c, &nms_call_ops, e);
+}
+
+/* The NMS sends one NETCONF line to the process. */
+static void
+nms_send(struct env *e, const char *text, unsigned sig)
+{
+	Ncgrpc__Wire__CommandGetResponse r =
+	    NCGRPC__WIRE__COMMAND_GET_RESPONSE__INIT;
+
+	r.command_case =
+	    NCGRPC__WIRE__COMMAND_GET_RESPONSE__COMMAND_NETCONF_COMMAND;
+	r.netconf_command.data = (uint8_t *)(uintptr_t)text;
+	r.netconf_command.len = strlen(text);
+	r.kill_signal = sig;
+	assert_non_null(e->e_call);
+	assert_int_equal(grpc_call_send_pb(e->e_call, &r.base), 0);
+}
+
+/* The agent's side. */
+
+static void
+conn_ready(struct grpc_conn *conn, void *arg)
+{
+	struct env *e = arg;
+
+	(void)conn;
+	e->e_conn_ready = 1;
+}
+
+static void
+conn_closed(struct grpc_conn *conn, int err, const char *reason, void *arg)
+{
+	struct env *e = arg;
+
+	(void)conn;
+	(void)err;
+	(void)reason;
+	e->e_conn = NULL;
+	e->e_conn_closed = 1;
+}
+
+static const struct grpc_conn_ops conn_ops = {
+    .on_ready = conn_ready,
+    .on_closed = conn_closed,
+};
+
+static void
+session_done(struct session *s, const struct session_stats *st, void *arg)
+{
+	struct env *e = arg;
+
+	assert_ptr_equal(s, e->e_s);
+	e->e_done++;
+	e->e_stats = *st;
+	e->e_s = NULL;
+}
+
+static void
+on_watchdog(uv_timer_t *t)
+{
+	struct env *e = t->data;
+
+	e->e_timed_out = 1;
+}
+
+static void
+on_tick(uv_timer_t *t)
+{
+	(void)t;
+}
+
+/* NMS and agent connection up; then a session running command. */
+static void
+env_init(struct env *e, const char *command, const char *user)
+{
+	struct session_env se = {
+	    .se_user = user,
+	    .se_netconf_command = command,
+	    .se_stderr_fd = -1,
+	};
+
+	memset(e, 0, sizeof(*e));
+	assert_int_equal(uv_loop_init(&e->e_loop), 0);
+	uv_timer_init(&e->e_loop, &e->e_watchdog);
+	e->e_watchdog.data = e;
+	uv_timer_start(&e->e_watchdog, on_watchdog, WATCHDOG_MS, 0);
+	uv_timer_init(&e->e_loop, &e->e_tick);
+	uv_timer_start(&e->e_tick, on_tick, TICK_MS, TICK_MS);
+	snprintf(e->e_dir, sizeof(e->e_dir), "/tmp/session_test.XXXXXX");
+	assert_non_null(mkdtemp(e->e_dir));
+	snprintf(e->e_path, sizeof(e->e_path), "%s/nms.sock", e->e_dir);
+
+	assert_int_equal(grpc_server_new(&e->e_loop, NULL, NULL, e, &e->e_srv),
+	                 0);
+	assert_int_equal(grpc_server_add_method(e->e_srv, CMDGET, h_cmdget, e),
+	                 0);
+	assert_int_equal(grpc_server_listen_unix(e->e_srv, e->e_path, 0600), 0);
+	assert_int_equal(grpc_conn_connect_unix(&e->e_loop, e->e_path, NULL,
+	                                        &conn_ops, e, &e->e_conn),
+	                 0);
+	RUN_UNTIL(e, e->e_conn_ready);
+	assert_int_equal(session_start(e->e_conn, SESSION_NETCONF, NULL, &se,
+	                               session_done, e, &e->e_s),
+	                 0);
+	RUN_UNTIL(e, e->e_call != NULL);
+}
+
+static void
+on_srv_done(void *arg)
+{
+	struct env *e = arg;
+
+	e->e_srv_done = 1;
+}
+
+static void
+env_done(struct env *e)
+{
+	if (e->e_s != NULL)
+		session_stop(e->e_s, "test over");
+	RUN_UNTIL(e, e->e_done == 1);
+	if (e->e_conn != NULL)
+		grpc_conn_close(e->e_conn, 0);
+	RUN_UNTIL(e, e->e_conn_closed);
+	grpc_server_shutdown(e->e_srv, 0, on_srv_done, e);
+	RUN_UNTIL(e, e->e_srv_done);
+	uv_close((uv_handle_t *)&e->e_watchdog, NULL);
+	uv_close((uv_handle_t *)&e->e_tick, NULL);
+	assert_int_equal(uv_run(&e->e_loop, UV_RUN_DEFAULT), 0);
+	assert_int_equal(uv_loop_close(&e->e_loop), 0);
+	assert_int_equal(e->e_done, 1);
+	unlink(e->e_path);
+	rmdir(e->e_dir);
+}
+
+/* Tests */
+
+/*
+ * Input from the NMS reaches the process, its output comes back; when the
+ * NMS ends the stream the process is killed and done reports both counts.
+ */
+static void
+test_echo(void **state)
+{
+	static const char rpc[] = "<rpc><get/></rpc>]]>]]>";
+	struct env e;
+
+	(void)state;
+	/* Killed, not ended by the EOF on its input: sleep outlives it. */
+	env_init(&e, "cat; sleep 30", NULL);
+	nms_send(&e, rpc, 0);
+	RUN_UNTIL(&e, e.e_outlen == sizeof(rpc) - 1);
+	assert_memory_equal(e.e_out, rpc, sizeof(rpc) - 1);
+	assert_int_equal(e.e_done, 0);
+	assert_int_equal(grpc_call_finish(e.e_call, GRPC_STATUS_OK, NULL, NULL),
+	                 0);
+	RUN_UNTIL(&e, e.e_done == 1);
+	assert_int_equal(e.e_stats.ss_bytes_down, sizeof(rpc) - 1);
+	assert_int_equal(e.e_stats.ss_bytes_up, sizeof(rpc) - 1);
+	assert_int_equal(e.e_stats.ss_exit_status, -1);
+	assert_int_not_equal(e.e_stats.ss_term_signal, 0);
+	env_done(&e);
+}
+
+/*
+ * The process exits by itself: its output, with invalid UTF-8 replaced,
+ * then the device closes its side and done has the exit status.
+ */
+static void
+test_exit_status(void **state)
+{
+	struct env e;
+
+	(void)state;
+	env_init(&e, "printf 'ab\\377c'; exit 3", NULL);
+	RUN_UNTIL(&e, e.e_half_closed == 1);
+	assert_int_equal(e.e_outlen, 6);
+	assert_memory_equal(e.e_out,
+	                    "ab\xef\xbf\xbd"
+	                    "c",
+	                    6);
+	assert_int_equal(grpc_call_finish(e.e_call, GRPC_STATUS_OK, NULL, NULL),
+	                 0);
+	RUN_UNTIL(&e, e.e_done == 1);
+	assert_int_equal(e.e_stats.ss_exit_status, 3);
+	assert_int_equal(e.e_stats.ss_term_signal, 0);
+	assert_non_null(strstr(e.e_stats.ss_reason, "status 3"));
+	env_done(&e);
+}
+
+/* A process that cannot start: the operator reads why, the stream ends. */
+static void
+test_unknown_user(void **state)
+{
+	struct env e;
+
+	(void)state;
+	env_init(&e, "cat", "no-such-user-ncgrpc-test");
+	RUN_UNTIL(&e, e.e_half_closed == 1);
+	e.e_out[e.e_outlen < sizeof(e.e_out) ? e.e_outlen : 0] = '\0';
+	assert_non_null(strstr(e.e_out, "cannot start the netconf session"));
+	assert_non_null(strstr(e.e_out, "unknown user"));
+	assert_int_equal(grpc_call_finish(e.e_call, GRPC_STATUS_OK, NULL, NULL),
+	                 0);
+	RUN_UNTIL(&e, e.e_done == 1);
+	assert_non_null(strstr(e.e_stats.ss_reason, "cannot start process"));
+	env_done(&e);
+}
+
+/* The connection drops: the process is killed, done runs once. */
+static void
+test_connection_drop(void **state)
+{
+	struct env e;
+
+	(void)state;
+	env_init(&e, "sleep 30", NULL);
+	grpc_conn_close(e.e_conn, NCG_ECLOSED);
+	RUN_UNTIL(&e, e.e_done == 1 && e.e_conn_closed);
+	assert_int_equal(e.e_stats.ss_exit_status, -1);
+	assert_int_not_equal(e.e_stats.ss_term_signal, 0);
+	assert_int_equal(e.e_stats.ss_bytes_up, 0);
+	env_done(&e);
+}
+
+/* An argument runs only the tests whose names match it (cmocka's glob). */
+int
+main(int argc, char **argv)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_echo),
+	    cmocka_unit_test(test_exit_status),
+	    cmocka_unit_test(test_unknown_user),
+	    cmocka_unit_test(test_connection_drop),
+	};
+
+	log_init("session_test", LOG_LEVEL_WARN);
+	if (argc > 1)
+		cmocka_set_test_filter(argv[1]);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
