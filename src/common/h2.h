@@ -50,8 +50,10 @@ struct h2_stream_ops {
 	 */
 	void (*on_flushed)(struct h2conn *c, void *arg);
 	/*
-	 * The loop came back after h2_defer(): the place for work that must
-	 * not run inside the call that asked for it.  May be NULL.
+	 * The loop came back for a deferred pass (after h2_defer(), or a
+	 * flush asked for outside a callback): the place for work that must
+	 * not run inside the call that asked for it.  It may find nothing
+	 * to do.  May be NULL.
 	 */
 	void (*on_deferred)(struct h2conn *c, void *arg);
 	/*
