@@ -452,9 +452,10 @@ main(int argc, char **argv)
 	if (optind != argc)
 		usage(64);
 	log_set_level(level);
-	if (load_config(overrides, noverrides) != 0)
-		return 1;
+	rc = load_config(overrides, noverrides);
 	free(overrides);
+	if (rc != 0)
+		return 1;
 	if (check) {
 		struct akeys *as;
 
