@@ -1035,10 +1035,12 @@ class TerminalTest(SshdTestCase):
         t.wait(r"^[#$]$", timeout=20)  # tmux drops the space at the end
         # The device's login shell here is /bin/sh; bash has completion.
         t.line("exec /bin/bash --norc --noprofile")
-        time.sleep(0.3)
         t.line("PS1='TT> '; cd %s" % work)
+        # Keys go to readline only once bash shows its prompt.
+        t.wait(r"^TT>$", timeout=20)
         t.keys("C-l")
         t.wait(r"^TT>$")
+        self.assertNotIn("PS1=", t.screen())
         # Tab completion is the device's shell.
         t.type("ech")
         t.keys("Tab")
