@@ -232,6 +232,9 @@ tt_remove(struct throttle_table *tt, struct throttle_entry *te)
 {
 	struct throttle_entry **tp = tt_slot(tt, te->te_key, te->te_keylen);
 
+	/* te is in the table, so the table has slots and tp points at te. */
+	if (tp == NULL || *tp != te)
+		abort();
 	*tp = te->te_next;
 	TAILQ_REMOVE(&tt->tt_lru, te, te_lru);
 	tt->tt_count--;

@@ -736,7 +736,7 @@ test_validation(void **state)
 	             "443 given twice");
 	/* A non-UTF-8 secret cannot travel in a proto3 string. */
 	{
-		char *enc;
+		char *enc = NULL;
 		uint32_t seed = 1;
 
 		assert_int_equal(

@@ -92,7 +92,7 @@ test_encode_reproduces_vectors(void **state)
 static void
 roundtrip(const char *plain, size_t len, junos9_rand_fn rnd, void *arg)
 {
-	char *enc, *dec;
+	char *enc = NULL, *dec = NULL;
 	size_t declen;
 	size_t i;
 
@@ -167,7 +167,7 @@ test_deterministic(void **state)
 static void
 test_limits(void **state)
 {
-	char *big, *enc, *dec, *out = (char *)&out;
+	char *big, *enc = NULL, *dec = NULL, *out = (char *)&out;
 	uint32_t seed = 3;
 	size_t len;
 
@@ -294,7 +294,7 @@ static void
 test_prefixes_and_noise(void **state)
 {
 	const char *plain = "The quick brown fox jumps over the lazy dog";
-	char *enc, *dec, buf[64];
+	char *enc = NULL, *dec = NULL, buf[64];
 	uint32_t seed = 11;
 	size_t i, n, len;
 	int rc;
