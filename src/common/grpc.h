@@ -164,6 +164,12 @@ int grpc_conn_peer_uid(const struct grpc_conn *conn, uid_t *uid);
 const char *grpc_conn_peer(const struct grpc_conn *conn);
 /* The peer's address, whole (addr.h): for decisions keyed by address. */
 const struct peer *grpc_conn_peer_addr(const struct grpc_conn *conn);
+/* TLS session resumption of the connection's transport (xport.h). */
+int grpc_conn_issue_ticket(struct grpc_conn *conn, const uint8_t *appdata,
+                           size_t len);
+int grpc_conn_ticket_appdata(const struct grpc_conn *conn, const uint8_t **data,
+                             size_t *len);
+int grpc_conn_resumed(const struct grpc_conn *conn);
 void *grpc_conn_arg(const struct grpc_conn *conn);
 uv_loop_t *grpc_conn_loop(const struct grpc_conn *conn);
 void grpc_conn_set_arg(struct grpc_conn *conn, void *arg);

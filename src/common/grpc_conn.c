@@ -330,6 +330,32 @@ grpc_conn_peer_addr(const struct grpc_conn *conn)
 	return x != NULL ? xport_peer_addr(x) : &closed;
 }
 
+int
+grpc_conn_issue_ticket(struct grpc_conn *conn, const uint8_t *appdata,
+                       size_t len)
+{
+	struct xport *x = h2_xport(conn->gc_h2);
+
+	return x != NULL ? xport_issue_ticket(x, appdata, len) : NCG_ECLOSED;
+}
+
+int
+grpc_conn_ticket_appdata(const struct grpc_conn *conn, const uint8_t **data,
+                         size_t *len)
+{
+	struct xport *x = h2_xport(conn->gc_h2);
+
+	return x != NULL ? xport_ticket_appdata(x, data, len) : -ENOENT;
+}
+
+int
+grpc_conn_resumed(const struct grpc_conn *conn)
+{
+	struct xport *x = h2_xport(conn->gc_h2);
+
+	return x != NULL && xport_resumed(x);
+}
+
 const char *
 grpc_conn_peer(const struct grpc_conn *conn)
 {

@@ -117,4 +117,45 @@ const char *tls_conn_errmsg(const struct tls_conn *c);
 /* Negotiated protocol version text, e.g. "TLSv1.3", after the handshake. */
 const char *tls_conn_version(const struct tls_conn *c);
 
+/*
+ * Session resumption (TLS 1.3 tickets), docs/internals/tls.md.
+ *
+ * A server given a ticket key sends no ticket at the handshake: it issues
+ * one when it chooses, with tls_conn_issue_ticket(), carrying appdata that
+ * only it can read back when the client resumes with that ticket.  The key
+ * is 80 bytes (name, HMAC key, AES key) and tickets are accepted for
+ * lifetime seconds.  Returns 0, -EINVAL or NCG_ETLS.
+ */
+#define TLS_TICKET_KEY_LEN 80
+int tls_ctx_set_ticket_key(struct tls_ctx *ctx, const uint8_t *key, size_t len,
+                           unsigned lifetime);
+
+/*
+ * Server, after the handshake: queues a new ticket holding appdata (copied)
+ * for the client; the caller then sends tls_conn_pending().  Returns 0,
+ * -ENOTSUP below TLS 1.3, -EINVAL without a ticket key, or -ENOMEM.
+ */
+int tls_conn_issue_ticket(struct tls_conn *c, const uint8_t *appdata,
+                          size_t len);
+
+/* The handshake resumed an earlier session instead of a full one. */
+int tls_conn_resumed(const struct tls_conn *c);
+
+/*
+ * Server: the appdata of the ticket the client resumed with, valid until
+ * the next tls_conn_issue_ticket() on c.  0, or -ENOENT when the session is
+ * not resumed or its ticket holds none.
+ */
+int tls_conn_ticket_appdata(const struct tls_conn *c, const uint8_t **data,
+                            size_t *len);
+
+/*
+ * Client, before the handshake: names the server (e.g. "host:port") whose
+ * tickets this connection keeps in its context, and offers the newest one
+ * kept for it.  Returns 1 when a ticket is offered, 0 when there is none,
+ * -EINVAL or -ENOMEM.  Tickets live in the context: a new context (a
+ * reload) starts with none.
+ */
+int tls_conn_resume(struct tls_conn *c, const char *key);
+
 #endif

@@ -727,6 +727,10 @@ xport_connect(uv_loop_t *loop, const char *host, uint16_t port,
 	if (ctx != NULL && (rc = tls_conn_new(&x->x_tls, ctx, host)) != 0)
 		goto fail;
 	peer_from_name(&x->x_peer, host, port);
+	/* The server's tickets are kept under the name and port dialled. */
+	if (x->x_tls != NULL &&
+	    (rc = tls_conn_resume(x->x_tls, x->x_peer.pe_text)) < 0)
+		goto fail;
 	snprintf(portstr, sizeof(portstr), "%u", port);
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
@@ -954,6 +958,36 @@ const struct peer *
 xport_peer_addr(const struct xport *x)
 {
 	return &x->x_peer;
+}
+
+int
+xport_issue_ticket(struct xport *x, const uint8_t *appdata, size_t len)
+{
+	int rc;
+
+	if (x->x_tls == NULL)
+		return -ENOTSUP;
+	if (x->x_state != XS_READY)
+		return NCG_ECLOSED;
+	if ((rc = tls_conn_issue_ticket(x->x_tls, appdata, len)) != 0 ||
+	    (rc = xport_pull_tls(x)) != 0)
+		return rc;
+	xport_start_write(x);
+	return 0;
+}
+
+int
+xport_ticket_appdata(const struct xport *x, const uint8_t **data, size_t *len)
+{
+	if (x->x_tls == NULL)
+		return -ENOENT;
+	return tls_conn_ticket_appdata(x->x_tls, data, len);
+}
+
+int
+xport_resumed(const struct xport *x)
+{
+	return x->x_tls != NULL && tls_conn_resumed(x->x_tls);
 }
 
 const char *

@@ -131,4 +131,16 @@ const char *xport_peer(const struct xport *x);
 /* The peer's address, whole (addr.h); valid while x is. */
 const struct peer *xport_peer_addr(const struct xport *x);
 
+/*
+ * TLS session resumption (tls.h).  Server: xport_issue_ticket() sends the
+ * client a ticket holding appdata (0, -ENOTSUP without TLS 1.3 or a ticket
+ * key, NCG_ECLOSED, -ENOMEM); xport_ticket_appdata() reads back that of the
+ * ticket the client resumed with (0 or -ENOENT).  Both sides:
+ * xport_resumed() tells whether the handshake was a resumption.
+ */
+int xport_issue_ticket(struct xport *x, const uint8_t *appdata, size_t len);
+int xport_ticket_appdata(const struct xport *x, const uint8_t **data,
+                         size_t *len);
+int xport_resumed(const struct xport *x);
+
 #endif

@@ -159,6 +159,27 @@ int registry_verify(struct registry *reg, uv_loop_t *loop,
                     struct registry_req **out);
 
 /*
+ * Resumption proofs, for a server that hands devices TLS session tickets
+ * (docs/internals/registry.md).  registry_proof() computes into out
+ * (REGISTRY_PROOF_LEN bytes) a MAC under key of the device id, the id's
+ * current entry (its whole scrypt line) and secret; it does not check the
+ * secret.  registry_accept_proof() recomputes it for the secret presented
+ * now and, when it equals proof (compared in constant time), fills the
+ * entry's cache of the last good secret, so that the registry_verify()
+ * that follows needs no scrypt while every throttle still applies.  A new
+ * secret, a re-keyed or removed entry, or another key gives another value.
+ * Both return 0, -ENOENT (unknown or invalid id or secret), -EACCES (no
+ * match) or -ENOMEM.
+ */
+#define REGISTRY_PROOF_LEN 32
+int registry_proof(const struct registry *reg, const char *device_id,
+                   const uint8_t *secret, size_t len, const uint8_t *key,
+                   size_t keylen, uint8_t *out);
+int registry_accept_proof(struct registry *reg, const char *device_id,
+                          const uint8_t *secret, size_t len, const uint8_t *key,
+                          size_t keylen, const uint8_t *proof);
+
+/*
  * Detaches the caller from req: its callback still runs exactly once, with
  * -ECANCELED, on a later loop iteration; if the scrypt has already started
  * it first runs to the end (and still counts for throttling).  Must not be

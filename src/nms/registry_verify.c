@@ -14,7 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <uv.h>
 
 #include "registry_int.h"
@@ -729,4 +731,98 @@ registry_cancel(struct registry_req *req)
 	/* Fails harmlessly once the work has started; it then just ends. */
 	if (req->rq_queued)
 		uv_cancel((uv_req_t *)&req->rq_u.u_work);
+}
+
+/*
+ * HMAC-SHA256 under key of a label, the id, the entry's whole scrypt line
+ * (parameters, salt and hash) and the secret: a new secret or a re-keyed
+ * entry gives another value.
+ */
+static int
+proof_compute(const struct registry_entry *e, const uint8_t *secret, size_t len,
+              const uint8_t *key, size_t keylen, uint8_t *out)
+{
+	static const char label[] = "ncgrpc resumption proof 1";
+	const struct kdfparams *k = &e->e_kdf;
+	uint8_t hdr[5] = {k->k_ln, k->k_r, k->k_p, k->k_saltlen, k->k_hashlen};
+	static char digest[] = "SHA256";
+	OSSL_PARAM params[2];
+	EVP_MAC_CTX *ctx = NULL;
+	EVP_MAC *mac;
+	size_t outlen = 0;
+	int rc = -ENOMEM;
+
+	if ((mac = EVP_MAC_fetch(NULL, "HMAC", NULL)) == NULL ||
+	    (ctx = EVP_MAC_CTX_new(mac)) == NULL)
+		goto out;
+	params[0] =
+	    OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0);
+	params[1] = OSSL_PARAM_construct_end();
+	if (EVP_MAC_init(ctx, key, keylen, params) == 1 &&
+	    EVP_MAC_update(ctx, (const uint8_t *)label, sizeof(label)) == 1 &&
+	    EVP_MAC_update(ctx, (const uint8_t *)e->e_id, e->e_idlen + 1) ==
+	        1 &&
+	    EVP_MAC_update(ctx, hdr, sizeof(hdr)) == 1 &&
+	    EVP_MAC_update(ctx, k->k_salt, k->k_saltlen) == 1 &&
+	    EVP_MAC_update(ctx, k->k_hash, k->k_hashlen) == 1 &&
+	    EVP_MAC_update(ctx, secret, len) == 1 &&
+	    EVP_MAC_final(ctx, out, &outlen, REGISTRY_PROOF_LEN) == 1 &&
+	    outlen == REGISTRY_PROOF_LEN)
+		rc = 0;
+out:
+	EVP_MAC_CTX_free(ctx);
+	EVP_MAC_free(mac);
+	return rc;
+}
+
+static struct registry_entry *
+proof_entry(const struct registry *reg, const char *id, const uint8_t *secret,
+            size_t len, const uint8_t *key, size_t keylen)
+{
+	size_t idlen;
+
+	if (reg == NULL || id == NULL || key == NULL || keylen == 0 ||
+	    (secret == NULL && len > 0))
+		return NULL;
+	idlen = strnlen(id, REGISTRY_ID_MAX + 1);
+	if (!reg_id_valid(id, idlen) || !reg_secret_valid(secret, len))
+		return NULL;
+	return reg_lookup(reg, id, idlen);
+}
+
+int
+registry_proof(const struct registry *reg, const char *device_id,
+               const uint8_t *secret, size_t len, const uint8_t *key,
+               size_t keylen, uint8_t *out)
+{
+	struct registry_entry *e;
+
+	if ((e = proof_entry(reg, device_id, secret, len, key, keylen)) == NULL)
+		return -ENOENT;
+	return proof_compute(e, secret, len, key, keylen, out);
+}
+
+int
+registry_accept_proof(struct registry *reg, const char *device_id,
+                      const uint8_t *secret, size_t len, const uint8_t *key,
+                      size_t keylen, const uint8_t *proof)
+{
+	struct registry_entry *e;
+	uint8_t want[REGISTRY_PROOF_LEN], mac[MAC_LEN];
+	int rc, same;
+
+	if ((e = proof_entry(reg, device_id, secret, len, key, keylen)) == NULL)
+		return -ENOENT;
+	if ((rc = proof_compute(e, secret, len, key, keylen, want)) != 0)
+		return rc;
+	same = CRYPTO_memcmp(want, proof, REGISTRY_PROOF_LEN) == 0;
+	OPENSSL_cleanse(want, sizeof(want));
+	if (!same)
+		return -EACCES;
+	if ((rc = reg_mac_secret(secret, len, mac)) != 0)
+		return rc;
+	memcpy(e->e_mac, mac, MAC_LEN);
+	e->e_cached = 1;
+	OPENSSL_cleanse(mac, sizeof(mac));
+	return 0;
 }

@@ -46,6 +46,7 @@ static const struct keyword keywords[] = {
     {"listen", V_LISTEN, -1, 0},
     {"certificate", V_STR, SCONF_K_CERTIFICATE, F(sc_certificate)},
     {"key", V_STR, SCONF_K_KEY, F(sc_key)},
+    {"tls-ticket-key", V_STR, SCONF_K_TLS_TICKET_KEY, F(sc_tls_ticket_key)},
     {"devices", V_STR, SCONF_K_DEVICES, F(sc_devices)},
     {"operator-socket", V_STR, SCONF_K_OPERATOR_SOCKET, F(sc_operator_socket)},
     {"operator-socket-mode", V_MODE, SCONF_K_OPERATOR_SOCKET_MODE,
@@ -856,6 +857,10 @@ sconf_validate(const struct sconf *sc, char *err, size_t errlen)
 	                     sc->sc_certificate, 0, err, errlen)) != 0 ||
 	    (rc = check_path(sc, SCONF_K_KEY, "key", sc->sc_key, 0, err,
 	                     errlen)) != 0 ||
+	    (sc->sc_tls_ticket_key != NULL &&
+	     strcmp(sc->sc_tls_ticket_key, "none") != 0 &&
+	     (rc = check_path(sc, SCONF_K_TLS_TICKET_KEY, "tls-ticket-key",
+	                      sc->sc_tls_ticket_key, 0, err, errlen)) != 0) ||
 	    (rc = check_path(sc, SCONF_K_DEVICES, "devices", sc->sc_devices, 0,
 	                     err, errlen)) != 0 ||
 	    (rc = check_path(sc, SCONF_K_OPERATOR_SOCKET, "operator-socket",

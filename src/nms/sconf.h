@@ -154,6 +154,7 @@ struct sconf_name {
 enum sconf_key {
 	SCONF_K_CERTIFICATE,
 	SCONF_K_KEY,
+	SCONF_K_TLS_TICKET_KEY,
 	SCONF_K_DEVICES,
 	SCONF_K_OPERATOR_SOCKET,
 	SCONF_K_OPERATOR_SOCKET_MODE,
@@ -198,6 +199,8 @@ struct sconf {
 	size_t sc_nlisten;
 	char *sc_certificate;
 	char *sc_key;
+	/* NULL: tls_ticket_key beside sc_key; "none": no resumption */
+	char *sc_tls_ticket_key;
 	char *sc_devices;
 	char *sc_operator_socket;
 	unsigned sc_operator_socket_mode;

@@ -312,6 +312,61 @@ report_refusal(struct initcall *ic, int result, const char *why)
 	            ic->ic_peer.pe_text, "reason", why, NULL);
 }
 
+/*
+ * Ticket appdata: a version byte, the id's length and the id, then the
+ * registry_proof() of the id, its entry and its secret.
+ */
+#define RESUME_V1 1
+
+/*
+ * Before the check of a device's secret: if the connection resumed a TLS
+ * session whose ticket proves this id with this very secret, fill the
+ * registry's cache so that no scrypt runs; and compute the proof for the
+ * ticket this connection gets once the device is in.
+ */
+static void
+resume_check(struct initcall *ic, const uint8_t *secret, size_t len)
+{
+	struct broker *b = ic->ic_b;
+	const uint8_t *ad, *key = b->b_opts.bo_resume_key;
+	size_t adlen, idlen = strlen(ic->ic_id);
+
+	if (grpc_conn_ticket_appdata(ic->ic_conn, &ad, &adlen) == 0 &&
+	    adlen == 2 + idlen + REGISTRY_PROOF_LEN && ad[0] == RESUME_V1 &&
+	    ad[1] == idlen && memcmp(ad + 2, ic->ic_id, idlen) == 0 &&
+	    registry_accept_proof(b->b_reg, ic->ic_id, secret, len, key,
+	                          sizeof(b->b_opts.bo_resume_key),
+	                          ad + 2 + idlen) == 0)
+		ic->ic_resumed = 1;
+	ic->ic_has_proof =
+	    registry_proof(b->b_reg, ic->ic_id, secret, len, key,
+	                   sizeof(b->b_opts.bo_resume_key), ic->ic_proof) == 0;
+}
+
+/* The device is in: its connection gets a ticket to come back with. */
+static void
+resume_issue(struct initcall *ic)
+{
+	uint8_t ad[2 + 255 + REGISTRY_PROOF_LEN];
+	size_t idlen = strlen(ic->ic_id);
+	int rc;
+
+	if (!ic->ic_has_proof || idlen > 255)
+		return;
+	ad[0] = RESUME_V1;
+	ad[1] = (uint8_t)idlen;
+	memcpy(ad + 2, ic->ic_id, idlen);
+	memcpy(ad + 2 + idlen, ic->ic_proof, REGISTRY_PROOF_LEN);
+	rc = grpc_conn_issue_ticket(ic->ic_conn, ad,
+	                            2 + idlen + REGISTRY_PROOF_LEN);
+	if (rc != 0 && rc != -ENOTSUP)
+		log_debug("device \"%s\" from %s: no session ticket: %s",
+		          ic->ic_id, ic->ic_peer.pe_text, ncg_strerror(rc));
+	OPENSSL_cleanse(ad, sizeof(ad));
+	OPENSSL_cleanse(ic->ic_proof, sizeof(ic->ic_proof));
+	ic->ic_has_proof = 0;
+}
+
 static void
 on_verified(void *arg, int result)
 {
@@ -366,6 +421,8 @@ on_verified(void *arg, int result)
 		return;
 	}
 	grpc_conn_set_trusted(ic->ic_conn);
+	if (b->b_opts.bo_resume)
+		resume_issue(ic);
 	d = broker_device_find(b, ic->ic_id);
 	if (d != NULL && d->dv_instance != ic->ic_instance) {
 		struct initcall *old;
@@ -402,8 +459,9 @@ on_verified(void *arg, int result)
 	/* Newest first: an old idle connection may have died in a NAT. */
 	TAILQ_INSERT_HEAD(&d->dv_idle, ic, ic_entry);
 	d->dv_nidle++;
-	log_debug("device \"%s\": idle connection from %s (%u idle)", d->dv_id,
-	          ic->ic_peer.pe_text, d->dv_nidle);
+	log_debug("device \"%s\": idle connection from %s (%u idle%s)",
+	          d->dv_id, ic->ic_peer.pe_text, d->dv_nidle,
+	          ic->ic_resumed ? ", tls resumed" : "");
 	trim_soon(b);
 	relay_try_grant(b, d);
 }
@@ -460,6 +518,9 @@ init_half_close(struct grpc_call *c, void *arg)
 	snprintf(ic->ic_id, sizeof(ic->ic_id), "%s", req->device_id);
 	ic->ic_instance = req->instance_id;
 	ic->ic_reg_gen = b->b_reg_gen;
+	if (b->b_opts.bo_resume)
+		resume_check(ic, (const uint8_t *)req->secret_key,
+		             strlen(req->secret_key));
 	rc = registry_verify(b->b_reg, b->b_loop, req->device_id,
 	                     (const uint8_t *)req->secret_key,
 	                     strlen(req->secret_key), ic->ic_peer.pe_host,

@@ -39,6 +39,13 @@ struct broker_opts {
 	unsigned bo_session_wait_ms; /* wait for a connection; 0: 10 s */
 	unsigned bo_join_timeout_ms; /* grant to CommandGet; 0: 15 s */
 	struct preauth *bo_preauth;  /* log limits of refusals; may be NULL */
+	/*
+	 * TLS resumption: after a device authenticates, its connection gets
+	 * a ticket holding a registry_proof() under this key, and a device
+	 * that resumes with it skips scrypt.  bo_resume 0: no tickets.
+	 */
+	int bo_resume;
+	uint8_t bo_resume_key[32];
 };
 
 struct broker_device_info {

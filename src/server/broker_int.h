@@ -27,6 +27,7 @@
 #include "buf.h"
 #include "grpc.h"
 #include "ncframe.h"
+#include "registry.h"
 #include "termext.h"
 
 #define SVC                    "/jnx.jet.netconf.Ncgrpc/"
@@ -66,6 +67,9 @@ struct initcall {
 	struct peer ic_peer; /* copied: the connection may go first */
 	uint64_t ic_reg_gen; /* b_reg_gen when the check started */
 	int ic_raw_offer;    /* the device offered a raw terminal */
+	int ic_resumed;      /* a resumption proof filled the cache */
+	int ic_has_proof;    /* ic_proof is for the secret just presented */
+	uint8_t ic_proof[REGISTRY_PROOF_LEN];
 	TAILQ_ENTRY(initcall) ic_entry;
 };
 

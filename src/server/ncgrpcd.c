@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
 #include <uv.h>
 
 #include "audit.h"
@@ -35,6 +36,7 @@
 #include "preauth.h"
 #include "registry.h"
 #include "sconf.h"
+#include "ticketkey.h"
 #include "tls.h"
 
 /* Heap blocks from this size on are mmap()ed (see main()). */
@@ -44,6 +46,8 @@
 #define NCGRPCD_CERT_DAYS    825
 #define NCGRPCD_GRACE_MS     5000
 #define NCGRPCD_RELOAD_DELAY 300
+/* Longest a TLS 1.3 ticket may live (RFC 8446, 4.6.1): seven days. */
+#define NCGRPCD_TICKET_LIFETIME (7 * 24 * 3600)
 /*
  * File descriptors kept free of device connections: the operator socket's
  * clients, the logs, the registry and its reloads.
@@ -478,6 +482,44 @@ check_only(void)
 	return 0;
 }
 
+/*
+ * TLS resumption: the ticket key from its file (made on first start), set
+ * on the device-facing context, and the key of the broker's proofs.
+ */
+static void
+setup_resumption(struct broker_opts *bo)
+{
+	const char *path = ncd.sc->sc_tls_ticket_key;
+	uint8_t key[TICKETKEY_LEN];
+	char buf[PATH_MAX], err[512];
+	const char *slash;
+	int made, rc;
+
+	if (path != NULL && strcmp(path, "none") == 0) {
+		log_info("tls-ticket-key none: devices do not resume tls "
+		         "sessions");
+		return;
+	}
+	if (path == NULL) {
+		/* Beside the server's key: it needs the same protection. */
+		slash = strrchr(ncd.sc->sc_key, '/');
+		snprintf(buf, sizeof(buf), "%.*s/tls_ticket_key",
+		         (int)(slash - ncd.sc->sc_key), ncd.sc->sc_key);
+		path = buf;
+	} else
+		ensure_parent(path, 0755);
+	if ((rc = ticketkey_load(path, key, &made, err, sizeof(err))) != 0)
+		fatalx("tls-ticket-key: %s", err);
+	if (tls_ctx_set_ticket_key(ncd.tls, key, sizeof(key),
+	                           NCGRPCD_TICKET_LIFETIME) != 0 ||
+	    ticketkey_proof_key(key, bo->bo_resume_key) != 0)
+		fatalx("tls-ticket-key: cannot use %s", path);
+	OPENSSL_cleanse(key, sizeof(key));
+	bo->bo_resume = 1;
+	if (made)
+		log_info("made the tls session ticket key \"%s\"", path);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -555,6 +597,7 @@ main(int argc, char **argv)
 	if ((rc = tls_ctx_server_new(&ncd.tls, ncd.sc->sc_certificate,
 	                             ncd.sc->sc_key, err, sizeof(err))) != 0)
 		fatalx("tls: %s", err);
+	setup_resumption(&bo);
 	if (registry_throttle_new(&ncd.throttle) != 0)
 		fatalx("out of memory");
 	/*

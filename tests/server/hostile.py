@@ -46,25 +46,33 @@ def grpc_frame(msg):
     return b"\0" + struct.pack(">I", len(msg)) + msg
 
 
-def tls_connect(port, src="127.0.0.1", timeout=10, alpn=("h2",)):
-    """A TLS socket from src to 127.0.0.1:port, without certificate checks."""
+def client_context(alpn=("h2",)):
+    """A TLS client context without certificate checks."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     if alpn:
         ctx.set_alpn_protocols(list(alpn))
+    return ctx
+
+
+def tls_connect(port, src="127.0.0.1", timeout=10, alpn=("h2",), ctx=None, session=None):
+    """A TLS socket from src to 127.0.0.1:port, without certificate checks;
+    session (from an earlier socket of the same ctx) asks for resumption."""
+    if ctx is None:
+        ctx = client_context(alpn)
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.settimeout(timeout)
     s.bind((src, 0))
     s.connect(("127.0.0.1", port))
-    return ctx.wrap_socket(s, server_hostname="127.0.0.1")
+    return ctx.wrap_socket(s, server_hostname="127.0.0.1", session=session)
 
 
 class H2Peer:
     """One raw HTTP/2 client connection over TLS."""
 
-    def __init__(self, port, src="127.0.0.1", timeout=10):
-        self.sock = tls_connect(port, src, timeout)
+    def __init__(self, port, src="127.0.0.1", timeout=10, ctx=None, session=None):
+        self.sock = tls_connect(port, src, timeout, ctx=ctx, session=session)
         cfg = h2.config.H2Configuration(client_side=True, header_encoding="utf-8",
                                         validate_outbound_headers=False)
         self.conn = h2.connection.H2Connection(config=cfg)

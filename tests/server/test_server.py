@@ -38,6 +38,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import devemu  # noqa: E402
+import hostile  # noqa: E402
 import srvlib  # noqa: E402
 from opclient import OpClient, OpError, pb as opb  # noqa: E402
 from srvlib import Agent, Client, Ncgrpcd, Netconfd, comm, descendants, pid_alive  # noqa: E402
@@ -158,6 +159,8 @@ class ServerTestCase(unittest.TestCase):
     def _stop_agent(self, agent):
         if os.environ.get("NCGRPC_TEST_VERBOSE"):
             sys.stderr.write("\n--- agent log (%s) ---\n%s\n" % (self.id(), agent.log.tail(100)))
+            with open(agent.stdout_path, errors="replace") as f:
+                sys.stderr.write(f.read()[-4000:])
         agent.stop()
 
     def new_emu(self, srv, device_id, secret, **kw):
@@ -946,6 +949,141 @@ class RestartTest(ServerTestCase):
         agent.start()
         ev = w.wait_for(Kind.CONNECTED, "ra", 15)
         self.assertNotEqual(ev.device.instance_id, first)
+
+
+# ---------------------------------------------------------------------------
+class ResumptionTest(ServerTestCase):
+    """TLS session tickets: a device that authenticated once resumes its TLS
+    session after ncgrpcd restarts, and its ticket's proof stands in for the
+    scrypt check only while the registry entry and the secret are the same."""
+
+    RESUMED = r'device "%s": idle connection from \S+ \(\d+ idle, tls resumed\)'
+    FULL = r'device "%s": idle connection from \S+ \(\d+ idle\)'
+
+    def restart(self, srv):
+        self.assertEqual(srv.stop(), 0)
+        mark = srv.log.mark()
+        srv.start(debug=True)
+        return mark
+
+    def key_path(self, srv):
+        return os.path.join(srv.workdir, "tls_ticket_key")
+
+    def test_restart_resumes_and_skips_scrypt(self):
+        srv = self.new_server({"tr": "ticket-secret-1"}, start=False)
+        srv.start(debug=True)
+        st = os.stat(self.key_path(srv))
+        self.assertEqual(st.st_size, 80)
+        self.assertEqual(st.st_mode & 0o777, 0o600)
+        self.new_agent(srv, {"tr": "ticket-secret-1"})
+        # The first connection ever is a full handshake and a scrypt check.
+        srv.log.wait(self.FULL % "tr", 20)
+        self.assertEqual(srv.log.find(self.RESUMED % "tr"), [])
+        mark = self.restart(srv)
+        srv.log.wait(self.RESUMED % "tr", 20, start=mark)
+        opc = self.op(srv)
+        opc.wait_device("tr", 10)
+        s = self.shell(opc, "tr")
+        self.assertIn(b"resumed-ok", sh_run(s, "echo resumed-ok"))
+        self.assertNoSecrets(srv, ["ticket-secret-1"])
+
+    def test_rekeyed_entry_is_checked_again(self):
+        srv = self.new_server({"tk": "ticket-secret-2"}, start=False)
+        srv.start(debug=True)
+        self.new_agent(srv, {"tk": "ticket-secret-2"})
+        srv.log.wait(self.FULL % "tk", 20)
+        self.assertEqual(srv.stop(), 0)
+        # The same secret hashed again (new salt) is a new entry: the old
+        # ticket's proof no longer matches, and scrypt decides.
+        srv.add_device("tk", "ticket-secret-2")
+        mark = srv.log.mark()
+        srv.start(debug=True)
+        srv.log.wait(r'device "tk": idle connection', 20, start=mark)
+        first = [ln for ln in srv.log.lines()[mark:] if 'device "tk": idle connection' in ln][0]
+        self.assertNotIn("tls resumed", first)
+        # That check gave a new ticket; the next restart resumes again.
+        mark = self.restart(srv)
+        srv.log.wait(self.RESUMED % "tk", 20, start=mark)
+
+    def hold_initialize(self, srv, ctx, device_id, secret, session=None):
+        """One Initialize from a raw h2 peer over Python's ssl (OpenSSL as a
+        client nobody here wrote).  Returns (grpc-status or "held", whether
+        the TLS session was resumed, the newest session the peer holds)."""
+        p = hostile.H2Peer(srv.port, ctx=ctx, session=session)
+        try:
+            sid = p.open(hostile.SVC + "NcgrpcInitialize")
+            p.queue(sid, hostile.grpc_frame(hostile.initialize_request(device_id, secret)))
+            p._send_pending()
+            p.conn.end_stream(sid)
+            p.flush()
+            # A ticket, if any, follows the check; an idle call stays open.
+            p.pump(2.0)
+            return p.ended.get(sid, "held"), p.sock.session_reused, p.sock.session
+        finally:
+            p.close()
+
+    def test_ticket_proof_binds_secret_and_id(self):
+        srv = self.new_server({"tw": "ticket-secret-3", "tx": "ticket-secret-x"},
+                              start=False)
+        srv.start(debug=True)
+        ctx = hostile.client_context()
+        status, reused, sess = self.hold_initialize(srv, ctx, "tw", "ticket-secret-3")
+        self.assertEqual((status, reused), ("held", False))
+        self.assertTrue(sess.has_ticket)
+        mark = srv.log.mark()
+        # The ticket resumes TLS, but a wrong secret is still refused.
+        status, reused, _ = self.hold_initialize(srv, ctx, "tw", "not-the-secret", sess)
+        self.assertEqual((status, reused), ("16", True))
+        srv.log.wait(r'device "tw" from \S+: authentication failed', 10, start=mark)
+        # Another device's id on that ticket: checked in full, and let in.
+        status, reused, _ = self.hold_initialize(srv, ctx, "tx", "ticket-secret-x", sess)
+        self.assertEqual((status, reused), ("held", True))
+        srv.log.wait(self.FULL % "tx", 10, start=mark)
+        self.assertEqual(srv.log.find(self.RESUMED % "tx"), [])
+        # The right secret on it: in, without scrypt.
+        status, reused, _ = self.hold_initialize(srv, ctx, "tw", "ticket-secret-3", sess)
+        self.assertEqual((status, reused), ("held", True))
+        srv.log.wait(self.RESUMED % "tw", 10, start=mark)
+
+    def test_new_key_file_means_full_handshakes(self):
+        srv = self.new_server({"tn": "ticket-secret-4"}, start=False)
+        srv.start(debug=True)
+        self.new_agent(srv, {"tn": "ticket-secret-4"})
+        srv.log.wait(self.FULL % "tn", 20)
+        self.assertEqual(srv.stop(), 0)
+        os.unlink(self.key_path(srv))
+        mark = srv.log.mark()
+        srv.start(debug=True)
+        srv.log.wait(r"made the tls session ticket key", 10, start=mark)
+        srv.log.wait(self.FULL % "tn", 20, start=mark)
+        self.assertEqual(srv.log.find(self.RESUMED % "tn", start=mark), [])
+
+    def test_none_turns_resumption_off(self):
+        srv = self.new_server({"to": "ticket-secret-5"}, extra=["tls-ticket-key none"],
+                              start=False)
+        srv.start(debug=True)
+        self.assertFalse(os.path.exists(self.key_path(srv)))
+        self.new_agent(srv, {"to": "ticket-secret-5"})
+        srv.log.wait(self.FULL % "to", 20)
+        mark = self.restart(srv)
+        srv.log.wait(self.FULL % "to", 20, start=mark)
+        self.assertEqual(srv.log.find(self.RESUMED % "to"), [])
+
+    def test_bad_key_files_are_refused(self):
+        srv = self.new_server({}, start=False)
+        path = self.key_path(srv)
+        cases = [(os.urandom(80), 0o644, r"may be read by others \(mode 0644\)"),
+                 (os.urandom(79), 0o600, r"must hold exactly 80 bytes"),
+                 (os.urandom(81), 0o600, r"must hold exactly 80 bytes")]
+        for data, mode, msg in cases:
+            with open(path, "wb") as f:
+                f.write(data)
+            os.chmod(path, mode)
+            srv.write_conf()
+            p = subprocess.run([CFG["ncgrpcd"], "-f", srv.conf_path, "-L", "-"],
+                               capture_output=True, timeout=30)
+            self.assertNotEqual(p.returncode, 0)
+            self.assertRegex(p.stderr.decode(), msg)
 
 
 # ---------------------------------------------------------------------------

@@ -648,6 +648,92 @@ test_verify_cache(void **state)
 	registry_free(reg);
 }
 
+/* --- resumption proofs --- */
+
+static void
+test_proof(void **state)
+{
+	const char *path = mkregistry(2);
+	struct registry *reg = load_ok(path), *rekeyed;
+	const uint8_t key[32] = {1, 2, 3}, key2[32] = {3, 2, 1};
+	const uint8_t *s1 = (const uint8_t *)"secret-1";
+	uint8_t p1[REGISTRY_PROOF_LEN], p2[REGISTRY_PROOF_LEN];
+	uint8_t p3[REGISTRY_PROOF_LEN];
+	char *line;
+	uv_loop_t loop;
+	unsigned k;
+
+	(void)state;
+	assert_int_equal(uv_loop_init(&loop), 0);
+	/* Computed for any secret: it is checked only when accepted. */
+	assert_int_equal(registry_proof(reg, "router-1", s1, 8, key, 32, p1),
+	                 0);
+	assert_int_equal(registry_proof(reg, "router-1", s1, 8, key, 32, p2),
+	                 0);
+	assert_memory_equal(p1, p2, sizeof(p1));
+	assert_int_equal(registry_proof(reg, "router-1", s1, 8, key2, 32, p2),
+	                 0);
+	assert_memory_not_equal(p1, p2, sizeof(p1));
+	assert_int_equal(registry_proof(reg, "router-2", s1, 8, key, 32, p2),
+	                 0);
+	assert_memory_not_equal(p1, p2, sizeof(p1));
+	assert_int_equal(registry_proof(reg, "nobody", s1, 8, key, 32, p2),
+	                 -ENOENT);
+	assert_int_equal(registry_proof(reg, "bad id", s1, 8, key, 32, p2),
+	                 -ENOENT);
+	assert_int_equal(registry_proof(reg, "router-1", s1, 0, key, 32, p2),
+	                 -ENOENT);
+
+	/* Wrong secret, key, id or proof: refused, and nothing cached. */
+	assert_int_equal(registry_accept_proof(reg, "router-1",
+	                                       (const uint8_t *)"secret-2", 8,
+	                                       key, 32, p1),
+	                 -EACCES);
+	assert_int_equal(
+	    registry_accept_proof(reg, "router-1", s1, 8, key2, 32, p1),
+	    -EACCES);
+	assert_int_equal(
+	    registry_accept_proof(reg, "router-2", s1, 8, key, 32, p1),
+	    -EACCES);
+	memcpy(p2, p1, sizeof(p1));
+	p2[REGISTRY_PROOF_LEN - 1] ^= 1;
+	assert_int_equal(
+	    registry_accept_proof(reg, "router-1", s1, 8, key, 32, p2),
+	    -EACCES);
+	assert_false(reg_lookup(reg, "router-1", 8)->e_cached);
+	/* The right one fills the cache: the verify needs no scrypt. */
+	assert_int_equal(
+	    registry_accept_proof(reg, "router-1", s1, 8, key, 32, p1), 0);
+	assert_true(reg_lookup(reg, "router-1", 8)->e_cached);
+	assert_int_equal(verify(reg, &loop, "router-1", "secret-1", NULL, &k),
+	                 0);
+	assert_int_equal(k, 0);
+	/* Even so, another secret is still checked in full. */
+	assert_int_equal(verify(reg, &loop, "router-1", "secret-2", NULL, &k),
+	                 -EACCES);
+	assert_int_equal(k, 1);
+
+	/* The same secret hashed again (new salt) is a new entry. */
+	line = mkline("router-1", "secret-1");
+	write_str(tpath("rekeyed"), line);
+	free(line);
+	rekeyed = load_ok(tpath("rekeyed"));
+	assert_int_equal(
+	    registry_accept_proof(rekeyed, "router-1", s1, 8, key, 32, p1),
+	    -EACCES);
+	assert_int_equal(
+	    registry_proof(rekeyed, "router-1", s1, 8, key, 32, p3), 0);
+	assert_memory_not_equal(p1, p3, sizeof(p1));
+	/* A registry loaded again from the same file takes the old proof. */
+	registry_free(reg);
+	reg = load_ok(path);
+	assert_int_equal(
+	    registry_accept_proof(reg, "router-1", s1, 8, key, 32, p1), 0);
+	loop_done(&loop);
+	registry_free(reg);
+	registry_free(rekeyed);
+}
+
 static struct registry_throttle *
 fake_throttle(void)
 {
@@ -1471,6 +1557,7 @@ main(void)
 	    cmocka_unit_test(test_verify_basic),
 	    cmocka_unit_test(test_verify_args),
 	    cmocka_unit_test(test_verify_cache),
+	    cmocka_unit_test(test_proof),
 	    cmocka_unit_test(test_throttle_device),
 	    cmocka_unit_test(test_throttle_peer),
 	    cmocka_unit_test(test_throttle_bounded),

@@ -953,6 +953,151 @@ server_conn(struct tls_ctx **ctx, struct tls_conn **c)
 	EVP_PKEY_free(k);
 }
 
+/* --- Session resumption ------------------------------------------------ */
+
+static struct tls_ctx *
+ticket_server(const uint8_t *key)
+{
+	struct tls_ctx *sctx;
+	char err[256];
+
+	assert_int_equal(
+	    tls_ctx_server_new(&sctx, T.cert, T.key, err, sizeof(err)), 0);
+	if (key != NULL)
+		assert_int_equal(
+		    tls_ctx_set_ticket_key(sctx, key, TLS_TICKET_KEY_LEN, 3600),
+		    0);
+	return sctx;
+}
+
+/*
+ * One connection of cctx (tickets kept under name) to sctx.  Returns
+ * whether the client offered a ticket; *resumed says whether the handshake
+ * resumed.  With appdata, the server then issues a ticket holding it; got
+ * receives the appdata of the ticket resumed with ("" if none).
+ */
+static int
+ticket_round(struct tls_ctx *cctx, struct tls_ctx *sctx, const char *name,
+             const char *appdata, int *resumed, char *got, size_t gotlen)
+{
+	struct peer cl = {0}, sv = {0};
+	const uint8_t *ad;
+	uint8_t buf[64];
+	size_t adlen;
+	int offered;
+
+	assert_int_equal(tls_conn_new(&cl.tc, cctx, "localhost"), 0);
+	assert_int_equal(tls_conn_new(&sv.tc, sctx, NULL), 0);
+	offered = tls_conn_resume(cl.tc, name);
+	assert_true(offered == 0 || offered == 1);
+	pump(&cl, &sv);
+	assert_int_equal(cl.rc, 0);
+	assert_int_equal(sv.rc, 0);
+	*resumed = tls_conn_resumed(cl.tc);
+	assert_int_equal(tls_conn_resumed(sv.tc), *resumed);
+	got[0] = '\0';
+	if (tls_conn_ticket_appdata(sv.tc, &ad, &adlen) == 0) {
+		assert_true(adlen < gotlen);
+		memcpy(got, ad, adlen);
+		got[adlen] = '\0';
+	}
+	if (appdata != NULL) {
+		assert_int_equal(tls_conn_issue_ticket(sv.tc,
+		                                       (const uint8_t *)appdata,
+		                                       strlen(appdata)),
+		                 0);
+		assert_true(move(&sv, &cl) > 0);
+		/* The client takes the ticket in while reading. */
+		assert_int_equal(tls_conn_read(cl.tc, buf, sizeof(buf)),
+		                 -EAGAIN);
+	}
+	/* No close_notify: as when a server restarts under its devices. */
+	tls_conn_free(cl.tc);
+	tls_conn_free(sv.tc);
+	return offered;
+}
+
+static void
+test_resumption(void **state)
+{
+	struct spec s = {.cn = "localhost", .san = "DNS:localhost"};
+	EVP_PKEY *k = mkkey();
+	X509 *x = mkcert(&s, k);
+	uint8_t key[TLS_TICKET_KEY_LEN], other[TLS_TICKET_KEY_LEN];
+	struct tls_ctx *cctx, *sctx, *plain;
+	struct peer cl = {0}, sv = {0};
+	char *pem, err[256], got[64];
+	size_t len;
+	int resumed;
+
+	(void)state;
+	memset(key, 7, sizeof(key));
+	memset(other, 9, sizeof(other));
+	write_chain(T.cert, &x, 1);
+	write_key(T.key, k);
+	pem = pem_of(&x, 1, &len);
+	assert_int_equal(tls_ctx_client_new(&cctx, pem, len, err, sizeof(err)),
+	                 0);
+
+	/* A first connection has nothing to offer, and gets a ticket. */
+	sctx = ticket_server(key);
+	assert_int_equal(ticket_round(cctx, sctx, "srv:1", "first", &resumed,
+	                              got, sizeof(got)),
+	                 0);
+	assert_false(resumed);
+	tls_ctx_free(sctx);
+	/* The server restarts with the same key: the ticket resumes. */
+	sctx = ticket_server(key);
+	assert_int_equal(ticket_round(cctx, sctx, "srv:1", "second", &resumed,
+	                              got, sizeof(got)),
+	                 1);
+	assert_true(resumed);
+	assert_string_equal(got, "first");
+	/* The newest ticket replaced the first. */
+	assert_int_equal(
+	    ticket_round(cctx, sctx, "srv:1", NULL, &resumed, got, sizeof(got)),
+	    1);
+	assert_true(resumed);
+	assert_string_equal(got, "second");
+	/* Another server name has no ticket. */
+	assert_int_equal(
+	    ticket_round(cctx, sctx, "srv:2", NULL, &resumed, got, sizeof(got)),
+	    0);
+	assert_false(resumed);
+	tls_ctx_free(sctx);
+	/* A new key cannot read the ticket: a full handshake, no appdata. */
+	sctx = ticket_server(other);
+	assert_int_equal(
+	    ticket_round(cctx, sctx, "srv:1", NULL, &resumed, got, sizeof(got)),
+	    1);
+	assert_false(resumed);
+	assert_string_equal(got, "");
+	tls_ctx_free(sctx);
+
+	/* Without a key a server issues no ticket; keys are for servers. */
+	plain = ticket_server(NULL);
+	assert_int_equal(tls_conn_new(&cl.tc, cctx, "localhost"), 0);
+	assert_int_equal(tls_conn_new(&sv.tc, plain, NULL), 0);
+	pump(&cl, &sv);
+	assert_int_equal(sv.rc, 0);
+	assert_int_equal(tls_conn_issue_ticket(sv.tc, (const uint8_t *)"x", 1),
+	                 -EINVAL);
+	assert_int_equal(tls_conn_resume(sv.tc, "x"), -EINVAL);
+	tls_conn_free(cl.tc);
+	tls_conn_free(sv.tc);
+	assert_int_equal(tls_ctx_set_ticket_key(cctx, key, sizeof(key), 60),
+	                 -EINVAL);
+	assert_int_equal(
+	    tls_ctx_set_ticket_key(plain, key, sizeof(key) - 1, 60), -EINVAL);
+	assert_int_equal(tls_ctx_set_ticket_key(plain, key, sizeof(key), 0),
+	                 -EINVAL);
+	tls_ctx_free(plain);
+	tls_ctx_free(cctx);
+	free(pem);
+	X509_free(x);
+	EVP_PKEY_free(k);
+}
+
 static void
 test_garbage(void **state)
 {
@@ -1366,6 +1511,7 @@ main(void)
 	    cmocka_unit_test(test_sni_and_tls12),
 	    cmocka_unit_test(test_client_without_h2),
 	    cmocka_unit_test(test_client_no_alpn_alert),
+	    cmocka_unit_test(test_resumption),
 	    cmocka_unit_test(test_garbage),
 	    cmocka_unit_test(test_truncated),
 	    cmocka_unit_test(test_bad_pem),
