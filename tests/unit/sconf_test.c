@@ -338,21 +338,22 @@ static void
 test_unknown_key(void **state)
 {
 	(void)state;
-	parse_fails("# x\nListen [::]:443\n",
-	            "t.conf:2: unknown keyword 'Listen' (valid: listen, "
-	            "certificate, key, devices, operator-socket, "
-	            "operator-socket-mode, operator-socket-group, log-file, "
-	            "audit-log, name, session-limit, session-wait, "
-	            "max-streams, keepalive-interval, tcp-keepalive, "
-	            "handshake-timeout, dead-peer-timeout, auth-timeout, "
-	            "max-connections, "
-	            "max-unauthenticated, max-unauthenticated-per-address, "
-	            "preauth-streams, preauth-buffer, auth-failures, "
-	            "auth-failures-per-address, auth-checks, "
-	            "auth-checks-per-address, ssh-listen, ssh-host-key, "
-	            "ssh-authorized-keys, ssh-log-file, ssh-login-grace-time, "
-	            "ssh-max-startups, ssh-max-connections, "
-	            "ssh-max-channels)");
+	parse_fails(
+	    "# x\nListen [::]:443\n",
+	    "t.conf:2: unknown keyword 'Listen' (valid: listen, "
+	    "certificate, key, tls-ticket-key, devices, operator-socket, "
+	    "operator-socket-mode, operator-socket-group, log-file, "
+	    "audit-log, name, session-limit, session-wait, "
+	    "max-streams, keepalive-interval, tcp-keepalive, "
+	    "handshake-timeout, dead-peer-timeout, auth-timeout, "
+	    "max-connections, "
+	    "max-unauthenticated, max-unauthenticated-per-address, "
+	    "preauth-streams, preauth-buffer, auth-failures, "
+	    "auth-failures-per-address, auth-checks, "
+	    "auth-checks-per-address, ssh-listen, ssh-host-key, "
+	    "ssh-authorized-keys, ssh-log-file, ssh-login-grace-time, "
+	    "ssh-max-startups, ssh-max-connections, "
+	    "ssh-max-channels)");
 }
 
 /* The pre-authentication limits: defaults, values, and their ranges. */
@@ -687,6 +688,35 @@ test_set(void **state)
 
 /* The keys of ncgrpc-sshd: defaults, values, malformed and out of range. */
 static void
+test_ticket_key(void **state)
+{
+	struct sconf *sc;
+	char err[512];
+
+	(void)state;
+	/* Unset: ncgrpcd puts it beside the key. */
+	sc = parse_ok("");
+	assert_null(sc->sc_tls_ticket_key);
+	assert_int_equal(sconf_validate(sc, err, sizeof(err)), 0);
+	sconf_free(sc);
+	sc = parse_ok("tls-ticket-key none\n");
+	assert_string_equal(sc->sc_tls_ticket_key, "none");
+	assert_int_equal(sconf_validate(sc, err, sizeof(err)), 0);
+	sconf_free(sc);
+	sc = parse_ok("tls-ticket-key /var/lib/ncgrpc/ticket\n");
+	assert_string_equal(sc->sc_tls_ticket_key, "/var/lib/ncgrpc/ticket");
+	assert_int_equal(sconf_validate(sc, err, sizeof(err)), 0);
+	sconf_free(sc);
+	sc = parse_ok("\ntls-ticket-key ticket\n");
+	assert_int_equal(sconf_validate(sc, err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "t.conf:2: tls-ticket-key: 'ticket' is not "
+	                         "an absolute path");
+	sconf_free(sc);
+	parse_fails("tls-ticket-key\n",
+	            "t.conf:1: 'tls-ticket-key' takes one value");
+}
+
+static void
 test_ssh_keys(void **state)
 {
 	struct sconf *sc;
@@ -824,6 +854,7 @@ main(void)
 	    cmocka_unit_test(test_no_listen),
 	    cmocka_unit_test(test_set),
 	    cmocka_unit_test(test_small_err),
+	    cmocka_unit_test(test_ticket_key),
 	    cmocka_unit_test(test_ssh_keys),
 	};
 
