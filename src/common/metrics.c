@@ -77,7 +77,8 @@ name_valid(const char *s, int colon)
 		char c = s[i];
 
 		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-		      (c >= '0' && c <= '9') || c == '_' || (colon && c == ':')))
+		      (c >= '0' && c <= '9') || c == '_' ||
+		      (colon && c == ':')))
 			return 0;
 	}
 	return 1;
@@ -158,8 +159,8 @@ metrics_register(struct metrics *m, const struct metrics_desc *d,
 			family_free(f);
 			return -ENOMEM;
 		}
-	} else if ((f->mf_vals = calloc(f->mf_nseries,
-	                                sizeof(*f->mf_vals))) == NULL) {
+	} else if ((f->mf_vals = calloc(f->mf_nseries, sizeof(*f->mf_vals))) ==
+	           NULL) {
 		family_free(f);
 		return -ENOMEM;
 	}
@@ -218,8 +219,7 @@ metrics_gauge_add(struct metrics_family *f, unsigned l0, unsigned l1,
 }
 
 void
-metrics_gauge_set(struct metrics_family *f, unsigned l0, unsigned l1,
-                  int64_t v)
+metrics_gauge_set(struct metrics_family *f, unsigned l0, unsigned l1, int64_t v)
 {
 	long s = series(f, METRICS_GAUGE, l0, l1);
 
@@ -332,8 +332,7 @@ put_series(struct buf *out, const struct metrics_family *f, const char *suffix,
 		if ((rc = put(out, i > 0 ? "," : "")) != 0 ||
 		    (rc = put(out, d->md_labels[i].ml_name)) != 0 ||
 		    (rc = put(out, "=\"")) != 0 ||
-		    (rc = metrics_escape(out,
-		                         d->md_labels[i].ml_values[idx[i]],
+		    (rc = metrics_escape(out, d->md_labels[i].ml_values[idx[i]],
 		                         0)) != 0 ||
 		    (rc = put(out, "\"")) != 0)
 			return rc;
@@ -370,9 +369,10 @@ render_family(struct buf *out, const struct metrics_family *f)
 			if (d->md_type == METRICS_COUNTER) {
 				if ((rc = put_series(out, f, "", l0, l1,
 				                     NULL)) != 0 ||
-				    (rc = putf(out, "%llu\n",
-				               (unsigned long long)f
-				                   ->mf_vals[s])) != 0)
+				    (rc = putf(
+				         out, "%llu\n",
+				         (unsigned long long)f->mf_vals[s])) !=
+				        0)
 					return rc;
 				continue;
 			}
@@ -404,8 +404,8 @@ render_family(struct buf *out, const struct metrics_family *f)
 			    (rc = putf(out, "%.17g\n", f->mf_sums[s])) != 0 ||
 			    (rc = put_series(out, f, "_count", l0, l1, NULL)) !=
 			        0 ||
-			    (rc = putf(out, "%llu\n", (unsigned long long)cum)) !=
-			        0)
+			    (rc = putf(out, "%llu\n",
+			               (unsigned long long)cum)) != 0)
 				return rc;
 		}
 	}

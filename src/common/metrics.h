@@ -105,8 +105,7 @@ void metrics_observe(struct metrics_family *f, unsigned l0, unsigned l1,
  * it): a counter's or gauge's value, a histogram's count.  0 for a NULL
  * family or an index out of range.
  */
-int64_t metrics_value(const struct metrics_family *f, unsigned l0,
-                      unsigned l1);
+int64_t metrics_value(const struct metrics_family *f, unsigned l0, unsigned l1);
 
 /*
  * Appends every family in the text format to out.  Returns 0, -ENOBUFS

@@ -82,9 +82,9 @@ request_line(const uint8_t *p, size_t len)
 	if (t1 == t0 || i >= len || p[i] != ' ')
 		return METRICS_HTTP_BAD_REQUEST;
 	i++;
-	if (len - i != 8 || memcmp(p + i, "HTTP/", 5) != 0 ||
-	    p[i + 5] < '0' || p[i + 5] > '9' || p[i + 6] != '.' ||
-	    p[i + 7] < '0' || p[i + 7] > '9')
+	if (len - i != 8 || memcmp(p + i, "HTTP/", 5) != 0 || p[i + 5] < '0' ||
+	    p[i + 5] > '9' || p[i + 6] != '.' || p[i + 7] < '0' ||
+	    p[i + 7] > '9')
 		return METRICS_HTTP_BAD_REQUEST;
 	if (p[i + 5] != '1' || (p[i + 7] != '0' && p[i + 7] != '1'))
 		return METRICS_HTTP_BAD_VERSION;
@@ -494,8 +494,7 @@ metrics_http_close(struct metrics_http *h, void (*done)(void *), void *arg)
 	h->h_done_arg = arg;
 	while (!LIST_EMPTY(&h->h_clients))
 		client_close(LIST_FIRST(&h->h_clients));
-	if (h->h_listen_open &&
-	    !uv_is_closing((uv_handle_t *)&h->h_listen))
+	if (h->h_listen_open && !uv_is_closing((uv_handle_t *)&h->h_listen))
 		uv_close((uv_handle_t *)&h->h_listen, on_listen_closed);
 	else
 		maybe_done(h);

@@ -69,8 +69,8 @@ int metrics_http_response(struct buf *out, enum metrics_http_status status,
 typedef int (*metrics_http_render_fn)(struct buf *body, void *arg);
 
 struct metrics_http_opts {
-	unsigned mo_max_clients;     /* at once; 0: 16 */
-	unsigned mo_read_timeout_ms; /* to send the request; 0: 5 s */
+	unsigned mo_max_clients;      /* at once; 0: 16 */
+	unsigned mo_read_timeout_ms;  /* to send the request; 0: 5 s */
 	unsigned mo_write_timeout_ms; /* to take the answer; 0: 30 s */
 };
 

@@ -12,10 +12,8 @@ struct srvmetrics srvm;
 /* In the order of the enums of srvmetrics.h and broker.h. */
 static const char *const types[] = {"netconf", "shell", NULL};
 static const char *const ends[] = {
-    "device_closed", "operator_closed", "device_lost",
-    "not_connected", "busy",            "timeout",
-    "protocol_error", "resource",       "shutdown",
-    NULL};
+    "device_closed", "operator_closed", "device_lost", "not_connected", "busy",
+    "timeout",       "protocol_error",  "resource",    "shutdown",      NULL};
 static const char *const dirs[] = {"to_device", "from_device", NULL};
 static const char *const auths[] = {"unknown_device", "bad_secret", "error",
                                     NULL};
@@ -31,19 +29,17 @@ static const char *const limits[] = {"max_connections",
                                      NULL};
 static const char *const conn_states[] = {"authenticated", "unauthenticated",
                                           NULL};
-static const char *const etcd_ops[] = {"get", "put", "txn", "lease", "watch",
-                                       NULL};
+static const char *const etcd_ops[] = {"get",   "put",   "txn",
+                                       "lease", "watch", NULL};
 
 /* Seconds: a loopback handshake takes a millisecond, a slow link seconds. */
-static const double tls_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                                    0.1,   0.25,   0.5,   1,    2.5,   5,
-                                    10};
+static const double tls_bounds[] = {
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
 /* Up to session-wait (10 s by default) and beyond. */
 static const double open_bounds[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                                      0.5,   1,    2.5,   5,    10,  30};
-static const double etcd_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01,
-                                     0.025,  0.05,  0.1,    0.25,  0.5,
-                                     1,      2.5,   5};
+static const double etcd_bounds[] = {
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 

@@ -69,8 +69,8 @@ struct srvmetrics {
 	struct metrics_family *sm_sessions_active;  /* gauge {type} */
 	struct metrics_family *sm_sessions_started; /* counter {type} */
 	struct metrics_family *sm_sessions;         /* counter {type,reason} */
-	struct metrics_family *sm_bytes;     /* counter {type,direction} */
-	struct metrics_family *sm_open_secs; /* histogram {type} */
+	struct metrics_family *sm_bytes;          /* counter {type,direction} */
+	struct metrics_family *sm_open_secs;      /* histogram {type} */
 	struct metrics_family *sm_auth_failures;  /* counter {reason} */
 	struct metrics_family *sm_auth_throttled; /* counter {reason} */
 	struct metrics_family *sm_preauth_limits; /* counter {limit} */
@@ -82,8 +82,13 @@ struct srvmetrics {
 };
 
 /* Label "op" of the etcd families. */
-enum srvm_etcd_op { SRVM_ETCD_GET, SRVM_ETCD_PUT, SRVM_ETCD_TXN,
-	            SRVM_ETCD_LEASE, SRVM_ETCD_WATCH };
+enum srvm_etcd_op {
+	SRVM_ETCD_GET,
+	SRVM_ETCD_PUT,
+	SRVM_ETCD_TXN,
+	SRVM_ETCD_LEASE,
+	SRVM_ETCD_WATCH
+};
 
 extern struct srvmetrics srvm;
 
