@@ -47,8 +47,8 @@ test_good(void **state)
 	expect("GET /metrics?x=1 HTTP/1.1\r\nA:\r\nB:\t v \r\n\r\n",
 	       METRICS_HTTP_OK);
 	/* Bytes after the head (a body, a pipelined request) are not used. */
-	assert_int_equal(parse("GET /metrics HTTP/1.1\r\n\r\nGET /", &st, &used),
-	                 0);
+	assert_int_equal(
+	    parse("GET /metrics HTTP/1.1\r\n\r\nGET /", &st, &used), 0);
 	assert_int_equal(st, METRICS_HTTP_OK);
 	assert_int_equal(used, strlen("GET /metrics HTTP/1.1\r\n\r\n"));
 	expect("GET /other HTTP/1.1\r\n\r\n", METRICS_HTTP_NOT_FOUND);
@@ -72,9 +72,9 @@ test_truncated(void **state)
 	(void)state;
 	/* Every proper prefix waits for more; the whole is answered. */
 	for (n = 0; n < sizeof(full) - 1; n++)
-		assert_int_equal(metrics_http_parse((const uint8_t *)full, n,
-		                                    &st, &used),
-		                 -EAGAIN);
+		assert_int_equal(
+		    metrics_http_parse((const uint8_t *)full, n, &st, &used),
+		    -EAGAIN);
 	assert_int_equal(
 	    metrics_http_parse((const uint8_t *)full, n, &st, &used), 0);
 	assert_int_equal(st, METRICS_HTTP_OK);
@@ -112,9 +112,10 @@ test_malformed(void **state)
 	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		expect(bad[i], METRICS_HTTP_BAD_REQUEST);
 	/* A NUL inside the head. */
-	assert_int_equal(metrics_http_parse((const uint8_t *)"GET /\0 HTTP/1.1\n\n",
-	                                    18, &st, &used),
-	                 0);
+	assert_int_equal(
+	    metrics_http_parse((const uint8_t *)"GET /\0 HTTP/1.1\n\n", 18, &st,
+	                       &used),
+	    0);
 	assert_int_equal(st, METRICS_HTTP_BAD_REQUEST);
 	/* A malformed request line is answered before the head ends. */
 	expect("BAD LINE\r\n", METRICS_HTTP_BAD_REQUEST);
@@ -133,9 +134,9 @@ test_oversized(void **state)
 	assert_non_null(big);
 	memset(big, 'a', n);
 	memcpy(big, head, strlen(head));
-	assert_int_equal(metrics_http_parse(big, METRICS_HTTP_MAX_REQUEST - 1,
-	                                    &st, &used),
-	                 -EAGAIN);
+	assert_int_equal(
+	    metrics_http_parse(big, METRICS_HTTP_MAX_REQUEST - 1, &st, &used),
+	    -EAGAIN);
 	assert_int_equal(
 	    metrics_http_parse(big, METRICS_HTTP_MAX_REQUEST, &st, &used), 0);
 	assert_int_equal(st, METRICS_HTTP_TOO_LARGE);
@@ -217,7 +218,8 @@ cli_alloc(uv_handle_t *h, size_t sz, uv_buf_t *b)
 	struct loopt *t = h->data;
 
 	(void)sz;
-	*b = uv_buf_init(t->got + t->ngot, (unsigned)(sizeof(t->got) - t->ngot));
+	*b =
+	    uv_buf_init(t->got + t->ngot, (unsigned)(sizeof(t->got) - t->ngot));
 }
 
 static void
@@ -260,9 +262,8 @@ test_serve(void **state)
 	t = calloc(1, sizeof(*t));
 	assert_non_null(t);
 	assert_int_equal(uv_loop_init(&t->loop), 0);
-	assert_int_equal(metrics_http_new(&t->loop, NULL, render_doc, NULL,
-	                                  &t->h),
-	                 0);
+	assert_int_equal(
+	    metrics_http_new(&t->loop, NULL, render_doc, NULL, &t->h), 0);
 	assert_int_equal(uv_ip4_addr("127.0.0.1", 0, &sa), 0);
 	assert_int_equal(metrics_http_listen(t->h, (struct sockaddr *)&sa), 0);
 	assert_true(metrics_http_port(t->h) != 0);
