@@ -96,8 +96,8 @@ extern struct srvmetrics srvm;
 int srvmetrics_init(void);
 
 /*
- * Registers the etcd families (after srvmetrics_init()); a second call
- * does nothing.  0 or -ENOMEM.
+ * Registers the etcd families; a second call does nothing.  0, -EINVAL
+ * before srvmetrics_init(), or -ENOMEM.
  */
 int srvmetrics_cluster_init(void);
 
