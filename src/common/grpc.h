@@ -170,6 +170,14 @@ int grpc_conn_issue_ticket(struct grpc_conn *conn, const uint8_t *appdata,
 int grpc_conn_ticket_appdata(const struct grpc_conn *conn, const uint8_t **data,
                              size_t *len);
 int grpc_conn_resumed(const struct grpc_conn *conn);
+/*
+ * The TLS handshake of a connection a server accepted: 1 when it is done
+ * (ALPN h2 agreed and the connection ready), with its duration from the
+ * accept in nanoseconds in *ns (ns may be NULL); 0 while it runs, which at
+ * on_conn_closed means it failed or timed out; -1 for none (a client or
+ * cleartext connection, or one on_conn_accept refused).
+ */
+int grpc_conn_handshake(const struct grpc_conn *conn, uint64_t *ns);
 void *grpc_conn_arg(const struct grpc_conn *conn);
 uv_loop_t *grpc_conn_loop(const struct grpc_conn *conn);
 void grpc_conn_set_arg(struct grpc_conn *conn, void *arg);

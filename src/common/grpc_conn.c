@@ -28,6 +28,8 @@ conn_on_ready(struct h2conn *h, void *arg)
 
 	(void)h;
 	conn->gc_ready = 1;
+	if (conn->gc_hs_start != 0)
+		conn->gc_hs_ns = uv_hrtime() - conn->gc_hs_start;
 	if (conn->gc_srv != NULL) {
 		if (conn->gc_srv->gs_ops != NULL &&
 		    conn->gc_srv->gs_ops->on_conn_open != NULL)
@@ -354,6 +356,18 @@ grpc_conn_resumed(const struct grpc_conn *conn)
 	struct xport *x = h2_xport(conn->gc_h2);
 
 	return x != NULL && xport_resumed(x);
+}
+
+int
+grpc_conn_handshake(const struct grpc_conn *conn, uint64_t *ns)
+{
+	if (conn->gc_hs_start == 0)
+		return -1;
+	if (!conn->gc_ready)
+		return 0;
+	if (ns != NULL)
+		*ns = conn->gc_hs_ns;
+	return 1;
 }
 
 const char *

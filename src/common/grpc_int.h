@@ -112,6 +112,8 @@ struct grpc_conn {
 	char *gc_authority;
 	int gc_tls;
 	int gc_ready;
+	uint64_t gc_hs_start; /* server TLS: uv_hrtime() at accept; 0: none */
+	uint64_t gc_hs_ns;    /* the handshake's duration, once ready */
 	int gc_trusted;       /* server: grpc_conn_set_trusted() ran */
 	uint32_t gc_nstreams; /* server: calls on it not yet freed */
 	size_t gc_buffered;   /* server: request bytes held by its calls */

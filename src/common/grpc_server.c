@@ -142,6 +142,7 @@ on_new_connection(uv_stream_t *s, int status)
 		free(conn);
 		goto refuse;
 	}
+	conn->gc_hs_start = conn->gc_tls ? uv_hrtime() : 0;
 	if (xport_accept(s, l->gl_ctx, &srv->gs_opts.go_xport, &h2_xport_cb,
 	                 conn->gc_h2, &x) != 0) {
 		grpc__conn_discard(conn);
@@ -150,8 +151,10 @@ on_new_connection(uv_stream_t *s, int status)
 	h2_attach(conn->gc_h2, x);
 	LIST_INSERT_HEAD(&srv->gs_conns, conn, gc_entry);
 	if (srv->gs_ops != NULL && srv->gs_ops->on_conn_accept != NULL &&
-	    (rc = srv->gs_ops->on_conn_accept(conn, srv->gs_arg)) != 0)
+	    (rc = srv->gs_ops->on_conn_accept(conn, srv->gs_arg)) != 0) {
+		conn->gc_hs_start = 0; /* not a handshake that failed */
 		h2_close(conn->gc_h2, rc, "connection refused by a limit");
+	}
 	return;
 refuse:
 	listener_drop_one(s);

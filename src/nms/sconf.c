@@ -30,7 +30,15 @@
 /* Where a value comes from; a later source replaces a list. */
 enum src { SRC_DEFAULT = 0, SRC_FILE = 1, SRC_SET = 2 };
 
-enum vtype { V_LISTEN, V_SSH_LISTEN, V_NAME, V_STR, V_UINT, V_MODE };
+enum vtype {
+	V_LISTEN,
+	V_SSH_LISTEN,
+	V_METRICS_LISTEN,
+	V_NAME,
+	V_STR,
+	V_UINT,
+	V_MODE
+};
 
 struct keyword {
 	const char *kw_name;
@@ -91,6 +99,7 @@ static const struct keyword keywords[] = {
      F(sc_ssh_max_conns)},
     {"ssh-max-channels", V_UINT, SCONF_K_SSH_MAX_CHANNELS,
      F(sc_ssh_max_channels)},
+    {"metrics-listen", V_METRICS_LISTEN, SCONF_K_METRICS_LISTEN, 0},
 };
 
 #undef F
@@ -200,6 +209,7 @@ sconf_clear(struct sconf *sc)
 		if (keywords[i].kw_type == V_STR)
 			free(*str_field(sc, &keywords[i]));
 	free(sc->sc_ssh_listen_host);
+	free(sc->sc_metrics_listen_host);
 	free(sc->sc_file);
 	memset(sc, 0, sizeof(*sc));
 }
@@ -345,6 +355,16 @@ set_value(struct sconf *sc, const struct keyword *kw, const char *value,
 		free(sc->sc_ssh_listen_host);
 		sc->sc_ssh_listen_host = s;
 		sc->sc_ssh_listen_port = port;
+		break;
+	case V_METRICS_LISTEN:
+		if ((rc = parse_listen(kw->kw_name, value, host, sizeof(host),
+		                       &port, msg, msglen)) != 0)
+			return rc;
+		if ((s = strdup(host)) == NULL)
+			return -ENOMEM;
+		free(sc->sc_metrics_listen_host);
+		sc->sc_metrics_listen_host = s;
+		sc->sc_metrics_listen_port = port;
 		break;
 	case V_LISTEN:
 		if ((rc = parse_listen(kw->kw_name, value, host, sizeof(host),
@@ -885,6 +905,18 @@ sconf_validate(const struct sconf *sc, char *err, size_t errlen)
 		           "or host name and a port 1..65535",
 		           where(sc, ln[SCONF_K_SSH_LISTEN], pos, sizeof(pos)),
 		           sc->sc_ssh_listen_host, sc->sc_ssh_listen_port);
+		return -EINVAL;
+	}
+	if (sc->sc_metrics_listen_host != NULL &&
+	    ((strcmp(sc->sc_metrics_listen_host, "*") != 0 &&
+	      !sconf_name_valid(sc->sc_metrics_listen_host)) ||
+	     sc->sc_metrics_listen_port == 0)) {
+		ncg_seterr(
+		    err, errlen,
+		    "%s: metrics-listen: '%.64s' port %u is not an "
+		    "address or host name and a port 1..65535",
+		    where(sc, ln[SCONF_K_METRICS_LISTEN], pos, sizeof(pos)),
+		    sc->sc_metrics_listen_host, sc->sc_metrics_listen_port);
 		return -EINVAL;
 	}
 	if (strlen(sc->sc_operator_socket) > SCONF_MAX_SOCKET_PATH) {

@@ -33,6 +33,7 @@
  *   ssh-max-startups N          64 (connections not authenticated yet)
  *   ssh-max-connections N       1000
  *   ssh-max-channels N          10 (per connection)
+ *   metrics-listen HOST:PORT    (none: no metrics endpoint; also [V6]:PORT)
  *
  * The repeatable keywords accumulate; the first "listen" (or "name") of a
  * file replaces the default list.  Any other keyword given twice in one file
@@ -186,6 +187,7 @@ enum sconf_key {
 	SCONF_K_SSH_MAX_STARTUPS,
 	SCONF_K_SSH_MAX_CONNECTIONS,
 	SCONF_K_SSH_MAX_CHANNELS,
+	SCONF_K_METRICS_LISTEN,
 	SCONF_K_COUNT
 };
 
@@ -237,6 +239,9 @@ struct sconf {
 	unsigned sc_ssh_max_startups; /* not authenticated yet, at once */
 	unsigned sc_ssh_max_conns;    /* SSH connections in all */
 	unsigned sc_ssh_max_channels; /* per SSH connection */
+	/* The Prometheus endpoint (docs/metrics.md); NULL host: none. */
+	char *sc_metrics_listen_host; /* "*", an IP literal or a host name */
+	uint16_t sc_metrics_listen_port;
 	/* Line of each single-valued keyword's value, 0 for none. */
 	unsigned sc_line[SCONF_K_COUNT];
 	/* Where sc_listen and sc_names came from: 0 default, 1 file, 2 set. */

@@ -22,6 +22,7 @@
 #include "broker_int.h"
 #include "err.h"
 #include "log.h"
+#include "srvmetrics.h"
 #include "ncgrpc.pb-c.h"
 #include "ncgrpc_operator.pb-c.h"
 #include "ncgrpc_wire.pb-c.h"
@@ -104,6 +105,7 @@ device_get(struct broker *b, const char *id, uint64_t instance,
 	d->dv_next = b->b_buckets[h];
 	b->b_buckets[h] = d;
 	b->b_ndevices++;
+	metrics_gauge_add(srvm.sm_devices, 0, 0, 1);
 	log_info("device \"%s\" connected from %s (instance %" PRIu64 ")", id,
 	         peer, instance);
 	audit_event("device-connected", "device", id, "peer", peer, NULL);
@@ -121,6 +123,7 @@ device_remove(struct broker *b, struct device *d, const char *why)
 		;
 	*pp = d->dv_next;
 	b->b_ndevices--;
+	metrics_gauge_add(srvm.sm_devices, 0, 0, -1);
 	log_info("device \"%s\" disconnected: %s", d->dv_id, why);
 	audit_event("device-disconnected", "device", d->dv_id, "reason", why,
 	            NULL);
@@ -368,6 +371,22 @@ resume_issue(struct initcall *ic)
 }
 
 static void
+count_refusal(int result)
+{
+	if (result == -EAGAIN)
+		metrics_count(srvm.sm_auth_throttled, SRVM_THROTTLE_FAILURES, 0,
+		              1);
+	else if (result == -EBUSY)
+		metrics_count(srvm.sm_auth_throttled, SRVM_THROTTLE_BUSY, 0, 1);
+	else
+		metrics_count(srvm.sm_auth_failures,
+		              result == -ENOENT   ? SRVM_AUTH_UNKNOWN
+		              : result == -EACCES ? SRVM_AUTH_BAD_SECRET
+		                                  : SRVM_AUTH_ERROR,
+		              0, 1);
+}
+
+static void
 on_verified(void *arg, int result)
 {
 	struct initcall *ic = arg;
@@ -389,6 +408,7 @@ on_verified(void *arg, int result)
 		      : result == -EBUSY  ? "busy"
 		                          : "error";
 		report_refusal(ic, result, why);
+		count_refusal(result);
 		if (result == -EBUSY) {
 			/* Not the device's fault: it may come back at once. */
 			grpc_call_finish(ic->ic_call, GRPC_STATUS_UNAVAILABLE,
@@ -439,6 +459,7 @@ on_verified(void *arg, int result)
 		while ((old = TAILQ_FIRST(&d->dv_idle)) != NULL) {
 			TAILQ_REMOVE(&d->dv_idle, old, ic_entry);
 			d->dv_nidle--;
+			metrics_gauge_add(srvm.sm_idle, 0, 0, -1);
 			broker_initcall_set_state(old, INIT_DONE);
 			old->ic_dev = NULL;
 			grpc_call_finish(old->ic_call, GRPC_STATUS_UNAVAILABLE,
@@ -459,6 +480,7 @@ on_verified(void *arg, int result)
 	/* Newest first: an old idle connection may have died in a NAT. */
 	TAILQ_INSERT_HEAD(&d->dv_idle, ic, ic_entry);
 	d->dv_nidle++;
+	metrics_gauge_add(srvm.sm_idle, 0, 0, 1);
 	log_debug("device \"%s\": idle connection from %s (%u idle%s)",
 	          d->dv_id, ic->ic_peer.pe_text, d->dv_nidle,
 	          ic->ic_resumed ? ", tls resumed" : "");
@@ -549,6 +571,7 @@ init_on_end(struct grpc_call *c, int status, const char *msg, void *arg)
 	if (ic->ic_state == INIT_IDLE && d != NULL) {
 		TAILQ_REMOVE(&d->dv_idle, ic, ic_entry);
 		d->dv_nidle--;
+		metrics_gauge_add(srvm.sm_idle, 0, 0, -1);
 		broker_device_maybe_gone(ic->ic_b, d, "connection closed");
 	}
 	broker_initcall_set_state(ic, INIT_DONE);
@@ -683,6 +706,7 @@ broker_set_registry(struct broker *b, struct registry *reg)
 			while ((ic = TAILQ_FIRST(&d->dv_idle)) != NULL) {
 				TAILQ_REMOVE(&d->dv_idle, ic, ic_entry);
 				d->dv_nidle--;
+				metrics_gauge_add(srvm.sm_idle, 0, 0, -1);
 				broker_initcall_set_state(ic, INIT_DONE);
 				ic->ic_dev = NULL;
 				grpc_call_finish(
@@ -772,6 +796,7 @@ broker_shutdown(struct broker *b, const char *why)
 			while ((ic = TAILQ_FIRST(&d->dv_idle)) != NULL) {
 				TAILQ_REMOVE(&d->dv_idle, ic, ic_entry);
 				d->dv_nidle--;
+				metrics_gauge_add(srvm.sm_idle, 0, 0, -1);
 				broker_initcall_set_state(ic, INIT_DONE);
 				ic->ic_dev = NULL;
 				grpc_call_finish(ic->ic_call,

@@ -105,6 +105,7 @@ struct opsess {
 	struct ncframe os_nf;
 	struct buf os_line;
 	uint64_t os_to_dev, os_from_dev;
+	uint64_t os_open_ns; /* uv_hrtime() of the request (metrics) */
 	char os_reason[200];
 	/*
 	 * The raw terminal: asked for by the operator (os_term_ask, with

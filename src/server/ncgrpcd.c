@@ -32,10 +32,12 @@
 #include "filewatch.h"
 #include "grpc.h"
 #include "log.h"
+#include "metrics_http.h"
 #include "operator.h"
 #include "preauth.h"
 #include "registry.h"
 #include "sconf.h"
+#include "srvmetrics.h"
 #include "ticketkey.h"
 #include "tls.h"
 
@@ -66,6 +68,7 @@ static struct {
 	struct broker *broker;
 	struct grpc_server *devsrv;
 	struct grpc_server *opsrv;
+	struct metrics_http *mhttp; /* NULL without metrics-listen */
 	uv_signal_t sighup, sigint, sigterm;
 	struct filewatch watch;
 	int pending;
@@ -185,6 +188,8 @@ on_server_done(void *arg)
 	(void)arg;
 	if (--ncd.pending > 0)
 		return;
+	metrics_http_close(ncd.mhttp, NULL, NULL);
+	ncd.mhttp = NULL;
 	broker_free(ncd.broker);
 	ncd.broker = NULL;
 	preauth_free(ncd.preauth);
@@ -221,10 +226,24 @@ on_signal(uv_signal_t *s, int signum)
 }
 
 static void
+on_dev_conn_open(struct grpc_conn *conn, void *arg)
+{
+	uint64_t ns;
+
+	(void)arg;
+	if (grpc_conn_handshake(conn, &ns) == 1) {
+		metrics_count(srvm.sm_tls, SRVM_TLS_OK, 0, 1);
+		metrics_observe(srvm.sm_tls_secs, 0, 0, (double)ns / 1e9);
+	}
+}
+
+static void
 on_dev_conn_closed(struct grpc_conn *conn, int err, const char *reason,
                    void *arg)
 {
 	(void)arg;
+	if (grpc_conn_handshake(conn, NULL) == 0)
+		metrics_count(srvm.sm_tls, SRVM_TLS_FAILED, 0, 1);
 	if (err != 0 && err != NCG_ECLOSED)
 		log_debug("device connection %s closed: %s",
 		          grpc_conn_peer(conn), reason);
@@ -256,6 +275,7 @@ on_dev_limit(struct grpc_conn *conn, enum grpc_limit what, void *arg)
 
 static const struct grpc_server_ops devsrv_ops = {
     .on_conn_accept = on_dev_conn_accept,
+    .on_conn_open = on_dev_conn_open,
     .on_conn_trusted = on_dev_conn_trusted,
     .on_limit = on_dev_limit,
     .on_conn_closed = on_dev_conn_closed,
@@ -383,6 +403,93 @@ listen_all(void)
 		}
 		freeaddrinfo(res);
 	}
+	return 0;
+}
+
+/*
+ * Before each scrape: the counts preauth.c keeps for its log lines, which
+ * are the metrics too.
+ */
+static void
+collect_metrics(void *arg)
+{
+	static const struct {
+		enum preauth_counter pc;
+		enum srvm_limit lim;
+	} map[] = {
+	    {PREAUTH_C_CONNS, SRVM_LIMIT_CONNS},
+	    {PREAUTH_C_UNAUTH, SRVM_LIMIT_UNAUTH},
+	    {PREAUTH_C_UNAUTH_ADDR, SRVM_LIMIT_UNAUTH_ADDR},
+	    {PREAUTH_C_AUTH_TIMEOUT, SRVM_LIMIT_AUTH_TIMEOUT},
+	    {PREAUTH_C_STREAMS, SRVM_LIMIT_STREAMS},
+	    {PREAUTH_C_BUFFER, SRVM_LIMIT_BUFFER},
+	    {PREAUTH_C_MESSAGE, SRVM_LIMIT_MESSAGE},
+	};
+	unsigned nconns, nunauth;
+	size_t i;
+
+	(void)arg;
+	if (ncd.preauth == NULL)
+		return;
+	for (i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+		metrics_counter_set(srvm.sm_preauth_limits, map[i].lim, 0,
+		                    preauth_count(ncd.preauth, map[i].pc));
+	nconns = preauth_nconns(ncd.preauth);
+	nunauth = preauth_nunauth(ncd.preauth);
+	metrics_gauge_set(srvm.sm_conns, SRVM_CONN_AUTHENTICATED, 0,
+	                  nconns >= nunauth ? nconns - nunauth : 0);
+	metrics_gauge_set(srvm.sm_conns, SRVM_CONN_UNAUTHENTICATED, 0, nunauth);
+}
+
+static int
+render_metrics(struct buf *body, void *arg)
+{
+	(void)arg;
+	return metrics_render(srvm.sm_reg, body);
+}
+
+/*
+ * metrics-listen: the first address the name resolves to ("*" is every
+ * address, IPv4 too).
+ */
+static int
+listen_metrics(void)
+{
+	struct addrinfo hints, *res;
+	const char *host = ncd.sc->sc_metrics_listen_host;
+	char port[8], text[INET6_ADDRSTRLEN];
+	int rc;
+
+	if (host == NULL)
+		return 0;
+	if ((rc = metrics_http_new(ncd.loop, NULL, render_metrics, NULL,
+	                           &ncd.mhttp)) != 0)
+		return rc;
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE;
+	snprintf(port, sizeof(port), "%u", ncd.sc->sc_metrics_listen_port);
+	/* Startup only: a blocking lookup is fine here. */
+	if ((rc = getaddrinfo(strcmp(host, "*") == 0 ? "::" : host, port,
+	                      &hints, &res)) != 0) {
+		log_warnx("cannot resolve metrics-listen address \"%s\": %s",
+		          host, gai_strerror(rc));
+		return -EINVAL;
+	}
+	rc = metrics_http_listen(ncd.mhttp, res->ai_addr);
+	if (getnameinfo(res->ai_addr, res->ai_addrlen, text, sizeof(text), NULL,
+	                0, NI_NUMERICHOST) != 0)
+		snprintf(text, sizeof(text), "%s", host);
+	freeaddrinfo(res);
+	if (rc != 0) {
+		log_warnx("cannot listen for metrics on %s port %u: %s", text,
+		          ncd.sc->sc_metrics_listen_port, uv_strerror(rc));
+		return rc;
+	}
+	log_info("metrics on http://%s%s%s:%u/metrics",
+	         strchr(text, ':') != NULL ? "[" : "", text,
+	         strchr(text, ':') != NULL ? "]" : "",
+	         metrics_http_port(ncd.mhttp));
 	return 0;
 }
 
@@ -619,8 +726,10 @@ main(int argc, char **argv)
 	po.po_max_conns = max_device_conns();
 	po.po_max_unauth = ncd.sc->sc_max_unauth;
 	po.po_max_unauth_per_addr = ncd.sc->sc_max_unauth_per_addr;
-	if (preauth_new(ncd.loop, &po, &ncd.preauth) != 0)
+	if (preauth_new(ncd.loop, &po, &ncd.preauth) != 0 ||
+	    srvmetrics_init() != 0)
 		fatalx("out of memory");
+	metrics_set_collect(srvm.sm_reg, collect_metrics, NULL);
 	bo.bo_session_limit = ncd.sc->sc_session_limit;
 	bo.bo_session_wait_ms = ncd.sc->sc_session_wait * 1000;
 	bo.bo_preauth = ncd.preauth;
@@ -643,7 +752,8 @@ main(int argc, char **argv)
 	    broker_register_device_methods(ncd.broker, ncd.devsrv) != 0 ||
 	    operator_register(ncd.broker, ncd.opsrv) != 0)
 		fatalx("out of memory");
-	if (listen_all() != 0 || listen_operator() != 0)
+	if (listen_all() != 0 || listen_operator() != 0 ||
+	    listen_metrics() != 0)
 		return 1;
 
 	uv_signal_init(ncd.loop, &ncd.sighup);
@@ -663,6 +773,7 @@ main(int argc, char **argv)
 
 	tls_ctx_free(ncd.tls);
 	registry_throttle_free(ncd.throttle);
+	srvmetrics_free();
 	audit_close();
 	sconf_free(ncd.sc);
 	rc = uv_loop_close(ncd.loop);

@@ -30,6 +30,7 @@
 #include "ncgrpc_operator.pb-c.h"
 #include "ncgrpc_wire.pb-c.h"
 #include "registry.h"
+#include "srvmetrics.h"
 #include "utf8.h"
 
 /* What a CommandGetResponse to the device carries besides kill_signal. */
@@ -47,7 +48,8 @@ enum dev_input {
  */
 #define RELAY_RAW_CHUNK (16 * 1024)
 
-static void os_end(struct opsess *, int status, const char *reason);
+static void os_end(struct opsess *, int status, enum srvm_end why,
+                   const char *reason);
 static void os_unlist(struct opsess *);
 
 static const char *const os_state_names[] = {
@@ -127,7 +129,7 @@ static void
 send_failed(struct opsess *os, int rc)
 {
 	if (rc != 0 && rc != -EPIPE)
-		os_end(os, GRPC_STATUS_RESOURCE_EXHAUSTED,
+		os_end(os, GRPC_STATUS_RESOURCE_EXHAUSTED, SRVM_END_RESOURCE,
 		       "out of memory while relaying the session");
 }
 
@@ -143,7 +145,7 @@ send_output(struct opsess *os, const Ncgrpc__Operator__V1__SessionOutput *o)
  * stream, if still open, is cancelled (the agent then kills the process).
  */
 static void
-os_end(struct opsess *os, int status, const char *reason)
+os_end(struct opsess *os, int status, enum srvm_end why, const char *reason)
 {
 	Ncgrpc__Operator__V1__SessionOutput out =
 	    NCGRPC__OPERATOR__V1__SESSION_OUTPUT__INIT;
@@ -158,7 +160,9 @@ os_end(struct opsess *os, int status, const char *reason)
 	os_set_state(os, OS_ENDED);
 	uv_timer_stop(&os->os_timer);
 	snprintf(os->os_reason, sizeof(os->os_reason), "%s", reason);
+	metrics_count(srvm.sm_sessions, os->os_type, why, 1);
 	if (prev == OS_ACTIVE) {
+		metrics_gauge_add(srvm.sm_sessions_active, os->os_type, 0, -1);
 		snprintf(id, sizeof(id), "%" PRIu64, os->os_id);
 		snprintf(to, sizeof(to), "%" PRIu64, os->os_to_dev);
 		snprintf(from, sizeof(from), "%" PRIu64, os->os_from_dev);
@@ -203,25 +207,27 @@ on_os_timeout(uv_timer_t *t)
 		if (d == NULL) {
 			snprintf(msg, sizeof(msg),
 			         "device '%s' is not connected", os->os_device);
-			os_end(os, GRPC_STATUS_NOT_FOUND, msg);
+			os_end(os, GRPC_STATUS_NOT_FOUND,
+			       SRVM_END_NOT_CONNECTED, msg);
 		} else if (d->dv_nsessions >= b->b_opts.bo_session_limit) {
 			snprintf(msg, sizeof(msg),
 			         "device '%s' has reached its limit of %u "
 			         "sessions",
 			         os->os_device, b->b_opts.bo_session_limit);
-			os_end(os, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
+			os_end(os, GRPC_STATUS_RESOURCE_EXHAUSTED,
+			       SRVM_END_BUSY, msg);
 		} else {
 			snprintf(msg, sizeof(msg),
 			         "no free connection to device '%s' (%u "
 			         "sessions active)",
 			         os->os_device, d->dv_nsessions);
-			os_end(os, GRPC_STATUS_UNAVAILABLE, msg);
+			os_end(os, GRPC_STATUS_UNAVAILABLE, SRVM_END_BUSY, msg);
 		}
 	} else if (os->os_state == OS_GRANTED) {
 		snprintf(msg, sizeof(msg),
 		         "device '%s' did not open the session stream",
 		         os->os_device);
-		os_end(os, GRPC_STATUS_UNAVAILABLE, msg);
+		os_end(os, GRPC_STATUS_UNAVAILABLE, SRVM_END_TIMEOUT, msg);
 	}
 }
 
@@ -240,6 +246,7 @@ grant(struct opsess *os, struct initcall *ic)
 
 	TAILQ_REMOVE(&d->dv_idle, ic, ic_entry);
 	d->dv_nidle--;
+	metrics_gauge_add(srvm.sm_idle, 0, 0, -1);
 	d->dv_nsessions++;
 	os->os_devp = d;
 	os_unlist(os);
@@ -285,7 +292,7 @@ grant(struct opsess *os, struct initcall *ic)
 		 */
 		grpc_md_free(&tr);
 		grpc_call_cancel(ic->ic_call);
-		os_end(os, GRPC_STATUS_RESOURCE_EXHAUSTED,
+		os_end(os, GRPC_STATUS_RESOURCE_EXHAUSTED, SRVM_END_RESOURCE,
 		       "out of memory granting the session");
 		return;
 	}
@@ -347,6 +354,7 @@ send_to_device(struct opsess *os, enum dev_input kind, const uint8_t *data,
 	}
 	r.kill_signal = sig;
 	os->os_to_dev += len;
+	metrics_count(srvm.sm_bytes, os->os_type, SRVM_TO_DEVICE, len);
 	send_failed(os, grpc_call_send_pb(os->os_dev, &r.base));
 	free(clean);
 }
@@ -489,7 +497,7 @@ op_on_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 
 	in = ncgrpc__operator__v1__session_input__unpack(NULL, len, msg);
 	if (in == NULL) {
-		os_end(os, GRPC_STATUS_INVALID_ARGUMENT,
+		os_end(os, GRPC_STATUS_INVALID_ARGUMENT, SRVM_END_PROTOCOL,
 		       "malformed SessionInput");
 		return;
 	}
@@ -530,16 +538,16 @@ op_on_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 	}
 	ncgrpc__operator__v1__session_input__free_unpacked(in, NULL);
 	if (rc == -EMSGSIZE || rc == -ENOBUFS)
-		os_end(os, GRPC_STATUS_RESOURCE_EXHAUSTED,
+		os_end(os, GRPC_STATUS_RESOURCE_EXHAUSTED, SRVM_END_RESOURCE,
 		       "input message or line too long");
 	else if (rc == -EPROTO)
-		os_end(os, GRPC_STATUS_INVALID_ARGUMENT,
+		os_end(os, GRPC_STATUS_INVALID_ARGUMENT, SRVM_END_PROTOCOL,
 		       "malformed NETCONF 1.1 chunked framing");
 	else if (rc == -ERANGE)
-		os_end(os, GRPC_STATUS_INVALID_ARGUMENT,
+		os_end(os, GRPC_STATUS_INVALID_ARGUMENT, SRVM_END_PROTOCOL,
 		       "window size out of range");
 	else if (rc != 0)
-		os_end(os, GRPC_STATUS_INVALID_ARGUMENT,
+		os_end(os, GRPC_STATUS_INVALID_ARGUMENT, SRVM_END_PROTOCOL,
 		       "unexpected SessionInput");
 	else if (os->os_dev != NULL && os->os_op != NULL &&
 	         (grpc_call_queued(os->os_dev) >= GRPC_CALL_HIWAT ||
@@ -574,7 +582,7 @@ op_on_half_close(struct grpc_call *c, void *arg)
 	} else if (os->os_type == BROKER_SHELL)
 		flush_lines(os, 1);
 	else if (ncframe_eof(&os->os_nf) < 0 || flush_netconf(os) < 0)
-		os_end(os, GRPC_STATUS_INVALID_ARGUMENT,
+		os_end(os, GRPC_STATUS_INVALID_ARGUMENT, SRVM_END_PROTOCOL,
 		       "input ended inside a NETCONF message");
 }
 
@@ -599,7 +607,8 @@ op_on_end(struct grpc_call *c, int status, const char *msg, void *arg)
 	if (os->os_state != OS_ENDED) {
 		snprintf(why, sizeof(why), "operator went away (%s%s%s)",
 		         grpc_status_name(status), msg[0] ? ": " : "", msg);
-		os_end(os, GRPC_STATUS_CANCELLED, why);
+		os_end(os, GRPC_STATUS_CANCELLED, SRVM_END_OPERATOR_CLOSED,
+		       why);
 	}
 	os_maybe_free(os);
 }
@@ -626,6 +635,7 @@ relay_open(struct broker *b, struct grpc_call *op, const char *device_id,
 		return;
 	}
 	os->os_b = b;
+	os->os_open_ns = uv_hrtime();
 	LIST_INSERT_HEAD(&b->b_sessions, os, os_all);
 	os->os_op = op;
 	os->os_type = type;
@@ -649,14 +659,14 @@ relay_open(struct broker *b, struct grpc_call *op, const char *device_id,
 	    (b->b_reg == NULL || !registry_has(b->b_reg, device_id))) {
 		snprintf(msg, sizeof(msg), "device '%s' is not registered",
 		         device_id);
-		os_end(os, GRPC_STATUS_NOT_FOUND, msg);
+		os_end(os, GRPC_STATUS_NOT_FOUND, SRVM_END_NOT_CONNECTED, msg);
 		return;
 	}
 	if (d != NULL && d->dv_nsessions >= b->b_opts.bo_session_limit) {
 		snprintf(msg, sizeof(msg),
 		         "device '%s' has reached its limit of %u sessions",
 		         device_id, b->b_opts.bo_session_limit);
-		os_end(os, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
+		os_end(os, GRPC_STATUS_RESOURCE_EXHAUSTED, SRVM_END_BUSY, msg);
 		return;
 	}
 	if (d != NULL && d->dv_nidle > 0) {
@@ -680,11 +690,13 @@ dev_on_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 
 	req = ncgrpc__wire__command_get_request__unpack(NULL, len, msg);
 	if (req == NULL) {
-		os_end(os, GRPC_STATUS_UNAVAILABLE,
+		os_end(os, GRPC_STATUS_UNAVAILABLE, SRVM_END_PROTOCOL,
 		       "device sent a malformed CommandGet request");
 		return;
 	}
 	os->os_from_dev += req->message.len;
+	metrics_count(srvm.sm_bytes, os->os_type, SRVM_FROM_DEVICE,
+	              req->message.len);
 	if (os->os_type == BROKER_NETCONF) {
 		ncframe_observe_device(&os->os_nf, req->message.data,
 		                       req->message.len);
@@ -693,6 +705,7 @@ dev_on_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 			ncgrpc__wire__command_get_request__free_unpacked(req,
 			                                                 NULL);
 			os_end(os, GRPC_STATUS_INVALID_ARGUMENT,
+			       SRVM_END_PROTOCOL,
 			       "malformed NETCONF framing from the operator");
 			return;
 		}
@@ -722,7 +735,8 @@ dev_on_half_close(struct grpc_call *c, void *arg)
 	 * cannot read as a device that vanished.
 	 */
 	os->os_dev_finished = 1;
-	os_end(os, GRPC_STATUS_OK, "device closed the session");
+	os_end(os, GRPC_STATUS_OK, SRVM_END_DEVICE_CLOSED,
+	       "device closed the session");
 	if (os->os_dev != NULL)
 		grpc_call_finish(c, GRPC_STATUS_OK, NULL, NULL);
 }
@@ -748,7 +762,7 @@ dev_on_end(struct grpc_call *c, int status, const char *msg, void *arg)
 	if (os->os_state != OS_ENDED) {
 		snprintf(why, sizeof(why), "device connection lost (%s%s%s)",
 		         grpc_status_name(status), msg[0] ? ": " : "", msg);
-		os_end(os, GRPC_STATUS_UNAVAILABLE, why);
+		os_end(os, GRPC_STATUS_UNAVAILABLE, SRVM_END_DEVICE_LOST, why);
 	}
 	os_maybe_free(os);
 }
@@ -794,6 +808,10 @@ relay_commandget(struct grpc_call *c, void *arg)
 	os->os_dev = c;
 	os->os_id = ++b->b_next_session;
 	grpc_call_set_ops(c, &dev_ops, os);
+	metrics_count(srvm.sm_sessions_started, os->os_type, 0, 1);
+	metrics_gauge_add(srvm.sm_sessions_active, os->os_type, 0, 1);
+	metrics_observe(srvm.sm_open_secs, os->os_type, 0,
+	                srvmetrics_secs(os->os_open_ns, uv_hrtime()));
 	snprintf(id, sizeof(id), "%" PRIu64, os->os_id);
 	snprintf(uid, sizeof(uid), "%ld", (long)os->os_ident.bi_uid);
 	log_escape(opname, sizeof(opname), os->os_ident.bi_name,
@@ -836,6 +854,7 @@ relay_conn_closed(struct broker *b, struct grpc_conn *conn)
 		next = TAILQ_NEXT(os, os_entry);
 		if (os->os_devconn == conn)
 			os_end(os, GRPC_STATUS_UNAVAILABLE,
+			       SRVM_END_DEVICE_LOST,
 			       "device connection closed before the session "
 			       "started");
 	}
@@ -848,7 +867,7 @@ relay_shutdown(struct broker *b, const char *why)
 	struct opsess *os, *next;
 
 	for (os = LIST_FIRST(&b->b_sessions); os != NULL; os = next) {
-		os_end(os, GRPC_STATUS_UNAVAILABLE, why);
+		os_end(os, GRPC_STATUS_UNAVAILABLE, SRVM_END_SHUTDOWN, why);
 		next = LIST_NEXT(os, os_all);
 	}
 }

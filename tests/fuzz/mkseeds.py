@@ -506,6 +506,20 @@ def termext_seeds():
         write("termext", "v%02d" % i, v)
 
 
+def metrics_http_seeds():
+    for i, v in enumerate([
+            b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:9464\r\nAccept: text/plain\r\n\r\n",
+            b"GET /metrics HTTP/1.0\n\n",
+            b"GET /metrics?x=1 HTTP/1.1\r\n\r\n",
+            b"POST /metrics HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+            b"GET /other HTTP/1.1\r\n\r\n",
+            b"GET /metrics HTTP/2.0\r\n\r\n",
+            b"GET /metrics HTTP/1.1\r\n folded\r\n\r\n",
+            b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 8200 + b"\r\n\r\n",
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\n"]):
+        write("metrics_http", "r%02d" % i, v)
+
+
 def akeys_seeds():
     ed = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGiR0d1ZmhbISFcJKXA3wD/sa5zl8SsBc0SrS36rfmMa"
     ec = "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBD9zdqBLbXGOWyoOxNTTG/MGdVUL8UZ5PYAEXp5cpmqsj+xLulxBm3h8KW+l9UP5k3PpdlCU7YCJICZTfmHFv8E="
@@ -532,7 +546,7 @@ def main():
         "registry": registry_seeds, "ncframe": ncframe_seeds,
         "grpc_frame": grpc_frame_seeds, "grpc_meta": grpc_meta_seeds,
         "junos9": junos9_seeds, "proto": proto_seeds, "termext": termext_seeds,
-        "akeys": akeys_seeds, "ldisc": ldisc_seeds,
+        "akeys": akeys_seeds, "ldisc": ldisc_seeds, "metrics_http": metrics_http_seeds,
     }
     for name, gen in gens.items():
         if only and name not in only:

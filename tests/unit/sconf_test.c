@@ -353,7 +353,7 @@ test_unknown_key(void **state)
 	    "auth-checks-per-address, ssh-listen, ssh-host-key, "
 	    "ssh-authorized-keys, ssh-log-file, ssh-login-grace-time, "
 	    "ssh-max-startups, ssh-max-connections, "
-	    "ssh-max-channels)");
+	    "ssh-max-channels, metrics-listen)");
 }
 
 /* The pre-authentication limits: defaults, values, and their ranges. */
@@ -686,7 +686,43 @@ test_set(void **state)
 	sconf_free(sc);
 }
 
-/* The keys of ncgrpc-sshd: defaults, values, malformed and out of range. */
+/* metrics-listen: off by default, one HOST:PORT, validated when given. */
+static void
+test_metrics_listen(void **state)
+{
+	struct sconf *sc;
+	char err[512];
+
+	(void)state;
+	sc = parse_ok("");
+	assert_null(sc->sc_metrics_listen_host);
+	assert_int_equal(sc->sc_metrics_listen_port, 0);
+	assert_int_equal(sconf_validate(sc, err, sizeof(err)), 0);
+	sconf_free(sc);
+
+	sc = parse_ok("metrics-listen 127.0.0.1:9464\n");
+	assert_string_equal(sc->sc_metrics_listen_host, "127.0.0.1");
+	assert_int_equal(sc->sc_metrics_listen_port, 9464);
+	assert_int_equal(sconf_validate(sc, err, sizeof(err)), 0);
+	assert_int_equal(
+	    sconf_set(sc, "metrics-listen", "[::1]:9", err, sizeof(err)), 0);
+	assert_string_equal(sc->sc_metrics_listen_host, "::1");
+	assert_int_equal(sc->sc_metrics_listen_port, 9);
+	sconf_free(sc);
+
+	sc = parse_ok("metrics-listen 127.0.0.1:0\n");
+	assert_int_equal(sconf_validate(sc, err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "t.conf:1: metrics-listen: '127.0.0.1' port 0 "
+	                         "is not an address or host name and a port "
+	                         "1..65535");
+	sconf_free(sc);
+	parse_fails("metrics-listen 9464\n",
+	            "t.conf:1: metrics-listen: '9464' is not HOST:PORT, "
+	            "[IPV6]:PORT or *:PORT");
+	parse_fails("metrics-listen a:1\nmetrics-listen b:2\n",
+	            "t.conf:2: 'metrics-listen' given twice (first at line 1)");
+}
+
 static void
 test_ticket_key(void **state)
 {
@@ -716,6 +752,7 @@ test_ticket_key(void **state)
 	            "t.conf:1: 'tls-ticket-key' takes one value");
 }
 
+/* The keys of ncgrpc-sshd: defaults, values, malformed and out of range. */
 static void
 test_ssh_keys(void **state)
 {
@@ -856,6 +893,7 @@ main(void)
 	    cmocka_unit_test(test_small_err),
 	    cmocka_unit_test(test_ticket_key),
 	    cmocka_unit_test(test_ssh_keys),
+	    cmocka_unit_test(test_metrics_listen),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
