@@ -28,9 +28,9 @@
 #define container_of(p, t, m) ((t *)(void *)((char *)(p)-offsetof(t, m)))
 
 #ifndef TAILQ_FOREACH_SAFE
-#define TAILQ_FOREACH_SAFE(var, head, field, tvar)              \
-	for ((var) = TAILQ_FIRST(head);                         \
-	     (var) != NULL && ((tvar) = TAILQ_NEXT(var, field), 1); \
+#define TAILQ_FOREACH_SAFE(var, head, field, tvar)                             \
+	for ((var) = TAILQ_FIRST(head);                                        \
+	     (var) != NULL && ((tvar) = TAILQ_NEXT(var, field), 1);            \
 	     (var) = (tvar))
 #endif
 
@@ -166,8 +166,7 @@ static const struct method_info methods[ETCD_METHOD_MAX] = {
                   &etcdserverpb__put_response__descriptor, 0},
     [ETCD_DELETE_RANGE] = {"/etcdserverpb.KV/DeleteRange",
                            &etcdserverpb__delete_range_request__descriptor,
-                           &etcdserverpb__delete_range_response__descriptor,
-                           0},
+                           &etcdserverpb__delete_range_response__descriptor, 0},
     [ETCD_TXN] = {"/etcdserverpb.KV/Txn",
                   &etcdserverpb__txn_request__descriptor,
                   &etcdserverpb__txn_response__descriptor, 0},
@@ -176,20 +175,17 @@ static const struct method_info methods[ETCD_METHOD_MAX] = {
                       &etcdserverpb__compaction_response__descriptor, 0},
     [ETCD_LEASE_GRANT] = {"/etcdserverpb.Lease/LeaseGrant",
                           &etcdserverpb__lease_grant_request__descriptor,
-                          &etcdserverpb__lease_grant_response__descriptor,
-                          0},
+                          &etcdserverpb__lease_grant_response__descriptor, 0},
     [ETCD_LEASE_REVOKE] = {"/etcdserverpb.Lease/LeaseRevoke",
                            &etcdserverpb__lease_revoke_request__descriptor,
-                           &etcdserverpb__lease_revoke_response__descriptor,
-                           0},
+                           &etcdserverpb__lease_revoke_response__descriptor, 0},
     [ETCD_LEASE_TTL] = {"/etcdserverpb.Lease/LeaseTimeToLive",
                         &etcdserverpb__lease_time_to_live_request__descriptor,
                         &etcdserverpb__lease_time_to_live_response__descriptor,
                         1},
     [ETCD_MEMBER_LIST] = {"/etcdserverpb.Cluster/MemberList",
                           &etcdserverpb__member_list_request__descriptor,
-                          &etcdserverpb__member_list_response__descriptor,
-                          1},
+                          &etcdserverpb__member_list_response__descriptor, 1},
     [ETCD_STATUS] = {"/etcdserverpb.Maintenance/Status",
                      &etcdserverpb__status_request__descriptor,
                      &etcdserverpb__status_response__descriptor, 1},
@@ -254,10 +250,9 @@ etcd_endpoints_parse(const char *list, struct etcd_endpoint *eps, size_t max,
 			return -E2BIG;
 		memcpy(tok, p, len);
 		tok[len] = '\0';
-		rc = addr_parse_hostport(tok, ETCD_DEFAULT_PORT, 0,
-		                         eps[cnt].ee_host,
-		                         sizeof(eps[cnt].ee_host),
-		                         &eps[cnt].ee_port);
+		rc = addr_parse_hostport(
+		    tok, ETCD_DEFAULT_PORT, 0, eps[cnt].ee_host,
+		    sizeof(eps[cnt].ee_host), &eps[cnt].ee_port);
 		if (rc != 0)
 			return rc;
 		cnt++;
@@ -363,20 +358,18 @@ client_drain(uv_idle_t *h)
 		} else if ((l = TAILQ_FIRST(&c->c_ldone)) != NULL) {
 			TAILQ_REMOVE(&c->c_ldone, l, l_link);
 			if (l->l_ops->on_lost != NULL)
-				l->l_ops->on_lost(l, l->l_status,
-				                  l->l_msg != NULL ? l->l_msg
-				                                   : "",
-				                  l->l_arg);
+				l->l_ops->on_lost(
+				    l, l->l_status,
+				    l->l_msg != NULL ? l->l_msg : "", l->l_arg);
 			c->c_nlease--;
 			free(l->l_msg);
 			free(l);
 		} else if ((w = TAILQ_FIRST(&c->c_wdone)) != NULL) {
 			TAILQ_REMOVE(&c->c_wdone, w, w_link);
 			if (w->w_ops->on_end != NULL)
-				w->w_ops->on_end(w, w->w_status,
-				                 w->w_msg != NULL ? w->w_msg
-				                                  : "",
-				                 w->w_arg);
+				w->w_ops->on_end(
+				    w, w->w_status,
+				    w->w_msg != NULL ? w->w_msg : "", w->w_arg);
 			c->c_nwatch--;
 			free(w->w_msg);
 			free(w->w_key);
@@ -492,9 +485,9 @@ conn_on_closed(struct grpc_conn *conn, int err, const char *reason, void *arg)
 	char why[160];
 
 	(void)conn;
-	snprintf(why, sizeof(why), "%s", reason != NULL && *reason != '\0'
-	                                     ? reason
-	                                     : ncg_strerror(err));
+	snprintf(why, sizeof(why), "%s",
+	         reason != NULL && *reason != '\0' ? reason
+	                                           : ncg_strerror(err));
 	if (ec != c->c_conn) {
 		TAILQ_REMOVE(&c->c_draining, ec, ec_link);
 		free(ec);
@@ -577,12 +570,9 @@ static int
 member_unfit(const char *msg)
 {
 	static const char *const m[] = {
-	    "etcdserver: no leader",
-	    "etcdserver: not leader",
-	    "etcdserver: leader changed",
-	    "etcdserver: server stopped",
-	    "etcdserver: not capable",
-	    "etcdserver: too many requests",
+	    "etcdserver: no leader",      "etcdserver: not leader",
+	    "etcdserver: leader changed", "etcdserver: server stopped",
+	    "etcdserver: not capable",    "etcdserver: too many requests",
 	};
 	size_t i;
 
@@ -653,11 +643,11 @@ req_on_end(struct grpc_call *call, int status, const char *msg, void *arg)
 	 * does.
 	 */
 	unfit = status == GRPC_STATUS_UNAVAILABLE && member_unfit(msg);
-	retry = unfit ||
-	        (methods[r->r_method].mi_readonly &&
-	         (status == GRPC_STATUS_UNAVAILABLE ||
-	          status == GRPC_STATUS_DEADLINE_EXCEEDED ||
-	          strncmp(msg, "etcdserver: request timed out", 29) == 0));
+	retry =
+	    unfit || (methods[r->r_method].mi_readonly &&
+	              (status == GRPC_STATUS_UNAVAILABLE ||
+	               status == GRPC_STATUS_DEADLINE_EXCEEDED ||
+	               strncmp(msg, "etcdserver: request timed out", 29) == 0));
 	if (unfit || (status == GRPC_STATUS_DEADLINE_EXCEEDED &&
 	              strncmp(msg, "etcdserver:", 11) != 0))
 		conn_mark_bad(c, r->r_conn, msg);
@@ -688,7 +678,9 @@ dispatch(struct etcd_client *c)
 		return;
 	while ((r = TAILQ_FIRST(&c->c_queue)) != NULL) {
 		left = r->r_deadline > now ? r->r_deadline - now : 1;
-		if (left > c->c_opts.eo_attempt_ms)
+		/* A write cannot be retried once sent: all the time left. */
+		if (methods[r->r_method].mi_readonly &&
+		    left > c->c_opts.eo_attempt_ms)
 			left = c->c_opts.eo_attempt_ms;
 		rc = grpc_call_start(c->c_conn->ec_conn,
 		                     methods[r->r_method].mi_path, NULL, left,
@@ -819,7 +811,8 @@ etcd_cas(struct etcd_client *c, const void *key, size_t klen, const void *val,
 	cmp.target = ETCDSERVERPB__COMPARE__COMPARE_TARGET__MOD;
 	cmp.key.data = (uint8_t *)(uintptr_t)key;
 	cmp.key.len = klen;
-	cmp.target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_MOD_REVISION;
+	cmp.target_union_case =
+	    ETCDSERVERPB__COMPARE__TARGET_UNION_MOD_REVISION;
 	cmp.mod_revision = mod_rev;
 	put.key = cmp.key;
 	put.value.data = (uint8_t *)(uintptr_t)val;
@@ -877,14 +870,13 @@ lease_find(struct etcd_client *c, int64_t id)
 	struct etcd_lease *l;
 
 	TAILQ_FOREACH(l, &c->c_leases, l_link)
-		if (l->l_id == id && l->l_state == L_ACTIVE)
-			return l;
+	if (l->l_id == id && l->l_state == L_ACTIVE)
+		return l;
 	return NULL;
 }
 
 static void
-ka_on_message(struct grpc_call *call, const uint8_t *msg, size_t len,
-              void *arg)
+ka_on_message(struct grpc_call *call, const uint8_t *msg, size_t len, void *arg)
 {
 	struct etcd_client *c = arg;
 	Etcdserverpb__LeaseKeepAliveResponse *rs;
@@ -978,8 +970,8 @@ watch_find(struct etcd_client *c, int64_t id)
 	struct etcd_watch *w;
 
 	TAILQ_FOREACH(w, &c->c_watches, w_link)
-		if (w->w_id == id && w->w_state != W_PENDING)
-			return w;
+	if (w->w_id == id && w->w_state != W_PENDING)
+		return w;
 	return NULL;
 }
 
@@ -995,7 +987,14 @@ watch_response(struct etcd_client *c, const Etcdserverpb__WatchResponse *rs)
 	if ((w = watch_find(c, rs->watch_id)) == NULL)
 		return;
 	if (rs->compact_revision != 0) {
-		/* Compacted past w_next_rev: resync, go on from hrev + 1. */
+		/*
+		 * Compacted past w_next_rev.  etcd's header revision is 0
+		 * here; compact_revision is the oldest it can still read,
+		 * so the caller re-reads at that and the watch resumes
+		 * after it.
+		 */
+		if (rs->compact_revision > hrev)
+			hrev = rs->compact_revision;
 		if (w->w_ops->on_resync != NULL)
 			w->w_ops->on_resync(w, hrev, w->w_arg);
 		if (w->w_state == W_DONE)
@@ -1075,7 +1074,8 @@ watch_on_end(struct grpc_call *call, int status, const char *msg, void *arg)
 	(void)call;
 	c->c_wcall = NULL;
 	c->c_wretry_at = uv_now(c->c_loop) + 500;
-	TAILQ_FOREACH_SAFE(w, &c->c_watches, w_link, nw) {
+	TAILQ_FOREACH_SAFE(w, &c->c_watches, w_link, nw)
+	{
 		if (w->w_state == W_CANCELING || w->w_cancel_wanted)
 			watch_end(w, GRPC_STATUS_CANCELLED, "cancelled");
 		else
@@ -1129,23 +1129,23 @@ streams_start(struct etcd_client *c)
 	if (c->c_state != C_READY || c->c_conn == NULL || c->c_conn_bad)
 		return;
 	TAILQ_FOREACH(w, &c->c_watches, w_link)
-		if (w->w_state == W_PENDING)
-			want = 1;
+	if (w->w_state == W_PENDING)
+		want = 1;
 	if (want && c->c_wcall == NULL && now >= c->c_wretry_at)
 		c->c_wcall = stream_open(c, PATH_WATCH, &watch_ops);
 	if (c->c_wcall != NULL)
 		TAILQ_FOREACH(w, &c->c_watches, w_link)
-			if (w->w_state == W_PENDING)
-				watch_send_create(c, w);
+	if (w->w_state == W_PENDING)
+		watch_send_create(c, w);
 	want = 0;
 	TAILQ_FOREACH(l, &c->c_leases, l_link)
-		if (l->l_state == L_ACTIVE)
-			want = 1;
+	if (l->l_state == L_ACTIVE)
+		want = 1;
 	if (want && c->c_kcall == NULL && now >= c->c_kretry_at) {
 		c->c_kcall = stream_open(c, PATH_KEEPALIVE, &ka_ops);
 		/* A new stream: every lease at once. */
 		TAILQ_FOREACH(l, &c->c_leases, l_link)
-			l->l_next_ka = now;
+		l->l_next_ka = now;
 	}
 }
 
@@ -1160,12 +1160,13 @@ tick(uv_timer_t *t)
 	uint64_t now = uv_now(c->c_loop);
 
 	TAILQ_FOREACH_SAFE(r, &c->c_queue, r_link, nr)
-		if (now >= r->r_deadline)
-			req_complete(r, GRPC_STATUS_DEADLINE_EXCEEDED,
-			             c->c_state == C_READY
-			                 ? "deadline exceeded"
-			                 : "no etcd endpoint reachable");
-	TAILQ_FOREACH_SAFE(l, &c->c_leases, l_link, nl) {
+	if (now >= r->r_deadline)
+		req_complete(r, GRPC_STATUS_DEADLINE_EXCEEDED,
+		             c->c_state == C_READY
+		                 ? "deadline exceeded"
+		                 : "no etcd endpoint reachable");
+	TAILQ_FOREACH_SAFE(l, &c->c_leases, l_link, nl)
+	{
 		if (l->l_state != L_ACTIVE)
 			continue;
 		if (now > l->l_last_ok + (uint64_t)l->l_ttl * 1000) {
@@ -1268,8 +1269,8 @@ lease_revoke_send(struct etcd_lease *l)
 
 	l->l_state = L_REVOKING;
 	rq.id = l->l_id;
-	rc = etcd_call(l->l_client, ETCD_LEASE_REVOKE, &rq.base,
-	               lease_revoked, l);
+	rc = etcd_call(l->l_client, ETCD_LEASE_REVOKE, &rq.base, lease_revoked,
+	               l);
 	if (rc != 0)
 		lease_end(l, GRPC_STATUS_RESOURCE_EXHAUSTED, ncg_strerror(rc));
 }
@@ -1391,10 +1392,9 @@ etcd_client_new(uv_loop_t *loop, const struct etcd_endpoint *eps, size_t n,
 		rc = tls_ctx_client_new_file(&c->c_tls, opts->eo_ca_file, err,
 		                             errlen);
 		if (rc == 0 && opts->eo_cert_file != NULL)
-			rc = tls_ctx_client_set_cert(c->c_tls,
-			                             opts->eo_cert_file,
-			                             opts->eo_key_file, err,
-			                             errlen);
+			rc = tls_ctx_client_set_cert(
+			    c->c_tls, opts->eo_cert_file, opts->eo_key_file,
+			    err, errlen);
 		if (rc != 0) {
 			tls_ctx_free(c->c_tls);
 			free(c->c_eps);
@@ -1406,8 +1406,8 @@ etcd_client_new(uv_loop_t *loop, const struct etcd_endpoint *eps, size_t n,
 	c->c_nep = n;
 	c->c_loop = loop;
 	c->c_opts = *opts;
-#define DFLT(f, v)             \
-	if (c->c_opts.f == 0) \
+#define DFLT(f, v)                                                             \
+	if (c->c_opts.f == 0)                                                  \
 		c->c_opts.f = (v);
 	DFLT(eo_timeout_ms, 5000)
 	DFLT(eo_attempt_ms, 2000)
@@ -1463,19 +1463,19 @@ etcd_client_close(struct etcd_client *c, void (*done)(void *arg), void *arg)
 	uv_timer_stop(&c->c_backoff);
 	uv_timer_stop(&c->c_tick);
 	TAILQ_FOREACH_SAFE(r, &c->c_queue, r_link, nr)
-		req_complete(r, GRPC_STATUS_CANCELLED, "client closed");
+	req_complete(r, GRPC_STATUS_CANCELLED, "client closed");
 	TAILQ_FOREACH_SAFE(l, &c->c_leases, l_link, nl)
-		lease_end(l, GRPC_STATUS_CANCELLED, "client closed");
+	lease_end(l, GRPC_STATUS_CANCELLED, "client closed");
 	TAILQ_FOREACH_SAFE(w, &c->c_watches, w_link, nw)
-		watch_end(w, GRPC_STATUS_CANCELLED, "client closed");
+	watch_end(w, GRPC_STATUS_CANCELLED, "client closed");
 	/* In-flight calls and the streams end through their on_end. */
 	TAILQ_FOREACH_SAFE(r, &c->c_inflight, r_link, nr)
-		grpc_call_cancel(r->r_call);
+	grpc_call_cancel(r->r_call);
 	streams_reset(c);
 	if ((ec = c->c_conn) != NULL && ec->ec_conn != NULL)
 		grpc_conn_close(ec->ec_conn, NCG_ECANCELLED);
 	TAILQ_FOREACH(ec, &c->c_draining, ec_link)
-		grpc_conn_close(ec->ec_conn, NCG_ECANCELLED);
+	grpc_conn_close(ec->ec_conn, NCG_ECANCELLED);
 	client_kick(c);
 }
 

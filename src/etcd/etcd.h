@@ -108,16 +108,16 @@ unsigned etcd_client_connects(const struct etcd_client *c);
 /* --- unary calls --- */
 
 enum etcd_method {
-	ETCD_RANGE,         /* KV/Range: Etcdserverpb__RangeRequest */
-	ETCD_PUT,           /* KV/Put */
-	ETCD_DELETE_RANGE,  /* KV/DeleteRange */
-	ETCD_TXN,           /* KV/Txn */
-	ETCD_COMPACT,       /* KV/Compact */
-	ETCD_LEASE_GRANT,   /* Lease/LeaseGrant */
-	ETCD_LEASE_REVOKE,  /* Lease/LeaseRevoke */
-	ETCD_LEASE_TTL,     /* Lease/LeaseTimeToLive */
-	ETCD_MEMBER_LIST,   /* Cluster/MemberList */
-	ETCD_STATUS,        /* Maintenance/Status (of the member answering) */
+	ETCD_RANGE,        /* KV/Range: Etcdserverpb__RangeRequest */
+	ETCD_PUT,          /* KV/Put */
+	ETCD_DELETE_RANGE, /* KV/DeleteRange */
+	ETCD_TXN,          /* KV/Txn */
+	ETCD_COMPACT,      /* KV/Compact */
+	ETCD_LEASE_GRANT,  /* Lease/LeaseGrant */
+	ETCD_LEASE_REVOKE, /* Lease/LeaseRevoke */
+	ETCD_LEASE_TTL,    /* Lease/LeaseTimeToLive */
+	ETCD_MEMBER_LIST,  /* Cluster/MemberList */
+	ETCD_STATUS,       /* Maintenance/Status (of the member answering) */
 	ETCD_METHOD_MAX
 };
 
@@ -217,8 +217,9 @@ struct etcd_watch_ops {
 	                  size_t n, int64_t revision, void *arg);
 	/*
 	 * etcd compacted past the next revision wanted: events were lost.
-	 * The caller re-reads the range at revision (a Range with that
-	 * revision), and the watch goes on from revision + 1.
+	 * revision is one etcd can still read (the compaction's, or later):
+	 * the caller re-reads the range at it (a Range with that revision),
+	 * and the watch goes on from revision + 1.
 	 */
 	void (*on_resync)(struct etcd_watch *w, int64_t revision, void *arg);
 	/*

@@ -15,10 +15,10 @@
  *                              MOD_REV", "resync REV"; ends after COUNT
  *                              events or SECONDS
  *   lease TTL KEY VALUE SECONDS [revoke]
- *                              "lease ID TTL", puts KEY on it, keeps it
- *                              alive SECONDS, revokes it if asked; "lost
- *                              STATUS MESSAGE" if it is lost
- *   bench N                    N puts then N gets in turn; latencies
+ *                              "lease ID TTL", puts KEY on it ("put
+ *                              ok"), keeps it alive SECONDS from then, revokes
+ * it if asked; "lost STATUS MESSAGE" if it is lost bench N                    N
+ * puts then N gets in turn; latencies
  *
  * Connection news goes to stderr ("conn up|down ENDPOINT REASON").  Exit 0
  * on success, 1 on an etcd error, 2 on a usage error.
@@ -44,6 +44,8 @@ static int nargs;
 static long count_left;
 static struct etcd_lease *lease;
 static int lease_revoke;
+static uint64_t lease_hold_ms;
+static void on_stop(uv_timer_t *t);
 
 static uint64_t bench_n, bench_i, bench_t0;
 static double *bench_lat;
@@ -152,8 +154,8 @@ on_cas(struct etcd_client *c, int status, const char *msg,
 	if (r->succeeded)
 		printf("cas ok rev %" PRId64 "\n", r->header->revision);
 	else {
-		rr = r->n_responses > 0 ? r->responses[0]->response_range
-		                        : NULL;
+		rr =
+		    r->n_responses > 0 ? r->responses[0]->response_range : NULL;
 		printf("cas failed mod %" PRId64 "\n",
 		       rr != NULL && rr->n_kvs > 0 ? rr->kvs[0]->mod_revision
 		                                   : 0);
@@ -191,8 +193,7 @@ on_members(struct etcd_client *c, int status, const char *msg,
 		return;
 	for (i = 0; i < r->n_members; i++)
 		printf("member %" PRIx64 " %s %s\n", r->members[i]->id,
-		       *r->members[i]->name != '\0' ? r->members[i]->name
-		                                    : "-",
+		       *r->members[i]->name != '\0' ? r->members[i]->name : "-",
 		       r->members[i]->n_clienturls > 0
 		           ? r->members[i]->clienturls[0]
 		           : "-");
@@ -259,8 +260,11 @@ on_lease_put(struct etcd_client *c, int status, const char *msg,
 	(void)c;
 	(void)resp;
 	(void)arg;
-	if (check(status, msg) == 0)
-		printf("put ok\n");
+	if (check(status, msg) != 0)
+		return;
+	printf("put ok\n");
+	/* Held from now on. */
+	uv_timer_start(&stop_timer, on_stop, lease_hold_ms, 0);
 }
 
 static void
@@ -269,8 +273,8 @@ on_granted(struct etcd_lease *l, int64_t id, int64_t ttl, void *arg)
 	(void)l;
 	(void)arg;
 	printf("lease %" PRIx64 " %" PRId64 "\n", id, ttl);
-	if (etcd_put(cl, args[1], strlen(args[1]), args[2], strlen(args[2]),
-	             id, on_lease_put, NULL) != 0)
+	if (etcd_put(cl, args[2], strlen(args[2]), args[3], strlen(args[3]), id,
+	             on_lease_put, NULL) != 0)
 		finish(1);
 }
 
@@ -382,8 +386,8 @@ start(void)
 	struct etcd_watch *w;
 	long long v;
 
-#define NEED(n)          \
-	if (nargs < (n)) \
+#define NEED(n)                                                                \
+	if (nargs < (n))                                                       \
 		usage();
 	if (strcmp(cmd, "put") == 0) {
 		NEED(3);
@@ -391,8 +395,8 @@ start(void)
 		                strlen(args[2]), 0, on_put, NULL);
 	} else if (strcmp(cmd, "get") == 0) {
 		NEED(2);
-		return etcd_get(cl, args[1], strlen(args[1]), nargs > 2,
-		                on_get, NULL);
+		return etcd_get(cl, args[1], strlen(args[1]), nargs > 2, on_get,
+		                NULL);
 	} else if (strcmp(cmd, "del") == 0) {
 		NEED(2);
 		return etcd_delete(cl, args[1], strlen(args[1]), nargs > 2,
@@ -416,8 +420,7 @@ start(void)
 	} else if (strcmp(cmd, "lease") == 0) {
 		NEED(5);
 		lease_revoke = nargs > 5 && strcmp(args[5], "revoke") == 0;
-		uv_timer_start(&stop_timer, on_stop,
-		               (uint64_t)atol(args[4]) * 1000, 0);
+		lease_hold_ms = (uint64_t)atol(args[4]) * 1000;
 		return etcd_lease_grant(cl, atoll(args[1]), &lease_ops, NULL,
 		                        &lease);
 	} else if (strcmp(cmd, "bench") == 0) {
