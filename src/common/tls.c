@@ -742,6 +742,29 @@ out:
 	return rc;
 }
 
+int
+tls_ctx_client_set_cert(struct tls_ctx *ctx, const char *cert_file,
+                        const char *key_file, char *err, size_t errlen)
+{
+	char *cp = NULL, *kp = NULL;
+	size_t clen = 0, klen = 0;
+	int rc;
+
+	if (ctx->tc_server) {
+		ncg_seterr(err, errlen, "not a client context");
+		return -EINVAL;
+	}
+	if ((rc = read_file(cert_file, &cp, &clen, err, errlen)) == 0 &&
+	    (rc = read_file(key_file, &kp, &klen, err, errlen)) == 0 &&
+	    (rc = load_chain(ctx->tc_ssl, cp, clen, cert_file, err, errlen)) ==
+	        0)
+		rc = load_key(ctx->tc_ssl, kp, klen, key_file, err, errlen);
+	free_file(cp, clen);
+	free_file(kp, klen);
+	ERR_clear_error();
+	return rc;
+}
+
 void
 tls_ctx_free(struct tls_ctx *ctx)
 {

@@ -43,6 +43,16 @@ int tls_ctx_client_new_file(struct tls_ctx **out, const char *path, char *err,
                             size_t errlen);
 
 /*
+ * Gives a client context a certificate (chain, leaf first) and its private
+ * key, both PEM files, to present when the server asks (mutual TLS, as etcd
+ * may require).  Errors as for tls_ctx_server_new(); -EINVAL on a server
+ * context.  On error ctx is left as it may have been partly changed, and
+ * should be freed.
+ */
+int tls_ctx_client_set_cert(struct tls_ctx *ctx, const char *cert_file,
+                            const char *key_file, char *err, size_t errlen);
+
+/*
  * Creates a server context from a PEM certificate (chain) file and a PEM
  * private key file, which must match.  TLS 1.2 minimum, ALPN "h2" required
  * of clients.  Errors as for tls_ctx_client_new(), plus -ENOENT/-EACCES etc.
