@@ -737,6 +737,26 @@ etcd_call(struct etcd_client *c, enum etcd_method m,
 	return 0;
 }
 
+/*
+ * Points k at key and, for a prefix, end at the first key past it, in a
+ * buffer returned in *buf for the caller to free.  0 or -ENOMEM.
+ */
+static int
+key_range(ProtobufCBinaryData *k, ProtobufCBinaryData *end, const void *key,
+          size_t klen, int prefix, uint8_t **buf)
+{
+	k->data = (uint8_t *)(uintptr_t)key;
+	k->len = klen;
+	*buf = NULL;
+	if (!prefix)
+		return 0;
+	if ((*buf = malloc(klen + 1)) == NULL)
+		return -ENOMEM;
+	end->len = etcd_prefix_end(key, klen, *buf);
+	end->data = *buf;
+	return 0;
+}
+
 int
 etcd_get(struct etcd_client *c, const void *key, size_t klen, int prefix,
          etcd_cb cb, void *arg)
@@ -745,14 +765,9 @@ etcd_get(struct etcd_client *c, const void *key, size_t klen, int prefix,
 	uint8_t *end = NULL;
 	int rc;
 
-	rq.key.data = (uint8_t *)(uintptr_t)key;
-	rq.key.len = klen;
-	if (prefix) {
-		if ((end = malloc(klen + 1)) == NULL)
-			return -ENOMEM;
-		rq.range_end.len = etcd_prefix_end(key, klen, end);
-		rq.range_end.data = end;
-	}
+	if ((rc = key_range(&rq.key, &rq.range_end, key, klen, prefix, &end)) !=
+	    0)
+		return rc;
 	rc = etcd_call(c, ETCD_RANGE, &rq.base, cb, arg);
 	free(end);
 	return rc;
@@ -781,14 +796,9 @@ etcd_delete(struct etcd_client *c, const void *key, size_t klen, int prefix,
 	uint8_t *end = NULL;
 	int rc;
 
-	rq.key.data = (uint8_t *)(uintptr_t)key;
-	rq.key.len = klen;
-	if (prefix) {
-		if ((end = malloc(klen + 1)) == NULL)
-			return -ENOMEM;
-		rq.range_end.len = etcd_prefix_end(key, klen, end);
-		rq.range_end.data = end;
-	}
+	if ((rc = key_range(&rq.key, &rq.range_end, key, klen, prefix, &end)) !=
+	    0)
+		return rc;
 	rc = etcd_call(c, ETCD_DELETE_RANGE, &rq.base, cb, arg);
 	free(end);
 	return rc;

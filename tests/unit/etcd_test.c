@@ -30,14 +30,14 @@ test_endpoints(void **state)
 	assert_int_equal(eps[1].ee_port, 23);
 	assert_string_equal(eps[1].ee_host, "::1");
 	assert_int_equal(eps[2].ee_port, ETCD_DEFAULT_PORT);
-	assert_int_equal(etcd_endpoints_parse("https://a:1/,https://b:2", eps,
-	                                      3, &n, &tls),
-	                 0);
+	assert_int_equal(
+	    etcd_endpoints_parse("https://a:1/,https://b:2", eps, 3, &n, &tls),
+	    0);
 	assert_int_equal(tls, 1);
 	assert_int_equal(n, 2);
-	assert_int_equal(etcd_endpoints_parse("http://a:1,https://b:2", eps, 3,
-	                                      &n, &tls),
-	                 -EINVAL);
+	assert_int_equal(
+	    etcd_endpoints_parse("http://a:1,https://b:2", eps, 3, &n, &tls),
+	    -EINVAL);
 	assert_int_equal(etcd_endpoints_parse(" , ", eps, 3, &n, &tls),
 	                 -EINVAL);
 	assert_int_equal(etcd_endpoints_parse("a,b,c,d", eps, 3, &n, &tls),
@@ -67,8 +67,8 @@ static int64_t seen[16];
 static size_t nseen;
 
 static void
-t_events(struct etcd_watch *w, Mvccpb__Event *const *evs, size_t n,
-         int64_t rev, void *arg)
+t_events(struct etcd_watch *w, Mvccpb__Event *const *evs, size_t n, int64_t rev,
+         void *arg)
 {
 	size_t i;
 
