@@ -46,6 +46,7 @@ static struct {
 	struct agent_client *clients;
 	size_t nclients;
 	uv_signal_t sighup, sigint, sigterm;
+	uv_timer_t trim;
 	struct filewatch watch;
 	int stopping;
 	unsigned pending_stops;
@@ -189,6 +190,8 @@ on_client_stopped(void *arg)
 		uv_close((uv_handle_t *)&agent.sighup, NULL);
 		uv_close((uv_handle_t *)&agent.sigint, NULL);
 		uv_close((uv_handle_t *)&agent.sigterm, NULL);
+		uv_close((uv_handle_t *)&agent.trim, NULL);
+		agent.cs.cs_trim = NULL;
 		filewatch_close(&agent.watch);
 	}
 }
@@ -395,6 +398,8 @@ main(int argc, char **argv)
 	                            sizeof(*agent.clients))) == NULL)
 		fatalx("out of memory");
 	agent.nclients = agent.conf->cf_nclients;
+	uv_timer_init(agent.loop, &agent.trim);
+	agent.cs.cs_trim = &agent.trim;
 	for (size_t i = 0; i < agent.nclients; i++)
 		if (start_client(&agent.clients[i],
 		                 &agent.conf->cf_clients[i]) != 0)

@@ -9,6 +9,9 @@
  * one place that decides what to do next.
  */
 #include <errno.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -383,6 +386,27 @@ start_unary(struct aconn *ac, const char *method, const struct grpc_mdlist *md,
 		aconn_close(ac, rc);
 }
 
+/* Once a second at most, and only while connections start to wait. */
+#define CLIENT_TRIM_MS 1000
+
+void
+client_on_trim(uv_timer_t *t)
+{
+	(void)t;
+#ifdef __GLIBC__
+	malloc_trim(0);
+#endif
+}
+
+static void
+trim_soon(const struct client *cl)
+{
+	uv_timer_t *t = cl->cl_cs->cs_trim;
+
+	if (t != NULL && !uv_is_active((uv_handle_t *)t))
+		(void)uv_timer_start(t, client_on_trim, CLIENT_TRIM_MS, 0);
+}
+
 static void
 start_initialize(struct aconn *ac)
 {
@@ -397,6 +421,7 @@ start_initialize(struct aconn *ac)
 	req.secret_key = cl->cl_secret;
 	log_debug("client \"%s\": waiting for a session request from %s",
 	          cl->cl_name, ac->ac_peer);
+	trim_soon(cl);
 	/*
 	 * The offer of the raw-terminal extension (termext.h): metadata a
 	 * server that does not know it ignores, as gRPC servers do.

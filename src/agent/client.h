@@ -35,6 +35,12 @@ struct client_settings {
 	unsigned cs_session_limit;  /* sessions per client at once */
 	struct xport_opts cs_xport; /* TCP keepalive, timeouts */
 	struct session_env cs_session;
+	/*
+	 * Initialised by the agent, or NULL: a connection that starts to
+	 * wait arms it (client_trim_soon()), and when it fires the heap
+	 * gives back the pages that TLS handshakes left free.
+	 */
+	uv_timer_t *cs_trim;
 };
 
 /*
@@ -57,6 +63,14 @@ void client_stop(struct client *cl, const char *why, void (*done)(void *),
                  void *arg);
 
 const char *client_name(const struct client *cl);
+
+/*
+ * Callback of cs_trim: returns free heap pages to the kernel (glibc's
+ * malloc_trim(0)).  A handshake's buffers are freed once it is done, but
+ * the pages of many done at once stay in the process, a few dozen KiB per
+ * connection, unless given back.
+ */
+void client_on_trim(uv_timer_t *t);
 
 /* Sessions running now. */
 unsigned client_sessions(const struct client *cl);
