@@ -2,11 +2,14 @@
  * An agent session (src/agent/session.c) against an NMS in the same loop:
  * a grpc_server on a Unix socket in a temporary directory plays the
  * server's end of NcgrpcCommandGet, and the session runs a real process
- * through proc.c (/bin/sh -c COMMAND).  Asserts what reaches the NMS, how
- * the stream ends, and the session's statistics and reason.
+ * through proc.c (/bin/sh -c COMMAND, or /bin/sh on a pty for a shell).
+ * Asserts what reaches the NMS, how the stream ends, and the session's
+ * statistics and reason; and the timers: how a hang-up escalates, and that
+ * a shell's last output is drained before the stream is closed.
  */
 #include <errno.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -40,9 +43,11 @@ struct env {
 	struct grpc_server *e_srv;
 	int e_srv_done;
 	struct grpc_call *e_call; /* its end of CommandGet */
-	char e_out[4096];         /* process output received */
+	char e_out[256 * 1024];   /* process output received */
 	size_t e_outlen;
 	int e_half_closed; /* the device closed its side */
+	size_t e_outlen_at_half_close;
+	uint64_t e_t_half_close; /* uv_now() then */
 	int e_call_ended;
 
 	/* the agent */
@@ -81,6 +86,13 @@ nms_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 	ncgrpc__wire__command_get_request__free_unpacked(r, NULL);
 }
 
+/* Whether the process's output so far holds text. */
+static int
+out_has(const struct env *e, const char *text)
+{
+	return memmem(e->e_out, e->e_outlen, text, strlen(text)) != NULL;
+}
+
 static void
 nms_half_close(struct grpc_call *c, void *arg)
 {
@@ -88,6 +100,8 @@ nms_half_close(struct grpc_call *c, void *arg)
 
 	(void)c;
 	e->e_half_closed++;
+	e->e_outlen_at_half_close = e->e_outlen;
+	e->e_t_half_close = uv_now(&e->e_loop);
 }
 
 static void
@@ -118,7 +132,7 @@ h_cmdget(struct grpc_call *c, void *arg)
 	grpc_call_set_ops(c, &nms_call_ops, e);
 }
 
-/* The NMS sends one NETCONF line to the process. */
+/* The NMS sends one NETCONF message to the process. */
 static void
 nms_send(struct env *e, const char *text, unsigned sig)
 {
@@ -130,6 +144,21 @@ nms_send(struct env *e, const char *text, unsigned sig)
 	r.netconf_command.data = (uint8_t *)(uintptr_t)text;
 	r.netconf_command.len = strlen(text);
 	r.kill_signal = sig;
+	assert_non_null(e->e_call);
+	assert_int_equal(grpc_call_send_pb(e->e_call, &r.base), 0);
+}
+
+/* The NMS sends one shell line (without its newline) to the shell. */
+static void
+nms_send_line(struct env *e, const char *line)
+{
+	Ncgrpc__Wire__CommandGetResponse r =
+	    NCGRPC__WIRE__COMMAND_GET_RESPONSE__INIT;
+
+	r.command_case =
+	    NCGRPC__WIRE__COMMAND_GET_RESPONSE__COMMAND_CSH_COMMAND;
+	r.csh_command.data = (uint8_t *)(uintptr_t)line;
+	r.csh_command.len = strlen(line);
 	assert_non_null(e->e_call);
 	assert_int_equal(grpc_call_send_pb(e->e_call, &r.base), 0);
 }
@@ -187,13 +216,18 @@ on_tick(uv_timer_t *t)
 	(void)t;
 }
 
-/* NMS and agent connection up; then a session running command. */
+/*
+ * NMS and agent connection up; then a session of type running command
+ * (NETCONF) or /bin/sh (a shell, on a pty).
+ */
 static void
-env_init(struct env *e, const char *command, const char *user)
+env_init_type(struct env *e, enum session_type type, const char *command,
+              const char *user)
 {
 	struct session_env se = {
 	    .se_user = user,
 	    .se_netconf_command = command,
+	    .se_shell = "/bin/sh",
 	    .se_stderr_fd = -1,
 	};
 
@@ -217,10 +251,16 @@ env_init(struct env *e, const char *command, const char *user)
 	                                        &conn_ops, e, &e->e_conn),
 	                 0);
 	RUN_UNTIL(e, e->e_conn_ready);
-	assert_int_equal(session_start(e->e_conn, SESSION_NETCONF, NULL, &se,
-	                               session_done, e, &e->e_s),
-	                 0);
+	assert_int_equal(
+	    session_start(e->e_conn, type, NULL, &se, session_done, e, &e->e_s),
+	    0);
 	RUN_UNTIL(e, e->e_call != NULL);
+}
+
+static void
+env_init(struct env *e, const char *command, const char *user)
+{
+	env_init_type(e, SESSION_NETCONF, command, user);
 }
 
 static void
@@ -341,6 +381,112 @@ test_connection_drop(void **state)
 	env_done(&e);
 }
 
+/*
+ * The NMS hangs up as Juniper's sample server does ("<>" with SIGINT) and
+ * waits; the process ignores that and every later polite signal.  The
+ * session escalates: SIGINT at once, SIGHUP and SIGTERM to the process
+ * group after the hang-up delay (1 s), SIGKILL half a second later, then
+ * the stream is closed, all within 2 s.  The process writes down the
+ * signals it sees in a file: its output is no longer read once it is
+ * being ended.
+ */
+static void
+test_hangup_escalation(void **state)
+{
+	char cmd[512], log[256], got[64];
+	struct env e;
+	uint64_t t0, took;
+	FILE *f;
+	size_t n;
+
+	(void)state;
+	snprintf(log, sizeof(log), "/tmp/session_test.sig.%ld", (long)getpid());
+	snprintf(cmd, sizeof(cmd),
+	         "for s in INT HUP TERM; do trap \"echo $s >>%s\" $s; done; "
+	         "echo ready; while :; do sleep 0.05 2>/dev/null; done",
+	         log);
+	unlink(log);
+	env_init(&e, cmd, NULL);
+	RUN_UNTIL(&e, out_has(&e, "ready"));
+	t0 = uv_now(&e.e_loop);
+	nms_send(&e, "<>", SIGINT);
+	RUN_UNTIL(&e, e.e_half_closed == 1);
+	took = e.e_t_half_close - t0;
+	/* The hang-up delay (1 s) and the grace before SIGKILL (0.5 s). */
+	assert_true(took >= 1400);
+	assert_true(took < 2000);
+	assert_int_equal(grpc_call_finish(e.e_call, GRPC_STATUS_OK, NULL, NULL),
+	                 0);
+	RUN_UNTIL(&e, e.e_done == 1);
+	assert_int_equal(e.e_stats.ss_term_signal, SIGKILL);
+	assert_string_equal(e.e_stats.ss_reason,
+	                    "server hung up; process ended");
+	env_done(&e);
+	assert_non_null(f = fopen(log, "r"));
+	n = fread(got, 1, sizeof(got) - 1, f);
+	got[n] = '\0';
+	fclose(f);
+	unlink(log);
+	assert_string_equal(got, "INT\nHUP\nTERM\n");
+}
+
+/* A process that leaves by itself after the hang-up is not killed. */
+static void
+test_hangup_exits_by_itself(void **state)
+{
+	struct env e;
+
+	(void)state;
+	env_init(&e,
+	         "trap 'exit 0' INT; echo ready; while :; do sleep 0.05; "
+	         "done",
+	         NULL);
+	RUN_UNTIL(&e, out_has(&e, "ready"));
+	nms_send(&e, "<>", SIGINT);
+	RUN_UNTIL(&e, e.e_half_closed == 1);
+	assert_int_equal(grpc_call_finish(e.e_call, GRPC_STATUS_OK, NULL, NULL),
+	                 0);
+	RUN_UNTIL(&e, e.e_done == 1);
+	assert_int_equal(e.e_stats.ss_term_signal, 0);
+	assert_int_equal(e.e_stats.ss_exit_status, 0);
+	env_done(&e);
+}
+
+/*
+ * A shell on a pty prints a lot and exits at once: what was still in the
+ * pty when the child exited is read and sent before the stream is closed,
+ * and nothing comes after the close.
+ */
+static void
+test_pty_drain_before_close(void **state)
+{
+	static const char tail[] = "\r\n30000\r\n";
+	struct env e;
+	char *p;
+
+	(void)state;
+	env_init_type(&e, SESSION_CSH, NULL, NULL);
+	nms_send_line(&e, "seq 1 30000; exit");
+	RUN_UNTIL(&e, e.e_half_closed == 1);
+	/* Every line, the last included, came before the half-close. */
+	assert_int_equal(e.e_outlen_at_half_close, e.e_outlen);
+	assert_true(e.e_outlen > sizeof(tail));
+	p = memmem(e.e_out, e.e_outlen, tail, sizeof(tail) - 1);
+	assert_non_null(p);
+	/* The first lines too (after the echo and the prompt). */
+	assert_non_null(memmem(e.e_out, e.e_outlen, "\r\n2\r\n3\r\n", 8));
+	/* Nothing after the last line but the terminal's own bytes. */
+	assert_true((size_t)(p - e.e_out) + sizeof(tail) - 1 + 64 >=
+	            e.e_outlen);
+	assert_int_equal(grpc_call_finish(e.e_call, GRPC_STATUS_OK, NULL, NULL),
+	                 0);
+	RUN_UNTIL(&e, e.e_done == 1);
+	assert_int_equal(e.e_stats.ss_exit_status, 0);
+	assert_int_equal(e.e_stats.ss_term_signal, 0);
+	assert_int_equal(e.e_stats.ss_bytes_up, e.e_outlen);
+	env_done(&e);
+}
+
 /* An argument runs only the tests whose names match it (cmocka's glob). */
 int
 main(int argc, char **argv)
@@ -350,6 +496,9 @@ main(int argc, char **argv)
 	    cmocka_unit_test(test_exit_status),
 	    cmocka_unit_test(test_unknown_user),
 	    cmocka_unit_test(test_connection_drop),
+	    cmocka_unit_test(test_hangup_escalation),
+	    cmocka_unit_test(test_hangup_exits_by_itself),
+	    cmocka_unit_test(test_pty_drain_before_close),
 	};
 
 	log_init("session_test", LOG_LEVEL_WARN);
