@@ -31,6 +31,8 @@
 #include <cmocka.h>
 #include <uv.h>
 
+#include "testutil.h"
+
 #include "broker_int.h" /* b_sessions: whether the relay freed a session */
 #include "common/audit.h"
 #include "common/err.h"
@@ -109,10 +111,7 @@ struct ccall {
 };
 
 struct env {
-	uv_loop_t e_loop;
-	uv_timer_t e_watchdog;
-	uv_timer_t e_tick;
-	int e_timed_out;
+	struct tloop e_tl;
 	char e_dir[64];
 	char e_devpath[128];
 	char e_oppath[128];
@@ -128,16 +127,6 @@ struct env {
 	int e_ready;
 	int e_closed;
 };
-
-#define RUN_UNTIL(e, cond)                                                     \
-	do {                                                                   \
-		while (!(cond)) {                                              \
-			if ((e)->e_timed_out)                                  \
-				fail_msg("watchdog fired waiting for %s",      \
-				         #cond);                               \
-			uv_run(&(e)->e_loop, UV_RUN_ONCE);                     \
-		}                                                              \
-	} while (0)
 
 static void
 cc_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
@@ -251,20 +240,6 @@ static const struct grpc_server_ops devsrv_ops = {
 };
 
 static void
-on_watchdog(uv_timer_t *t)
-{
-	struct env *e = t->data;
-
-	e->e_timed_out = 1;
-}
-
-static void
-on_tick(uv_timer_t *t)
-{
-	(void)t;
-}
-
-static void
 env_init(struct env *e)
 {
 	const struct broker_opts bo = {.bo_session_limit = 1,
@@ -273,14 +248,8 @@ env_init(struct env *e)
 	char *line, err[256];
 
 	memset(e, 0, sizeof(*e));
-	assert_int_equal(uv_loop_init(&e->e_loop), 0);
-	uv_timer_init(&e->e_loop, &e->e_watchdog);
-	e->e_watchdog.data = e;
-	uv_timer_start(&e->e_watchdog, on_watchdog, WATCHDOG_MS, 0);
-	uv_timer_init(&e->e_loop, &e->e_tick);
-	uv_timer_start(&e->e_tick, on_tick, TICK_MS, TICK_MS);
-	snprintf(e->e_dir, sizeof(e->e_dir), "/tmp/operator_test.XXXXXX");
-	assert_non_null(mkdtemp(e->e_dir));
+	tloop_init(&e->e_tl, WATCHDOG_MS, TICK_MS);
+	tdir_make(e->e_dir, sizeof(e->e_dir), "operator_test");
 	snprintf(e->e_devpath, sizeof(e->e_devpath), "%s/dev.sock", e->e_dir);
 	snprintf(e->e_oppath, sizeof(e->e_oppath), "%s/op.sock", e->e_dir);
 	snprintf(e->e_auditpath, sizeof(e->e_auditpath), "%s/audit.log",
@@ -294,27 +263,28 @@ env_init(struct env *e)
 	    registry_parse("test", line, strlen(line), &reg, err, sizeof(err)),
 	    0);
 	free(line);
-	assert_int_equal(broker_new(&e->e_loop, &bo, reg, &e->e_b), 0);
+	assert_int_equal(broker_new(&e->e_tl.tl_loop, &bo, reg, &e->e_b), 0);
 
-	assert_int_equal(
-	    grpc_server_new(&e->e_loop, NULL, &devsrv_ops, e, &e->e_devsrv), 0);
+	assert_int_equal(grpc_server_new(&e->e_tl.tl_loop, NULL, &devsrv_ops, e,
+	                                 &e->e_devsrv),
+	                 0);
 	assert_int_equal(broker_register_device_methods(e->e_b, e->e_devsrv),
 	                 0);
 	assert_int_equal(
 	    grpc_server_listen_unix(e->e_devsrv, e->e_devpath, 0600), 0);
 	assert_int_equal(
-	    grpc_server_new(&e->e_loop, NULL, NULL, e, &e->e_opsrv), 0);
+	    grpc_server_new(&e->e_tl.tl_loop, NULL, NULL, e, &e->e_opsrv), 0);
 	assert_int_equal(operator_register(e->e_b, e->e_opsrv), 0);
 	assert_int_equal(grpc_server_listen_unix(e->e_opsrv, e->e_oppath, 0600),
 	                 0);
 
-	assert_int_equal(grpc_conn_connect_unix(&e->e_loop, e->e_devpath, NULL,
-	                                        &conn_ops, e, &e->e_dev),
+	assert_int_equal(grpc_conn_connect_unix(&e->e_tl.tl_loop, e->e_devpath,
+	                                        NULL, &conn_ops, e, &e->e_dev),
 	                 0);
-	assert_int_equal(grpc_conn_connect_unix(&e->e_loop, e->e_oppath, NULL,
-	                                        &conn_ops, e, &e->e_op),
+	assert_int_equal(grpc_conn_connect_unix(&e->e_tl.tl_loop, e->e_oppath,
+	                                        NULL, &conn_ops, e, &e->e_op),
 	                 0);
-	RUN_UNTIL(e, e->e_ready == 2);
+	RUN_UNTIL(&e->e_tl, e->e_ready == 2);
 }
 
 static void
@@ -331,17 +301,12 @@ env_done(struct env *e)
 	broker_shutdown(e->e_b, "test over");
 	grpc_server_shutdown(e->e_devsrv, 0, on_srv_done, e);
 	grpc_server_shutdown(e->e_opsrv, 0, on_srv_done, e);
-	RUN_UNTIL(e, e->e_srv_done == 2 && e->e_dev == NULL && e->e_op == NULL);
+	RUN_UNTIL(&e->e_tl,
+	          e->e_srv_done == 2 && e->e_dev == NULL && e->e_op == NULL);
 	broker_free(e->e_b);
-	uv_close((uv_handle_t *)&e->e_watchdog, NULL);
-	uv_close((uv_handle_t *)&e->e_tick, NULL);
-	assert_int_equal(uv_run(&e->e_loop, UV_RUN_DEFAULT), 0);
-	assert_int_equal(uv_loop_close(&e->e_loop), 0);
+	tloop_done(&e->e_tl);
 	audit_close();
-	unlink(e->e_auditpath);
-	unlink(e->e_devpath);
-	unlink(e->e_oppath);
-	rmdir(e->e_dir);
+	tdir_remove(e->e_dir);
 }
 
 /* A device sends Initialize. */
@@ -391,7 +356,7 @@ test_malformed_session_input(void **state)
 	op_open(&e, &b, "", 0);
 	/* No message, only the end of input. */
 	cc_start(e.e_op, &c, OPSVC "Session", NULL, 0, 1);
-	RUN_UNTIL(&e, a.cc_ended && b.cc_ended && c.cc_ended);
+	RUN_UNTIL(&e.e_tl, a.cc_ended && b.cc_ended && c.cc_ended);
 	assert_int_equal(a.cc_status, GRPC_STATUS_INVALID_ARGUMENT);
 	assert_non_null(strstr(a.cc_msg, "must be 'open'"));
 	assert_int_equal(b.cc_status, GRPC_STATUS_INVALID_ARGUMENT);
@@ -417,7 +382,7 @@ test_device_not_connected(void **state)
 	env_init(&e);
 	op_open(&e, &a, "dev-1", 50);
 	op_open(&e, &b, "nobody", 5000);
-	RUN_UNTIL(&e, a.cc_ended && b.cc_ended);
+	RUN_UNTIL(&e.e_tl, a.cc_ended && b.cc_ended);
 	assert_int_equal(a.cc_status, GRPC_STATUS_NOT_FOUND);
 	assert_non_null(strstr(a.cc_msg, "'dev-1' is not connected"));
 	/* Not worth the wait: refused at once. */
@@ -437,7 +402,7 @@ test_unregistered_device(void **state)
 	env_init(&e);
 	dev_initialize(&e, &a, "nobody", "s3cret");
 	dev_initialize(&e, &b, "dev-1", "wrong");
-	RUN_UNTIL(&e, a.cc_ended && b.cc_ended);
+	RUN_UNTIL(&e.e_tl, a.cc_ended && b.cc_ended);
 	assert_int_equal(a.cc_status, GRPC_STATUS_UNAUTHENTICATED);
 	assert_int_equal(b.cc_status, GRPC_STATUS_UNAUTHENTICATED);
 	/* The two messages do not tell which one was unknown. */
@@ -462,9 +427,9 @@ test_device_listed(void **state)
 	(void)state;
 	env_init(&e);
 	dev_initialize(&e, &init, "dev-1", "s3cret");
-	RUN_UNTIL(&e, broker_ndevices(e.e_b) == 1);
+	RUN_UNTIL(&e.e_tl, broker_ndevices(e.e_b) == 1);
 	cc_start_pb(e.e_op, &list, OPSVC "ListDevices", &lreq.base, 1);
-	RUN_UNTIL(&e, list.cc_ended);
+	RUN_UNTIL(&e.e_tl, list.cc_ended);
 	assert_int_equal(list.cc_status, GRPC_STATUS_OK);
 	r = ncgrpc__operator__v1__list_devices_response__unpack(
 	    NULL, list.cc_resplen, list.cc_resp);
@@ -478,7 +443,7 @@ test_device_listed(void **state)
 	assert_int_equal(init.cc_ended, 0);
 
 	broker_shutdown(e.e_b, "test over");
-	RUN_UNTIL(&e, init.cc_ended);
+	RUN_UNTIL(&e.e_tl, init.cc_ended);
 	assert_int_equal(init.cc_status, GRPC_STATUS_UNAVAILABLE);
 	env_done(&e);
 }
@@ -499,9 +464,9 @@ test_grant_and_session_limit(void **state)
 	env_init(&e);
 	dev_initialize(&e, &i1, "dev-1", "s3cret");
 	dev_initialize(&e, &i2, "dev-1", "s3cret");
-	RUN_UNTIL(&e, broker_ndevices(e.e_b) == 1);
+	RUN_UNTIL(&e.e_tl, broker_ndevices(e.e_b) == 1);
 	op_open(&e, &o1, "dev-1", 1000);
-	RUN_UNTIL(&e, i1.cc_ended || i2.cc_ended);
+	RUN_UNTIL(&e.e_tl, i1.cc_ended || i2.cc_ended);
 	{
 		struct ccall *g = i1.cc_ended ? &i1 : &i2;
 
@@ -516,7 +481,7 @@ test_grant_and_session_limit(void **state)
 		    r, NULL);
 	}
 	op_open(&e, &o2, "dev-1", 1000);
-	RUN_UNTIL(&e, o2.cc_ended);
+	RUN_UNTIL(&e.e_tl, o2.cc_ended);
 	assert_int_equal(o2.cc_status, GRPC_STATUS_RESOURCE_EXHAUSTED);
 	assert_non_null(strstr(o2.cc_msg, "limit of 1 sessions"));
 	assert_false(i1.cc_ended && i2.cc_ended);
@@ -545,15 +510,17 @@ test_failmalloc(void **state)
 		failed = 0;
 		fail_in = i;
 		dev_initialize(&e, &init, "dev-1", "s3cret");
-		RUN_UNTIL(&e, init.cc_ended || broker_ndevices(e.e_b) == 1 ||
-		                  e.e_dev == NULL);
+		RUN_UNTIL(&e.e_tl, init.cc_ended ||
+		                       broker_ndevices(e.e_b) == 1 ||
+		                       e.e_dev == NULL);
 		if (e.e_op != NULL) {
 			cc_start_pb(e.e_op, &list, OPSVC "ListDevices",
 			            &lreq.base, 1);
 			op_open(&e, &sess, "dev-1", 100);
-			RUN_UNTIL(&e, (list.cc_ended && sess.cc_ended) ||
-			                  e.e_op == NULL ||
-			                  (list.cc_ended && init.cc_ended));
+			RUN_UNTIL(&e.e_tl,
+			          (list.cc_ended && sess.cc_ended) ||
+			              e.e_op == NULL ||
+			              (list.cc_ended && init.cc_ended));
 		}
 		fail_in = 0;
 		env_done(&e);
@@ -724,7 +691,7 @@ join(struct env *e, struct tside *op, struct tside *dev, enum jtype type)
 	grpc_md_free(&md);
 	assert_int_equal(grpc_call_send(init.cc_call, buf, len), 0);
 	assert_int_equal(grpc_call_close_send(init.cc_call), 0);
-	RUN_UNTIL(e, broker_ndevices(e->e_b) == 1);
+	RUN_UNTIL(&e->e_tl, broker_ndevices(e->e_b) == 1);
 
 	o.device_id = (char *)(uintptr_t) "dev-1";
 	o.type = type == J_NETCONF ? NCGRPC__OPERATOR__V1__SESSION_TYPE__NETCONF
@@ -739,7 +706,7 @@ join(struct env *e, struct tside *op, struct tside *dev, enum jtype type)
 	                                 &op_ops, op, &op->ts_call),
 	                 0);
 	assert_int_equal(grpc_call_send(op->ts_call, buf, len), 0);
-	RUN_UNTIL(e, init.cc_ended);
+	RUN_UNTIL(&e->e_tl, init.cc_ended);
 	assert_int_equal(init.cc_status, GRPC_STATUS_OK);
 	assert_string_equal(init.cc_conn_type,
 	                    type == J_NETCONF ? "netconf" : "csh");
@@ -747,7 +714,7 @@ join(struct env *e, struct tside *op, struct tside *dev, enum jtype type)
 	assert_int_equal(grpc_call_start(e->e_dev, SVC "NcgrpcCommandGet", NULL,
 	                                 0, &dev_ops, dev, &dev->ts_call),
 	                 0);
-	RUN_UNTIL(e, op->ts_nstarted == 1);
+	RUN_UNTIL(&e->e_tl, op->ts_nstarted == 1);
 	assert_int_equal(LIST_FIRST(&e->e_b->b_sessions)->os_raw,
 	                 type == J_RAW);
 }
@@ -831,27 +798,6 @@ text_pattern(size_t len, unsigned seed)
 	return p;
 }
 
-static void
-on_run_for(uv_timer_t *t)
-{
-	*(int *)t->data = 1;
-}
-
-/* Runs the loop for ms milliseconds. */
-static void
-run_for(struct env *e, unsigned ms)
-{
-	uv_timer_t t;
-	int done = 0;
-
-	uv_timer_init(&e->e_loop, &t);
-	t.data = &done;
-	uv_timer_start(&t, on_run_for, ms, 0);
-	RUN_UNTIL(e, done);
-	uv_close((uv_handle_t *)&t, NULL);
-	uv_run(&e->e_loop, UV_RUN_NOWAIT);
-}
-
 /*
  * The session-end events in the audit log: their number, and the first
  * one in line (NULL-terminated, at most size bytes).
@@ -885,8 +831,8 @@ both_ended(struct env *e, struct tside *op, struct tside *dev,
 {
 	char line[1024], want[300];
 
-	RUN_UNTIL(e, op->ts_ended && dev->ts_ended &&
-	                 LIST_EMPTY(&e->e_b->b_sessions));
+	RUN_UNTIL(&e->e_tl, op->ts_ended && dev->ts_ended &&
+	                        LIST_EMPTY(&e->e_b->b_sessions));
 	assert_int_equal(audit_ends(e, line, sizeof(line)), 1);
 	snprintf(want, sizeof(want), "reason=\"%s", reason);
 	if (strstr(line, want) == NULL)
@@ -914,7 +860,7 @@ test_relay_bytes_both_ways(void **state)
 	out = pattern(n, 2);
 	assert_int_equal(op_send(&op, in, n, 7000), 0);
 	assert_int_equal(dev_send(&dev, out, n, 9000), 0);
-	RUN_UNTIL(&e, dev.ts_len == n && op.ts_len == n);
+	RUN_UNTIL(&e.e_tl, dev.ts_len == n && op.ts_len == n);
 	assert_memory_equal(dev.ts_data, in, n);
 	assert_memory_equal(op.ts_data, out, n);
 	assert_int_equal(grpc_call_close_send(dev.ts_call), 0);
@@ -966,16 +912,16 @@ test_relay_netconf_bytes(void **state)
 		       sizeof(rpc) - 1);
 	/* Cut at odd places: the relay cuts it into messages. */
 	assert_int_equal(op_send(&op, all, n, 77), 0);
-	run_for(&e, 50);
+	tloop_run_for(&e.e_tl, 50);
 	/* Only the hello goes before the device's hello is seen. */
 	assert_int_equal(dev.ts_len, sizeof(hello) - 1);
 	assert_int_equal(
 	    dev_send(&dev, (const uint8_t *)hello, sizeof(hello) - 1, 1000), 0);
-	RUN_UNTIL(&e, dev.ts_len == n);
+	RUN_UNTIL(&e.e_tl, dev.ts_len == n);
 	assert_memory_equal(dev.ts_data, all, n);
 	assert_int_equal(op.ts_len, sizeof(hello) - 1);
 	assert_int_equal(grpc_call_close_send(op.ts_call), 0);
-	run_for(&e, 50);
+	tloop_run_for(&e.e_tl, 50);
 	assert_false(op.ts_ended || dev.ts_ended);
 	assert_int_equal(grpc_call_close_send(dev.ts_call), 0);
 	both_ended(&e, &op, &dev, "device closed the session");
@@ -1007,7 +953,7 @@ test_relay_slow_operator(void **state)
 	out = pattern(n, 3);
 	grpc_call_pause(op.ts_call);
 	assert_int_equal(dev_send(&dev, out, n, 32 * 1024), 0);
-	run_for(&e, 300);
+	tloop_run_for(&e.e_tl, 300);
 	assert_int_equal(op.ts_len, 0);
 	/*
 	 * In flight at most: the operator's and the device's stream windows
@@ -1015,7 +961,7 @@ test_relay_slow_operator(void **state)
 	 */
 	assert_true(grpc_call_queued(dev.ts_call) > n - 3 * 1024 * 1024);
 	grpc_call_resume(op.ts_call);
-	RUN_UNTIL(&e, op.ts_len == n);
+	RUN_UNTIL(&e.e_tl, op.ts_len == n);
 	assert_memory_equal(op.ts_data, out, n);
 	assert_false(op.ts_ended || dev.ts_ended);
 	free(out);
@@ -1039,11 +985,11 @@ test_relay_slow_device(void **state)
 	in = text_pattern(n, 4);
 	grpc_call_pause(dev.ts_call);
 	assert_int_equal(op_send(&op, in, n, 32 * 1024), 0);
-	run_for(&e, 300);
+	tloop_run_for(&e.e_tl, 300);
 	assert_int_equal(dev.ts_len, 0);
 	assert_true(grpc_call_queued(op.ts_call) > n - 3 * 1024 * 1024);
 	grpc_call_resume(dev.ts_call);
-	RUN_UNTIL(&e, dev.ts_len == n);
+	RUN_UNTIL(&e.e_tl, dev.ts_len == n);
 	assert_memory_equal(dev.ts_data, in, n);
 	assert_false(op.ts_ended || dev.ts_ended);
 	free(in);
@@ -1084,7 +1030,7 @@ end_case(enum end_cause cause)
 	                 0);
 	assert_int_equal(
 	    dev_send(&dev, (const uint8_t *)output, strlen(output), 100), 0);
-	RUN_UNTIL(&e,
+	RUN_UNTIL(&e.e_tl,
 	          dev.ts_len == strlen(line) && op.ts_len == strlen(output));
 	assert_memory_equal(dev.ts_data, line, strlen(line));
 	assert_memory_equal(op.ts_data, output, strlen(output));
@@ -1094,9 +1040,9 @@ end_case(enum end_cause cause)
 		assert_int_equal(op_send(&op, (const uint8_t *)"exit", 4, 10),
 		                 0);
 		assert_int_equal(grpc_call_close_send(op.ts_call), 0);
-		RUN_UNTIL(&e, dev.ts_len == strlen(line) + 5);
+		RUN_UNTIL(&e.e_tl, dev.ts_len == strlen(line) + 5);
 		assert_memory_equal(dev.ts_data + strlen(line), "exit\n", 5);
-		run_for(&e, 30);
+		tloop_run_for(&e.e_tl, 30);
 		assert_false(op.ts_ended || dev.ts_ended);
 		assert_int_equal(grpc_call_close_send(dev.ts_call), 0);
 		reason = "device closed the session";
@@ -1242,20 +1188,21 @@ test_relay_failmalloc(void **state)
 			grpc_call_cancel(dev.ts_call);
 		if (i == 0) {
 			/* No failure: what the device gets (repaired). */
-			RUN_UNTIL(&e, op.ts_len == sizeof(output) - 1);
-			run_for(&e, 50);
+			RUN_UNTIL(&e.e_tl, op.ts_len == sizeof(output) - 1);
+			tloop_run_for(&e.e_tl, 50);
 			assert_true(dev.ts_len <= sizeof(want));
 			nwant = dev.ts_len;
 			memcpy(want, dev.ts_data, nwant);
 		} else
-			RUN_UNTIL(&e, op.ts_ended || dev.ts_ended ||
-			                  (op.ts_len == sizeof(output) - 1 &&
-			                   dev.ts_len >= nwant));
+			RUN_UNTIL(&e.e_tl,
+			          op.ts_ended || dev.ts_ended ||
+			              (op.ts_len == sizeof(output) - 1 &&
+			               dev.ts_len >= nwant));
 		fail_in = 0;
 		if (dev.ts_call != NULL)
 			assert_int_equal(grpc_call_close_send(dev.ts_call), 0);
-		RUN_UNTIL(&e, op.ts_ended && dev.ts_ended &&
-		                  LIST_EMPTY(&e.e_b->b_sessions));
+		RUN_UNTIL(&e.e_tl, op.ts_ended && dev.ts_ended &&
+		                       LIST_EMPTY(&e.e_b->b_sessions));
 		{
 			char line[1024];
 

@@ -21,6 +21,8 @@
 #include <cmocka.h>
 #include <uv.h>
 
+#include "testutil.h"
+
 #include "agent/session.h"
 #include "common/err.h"
 #include "common/grpc.h"
@@ -32,10 +34,7 @@
 #define CMDGET      "/jnx.jet.netconf.Ncgrpc/NcgrpcCommandGet"
 
 struct env {
-	uv_loop_t e_loop;
-	uv_timer_t e_watchdog;
-	uv_timer_t e_tick;
-	int e_timed_out;
+	struct tloop e_tl;
 	char e_dir[64];
 	char e_path[128];
 
@@ -58,16 +57,6 @@ struct env {
 	int e_done;
 	struct session_stats e_stats;
 };
-
-#define RUN_UNTIL(e, cond)                                                     \
-	do {                                                                   \
-		while (!(cond)) {                                              \
-			if ((e)->e_timed_out)                                  \
-				fail_msg("watchdog fired waiting for %s",      \
-				         #cond);                               \
-			uv_run(&(e)->e_loop, UV_RUN_ONCE);                     \
-		}                                                              \
-	} while (0)
 
 /* The NMS's end of CommandGet. */
 
@@ -101,7 +90,7 @@ nms_half_close(struct grpc_call *c, void *arg)
 	(void)c;
 	e->e_half_closed++;
 	e->e_outlen_at_half_close = e->e_outlen;
-	e->e_t_half_close = uv_now(&e->e_loop);
+	e->e_t_half_close = uv_now(&e->e_tl.tl_loop);
 }
 
 static void
@@ -202,20 +191,6 @@ session_done(struct session *s, const struct session_stats *st, void *arg)
 	e->e_s = NULL;
 }
 
-static void
-on_watchdog(uv_timer_t *t)
-{
-	struct env *e = t->data;
-
-	e->e_timed_out = 1;
-}
-
-static void
-on_tick(uv_timer_t *t)
-{
-	(void)t;
-}
-
 /*
  * NMS and agent connection up; then a session of type running command
  * (NETCONF) or /bin/sh (a shell, on a pty).
@@ -232,29 +207,23 @@ env_init_type(struct env *e, enum session_type type, const char *command,
 	};
 
 	memset(e, 0, sizeof(*e));
-	assert_int_equal(uv_loop_init(&e->e_loop), 0);
-	uv_timer_init(&e->e_loop, &e->e_watchdog);
-	e->e_watchdog.data = e;
-	uv_timer_start(&e->e_watchdog, on_watchdog, WATCHDOG_MS, 0);
-	uv_timer_init(&e->e_loop, &e->e_tick);
-	uv_timer_start(&e->e_tick, on_tick, TICK_MS, TICK_MS);
-	snprintf(e->e_dir, sizeof(e->e_dir), "/tmp/session_test.XXXXXX");
-	assert_non_null(mkdtemp(e->e_dir));
+	tloop_init(&e->e_tl, WATCHDOG_MS, TICK_MS);
+	tdir_make(e->e_dir, sizeof(e->e_dir), "session_test");
 	snprintf(e->e_path, sizeof(e->e_path), "%s/nms.sock", e->e_dir);
 
-	assert_int_equal(grpc_server_new(&e->e_loop, NULL, NULL, e, &e->e_srv),
-	                 0);
+	assert_int_equal(
+	    grpc_server_new(&e->e_tl.tl_loop, NULL, NULL, e, &e->e_srv), 0);
 	assert_int_equal(grpc_server_add_method(e->e_srv, CMDGET, h_cmdget, e),
 	                 0);
 	assert_int_equal(grpc_server_listen_unix(e->e_srv, e->e_path, 0600), 0);
-	assert_int_equal(grpc_conn_connect_unix(&e->e_loop, e->e_path, NULL,
-	                                        &conn_ops, e, &e->e_conn),
+	assert_int_equal(grpc_conn_connect_unix(&e->e_tl.tl_loop, e->e_path,
+	                                        NULL, &conn_ops, e, &e->e_conn),
 	                 0);
-	RUN_UNTIL(e, e->e_conn_ready);
+	RUN_UNTIL(&e->e_tl, e->e_conn_ready);
 	assert_int_equal(
 	    session_start(e->e_conn, type, NULL, &se, session_done, e, &e->e_s),
 	    0);
-	RUN_UNTIL(e, e->e_call != NULL);
+	RUN_UNTIL(&e->e_tl, e->e_call != NULL);
 }
 
 static void
@@ -276,19 +245,15 @@ env_done(struct env *e)
 {
 	if (e->e_s != NULL)
 		session_stop(e->e_s, "test over");
-	RUN_UNTIL(e, e->e_done == 1);
+	RUN_UNTIL(&e->e_tl, e->e_done == 1);
 	if (e->e_conn != NULL)
 		grpc_conn_close(e->e_conn, 0);
-	RUN_UNTIL(e, e->e_conn_closed);
+	RUN_UNTIL(&e->e_tl, e->e_conn_closed);
 	grpc_server_shutdown(e->e_srv, 0, on_srv_done, e);
-	RUN_UNTIL(e, e->e_srv_done);
-	uv_close((uv_handle_t *)&e->e_watchdog, NULL);
-	uv_close((uv_handle_t *)&e->e_tick, NULL);
-	assert_int_equal(uv_run(&e->e_loop, UV_RUN_DEFAULT), 0);
-	assert_int_equal(uv_loop_close(&e->e_loop), 0);
+	RUN_UNTIL(&e->e_tl, e->e_srv_done);
+	tloop_done(&e->e_tl);
 	assert_int_equal(e->e_done, 1);
-	unlink(e->e_path);
-	rmdir(e->e_dir);
+	tdir_remove(e->e_dir);
 }
 
 /* Tests */
@@ -307,12 +272,12 @@ test_echo(void **state)
 	/* Killed, not ended by the EOF on its input: sleep outlives it. */
 	env_init(&e, "cat; sleep 30", NULL);
 	nms_send(&e, rpc, 0);
-	RUN_UNTIL(&e, e.e_outlen == sizeof(rpc) - 1);
+	RUN_UNTIL(&e.e_tl, e.e_outlen == sizeof(rpc) - 1);
 	assert_memory_equal(e.e_out, rpc, sizeof(rpc) - 1);
 	assert_int_equal(e.e_done, 0);
 	assert_int_equal(grpc_call_finish(e.e_call, GRPC_STATUS_OK, NULL, NULL),
 	                 0);
-	RUN_UNTIL(&e, e.e_done == 1);
+	RUN_UNTIL(&e.e_tl, e.e_done == 1);
 	assert_int_equal(e.e_stats.ss_bytes_down, sizeof(rpc) - 1);
 	assert_int_equal(e.e_stats.ss_bytes_up, sizeof(rpc) - 1);
 	assert_int_equal(e.e_stats.ss_exit_status, -1);
@@ -331,7 +296,7 @@ test_exit_status(void **state)
 
 	(void)state;
 	env_init(&e, "printf 'ab\\377c'; exit 3", NULL);
-	RUN_UNTIL(&e, e.e_half_closed == 1);
+	RUN_UNTIL(&e.e_tl, e.e_half_closed == 1);
 	assert_int_equal(e.e_outlen, 6);
 	assert_memory_equal(e.e_out,
 	                    "ab\xef\xbf\xbd"
@@ -339,7 +304,7 @@ test_exit_status(void **state)
 	                    6);
 	assert_int_equal(grpc_call_finish(e.e_call, GRPC_STATUS_OK, NULL, NULL),
 	                 0);
-	RUN_UNTIL(&e, e.e_done == 1);
+	RUN_UNTIL(&e.e_tl, e.e_done == 1);
 	assert_int_equal(e.e_stats.ss_exit_status, 3);
 	assert_int_equal(e.e_stats.ss_term_signal, 0);
 	assert_non_null(strstr(e.e_stats.ss_reason, "status 3"));
@@ -354,13 +319,13 @@ test_unknown_user(void **state)
 
 	(void)state;
 	env_init(&e, "cat", "no-such-user-ncgrpc-test");
-	RUN_UNTIL(&e, e.e_half_closed == 1);
+	RUN_UNTIL(&e.e_tl, e.e_half_closed == 1);
 	e.e_out[e.e_outlen < sizeof(e.e_out) ? e.e_outlen : 0] = '\0';
 	assert_non_null(strstr(e.e_out, "cannot start the netconf session"));
 	assert_non_null(strstr(e.e_out, "unknown user"));
 	assert_int_equal(grpc_call_finish(e.e_call, GRPC_STATUS_OK, NULL, NULL),
 	                 0);
-	RUN_UNTIL(&e, e.e_done == 1);
+	RUN_UNTIL(&e.e_tl, e.e_done == 1);
 	assert_non_null(strstr(e.e_stats.ss_reason, "cannot start process"));
 	env_done(&e);
 }
@@ -374,7 +339,7 @@ test_connection_drop(void **state)
 	(void)state;
 	env_init(&e, "sleep 30", NULL);
 	grpc_conn_close(e.e_conn, NCG_ECLOSED);
-	RUN_UNTIL(&e, e.e_done == 1 && e.e_conn_closed);
+	RUN_UNTIL(&e.e_tl, e.e_done == 1 && e.e_conn_closed);
 	assert_int_equal(e.e_stats.ss_exit_status, -1);
 	assert_int_not_equal(e.e_stats.ss_term_signal, 0);
 	assert_int_equal(e.e_stats.ss_bytes_up, 0);
@@ -407,17 +372,17 @@ test_hangup_escalation(void **state)
 	         log);
 	unlink(log);
 	env_init(&e, cmd, NULL);
-	RUN_UNTIL(&e, out_has(&e, "ready"));
-	t0 = uv_now(&e.e_loop);
+	RUN_UNTIL(&e.e_tl, out_has(&e, "ready"));
+	t0 = uv_now(&e.e_tl.tl_loop);
 	nms_send(&e, "<>", SIGINT);
-	RUN_UNTIL(&e, e.e_half_closed == 1);
+	RUN_UNTIL(&e.e_tl, e.e_half_closed == 1);
 	took = e.e_t_half_close - t0;
 	/* The hang-up delay (1 s) and the grace before SIGKILL (0.5 s). */
 	assert_true(took >= 1400);
 	assert_true(took < 2000);
 	assert_int_equal(grpc_call_finish(e.e_call, GRPC_STATUS_OK, NULL, NULL),
 	                 0);
-	RUN_UNTIL(&e, e.e_done == 1);
+	RUN_UNTIL(&e.e_tl, e.e_done == 1);
 	assert_int_equal(e.e_stats.ss_term_signal, SIGKILL);
 	assert_string_equal(e.e_stats.ss_reason,
 	                    "server hung up; process ended");
@@ -441,12 +406,12 @@ test_hangup_exits_by_itself(void **state)
 	         "trap 'exit 0' INT; echo ready; while :; do sleep 0.05; "
 	         "done",
 	         NULL);
-	RUN_UNTIL(&e, out_has(&e, "ready"));
+	RUN_UNTIL(&e.e_tl, out_has(&e, "ready"));
 	nms_send(&e, "<>", SIGINT);
-	RUN_UNTIL(&e, e.e_half_closed == 1);
+	RUN_UNTIL(&e.e_tl, e.e_half_closed == 1);
 	assert_int_equal(grpc_call_finish(e.e_call, GRPC_STATUS_OK, NULL, NULL),
 	                 0);
-	RUN_UNTIL(&e, e.e_done == 1);
+	RUN_UNTIL(&e.e_tl, e.e_done == 1);
 	assert_int_equal(e.e_stats.ss_term_signal, 0);
 	assert_int_equal(e.e_stats.ss_exit_status, 0);
 	env_done(&e);
@@ -467,7 +432,7 @@ test_pty_drain_before_close(void **state)
 	(void)state;
 	env_init_type(&e, SESSION_CSH, NULL, NULL);
 	nms_send_line(&e, "seq 1 30000; exit");
-	RUN_UNTIL(&e, e.e_half_closed == 1);
+	RUN_UNTIL(&e.e_tl, e.e_half_closed == 1);
 	/* Every line, the last included, came before the half-close. */
 	assert_int_equal(e.e_outlen_at_half_close, e.e_outlen);
 	assert_true(e.e_outlen > sizeof(tail));
@@ -480,7 +445,7 @@ test_pty_drain_before_close(void **state)
 	            e.e_outlen);
 	assert_int_equal(grpc_call_finish(e.e_call, GRPC_STATUS_OK, NULL, NULL),
 	                 0);
-	RUN_UNTIL(&e, e.e_done == 1);
+	RUN_UNTIL(&e.e_tl, e.e_done == 1);
 	assert_int_equal(e.e_stats.ss_exit_status, 0);
 	assert_int_equal(e.e_stats.ss_term_signal, 0);
 	assert_int_equal(e.e_stats.ss_bytes_up, e.e_outlen);
