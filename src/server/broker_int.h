@@ -9,9 +9,10 @@
  * An operator session (struct opsess) moves through OS_WAITING (no idle
  * connection yet), OS_GRANTED (waiting for the device's CommandGet on the
  * granted connection), OS_ACTIVE (joined), and OS_ENDED; only
- * os_set_state() in relay.c changes it.  A device exists while it has idle
- * connections or sessions; its creation and removal are the CONNECTED and
- * DISCONNECTED events.
+ * os_set_state() in relay.c changes it.  A joined session is two halves
+ * (struct relay_half), the operator's and the device's, each pointing at
+ * the other.  A device exists while it has idle connections or sessions;
+ * its creation and removal are the CONNECTED and DISCONNECTED events.
  */
 #ifndef NCGRPC_BROKER_INT_H
 #define NCGRPC_BROKER_INT_H
@@ -87,13 +88,32 @@ struct device {
 	struct device *dv_next;
 };
 
+struct opsess;
+struct relay_side; /* relay.c: what differs between the two sides */
+
+/*
+ * One side of a session, as relayd's ctl_in and ctl_out: the call to that
+ * side and its end state, with a pointer to the other half (its peer).
+ * Input from a half goes to its peer; a half whose peer's call has more
+ * than GRPC_CALL_HIWAT queued is paused, and resumed by the peer's
+ * on_writable.
+ */
+struct relay_half {
+	struct opsess *rh_os;
+	struct relay_half *rh_peer;
+	const struct relay_side *rh_side;
+	struct grpc_call *rh_call; /* NULL once its on_end ran */
+	int rh_finished;           /* we ended its call with OK */
+	uint64_t rh_nrelayed;      /* bytes of its input passed to the peer */
+};
+
 struct opsess {
 	struct broker *os_b;
 	uint64_t os_id;
 	enum os_state os_state;
 	enum broker_session_type os_type;
-	struct grpc_call *os_op;
-	struct grpc_call *os_dev;
+	struct relay_half os_op;  /* the operator's Session call */
+	struct relay_half os_dev; /* the device's CommandGet, once joined */
 	struct grpc_conn *os_devconn;
 	struct device *os_devp; /* counted in dv_nsessions while set */
 	char os_device[256];
@@ -101,10 +121,9 @@ struct opsess {
 	struct broker_ident os_ident; /* whom it is for (audit log) */
 	uv_timer_t os_timer;
 	int os_freeing;
-	int os_dev_finished; /* we ended the device's stream with OK */
+	/* The translation of the operator's input (ncframe.h, lines). */
 	struct ncframe os_nf;
 	struct buf os_line;
-	uint64_t os_to_dev, os_from_dev;
 	uint64_t os_open_ns; /* uv_hrtime() of the request (metrics) */
 	char os_reason[200];
 	/*

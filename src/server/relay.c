@@ -2,13 +2,22 @@
  * The relay half of the broker: an operator's Session call joined to the
  * CommandGet stream that a device opens on a granted connection.
  *
- * Bytes pass byte-exact both ways with backpressure: an operator that
- * reads slowly pauses the device's stream and the other way round.  NETCONF
- * input is cut into whole messages (ncframe.h), shell input into lines, and
- * a signal travels alone.  A raw-terminal shell (termext.h) is not cut into
- * lines: its keystrokes go on as they come, and window sizes follow.  Either
- * side ending ends the other; the session state (broker_int.h) changes only in
- * os_set_state().
+ * A joined session is two halves (struct relay_half, broker_int.h), one per
+ * side, each pointing at its peer, as relayd pairs ctl_in and ctl_out.  One
+ * set of functions (half_*) serves both: a message from a half is
+ * translated and sent to its peer; a half whose peer reads slowly is
+ * paused, and resumed when the peer's queue drains; the end of either half
+ * ends both, once, through os_end().  What truly differs between the sides
+ * sits in one table per side (struct relay_side): the operator speaks the
+ * operator API (SessionInput in, SessionOutput out), the device the Ncgrpc
+ * CommandGet stream (CommandGetRequest in, CommandGetResponse out), and
+ * their half-closes and losses mean different things.
+ *
+ * Bytes pass byte-exact both ways.  NETCONF input is cut into whole
+ * messages (ncframe.h), shell input into lines, and a signal travels alone.
+ * A raw-terminal shell (termext.h) is not cut into lines: its keystrokes go
+ * on as they come, and window sizes follow.  The session state
+ * (broker_int.h) changes only in os_set_state().
  *
  * No call ends inside our own sends, finishes or cancels (grpc.h: on_end
  * comes from the loop), so a session is freed only from the on_end of its
@@ -48,6 +57,39 @@ enum dev_input {
  */
 #define RELAY_RAW_CHUNK (16 * 1024)
 
+/*
+ * What differs between the operator's side and the device's.  The
+ * functions get the half of their side; the peer is h->rh_peer.
+ */
+struct relay_side {
+	/*
+	 * Translates one message from this side and sends what it carries
+	 * to the peer.  Returns 0, or -1 after ending the session because
+	 * of the message.
+	 */
+	int (*rs_input)(struct relay_half *h, const uint8_t *msg, size_t len);
+	/* Input held back by the translation: pause this side too. */
+	int (*rs_held)(const struct relay_half *h);
+	/*
+	 * This side sends nothing more: what the translation still holds
+	 * goes to the peer (only while the session is active).
+	 */
+	void (*rs_flush)(struct relay_half *h);
+	/* Tells this side the session ended; it was active if so. */
+	void (*rs_end)(struct relay_half *h, int status, const char *reason,
+	               int active);
+	/*
+	 * Non-NULL when the end of this side's output ends the session: the
+	 * reason, and the session ends with OK.
+	 */
+	const char *rs_eof_ends;
+	enum srvm_end rs_eof_why; /* its end reason, for the metrics */
+	/* This side's call ended under the session: status and reason. */
+	int rs_lost_status;
+	const char *rs_lost;
+	enum srvm_end rs_lost_why;
+};
+
 static void os_end(struct opsess *, int status, enum srvm_end why,
                    const char *reason);
 static void os_unlist(struct opsess *);
@@ -83,11 +125,12 @@ on_os_timer_closed(uv_handle_t *h)
 	free(os);
 }
 
-/* Frees the session once neither call is left. */
+/* Frees the session once neither half has a call left. */
 static void
 os_maybe_free(struct opsess *os)
 {
-	if (os->os_op != NULL || os->os_dev != NULL || os->os_freeing)
+	if (os->os_op.rh_call != NULL || os->os_dev.rh_call != NULL ||
+	    os->os_freeing)
 		return;
 	os->os_freeing = 1;
 	os_unlist(os);
@@ -133,24 +176,21 @@ send_failed(struct opsess *os, int rc)
 		       "out of memory while relaying the session");
 }
 
+/* Sends m to the side of h, if its call is still there. */
 static void
-send_output(struct opsess *os, const Ncgrpc__Operator__V1__SessionOutput *o)
+half_send(struct relay_half *h, const ProtobufCMessage *m)
 {
-	if (os->os_op != NULL)
-		send_failed(os, grpc_call_send_pb(os->os_op, &o->base));
+	if (h->rh_call != NULL)
+		send_failed(h->rh_os, grpc_call_send_pb(h->rh_call, m));
 }
 
 /*
- * Ends the session: the operator gets "ended" and status; the device's
- * stream, if still open, is cancelled (the agent then kills the process).
+ * Ends the session, once: both halves are told (rs_end), the operator's
+ * first, with status and reason.
  */
 static void
 os_end(struct opsess *os, int status, enum srvm_end why, const char *reason)
 {
-	Ncgrpc__Operator__V1__SessionOutput out =
-	    NCGRPC__OPERATOR__V1__SESSION_OUTPUT__INIT;
-	Ncgrpc__Operator__V1__SessionEnded ended =
-	    NCGRPC__OPERATOR__V1__SESSION_ENDED__INIT;
 	enum os_state prev = os->os_state;
 	char id[24], to[24], from[24], raw[24];
 
@@ -164,8 +204,9 @@ os_end(struct opsess *os, int status, enum srvm_end why, const char *reason)
 	if (prev == OS_ACTIVE) {
 		metrics_gauge_add(srvm.sm_sessions_active, os->os_type, 0, -1);
 		snprintf(id, sizeof(id), "%" PRIu64, os->os_id);
-		snprintf(to, sizeof(to), "%" PRIu64, os->os_to_dev);
-		snprintf(from, sizeof(from), "%" PRIu64, os->os_from_dev);
+		snprintf(to, sizeof(to), "%" PRIu64, os->os_op.rh_nrelayed);
+		snprintf(from, sizeof(from), "%" PRIu64,
+		         os->os_dev.rh_nrelayed);
 		snprintf(raw, sizeof(raw), "%" PRIu64, os->os_raw_msgs);
 		log_info("session %s (%s) on \"%s\" ended: %s", id,
 		         os_type_name(os), os->os_device, reason);
@@ -174,24 +215,11 @@ os_end(struct opsess *os, int status, enum srvm_end why, const char *reason)
 		            "bytes-to-device", to, "bytes-from-device", from,
 		            "raw-input-messages", os->os_raw ? raw : NULL,
 		            "reason", reason, NULL);
-		if (os->os_op != NULL) {
-			ended.reason = (char *)(uintptr_t)reason;
-			ended.bytes_to_device = os->os_to_dev;
-			ended.bytes_from_device = os->os_from_dev;
-			out.output_case =
-			    NCGRPC__OPERATOR__V1__SESSION_OUTPUT__OUTPUT_ENDED;
-			out.ended = &ended;
-			send_output(os, &out);
-		}
 	}
-	if (os->os_op != NULL &&
-	    grpc_call_finish(os->os_op, status,
-	                     status == GRPC_STATUS_OK ? NULL : reason,
-	                     NULL) == -ENOMEM &&
-	    os->os_op != NULL)
-		grpc_call_cancel(os->os_op);
-	if (os->os_dev != NULL && !os->os_dev_finished)
-		grpc_call_cancel(os->os_dev);
+	os->os_op.rh_side->rs_end(&os->os_op, status, reason,
+	                          prev == OS_ACTIVE);
+	os->os_dev.rh_side->rs_end(&os->os_dev, status, reason,
+	                           prev == OS_ACTIVE);
 }
 
 static void
@@ -316,20 +344,106 @@ relay_try_grant(struct broker *b, struct device *d)
 	}
 }
 
-/* Input from the operator, to the device. */
+/* The halves: one set of callbacks for both calls of a session. */
+
+/* Both halves have their call: pausing and resuming make sense. */
+static int
+half_joined(const struct relay_half *h)
+{
+	return h->rh_call != NULL && h->rh_peer->rh_call != NULL;
+}
 
 static void
-send_to_device(struct opsess *os, enum dev_input kind, const uint8_t *data,
+half_on_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
+{
+	struct relay_half *h = arg;
+	const struct relay_side *s = h->rh_side;
+
+	if (s->rs_input(h, msg, len) != 0)
+		return;
+	/*
+	 * A peer that reads slowly stops this side, and so does input that
+	 * the translation holds back.
+	 */
+	if (half_joined(h) &&
+	    (grpc_call_queued(h->rh_peer->rh_call) >= GRPC_CALL_HIWAT ||
+	     (s->rs_held != NULL && s->rs_held(h))))
+		grpc_call_pause(c);
+}
+
+static void
+half_on_half_close(struct grpc_call *c, void *arg)
+{
+	struct relay_half *h = arg;
+	struct opsess *os = h->rh_os;
+	const struct relay_side *s = h->rh_side;
+
+	if (s->rs_flush != NULL && os->os_state == OS_ACTIVE)
+		s->rs_flush(h);
+	if (s->rs_eof_ends == NULL)
+		return;
+	/*
+	 * The session ends before this side's call is finished, so that
+	 * the call's end cannot read as a side that vanished.
+	 */
+	h->rh_finished = 1;
+	os_end(os, GRPC_STATUS_OK, s->rs_eof_why, s->rs_eof_ends);
+	if (h->rh_call != NULL)
+		grpc_call_finish(c, GRPC_STATUS_OK, NULL, NULL);
+}
+
+/* This side's queue drained: its peer, paused for it, may send again. */
+static void
+half_on_writable(struct grpc_call *c, void *arg)
+{
+	struct relay_half *h = arg;
+
+	(void)c;
+	if (h->rh_peer->rh_call != NULL)
+		grpc_call_resume(h->rh_peer->rh_call);
+}
+
+static void
+half_on_end(struct grpc_call *c, int status, const char *msg, void *arg)
+{
+	struct relay_half *h = arg;
+	struct opsess *os = h->rh_os;
+	char why[200];
+
+	(void)c;
+	h->rh_call = NULL;
+	if (os->os_state != OS_ENDED) {
+		snprintf(why, sizeof(why), "%s (%s%s%s)", h->rh_side->rs_lost,
+		         grpc_status_name(status), msg[0] ? ": " : "", msg);
+		os_end(os, h->rh_side->rs_lost_status, h->rh_side->rs_lost_why,
+		       why);
+	}
+	os_maybe_free(os);
+}
+
+static const struct grpc_call_ops half_ops = {
+    .on_message = half_on_message,
+    .on_half_close = half_on_half_close,
+    .on_writable = half_on_writable,
+    .on_end = half_on_end,
+};
+
+/*
+ * The operator's side: SessionInput in, translated into CommandGetResponse
+ * messages for the device; SessionOutput out.  Its half is "op" below.
+ */
+
+static void
+send_to_device(struct relay_half *op, enum dev_input kind, const uint8_t *data,
                size_t len, uint64_t sig)
 {
 	Ncgrpc__Wire__CommandGetResponse r =
 	    NCGRPC__WIRE__COMMAND_GET_RESPONSE__INIT;
 	ProtobufCBinaryData bd = {.len = len,
 	                          .data = (uint8_t *)(uintptr_t)data};
-
 	uint8_t *clean = NULL;
 
-	if (os->os_dev == NULL)
+	if (op->rh_peer->rh_call == NULL)
 		return;
 	/*
 	 * proto3 strings must be valid UTF-8 and devices reject anything
@@ -337,7 +451,7 @@ send_to_device(struct opsess *os, enum dev_input kind, const uint8_t *data,
 	 */
 	if (len > 0 && !utf8_valid(data, len)) {
 		if ((clean = malloc(len * 3)) == NULL) {
-			send_failed(os, -ENOMEM);
+			send_failed(op->rh_os, -ENOMEM);
 			return;
 		}
 		bd.len = utf8_sanitize(data, len, clean);
@@ -353,28 +467,28 @@ send_to_device(struct opsess *os, enum dev_input kind, const uint8_t *data,
 		r.csh_command = bd;
 	}
 	r.kill_signal = sig;
-	os->os_to_dev += len;
-	metrics_count(srvm.sm_bytes, os->os_type, SRVM_TO_DEVICE, len);
-	send_failed(os, grpc_call_send_pb(os->os_dev, &r.base));
+	op->rh_nrelayed += len;
+	metrics_count(srvm.sm_bytes, op->rh_os->os_type, SRVM_TO_DEVICE, len);
+	half_send(op->rh_peer, &r.base);
 	free(clean);
 }
 
 /* A raw session's new window size, alone in a message. */
 static void
-send_window(struct opsess *os, const struct termext_window *w)
+send_window(struct relay_half *op, const struct termext_window *w)
 {
 	Ncgrpc__Wire__CommandGetResponse r =
 	    NCGRPC__WIRE__COMMAND_GET_RESPONSE__INIT;
 	Ncgrpc__Wire__TerminalWindow tw = NCGRPC__WIRE__TERMINAL_WINDOW__INIT;
 
-	if (os->os_dev == NULL)
+	if (op->rh_peer->rh_call == NULL)
 		return;
 	tw.cols = w->tw_cols;
 	tw.rows = w->tw_rows;
 	r.window = &tw;
-	log_debug("session %" PRIu64 ": window %ux%u", os->os_id,
+	log_debug("session %" PRIu64 ": window %ux%u", op->rh_os->os_id,
 	          (unsigned)w->tw_cols, (unsigned)w->tw_rows);
-	send_failed(os, grpc_call_send_pb(os->os_dev, &r.base));
+	half_send(op->rh_peer, &r.base);
 }
 
 /*
@@ -386,13 +500,14 @@ send_window(struct opsess *os, const struct termext_window *w)
  * event counts them.
  */
 static void
-take_raw(struct opsess *os, const uint8_t *data, size_t len)
+take_raw(struct relay_half *op, const uint8_t *data, size_t len)
 {
+	struct opsess *os = op->rh_os;
 	uint8_t piece[RELAY_RAW_CHUNK + sizeof(os->os_carry)];
 	size_t take, n, keep;
 
 	os->os_raw_msgs++;
-	while (len > 0 && os->os_dev != NULL) {
+	while (len > 0 && op->rh_peer->rh_call != NULL) {
 		memcpy(piece, os->os_carry, os->os_ncarry);
 		take = len < RELAY_RAW_CHUNK ? len : RELAY_RAW_CHUNK;
 		memcpy(piece + os->os_ncarry, data, take);
@@ -403,7 +518,7 @@ take_raw(struct opsess *os, const uint8_t *data, size_t len)
 		os->os_ncarry = n - keep;
 		memcpy(os->os_carry, piece + keep, os->os_ncarry);
 		if (keep > 0)
-			send_to_device(os, DEVIN_SHELL_RAW, piece, keep, 0);
+			send_to_device(op, DEVIN_SHELL_RAW, piece, keep, 0);
 	}
 }
 
@@ -419,8 +534,9 @@ audit_input(struct opsess *os, const char *what, const char *value)
 }
 
 static void
-flush_lines(struct opsess *os, int final)
+flush_lines(struct relay_half *op, int final)
 {
+	struct opsess *os = op->rh_os;
 	const uint8_t *p, *nl;
 	size_t len;
 	char line[201];
@@ -437,27 +553,29 @@ flush_lines(struct opsess *os, int final)
 		snprintf(line, sizeof(line), "%.*s", (int)(nl - p),
 		         (const char *)p);
 		audit_input(os, "shell-line", line);
-		send_to_device(os, DEVIN_SHELL_LINE, p, (size_t)(nl - p), 0);
+		send_to_device(op, DEVIN_SHELL_LINE, p, (size_t)(nl - p), 0);
 		buf_consume(&os->os_line, (size_t)(nl - p) + (nl < p + len));
 	}
 }
 
 /* Sends the whole NETCONF messages cut so far.  0 or the framer's error. */
 static int
-flush_netconf(struct opsess *os)
+flush_netconf(struct relay_half *op)
 {
+	struct opsess *os = op->rh_os;
 	const uint8_t *msg;
 	size_t len;
-	char op[128];
+	char opname[128];
 	int rc;
 
 	while ((rc = ncframe_next(&os->os_nf, &msg, &len)) == 1) {
-		if (ncframe_op_name(msg, len, op, sizeof(op)) == 0)
+		if (ncframe_op_name(msg, len, opname, sizeof(opname)) == 0)
 			audit_input(os,
-			            strcmp(op, "hello") == 0 ? "netconf-hello"
-			                                     : "netconf-rpc",
-			            op);
-		send_to_device(os, DEVIN_NETCONF, msg, len, 0);
+			            strcmp(opname, "hello") == 0
+			                ? "netconf-hello"
+			                : "netconf-rpc",
+			            opname);
+		send_to_device(op, DEVIN_NETCONF, msg, len, 0);
 	}
 	return rc;
 }
@@ -468,8 +586,9 @@ flush_netconf(struct opsess *os)
  * fails (-ENOBUFS), whatever the size of the data message.
  */
 static int
-take_lines(struct opsess *os, const uint8_t *data, size_t len)
+take_lines(struct relay_half *op, const uint8_t *data, size_t len)
 {
+	struct opsess *os = op->rh_os;
 	const uint8_t *nl;
 	size_t n;
 	int rc;
@@ -480,17 +599,18 @@ take_lines(struct opsess *os, const uint8_t *data, size_t len)
 		if ((rc = buf_append(&os->os_line, data, n)) != 0)
 			return rc;
 		if (nl != NULL)
-			flush_lines(os, 0);
+			flush_lines(op, 0);
 		data += n;
 		len -= n;
 	}
 	return 0;
 }
 
-static void
-op_on_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
+/* One SessionInput: data, a window size or a signal, for the device. */
+static int
+opside_input(struct relay_half *op, const uint8_t *msg, size_t len)
 {
-	struct opsess *os = arg;
+	struct opsess *os = op->rh_os;
 	Ncgrpc__Operator__V1__SessionInput *in;
 	struct termext_window w;
 	int rc = 0;
@@ -499,7 +619,7 @@ op_on_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 	if (in == NULL) {
 		os_end(os, GRPC_STATUS_INVALID_ARGUMENT, SRVM_END_PROTOCOL,
 		       "malformed SessionInput");
-		return;
+		return -1;
 	}
 	switch (in->input_case) {
 	case NCGRPC__OPERATOR__V1__SESSION_INPUT__INPUT_DATA:
@@ -507,11 +627,11 @@ op_on_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 			rc = ncframe_feed(&os->os_nf, in->data.data,
 			                  in->data.len);
 			if (rc == 0)
-				rc = flush_netconf(os);
+				rc = flush_netconf(op);
 		} else if (os->os_raw)
-			take_raw(os, in->data.data, in->data.len);
+			take_raw(op, in->data.data, in->data.len);
 		else
-			rc = take_lines(os, in->data.data, in->data.len);
+			rc = take_lines(op, in->data.data, in->data.len);
 		break;
 	case NCGRPC__OPERATOR__V1__SESSION_INPUT__INPUT_WINDOW:
 		/* A line-mode session has no window: ignored, as documented. */
@@ -522,7 +642,7 @@ op_on_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 			rc = -ERANGE;
 			break;
 		}
-		send_window(os, &w);
+		send_window(op, &w);
 		break;
 	case NCGRPC__OPERATOR__V1__SESSION_INPUT__INPUT_SIGNAL:
 		if (in->signal == 0 || in->signal > 64) {
@@ -530,13 +650,15 @@ op_on_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 			break;
 		}
 		audit_input(os, "signal", in->signal == 2 ? "SIGINT" : "other");
-		send_to_device(os, DEVIN_SIGNAL, NULL, 0, in->signal);
+		send_to_device(op, DEVIN_SIGNAL, NULL, 0, in->signal);
 		break;
 	default:
 		rc = -EINVAL;
 		break;
 	}
 	ncgrpc__operator__v1__session_input__free_unpacked(in, NULL);
+	if (rc == 0)
+		return 0;
 	if (rc == -EMSGSIZE || rc == -ENOBUFS)
 		os_end(os, GRPC_STATUS_RESOURCE_EXHAUSTED, SRVM_END_RESOURCE,
 		       "input message or line too long");
@@ -546,79 +668,172 @@ op_on_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 	else if (rc == -ERANGE)
 		os_end(os, GRPC_STATUS_INVALID_ARGUMENT, SRVM_END_PROTOCOL,
 		       "window size out of range");
-	else if (rc != 0)
+	else
 		os_end(os, GRPC_STATUS_INVALID_ARGUMENT, SRVM_END_PROTOCOL,
 		       "unexpected SessionInput");
-	else if (os->os_dev != NULL && os->os_op != NULL &&
-	         (grpc_call_queued(os->os_dev) >= GRPC_CALL_HIWAT ||
-	          (ncframe_mode(&os->os_nf) == NCFRAME_UNDECIDED &&
-	           ncframe_pending(&os->os_nf) >= BROKER_MAX_PENDING)))
-		/*
-		 * A device that reads slowly stops the operator; so does a
-		 * device whose hello has not decided the framing yet.  Once
-		 * it is decided, a message being cut is bounded by
-		 * BROKER_MAX_NETCONF_MSG and must be let complete.
-		 */
-		grpc_call_pause(c);
+	return -1;
 }
 
-static void
-op_on_half_close(struct grpc_call *c, void *arg)
+/*
+ * A device whose hello has not decided the framing yet stops the operator
+ * too.  Once it is decided, a message being cut is bounded by
+ * BROKER_MAX_NETCONF_MSG and must be let complete.
+ */
+static int
+opside_held(const struct relay_half *op)
 {
-	struct opsess *os = arg;
+	const struct opsess *os = op->rh_os;
 
-	(void)c;
-	if (os->os_state != OS_ACTIVE)
-		return;
-	/*
-	 * A last shell line without its newline is still a line; the start
-	 * of a character that never completed goes as U+FFFD.
-	 */
+	return ncframe_mode(&os->os_nf) == NCFRAME_UNDECIDED &&
+	       ncframe_pending(&os->os_nf) >= BROKER_MAX_PENDING;
+}
+
+/*
+ * The end of the operator's input.  A last shell line without its newline
+ * is still a line; the start of a character that never completed goes as
+ * U+FFFD.
+ */
+static void
+opside_flush(struct relay_half *op)
+{
+	struct opsess *os = op->rh_os;
+
 	if (os->os_raw) {
 		if (os->os_ncarry > 0)
-			send_to_device(os, DEVIN_SHELL_RAW, os->os_carry,
+			send_to_device(op, DEVIN_SHELL_RAW, os->os_carry,
 			               os->os_ncarry, 0);
 		os->os_ncarry = 0;
 	} else if (os->os_type == BROKER_SHELL)
-		flush_lines(os, 1);
-	else if (ncframe_eof(&os->os_nf) < 0 || flush_netconf(os) < 0)
+		flush_lines(op, 1);
+	else if (ncframe_eof(&os->os_nf) < 0 || flush_netconf(op) < 0)
 		os_end(os, GRPC_STATUS_INVALID_ARGUMENT, SRVM_END_PROTOCOL,
 		       "input ended inside a NETCONF message");
 }
 
+/*
+ * The operator gets "ended" (if the session was active) and the status,
+ * with the reason as its message unless OK.
+ */
 static void
-op_on_writable(struct grpc_call *c, void *arg)
+opside_end(struct relay_half *op, int status, const char *reason, int active)
 {
-	struct opsess *os = arg;
+	Ncgrpc__Operator__V1__SessionOutput out =
+	    NCGRPC__OPERATOR__V1__SESSION_OUTPUT__INIT;
+	Ncgrpc__Operator__V1__SessionEnded ended =
+	    NCGRPC__OPERATOR__V1__SESSION_ENDED__INIT;
 
-	(void)c;
-	if (os->os_dev != NULL)
-		grpc_call_resume(os->os_dev);
-}
-
-static void
-op_on_end(struct grpc_call *c, int status, const char *msg, void *arg)
-{
-	struct opsess *os = arg;
-	char why[200];
-
-	(void)c;
-	os->os_op = NULL;
-	if (os->os_state != OS_ENDED) {
-		snprintf(why, sizeof(why), "operator went away (%s%s%s)",
-		         grpc_status_name(status), msg[0] ? ": " : "", msg);
-		os_end(os, GRPC_STATUS_CANCELLED, SRVM_END_OPERATOR_CLOSED,
-		       why);
+	if (op->rh_call == NULL)
+		return;
+	if (active) {
+		ended.reason = (char *)(uintptr_t)reason;
+		ended.bytes_to_device = op->rh_nrelayed;
+		ended.bytes_from_device = op->rh_peer->rh_nrelayed;
+		out.output_case =
+		    NCGRPC__OPERATOR__V1__SESSION_OUTPUT__OUTPUT_ENDED;
+		out.ended = &ended;
+		half_send(op, &out.base);
 	}
-	os_maybe_free(os);
+	if (op->rh_call != NULL &&
+	    grpc_call_finish(op->rh_call, status,
+	                     status == GRPC_STATUS_OK ? NULL : reason,
+	                     NULL) == -ENOMEM &&
+	    op->rh_call != NULL)
+		grpc_call_cancel(op->rh_call);
 }
 
-static const struct grpc_call_ops op_ops = {
-    .on_message = op_on_message,
-    .on_half_close = op_on_half_close,
-    .on_writable = op_on_writable,
-    .on_end = op_on_end,
+static const struct relay_side opside = {
+    .rs_input = opside_input,
+    .rs_held = opside_held,
+    .rs_flush = opside_flush,
+    .rs_end = opside_end,
+    .rs_eof_ends = NULL, /* the device still answers */
+    .rs_lost_status = GRPC_STATUS_CANCELLED,
+    .rs_lost = "operator went away",
+    .rs_lost_why = SRVM_END_OPERATOR_CLOSED,
 };
+
+/*
+ * The device's side: CommandGetRequest in, its output passed to the
+ * operator as SessionOutput.data; CommandGetResponse out.
+ */
+
+static int
+devside_input(struct relay_half *dev, const uint8_t *msg, size_t len)
+{
+	struct opsess *os = dev->rh_os;
+	Ncgrpc__Wire__CommandGetRequest *req;
+	Ncgrpc__Operator__V1__SessionOutput out =
+	    NCGRPC__OPERATOR__V1__SESSION_OUTPUT__INIT;
+
+	req = ncgrpc__wire__command_get_request__unpack(NULL, len, msg);
+	if (req == NULL) {
+		os_end(os, GRPC_STATUS_UNAVAILABLE, SRVM_END_PROTOCOL,
+		       "device sent a malformed CommandGet request");
+		return -1;
+	}
+	dev->rh_nrelayed += req->message.len;
+	metrics_count(srvm.sm_bytes, os->os_type, SRVM_FROM_DEVICE,
+	              req->message.len);
+	if (os->os_type == BROKER_NETCONF) {
+		ncframe_observe_device(&os->os_nf, req->message.data,
+		                       req->message.len);
+		/* The framing may have just been decided. */
+		if (flush_netconf(dev->rh_peer) < 0) {
+			ncgrpc__wire__command_get_request__free_unpacked(req,
+			                                                 NULL);
+			os_end(os, GRPC_STATUS_INVALID_ARGUMENT,
+			       SRVM_END_PROTOCOL,
+			       "malformed NETCONF framing from the operator");
+			return -1;
+		}
+		/* And the operator, held for it, may go on. */
+		if (half_joined(dev) &&
+		    ncframe_pending(&os->os_nf) < BROKER_MAX_PENDING &&
+		    grpc_call_queued(dev->rh_call) < GRPC_CALL_HIWAT)
+			grpc_call_resume(dev->rh_peer->rh_call);
+	}
+	out.output_case = NCGRPC__OPERATOR__V1__SESSION_OUTPUT__OUTPUT_DATA;
+	out.data = req->message;
+	half_send(dev->rh_peer, &out.base);
+	ncgrpc__wire__command_get_request__free_unpacked(req, NULL);
+	return 0;
+}
+
+/*
+ * The device's stream is cancelled (the agent then kills the process),
+ * unless the device closed it and we answered OK.
+ */
+static void
+devside_end(struct relay_half *dev, int status, const char *reason, int active)
+{
+	(void)status;
+	(void)reason;
+	(void)active;
+	if (dev->rh_call != NULL && !dev->rh_finished)
+		grpc_call_cancel(dev->rh_call);
+}
+
+static const struct relay_side devside = {
+    .rs_input = devside_input,
+    .rs_held = NULL,
+    .rs_flush = NULL,
+    .rs_end = devside_end,
+    /* The backend exited: the device closed the stream. */
+    .rs_eof_ends = "device closed the session",
+    .rs_eof_why = SRVM_END_DEVICE_CLOSED,
+    .rs_lost_status = GRPC_STATUS_UNAVAILABLE,
+    .rs_lost = "device connection lost",
+    .rs_lost_why = SRVM_END_DEVICE_LOST,
+};
+
+static void
+half_init(struct relay_half *h, struct opsess *os, struct relay_half *peer,
+          const struct relay_side *s)
+{
+	h->rh_os = os;
+	h->rh_peer = peer;
+	h->rh_side = s;
+}
 
 void
 relay_open(struct broker *b, struct grpc_call *op, const char *device_id,
@@ -637,7 +852,9 @@ relay_open(struct broker *b, struct grpc_call *op, const char *device_id,
 	os->os_b = b;
 	os->os_open_ns = uv_hrtime();
 	LIST_INSERT_HEAD(&b->b_sessions, os, os_all);
-	os->os_op = op;
+	half_init(&os->os_op, os, &os->os_dev, &opside);
+	half_init(&os->os_dev, os, &os->os_op, &devside);
+	os->os_op.rh_call = op;
 	os->os_type = type;
 	os->os_ident = *ident;
 	if (term != NULL && type == BROKER_SHELL)
@@ -647,7 +864,7 @@ relay_open(struct broker *b, struct grpc_call *op, const char *device_id,
 	buf_init(&os->os_line, BROKER_MAX_LINE);
 	uv_timer_init(b->b_loop, &os->os_timer);
 	os->os_timer.data = os;
-	grpc_call_set_ops(op, &op_ops, os);
+	grpc_call_set_ops(op, &half_ops, &os->os_op);
 	/* Input waits until the device's stream is there. */
 	grpc_call_pause(op);
 	os->os_state = OS_WAITING;
@@ -677,102 +894,6 @@ relay_open(struct broker *b, struct grpc_call *op, const char *device_id,
 	               wait_ms != 0 ? wait_ms : b->b_opts.bo_session_wait_ms,
 	               0);
 }
-
-/* Device side: CommandGet, joined to its operator. */
-
-static void
-dev_on_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
-{
-	struct opsess *os = arg;
-	Ncgrpc__Wire__CommandGetRequest *req;
-	Ncgrpc__Operator__V1__SessionOutput out =
-	    NCGRPC__OPERATOR__V1__SESSION_OUTPUT__INIT;
-
-	req = ncgrpc__wire__command_get_request__unpack(NULL, len, msg);
-	if (req == NULL) {
-		os_end(os, GRPC_STATUS_UNAVAILABLE, SRVM_END_PROTOCOL,
-		       "device sent a malformed CommandGet request");
-		return;
-	}
-	os->os_from_dev += req->message.len;
-	metrics_count(srvm.sm_bytes, os->os_type, SRVM_FROM_DEVICE,
-	              req->message.len);
-	if (os->os_type == BROKER_NETCONF) {
-		ncframe_observe_device(&os->os_nf, req->message.data,
-		                       req->message.len);
-		/* The framing may have just been decided. */
-		if (flush_netconf(os) < 0) {
-			ncgrpc__wire__command_get_request__free_unpacked(req,
-			                                                 NULL);
-			os_end(os, GRPC_STATUS_INVALID_ARGUMENT,
-			       SRVM_END_PROTOCOL,
-			       "malformed NETCONF framing from the operator");
-			return;
-		}
-		if (os->os_op != NULL && os->os_dev != NULL &&
-		    ncframe_pending(&os->os_nf) < BROKER_MAX_PENDING &&
-		    grpc_call_queued(os->os_dev) < GRPC_CALL_HIWAT)
-			grpc_call_resume(os->os_op);
-	}
-	out.output_case = NCGRPC__OPERATOR__V1__SESSION_OUTPUT__OUTPUT_DATA;
-	out.data = req->message;
-	send_output(os, &out);
-	ncgrpc__wire__command_get_request__free_unpacked(req, NULL);
-	/* An operator that reads slowly stops the device. */
-	if (os->os_op != NULL && os->os_dev != NULL &&
-	    grpc_call_queued(os->os_op) >= GRPC_CALL_HIWAT)
-		grpc_call_pause(c);
-}
-
-static void
-dev_on_half_close(struct grpc_call *c, void *arg)
-{
-	struct opsess *os = arg;
-
-	/*
-	 * The backend exited: the device closed the stream.  The session
-	 * ends before the device's call is finished, so that the call's end
-	 * cannot read as a device that vanished.
-	 */
-	os->os_dev_finished = 1;
-	os_end(os, GRPC_STATUS_OK, SRVM_END_DEVICE_CLOSED,
-	       "device closed the session");
-	if (os->os_dev != NULL)
-		grpc_call_finish(c, GRPC_STATUS_OK, NULL, NULL);
-}
-
-static void
-dev_on_writable(struct grpc_call *c, void *arg)
-{
-	struct opsess *os = arg;
-
-	(void)c;
-	if (os->os_op != NULL)
-		grpc_call_resume(os->os_op);
-}
-
-static void
-dev_on_end(struct grpc_call *c, int status, const char *msg, void *arg)
-{
-	struct opsess *os = arg;
-	char why[200];
-
-	(void)c;
-	os->os_dev = NULL;
-	if (os->os_state != OS_ENDED) {
-		snprintf(why, sizeof(why), "device connection lost (%s%s%s)",
-		         grpc_status_name(status), msg[0] ? ": " : "", msg);
-		os_end(os, GRPC_STATUS_UNAVAILABLE, SRVM_END_DEVICE_LOST, why);
-	}
-	os_maybe_free(os);
-}
-
-static const struct grpc_call_ops dev_ops = {
-    .on_message = dev_on_message,
-    .on_half_close = dev_on_half_close,
-    .on_writable = dev_on_writable,
-    .on_end = dev_on_end,
-};
 
 /* NULL for "" (audit_event() then leaves the key out). */
 static const char *
@@ -805,9 +926,9 @@ relay_commandget(struct grpc_call *c, void *arg)
 	os_unlist(os);
 	uv_timer_stop(&os->os_timer);
 	os_set_state(os, OS_ACTIVE);
-	os->os_dev = c;
+	os->os_dev.rh_call = c;
 	os->os_id = ++b->b_next_session;
-	grpc_call_set_ops(c, &dev_ops, os);
+	grpc_call_set_ops(c, &half_ops, &os->os_dev);
 	metrics_count(srvm.sm_sessions_started, os->os_type, 0, 1);
 	metrics_gauge_add(srvm.sm_sessions_active, os->os_type, 0, 1);
 	metrics_observe(srvm.sm_open_secs, os->os_type, 0,
@@ -840,9 +961,9 @@ relay_commandget(struct grpc_call *c, void *arg)
 	                         : NCGRPC__OPERATOR__V1__TERMINAL_MODE__LINE;
 	out.output_case = NCGRPC__OPERATOR__V1__SESSION_OUTPUT__OUTPUT_STARTED;
 	out.started = &st;
-	send_output(os, &out);
-	if (os->os_op != NULL)
-		grpc_call_resume(os->os_op);
+	half_send(&os->os_op, &out.base);
+	if (os->os_op.rh_call != NULL)
+		grpc_call_resume(os->os_op.rh_call);
 }
 
 void

@@ -24,6 +24,8 @@
 #include <cmocka.h>
 #include <uv.h>
 
+#include "testutil.h"
+
 #include "agent/client.c"
 #include "nms/certgen.h"
 
@@ -51,10 +53,7 @@ struct event {
 };
 
 struct env {
-	uv_loop_t e_loop;
-	uv_timer_t e_watchdog;
-	uv_timer_t e_tick;
-	int e_timed_out;
+	struct tloop e_tl;
 	char e_dir[64];
 	char e_cert[128];
 	char e_key[128];
@@ -79,22 +78,12 @@ struct env {
 	int e_cl_done;
 };
 
-#define RUN_UNTIL(e, cond)                                                     \
-	do {                                                                   \
-		while (!(cond)) {                                              \
-			if ((e)->e_timed_out)                                  \
-				fail_msg("watchdog fired waiting for %s",      \
-				         #cond);                               \
-			uv_run(&(e)->e_loop, UV_RUN_ONCE);                     \
-		}                                                              \
-	} while (0)
-
 static void
 record(struct env *e, int addr)
 {
 	assert_true(e->e_nev < MAXEV);
 	e->e_ev[e->e_nev].ev_addr = addr;
-	e->e_ev[e->e_nev].ev_ms = uv_now(&e->e_loop);
+	e->e_ev[e->e_nev].ev_ms = uv_now(&e->e_tl.tl_loop);
 	e->e_nev++;
 }
 
@@ -224,20 +213,6 @@ h_init(struct grpc_call *c, void *arg)
 }
 
 static void
-on_watchdog(uv_timer_t *t)
-{
-	struct env *e = t->data;
-
-	e->e_timed_out = 1;
-}
-
-static void
-on_tick(uv_timer_t *t)
-{
-	(void)t;
-}
-
-static void
 env_init(struct env *e)
 {
 	static const char *const names[] = {"127.0.0.1"};
@@ -247,16 +222,9 @@ env_init(struct env *e)
 	int i, len;
 
 	memset(e, 0, sizeof(*e));
-	assert_int_equal(uv_loop_init(&e->e_loop), 0);
-	uv_timer_init(&e->e_loop, &e->e_watchdog);
-	e->e_watchdog.data = e;
-	uv_timer_start(&e->e_watchdog, on_watchdog, WATCHDOG_MS, 0);
-	/* Zero timers run before the poll in libuv 1.44: see h2_test.c. */
-	uv_timer_init(&e->e_loop, &e->e_tick);
-	uv_timer_start(&e->e_tick, on_tick, TICK_MS, TICK_MS);
+	tloop_init(&e->e_tl, WATCHDOG_MS, TICK_MS);
 
-	snprintf(e->e_dir, sizeof(e->e_dir), "/tmp/client_test.XXXXXX");
-	assert_non_null(mkdtemp(e->e_dir));
+	tdir_make(e->e_dir, sizeof(e->e_dir), "client_test");
 	snprintf(e->e_cert, sizeof(e->e_cert), "%s/cert.pem", e->e_dir);
 	snprintf(e->e_key, sizeof(e->e_key), "%s/key.pem", e->e_dir);
 	assert_int_equal(certgen_selfsigned(names, 1, 1, e->e_cert, e->e_key,
@@ -267,7 +235,7 @@ env_init(struct env *e)
 		struct dead *d = &e->e_dead[i];
 
 		d->d_env = e;
-		uv_tcp_init(&e->e_loop, &d->d_lis);
+		uv_tcp_init(&e->e_tl.tl_loop, &d->d_lis);
 		d->d_lis.data = d;
 		uv_ip4_addr("127.0.0.1", 0, &sin);
 		assert_int_equal(
@@ -287,7 +255,7 @@ env_init(struct env *e)
 	                                    err, sizeof(err)),
 	                 0);
 	assert_int_equal(
-	    grpc_server_new(&e->e_loop, NULL, &nms_ops, e, &e->e_srv), 0);
+	    grpc_server_new(&e->e_tl.tl_loop, NULL, &nms_ops, e, &e->e_srv), 0);
 	assert_int_equal(grpc_server_add_method(e->e_srv,
 	                                        SVC "NcgrpcServerStatusGet",
 	                                        h_status, e),
@@ -334,7 +302,7 @@ env_client(struct env *e, const int *which, size_t n, enum conf_reconnect how,
 	cc.cc_waittime = waittime;
 	cc.cc_addrs = ad;
 	cc.cc_naddrs = n;
-	assert_int_equal(client_start(&e->e_loop, &cc, &cs, &e->e_cl), 0);
+	assert_int_equal(client_start(&e->e_tl.tl_loop, &cc, &cs, &e->e_cl), 0);
 }
 
 static void
@@ -360,20 +328,15 @@ env_done(struct env *e)
 
 	if (e->e_cl != NULL) {
 		client_stop(e->e_cl, "test over", on_client_done, e);
-		RUN_UNTIL(e, e->e_cl_done);
+		RUN_UNTIL(&e->e_tl, e->e_cl_done);
 	}
 	grpc_server_shutdown(e->e_srv, 0, on_srv_done, e);
-	RUN_UNTIL(e, e->e_srv_done);
+	RUN_UNTIL(&e->e_tl, e->e_srv_done);
 	tls_ctx_free(e->e_srv_tls);
 	for (i = 0; i < NDEAD; i++)
 		uv_close((uv_handle_t *)&e->e_dead[i].d_lis, NULL);
-	uv_close((uv_handle_t *)&e->e_watchdog, NULL);
-	uv_close((uv_handle_t *)&e->e_tick, NULL);
-	assert_int_equal(uv_run(&e->e_loop, UV_RUN_DEFAULT), 0);
-	assert_int_equal(uv_loop_close(&e->e_loop), 0);
-	unlink(e->e_cert);
-	unlink(e->e_key);
-	rmdir(e->e_dir);
+	tloop_done(&e->e_tl);
+	tdir_remove(e->e_dir);
 }
 
 /* Tests */
@@ -391,7 +354,7 @@ test_address_order(void **state)
 	(void)state;
 	env_init(&e);
 	env_client(&e, which, 3, CONF_RECONNECT_IN_ORDER, 30);
-	RUN_UNTIL(&e, e.e_init != NULL);
+	RUN_UNTIL(&e.e_tl, e.e_init != NULL);
 	assert_int_equal(e.e_nev, 3);
 	assert_int_equal(e.e_ev[0].ev_addr, 0);
 	assert_int_equal(e.e_ev[1].ev_addr, 1);
@@ -404,7 +367,7 @@ test_address_order(void **state)
 	assert_int_equal(e.e_inits, 1);
 
 	client_stop(e.e_cl, "test over", on_client_done, &e);
-	RUN_UNTIL(&e, e.e_cl_done && e.e_init_ended);
+	RUN_UNTIL(&e.e_tl, e.e_cl_done && e.e_init_ended);
 	e.e_cl = NULL;
 	assert_int_equal(e.e_nev, 3);
 	env_done(&e);
@@ -425,22 +388,22 @@ lost_connection(enum conf_reconnect how, int want_next)
 
 	env_init(&e);
 	env_client(&e, which, 2, how, 30);
-	RUN_UNTIL(&e, e.e_init != NULL);
+	RUN_UNTIL(&e.e_tl, e.e_init != NULL);
 	n = e.e_nev;
 	assert_int_equal(e.e_ev[n - 1].ev_addr, NDEAD);
 	assert_int_equal(e.e_cl->cl_backoff_ms, 0);
 	/* The server ends the long poll: the client drops the connection. */
-	t0 = uv_now(&e.e_loop);
+	t0 = uv_now(&e.e_tl.tl_loop);
 	assert_int_equal(
 	    grpc_call_finish(e.e_init, GRPC_STATUS_UNAVAILABLE, "gone", NULL),
 	    0);
-	RUN_UNTIL(&e, e.e_nev > n);
+	RUN_UNTIL(&e.e_tl, e.e_nev > n);
 	dt = e.e_ev[n].ev_ms - t0;
 	assert_int_equal(e.e_ev[n].ev_addr, want_next);
 	assert_int_equal(e.e_cl->cl_backoff_ms, BACKOFF_MIN_MS);
 	assert_true(dt >= BACKOFF_MIN_MS / 2 - 10);
 	assert_true(dt < BACKOFF_MIN_MS * 3 / 2 + 200);
-	RUN_UNTIL(&e, e.e_init != NULL);
+	RUN_UNTIL(&e.e_tl, e.e_init != NULL);
 	env_done(&e);
 }
 
@@ -469,7 +432,7 @@ test_waittime_between_passes(void **state)
 	(void)state;
 	env_init(&e);
 	env_client(&e, which, 2, CONF_RECONNECT_IN_ORDER, 1);
-	RUN_UNTIL(&e, e.e_nev >= 4);
+	RUN_UNTIL(&e.e_tl, e.e_nev >= 4);
 	assert_int_equal(e.e_ev[0].ev_addr, 0);
 	assert_int_equal(e.e_ev[1].ev_addr, 1);
 	assert_int_equal(e.e_ev[2].ev_addr, 0);
@@ -493,7 +456,7 @@ test_auth_failed(void **state)
 	env_init(&e);
 	e.e_init_mode = INIT_UNAUTH;
 	env_client(&e, which, 2, CONF_RECONNECT_IN_ORDER, 1);
-	RUN_UNTIL(&e, e.e_inits == 2);
+	RUN_UNTIL(&e.e_tl, e.e_inits == 2);
 	assert_int_equal(e.e_nev, 3);
 	assert_int_equal(e.e_ev[0].ev_addr, 0);
 	assert_int_equal(e.e_ev[1].ev_addr, NDEAD);

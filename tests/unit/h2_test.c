@@ -23,6 +23,8 @@
 #include <nghttp2/nghttp2.h>
 #include <uv.h>
 
+#include "testutil.h"
+
 #include "common/err.h"
 #include "common/h2.h"
 #include "common/xport.h"
@@ -66,11 +68,8 @@ struct tstream {
 };
 
 struct env {
-	uv_loop_t e_loop;
-	uv_timer_t e_watchdog;
-	uv_timer_t e_tick;    /* bounds each wait of RUN_UNTIL */
+	struct tloop e_tl;
 	uv_pipe_t e_listener; /* the "listening socket" of xport_accept() */
-	int e_timed_out;
 	int e_server;
 	size_t e_live; /* memxport_live() before: a failed test leaks some */
 
@@ -113,19 +112,6 @@ struct env {
 	size_t e_bodylen;
 	size_t e_bodyoff;
 };
-
-#define RUN_UNTIL(e, cond)                                                     \
-	do {                                                                   \
-		while (!(cond)) {                                              \
-			if ((e)->e_timed_out)                                  \
-				fail_msg("watchdog fired waiting for %s",      \
-				         #cond);                               \
-			pump(e);                                               \
-			if (cond)                                              \
-				break;                                         \
-			uv_run(&(e)->e_loop, UV_RUN_ONCE);                     \
-		}                                                              \
-	} while (0)
 
 /* Marks an h2_* call of the test: no callback may run inside it. */
 #define CALL(e, stmt)                                                          \
@@ -402,25 +388,18 @@ pump(struct env *e)
 		(void)memxport_feed(e->e_x, data, (size_t)n);
 }
 
+/* RUN_UNTIL pumps before each turn of the loop (testutil.h). */
+static void
+pump_cb(void *arg)
+{
+	pump(arg);
+}
+
 static void
 feed(struct env *e, const void *data, size_t len)
 {
 	assert_non_null(e->e_x);
 	assert_int_equal(memxport_feed(e->e_x, data, len), 0);
-}
-
-static void
-on_watchdog(uv_timer_t *t)
-{
-	struct env *e = t->data;
-
-	e->e_timed_out = 1;
-}
-
-static void
-on_tick(uv_timer_t *t)
-{
-	(void)t;
 }
 
 static void
@@ -447,17 +426,9 @@ env_init(struct env *e, int server, const struct h2_opts *o, int no_ping_ack)
 	memset(e, 0, sizeof(*e));
 	e->e_server = server;
 	e->e_live = memxport_live();
-	assert_int_equal(uv_loop_init(&e->e_loop), 0);
-	uv_timer_init(&e->e_loop, &e->e_watchdog);
-	e->e_watchdog.data = e;
-	uv_timer_start(&e->e_watchdog, on_watchdog, WATCHDOG_MS, 0);
-	/*
-	 * Memory transport events come from timers, and libuv 1.44 runs due
-	 * timers before it polls: a condition they make true would otherwise
-	 * be seen only once the poll ends at the next timer, the watchdog.
-	 */
-	uv_timer_init(&e->e_loop, &e->e_tick);
-	uv_timer_start(&e->e_tick, on_tick, TICK_MS, TICK_MS);
+	tloop_init(&e->e_tl, WATCHDOG_MS, TICK_MS);
+	e->e_tl.tl_pump = pump_cb;
+	e->e_tl.tl_pump_arg = e;
 
 	assert_int_equal(nghttp2_session_callbacks_new(&cbs), 0);
 	nghttp2_session_callbacks_set_on_frame_recv_callback(cbs,
@@ -481,13 +452,13 @@ env_init(struct env *e, int server, const struct h2_opts *o, int no_ping_ack)
 	opts.ho_server = server;
 	assert_int_equal(h2_new(&opts, &test_ops, e, &e->e_c), 0);
 	if (server) {
-		assert_int_equal(uv_pipe_init(&e->e_loop, &e->e_listener, 0),
-		                 0);
+		assert_int_equal(
+		    uv_pipe_init(&e->e_tl.tl_loop, &e->e_listener, 0), 0);
 		rc = xport_accept((uv_stream_t *)&e->e_listener, NULL, NULL,
 		                  &h2_xport_cb, e->e_c, &e->e_x);
 	} else {
-		rc = xport_connect(&e->e_loop, "192.0.2.7", 50051, NULL, NULL,
-		                   &h2_xport_cb, e->e_c, &e->e_x);
+		rc = xport_connect(&e->e_tl.tl_loop, "192.0.2.7", 50051, NULL,
+		                   NULL, &h2_xport_cb, e->e_c, &e->e_x);
 	}
 	assert_int_equal(rc, 0);
 	h2_attach(e->e_c, e->e_x);
@@ -500,11 +471,12 @@ env_up(struct env *e)
 {
 	if (!e->e_server)
 		memxport_ready(e->e_x);
-	RUN_UNTIL(e, e->e_ready == 1);
-	RUN_UNTIL(e, e->e_peer_settings_ack == 1 &&
-	                 nghttp2_session_get_remote_settings(
-	                     h2_session(e->e_c),
-	                     NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE) == 123456);
+	RUN_UNTIL(&e->e_tl, e->e_ready == 1);
+	RUN_UNTIL(&e->e_tl,
+	          e->e_peer_settings_ack == 1 &&
+	              nghttp2_session_get_remote_settings(
+	                  h2_session(e->e_c),
+	                  NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE) == 123456);
 }
 
 /* Closes what is left, and checks that everything went away. */
@@ -513,18 +485,15 @@ env_done(struct env *e)
 {
 	if (e->e_c != NULL) {
 		h2_close(e->e_c, 0, NULL);
-		RUN_UNTIL(e, e->e_closed == 1);
+		RUN_UNTIL(&e->e_tl, e->e_closed == 1);
 	}
 	if (e->e_server)
 		uv_close((uv_handle_t *)&e->e_listener, NULL);
-	uv_close((uv_handle_t *)&e->e_watchdog, NULL);
-	uv_close((uv_handle_t *)&e->e_tick, NULL);
-	assert_int_equal(uv_run(&e->e_loop, UV_RUN_DEFAULT), 0);
+	tloop_done(&e->e_tl);
 	assert_int_equal(e->e_closed, 1);
 	assert_int_equal(e->e_reentered, 0);
 	assert_int_equal(e->e_peer_bad, 0);
 	assert_int_equal(memxport_live(), e->e_live);
-	assert_int_equal(uv_loop_close(&e->e_loop), 0);
 	nghttp2_session_del(e->e_peer);
 }
 
@@ -647,7 +616,7 @@ test_flush_batching(void **state)
 	assert_int_equal(e.e_wrote, wrote);
 	assert_int_equal(e.e_flushed, flushed);
 	assert_int_equal(e.e_peer_pings, 0);
-	uv_run(&e.e_loop, UV_RUN_NOWAIT);
+	uv_run(&e.e_tl.tl_loop, UV_RUN_NOWAIT);
 	assert_int_equal(e.e_peer_pings, 3);
 	assert_int_equal(e.e_wrote, wrote + 3 * 17);
 	assert_true(e.e_flushed > flushed);
@@ -657,12 +626,12 @@ test_flush_batching(void **state)
 	deferred = e.e_deferred;
 	CALL(&e, h2_defer(e.e_c));
 	assert_int_equal(e.e_deferred, deferred);
-	uv_run(&e.e_loop, UV_RUN_NOWAIT);
+	uv_run(&e.e_tl.tl_loop, UV_RUN_NOWAIT);
 	assert_int_equal(e.e_deferred, deferred + 1);
 	assert_int_equal(e.e_peer_pings, 4);
 
 	/* The peer's acks come back and are nghttp2's to handle. */
-	RUN_UNTIL(&e, nghttp2_session_want_write(e.e_peer) == 0);
+	RUN_UNTIL(&e.e_tl, nghttp2_session_want_write(e.e_peer) == 0);
 	assert_int_equal(e.e_closed, 0);
 	env_done(&e);
 }
@@ -686,7 +655,7 @@ test_shutdown(void **state)
 	env_init(&e, 1, NULL, 0);
 	env_up(&e);
 	id = peer_request(&e, 0, 0);
-	RUN_UNTIL(&e, e.e_nst == 1 && e.e_st[0].t_headers_end == 1);
+	RUN_UNTIL(&e.e_tl, e.e_nst == 1 && e.e_st[0].t_headers_end == 1);
 	st = &e.e_st[0];
 	assert_int_equal(st->t_id, id);
 	assert_int_equal(st->t_headers, 5);
@@ -694,7 +663,7 @@ test_shutdown(void **state)
 	CALL(&e, h2_shutdown(e.e_c));
 	assert_true(h2_is_closing(e.e_c));
 	assert_int_equal(e.e_peer_goaways, 0);
-	RUN_UNTIL(&e, e.e_peer_goaways == 1);
+	RUN_UNTIL(&e.e_tl, e.e_peer_goaways == 1);
 	assert_int_equal(e.e_peer_goaway_code, NGHTTP2_NO_ERROR);
 	assert_int_equal(e.e_peer_goaway_last, id);
 	/* Again: no second GOAWAY. */
@@ -708,7 +677,7 @@ test_shutdown(void **state)
 	                                        NGHTTP2_FLAG_END_STREAM, id,
 	                                        NULL, NULL, 0, NULL),
 	                 0);
-	RUN_UNTIL(&e, e.e_closed == 1);
+	RUN_UNTIL(&e.e_tl, e.e_closed == 1);
 	assert_int_equal(e.e_closed_err, 0);
 	assert_int_equal(st->t_closed, 1);
 	assert_int_equal(st->t_close_code, 0);
@@ -732,7 +701,7 @@ close_with(int err, uint32_t want_code)
 	assert_int_equal(e.e_closed, 0);
 	assert_int_equal(e.e_peer_goaways, 0);
 	assert_true(h2_is_closing(e.e_c));
-	RUN_UNTIL(&e, e.e_closed == 1);
+	RUN_UNTIL(&e.e_tl, e.e_closed == 1);
 	assert_int_equal(e.e_peer_goaways, 1);
 	assert_int_equal(e.e_peer_goaway_code, want_code);
 	assert_int_equal(e.e_closed_err, err);
@@ -766,7 +735,7 @@ test_close_before_ready(void **state)
 	env_init(&e, 0, NULL, 0);
 	CALL(&e, h2_close(e.e_c, NCG_ECANCELLED, "not wanted"));
 	assert_int_equal(e.e_closed, 0);
-	RUN_UNTIL(&e, e.e_closed == 1);
+	RUN_UNTIL(&e.e_tl, e.e_closed == 1);
 	assert_int_equal(e.e_ready, 0);
 	assert_int_equal(e.e_wrote, 0);
 	assert_int_equal(e.e_closed_err, NCG_ECANCELLED);
@@ -785,9 +754,9 @@ test_ping_timeout(void **state)
 	(void)state;
 	env_init(&e, 0, &o, 1);
 	env_up(&e);
-	t0 = uv_now(&e.e_loop);
-	RUN_UNTIL(&e, e.e_closed == 1);
-	assert_true(uv_now(&e.e_loop) - t0 >= 75);
+	t0 = uv_now(&e.e_tl.tl_loop);
+	RUN_UNTIL(&e.e_tl, e.e_closed == 1);
+	assert_true(uv_now(&e.e_tl.tl_loop) - t0 >= 75);
 	assert_int_equal(e.e_peer_pings, 1);
 	assert_int_equal(e.e_closed_err, NCG_EPING_TIMEOUT);
 	assert_non_null(strstr(e.e_closed_reason, "keepalive ping"));
@@ -807,22 +776,22 @@ test_ping_acked(void **state)
 	env_init(&e, 1, &o, 0);
 	env_up(&e);
 	assert_int_equal(h2_ping_interval(e.e_c), 10);
-	RUN_UNTIL(&e, h2_pings_acked(e.e_c) >= 3);
+	RUN_UNTIL(&e.e_tl, h2_pings_acked(e.e_c) >= 3);
 	assert_int_equal(e.e_closed, 0);
 	CALL(&e, h2_set_ping_interval(e.e_c, 0));
 	assert_int_equal(h2_ping_interval(e.e_c), 0);
 	/* One may still be in flight; none goes out after its ack. */
-	RUN_UNTIL(&e, h2_pings_acked(e.e_c) == (unsigned)e.e_peer_pings);
+	RUN_UNTIL(&e.e_tl, h2_pings_acked(e.e_c) == (unsigned)e.e_peer_pings);
 	pings = e.e_peer_pings;
 	{
 		uv_timer_t t;
 		int fired = 0;
 
 		/* 50 ms of quiet: five intervals. */
-		uv_timer_init(&e.e_loop, &t);
+		uv_timer_init(&e.e_tl.tl_loop, &t);
 		t.data = &fired;
 		uv_timer_start(&t, on_flag, 50, 0);
-		RUN_UNTIL(&e, fired);
+		RUN_UNTIL(&e.e_tl, fired);
 		uv_close((uv_handle_t *)&t, NULL);
 	}
 	assert_int_equal(e.e_peer_pings, pings);
@@ -842,9 +811,9 @@ test_garbage_http1(void **state)
 	(void)state;
 	env_init(&e, 1, NULL, 0);
 	e.e_mute = 1;
-	RUN_UNTIL(&e, e.e_ready == 1);
+	RUN_UNTIL(&e.e_tl, e.e_ready == 1);
 	feed(&e, http1, sizeof(http1) - 1);
-	RUN_UNTIL(&e, e.e_closed == 1);
+	RUN_UNTIL(&e.e_tl, e.e_closed == 1);
 	assert_int_equal(e.e_closed_err, NCG_EH2);
 	assert_non_null(strstr(e.e_closed_reason, "192.0.2.1:40000"));
 	env_done(&e);
@@ -859,7 +828,7 @@ garbage_frame(const uint8_t *frame, size_t len, uint32_t want_code)
 	env_init(&e, 1, NULL, 0);
 	env_up(&e);
 	feed(&e, frame, len);
-	RUN_UNTIL(&e, e.e_closed == 1);
+	RUN_UNTIL(&e.e_tl, e.e_closed == 1);
 	assert_int_equal(e.e_peer_goaways, 1);
 	assert_int_equal(e.e_peer_goaway_code, want_code);
 	/* The peer broke the protocol: that is no orderly close. */
@@ -918,7 +887,7 @@ test_split_frame(void **state)
 	for (i = 0; i < sizeof(ping); i++) {
 		assert_int_equal(e.e_peer_ping_acks, 0);
 		feed(&e, ping + i, 1);
-		uv_run(&e.e_loop, UV_RUN_NOWAIT);
+		uv_run(&e.e_tl.tl_loop, UV_RUN_NOWAIT);
 	}
 	assert_int_equal(e.e_peer_ping_acks, 1);
 	env_done(&e);
@@ -938,10 +907,10 @@ test_truncated_frame_eof(void **state)
 	env_init(&e, 1, NULL, 0);
 	env_up(&e);
 	peer_request(&e, 0, 0);
-	RUN_UNTIL(&e, e.e_nst == 1);
+	RUN_UNTIL(&e.e_tl, e.e_nst == 1);
 	feed(&e, ping, sizeof(ping));
 	memxport_eof(e.e_x);
-	RUN_UNTIL(&e, e.e_closed == 1);
+	RUN_UNTIL(&e.e_tl, e.e_closed == 1);
 	assert_int_equal(e.e_closed_err, NCG_ECLOSED);
 	assert_non_null(strstr(e.e_closed_reason, "closed the connection"));
 	assert_int_equal(e.e_peer_ping_acks, 0);
@@ -966,11 +935,11 @@ test_flow_control(void **state)
 	env_init(&e, 1, &o, 0);
 	env_up(&e);
 	id = peer_request(&e, 40000, 1);
-	RUN_UNTIL(&e, e.e_nst == 1 && e.e_st[0].t_data == 16384);
+	RUN_UNTIL(&e.e_tl, e.e_nst == 1 && e.e_st[0].t_data == 16384);
 	st = &e.e_st[0];
 	for (i = 0; i < 5; i++) {
 		pump(&e);
-		uv_run(&e.e_loop, UV_RUN_NOWAIT);
+		uv_run(&e.e_tl.tl_loop, UV_RUN_NOWAIT);
 	}
 	assert_int_equal(st->t_data, 16384);
 	assert_int_equal(
@@ -979,14 +948,14 @@ test_flow_control(void **state)
 	wu = e.e_peer_window_updates;
 	CALL(&e, h2_consume(e.e_c, id, 16384));
 	assert_int_equal(e.e_peer_window_updates, wu);
-	uv_run(&e.e_loop, UV_RUN_NOWAIT);
+	uv_run(&e.e_tl.tl_loop, UV_RUN_NOWAIT);
 	assert_true(e.e_peer_window_updates > wu);
 	assert_true(
 	    nghttp2_session_get_stream_remote_window_size(e.e_peer, id) > 0);
 
 	/* The rest flows as fast as it is consumed. */
 	e.e_auto_consume = 1;
-	RUN_UNTIL(&e, st->t_data_end == 1);
+	RUN_UNTIL(&e.e_tl, st->t_data_end == 1);
 	assert_int_equal(st->t_data, 40000);
 	assert_int_equal(st->t_bad_byte, 0);
 	env_done(&e);
@@ -1003,13 +972,13 @@ test_refused_stream(void **state)
 	env_up(&e);
 	e.e_refuse = 1;
 	peer_request(&e, 1000, 1);
-	RUN_UNTIL(&e, e.e_peer_rsts == 1);
+	RUN_UNTIL(&e.e_tl, e.e_peer_rsts == 1);
 	assert_int_equal(e.e_peer_rst_code, NGHTTP2_REFUSED_STREAM);
 	assert_int_equal(e.e_nst, 0);
 	/* Its DATA was given back: the connection window is whole again. */
-	RUN_UNTIL(&e, e.e_peer_stream_closes == 1 &&
-	                  nghttp2_session_get_remote_window_size(e.e_peer) ==
-	                      16 * 1024 * 1024);
+	RUN_UNTIL(&e.e_tl, e.e_peer_stream_closes == 1 &&
+	                       nghttp2_session_get_remote_window_size(
+	                           e.e_peer) == 16 * 1024 * 1024);
 	assert_int_equal(e.e_closed, 0);
 	env_done(&e);
 }
@@ -1030,13 +999,13 @@ test_set_max_streams(void **state)
 	settings = e.e_peer_settings;
 	CALL(&e, h2_set_max_streams(e.e_c, 3));
 	assert_int_equal(e.e_peer_settings, settings);
-	RUN_UNTIL(&e, e.e_peer_settings == settings + 1);
+	RUN_UNTIL(&e.e_tl, e.e_peer_settings == settings + 1);
 	assert_int_equal(nghttp2_session_get_remote_settings(
 	                     e.e_peer, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS),
 	                 3);
 	/* 0 means the default again. */
 	CALL(&e, h2_set_max_streams(e.e_c, 0));
-	RUN_UNTIL(&e, e.e_peer_settings == settings + 2);
+	RUN_UNTIL(&e.e_tl, e.e_peer_settings == settings + 2);
 	assert_int_equal(nghttp2_session_get_remote_settings(
 	                     e.e_peer, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS),
 	                 100);
@@ -1056,7 +1025,7 @@ test_goaway_received(void **state)
 	                                       NGHTTP2_ENHANCE_YOUR_CALM,
 	                                       (const uint8_t *)"calm", 4),
 	                 0);
-	RUN_UNTIL(&e, e.e_goaways == 1);
+	RUN_UNTIL(&e.e_tl, e.e_goaways == 1);
 	assert_int_equal(e.e_goaway_code, NGHTTP2_ENHANCE_YOUR_CALM);
 	assert_true(h2_is_closing(e.e_c));
 	env_done(&e);

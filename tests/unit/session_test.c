@@ -2,11 +2,14 @@
  * An agent session (src/agent/session.c) against an NMS in the same loop:
  * a grpc_server on a Unix socket in a temporary directory plays the
  * server's end of NcgrpcCommandGet, and the session runs a real process
- * through proc.c (/bin/sh -c COMMAND).  Asserts what reaches the NMS, how
- * the stream ends, and the session's statistics and reason.
+ * through proc.c (/bin/sh -c COMMAND, or /bin/sh on a pty for a shell).
+ * Asserts what reaches the NMS, how the stream ends, and the session's
+ * statistics and reason; and the timers: how a hang-up escalates, and that
+ * a shell's last output is drained before the stream is closed.
  */
 #include <errno.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -17,6 +20,8 @@
 
 #include <cmocka.h>
 #include <uv.h>
+
+#include "testutil.h"
 
 #include "agent/session.h"
 #include "common/err.h"
@@ -29,10 +34,7 @@
 #define CMDGET      "/jnx.jet.netconf.Ncgrpc/NcgrpcCommandGet"
 
 struct env {
-	uv_loop_t e_loop;
-	uv_timer_t e_watchdog;
-	uv_timer_t e_tick;
-	int e_timed_out;
+	struct tloop e_tl;
 	char e_dir[64];
 	char e_path[128];
 
@@ -40,9 +42,11 @@ struct env {
 	struct grpc_server *e_srv;
 	int e_srv_done;
 	struct grpc_call *e_call; /* its end of CommandGet */
-	char e_out[4096];         /* process output received */
+	char e_out[256 * 1024];   /* process output received */
 	size_t e_outlen;
 	int e_half_closed; /* the device closed its side */
+	size_t e_outlen_at_half_close;
+	uint64_t e_t_half_close; /* uv_now() then */
 	int e_call_ended;
 
 	/* the agent */
@@ -53,16 +57,6 @@ struct env {
 	int e_done;
 	struct session_stats e_stats;
 };
-
-#define RUN_UNTIL(e, cond)                                                     \
-	do {                                                                   \
-		while (!(cond)) {                                              \
-			if ((e)->e_timed_out)                                  \
-				fail_msg("watchdog fired waiting for %s",      \
-				         #cond);                               \
-			uv_run(&(e)->e_loop, UV_RUN_ONCE);                     \
-		}                                                              \
-	} while (0)
 
 /* The NMS's end of CommandGet. */
 
@@ -81,6 +75,13 @@ nms_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 	ncgrpc__wire__command_get_request__free_unpacked(r, NULL);
 }
 
+/* Whether the process's output so far holds text. */
+static int
+out_has(const struct env *e, const char *text)
+{
+	return memmem(e->e_out, e->e_outlen, text, strlen(text)) != NULL;
+}
+
 static void
 nms_half_close(struct grpc_call *c, void *arg)
 {
@@ -88,6 +89,8 @@ nms_half_close(struct grpc_call *c, void *arg)
 
 	(void)c;
 	e->e_half_closed++;
+	e->e_outlen_at_half_close = e->e_outlen;
+	e->e_t_half_close = uv_now(&e->e_tl.tl_loop);
 }
 
 static void
@@ -118,7 +121,7 @@ h_cmdget(struct grpc_call *c, void *arg)
 	grpc_call_set_ops(c, &nms_call_ops, e);
 }
 
-/* The NMS sends one NETCONF line to the process. */
+/* The NMS sends one NETCONF message to the process. */
 static void
 nms_send(struct env *e, const char *text, unsigned sig)
 {
@@ -130,6 +133,21 @@ nms_send(struct env *e, const char *text, unsigned sig)
 	r.netconf_command.data = (uint8_t *)(uintptr_t)text;
 	r.netconf_command.len = strlen(text);
 	r.kill_signal = sig;
+	assert_non_null(e->e_call);
+	assert_int_equal(grpc_call_send_pb(e->e_call, &r.base), 0);
+}
+
+/* The NMS sends one shell line (without its newline) to the shell. */
+static void
+nms_send_line(struct env *e, const char *line)
+{
+	Ncgrpc__Wire__CommandGetResponse r =
+	    NCGRPC__WIRE__COMMAND_GET_RESPONSE__INIT;
+
+	r.command_case =
+	    NCGRPC__WIRE__COMMAND_GET_RESPONSE__COMMAND_CSH_COMMAND;
+	r.csh_command.data = (uint8_t *)(uintptr_t)line;
+	r.csh_command.len = strlen(line);
 	assert_non_null(e->e_call);
 	assert_int_equal(grpc_call_send_pb(e->e_call, &r.base), 0);
 }
@@ -173,54 +191,45 @@ session_done(struct session *s, const struct session_stats *st, void *arg)
 	e->e_s = NULL;
 }
 
+/*
+ * NMS and agent connection up; then a session of type running command
+ * (NETCONF) or /bin/sh (a shell, on a pty).
+ */
 static void
-on_watchdog(uv_timer_t *t)
-{
-	struct env *e = t->data;
-
-	e->e_timed_out = 1;
-}
-
-static void
-on_tick(uv_timer_t *t)
-{
-	(void)t;
-}
-
-/* NMS and agent connection up; then a session running command. */
-static void
-env_init(struct env *e, const char *command, const char *user)
+env_init_type(struct env *e, enum session_type type, const char *command,
+              const char *user)
 {
 	struct session_env se = {
 	    .se_user = user,
 	    .se_netconf_command = command,
+	    .se_shell = "/bin/sh",
 	    .se_stderr_fd = -1,
 	};
 
 	memset(e, 0, sizeof(*e));
-	assert_int_equal(uv_loop_init(&e->e_loop), 0);
-	uv_timer_init(&e->e_loop, &e->e_watchdog);
-	e->e_watchdog.data = e;
-	uv_timer_start(&e->e_watchdog, on_watchdog, WATCHDOG_MS, 0);
-	uv_timer_init(&e->e_loop, &e->e_tick);
-	uv_timer_start(&e->e_tick, on_tick, TICK_MS, TICK_MS);
-	snprintf(e->e_dir, sizeof(e->e_dir), "/tmp/session_test.XXXXXX");
-	assert_non_null(mkdtemp(e->e_dir));
+	tloop_init(&e->e_tl, WATCHDOG_MS, TICK_MS);
+	tdir_make(e->e_dir, sizeof(e->e_dir), "session_test");
 	snprintf(e->e_path, sizeof(e->e_path), "%s/nms.sock", e->e_dir);
 
-	assert_int_equal(grpc_server_new(&e->e_loop, NULL, NULL, e, &e->e_srv),
-	                 0);
+	assert_int_equal(
+	    grpc_server_new(&e->e_tl.tl_loop, NULL, NULL, e, &e->e_srv), 0);
 	assert_int_equal(grpc_server_add_method(e->e_srv, CMDGET, h_cmdget, e),
 	                 0);
 	assert_int_equal(grpc_server_listen_unix(e->e_srv, e->e_path, 0600), 0);
-	assert_int_equal(grpc_conn_connect_unix(&e->e_loop, e->e_path, NULL,
-	                                        &conn_ops, e, &e->e_conn),
+	assert_int_equal(grpc_conn_connect_unix(&e->e_tl.tl_loop, e->e_path,
+	                                        NULL, &conn_ops, e, &e->e_conn),
 	                 0);
-	RUN_UNTIL(e, e->e_conn_ready);
-	assert_int_equal(session_start(e->e_conn, SESSION_NETCONF, NULL, &se,
-	                               session_done, e, &e->e_s),
-	                 0);
-	RUN_UNTIL(e, e->e_call != NULL);
+	RUN_UNTIL(&e->e_tl, e->e_conn_ready);
+	assert_int_equal(
+	    session_start(e->e_conn, type, NULL, &se, session_done, e, &e->e_s),
+	    0);
+	RUN_UNTIL(&e->e_tl, e->e_call != NULL);
+}
+
+static void
+env_init(struct env *e, const char *command, const char *user)
+{
+	env_init_type(e, SESSION_NETCONF, command, user);
 }
 
 static void
@@ -236,19 +245,15 @@ env_done(struct env *e)
 {
 	if (e->e_s != NULL)
 		session_stop(e->e_s, "test over");
-	RUN_UNTIL(e, e->e_done == 1);
+	RUN_UNTIL(&e->e_tl, e->e_done == 1);
 	if (e->e_conn != NULL)
 		grpc_conn_close(e->e_conn, 0);
-	RUN_UNTIL(e, e->e_conn_closed);
+	RUN_UNTIL(&e->e_tl, e->e_conn_closed);
 	grpc_server_shutdown(e->e_srv, 0, on_srv_done, e);
-	RUN_UNTIL(e, e->e_srv_done);
-	uv_close((uv_handle_t *)&e->e_watchdog, NULL);
-	uv_close((uv_handle_t *)&e->e_tick, NULL);
-	assert_int_equal(uv_run(&e->e_loop, UV_RUN_DEFAULT), 0);
-	assert_int_equal(uv_loop_close(&e->e_loop), 0);
+	RUN_UNTIL(&e->e_tl, e->e_srv_done);
+	tloop_done(&e->e_tl);
 	assert_int_equal(e->e_done, 1);
-	unlink(e->e_path);
-	rmdir(e->e_dir);
+	tdir_remove(e->e_dir);
 }
 
 /* Tests */
@@ -267,12 +272,12 @@ test_echo(void **state)
 	/* Killed, not ended by the EOF on its input: sleep outlives it. */
 	env_init(&e, "cat; sleep 30", NULL);
 	nms_send(&e, rpc, 0);
-	RUN_UNTIL(&e, e.e_outlen == sizeof(rpc) - 1);
+	RUN_UNTIL(&e.e_tl, e.e_outlen == sizeof(rpc) - 1);
 	assert_memory_equal(e.e_out, rpc, sizeof(rpc) - 1);
 	assert_int_equal(e.e_done, 0);
 	assert_int_equal(grpc_call_finish(e.e_call, GRPC_STATUS_OK, NULL, NULL),
 	                 0);
-	RUN_UNTIL(&e, e.e_done == 1);
+	RUN_UNTIL(&e.e_tl, e.e_done == 1);
 	assert_int_equal(e.e_stats.ss_bytes_down, sizeof(rpc) - 1);
 	assert_int_equal(e.e_stats.ss_bytes_up, sizeof(rpc) - 1);
 	assert_int_equal(e.e_stats.ss_exit_status, -1);
@@ -291,7 +296,7 @@ test_exit_status(void **state)
 
 	(void)state;
 	env_init(&e, "printf 'ab\\377c'; exit 3", NULL);
-	RUN_UNTIL(&e, e.e_half_closed == 1);
+	RUN_UNTIL(&e.e_tl, e.e_half_closed == 1);
 	assert_int_equal(e.e_outlen, 6);
 	assert_memory_equal(e.e_out,
 	                    "ab\xef\xbf\xbd"
@@ -299,7 +304,7 @@ test_exit_status(void **state)
 	                    6);
 	assert_int_equal(grpc_call_finish(e.e_call, GRPC_STATUS_OK, NULL, NULL),
 	                 0);
-	RUN_UNTIL(&e, e.e_done == 1);
+	RUN_UNTIL(&e.e_tl, e.e_done == 1);
 	assert_int_equal(e.e_stats.ss_exit_status, 3);
 	assert_int_equal(e.e_stats.ss_term_signal, 0);
 	assert_non_null(strstr(e.e_stats.ss_reason, "status 3"));
@@ -314,13 +319,13 @@ test_unknown_user(void **state)
 
 	(void)state;
 	env_init(&e, "cat", "no-such-user-ncgrpc-test");
-	RUN_UNTIL(&e, e.e_half_closed == 1);
+	RUN_UNTIL(&e.e_tl, e.e_half_closed == 1);
 	e.e_out[e.e_outlen < sizeof(e.e_out) ? e.e_outlen : 0] = '\0';
 	assert_non_null(strstr(e.e_out, "cannot start the netconf session"));
 	assert_non_null(strstr(e.e_out, "unknown user"));
 	assert_int_equal(grpc_call_finish(e.e_call, GRPC_STATUS_OK, NULL, NULL),
 	                 0);
-	RUN_UNTIL(&e, e.e_done == 1);
+	RUN_UNTIL(&e.e_tl, e.e_done == 1);
 	assert_non_null(strstr(e.e_stats.ss_reason, "cannot start process"));
 	env_done(&e);
 }
@@ -334,10 +339,116 @@ test_connection_drop(void **state)
 	(void)state;
 	env_init(&e, "sleep 30", NULL);
 	grpc_conn_close(e.e_conn, NCG_ECLOSED);
-	RUN_UNTIL(&e, e.e_done == 1 && e.e_conn_closed);
+	RUN_UNTIL(&e.e_tl, e.e_done == 1 && e.e_conn_closed);
 	assert_int_equal(e.e_stats.ss_exit_status, -1);
 	assert_int_not_equal(e.e_stats.ss_term_signal, 0);
 	assert_int_equal(e.e_stats.ss_bytes_up, 0);
+	env_done(&e);
+}
+
+/*
+ * The NMS hangs up as Juniper's sample server does ("<>" with SIGINT) and
+ * waits; the process ignores that and every later polite signal.  The
+ * session escalates: SIGINT at once, SIGHUP and SIGTERM to the process
+ * group after the hang-up delay (1 s), SIGKILL half a second later, then
+ * the stream is closed, all within 2 s.  The process writes down the
+ * signals it sees in a file: its output is no longer read once it is
+ * being ended.
+ */
+static void
+test_hangup_escalation(void **state)
+{
+	char cmd[512], log[256], got[64];
+	struct env e;
+	uint64_t t0, took;
+	FILE *f;
+	size_t n;
+
+	(void)state;
+	snprintf(log, sizeof(log), "/tmp/session_test.sig.%ld", (long)getpid());
+	snprintf(cmd, sizeof(cmd),
+	         "for s in INT HUP TERM; do trap \"echo $s >>%s\" $s; done; "
+	         "echo ready; while :; do sleep 0.05 2>/dev/null; done",
+	         log);
+	unlink(log);
+	env_init(&e, cmd, NULL);
+	RUN_UNTIL(&e.e_tl, out_has(&e, "ready"));
+	t0 = uv_now(&e.e_tl.tl_loop);
+	nms_send(&e, "<>", SIGINT);
+	RUN_UNTIL(&e.e_tl, e.e_half_closed == 1);
+	took = e.e_t_half_close - t0;
+	/* The hang-up delay (1 s) and the grace before SIGKILL (0.5 s). */
+	assert_true(took >= 1400);
+	assert_true(took < 2000);
+	assert_int_equal(grpc_call_finish(e.e_call, GRPC_STATUS_OK, NULL, NULL),
+	                 0);
+	RUN_UNTIL(&e.e_tl, e.e_done == 1);
+	assert_int_equal(e.e_stats.ss_term_signal, SIGKILL);
+	assert_string_equal(e.e_stats.ss_reason,
+	                    "server hung up; process ended");
+	env_done(&e);
+	assert_non_null(f = fopen(log, "r"));
+	n = fread(got, 1, sizeof(got) - 1, f);
+	got[n] = '\0';
+	fclose(f);
+	unlink(log);
+	assert_string_equal(got, "INT\nHUP\nTERM\n");
+}
+
+/* A process that leaves by itself after the hang-up is not killed. */
+static void
+test_hangup_exits_by_itself(void **state)
+{
+	struct env e;
+
+	(void)state;
+	env_init(&e,
+	         "trap 'exit 0' INT; echo ready; while :; do sleep 0.05; "
+	         "done",
+	         NULL);
+	RUN_UNTIL(&e.e_tl, out_has(&e, "ready"));
+	nms_send(&e, "<>", SIGINT);
+	RUN_UNTIL(&e.e_tl, e.e_half_closed == 1);
+	assert_int_equal(grpc_call_finish(e.e_call, GRPC_STATUS_OK, NULL, NULL),
+	                 0);
+	RUN_UNTIL(&e.e_tl, e.e_done == 1);
+	assert_int_equal(e.e_stats.ss_term_signal, 0);
+	assert_int_equal(e.e_stats.ss_exit_status, 0);
+	env_done(&e);
+}
+
+/*
+ * A shell on a pty prints a lot and exits at once: what was still in the
+ * pty when the child exited is read and sent before the stream is closed,
+ * and nothing comes after the close.
+ */
+static void
+test_pty_drain_before_close(void **state)
+{
+	static const char tail[] = "\r\n30000\r\n";
+	struct env e;
+	char *p;
+
+	(void)state;
+	env_init_type(&e, SESSION_CSH, NULL, NULL);
+	nms_send_line(&e, "seq 1 30000; exit");
+	RUN_UNTIL(&e.e_tl, e.e_half_closed == 1);
+	/* Every line, the last included, came before the half-close. */
+	assert_int_equal(e.e_outlen_at_half_close, e.e_outlen);
+	assert_true(e.e_outlen > sizeof(tail));
+	p = memmem(e.e_out, e.e_outlen, tail, sizeof(tail) - 1);
+	assert_non_null(p);
+	/* The first lines too (after the echo and the prompt). */
+	assert_non_null(memmem(e.e_out, e.e_outlen, "\r\n2\r\n3\r\n", 8));
+	/* Nothing after the last line but the terminal's own bytes. */
+	assert_true((size_t)(p - e.e_out) + sizeof(tail) - 1 + 64 >=
+	            e.e_outlen);
+	assert_int_equal(grpc_call_finish(e.e_call, GRPC_STATUS_OK, NULL, NULL),
+	                 0);
+	RUN_UNTIL(&e.e_tl, e.e_done == 1);
+	assert_int_equal(e.e_stats.ss_exit_status, 0);
+	assert_int_equal(e.e_stats.ss_term_signal, 0);
+	assert_int_equal(e.e_stats.ss_bytes_up, e.e_outlen);
 	env_done(&e);
 }
 
@@ -350,6 +461,9 @@ main(int argc, char **argv)
 	    cmocka_unit_test(test_exit_status),
 	    cmocka_unit_test(test_unknown_user),
 	    cmocka_unit_test(test_connection_drop),
+	    cmocka_unit_test(test_hangup_escalation),
+	    cmocka_unit_test(test_hangup_exits_by_itself),
+	    cmocka_unit_test(test_pty_drain_before_close),
 	};
 
 	log_init("session_test", LOG_LEVEL_WARN);

@@ -21,6 +21,8 @@
 #include <cmocka.h>
 #include <uv.h>
 
+#include "testutil.h"
+
 #include "common/err.h"
 #include "common/tls.h"
 #include "common/xport.h"
@@ -47,10 +49,7 @@ struct side {
 };
 
 struct env {
-	uv_loop_t e_loop;
-	uv_timer_t e_watchdog;
-	uv_timer_t e_tick;
-	int e_timed_out;
+	struct tloop e_tl;
 	int e_in_call;   /* inside an xport_* call of the test */
 	int e_reentered; /* callbacks that ran inside one */
 
@@ -79,16 +78,6 @@ struct env {
 	struct side e_cli;
 	struct side e_srv;
 };
-
-#define RUN_UNTIL(e, cond)                                                     \
-	do {                                                                   \
-		while (!(cond)) {                                              \
-			if ((e)->e_timed_out)                                  \
-				fail_msg("watchdog fired waiting for %s",      \
-				         #cond);                               \
-			uv_run(&(e)->e_loop, UV_RUN_ONCE);                     \
-		}                                                              \
-	} while (0)
 
 #define CALL(e, stmt)                                                          \
 	do {                                                                   \
@@ -189,7 +178,7 @@ on_connection(uv_stream_t *lis, int status)
 	assert_int_equal(status, 0);
 	e->e_accepts++;
 	if (e->e_raw_accept) {
-		uv_tcp_init(&e->e_loop, &e->e_raw);
+		uv_tcp_init(&e->e_tl.tl_loop, &e->e_raw);
 		e->e_raw_open = 1;
 		assert_int_equal(uv_accept(lis, (uv_stream_t *)&e->e_raw), 0);
 		return;
@@ -203,38 +192,17 @@ on_connection(uv_stream_t *lis, int status)
 }
 
 static void
-on_watchdog(uv_timer_t *t)
-{
-	struct env *e = t->data;
-
-	e->e_timed_out = 1;
-}
-
-static void
-on_tick(uv_timer_t *t)
-{
-	(void)t;
-}
-
-static void
 env_init(struct env *e)
 {
 	static const char *const names[] = {"127.0.0.1"};
 	char err[256];
 
 	memset(e, 0, sizeof(*e));
-	assert_int_equal(uv_loop_init(&e->e_loop), 0);
-	uv_timer_init(&e->e_loop, &e->e_watchdog);
-	e->e_watchdog.data = e;
-	uv_timer_start(&e->e_watchdog, on_watchdog, WATCHDOG_MS, 0);
-	/* Zero timers run before the poll in libuv 1.44: see h2_test.c. */
-	uv_timer_init(&e->e_loop, &e->e_tick);
-	uv_timer_start(&e->e_tick, on_tick, TICK_MS, TICK_MS);
+	tloop_init(&e->e_tl, WATCHDOG_MS, TICK_MS);
 	e->e_cli.s_env = e->e_srv.s_env = e;
 	e->e_cli.s_name = "client";
 	e->e_srv.s_name = "server";
-	snprintf(e->e_dir, sizeof(e->e_dir), "/tmp/xport_test.XXXXXX");
-	assert_non_null(mkdtemp(e->e_dir));
+	tdir_make(e->e_dir, sizeof(e->e_dir), "xport_test");
 	snprintf(e->e_path, sizeof(e->e_path), "%s/sock", e->e_dir);
 	snprintf(e->e_cert, sizeof(e->e_cert), "%s/cert.pem", e->e_dir);
 	snprintf(e->e_key, sizeof(e->e_key), "%s/key.pem", e->e_dir);
@@ -257,7 +225,7 @@ env_listen_tcp(struct env *e, int tls)
 		                                    e->e_key, err, sizeof(err)),
 		                 0);
 	uv_ip4_addr("127.0.0.1", 0, &sin);
-	assert_int_equal(uv_tcp_init(&e->e_loop, &e->e_lis.tcp), 0);
+	assert_int_equal(uv_tcp_init(&e->e_tl.tl_loop, &e->e_lis.tcp), 0);
 	e->e_lis_open = 1;
 	e->e_lis.h.data = e;
 	assert_int_equal(
@@ -271,7 +239,7 @@ env_listen_tcp(struct env *e, int tls)
 static void
 env_listen_unix(struct env *e)
 {
-	assert_int_equal(uv_pipe_init(&e->e_loop, &e->e_lis.pipe, 0), 0);
+	assert_int_equal(uv_pipe_init(&e->e_tl.tl_loop, &e->e_lis.pipe, 0), 0);
 	e->e_lis_open = 1;
 	e->e_lis.h.data = e;
 	assert_int_equal(uv_pipe_bind(&e->e_lis.pipe, e->e_path), 0);
@@ -295,7 +263,7 @@ env_connect(struct env *e, const char *host, struct tls_ctx *ctx,
 {
 	int rc;
 
-	CALL(e, rc = xport_connect(&e->e_loop, host, e->e_port, ctx, o,
+	CALL(e, rc = xport_connect(&e->e_tl.tl_loop, host, e->e_port, ctx, o,
 	                           &side_cb, &e->e_cli, &e->e_cli.s_x));
 	assert_int_equal(rc, 0);
 	assert_int_equal(e->e_cli.s_ready, 0);
@@ -313,7 +281,7 @@ env_pair_tcp(struct env *e, int tls)
 	env_connect(e, "127.0.0.1", ctx, NULL);
 	if (ctx != NULL)
 		tls_ctx_free(ctx);
-	RUN_UNTIL(e, e->e_cli.s_ready == 1 && e->e_srv.s_ready == 1);
+	RUN_UNTIL(&e->e_tl, e->e_cli.s_ready == 1 && e->e_srv.s_ready == 1);
 	assert_int_equal(e->e_accept_rc, 0);
 }
 
@@ -335,23 +303,17 @@ env_done(struct env *e)
 {
 	side_close(&e->e_cli, 0);
 	side_close(&e->e_srv, 0);
-	RUN_UNTIL(e, e->e_cli.s_x == NULL && e->e_srv.s_x == NULL);
+	RUN_UNTIL(&e->e_tl, e->e_cli.s_x == NULL && e->e_srv.s_x == NULL);
 	if (e->e_lis_open)
 		uv_close(&e->e_lis.h, NULL);
 	if (e->e_raw_open)
 		uv_close((uv_handle_t *)&e->e_raw, on_raw_closed);
 	if (e->e_srv_tls != NULL)
 		tls_ctx_free(e->e_srv_tls);
-	uv_close((uv_handle_t *)&e->e_watchdog, NULL);
-	uv_close((uv_handle_t *)&e->e_tick, NULL);
-	assert_int_equal(uv_run(&e->e_loop, UV_RUN_DEFAULT), 0);
-	assert_int_equal(uv_loop_close(&e->e_loop), 0);
+	tloop_done(&e->e_tl);
 	assert_int_equal(e->e_reentered, 0);
 	assert_true(e->e_cli.s_closed <= 1 && e->e_srv.s_closed <= 1);
-	unlink(e->e_path);
-	unlink(e->e_cert);
-	unlink(e->e_key);
-	rmdir(e->e_dir);
+	tdir_remove(e->e_dir);
 }
 
 /* Tests */
@@ -371,7 +333,7 @@ test_tcp_cleartext(void **state)
 	env_init(&e);
 	env_listen_tcp(&e, 0);
 	env_connect(&e, "127.0.0.1", NULL, NULL);
-	RUN_UNTIL(&e, e.e_cli.s_ready == 1 && e.e_srv.s_ready == 1);
+	RUN_UNTIL(&e.e_tl, e.e_cli.s_ready == 1 && e.e_srv.s_ready == 1);
 	assert_int_equal(e.e_accepts, 1);
 	assert_int_equal(e.e_accept_rc, 0);
 	assert_int_equal(e.e_ready_in_accept, 0);
@@ -394,13 +356,14 @@ test_tcp_cleartext(void **state)
 
 	side_write(&e.e_cli, 100000);
 	side_write(&e.e_srv, 3000);
-	RUN_UNTIL(&e, e.e_srv.s_got == 100000 && e.e_cli.s_got == 3000);
+	RUN_UNTIL(&e.e_tl, e.e_srv.s_got == 100000 && e.e_cli.s_got == 3000);
 	assert_int_equal(e.e_srv.s_bad + e.e_cli.s_bad, 0);
-	RUN_UNTIL(&e, e.e_cli.s_drains > 0 && e.e_cli.s_queued_at_drain == 0);
+	RUN_UNTIL(&e.e_tl,
+	          e.e_cli.s_drains > 0 && e.e_cli.s_queued_at_drain == 0);
 
 	side_close(&e.e_cli, 0);
 	assert_int_equal(e.e_cli.s_closed, 0);
-	RUN_UNTIL(&e, e.e_cli.s_closed == 1 && e.e_srv.s_closed == 1);
+	RUN_UNTIL(&e.e_tl, e.e_cli.s_closed == 1 && e.e_srv.s_closed == 1);
 	assert_int_equal(e.e_cli.s_err, 0);
 	assert_int_equal(e.e_srv.s_err, NCG_ECLOSED);
 	assert_non_null(strstr(e.e_srv.s_errmsg, "closed the connection"));
@@ -418,10 +381,10 @@ test_unix(void **state)
 	(void)state;
 	env_init(&e);
 	env_listen_unix(&e);
-	CALL(&e, rc = xport_connect_unix(&e.e_loop, e.e_path, &side_cb,
+	CALL(&e, rc = xport_connect_unix(&e.e_tl.tl_loop, e.e_path, &side_cb,
 	                                 &e.e_cli, &e.e_cli.s_x));
 	assert_int_equal(rc, 0);
-	RUN_UNTIL(&e, e.e_cli.s_ready == 1 && e.e_srv.s_ready == 1);
+	RUN_UNTIL(&e.e_tl, e.e_cli.s_ready == 1 && e.e_srv.s_ready == 1);
 	assert_string_equal(xport_peer(e.e_srv.s_x), "unix");
 	assert_string_equal(xport_peer_addr(e.e_cli.s_x)->pe_host, "unix");
 	assert_int_equal(xport_peer_addr(e.e_cli.s_x)->pe_port, 0);
@@ -430,10 +393,10 @@ test_unix(void **state)
 	assert_int_equal(xport_peer_uid(e.e_cli.s_x, &uid), -ENOENT);
 
 	side_write(&e.e_cli, 5000);
-	RUN_UNTIL(&e, e.e_srv.s_got == 5000);
+	RUN_UNTIL(&e.e_tl, e.e_srv.s_got == 5000);
 	side_close(&e.e_srv, NCG_EH2);
 	side_close(&e.e_srv, 0); /* again: harmless */
-	RUN_UNTIL(&e, e.e_cli.s_closed == 1 && e.e_srv.s_closed == 1);
+	RUN_UNTIL(&e.e_tl, e.e_cli.s_closed == 1 && e.e_srv.s_closed == 1);
 	assert_int_equal(e.e_srv.s_err, NCG_EH2);
 	assert_int_equal(e.e_cli.s_err, NCG_ECLOSED);
 	env_done(&e);
@@ -448,10 +411,10 @@ test_unix_absent(void **state)
 
 	(void)state;
 	env_init(&e);
-	CALL(&e, rc = xport_connect_unix(&e.e_loop, e.e_path, &side_cb,
+	CALL(&e, rc = xport_connect_unix(&e.e_tl.tl_loop, e.e_path, &side_cb,
 	                                 &e.e_cli, &e.e_cli.s_x));
 	assert_int_equal(rc, 0);
-	RUN_UNTIL(&e, e.e_cli.s_closed == 1);
+	RUN_UNTIL(&e.e_tl, e.e_cli.s_closed == 1);
 	assert_int_equal(e.e_cli.s_ready, 0);
 	assert_int_equal(e.e_cli.s_err, -ENOENT);
 	assert_non_null(strstr(e.e_cli.s_errmsg, e.e_path));
@@ -469,10 +432,11 @@ test_tls(void **state)
 	env_pair_tcp(&e, 1);
 	side_write(&e.e_cli, 1 << 20);
 	side_write(&e.e_srv, 1 << 20);
-	RUN_UNTIL(&e, e.e_srv.s_got == 1 << 20 && e.e_cli.s_got == 1 << 20);
+	RUN_UNTIL(&e.e_tl,
+	          e.e_srv.s_got == 1 << 20 && e.e_cli.s_got == 1 << 20);
 	assert_int_equal(e.e_srv.s_bad + e.e_cli.s_bad, 0);
 	side_close(&e.e_cli, 0); /* close_notify */
-	RUN_UNTIL(&e, e.e_cli.s_closed == 1 && e.e_srv.s_closed == 1);
+	RUN_UNTIL(&e.e_tl, e.e_cli.s_closed == 1 && e.e_srv.s_closed == 1);
 	assert_int_equal(e.e_cli.s_err, 0);
 	assert_int_equal(e.e_srv.s_err, NCG_ECLOSED);
 	env_done(&e);
@@ -491,7 +455,7 @@ test_tls_wrong_name(void **state)
 	ctx = client_tls(&e);
 	env_connect(&e, "localhost", ctx, NULL);
 	tls_ctx_free(ctx);
-	RUN_UNTIL(&e, e.e_cli.s_closed == 1 && e.e_srv.s_closed == 1);
+	RUN_UNTIL(&e.e_tl, e.e_cli.s_closed == 1 && e.e_srv.s_closed == 1);
 	assert_int_equal(e.e_cli.s_ready, 0);
 	assert_int_equal(e.e_srv.s_ready, 0);
 	assert_int_equal(e.e_cli.s_err, NCG_ETLS_NAME);
@@ -514,11 +478,11 @@ test_tls_handshake_timeout_client(void **state)
 	e.e_raw_accept = 1;
 	env_listen_tcp(&e, 0);
 	ctx = client_tls(&e);
-	t0 = uv_now(&e.e_loop);
+	t0 = uv_now(&e.e_tl.tl_loop);
 	env_connect(&e, "127.0.0.1", ctx, &o);
 	tls_ctx_free(ctx);
-	RUN_UNTIL(&e, e.e_cli.s_closed == 1);
-	assert_true(uv_now(&e.e_loop) - t0 >= 90);
+	RUN_UNTIL(&e.e_tl, e.e_cli.s_closed == 1);
+	assert_true(uv_now(&e.e_tl.tl_loop) - t0 >= 90);
 	assert_int_equal(e.e_accepts, 1);
 	assert_int_equal(e.e_cli.s_ready, 0);
 	assert_int_equal(e.e_cli.s_err, NCG_ETLS_HANDSHAKE_TIMEOUT);
@@ -548,7 +512,7 @@ test_tls_handshake_timeout_server(void **state)
 	env_init(&e);
 	e.e_srv_opts.xo_handshake_timeout_ms = 100;
 	env_listen_tcp(&e, 1);
-	uv_tcp_init(&e.e_loop, &e.e_raw);
+	uv_tcp_init(&e.e_tl.tl_loop, &e.e_raw);
 	e.e_raw_open = 1;
 	uv_ip4_addr("127.0.0.1", e.e_port, &sin);
 	req.data = &done;
@@ -556,7 +520,7 @@ test_tls_handshake_timeout_server(void **state)
 	                                (const struct sockaddr *)&sin,
 	                                on_raw_connect),
 	                 0);
-	RUN_UNTIL(&e, done && e.e_srv.s_closed == 1);
+	RUN_UNTIL(&e.e_tl, done && e.e_srv.s_closed == 1);
 	assert_int_equal(e.e_srv.s_ready, 0);
 	assert_int_equal(e.e_srv.s_err, NCG_ETLS_HANDSHAKE_TIMEOUT);
 	env_done(&e);
@@ -577,14 +541,14 @@ test_connect_refused(void **state)
 	env_init(&e);
 	/* A port that was just free: bound, never listened on, closed. */
 	uv_ip4_addr("127.0.0.1", 0, &sin);
-	uv_tcp_init(&e.e_loop, &t);
+	uv_tcp_init(&e.e_tl.tl_loop, &t);
 	assert_int_equal(uv_tcp_bind(&t, (const struct sockaddr *)&sin, 0), 0);
 	assert_int_equal(uv_tcp_getsockname(&t, (struct sockaddr *)&ss, &len),
 	                 0);
 	e.e_port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
 	uv_close((uv_handle_t *)&t, NULL);
 	env_connect(&e, "127.0.0.1", NULL, NULL);
-	RUN_UNTIL(&e, e.e_cli.s_closed == 1);
+	RUN_UNTIL(&e.e_tl, e.e_cli.s_closed == 1);
 	assert_int_equal(e.e_cli.s_ready, 0);
 	assert_int_equal(e.e_cli.s_err, -ECONNREFUSED);
 	snprintf(want, sizeof(want), "connect to 127.0.0.1:%u", e.e_port);
@@ -601,12 +565,12 @@ test_connect_einval(void **state)
 
 	(void)state;
 	env_init(&e);
-	assert_int_equal(xport_connect(&e.e_loop, "127.0.0.1", 0, NULL, NULL,
+	assert_int_equal(xport_connect(&e.e_tl.tl_loop, "127.0.0.1", 0, NULL,
+	                               NULL, &side_cb, &e.e_cli, &x),
+	                 -EINVAL);
+	assert_int_equal(xport_connect(&e.e_tl.tl_loop, "", 1, NULL, NULL,
 	                               &side_cb, &e.e_cli, &x),
 	                 -EINVAL);
-	assert_int_equal(
-	    xport_connect(&e.e_loop, "", 1, NULL, NULL, &side_cb, &e.e_cli, &x),
-	    -EINVAL);
 	assert_null(x);
 	env_done(&e);
 	assert_int_equal(e.e_cli.s_closed, 0);
@@ -631,7 +595,7 @@ test_pause_backpressure(void **state)
 	CALL(&e, xport_pause(e.e_srv.s_x));
 	side_write(&e.e_cli, total);
 	for (i = 0; i < 20; i++)
-		uv_run(&e.e_loop, UV_RUN_ONCE);
+		uv_run(&e.e_tl.tl_loop, UV_RUN_ONCE);
 	assert_int_equal(e.e_srv.s_got, 0);
 	/* The socket buffers are far below 16 MiB. */
 	assert_true(xport_queued(e.e_cli.s_x) > 0);
@@ -639,15 +603,15 @@ test_pause_backpressure(void **state)
 
 	CALL(&e, xport_resume(e.e_srv.s_x));
 	CALL(&e, xport_resume(e.e_srv.s_x)); /* again: harmless */
-	RUN_UNTIL(&e, e.e_srv.s_got > 0);
+	RUN_UNTIL(&e.e_tl, e.e_srv.s_got > 0);
 	/* Pausing midway stops delivery again. */
 	CALL(&e, xport_pause(e.e_srv.s_x));
 	got = e.e_srv.s_got;
 	for (i = 0; i < 5; i++)
-		uv_run(&e.e_loop, UV_RUN_NOWAIT);
+		uv_run(&e.e_tl.tl_loop, UV_RUN_NOWAIT);
 	assert_int_equal(e.e_srv.s_got, got);
 	CALL(&e, xport_resume(e.e_srv.s_x));
-	RUN_UNTIL(&e, e.e_srv.s_got == total && e.e_cli.s_drains > 0);
+	RUN_UNTIL(&e.e_tl, e.e_srv.s_got == total && e.e_cli.s_drains > 0);
 	assert_int_equal(e.e_srv.s_bad, 0);
 	assert_int_equal(e.e_cli.s_queued_at_drain, 0);
 	assert_int_equal(xport_queued(e.e_cli.s_x), 0);
@@ -667,7 +631,7 @@ test_close_flushes(void **state)
 	side_write(&e.e_cli, total);
 	side_close(&e.e_cli, 0);
 	assert_int_equal(e.e_cli.s_closed, 0);
-	RUN_UNTIL(&e, e.e_srv.s_closed == 1 && e.e_cli.s_closed == 1);
+	RUN_UNTIL(&e.e_tl, e.e_srv.s_closed == 1 && e.e_cli.s_closed == 1);
 	assert_int_equal(e.e_srv.s_got, total);
 	assert_int_equal(e.e_srv.s_bad, 0);
 	assert_int_equal(e.e_srv.s_err, NCG_ECLOSED);
@@ -689,7 +653,7 @@ test_write_after_close(void **state)
 	side_close(&e.e_cli, NCG_ECANCELLED);
 	CALL(&e, rc = xport_write(e.e_cli.s_x, b, sizeof(b)));
 	assert_int_equal(rc, NCG_ECLOSED);
-	RUN_UNTIL(&e, e.e_cli.s_closed == 1 && e.e_srv.s_closed == 1);
+	RUN_UNTIL(&e.e_tl, e.e_cli.s_closed == 1 && e.e_srv.s_closed == 1);
 	assert_int_equal(e.e_cli.s_err, NCG_ECANCELLED);
 	assert_int_equal(e.e_srv.s_got, 0);
 	env_done(&e);
