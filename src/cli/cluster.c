@@ -214,9 +214,9 @@ int
 cmd_cluster(const struct cli *cl, int argc, char **argv)
 {
 	(void)cl;
-	if (argc >= 2 && (strcmp(argv[1], "--help") == 0 ||
-	                  strcmp(argv[1], "-h") == 0 ||
-	                  strcmp(argv[1], "help") == 0)) {
+	if (argc >= 2 &&
+	    (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+	     strcmp(argv[1], "help") == 0)) {
 		fputs(cluster_usage, stdout);
 		return CLI_EXIT_OK;
 	}
@@ -225,7 +225,7 @@ cmd_cluster(const struct cli *cl, int argc, char **argv)
 		return ca_init(argc - 2, argv + 2);
 	if (argc >= 2 && strcmp(argv[1], "node-cert") == 0)
 		return node_cert(argc - 1, argv + 1);
-	return cluster_usage_error(
-	    argc < 2 ? "no cluster command given" : "unknown cluster command",
-	    argc < 2 ? NULL : argv[1]);
+	return cluster_usage_error(argc < 2 ? "no cluster command given"
+	                                    : "unknown cluster command",
+	                           argc < 2 ? NULL : argv[1]);
 }
