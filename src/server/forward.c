@@ -25,15 +25,15 @@
 
 #define FWD_SESSION_PATH "/ncgrpc.operator.v1.Operator/Session"
 /* Keepalive of a peer connection: a silent peer is gone within 40 s. */
-#define FWD_PING_MS      20000
-#define FWD_PING_TO_MS   20000
+#define FWD_PING_MS    20000
+#define FWD_PING_TO_MS 20000
 /* What a peer may send in one message: as the operator API takes. */
-#define FWD_MAX_MESSAGE  (16 * 1024 * 1024)
+#define FWD_MAX_MESSAGE (16 * 1024 * 1024)
 /* "node NAME": the certificate's CN, or the address before the handshake */
-#define FWD_LABEL_MAX    (FORWARD_ADDR_MAX + 80)
+#define FWD_LABEL_MAX (FORWARD_ADDR_MAX + 80)
 /* SessionOutput tags of its started (1) and ended (3) fields. */
-#define FWD_TAG_STARTED  0x0a
-#define FWD_TAG_ENDED    0x1a
+#define FWD_TAG_STARTED 0x0a
+#define FWD_TAG_ENDED   0x1a
 
 enum fws_state {
 	FWS_WAITING, /* for the peer's connection */
@@ -400,8 +400,8 @@ fs_start(struct fwsess *fs)
 	int rc;
 
 	fs_label(fs, p);
-	rc = grpc_call_start(p->fp_conn, FWD_SESSION_PATH, NULL, 0,
-	                     &remote_ops, fs, &fs->fs_remote);
+	rc = grpc_call_start(p->fp_conn, FWD_SESSION_PATH, NULL, 0, &remote_ops,
+	                     fs, &fs->fs_remote);
 	if (rc != 0) {
 		snprintf(why, sizeof(why),
 		         "node %s: cannot start the session there (%s)",
@@ -450,8 +450,7 @@ peer_on_goaway(struct grpc_conn *conn, uint32_t error_code, const char *debug,
 	(void)conn;
 	log_info("node %s going away (code %u%s%s): new sessions get a new "
 	         "connection",
-	         p->fp_addr, (unsigned)error_code, debug[0] ? ", " : "",
-	         debug);
+	         p->fp_addr, (unsigned)error_code, debug[0] ? ", " : "", debug);
 	p->fp_draining = 1;
 }
 
@@ -588,8 +587,8 @@ pack_open(struct fwsess *fs, const Ncgrpc__Operator__V1__SessionOpen *open)
 	o.via = fs->fs_ident.bi_via;
 	in.input_case = NCGRPC__OPERATOR__V1__SESSION_INPUT__INPUT_OPEN;
 	in.open = &o;
-	fs->fs_openlen = ncgrpc__operator__v1__session_input__get_packed_size(
-	    &in);
+	fs->fs_openlen =
+	    ncgrpc__operator__v1__session_input__get_packed_size(&in);
 	if ((fs->fs_open = malloc(fs->fs_openlen + 1)) == NULL)
 		return -ENOMEM;
 	ncgrpc__operator__v1__session_input__pack(&in, fs->fs_open);
