@@ -108,6 +108,8 @@ int cmd_watch(const struct cli *cl, int argc, char **argv);
 int cmd_session(const struct cli *cl, int argc, char **argv);
 int cmd_device(const struct cli *cl, int argc, char **argv);
 int cmd_ssh_known_hosts(const struct cli *cl, int argc, char **argv);
+/* cluster.c: ncgrpc cluster ca init | node-cert */
+int cmd_cluster(const struct cli *cl, int argc, char **argv);
 
 /* devices.c: JSON output. */
 

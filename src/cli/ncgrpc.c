@@ -34,6 +34,8 @@ static const char usage_text[] =
     "     ncgrpc device add ID [--set] [--secret-stdin]\n"
     "     ncgrpc device remove ID\n"
     "     ncgrpc ssh-known-hosts [HOST ...]\n"
+    "     ncgrpc cluster ca init DIR\n"
+    "     ncgrpc cluster node-cert --ca DIR NAME [--address HOST ...]\n"
     "     ncgrpc help\n"
     "\n"
     "DESCRIPTION\n"
@@ -144,6 +146,12 @@ static const char usage_text[] =
     "           (\"[HOST]:PORT\" unless it is 22).  The key's SHA256\n"
     "           fingerprint goes to standard error, as a comment line.\n"
     "           Append the lines to ~/.ssh/known_hosts of each operator.\n"
+    "\n"
+    "     cluster ca init DIR\n"
+    "     cluster node-cert --ca DIR NAME [--address HOST ...] [--out DIR]\n"
+    "           The cluster PKI: a cluster CA in DIR (ca.crt, ca.key), and\n"
+    "           node certificates signed by it for mutual TLS between\n"
+    "           ncgrpcd nodes (docs/cluster.md; \"ncgrpc cluster --help\").\n"
     "\n"
     "EXIT STATUS\n"
     "     0    success\n"
@@ -394,5 +402,7 @@ main(int argc, char **argv)
 		return cmd_device(&cl, argc, argv);
 	if (strcmp(cmd, "ssh-known-hosts") == 0)
 		return cmd_ssh_known_hosts(&cl, argc, argv);
+	if (strcmp(cmd, "cluster") == 0)
+		return cmd_cluster(&cl, argc, argv);
 	return cli_usage_error("unknown command \"%s\"", cmd);
 }

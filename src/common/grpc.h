@@ -171,6 +171,13 @@ int grpc_conn_ticket_appdata(const struct grpc_conn *conn, const uint8_t **data,
                              size_t *len);
 int grpc_conn_resumed(const struct grpc_conn *conn);
 /*
+ * The subject CN of the peer's verified certificate (a client certificate
+ * on a server with tls_ctx_server_require_client()), into buf as
+ * tls_conn_peer_name() does.  0, or -ENOENT (none, or cleartext).
+ */
+int grpc_conn_peer_cert_name(const struct grpc_conn *conn, char *buf,
+                             size_t len);
+/*
  * The TLS handshake of a connection a server accepted: 1 when it is done
  * (ALPN h2 agreed and the connection ready), with its duration from the
  * accept in nanoseconds in *ns (ns may be NULL); 0 while it runs, which at

@@ -351,6 +351,19 @@ grpc_conn_ticket_appdata(const struct grpc_conn *conn, const uint8_t **data,
 }
 
 int
+grpc_conn_peer_cert_name(const struct grpc_conn *conn, char *buf, size_t len)
+{
+	struct xport *x = h2_xport(conn->gc_h2);
+
+	if (x == NULL) {
+		if (len > 0)
+			buf[0] = '\0';
+		return -ENOENT;
+	}
+	return xport_peer_cert_name(x, buf, len);
+}
+
+int
 grpc_conn_resumed(const struct grpc_conn *conn)
 {
 	struct xport *x = h2_xport(conn->gc_h2);

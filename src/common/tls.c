@@ -765,6 +765,46 @@ tls_ctx_client_set_cert(struct tls_ctx *ctx, const char *cert_file,
 	return rc;
 }
 
+int
+tls_ctx_server_require_client(struct tls_ctx *ctx, const char *ca_file,
+                              char *err, size_t errlen)
+{
+	X509_STORE *store;
+	STACK_OF(X509_NAME) * names;
+	char *p = NULL, tmp[256];
+	size_t len = 0;
+	int rc;
+
+	if (!ctx->tc_server) {
+		ncg_seterr(err, errlen, "not a server context");
+		return -EINVAL;
+	}
+	if ((rc = read_file(ca_file, &p, &len, err, errlen)) != 0)
+		return rc;
+	if ((store = X509_STORE_new()) == NULL) {
+		free_file(p, len);
+		ncg_seterr(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	if ((rc = load_trust(store, p, len, tmp, sizeof(tmp))) != 0) {
+		X509_STORE_free(store);
+		free_file(p, len);
+		ncg_seterr(err, errlen, "%s: %s", ca_file, tmp);
+		return rc;
+	}
+	free_file(p, len);
+	SSL_CTX_set_cert_store(ctx->tc_ssl, store);
+	/* Tells clients which CA we take; a courtesy, so failure is fine. */
+	if ((names = SSL_load_client_CA_file(ca_file)) != NULL)
+		SSL_CTX_set_client_CA_list(ctx->tc_ssl, names);
+	SSL_CTX_set_verify(ctx->tc_ssl,
+	                   SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT,
+	                   verify_cb);
+	ERR_clear_error();
+	ncg_seterr(err, errlen, "%s", "");
+	return 0;
+}
+
 void
 tls_ctx_free(struct tls_ctx *ctx)
 {
@@ -1263,6 +1303,10 @@ conn_error(struct tls_conn *c, int ret, const char *what)
 	} else if (ossl_is_oom(e)) {
 		conn_msg(c, "%s failed: out of memory", what);
 		rc = -ENOMEM;
+	} else if (reason == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE) {
+		conn_msg(c, "client sent no certificate, and one is "
+		            "required");
+		rc = NCG_ETLS_BAD_CERT;
 	} else if (reason == SSL_R_TLSV1_ALERT_NO_APPLICATION_PROTOCOL) {
 		conn_msg(c, "peer does not speak alpn \"h2\" "
 		            "(no_application_protocol alert)");
@@ -1445,6 +1489,30 @@ const char *
 tls_conn_errmsg(const struct tls_conn *c)
 {
 	return c->c_msg;
+}
+
+int
+tls_conn_peer_name(const struct tls_conn *c, char *buf, size_t len)
+{
+	X509 *cert;
+	X509_NAME *subj;
+	const ASN1_STRING *d;
+	int i;
+
+	if (len == 0)
+		return -EINVAL;
+	buf[0] = '\0';
+	if (!c->c_done || SSL_get_verify_result(c->c_ssl) != X509_V_OK ||
+	    (cert = SSL_get0_peer_certificate(c->c_ssl)) == NULL ||
+	    (subj = X509_get_subject_name(cert)) == NULL ||
+	    (i = X509_NAME_get_index_by_NID(subj, NID_commonName, -1)) < 0)
+		return -ENOENT;
+	d = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subj, i));
+	if (d == NULL || ASN1_STRING_length(d) <= 0)
+		return -ENOENT;
+	clean(buf, len, ASN1_STRING_get0_data(d),
+	      (size_t)ASN1_STRING_length(d));
+	return 0;
 }
 
 const char *

@@ -61,6 +61,21 @@ int tls_ctx_client_set_cert(struct tls_ctx *ctx, const char *cert_file,
 int tls_ctx_server_new(struct tls_ctx **out, const char *cert_file,
                        const char *key_file, char *err, size_t errlen);
 
+/*
+ * Mutual TLS, server side: from now on a server context asks every client
+ * for a certificate, refuses the handshake when none comes, and verifies
+ * the one that comes against the CA certificates in the PEM file ca_file
+ * only (a full chain to one of them; no partial chains, no system CAs).
+ * The certificate must be fit for client authentication (an
+ * extendedKeyUsage, when present, must hold clientAuth) and valid now.
+ * tls_conn_peer_name() then gives the verified name.  Call it before the
+ * first tls_conn_new() on ctx.  Returns 0, -EINVAL (a client context, or no
+ * certificate in the file), -ENOMEM, or the errors of reading the file;
+ * err explains, as for tls_ctx_client_new().
+ */
+int tls_ctx_server_require_client(struct tls_ctx *ctx, const char *ca_file,
+                                  char *err, size_t errlen);
+
 /* Drops the caller's reference; connections keep the context alive. */
 void tls_ctx_free(struct tls_ctx *ctx);
 
@@ -123,6 +138,16 @@ void tls_conn_trim(struct tls_conn *c);
  * the next call on c.
  */
 const char *tls_conn_errmsg(const struct tls_conn *c);
+
+/*
+ * After a completed handshake whose peer certificate was verified (a
+ * server's, or a client's under tls_ctx_server_require_client()): the
+ * subject CN of that certificate, copied into buf (len bytes, always
+ * NUL-terminated; anything but printable ASCII becomes '?').  Returns 0,
+ * -ENOENT when there is no verified certificate or it has no CN, or
+ * -EINVAL when len is 0.
+ */
+int tls_conn_peer_name(const struct tls_conn *c, char *buf, size_t len);
 
 /* Negotiated protocol version text, e.g. "TLSv1.3", after the handshake. */
 const char *tls_conn_version(const struct tls_conn *c);

@@ -990,6 +990,17 @@ xport_resumed(const struct xport *x)
 	return x->x_tls != NULL && tls_conn_resumed(x->x_tls);
 }
 
+int
+xport_peer_cert_name(const struct xport *x, char *buf, size_t len)
+{
+	if (x->x_tls == NULL) {
+		if (len > 0)
+			buf[0] = '\0';
+		return -ENOENT;
+	}
+	return tls_conn_peer_name(x->x_tls, buf, len);
+}
+
 const char *
 xport_peer(const struct xport *x)
 {

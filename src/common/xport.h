@@ -142,5 +142,8 @@ int xport_issue_ticket(struct xport *x, const uint8_t *appdata, size_t len);
 int xport_ticket_appdata(const struct xport *x, const uint8_t **data,
                          size_t *len);
 int xport_resumed(const struct xport *x);
+/* The verified peer certificate's CN (tls_conn_peer_name()); -ENOENT too
+ * for a cleartext transport. */
+int xport_peer_cert_name(const struct xport *x, char *buf, size_t len);
 
 #endif

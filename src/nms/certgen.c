@@ -142,14 +142,27 @@ set_serial(X509 *x)
 	return ok;
 }
 
+/* What a certificate is for. */
+enum cert_kind {
+	CERT_SELFSIGNED, /* ncgrpcd's own trust anchor: serverAuth */
+	CERT_CA,         /* a cluster CA: signs node certificates */
+	CERT_NODE,       /* a cluster node: serverAuth and clientAuth */
+};
+
+/*
+ * Makes a certificate for key and names (names[0] is the CN; a CA has no
+ * SAN), issued by iss with iss_key, or self-issued when iss is NULL.
+ */
 static X509 *
-cert_new(EVP_PKEY *key, const char *const *names, size_t nnames, unsigned days)
+cert_new(EVP_PKEY *key, const char *const *names, size_t nnames, unsigned days,
+         enum cert_kind kind, X509 *iss, EVP_PKEY *iss_key)
 {
 	X509 *x;
 	X509_NAME *n;
 	X509V3_CTX v3;
 	GENERAL_NAMES *san = NULL;
 	time_t now = time(NULL);
+	const char *ku, *eku;
 
 	if ((x = X509_new()) == NULL)
 		return NULL;
@@ -160,22 +173,36 @@ cert_new(EVP_PKEY *key, const char *const *names, size_t nnames, unsigned days)
 	    !X509_NAME_add_entry_by_txt(n, "CN", MBSTRING_ASC,
 	                                (const unsigned char *)names[0], -1, -1,
 	                                0) ||
-	    !X509_set_issuer_name(x, n) || !X509_set_pubkey(x, key))
+	    !X509_set_issuer_name(x, iss != NULL ? X509_get_subject_name(iss)
+	                                         : n) ||
+	    !X509_set_pubkey(x, key))
 		goto fail;
-	X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
-	if (!add_ext(x, &v3, NID_basic_constraints, "critical,CA:FALSE") ||
-	    !add_ext(x, &v3, NID_key_usage,
-	             certgen_ku_certsign
-	                 ? "critical,digitalSignature,keyCertSign"
-	                 : "critical,digitalSignature") ||
-	    !add_ext(x, &v3, NID_ext_key_usage, "serverAuth") ||
-	    !add_ext(x, &v3, NID_subject_key_identifier, "hash"))
+	X509V3_set_ctx(&v3, iss != NULL ? iss : x, x, NULL, NULL, 0);
+	if (kind == CERT_CA) {
+		ku = "critical,keyCertSign,cRLSign";
+		eku = NULL;
+	} else {
+		ku = certgen_ku_certsign && kind == CERT_SELFSIGNED
+		         ? "critical,digitalSignature,keyCertSign"
+		         : "critical,digitalSignature";
+		eku =
+		    kind == CERT_NODE ? "serverAuth,clientAuth" : "serverAuth";
+	}
+	if (!add_ext(x, &v3, NID_basic_constraints,
+	             kind == CERT_CA ? "critical,CA:TRUE,pathlen:0"
+	                             : "critical,CA:FALSE") ||
+	    !add_ext(x, &v3, NID_key_usage, ku) ||
+	    (eku != NULL && !add_ext(x, &v3, NID_ext_key_usage, eku)) ||
+	    !add_ext(x, &v3, NID_subject_key_identifier, "hash") ||
+	    (iss != NULL &&
+	     !add_ext(x, &v3, NID_authority_key_identifier, "keyid:always")))
 		goto fail;
-	if ((san = san_new(names, nnames)) == NULL ||
-	    !X509_add1_ext_i2d(x, NID_subject_alt_name, san, 0, 0))
+	if (kind != CERT_CA &&
+	    ((san = san_new(names, nnames)) == NULL ||
+	     !X509_add1_ext_i2d(x, NID_subject_alt_name, san, 0, 0)))
 		goto fail;
 	GENERAL_NAMES_free(san);
-	if (X509_sign(x, key, EVP_sha256()) <= 0) {
+	if (X509_sign(x, iss_key != NULL ? iss_key : key, EVP_sha256()) <= 0) {
 		X509_free(x);
 		return NULL;
 	}
@@ -280,17 +307,12 @@ write_file(const char *path, BIO *mem, mode_t mode, int exclusive, char *err,
 	return 0;
 }
 
-int
-certgen_selfsigned(const char *const *names, size_t nnames, unsigned days,
-                   const char *cert_path, const char *key_path, char *err,
-                   size_t errlen)
+/* Checks names and days as certgen.h says.  0 or -EINVAL. */
+static int
+check_args(const char *const *names, size_t nnames, unsigned days, char *err,
+           size_t errlen)
 {
-	EVP_PKEY *key = NULL;
-	X509 *x = NULL;
-	BIO *kb = NULL, *cb = NULL;
-	struct stat st;
 	size_t i;
-	int rc;
 
 	if (names == NULL || nnames == 0) {
 		ncg_seterr(err, errlen, "no name for the certificate");
@@ -314,6 +336,23 @@ certgen_selfsigned(const char *const *names, size_t nnames, unsigned days,
 		           days, CERTGEN_MAX_DAYS);
 		return -EINVAL;
 	}
+	return 0;
+}
+
+/* Makes a key and a certificate of kind and writes both (certgen.h). */
+static int
+issue(const char *const *names, size_t nnames, unsigned days,
+      enum cert_kind kind, X509 *iss, EVP_PKEY *iss_key, const char *cert_path,
+      const char *key_path, char *err, size_t errlen)
+{
+	EVP_PKEY *key = NULL;
+	X509 *x = NULL;
+	BIO *kb = NULL, *cb = NULL;
+	struct stat st;
+	int rc;
+
+	if ((rc = check_args(names, nnames, days, err, errlen)) != 0)
+		return rc;
 	/* Checked early to save the work; link() checks again. */
 	if (lstat(key_path, &st) == 0) {
 		ncg_seterr(err, errlen, "%s: key exists; not overwriting it",
@@ -325,7 +364,8 @@ certgen_selfsigned(const char *const *names, size_t nnames, unsigned days,
 		rc = sslerr(err, errlen, "cannot generate an EC P-256 key");
 		goto out;
 	}
-	if ((x = cert_new(key, names, nnames, days)) == NULL) {
+	if ((x = cert_new(key, names, nnames, days, kind, iss, iss_key)) ==
+	    NULL) {
 		rc = sslerr(err, errlen, "cannot make the certificate");
 		goto out;
 	}
@@ -357,6 +397,84 @@ out:
 	BIO_free(cb);
 	X509_free(x);
 	EVP_PKEY_free(key);
+	return rc;
+}
+
+int
+certgen_selfsigned(const char *const *names, size_t nnames, unsigned days,
+                   const char *cert_path, const char *key_path, char *err,
+                   size_t errlen)
+{
+	return issue(names, nnames, days, CERT_SELFSIGNED, NULL, NULL,
+	             cert_path, key_path, err, errlen);
+}
+
+int
+certgen_ca(const char *name, unsigned days, const char *cert_path,
+           const char *key_path, char *err, size_t errlen)
+{
+	return issue(&name, 1, days, CERT_CA, NULL, NULL, cert_path, key_path,
+	             err, errlen);
+}
+
+/* Reads one PEM object of path: a certificate, or a private key. */
+static int
+read_pem(const char *path, X509 **cert, EVP_PKEY **key, char *err,
+         size_t errlen)
+{
+	FILE *f;
+	int rc;
+
+	if ((f = fopen(path, "re")) == NULL) {
+		rc = -errno;
+		ncg_seterr(err, errlen, "%s: %s", path, strerror(errno));
+		return rc;
+	}
+	if (cert != NULL)
+		*cert = PEM_read_X509(f, NULL, NULL, NULL);
+	else
+		*key = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+	fclose(f);
+	if (cert != NULL ? *cert == NULL : *key == NULL) {
+		ERR_clear_error();
+		ncg_seterr(err, errlen, "%s: no %s in it", path,
+		           cert != NULL ? "pem certificate"
+		                        : "unencrypted pem private key");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int
+certgen_signed(const char *const *names, size_t nnames, unsigned days,
+               const char *ca_cert, const char *ca_key, const char *cert_path,
+               const char *key_path, char *err, size_t errlen)
+{
+	X509 *ca = NULL;
+	EVP_PKEY *cakey = NULL;
+	int rc;
+
+	if ((rc = check_args(names, nnames, days, err, errlen)) != 0 ||
+	    (rc = read_pem(ca_cert, &ca, NULL, err, errlen)) != 0 ||
+	    (rc = read_pem(ca_key, NULL, &cakey, err, errlen)) != 0)
+		goto out;
+	if (X509_check_private_key(ca, cakey) != 1) {
+		ERR_clear_error();
+		ncg_seterr(err, errlen, "%s does not match %s", ca_key,
+		           ca_cert);
+		rc = -EINVAL;
+		goto out;
+	}
+	if (X509_check_ca(ca) == 0) {
+		ncg_seterr(err, errlen, "%s is not a ca certificate", ca_cert);
+		rc = -EINVAL;
+		goto out;
+	}
+	rc = issue(names, nnames, days, CERT_NODE, ca, cakey, cert_path,
+	           key_path, err, errlen);
+out:
+	X509_free(ca);
+	EVP_PKEY_free(cakey);
 	return rc;
 }
 

@@ -56,6 +56,29 @@ int certgen_selfsigned(const char *const *names, size_t nnames, unsigned days,
                        size_t errlen);
 
 /*
+ * A cluster CA (docs/cluster.md): an EC P-256 key and a self-signed CA
+ * certificate with CN name, basicConstraints critical CA:TRUE pathlen:0,
+ * keyUsage critical keyCertSign and cRLSign, no SAN.  Files, modes and
+ * errors as for certgen_selfsigned() with the one name.
+ */
+int certgen_ca(const char *name, unsigned days, const char *cert_path,
+               const char *key_path, char *err, size_t errlen);
+
+/*
+ * A cluster node certificate signed by the CA in ca_cert/ca_key (PEM files,
+ * the key unencrypted): as certgen_selfsigned() makes, except that the
+ * issuer is the CA, extendedKeyUsage holds serverAuth and clientAuth (a
+ * node is both), and an authorityKeyIdentifier names the CA's key.  Errors
+ * as for certgen_selfsigned(), plus those of reading the CA files and
+ * -EINVAL when they hold no certificate or key, the key does not match, or
+ * the certificate is not a CA.
+ */
+int certgen_signed(const char *const *names, size_t nnames, unsigned days,
+                   const char *ca_cert, const char *ca_key,
+                   const char *cert_path, const char *key_path, char *err,
+                   size_t errlen);
+
+/*
  * Reads the PEM certificate file at cert_path (at most CERTGEN_MAX_PEM
  * bytes, holding a "-----BEGIN CERTIFICATE-----" block and no private key)
  * and returns its text as the body of a Junos quoted string: newline,

@@ -34,6 +34,8 @@ enum vtype {
 	V_LISTEN,
 	V_SSH_LISTEN,
 	V_METRICS_LISTEN,
+	V_CLUSTER_LISTEN,
+	V_STATIC_PEER,
 	V_NAME,
 	V_STR,
 	V_UINT,
@@ -100,6 +102,11 @@ static const struct keyword keywords[] = {
     {"ssh-max-channels", V_UINT, SCONF_K_SSH_MAX_CHANNELS,
      F(sc_ssh_max_channels)},
     {"metrics-listen", V_METRICS_LISTEN, SCONF_K_METRICS_LISTEN, 0},
+    {"cluster-listen", V_CLUSTER_LISTEN, SCONF_K_CLUSTER_LISTEN, 0},
+    {"cluster-ca", V_STR, SCONF_K_CLUSTER_CA, F(sc_cluster_ca)},
+    {"cluster-cert", V_STR, SCONF_K_CLUSTER_CERT, F(sc_cluster_cert)},
+    {"cluster-key", V_STR, SCONF_K_CLUSTER_KEY, F(sc_cluster_key)},
+    {"cluster-static-peer", V_STATIC_PEER, SCONF_K_CLUSTER_STATIC_PEER, 0},
 };
 
 #undef F
@@ -210,6 +217,8 @@ sconf_clear(struct sconf *sc)
 			free(*str_field(sc, &keywords[i]));
 	free(sc->sc_ssh_listen_host);
 	free(sc->sc_metrics_listen_host);
+	free(sc->sc_cluster_listen_host);
+	free(sc->sc_cluster_static_peer_host);
 	free(sc->sc_file);
 	memset(sc, 0, sizeof(*sc));
 }
@@ -365,6 +374,23 @@ set_value(struct sconf *sc, const struct keyword *kw, const char *value,
 		free(sc->sc_metrics_listen_host);
 		sc->sc_metrics_listen_host = s;
 		sc->sc_metrics_listen_port = port;
+		break;
+	case V_CLUSTER_LISTEN:
+	case V_STATIC_PEER:
+		if ((rc = parse_listen(kw->kw_name, value, host, sizeof(host),
+		                       &port, msg, msglen)) != 0)
+			return rc;
+		if ((s = strdup(host)) == NULL)
+			return -ENOMEM;
+		if (kw->kw_type == V_CLUSTER_LISTEN) {
+			free(sc->sc_cluster_listen_host);
+			sc->sc_cluster_listen_host = s;
+			sc->sc_cluster_listen_port = port;
+		} else {
+			free(sc->sc_cluster_static_peer_host);
+			sc->sc_cluster_static_peer_host = s;
+			sc->sc_cluster_static_peer_port = port;
+		}
 		break;
 	case V_LISTEN:
 		if ((rc = parse_listen(kw->kw_name, value, host, sizeof(host),
@@ -839,6 +865,84 @@ check_ranges(const struct sconf *sc, char *err, size_t errlen)
 	return 0;
 }
 
+/*
+ * The cluster keys: an inter-node listener or a static peer needs the CA,
+ * the certificate and the key, each an absolute path; hosts are names or
+ * addresses, "*" only for the listener.
+ */
+static int
+validate_cluster(const struct sconf *sc, char *err, size_t errlen)
+{
+	static const struct {
+		enum sconf_key k;
+		const char *name;
+		size_t off;
+	} files[] = {
+	    {SCONF_K_CLUSTER_CA, "cluster-ca",
+	     offsetof(struct sconf, sc_cluster_ca)},
+	    {SCONF_K_CLUSTER_CERT, "cluster-cert",
+	     offsetof(struct sconf, sc_cluster_cert)},
+	    {SCONF_K_CLUSTER_KEY, "cluster-key",
+	     offsetof(struct sconf, sc_cluster_key)},
+	};
+	const unsigned *ln = sc->sc_line;
+	char pos[PATH_MAX + 16];
+	const char *path, *need;
+	unsigned needline;
+	size_t i;
+	int rc;
+
+	if (sc->sc_cluster_listen_host != NULL &&
+	    ((strcmp(sc->sc_cluster_listen_host, "*") != 0 &&
+	      !sconf_name_valid(sc->sc_cluster_listen_host)) ||
+	     sc->sc_cluster_listen_port == 0)) {
+		ncg_seterr(
+		    err, errlen,
+		    "%s: cluster-listen: '%.64s' port %u is not an "
+		    "address or host name and a port 1..65535",
+		    where(sc, ln[SCONF_K_CLUSTER_LISTEN], pos, sizeof(pos)),
+		    sc->sc_cluster_listen_host, sc->sc_cluster_listen_port);
+		return -EINVAL;
+	}
+	if (sc->sc_cluster_static_peer_host != NULL &&
+	    (!sconf_name_valid(sc->sc_cluster_static_peer_host) ||
+	     sc->sc_cluster_static_peer_port == 0)) {
+		ncg_seterr(err, errlen,
+		           "%s: cluster-static-peer: '%.64s' port %u is not "
+		           "an address or host name and a port 1..65535",
+		           where(sc, ln[SCONF_K_CLUSTER_STATIC_PEER], pos,
+		                 sizeof(pos)),
+		           sc->sc_cluster_static_peer_host,
+		           sc->sc_cluster_static_peer_port);
+		return -EINVAL;
+	}
+	need = NULL;
+	needline = 0;
+	if (sc->sc_cluster_listen_host != NULL) {
+		need = "cluster-listen";
+		needline = ln[SCONF_K_CLUSTER_LISTEN];
+	} else if (sc->sc_cluster_static_peer_host != NULL) {
+		need = "cluster-static-peer";
+		needline = ln[SCONF_K_CLUSTER_STATIC_PEER];
+	}
+	for (i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		path = *(char *const *)(const void *)((const char *)sc +
+		                                      files[i].off);
+		if (path == NULL && need == NULL)
+			continue;
+		if (path == NULL) {
+			ncg_seterr(err, errlen, "%s: %s needs %s",
+			           where(sc, needline, pos, sizeof(pos)), need,
+			           files[i].name);
+			return -EINVAL;
+		}
+		if ((rc = check_path(sc, files[i].k, files[i].name, path, 0,
+		                     err, errlen)) != 0)
+			return rc;
+	}
+	return 0;
+}
+
 int
 sconf_validate(const struct sconf *sc, char *err, size_t errlen)
 {
@@ -919,6 +1023,8 @@ sconf_validate(const struct sconf *sc, char *err, size_t errlen)
 		    sc->sc_metrics_listen_host, sc->sc_metrics_listen_port);
 		return -EINVAL;
 	}
+	if ((rc = validate_cluster(sc, err, errlen)) != 0)
+		return rc;
 	if (strlen(sc->sc_operator_socket) > SCONF_MAX_SOCKET_PATH) {
 		ncg_seterr(
 		    err, errlen,

@@ -34,6 +34,11 @@
  *   ssh-max-connections N       1000
  *   ssh-max-channels N          10 (per connection)
  *   metrics-listen HOST:PORT    (none: no metrics endpoint; also [V6]:PORT)
+ *   cluster-listen HOST:PORT    (none: no inter-node listener; [V6]:PORT)
+ *   cluster-ca PATH             (none; the cluster CA certificate)
+ *   cluster-cert PATH           (none; this node's certificate)
+ *   cluster-key PATH            (none; this node's key)
+ *   cluster-static-peer HOST:PORT (none; for tests: forward to this node)
  *
  * The repeatable keywords accumulate; the first "listen" (or "name") of a
  * file replaces the default list.  Any other keyword given twice in one file
@@ -188,6 +193,11 @@ enum sconf_key {
 	SCONF_K_SSH_MAX_CONNECTIONS,
 	SCONF_K_SSH_MAX_CHANNELS,
 	SCONF_K_METRICS_LISTEN,
+	SCONF_K_CLUSTER_LISTEN,
+	SCONF_K_CLUSTER_CA,
+	SCONF_K_CLUSTER_CERT,
+	SCONF_K_CLUSTER_KEY,
+	SCONF_K_CLUSTER_STATIC_PEER,
 	SCONF_K_COUNT
 };
 
@@ -242,6 +252,19 @@ struct sconf {
 	/* The Prometheus endpoint (docs/metrics.md); NULL host: none. */
 	char *sc_metrics_listen_host; /* "*", an IP literal or a host name */
 	uint16_t sc_metrics_listen_port;
+	/*
+	 * Node-to-node forwarding (docs/cluster.md).  The inter-node
+	 * listener, NULL host: none; the cluster CA, this node's certificate
+	 * and key, NULL: none.  The static peer is for tests and two-node
+	 * trials without the cluster's device lookup: NULL host: none.
+	 */
+	char *sc_cluster_listen_host; /* "*", an IP literal or a host name */
+	uint16_t sc_cluster_listen_port;
+	char *sc_cluster_ca;
+	char *sc_cluster_cert;
+	char *sc_cluster_key;
+	char *sc_cluster_static_peer_host;
+	uint16_t sc_cluster_static_peer_port;
 	/* Line of each single-valued keyword's value, 0 for none. */
 	unsigned sc_line[SCONF_K_COUNT];
 	/* Where sc_listen and sc_names came from: 0 default, 1 file, 2 set. */

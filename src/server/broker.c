@@ -56,6 +56,12 @@ broker_device_find(struct broker *b, const char *id)
 	return NULL;
 }
 
+int
+broker_device_here(struct broker *b, const char *id)
+{
+	return broker_device_find(b, id) != NULL;
+}
+
 static void
 device_info(const struct device *d, struct broker_device_info *bi)
 {

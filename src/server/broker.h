@@ -91,6 +91,9 @@ void broker_conn_closed(struct broker *b, struct grpc_conn *conn);
 int broker_devices(struct broker *b, struct broker_device_info **out,
                    size_t *n);
 
+/* 1 when device id has a connection to this node now, else 0. */
+int broker_device_here(struct broker *b, const char *id);
+
 /* Device events; returns a handle for broker_unwatch(), or NULL. */
 void *broker_watch(struct broker *b, broker_watch_fn fn, void *arg);
 void broker_unwatch(struct broker *b, void *handle);

@@ -30,6 +30,7 @@
 #include "certgen.h"
 #include "err.h"
 #include "filewatch.h"
+#include "forward.h"
 #include "grpc.h"
 #include "log.h"
 #include "metrics_http.h"
@@ -68,6 +69,10 @@ static struct {
 	struct broker *broker;
 	struct grpc_server *devsrv;
 	struct grpc_server *opsrv;
+	struct grpc_server *nodesrv; /* NULL without cluster-listen */
+	struct tls_ctx *node_tls;    /* cluster-listen: mutual TLS */
+	struct tls_ctx *fwd_tls;     /* dialling other nodes */
+	char static_peer[FORWARD_ADDR_MAX];
 	struct metrics_http *mhttp; /* NULL without metrics-listen */
 	uv_signal_t sighup, sigint, sigterm;
 	struct filewatch watch;
@@ -208,8 +213,12 @@ shutdown_server(const char *why)
 	ncd.stopping = 1;
 	log_info("shutting down (%s)", why);
 	broker_shutdown(ncd.broker, "server shutting down");
-	ncd.pending = 2;
+	forward_shutdown("server shutting down");
+	ncd.pending = ncd.nodesrv != NULL ? 3 : 2;
 	/* GOAWAY to everyone; sessions in flight get the grace period. */
+	if (ncd.nodesrv != NULL)
+		grpc_server_shutdown(ncd.nodesrv, NCGRPCD_GRACE_MS,
+		                     on_server_done, NULL);
 	grpc_server_shutdown(ncd.opsrv, NCGRPCD_GRACE_MS, on_server_done, NULL);
 	grpc_server_shutdown(ncd.devsrv, NCGRPCD_GRACE_MS, on_server_done,
 	                     NULL);
@@ -627,6 +636,154 @@ setup_resumption(struct broker_opts *bo)
 		log_info("made the tls session ticket key \"%s\"", path);
 }
 
+/* --- Node-to-node forwarding (docs/cluster.md) ------------------------- */
+
+/* The peer's address, kept for the messages after its transport is gone. */
+static int
+on_node_conn_accept(struct grpc_conn *conn, void *arg)
+{
+	char *peer;
+
+	(void)arg;
+	if ((peer = strdup(grpc_conn_peer(conn))) == NULL)
+		return -ENOMEM;
+	grpc_conn_set_arg(conn, peer);
+	return 0;
+}
+
+static void
+on_node_conn_open(struct grpc_conn *conn, void *arg)
+{
+	char name[64];
+
+	(void)arg;
+	/* The handshake verified its certificate against cluster-ca. */
+	if (grpc_conn_peer_cert_name(conn, name, sizeof(name)) != 0)
+		snprintf(name, sizeof(name), "?");
+	log_info("node \"%s\" connected from %s", name, grpc_conn_peer(conn));
+	grpc_conn_set_trusted(conn);
+}
+
+static void
+on_node_conn_closed(struct grpc_conn *conn, int err, const char *reason,
+                    void *arg)
+{
+	char *peer = grpc_conn_arg(conn);
+
+	(void)arg;
+	if (grpc_conn_handshake(conn, NULL) == 0)
+		log_warnx("node connection from %s refused: %s",
+		          peer != NULL ? peer : "?", reason);
+	else if (err != 0 && err != NCG_ECLOSED)
+		log_info("node connection from %s closed: %s",
+		         peer != NULL ? peer : "?", reason);
+	free(peer);
+}
+
+static const struct grpc_server_ops nodesrv_ops = {
+    .on_conn_accept = on_node_conn_accept,
+    .on_conn_open = on_node_conn_open,
+    .on_conn_closed = on_node_conn_closed,
+};
+
+/*
+ * cluster-static-peer: every device not connected here is looked for on
+ * that one node.  For tests and two-node trials; the cluster core installs
+ * its own resolver.
+ */
+static const char *
+static_resolver(const char *device_id, void *arg)
+{
+	(void)device_id;
+	(void)arg;
+	return ncd.static_peer;
+}
+
+/* The TLS contexts of the cluster: to serve other nodes, and to dial them. */
+static void
+setup_cluster_tls(void)
+{
+	const struct sconf *sc = ncd.sc;
+	char err[512];
+
+	if (sc->sc_cluster_ca == NULL)
+		return;
+	if (sc->sc_cluster_listen_host != NULL &&
+	    (tls_ctx_server_new(&ncd.node_tls, sc->sc_cluster_cert,
+	                        sc->sc_cluster_key, err, sizeof(err)) != 0 ||
+	     tls_ctx_server_require_client(ncd.node_tls, sc->sc_cluster_ca, err,
+	                                   sizeof(err)) != 0))
+		fatalx("cluster-listen: %s", err);
+	if (tls_ctx_client_new_file(&ncd.fwd_tls, sc->sc_cluster_ca, err,
+	                            sizeof(err)) != 0 ||
+	    tls_ctx_client_set_cert(ncd.fwd_tls, sc->sc_cluster_cert,
+	                            sc->sc_cluster_key, err, sizeof(err)) != 0)
+		fatalx("cluster-cert: %s", err);
+}
+
+static int
+listen_cluster(void)
+{
+	const struct sconf *sc = ncd.sc;
+	struct grpc_opts o = {0};
+	struct addrinfo hints, *res;
+	char host[INET6_ADDRSTRLEN];
+	const char *h = sc->sc_cluster_listen_host;
+	int rc;
+
+	if (ncd.fwd_tls != NULL) {
+		if (forward_init(ncd.loop, ncd.fwd_tls) != 0)
+			fatalx("forward: cannot start");
+		if (sc->sc_cluster_static_peer_host != NULL) {
+			snprintf(ncd.static_peer, sizeof(ncd.static_peer),
+			         strchr(sc->sc_cluster_static_peer_host, ':')
+			             ? "[%s]:%u"
+			             : "%s:%u",
+			         sc->sc_cluster_static_peer_host,
+			         sc->sc_cluster_static_peer_port);
+			forward_set_resolver(static_resolver, NULL);
+			log_info("cluster-static-peer: devices not connected "
+			         "here are looked for on %s",
+			         ncd.static_peer);
+		}
+	}
+	if (h == NULL)
+		return 0;
+	/* Other nodes open many sessions on one connection. */
+	o.go_max_streams = 10000;
+	o.go_max_message = 16 * 1024 * 1024;
+	o.go_xport.xo_handshake_timeout_ms = sc->sc_handshake_timeout * 1000;
+	xport_opts_dead_peer(&o.go_xport, sc->sc_dead_peer_timeout);
+	if (grpc_server_new(ncd.loop, &o, &nodesrv_ops, NULL, &ncd.nodesrv) !=
+	        0 ||
+	    operator_register_node(ncd.broker, ncd.nodesrv) != 0)
+		fatalx("out of memory");
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE;
+	/* Startup only: a blocking lookup is fine here. */
+	if ((rc = getaddrinfo(strcmp(h, "*") == 0 ? "::" : h, NULL, &hints,
+	                      &res)) != 0) {
+		log_warnx("cannot resolve cluster-listen address \"%s\": %s", h,
+		          gai_strerror(rc));
+		return -EINVAL;
+	}
+	if (getnameinfo(res->ai_addr, res->ai_addrlen, host, sizeof(host), NULL,
+	                0, NI_NUMERICHOST) != 0)
+		snprintf(host, sizeof(host), "%s", h);
+	freeaddrinfo(res);
+	if ((rc = grpc_server_listen(ncd.nodesrv, host,
+	                             sc->sc_cluster_listen_port,
+	                             ncd.node_tls)) != 0) {
+		log_warnx("cannot listen for nodes on %s port %u: %s", host,
+		          sc->sc_cluster_listen_port, uv_strerror(rc));
+		return rc;
+	}
+	log_info("nodes of the cluster on %s port %u (mutual tls, ca \"%s\")",
+	         host, sc->sc_cluster_listen_port, sc->sc_cluster_ca);
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -705,6 +862,7 @@ main(int argc, char **argv)
 	                             ncd.sc->sc_key, err, sizeof(err))) != 0)
 		fatalx("tls: %s", err);
 	setup_resumption(&bo);
+	setup_cluster_tls();
 	if (registry_throttle_new(&ncd.throttle) != 0)
 		fatalx("out of memory");
 	/*
@@ -753,7 +911,7 @@ main(int argc, char **argv)
 	    operator_register(ncd.broker, ncd.opsrv) != 0)
 		fatalx("out of memory");
 	if (listen_all() != 0 || listen_operator() != 0 ||
-	    listen_metrics() != 0)
+	    listen_metrics() != 0 || listen_cluster() != 0)
 		return 1;
 
 	uv_signal_init(ncd.loop, &ncd.sighup);
@@ -771,6 +929,9 @@ main(int argc, char **argv)
 	         registry_count(reg));
 	uv_run(ncd.loop, UV_RUN_DEFAULT);
 
+	forward_free();
+	tls_ctx_free(ncd.fwd_tls);
+	tls_ctx_free(ncd.node_tls);
 	tls_ctx_free(ncd.tls);
 	registry_throttle_free(ncd.throttle);
 	srvmetrics_free();

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "broker.h"
+#include "forward.h"
 #include "grpc.h"
 #include "log.h"
 #include "ncgrpc_operator.pb-c.h"
@@ -259,11 +260,27 @@ copy_claim(char *dst, const char *s)
 	snprintf(dst, BROKER_IDENT_MAX, "%s", s != NULL ? s : "");
 }
 
+/*
+ * The hop of a session that another node forwarded: "node:NAME", NAME
+ * being the CN of its verified certificate, after the via it claims.
+ */
 static void
-session_first_message(struct grpc_call *c, const uint8_t *msg, size_t len,
-                      void *arg)
+add_node_hop(struct grpc_call *c, struct broker_ident *ident)
 {
-	struct broker *b = arg;
+	char node[64], via[BROKER_IDENT_MAX];
+
+	if (grpc_conn_peer_cert_name(grpc_call_conn(c), node, sizeof(node)) !=
+	    0)
+		snprintf(node, sizeof(node), "?");
+	snprintf(via, sizeof(via), "%.180s%snode:%.63s", ident->bi_via,
+	         ident->bi_via[0] != '\0' ? "," : "", node);
+	memcpy(ident->bi_via, via, sizeof(via));
+}
+
+static void
+session_open(struct grpc_call *c, const uint8_t *msg, size_t len,
+             struct broker *b, int from_node)
+{
 	Ncgrpc__Operator__V1__SessionInput *in;
 	Ncgrpc__Operator__V1__SessionOpen *o;
 	struct broker_terminal term;
@@ -306,6 +323,20 @@ session_first_message(struct grpc_call *c, const uint8_t *msg, size_t len,
 	copy_claim(ident.bi_key, o->operator_key);
 	copy_claim(ident.bi_source, o->operator_source);
 	copy_claim(ident.bi_via, o->via);
+	if (from_node) {
+		/* The uid is the other node's business: it is in the claims. */
+		ident.bi_uid = (uid_t)-1;
+		add_node_hop(c, &ident);
+	} else if (!broker_device_here(b, id)) {
+		const char *addr = forward_resolve(id);
+
+		if (addr != NULL) {
+			forward_session(c, addr, o, &ident);
+			ncgrpc__operator__v1__session_input__free_unpacked(
+			    in, NULL);
+			return;
+		}
+	}
 	broker_session_open(b, c, id,
 	                    o->type == NCGRPC__OPERATOR__V1__SESSION_TYPE__SHELL
 	                        ? BROKER_SHELL
@@ -313,6 +344,21 @@ session_first_message(struct grpc_call *c, const uint8_t *msg, size_t len,
 	                    o->wait_ms > 600000 ? 600000 : o->wait_ms, &ident,
 	                    &term);
 	ncgrpc__operator__v1__session_input__free_unpacked(in, NULL);
+}
+
+static void
+session_first_message(struct grpc_call *c, const uint8_t *msg, size_t len,
+                      void *arg)
+{
+	session_open(c, msg, len, arg, 0);
+}
+
+/* From another node (operator_register_node()): never forwarded again. */
+static void
+node_session_first_message(struct grpc_call *c, const uint8_t *msg, size_t len,
+                           void *arg)
+{
+	session_open(c, msg, len, arg, 1);
 }
 
 static void
@@ -329,10 +375,35 @@ static const struct grpc_call_ops session_open_ops = {
     .on_end = nothing_on_end,
 };
 
+static const struct grpc_call_ops node_session_open_ops = {
+    .on_message = node_session_first_message,
+    .on_half_close = session_half_close,
+    .on_end = nothing_on_end,
+};
+
 static void
 handle_session(struct grpc_call *c, void *arg)
 {
 	grpc_call_set_ops(c, &session_open_ops, arg);
+}
+
+static void
+handle_node_session(struct grpc_call *c, void *arg)
+{
+	grpc_call_set_ops(c, &node_session_open_ops, arg);
+}
+
+int
+operator_register_node(struct broker *b, struct grpc_server *srv)
+{
+	int rc;
+
+	if ((rc = grpc_server_add_method(srv, OPSVC "ListDevices", handle_list,
+	                                 b)) != 0 ||
+	    (rc = grpc_server_add_method(srv, OPSVC "Session",
+	                                 handle_node_session, b)) != 0)
+		return rc;
+	return 0;
 }
 
 int

@@ -934,15 +934,20 @@ relay_commandget(struct grpc_call *c, void *arg)
 	metrics_observe(srvm.sm_open_secs, os->os_type, 0,
 	                srvmetrics_secs(os->os_open_ns, uv_hrtime()));
 	snprintf(id, sizeof(id), "%" PRIu64, os->os_id);
-	snprintf(uid, sizeof(uid), "%ld", (long)os->os_ident.bi_uid);
+	/* A session from another node has no uid here (operator.h). */
+	if (os->os_ident.bi_uid == (uid_t)-1)
+		snprintf(uid, sizeof(uid), "(another node's)");
+	else
+		snprintf(uid, sizeof(uid), "%ld", (long)os->os_ident.bi_uid);
 	log_escape(opname, sizeof(opname), os->os_ident.bi_name,
 	           strlen(os->os_ident.bi_name));
 	log_info("session %s (%s%s) on \"%s\" started for uid %s%s%s%s", id,
 	         os_type_name(os), os->os_raw ? ", raw terminal" : "",
 	         os->os_device, uid, opname[0] != '\0' ? " as operator \"" : "",
 	         opname, opname[0] != '\0' ? "\"" : "");
-	audit_event("session-start", "session", id, "operator-uid", uid,
-	            "operator", nonempty(os->os_ident.bi_name), "operator-key",
+	audit_event("session-start", "session", id, "operator-uid",
+	            os->os_ident.bi_uid == (uid_t)-1 ? NULL : uid, "operator",
+	            nonempty(os->os_ident.bi_name), "operator-key",
 	            nonempty(os->os_ident.bi_key), "operator-source",
 	            nonempty(os->os_ident.bi_source), "via",
 	            nonempty(os->os_ident.bi_via), "device", os->os_device,

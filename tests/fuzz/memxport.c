@@ -231,6 +231,15 @@ xport_peer(const struct xport *x)
 	return x->x_peer.pe_text;
 }
 
+int
+xport_peer_cert_name(const struct xport *x, char *buf, size_t len)
+{
+	(void)x;
+	if (len > 0)
+		buf[0] = '\0';
+	return -ENOENT;
+}
+
 struct xport *
 memxport_last(void)
 {

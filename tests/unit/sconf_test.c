@@ -353,7 +353,8 @@ test_unknown_key(void **state)
 	    "auth-checks-per-address, ssh-listen, ssh-host-key, "
 	    "ssh-authorized-keys, ssh-log-file, ssh-login-grace-time, "
 	    "ssh-max-startups, ssh-max-connections, "
-	    "ssh-max-channels, metrics-listen)");
+	    "ssh-max-channels, metrics-listen, cluster-listen, cluster-ca, "
+	    "cluster-cert, cluster-key, cluster-static-peer)");
 }
 
 /* The pre-authentication limits: defaults, values, and their ranges. */
@@ -723,6 +724,61 @@ test_metrics_listen(void **state)
 	            "t.conf:2: 'metrics-listen' given twice (first at line 1)");
 }
 
+/* The cluster keys: off by default; a listener or a peer needs the PKI. */
+static void
+test_cluster(void **state)
+{
+	struct sconf *sc;
+	char err[512];
+
+	(void)state;
+	sc = parse_ok("");
+	assert_null(sc->sc_cluster_listen_host);
+	assert_null(sc->sc_cluster_static_peer_host);
+	assert_null(sc->sc_cluster_ca);
+	assert_int_equal(sconf_validate(sc, err, sizeof(err)), 0);
+	sconf_free(sc);
+
+	sc = parse_ok("cluster-listen *:7443\n"
+	              "cluster-ca /c/ca.crt\n"
+	              "cluster-cert /c/n.crt\n"
+	              "cluster-key /c/n.key\n"
+	              "cluster-static-peer [::1]:7444\n");
+	assert_string_equal(sc->sc_cluster_listen_host, "*");
+	assert_int_equal(sc->sc_cluster_listen_port, 7443);
+	assert_string_equal(sc->sc_cluster_static_peer_host, "::1");
+	assert_int_equal(sc->sc_cluster_static_peer_port, 7444);
+	assert_string_equal(sc->sc_cluster_key, "/c/n.key");
+	assert_int_equal(sconf_validate(sc, err, sizeof(err)), 0);
+	sconf_free(sc);
+
+	sc = parse_ok("cluster-listen 127.0.0.1:7443\ncluster-ca /c/ca\n");
+	assert_int_equal(sconf_validate(sc, err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "t.conf:1: cluster-listen needs cluster-cert");
+	sconf_free(sc);
+
+	sc = parse_ok("cluster-static-peer 127.0.0.1:7443\n");
+	assert_int_equal(sconf_validate(sc, err, sizeof(err)), -EINVAL);
+	assert_string_equal(err,
+	                    "t.conf:1: cluster-static-peer needs cluster-ca");
+	sconf_free(sc);
+
+	sc = parse_ok("cluster-static-peer *:7443\ncluster-ca /a\n"
+	              "cluster-cert /b\ncluster-key /c\n");
+	assert_int_equal(sconf_validate(sc, err, sizeof(err)), -EINVAL);
+	sconf_free(sc);
+
+	sc = parse_ok("cluster-listen 127.0.0.1:1\ncluster-ca ca.crt\n"
+	              "cluster-cert /b\ncluster-key /c\n");
+	assert_int_equal(sconf_validate(sc, err, sizeof(err)), -EINVAL);
+	assert_string_equal(err, "t.conf:2: cluster-ca: 'ca.crt' is not an "
+	                         "absolute path");
+	sconf_free(sc);
+	parse_fails("cluster-listen 7443\n",
+	            "t.conf:1: cluster-listen: '7443' is not HOST:PORT, "
+	            "[IPV6]:PORT or *:PORT");
+}
+
 static void
 test_ticket_key(void **state)
 {
@@ -894,6 +950,7 @@ main(void)
 	    cmocka_unit_test(test_ticket_key),
 	    cmocka_unit_test(test_ssh_keys),
 	    cmocka_unit_test(test_metrics_listen),
+	    cmocka_unit_test(test_cluster),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -31,13 +31,14 @@ struct spec {
 	const char *san; /* "DNS:a,IP:b" form, NULL for no SAN at all */
 	time_t nb, na;   /* validity; 0 means an hour ago / in a day */
 	int ca;
-	X509 *iss; /* NULL: self-signed */
+	const char *eku; /* extendedKeyUsage, NULL for none */
+	X509 *iss;       /* NULL: self-signed */
 	EVP_PKEY *iss_key;
 };
 
 static struct {
 	char dir[64];
-	char cert[96], key[96], file[96];
+	char cert[96], key[96], file[96], ccert[96], ckey[96];
 	EVP_PKEY *ca_key, *other_key, *imp_key, *int_key;
 	X509 *ca, *other, *imp, *inter;
 	long serial;
@@ -101,6 +102,8 @@ mkcert(const struct spec *s, EVP_PKEY *key)
 		add_ext(x, &v3, NID_authority_key_identifier, "keyid:always");
 	if (s->san != NULL)
 		add_ext(x, &v3, NID_subject_alt_name, s->san);
+	if (s->eku != NULL)
+		add_ext(x, &v3, NID_ext_key_usage, s->eku);
 	assert_true(X509_sign(x, s->iss_key != NULL ? s->iss_key : key,
 	                      EVP_sha256()) > 0);
 	return x;
@@ -364,6 +367,8 @@ setup(void **state)
 	snprintf(T.cert, sizeof(T.cert), "%s/cert.pem", T.dir);
 	snprintf(T.key, sizeof(T.key), "%s/key.pem", T.dir);
 	snprintf(T.file, sizeof(T.file), "%s/other.pem", T.dir);
+	snprintf(T.ccert, sizeof(T.ccert), "%s/ccert.pem", T.dir);
+	snprintf(T.ckey, sizeof(T.ckey), "%s/ckey.pem", T.dir);
 	T.ca_key = mkkey();
 	T.other_key = mkkey();
 	T.imp_key = mkkey();
@@ -388,6 +393,8 @@ teardown(void **state)
 	unlink(T.cert);
 	unlink(T.key);
 	unlink(T.file);
+	unlink(T.ccert);
+	unlink(T.ckey);
 	rmdir(T.dir);
 	X509_free(T.ca);
 	X509_free(T.imp);
@@ -1493,6 +1500,206 @@ test_ctx_freed_first(void **state)
 	tls_conn_free(sv.tc);
 }
 
+/* --- Mutual TLS ---------------------------------------------------------- */
+
+/*
+ * A server "node-b" (signed by the test CA) that requires client
+ * certificates from the test CA, and a client trusting the test CA that
+ * presents a certificate made from cs (none when cs is NULL).  The client's
+ * and server's results go to res; the server's name for the client to name.
+ */
+static void
+mtls_try(const struct spec *cs, struct result *res, char *name, size_t len)
+{
+	struct spec ss = {.cn = "node-b",
+	                  .san = "DNS:node-b,IP:127.0.0.1",
+	                  .eku = "serverAuth,clientAuth",
+	                  .iss = T.ca,
+	                  .iss_key = T.ca_key};
+	struct tls_ctx *cctx, *sctx;
+	struct peer cl = {0}, sv = {0};
+	EVP_PKEY *sk = mkkey(), *ck = NULL;
+	X509 *sx = mkcert(&ss, sk), *cx = NULL;
+	uint8_t buf[64];
+	char *pem, err[256];
+	size_t plen;
+
+	write_chain(T.cert, &sx, 1);
+	write_key(T.key, sk);
+	write_chain(T.file, &T.ca, 1);
+	assert_int_equal(
+	    tls_ctx_server_new(&sctx, T.cert, T.key, err, sizeof(err)), 0);
+	assert_int_equal(
+	    tls_ctx_server_require_client(sctx, T.file, err, sizeof(err)), 0);
+	assert_string_equal(err, "");
+	pem = pem_of(&T.ca, 1, &plen);
+	assert_int_equal(tls_ctx_client_new(&cctx, pem, plen, err, sizeof(err)),
+	                 0);
+	free(pem);
+	if (cs != NULL) {
+		ck = mkkey();
+		cx = mkcert(cs, ck);
+		write_chain(T.ccert, &cx, 1);
+		write_key(T.ckey, ck);
+		assert_int_equal(tls_ctx_client_set_cert(cctx, T.ccert, T.ckey,
+		                                         err, sizeof(err)),
+		                 0);
+	}
+	assert_int_equal(tls_conn_new(&cl.tc, cctx, "127.0.0.1"), 0);
+	assert_int_equal(tls_conn_new(&sv.tc, sctx, NULL), 0);
+	pump(&cl, &sv);
+	res->cl = cl.rc;
+	res->sv = sv.rc;
+	snprintf(res->msg, sizeof(res->msg), "%s", tls_conn_errmsg(cl.tc));
+	snprintf(res->svmsg, sizeof(res->svmsg), "%s", tls_conn_errmsg(sv.tc));
+	name[0] = '\0';
+	if (sv.rc == 0) {
+		assert_int_equal(tls_conn_peer_name(sv.tc, name, len), 0);
+		/* The client verified the server, and sees its name too. */
+		assert_int_equal(
+		    tls_conn_peer_name(cl.tc, (char *)buf, sizeof(buf)), 0);
+		assert_string_equal((char *)buf, "node-b");
+	} else {
+		assert_int_equal(tls_conn_peer_name(sv.tc, name, len), -ENOENT);
+		/*
+		 * In TLS 1.3 the client is done before the server has looked
+		 * at its certificate: the server's alert ends it on reading.
+		 */
+		if (cl.rc == 0) {
+			ssize_t r = tls_conn_read(cl.tc, buf, sizeof(buf));
+
+			assert_true(r < 0 && r != -EAGAIN);
+		}
+	}
+	tls_conn_free(cl.tc);
+	tls_conn_free(sv.tc);
+	tls_ctx_free(cctx);
+	tls_ctx_free(sctx);
+	X509_free(sx);
+	X509_free(cx);
+	EVP_PKEY_free(sk);
+	EVP_PKEY_free(ck);
+}
+
+static void
+test_mtls_good(void **state)
+{
+	struct spec cs = {.cn = "node-a",
+	                  .san = "DNS:node-a,IP:127.0.0.1",
+	                  .eku = "serverAuth,clientAuth",
+	                  .iss = T.ca,
+	                  .iss_key = T.ca_key};
+	struct result res;
+	char name[64];
+
+	(void)state;
+	mtls_try(&cs, &res, name, sizeof(name));
+	assert_ok(&res);
+	assert_string_equal(name, "node-a");
+	/* A name that does not fit is cut, never overrun. */
+	mtls_try(&cs, &res, name, 4);
+	assert_string_equal(name, "nod");
+}
+
+static void
+test_mtls_no_cert(void **state)
+{
+	struct result res;
+	char name[64];
+
+	(void)state;
+	mtls_try(NULL, &res, name, sizeof(name));
+	assert_int_equal(res.sv, NCG_ETLS_BAD_CERT);
+	assert_msg_has(res.svmsg, "client sent no certificate");
+}
+
+static void
+test_mtls_other_ca(void **state)
+{
+	struct spec cs = {.cn = "node-a",
+	                  .san = "DNS:node-a",
+	                  .eku = "clientAuth",
+	                  .iss = T.other,
+	                  .iss_key = T.other_key};
+	struct spec self = {.cn = "node-a", .eku = "clientAuth"};
+	struct spec imp = {.cn = "node-a",
+	                   .eku = "clientAuth",
+	                   .iss = T.imp,
+	                   .iss_key = T.imp_key};
+	struct result res;
+	char name[64];
+
+	(void)state;
+	mtls_try(&cs, &res, name, sizeof(name));
+	assert_int_equal(res.sv, NCG_ETLS_UNKNOWN_CA);
+	assert_msg_has(res.svmsg, "other CA");
+	mtls_try(&self, &res, name, sizeof(name));
+	assert_int_equal(res.sv, NCG_ETLS_UNKNOWN_CA);
+	/* Same issuer name as the trusted CA, another key. */
+	mtls_try(&imp, &res, name, sizeof(name));
+	assert_int_equal(res.sv, NCG_ETLS_UNKNOWN_CA);
+}
+
+static void
+test_mtls_expired(void **state)
+{
+	struct spec cs = {.cn = "node-a",
+	                  .eku = "clientAuth",
+	                  .nb = T2020,
+	                  .na = T2021,
+	                  .iss = T.ca,
+	                  .iss_key = T.ca_key};
+	struct result res;
+	char name[64];
+
+	(void)state;
+	mtls_try(&cs, &res, name, sizeof(name));
+	assert_int_equal(res.sv, NCG_ETLS_EXPIRED);
+	assert_msg_has(res.svmsg, "has expired");
+}
+
+static void
+test_mtls_server_only_eku(void **state)
+{
+	struct spec cs = {.cn = "node-a",
+	                  .eku = "serverAuth",
+	                  .iss = T.ca,
+	                  .iss_key = T.ca_key};
+	struct result res;
+	char name[64];
+
+	(void)state;
+	mtls_try(&cs, &res, name, sizeof(name));
+	assert_int_equal(res.sv, NCG_ETLS_BAD_CERT);
+}
+
+static void
+test_mtls_args(void **state)
+{
+	struct tls_ctx *cctx;
+	struct tls_conn *c;
+	char *pem, err[256], name[8];
+	size_t len;
+
+	(void)state;
+	pem = pem_of(&T.ca, 1, &len);
+	assert_int_equal(tls_ctx_client_new(&cctx, pem, len, err, sizeof(err)),
+	                 0);
+	free(pem);
+	assert_int_equal(
+	    tls_ctx_server_require_client(cctx, T.file, err, sizeof(err)),
+	    -EINVAL);
+	assert_int_equal(tls_conn_new(&c, cctx, "x.example"), 0);
+	/* No handshake yet: no name. */
+	assert_int_equal(tls_conn_peer_name(c, name, sizeof(name)), -ENOENT);
+	assert_int_equal(tls_conn_peer_name(c, name, 0), -EINVAL);
+	tls_conn_free(c);
+	assert_int_equal(
+	    tls_ctx_client_set_cert(cctx, T.dir, T.ckey, err, sizeof(err)) < 0,
+	    1);
+	tls_ctx_free(cctx);
+}
+
 int
 main(void)
 {
@@ -1521,6 +1728,12 @@ main(void)
 	    cmocka_unit_test(test_data),
 	    cmocka_unit_test(test_close_notify),
 	    cmocka_unit_test(test_ctx_freed_first),
+	    cmocka_unit_test(test_mtls_good),
+	    cmocka_unit_test(test_mtls_no_cert),
+	    cmocka_unit_test(test_mtls_other_ca),
+	    cmocka_unit_test(test_mtls_expired),
+	    cmocka_unit_test(test_mtls_server_only_eku),
+	    cmocka_unit_test(test_mtls_args),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
