@@ -34,6 +34,7 @@ static const char usage_text[] =
     "     ncgrpc device add ID [--set] [--secret-stdin]\n"
     "     ncgrpc device remove ID\n"
     "     ncgrpc ssh-known-hosts [HOST ...]\n"
+    "     ncgrpc cluster status\n"
     "     ncgrpc help\n"
     "\n"
     "DESCRIPTION\n"
@@ -135,6 +136,19 @@ static const char usage_text[] =
     "     device remove ID\n"
     "           Removes device ID from the registry.  Its connections are\n"
     "           refused from then on; sessions running now go on.\n"
+    "\n"
+    "     cluster status\n"
+    "           With cluster-etcd in CONFIG (docs/cluster.md): the nodes\n"
+    "           (NODE, ADDRESS from cluster-address, STATE alive while its\n"
+    "           etcd lease lives, gone when devices still name a dead "
+    "node),\n"
+    "           the DEVICES each node holds (its presence keys), and every\n"
+    "           etcd member's health (leader or follower, revision, raft\n"
+    "           term, database size, or DOWN and why).  Exit status 2 when\n"
+    "           etcd cannot be reached.  In a cluster, \"device add\" and\n"
+    "           \"device remove\" edit the registry in etcd instead of the\n"
+    "           devices file (add only creates an id that is absent), and\n"
+    "           every node accepts the change within a second.\n"
     "\n"
     "     ssh-known-hosts [HOST ...]\n"
     "           Prints the known_hosts lines that pin the host key of\n"
@@ -394,5 +408,13 @@ main(int argc, char **argv)
 		return cmd_device(&cl, argc, argv);
 	if (strcmp(cmd, "ssh-known-hosts") == 0)
 		return cmd_ssh_known_hosts(&cl, argc, argv);
+	if (strcmp(cmd, "cluster") == 0) {
+#ifdef NCGRPC_HAVE_ETCD
+		return cmd_cluster(&cl, argc, argv);
+#else
+		cli_err("cluster: this ncgrpc was built without etcd");
+		return CLI_EXIT_FAIL;
+#endif
+	}
 	return cli_usage_error("unknown command \"%s\"", cmd);
 }
