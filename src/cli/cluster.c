@@ -129,8 +129,7 @@ on_cas(const ProtobufCMessage *resp, void *arg)
 }
 
 int
-cli_cluster_device_add(const struct sconf *sc, const char *id,
-                       const char *line)
+cli_cluster_device_add(const struct sconf *sc, const char *id, const char *line)
 {
 	struct ce ce;
 	struct ce_wait w = {0};
@@ -425,8 +424,7 @@ cluster_status(const struct sconf *sc)
 	wm.w_fn = on_member_list;
 	wm.w_arg = &ms;
 	if ((rc = etcd_get(ce.ce_c, sc->sc_cluster_prefix,
-	                   strlen(sc->sc_cluster_prefix), 1, ce_cb, &w)) ==
-	        0 &&
+	                   strlen(sc->sc_cluster_prefix), 1, ce_cb, &w)) == 0 &&
 	    (rc = etcd_call(ce.ce_c, ETCD_MEMBER_LIST, &ml.base, ce_cb, &wm)) ==
 	        0) {
 		ce_run_until(&ce, &w.w_done);
@@ -456,9 +454,8 @@ cluster_status(const struct sconf *sc)
 	printf("%-20s %-28s %-6s %s\n", "NODE", "ADDRESS", "STATE", "DEVICES");
 	for (i = 0; i < st.st_nnodes; i++)
 		printf("%-20s %-28s %-6s %zu\n", st.st_nodes[i].n_name,
-		       st.st_nodes[i].n_addr[0] != '\0'
-		           ? st.st_nodes[i].n_addr
-		           : "-",
+		       st.st_nodes[i].n_addr[0] != '\0' ? st.st_nodes[i].n_addr
+		                                        : "-",
 		       st.st_nodes[i].n_alive ? "alive" : "gone",
 		       st.st_nodes[i].n_devices);
 	print_members(sc, &ms);

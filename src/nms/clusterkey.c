@@ -18,7 +18,8 @@ clusterkey_prefix_valid(const char *p)
 {
 	size_t i, n = strlen(p);
 
-	if (n < 2 || n > CLUSTERKEY_PREFIX_MAX || p[0] != '/' || p[n - 1] != '/')
+	if (n < 2 || n > CLUSTERKEY_PREFIX_MAX || p[0] != '/' ||
+	    p[n - 1] != '/')
 		return 0;
 	for (i = 0; i < n; i++)
 		if (p[i] <= ' ' || p[i] > '~')
@@ -54,8 +55,8 @@ clusterkey_name_valid(const char *s)
 }
 
 int
-clusterkey_make(const char *prefix, enum clusterkey_kind kind,
-                const char *name, char *out, size_t outlen, size_t *klen)
+clusterkey_make(const char *prefix, enum clusterkey_kind kind, const char *name,
+                char *out, size_t outlen, size_t *klen)
 {
 	int n;
 

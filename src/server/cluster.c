@@ -253,9 +253,9 @@ line_ok(const char *id, const char *v, size_t vlen)
 {
 	size_t n = strlen(id);
 
-	return vlen > n && vlen <= REGISTRY_LINE_MAX &&
-	       memcmp(v, id, n) == 0 && (v[n] == ' ' || v[n] == '\t') &&
-	       memchr(v, '\n', vlen) == NULL && memchr(v, '\0', vlen) == NULL;
+	return vlen > n && vlen <= REGISTRY_LINE_MAX && memcmp(v, id, n) == 0 &&
+	       (v[n] == ' ' || v[n] == '\t') && memchr(v, '\n', vlen) == NULL &&
+	       memchr(v, '\0', vlen) == NULL;
 }
 
 struct text {
@@ -340,10 +340,9 @@ cl_registry_changed(struct cluster *cl)
 static void
 cl_reclaim_later(struct cluster *cl)
 {
-	if (!cl->cl_stopping &&
-	    !uv_is_active((uv_handle_t *)&cl->cl_t_reclaim))
-		uv_timer_start(&cl->cl_t_reclaim, on_reclaim_timer,
-		               CL_RETRY_MS, 0);
+	if (!cl->cl_stopping && !uv_is_active((uv_handle_t *)&cl->cl_t_reclaim))
+		uv_timer_start(&cl->cl_t_reclaim, on_reclaim_timer, CL_RETRY_MS,
+		               0);
 }
 
 static void
@@ -433,7 +432,8 @@ cl_unclaim(struct cluster *cl, const char *id)
 	cmp.value.data = (uint8_t *)cl->cl_node;
 	cmp.value.len = strlen(cl->cl_node);
 	del.key = cmp.key;
-	op.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_DELETE_RANGE;
+	op.request_case =
+	    ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_DELETE_RANGE;
 	op.request_delete_range = &del;
 	tx.n_compare = 1;
 	tx.compare = cmps;
@@ -460,7 +460,7 @@ on_broker_event(enum broker_event ev, const struct broker_device_info *dev,
 			          dev->bi_id);
 		free(old);
 		if (cl->cl_lstate == LEASE_UP &&
-		    cl_claim(cl, dev->bi_id, 0, on_claim_done) != 0 )
+		    cl_claim(cl, dev->bi_id, 0, on_claim_done) != 0)
 			cl_reclaim_later(cl);
 	} else if (ev == BROKER_EV_DISCONNECTED) {
 		map_del(&cl->cl_local, dev->bi_id, &old);
@@ -542,7 +542,8 @@ cl_reclaim_pump(struct cluster *cl)
 		    (create || strcmp(p->e_val, cl->cl_node) == 0)) {
 			if (cl_claim(cl, id, create, on_reclaim_done) == 0)
 				cl->cl_rc_inflight++;
-			else cl_reclaim_later(cl);
+			else
+				cl_reclaim_later(cl);
 		}
 		free(id);
 	}
@@ -583,7 +584,6 @@ on_reclaim_timer(uv_timer_t *t)
 {
 	cl_reclaim((struct cluster *)t->data, 0);
 }
-
 
 /* --- the caches from etcd --- */
 
@@ -684,8 +684,7 @@ on_watch_resync(struct etcd_watch *w, int64_t revision, void *arg)
 }
 
 static void
-on_watch_end(struct etcd_watch *w, int status, const char *message,
-             void *arg)
+on_watch_end(struct etcd_watch *w, int status, const char *message, void *arg)
 {
 	struct cluster *cl = arg;
 
@@ -696,8 +695,7 @@ on_watch_end(struct etcd_watch *w, int status, const char *message,
 	log_warnx("cluster: etcd ended our watch (%d %s): reading the state "
 	          "again",
 	          status, message);
-	uv_timer_start(&cl->cl_t_load, on_load_timer, 0,
-	               0);
+	uv_timer_start(&cl->cl_t_load, on_load_timer, 0, 0);
 }
 
 static const struct etcd_watch_ops watch_ops = {
@@ -753,8 +751,7 @@ cl_load_done(struct cluster *cl)
 	                      cl->cl_ld_rev + 1, &watch_ops, cl, &w);
 	if (rc != 0) {
 		log_warnx("cluster: cannot watch etcd: %s", strerror(-rc));
-		uv_timer_start(&cl->cl_t_load, on_load_timer, CL_RETRY_MS,
-		               0);
+		uv_timer_start(&cl->cl_t_load, on_load_timer, CL_RETRY_MS, 0);
 	} else
 		cl->cl_watch = w;
 	cl_rebuild(cl);
@@ -787,8 +784,7 @@ on_load_page(struct etcd_client *c, int status, const char *message,
 			return;
 		log_warnx("cluster: reading etcd failed: %s; retrying",
 		          message);
-		uv_timer_start(&cl->cl_t_load, on_load_timer, CL_RETRY_MS,
-		               0);
+		uv_timer_start(&cl->cl_t_load, on_load_timer, CL_RETRY_MS, 0);
 		return;
 	}
 	free(r);
@@ -809,8 +805,7 @@ on_load_page(struct etcd_client *c, int status, const char *message,
 				return;
 		}
 		/* A key longer than any of ours: start over later. */
-		uv_timer_start(&cl->cl_t_load, on_load_timer, CL_RETRY_MS,
-		               0);
+		uv_timer_start(&cl->cl_t_load, on_load_timer, CL_RETRY_MS, 0);
 		return;
 	}
 	cl_load_done(cl);
@@ -856,8 +851,7 @@ cl_load_start(struct cluster *cl, int64_t rev)
 	memcpy(cl->cl_ld_next, cl->cl_prefix, cl->cl_plen);
 	cl->cl_ld_nlen = cl->cl_plen;
 	if (cl_load_page(cl) != 0)
-		uv_timer_start(&cl->cl_t_load, on_load_timer, CL_RETRY_MS,
-		               0);
+		uv_timer_start(&cl->cl_t_load, on_load_timer, CL_RETRY_MS, 0);
 }
 
 static void
@@ -945,8 +939,7 @@ on_lease_granted(struct etcd_lease *l, int64_t id, int64_t ttl, void *arg)
 static void cl_maybe_closed(struct cluster *cl);
 
 static void
-on_lease_lost(struct etcd_lease *l, int status, const char *message,
-              void *arg)
+on_lease_lost(struct etcd_lease *l, int status, const char *message, void *arg)
 {
 	struct cluster *cl = arg;
 	int was_up = cl->cl_lstate == LEASE_UP;
@@ -994,8 +987,7 @@ cl_register(struct cluster *cl)
 		cl_set_lease_state(cl, LEASE_NONE);
 		metrics_count(srvm.sm_etcd_errors, SRVM_ETCD_LEASE, 0, 1);
 		log_warnx("cluster: cannot ask for a lease: %s", strerror(-rc));
-		uv_timer_start(&cl->cl_t_lease, on_lease_timer, CL_RETRY_MS,
-		               0);
+		uv_timer_start(&cl->cl_t_lease, on_lease_timer, CL_RETRY_MS, 0);
 	}
 }
 
@@ -1118,8 +1110,9 @@ cluster_start(uv_loop_t *loop, struct broker *b, const struct cluster_opts *o,
 		return -EINVAL;
 	}
 	if (tls && o->co_ca_file == NULL) {
-		snprintf(err, errlen, "cluster-etcd: https endpoints need "
-		                      "cluster-etcd-ca");
+		snprintf(err, errlen,
+		         "cluster-etcd: https endpoints need "
+		         "cluster-etcd-ca");
 		return -EINVAL;
 	}
 	if (!clusterkey_prefix_valid(o->co_prefix) ||

@@ -54,8 +54,8 @@ struct cluster_opts {
  * a message in err), a TLS setup code, or -ENOMEM.
  */
 int cluster_start(uv_loop_t *loop, struct broker *b,
-                  const struct cluster_opts *o, struct cluster **out,
-                  char *err, size_t errlen);
+                  const struct cluster_opts *o, struct cluster **out, char *err,
+                  size_t errlen);
 
 /*
  * Stops: revokes the lease (this node's presence keys and node key go at
