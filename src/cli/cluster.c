@@ -268,10 +268,8 @@ on_range(const ProtobufCMessage *resp, void *arg)
 			vlen = sizeof(val) - 1;
 		memcpy(val, rr->kvs[i]->value.data, vlen);
 		val[vlen] = '\0';
-		if (kind == CLUSTERKEY_DEVICE)
-			st->st_registered++;
-		else if (kind == CLUSTERKEY_NODE &&
-		         (n = node_find(st, name, 1)) != NULL) {
+		if (kind == CLUSTERKEY_NODE &&
+		    (n = node_find(st, name, 1)) != NULL) {
 			n->n_alive = 1;
 			snprintf(n->n_addr, sizeof(n->n_addr), "%s", val);
 		} else if (kind == CLUSTERKEY_PRESENCE) {
@@ -281,6 +279,34 @@ on_range(const ProtobufCMessage *resp, void *arg)
 				n->n_devices++;
 		}
 	}
+}
+
+static void
+on_count(const ProtobufCMessage *resp, void *arg)
+{
+	*(size_t *)arg =
+	    (size_t)((const Etcdserverpb__RangeResponse *)resp)->count;
+}
+
+/* A Range of one directory of the layout, or only its count. */
+static int
+get_dir(struct ce *ce, const struct sconf *sc, enum clusterkey_kind kind,
+        int count_only, struct ce_wait *w)
+{
+	Etcdserverpb__RangeRequest rq = ETCDSERVERPB__RANGE_REQUEST__INIT;
+	char key[CLUSTERKEY_MAX + 1];
+	uint8_t end[CLUSTERKEY_MAX + 1];
+	size_t klen;
+
+	if (clusterkey_make(sc->sc_cluster_prefix, kind, "", key, sizeof(key),
+	                    &klen) != 0)
+		return -EINVAL;
+	rq.key.data = (uint8_t *)key;
+	rq.key.len = klen;
+	rq.range_end.data = end;
+	rq.range_end.len = etcd_prefix_end((const uint8_t *)key, klen, end);
+	rq.count_only = count_only;
+	return etcd_call(ce->ce_c, ETCD_RANGE, &rq.base, ce_cb, w);
 }
 
 static int
@@ -412,7 +438,7 @@ cluster_status(const struct sconf *sc)
 	    ETCDSERVERPB__MEMBER_LIST_REQUEST__INIT;
 	struct status st = {.st_prefix = sc->sc_cluster_prefix};
 	struct members ms = {0};
-	struct ce_wait w = {0}, wm = {0};
+	struct ce_wait w = {0}, wm = {0}, wp, wc = {0};
 	struct ce ce;
 	size_t i, healthy = 0;
 	int rc;
@@ -423,13 +449,27 @@ cluster_status(const struct sconf *sc)
 	w.w_arg = &st;
 	wm.w_fn = on_member_list;
 	wm.w_arg = &ms;
-	if ((rc = etcd_get(ce.ce_c, sc->sc_cluster_prefix,
-	                   strlen(sc->sc_cluster_prefix), 1, ce_cb, &w)) == 0 &&
+	wp = w;
+	wc.w_fn = on_count;
+	wc.w_arg = &st.st_registered;
+	/*
+	 * Nodes and presence whole, the registry only counted: its lines
+	 * would not fit one response at 100,000 devices.
+	 */
+	if ((rc = get_dir(&ce, sc, CLUSTERKEY_NODE, 0, &w)) == 0 &&
+	    (rc = get_dir(&ce, sc, CLUSTERKEY_PRESENCE, 0, &wp)) == 0 &&
+	    (rc = get_dir(&ce, sc, CLUSTERKEY_DEVICE, 1, &wc)) == 0 &&
 	    (rc = etcd_call(ce.ce_c, ETCD_MEMBER_LIST, &ml.base, ce_cb, &wm)) ==
 	        0) {
 		ce_run_until(&ce, &w.w_done);
+		ce_run_until(&ce, &wp.w_done);
+		ce_run_until(&ce, &wc.w_done);
 		ce_run_until(&ce, &wm.w_done);
 	}
+	if (wp.w_status != 0 && w.w_status == 0)
+		w = wp;
+	if (wc.w_status != 0 && w.w_status == 0)
+		w = wc;
 	ce_close(&ce);
 	if (rc != 0 || w.w_status != 0 || wm.w_status != 0) {
 		if (rc != 0)

@@ -152,9 +152,15 @@ class World:
     def stop(self):
         if self.agent is not None:
             self.agent.stop()
+        bad = []
         for n in self.nodes.values():
-            n.stop()
+            alive = n.proc is not None
+            rc = n.stop()
+            if alive and rc != 0:
+                bad.append("node %s exited %r (sanitizer report in %s?)"
+                           % (n.name, rc, n.stdout_path))
         self.etcd.stop()
+        return bad
 
     def dump(self):
         for n in self.nodes.values():
@@ -357,11 +363,16 @@ def main():
     finally:
         if not ok:
             w.dump()
-        w.stop()
+        bad = w.stop()
+        if ok and bad:
+            ok = False
+            print("\n".join(bad))
         if ok and not args.keep:
             shutil.rmtree(w.tmp, ignore_errors=True)
         else:
             print("work directory kept: %s" % w.tmp)
+    if not ok:
+        sys.exit(1)
     print("ok: %s" % args.case)
 
 

@@ -63,9 +63,9 @@ test_make(void **state)
 	assert_int_equal(clusterkey_make("/p/", CLUSTERKEY_DEVICE, "a b", key,
 	                                 sizeof(key), &klen),
 	                 -EINVAL);
-	assert_int_equal(clusterkey_make("/p/", CLUSTERKEY_DEVICE, "abc", key,
-	                                 12, &klen),
-	                 -ENAMETOOLONG);
+	assert_int_equal(
+	    clusterkey_make("/p/", CLUSTERKEY_DEVICE, "abc", key, 12, &klen),
+	    -ENAMETOOLONG);
 	memset(name, 'x', CLUSTERKEY_NAME_MAX);
 	name[CLUSTERKEY_NAME_MAX] = '\0';
 	assert_true(clusterkey_name_valid(name));
