@@ -108,8 +108,20 @@ int cmd_watch(const struct cli *cl, int argc, char **argv);
 int cmd_session(const struct cli *cl, int argc, char **argv);
 int cmd_device(const struct cli *cl, int argc, char **argv);
 int cmd_ssh_known_hosts(const struct cli *cl, int argc, char **argv);
-/* cluster.c: ncgrpc cluster ca init | node-cert */
+/* cluster_pki.c: ncgrpc cluster ca init | node-cert | status */
 int cmd_cluster(const struct cli *cl, int argc, char **argv);
+/* cluster.c (with the etcd client): ncgrpc cluster status */
+int cmd_cluster_status(const struct cli *cl, int argc, char **argv);
+
+/*
+ * cluster.c: the registry in etcd, for "device add|remove" when the
+ * configuration names cluster-etcd.  add creates the key only if absent
+ * (line is the registry line); both print what went wrong and return 0,
+ * -EEXIST (add), -ENOENT (remove), -EINVAL or -EIO (etcd failed).
+ */
+int cli_cluster_device_add(const struct sconf *sc, const char *id,
+                           const char *line);
+int cli_cluster_device_remove(const struct sconf *sc, const char *id);
 
 /* devices.c: JSON output. */
 

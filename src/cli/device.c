@@ -238,6 +238,62 @@ check_absent(const struct sconf *sc, const char *id)
 	return 0;
 }
 
+/*
+ * Cluster mode: the registry line goes to etcd, created only if absent.
+ * The secret is gen (made here) or, with secret_stdin, *secret_out.
+ */
+static int
+add_to_etcd(const struct sconf *sc, const char *id, int secret_stdin, char *gen,
+            char **secret_out)
+{
+#ifdef NCGRPC_HAVE_ETCD
+	const char *secret;
+	char *line = NULL;
+	int rc;
+
+	if (secret_stdin) {
+		if (read_secret(secret_out) != 0)
+			return -1;
+		secret = *secret_out;
+	} else {
+		if (registry_new_secret(gen, REGISTRY_SECRET_BUFSZ) != 0) {
+			cli_err("no random bytes for a secret");
+			return -1;
+		}
+		secret = gen;
+	}
+	if ((rc = registry_hash_line(id, (const uint8_t *)secret,
+	                             strlen(secret), &line)) != 0) {
+		cli_err("cannot hash the secret: %s", strerror(-rc));
+		return -1;
+	}
+	rc = cli_cluster_device_add(sc, id, line);
+	free(line);
+	return rc == 0 ? 0 : -1;
+#else
+	(void)sc;
+	(void)id;
+	(void)secret_stdin;
+	(void)gen;
+	(void)secret_out;
+	cli_err("cluster-etcd: this ncgrpc was built without etcd");
+	return -1;
+#endif
+}
+
+static int
+etcd_remove(const struct sconf *sc, const char *id)
+{
+#ifdef NCGRPC_HAVE_ETCD
+	return cli_cluster_device_remove(sc, id);
+#else
+	(void)sc;
+	(void)id;
+	cli_err("cluster-etcd: this ncgrpc was built without etcd");
+	return -1;
+#endif
+}
+
 static const char *
 cert_error(int rc)
 {
@@ -291,7 +347,12 @@ device_add(const struct cli *cl, const char *id, int set_form, int secret_stdin)
 		for (i = 0; i < n; i++)
 			names[i] = dflt[i];
 	}
-	if (secret_stdin) {
+	if (sc->sc_cluster_etcd != NULL) {
+		if (add_to_etcd(sc, id, secret_stdin, gen, &secret) != 0)
+			goto out;
+		dc.dc_secret = secret != NULL ? secret : gen;
+		rc = 0;
+	} else if (secret_stdin) {
 		if (read_secret(&secret) != 0 || check_absent(sc, id) != 0)
 			goto out;
 		rc = registry_set(sc->sc_devices, id, (const uint8_t *)secret,
@@ -325,7 +386,13 @@ device_add(const struct cli *cl, const char *id, int set_form, int secret_stdin)
 		        id, id);
 		goto out;
 	}
-	fprintf(stderr, "ncgrpc: added \"%s\" to \"%s\"\n", id, sc->sc_devices);
+	if (sc->sc_cluster_etcd != NULL)
+		fprintf(stderr,
+		        "ncgrpc: added \"%s\" to the registry in etcd (%s)\n",
+		        id, sc->sc_cluster_etcd);
+	else
+		fprintf(stderr, "ncgrpc: added \"%s\" to \"%s\"\n", id,
+		        sc->sc_devices);
 	if (sc->sc_nnames == 0)
 		fprintf(stderr,
 		        "ncgrpc: %s has no \"name\": the addresses "
@@ -362,6 +429,16 @@ device_remove(const struct cli *cl, const char *id)
 		                       id);
 	if ((sc = cli_load_config(cl)) == NULL)
 		return CLI_EXIT_FAIL;
+	if (sc->sc_cluster_etcd != NULL) {
+		rc = etcd_remove(sc, id);
+		if (rc == 0)
+			fprintf(stderr,
+			        "ncgrpc: removed \"%s\" from the registry in "
+			        "etcd\n",
+			        id);
+		sconf_free(sc);
+		return rc == 0 ? CLI_EXIT_OK : CLI_EXIT_FAIL;
+	}
 	rc = registry_remove(sc->sc_devices, id, err, sizeof(err));
 	if (rc == 0)
 		fprintf(stderr, "ncgrpc: removed \"%s\" from \"%s\"\n", id,

@@ -261,6 +261,12 @@ int registry_add(const char *path, const char *device_id, char *secret_out,
                  size_t secret_out_len, char *err, size_t errlen);
 
 /*
+ * Writes a new random secret, as registry_add() makes, NUL terminated, to
+ * out (REGISTRY_SECRET_BUFSZ bytes or more).  Returns 0, -ENOBUFS or -EIO.
+ */
+int registry_new_secret(char *out, size_t outlen);
+
+/*
  * Removes device_id from the file at path, as registry_add() edits it.
  * Returns 0, -ENOENT (no such device, or no file), or the errors of
  * registry_add().

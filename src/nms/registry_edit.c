@@ -265,10 +265,23 @@ out:
 }
 
 int
+registry_new_secret(char *out, size_t outlen)
+{
+	uint8_t raw[GEN_SECRET_RAW];
+
+	if (outlen < REGISTRY_SECRET_BUFSZ)
+		return -ENOBUFS;
+	if (RAND_bytes(raw, sizeof(raw)) != 1)
+		return -EIO;
+	reg_b64_encode(raw, sizeof(raw), out, 1);
+	OPENSSL_cleanse(raw, sizeof(raw));
+	return 0;
+}
+
+int
 registry_add(const char *path, const char *device_id, char *secret_out,
              size_t secret_out_len, char *err, size_t errlen)
 {
-	uint8_t raw[GEN_SECRET_RAW];
 	char secret[REGISTRY_SECRET_BUFSZ];
 	int rc;
 
@@ -276,12 +289,10 @@ registry_add(const char *path, const char *device_id, char *secret_out,
 		ncg_seterr(err, errlen, "secret buffer too small");
 		return -ENOBUFS;
 	}
-	if (RAND_bytes(raw, sizeof(raw)) != 1) {
+	if (registry_new_secret(secret, sizeof(secret)) != 0) {
 		ncg_seterr(err, errlen, "no random bytes for a secret");
 		return -EIO;
 	}
-	reg_b64_encode(raw, sizeof(raw), secret, 1);
-	OPENSSL_cleanse(raw, sizeof(raw));
 	rc = edit_file(path, EDIT_ADD, device_id, (const uint8_t *)secret,
 	               REGISTRY_SECRET_LEN, err, errlen);
 	if (rc == 0)

@@ -22,6 +22,7 @@
 #include "err.h"
 #include "common/addr.h"
 #include "common/fileio.h"
+#include "clusterkey.h"
 #include "sconf.h"
 
 #define SCONF_UNNAMED "<config>"
@@ -36,6 +37,7 @@ enum vtype {
 	V_METRICS_LISTEN,
 	V_CLUSTER_LISTEN,
 	V_STATIC_PEER,
+	V_CLUSTER_ADDRESS,
 	V_NAME,
 	V_STR,
 	V_UINT,
@@ -107,6 +109,17 @@ static const struct keyword keywords[] = {
     {"cluster-cert", V_STR, SCONF_K_CLUSTER_CERT, F(sc_cluster_cert)},
     {"cluster-key", V_STR, SCONF_K_CLUSTER_KEY, F(sc_cluster_key)},
     {"cluster-static-peer", V_STATIC_PEER, SCONF_K_CLUSTER_STATIC_PEER, 0},
+    {"cluster-etcd", V_STR, SCONF_K_CLUSTER_ETCD, F(sc_cluster_etcd)},
+    {"cluster-node", V_STR, SCONF_K_CLUSTER_NODE, F(sc_cluster_node)},
+    {"cluster-address", V_CLUSTER_ADDRESS, SCONF_K_CLUSTER_ADDRESS, 0},
+    {"cluster-prefix", V_STR, SCONF_K_CLUSTER_PREFIX, F(sc_cluster_prefix)},
+    {"cluster-lease-ttl", V_UINT, SCONF_K_CLUSTER_LEASE_TTL,
+     F(sc_cluster_lease_ttl)},
+    {"cluster-etcd-ca", V_STR, SCONF_K_CLUSTER_ETCD_CA, F(sc_cluster_etcd_ca)},
+    {"cluster-etcd-cert", V_STR, SCONF_K_CLUSTER_ETCD_CERT,
+     F(sc_cluster_etcd_cert)},
+    {"cluster-etcd-key", V_STR, SCONF_K_CLUSTER_ETCD_KEY,
+     F(sc_cluster_etcd_key)},
 };
 
 #undef F
@@ -219,6 +232,7 @@ sconf_clear(struct sconf *sc)
 	free(sc->sc_metrics_listen_host);
 	free(sc->sc_cluster_listen_host);
 	free(sc->sc_cluster_static_peer_host);
+	free(sc->sc_cluster_addr_host);
 	free(sc->sc_file);
 	memset(sc, 0, sizeof(*sc));
 }
@@ -250,6 +264,7 @@ sconf_defaults(struct sconf *sc)
 	sc->sc_ssh_max_startups = SCONF_DEFAULT_SSH_MAX_STARTUPS;
 	sc->sc_ssh_max_conns = SCONF_DEFAULT_SSH_MAX_CONNECTIONS;
 	sc->sc_ssh_max_channels = SCONF_DEFAULT_SSH_MAX_CHANNELS;
+	sc->sc_cluster_lease_ttl = SCONF_DEFAULT_CLUSTER_LEASE_TTL;
 	if ((sc->sc_file = strdup(SCONF_UNNAMED)) == NULL ||
 	    (sc->sc_certificate = strdup(SCONF_DEFAULT_CERTIFICATE)) == NULL ||
 	    (sc->sc_key = strdup(SCONF_DEFAULT_KEY)) == NULL ||
@@ -265,6 +280,8 @@ sconf_defaults(struct sconf *sc)
 	    (sc->sc_ssh_authorized_keys =
 	         strdup(SCONF_DEFAULT_SSH_AUTHORIZED_KEYS)) == NULL ||
 	    (sc->sc_ssh_log_file = strdup(SCONF_DEFAULT_SSH_LOG_FILE)) ==
+	        NULL ||
+	    (sc->sc_cluster_prefix = strdup(SCONF_DEFAULT_CLUSTER_PREFIX)) ==
 	        NULL ||
 	    listen_add(sc, SCONF_DEFAULT_LISTEN_HOST, SCONF_DEFAULT_LISTEN_PORT,
 	               0) != 0) {
@@ -391,6 +408,24 @@ set_value(struct sconf *sc, const struct keyword *kw, const char *value,
 			sc->sc_cluster_static_peer_host = s;
 			sc->sc_cluster_static_peer_port = port;
 		}
+		break;
+	case V_CLUSTER_ADDRESS:
+		/* Other nodes dial it: "*" is no address. */
+		if (value[0] == '*' ||
+		    (rc = parse_listen(kw->kw_name, value, host, sizeof(host),
+		                       &port, msg, msglen)) != 0) {
+			if (value[0] == '*')
+				ncg_seterr(msg, msglen,
+				           "%s: '%.64s' is not HOST:PORT or "
+				           "[IPV6]:PORT",
+				           kw->kw_name, value);
+			return -EINVAL;
+		}
+		if ((s = strdup(host)) == NULL)
+			return -ENOMEM;
+		free(sc->sc_cluster_addr_host);
+		sc->sc_cluster_addr_host = s;
+		sc->sc_cluster_addr_port = port;
 		break;
 	case V_LISTEN:
 		if ((rc = parse_listen(kw->kw_name, value, host, sizeof(host),
@@ -839,7 +874,94 @@ static const struct range ranges[] = {
     {SCONF_K_SSH_MAX_CHANNELS, "ssh-max-channels",
      offsetof(struct sconf, sc_ssh_max_channels), 1, SCONF_MAX_SSH_MAX_CHANNELS,
      0},
+    {SCONF_K_CLUSTER_LEASE_TTL, "cluster-lease-ttl",
+     offsetof(struct sconf, sc_cluster_lease_ttl), SCONF_MIN_CLUSTER_LEASE_TTL,
+     SCONF_MAX_CLUSTER_LEASE_TTL, 0},
 };
+
+/* The cluster keywords; nothing to check without cluster-etcd. */
+static int
+check_cluster(const struct sconf *sc, char *err, size_t errlen)
+{
+	char pos[PATH_MAX + 16];
+	unsigned const *ln = sc->sc_line;
+	const char *p;
+	int rc;
+
+	if (sc->sc_cluster_etcd == NULL)
+		return 0;
+	for (p = sc->sc_cluster_etcd; *p == ' ' || *p == ','; p++)
+		;
+	if (*p == '\0') {
+		ncg_seterr(
+		    err, errlen, "%s: cluster-etcd: no endpoint",
+		    where(sc, ln[SCONF_K_CLUSTER_ETCD], pos, sizeof(pos)));
+		return -EINVAL;
+	}
+	if (!clusterkey_prefix_valid(sc->sc_cluster_prefix)) {
+		ncg_seterr(
+		    err, errlen,
+		    "%s: cluster-prefix: '%.64s' must start and end "
+		    "with '/' and hold at most %d printable bytes",
+		    where(sc, ln[SCONF_K_CLUSTER_PREFIX], pos, sizeof(pos)),
+		    sc->sc_cluster_prefix, CLUSTERKEY_PREFIX_MAX);
+		return -EINVAL;
+	}
+	if (sc->sc_cluster_node != NULL &&
+	    !clusterkey_name_valid(sc->sc_cluster_node)) {
+		ncg_seterr(
+		    err, errlen,
+		    "%s: cluster-node: '%.64s' is not 1 to %d of "
+		    "A-Z a-z 0-9 . _ : @ -",
+		    where(sc, ln[SCONF_K_CLUSTER_NODE], pos, sizeof(pos)),
+		    sc->sc_cluster_node, CLUSTERKEY_NAME_MAX);
+		return -EINVAL;
+	}
+	if (sc->sc_cluster_addr_host != NULL &&
+	    (!sconf_name_valid(sc->sc_cluster_addr_host) ||
+	     sc->sc_cluster_addr_port == 0)) {
+		ncg_seterr(
+		    err, errlen,
+		    "%s: cluster-address: '%.64s' port %u is not an "
+		    "address or host name and a port 1..65535",
+		    where(sc, ln[SCONF_K_CLUSTER_ADDRESS], pos, sizeof(pos)),
+		    sc->sc_cluster_addr_host, sc->sc_cluster_addr_port);
+		return -EINVAL;
+	}
+	if ((sc->sc_cluster_etcd_cert == NULL) !=
+	    (sc->sc_cluster_etcd_key == NULL)) {
+		ncg_seterr(err, errlen,
+		           "%s: cluster-etcd-cert and cluster-etcd-key go "
+		           "together",
+		           where(sc,
+		                 ln[sc->sc_cluster_etcd_cert != NULL
+		                        ? SCONF_K_CLUSTER_ETCD_CERT
+		                        : SCONF_K_CLUSTER_ETCD_KEY],
+		                 pos, sizeof(pos)));
+		return -EINVAL;
+	}
+	if (sc->sc_cluster_etcd_cert != NULL &&
+	    sc->sc_cluster_etcd_ca == NULL) {
+		ncg_seterr(
+		    err, errlen,
+		    "%s: cluster-etcd-cert needs cluster-etcd-ca (a "
+		    "client certificate is for TLS only)",
+		    where(sc, ln[SCONF_K_CLUSTER_ETCD_CERT], pos, sizeof(pos)));
+		return -EINVAL;
+	}
+	if ((sc->sc_cluster_etcd_ca != NULL &&
+	     (rc = check_path(sc, SCONF_K_CLUSTER_ETCD_CA, "cluster-etcd-ca",
+	                      sc->sc_cluster_etcd_ca, 0, err, errlen)) != 0) ||
+	    (sc->sc_cluster_etcd_cert != NULL &&
+	     (rc =
+	          check_path(sc, SCONF_K_CLUSTER_ETCD_CERT, "cluster-etcd-cert",
+	                     sc->sc_cluster_etcd_cert, 0, err, errlen)) != 0) ||
+	    (sc->sc_cluster_etcd_key != NULL &&
+	     (rc = check_path(sc, SCONF_K_CLUSTER_ETCD_KEY, "cluster-etcd-key",
+	                      sc->sc_cluster_etcd_key, 0, err, errlen)) != 0))
+		return rc;
+	return 0;
+}
 
 static int
 check_ranges(const struct sconf *sc, char *err, size_t errlen)
@@ -1067,7 +1189,8 @@ sconf_validate(const struct sconf *sc, char *err, size_t errlen)
 			return -EINVAL;
 		}
 	}
-	if ((rc = check_ranges(sc, err, errlen)) != 0)
+	if ((rc = check_ranges(sc, err, errlen)) != 0 ||
+	    (rc = check_cluster(sc, err, errlen)) != 0)
 		return rc;
 	if (err != NULL && errlen > 0)
 		err[0] = '\0';

@@ -39,6 +39,14 @@
  *   cluster-cert PATH           (none; this node's certificate)
  *   cluster-key PATH            (none; this node's key)
  *   cluster-static-peer HOST:PORT (none; for tests: forward to this node)
+ *   cluster-etcd ENDPOINTS      (none: a single node; docs/cluster.md)
+ *   cluster-node NAME           (the host name)
+ *   cluster-address HOST:PORT   (none; also [V6]:PORT)
+ *   cluster-prefix PREFIX       /ncgrpc/
+ *   cluster-lease-ttl SECONDS   10
+ *   cluster-etcd-ca PATH        (none: cleartext to etcd)
+ *   cluster-etcd-cert PATH      (none)
+ *   cluster-etcd-key PATH       (none)
  *
  * The repeatable keywords accumulate; the first "listen" (or "name") of a
  * file replaces the default list.  Any other keyword given twice in one file
@@ -107,6 +115,9 @@
 #define SCONF_DEFAULT_AUTH_FAILURES_PER_ADDR 50
 #define SCONF_DEFAULT_AUTH_CHECKS            32
 #define SCONF_DEFAULT_AUTH_CHECKS_PER_ADDR   8
+/* The cluster (docs/cluster.md). */
+#define SCONF_DEFAULT_CLUSTER_PREFIX    "/ncgrpc/"
+#define SCONF_DEFAULT_CLUSTER_LEASE_TTL 10
 
 /* Ranges checked by sconf_validate(). */
 #define SCONF_MAX_SESSION_LIMIT          10000
@@ -141,6 +152,8 @@
 #define SCONF_MAX_SSH_MAX_STARTUPS       100000
 #define SCONF_MAX_SSH_MAX_CONNECTIONS    100000
 #define SCONF_MAX_SSH_MAX_CHANNELS       1000
+#define SCONF_MIN_CLUSTER_LEASE_TTL      2
+#define SCONF_MAX_CLUSTER_LEASE_TTL      300
 #define SCONF_MAX_NAME                   253 /* bytes in a DNS name */
 #define SCONF_MAX_SOCKET_PATH            107 /* sun_path less its NUL */
 
@@ -198,6 +211,14 @@ enum sconf_key {
 	SCONF_K_CLUSTER_CERT,
 	SCONF_K_CLUSTER_KEY,
 	SCONF_K_CLUSTER_STATIC_PEER,
+	SCONF_K_CLUSTER_ETCD,
+	SCONF_K_CLUSTER_NODE,
+	SCONF_K_CLUSTER_ADDRESS,
+	SCONF_K_CLUSTER_PREFIX,
+	SCONF_K_CLUSTER_LEASE_TTL,
+	SCONF_K_CLUSTER_ETCD_CA,
+	SCONF_K_CLUSTER_ETCD_CERT,
+	SCONF_K_CLUSTER_ETCD_KEY,
 	SCONF_K_COUNT
 };
 
@@ -265,6 +286,19 @@ struct sconf {
 	char *sc_cluster_key;
 	char *sc_cluster_static_peer_host;
 	uint16_t sc_cluster_static_peer_port;
+	/*
+	 * The cluster (docs/cluster.md).  sc_cluster_etcd NULL: a single
+	 * node, and the other cluster fields are unused.
+	 */
+	char *sc_cluster_etcd;      /* endpoints, as etcd_endpoints_parse() */
+	char *sc_cluster_node;      /* NULL: the host name */
+	char *sc_cluster_addr_host; /* NULL: none; an IP literal or a name */
+	uint16_t sc_cluster_addr_port;
+	char *sc_cluster_prefix;
+	unsigned sc_cluster_lease_ttl;
+	char *sc_cluster_etcd_ca; /* NULL: cleartext */
+	char *sc_cluster_etcd_cert;
+	char *sc_cluster_etcd_key;
 	/* Line of each single-valued keyword's value, 0 for none. */
 	unsigned sc_line[SCONF_K_COUNT];
 	/* Where sc_listen and sc_names came from: 0 default, 1 file, 2 set. */
@@ -320,7 +354,10 @@ int sconf_set(struct sconf *sc, const char *key, const char *value, char *err,
  * sun_path; mode at most 0777; a well-formed group name (not looked up);
  * each name non-empty and a DNS name or IP literal; numbers within the
  * SCONF_MIN_ and SCONF_MAX_ limits above, session-limit, session-wait,
- * max-streams and handshake-timeout at least 1.  Returns 0, or -EINVAL with
+ * max-streams and handshake-timeout at least 1; the cluster keywords
+ * (a non-empty endpoint list, a valid prefix and node name, an address
+ * that is not "*", the etcd certificate and key together and only with a
+ * CA).  Returns 0, or -EINVAL with
  * the first problem in err.
  */
 int sconf_validate(const struct sconf *sc, char *err, size_t errlen);

@@ -28,6 +28,9 @@
 #include "audit.h"
 #include "broker.h"
 #include "certgen.h"
+#ifdef NCGRPC_HAVE_ETCD
+#include "cluster.h"
+#endif
 #include "err.h"
 #include "filewatch.h"
 #include "forward.h"
@@ -74,6 +77,7 @@ static struct {
 	struct tls_ctx *fwd_tls;     /* dialling other nodes */
 	char static_peer[FORWARD_ADDR_MAX];
 	struct metrics_http *mhttp; /* NULL without metrics-listen */
+	struct cluster *cluster;    /* NULL: a single node */
 	uv_signal_t sighup, sigint, sigterm;
 	struct filewatch watch;
 	int pending;
@@ -169,6 +173,12 @@ reload_registry(const char *why)
 
 	if (ncd.stopping)
 		return;
+	if (ncd.sc->sc_cluster_etcd != NULL) {
+		log_info("registry reload (%s) ignored: in a cluster the "
+		         "registry comes from etcd",
+		         why);
+		return;
+	}
 	if (load_registry(&reg, err, sizeof(err)) != 0) {
 		log_warnx(
 		    "registry reload (%s) failed, keeping the old one: %s", why,
@@ -202,7 +212,8 @@ on_server_done(void *arg)
 	uv_close((uv_handle_t *)&ncd.sighup, NULL);
 	uv_close((uv_handle_t *)&ncd.sigint, NULL);
 	uv_close((uv_handle_t *)&ncd.sigterm, NULL);
-	filewatch_close(&ncd.watch);
+	if (ncd.sc->sc_cluster_etcd == NULL)
+		filewatch_close(&ncd.watch);
 }
 
 static void
@@ -215,6 +226,14 @@ shutdown_server(const char *why)
 	broker_shutdown(ncd.broker, "server shutting down");
 	forward_shutdown("server shutting down");
 	ncd.pending = ncd.nodesrv != NULL ? 3 : 2;
+#ifdef NCGRPC_HAVE_ETCD
+	if (ncd.cluster != NULL) {
+		/* Revoking the lease releases our devices at once. */
+		ncd.pending++;
+		cluster_stop(ncd.cluster, on_server_done, NULL);
+		ncd.cluster = NULL;
+	}
+#endif
 	/* GOAWAY to everyone; sessions in flight get the grace period. */
 	if (ncd.nodesrv != NULL)
 		grpc_server_shutdown(ncd.nodesrv, NCGRPCD_GRACE_MS,
@@ -572,8 +591,12 @@ check_only(void)
 	char err[512];
 	int rc;
 
-	if ((rc = registry_load(ncd.sc->sc_devices, &reg, err, sizeof(err))) ==
-	    0) {
+	if (ncd.sc->sc_cluster_etcd != NULL)
+		printf("cluster: node registry from etcd %s, prefix %s (the "
+		       "devices file is not used)\n",
+		       ncd.sc->sc_cluster_etcd, ncd.sc->sc_cluster_prefix);
+	else if ((rc = registry_load(ncd.sc->sc_devices, &reg, err,
+	                             sizeof(err))) == 0) {
 		printf("%s: %zu devices\n", ncd.sc->sc_devices,
 		       registry_count(reg));
 		registry_free(reg);
@@ -784,6 +807,82 @@ listen_cluster(void)
 	return 0;
 }
 
+#ifdef NCGRPC_HAVE_ETCD
+/* The registry is in: devices may come now. */
+static void
+on_cluster_ready(void *arg)
+{
+	(void)arg;
+	if (ncd.stopping)
+		return;
+	if (listen_all() != 0)
+		fatalx("cannot listen for devices");
+	log_info("ncgrpcd %s started: cluster node \"%s\"", NCGRPC_VERSION,
+	         ncd.sc->sc_cluster_node);
+}
+
+/* The cluster-address of the node that holds device_id, or NULL. */
+static const char *
+cluster_resolver(const char *device_id, void *arg)
+{
+	(void)arg;
+	return ncd.cluster != NULL
+	           ? cluster_device_address(ncd.cluster, device_id)
+	           : NULL;
+}
+
+static int
+start_cluster(void)
+{
+	struct cluster_opts co = {0};
+	char host[256], addr[300], err[512];
+	int rc;
+
+	if (ncd.sc->sc_cluster_node == NULL) {
+		if (gethostname(host, sizeof(host)) != 0 ||
+		    (ncd.sc->sc_cluster_node = strdup(host)) == NULL)
+			fatalx("cluster-node: no host name to default to");
+	}
+	addr[0] = '\0';
+	if (ncd.sc->sc_cluster_addr_host != NULL)
+		snprintf(addr, sizeof(addr),
+		         strchr(ncd.sc->sc_cluster_addr_host, ':') != NULL
+		             ? "[%s]:%u"
+		             : "%s:%u",
+		         ncd.sc->sc_cluster_addr_host,
+		         ncd.sc->sc_cluster_addr_port);
+	co.co_endpoints = ncd.sc->sc_cluster_etcd;
+	co.co_node = ncd.sc->sc_cluster_node;
+	co.co_address = addr;
+	co.co_prefix = ncd.sc->sc_cluster_prefix;
+	co.co_ttl = ncd.sc->sc_cluster_lease_ttl;
+	co.co_ca_file = ncd.sc->sc_cluster_etcd_ca;
+	co.co_cert_file = ncd.sc->sc_cluster_etcd_cert;
+	co.co_key_file = ncd.sc->sc_cluster_etcd_key;
+	co.co_throttle = ncd.throttle;
+	co.co_on_ready = on_cluster_ready;
+	if ((rc = cluster_start(ncd.loop, ncd.broker, &co, &ncd.cluster, err,
+	                        sizeof(err))) != 0) {
+		log_warnx("%s", err);
+		return rc;
+	}
+	/* Sessions for devices on other nodes go there (forward.c). */
+	if (ncd.fwd_tls != NULL && ncd.static_peer[0] == '\0')
+		forward_set_resolver(cluster_resolver, NULL);
+	log_info("waiting for the registry from etcd before accepting "
+	         "devices");
+	return 0;
+}
+#else
+static int
+start_cluster(void)
+{
+	log_warnx("cluster-etcd: this ncgrpcd was built without etcd "
+	          "(-DNCGRPC_ETCD=OFF)");
+	return -ENOTSUP;
+}
+#endif
+
 int
 main(int argc, char **argv)
 {
@@ -875,7 +974,12 @@ main(int argc, char **argv)
 	registry_throttle_set_checks(ncd.throttle,
 	                             ncd.sc->sc_auth_checks_per_addr,
 	                             ncd.sc->sc_auth_checks);
-	if (load_registry(&reg, err, sizeof(err)) != 0)
+	if (ncd.sc->sc_cluster_etcd != NULL) {
+		/* Empty until read from etcd; no device is accepted before. */
+		if (registry_parse("etcd", "", 0, &reg, err, sizeof(err)) != 0)
+			fatalx("%s", err);
+		registry_set_throttle(reg, ncd.throttle);
+	} else if (load_registry(&reg, err, sizeof(err)) != 0)
 		fatalx("%s", err);
 
 	signal(SIGPIPE, SIG_IGN);
@@ -910,8 +1014,12 @@ main(int argc, char **argv)
 	    broker_register_device_methods(ncd.broker, ncd.devsrv) != 0 ||
 	    operator_register(ncd.broker, ncd.opsrv) != 0)
 		fatalx("out of memory");
-	if (listen_all() != 0 || listen_operator() != 0 ||
-	    listen_metrics() != 0 || listen_cluster() != 0)
+	if (ncd.sc->sc_cluster_etcd != NULL) {
+		if (listen_operator() != 0 || listen_metrics() != 0 ||
+		    listen_cluster() != 0 || start_cluster() != 0)
+			return 1;
+	} else if (listen_all() != 0 || listen_operator() != 0 ||
+	           listen_metrics() != 0 || listen_cluster() != 0)
 		return 1;
 
 	uv_signal_init(ncd.loop, &ncd.sighup);
@@ -920,13 +1028,15 @@ main(int argc, char **argv)
 	uv_signal_start(&ncd.sighup, on_signal, SIGHUP);
 	uv_signal_start(&ncd.sigint, on_signal, SIGINT);
 	uv_signal_start(&ncd.sigterm, on_signal, SIGTERM);
-	if ((rc = filewatch_start(ncd.loop, &ncd.watch, ncd.sc->sc_devices,
+	if (ncd.sc->sc_cluster_etcd == NULL &&
+	    (rc = filewatch_start(ncd.loop, &ncd.watch, ncd.sc->sc_devices,
 	                          NCGRPCD_RELOAD_DELAY, on_registry_changed,
 	                          NULL)) != 0)
 		log_warnx("cannot watch \"%s\" (%s); reload it with SIGHUP",
 		          ncd.sc->sc_devices, uv_strerror(rc));
-	log_info("ncgrpcd %s started: %zu devices registered", NCGRPC_VERSION,
-	         registry_count(reg));
+	if (ncd.sc->sc_cluster_etcd == NULL)
+		log_info("ncgrpcd %s started: %zu devices registered",
+		         NCGRPC_VERSION, registry_count(reg));
 	uv_run(ncd.loop, UV_RUN_DEFAULT);
 
 	forward_free();

@@ -157,6 +157,24 @@ static const struct metrics_desc d_etcd_errors = {
     .md_nlabels = 1,
 };
 
+static const struct metrics_desc d_etcd_up = {
+    .md_name = "ncgrpcd_cluster_etcd_up",
+    .md_help = "1 while this node holds its etcd lease (it claims its "
+               "devices), 0 while it has lost etcd.",
+    .md_type = METRICS_GAUGE,
+};
+static const struct metrics_desc d_cl_nodes = {
+    .md_name = "ncgrpcd_cluster_nodes",
+    .md_help = "Nodes in the cluster's node list, as this node last saw "
+               "it.",
+    .md_type = METRICS_GAUGE,
+};
+static const struct metrics_desc d_cl_claimed = {
+    .md_name = "ncgrpcd_cluster_devices_claimed",
+    .md_help = "Devices whose presence key in etcd names this node.",
+    .md_type = METRICS_GAUGE,
+};
+
 int
 srvmetrics_init(void)
 {
@@ -209,6 +227,18 @@ srvmetrics_cluster_init(void)
 	if (srvm.sm_etcd_errors == NULL &&
 	    (rc = metrics_register(srvm.sm_reg, &d_etcd_errors,
 	                           &srvm.sm_etcd_errors)) != 0)
+		return rc;
+	if (srvm.sm_etcd_up == NULL &&
+	    (rc = metrics_register(srvm.sm_reg, &d_etcd_up,
+	                           &srvm.sm_etcd_up)) != 0)
+		return rc;
+	if (srvm.sm_cl_nodes == NULL &&
+	    (rc = metrics_register(srvm.sm_reg, &d_cl_nodes,
+	                           &srvm.sm_cl_nodes)) != 0)
+		return rc;
+	if (srvm.sm_cl_claimed == NULL &&
+	    (rc = metrics_register(srvm.sm_reg, &d_cl_claimed,
+	                           &srvm.sm_cl_claimed)) != 0)
 		return rc;
 	return 0;
 }

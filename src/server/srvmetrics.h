@@ -7,7 +7,8 @@
  * here.  Before srvmetrics_init() (unit tests that run the broker alone)
  * every pointer is NULL and counting does nothing (metrics.h).
  *
- * The cluster families (etcd round trips and errors) are described here but
+ * The cluster families (etcd round trips and errors, etcd up, nodes and
+ * devices claimed) are described here but
  * registered only by srvmetrics_cluster_init(), which the cluster code calls
  * when it starts, so that a single node does not export families that can
  * only read zero.  A module that wants more families adds a description to
@@ -79,6 +80,9 @@ struct srvmetrics {
 	/* Registered by srvmetrics_cluster_init() only. */
 	struct metrics_family *sm_etcd_secs;   /* histogram {op} */
 	struct metrics_family *sm_etcd_errors; /* counter {op} */
+	struct metrics_family *sm_etcd_up;     /* gauge */
+	struct metrics_family *sm_cl_nodes;    /* gauge */
+	struct metrics_family *sm_cl_claimed;  /* gauge */
 };
 
 /* Label "op" of the etcd families. */

@@ -354,7 +354,10 @@ test_unknown_key(void **state)
 	    "ssh-authorized-keys, ssh-log-file, ssh-login-grace-time, "
 	    "ssh-max-startups, ssh-max-connections, "
 	    "ssh-max-channels, metrics-listen, cluster-listen, cluster-ca, "
-	    "cluster-cert, cluster-key, cluster-static-peer)");
+	    "cluster-cert, cluster-key, cluster-static-peer, cluster-etcd, "
+	    "cluster-node, cluster-address, cluster-prefix, "
+	    "cluster-lease-ttl, cluster-etcd-ca, cluster-etcd-cert, "
+	    "cluster-etcd-key)");
 }
 
 /* The pre-authentication limits: defaults, values, and their ranges. */
@@ -726,7 +729,7 @@ test_metrics_listen(void **state)
 
 /* The cluster keys: off by default; a listener or a peer needs the PKI. */
 static void
-test_cluster(void **state)
+test_cluster_forward(void **state)
 {
 	struct sconf *sc;
 	char err[512];
@@ -777,6 +780,74 @@ test_cluster(void **state)
 	parse_fails("cluster-listen 7443\n",
 	            "t.conf:1: cluster-listen: '7443' is not HOST:PORT, "
 	            "[IPV6]:PORT or *:PORT");
+}
+
+/* The cluster keywords: off by default, checked only with cluster-etcd. */
+static void
+test_cluster(void **state)
+{
+	struct sconf *sc;
+
+	(void)state;
+	sc = parse_ok("");
+	assert_null(sc->sc_cluster_etcd);
+	assert_null(sc->sc_cluster_node);
+	assert_null(sc->sc_cluster_addr_host);
+	assert_string_equal(sc->sc_cluster_prefix, "/ncgrpc/");
+	assert_int_equal(sc->sc_cluster_lease_ttl, 10);
+	sconf_free(sc);
+
+	sc = parse_ok("cluster-etcd \"10.0.0.1:2379, 10.0.0.2\"\n"
+	              "cluster-node nms-1\n"
+	              "cluster-address [2001:db8::1]:8443\n"
+	              "cluster-prefix /prod/ncgrpc/\n"
+	              "cluster-lease-ttl 15\n");
+	assert_string_equal(sc->sc_cluster_etcd, "10.0.0.1:2379, 10.0.0.2");
+	assert_string_equal(sc->sc_cluster_node, "nms-1");
+	assert_string_equal(sc->sc_cluster_addr_host, "2001:db8::1");
+	assert_int_equal(sc->sc_cluster_addr_port, 8443);
+	assert_string_equal(sc->sc_cluster_prefix, "/prod/ncgrpc/");
+	assert_int_equal(sc->sc_cluster_lease_ttl, 15);
+	sconf_free(sc);
+	validate_ok("cluster-etcd e1:2379\ncluster-address nms-1.example:9\n");
+	/* Without cluster-etcd nothing else is looked at. */
+	validate_ok("cluster-prefix nope\n");
+
+	parse_fails("cluster-address *:9\n",
+	            "t.conf:1: cluster-address: '*:9' is not HOST:PORT or "
+	            "[IPV6]:PORT");
+	parse_fails("cluster-address nms\n",
+	            "t.conf:1: cluster-address: 'nms' is not HOST:PORT, "
+	            "[IPV6]:PORT or *:PORT");
+	validate_fails("cluster-etcd \" , \"\n",
+	               "t.conf:1: cluster-etcd: no endpoint");
+	validate_fails("cluster-etcd e1\ncluster-prefix ncgrpc/\n",
+	               "t.conf:2: cluster-prefix: 'ncgrpc/' must start and "
+	               "end with '/' and hold at most 128 printable bytes");
+	validate_fails("cluster-etcd e1\ncluster-prefix \"/a b/\"\n",
+	               "t.conf:2: cluster-prefix: '/a b/' must start and "
+	               "end with '/' and hold at most 128 printable bytes");
+	validate_fails("cluster-etcd e1\ncluster-node a/b\n",
+	               "t.conf:2: cluster-node: 'a/b' is not 1 to 255 of "
+	               "A-Z a-z 0-9 . _ : @ -");
+	validate_fails("cluster-etcd e1\ncluster-address a:0\n",
+	               "t.conf:2: cluster-address: 'a' port 0 is not an "
+	               "address or host name and a port 1..65535");
+	validate_fails("cluster-etcd e1\ncluster-lease-ttl 1\n",
+	               "t.conf:2: cluster-lease-ttl: 1 is out of range "
+	               "(2..300)");
+	validate_fails("cluster-etcd e1\ncluster-etcd-cert /c\n",
+	               "t.conf:2: cluster-etcd-cert and cluster-etcd-key go "
+	               "together");
+	validate_fails("cluster-etcd e1\ncluster-etcd-cert /c\n"
+	               "cluster-etcd-key /k\n",
+	               "t.conf:2: cluster-etcd-cert needs cluster-etcd-ca (a "
+	               "client certificate is for TLS only)");
+	validate_fails("cluster-etcd e1\ncluster-etcd-ca ca.pem\n",
+	               "t.conf:2: cluster-etcd-ca: 'ca.pem' is not an "
+	               "absolute path");
+	validate_ok("cluster-etcd https://e1\ncluster-etcd-ca /ca\n"
+	            "cluster-etcd-cert /c\ncluster-etcd-key /k\n");
 }
 
 static void
@@ -951,6 +1022,7 @@ main(void)
 	    cmocka_unit_test(test_ssh_keys),
 	    cmocka_unit_test(test_metrics_listen),
 	    cmocka_unit_test(test_cluster),
+	    cmocka_unit_test(test_cluster_forward),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
