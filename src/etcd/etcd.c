@@ -639,14 +639,18 @@ req_on_end(struct grpc_call *call, int status, const char *msg, void *arg)
 	/*
 	 * Who may be retried: any call the member refused outright (it did
 	 * not apply it), and reads after any transport or deadline failure.
-	 * A write whose fate is unknown is reported, as etcd's own client
-	 * does.
+	 * A member that lost its leader lets a linearizable read run into our
+	 * attempt deadline and answers UNKNOWN "context deadline exceeded"
+	 * (Go's error, unwrapped): a deadline failure too.  A write whose fate
+	 * is unknown is reported, as etcd's own client does.
 	 */
 	unfit = status == GRPC_STATUS_UNAVAILABLE && member_unfit(msg);
 	retry =
 	    unfit || (methods[r->r_method].mi_readonly &&
 	              (status == GRPC_STATUS_UNAVAILABLE ||
 	               status == GRPC_STATUS_DEADLINE_EXCEEDED ||
+	               (status == GRPC_STATUS_UNKNOWN &&
+	                strcmp(msg, "context deadline exceeded") == 0) ||
 	               strncmp(msg, "etcdserver: request timed out", 29) == 0));
 	if (unfit || (status == GRPC_STATUS_DEADLINE_EXCEEDED &&
 	              strncmp(msg, "etcdserver:", 11) != 0))
