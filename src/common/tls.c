@@ -1,12 +1,13 @@
 /*
- * TLS engine over two memory BIOs; see tls.h for the contract.
+ * TLS engine over two memory BIOs; see tls.h for the contract.  Peer
+ * verification is in tls_verify.c, session resumption in tls_resume.c.
  *
  * The SSL object reads ciphertext from c_rbio, which tls_conn_feed() fills,
  * and writes ciphertext to c_wbio, which tls_conn_take() drains.  Nothing
  * here touches a socket, so the transport decides when bytes move.
  *
  * Peer verification runs inside OpenSSL's chain verification through
- * verify_cb(), so that a failed check aborts the handshake with the right
+ * tls__verify_cb(), so that a failed check aborts the handshake with the right
  * alert while we remember the precise reason in the connection.
  */
 #include <arpa/inet.h>
@@ -29,59 +30,13 @@
 
 #include "err.h"
 #include "fileio.h"
-#include "tls.h"
-
-/* PEM files larger than this are surely not certificates or keys. */
-#define TLS_FILE_MAX (1024 * 1024)
-/* Longest peer name accepted: a DNS name is at most 253 characters. */
-#define TLS_NAME_MAX 255
-#define TLS_MSG_MAX  512
+#include "tls_int.h"
 
 /* The only application protocol we speak, in wire format. */
 static const unsigned char tls_alpn_h2[] = {2, 'h', '2'};
 
-struct tls_ctx {
-	SSL_CTX *tc_ssl;
-	int tc_server;
-};
-
-/*
- * A client context's resumption cache: the newest session ticket of each
- * server (by "host:port"), at most TLS_RESUME_MAX of them, the least
- * recently used one making room.  It hangs off the SSL_CTX as ex_data, so
- * it lives as long as the last connection that may add to it.
- */
-#define TLS_RESUME_MAX 32
-
-struct tls_resume {
-	char *rs_key;
-	SSL_SESSION *rs_sess;
-	uint64_t rs_used;
-};
-
-struct tls_resume_cache {
-	struct tls_resume rc_ent[TLS_RESUME_MAX];
-	uint64_t rc_clock;
-};
-
-struct tls_conn {
-	SSL *c_ssl;
-	char *c_resume; /* client: resumption cache key, NULL if none */
-	BIO *c_rbio;    /* ciphertext from the peer, owned by c_ssl */
-	BIO *c_wbio;    /* ciphertext for the peer, owned by c_ssl */
-	char *c_peer;   /* name to verify (client only) */
-	int c_peer_ip;  /* c_peer is an IP address literal */
-	int c_done;     /* handshake completed */
-	int c_err;      /* sticky fatal error, 0 if none */
-	int c_verr;     /* reason recorded by a callback during the handshake */
-	char c_msg[TLS_MSG_MAX];
-};
-
-static void conn_msg(struct tls_conn *c, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void
-conn_msg(struct tls_conn *c, const char *fmt, ...)
+void
+tls__conn_msg(struct tls_conn *c, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -94,8 +49,8 @@ conn_msg(struct tls_conn *c, const char *fmt, ...)
  * Copies untrusted text (from a certificate or the peer) into dst, replacing
  * anything but printable ASCII so that log lines stay intact.
  */
-static void
-clean(char *dst, size_t dstlen, const unsigned char *src, size_t len)
+void
+tls__clean(char *dst, size_t dstlen, const unsigned char *src, size_t len)
 {
 	size_t i, n;
 
@@ -136,39 +91,6 @@ ossl_is_oom(unsigned long e)
 {
 	return e != 0 && !ERR_SYSTEM_ERROR(e) &&
 	       ERR_GET_REASON(e) == ERR_R_MALLOC_FAILURE;
-}
-
-/* RFC 2253 text of a certificate name, e.g. "CN=Foo CA,O=Example". */
-static void
-name_text(const X509_NAME *name, char *buf, size_t len)
-{
-	BIO *b;
-	char *p;
-	long n;
-
-	if (len == 0)
-		return;
-	buf[0] = '\0';
-	if (name == NULL || (b = BIO_new(BIO_s_mem())) == NULL)
-		return;
-	if (X509_NAME_print_ex(b, name, 0, XN_FLAG_RFC2253) >= 0 &&
-	    (n = BIO_get_mem_data(b, &p)) > 0)
-		clean(buf, len, (const unsigned char *)p, (size_t)n);
-	BIO_free(b);
-}
-
-static void
-time_text(const ASN1_TIME *t, char *buf, size_t len)
-{
-	struct tm tm;
-
-	if (t == NULL || !ASN1_TIME_to_tm(t, &tm)) {
-		snprintf(buf, len, "unknown");
-		return;
-	}
-	snprintf(buf, len, "%04d-%02d-%02d %02d:%02d:%02d GMT",
-	         tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-	         tm.tm_min, tm.tm_sec);
 }
 
 /*
@@ -332,198 +254,6 @@ load_trust(X509_STORE *store, const char *pem, size_t len, char *err,
 	return rc;
 }
 
-static int verify_cb(int ok, X509_STORE_CTX *xs);
-
-static int tls_resume_idx = -1;
-
-static void
-resume_cache_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
-                  long argl, void *argp)
-{
-	struct tls_resume_cache *rc = ptr;
-	size_t i;
-
-	(void)parent;
-	(void)ad;
-	(void)idx;
-	(void)argl;
-	(void)argp;
-	if (rc == NULL)
-		return;
-	for (i = 0; i < TLS_RESUME_MAX; i++) {
-		free(rc->rc_ent[i].rs_key);
-		SSL_SESSION_free(rc->rc_ent[i].rs_sess);
-	}
-	free(rc);
-}
-
-static struct tls_resume_cache *
-resume_cache(SSL *ssl)
-{
-	if (tls_resume_idx < 0)
-		return NULL;
-	return SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), tls_resume_idx);
-}
-
-static struct tls_resume *
-resume_find(struct tls_resume_cache *rc, const char *key)
-{
-	size_t i;
-
-	for (i = 0; i < TLS_RESUME_MAX; i++)
-		if (rc->rc_ent[i].rs_key != NULL &&
-		    strcmp(rc->rc_ent[i].rs_key, key) == 0)
-			return &rc->rc_ent[i];
-	return NULL;
-}
-
-/*
- * A ticket arrived (TLS 1.3 sends them after the handshake, at any time):
- * it replaces the one kept for this server.  We keep a copy: OpenSSL marks
- * the connection's own session not resumable when the connection ends
- * without close_notify, which is exactly how it ends when the server
- * restarts, the case resumption is for.
- */
-static int
-resume_new_session(SSL *ssl, SSL_SESSION *sess)
-{
-	struct tls_conn *c = SSL_get_app_data(ssl);
-	struct tls_resume_cache *rc = resume_cache(ssl);
-	struct tls_resume *e, *victim;
-	SSL_SESSION *copy;
-	size_t i;
-
-	if (c == NULL || c->c_resume == NULL || rc == NULL ||
-	    !SSL_SESSION_is_resumable(sess))
-		return 0;
-	if ((e = resume_find(rc, c->c_resume)) == NULL) {
-		victim = &rc->rc_ent[0];
-		for (i = 1; i < TLS_RESUME_MAX; i++)
-			if (rc->rc_ent[i].rs_used < victim->rs_used)
-				victim = &rc->rc_ent[i];
-		e = victim;
-		free(e->rs_key);
-		SSL_SESSION_free(e->rs_sess);
-		e->rs_sess = NULL;
-		if ((e->rs_key = strdup(c->c_resume)) == NULL)
-			return 0;
-	}
-	if ((copy = SSL_SESSION_dup(sess)) == NULL) {
-		ERR_clear_error();
-		return 0;
-	}
-	SSL_SESSION_free(e->rs_sess);
-	e->rs_sess = copy;
-	e->rs_used = ++rc->rc_clock;
-	return 0;
-}
-
-/* Gives a client context its resumption cache. */
-static int
-resume_cache_attach(SSL_CTX *ssl)
-{
-	struct tls_resume_cache *rc;
-
-	/* Contexts are made on the loop's thread only. */
-	if (tls_resume_idx < 0 &&
-	    (tls_resume_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL,
-	                                               resume_cache_free)) < 0)
-		return -ENOMEM;
-	if ((rc = calloc(1, sizeof(*rc))) == NULL)
-		return -ENOMEM;
-	if (!SSL_CTX_set_ex_data(ssl, tls_resume_idx, rc)) {
-		free(rc);
-		return -ENOMEM;
-	}
-	/* The client offers tickets; we store them, OpenSSL does not. */
-	SSL_CTX_clear_options(ssl, SSL_OP_NO_TICKET);
-	SSL_CTX_set_session_cache_mode(
-	    ssl, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
-	SSL_CTX_sess_set_new_cb(ssl, resume_new_session);
-	return 0;
-}
-
-int
-tls_conn_resume(struct tls_conn *c, const char *key)
-{
-	struct tls_resume_cache *rc;
-	struct tls_resume *e;
-
-	if (SSL_is_server(c->c_ssl) || key == NULL || c->c_resume != NULL)
-		return -EINVAL;
-	if ((c->c_resume = strdup(key)) == NULL)
-		return -ENOMEM;
-	if ((rc = resume_cache(c->c_ssl)) == NULL ||
-	    (e = resume_find(rc, key)) == NULL || e->rs_sess == NULL)
-		return 0;
-	e->rs_used = ++rc->rc_clock;
-	if (!SSL_set_session(c->c_ssl, e->rs_sess)) {
-		ERR_clear_error();
-		return 0;
-	}
-	return 1;
-}
-
-int
-tls_ctx_set_ticket_key(struct tls_ctx *ctx, const uint8_t *key, size_t len,
-                       unsigned lifetime)
-{
-	if (!ctx->tc_server || len != TLS_TICKET_KEY_LEN || lifetime == 0)
-		return -EINVAL;
-	if (SSL_CTX_set_tlsext_ticket_keys(ctx->tc_ssl, (void *)(uintptr_t)key,
-	                                   (long)len) != 1) {
-		ERR_clear_error();
-		return NCG_ETLS;
-	}
-	SSL_CTX_clear_options(ctx->tc_ssl, SSL_OP_NO_TICKET);
-	SSL_CTX_set_timeout(ctx->tc_ssl, (long)lifetime);
-	return 0;
-}
-
-int
-tls_conn_issue_ticket(struct tls_conn *c, const uint8_t *appdata, size_t len)
-{
-	SSL_SESSION *sess;
-
-	if (!c->c_done || !SSL_is_server(c->c_ssl) ||
-	    (SSL_get_options(c->c_ssl) & SSL_OP_NO_TICKET) != 0)
-		return -EINVAL;
-	/* TLS 1.2 sends its one ticket inside the handshake, or never. */
-	if (SSL_version(c->c_ssl) != TLS1_3_VERSION)
-		return -ENOTSUP;
-	if ((sess = SSL_get0_session(c->c_ssl)) == NULL ||
-	    !SSL_SESSION_set1_ticket_appdata(sess, appdata, len) ||
-	    !SSL_new_session_ticket(c->c_ssl) ||
-	    SSL_do_handshake(c->c_ssl) != 1) {
-		ERR_clear_error();
-		return -ENOMEM;
-	}
-	return 0;
-}
-
-int
-tls_conn_resumed(const struct tls_conn *c)
-{
-	return c->c_done && SSL_session_reused(c->c_ssl);
-}
-
-int
-tls_conn_ticket_appdata(const struct tls_conn *c, const uint8_t **data,
-                        size_t *len)
-{
-	SSL_SESSION *sess;
-	void *p = NULL;
-	size_t n = 0;
-
-	if (!tls_conn_resumed(c) || !SSL_is_server(c->c_ssl) ||
-	    (sess = SSL_get0_session(c->c_ssl)) == NULL ||
-	    SSL_SESSION_get0_ticket_appdata(sess, &p, &n) != 1 || n == 0)
-		return -ENOENT;
-	*data = p;
-	*len = n;
-	return 0;
-}
-
 int
 tls_ctx_client_new(struct tls_ctx **out, const char *pem, size_t len, char *err,
                    size_t errlen)
@@ -560,10 +290,10 @@ tls_ctx_client_new(struct tls_ctx **out, const char *pem, size_t len, char *err,
 	 */
 	X509_VERIFY_PARAM_set_flags(SSL_CTX_get0_param(ssl),
 	                            X509_V_FLAG_PARTIAL_CHAIN);
-	SSL_CTX_set_verify(ssl, SSL_VERIFY_PEER, verify_cb);
+	SSL_CTX_set_verify(ssl, SSL_VERIFY_PEER, tls__verify_cb);
 	/* Note the inverted convention: 0 means success here. */
 	if (SSL_CTX_set_alpn_protos(ssl, tls_alpn_h2, sizeof(tls_alpn_h2)) ||
-	    resume_cache_attach(ssl) != 0) {
+	    tls__resume_attach(ssl) != 0) {
 		rc = -ENOMEM;
 		ncg_seterr(err, errlen, "out of memory");
 		goto fail;
@@ -799,7 +529,7 @@ tls_ctx_server_require_client(struct tls_ctx *ctx, const char *ca_file,
 		SSL_CTX_set_client_CA_list(ctx->tc_ssl, names);
 	SSL_CTX_set_verify(ctx->tc_ssl,
 	                   SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT,
-	                   verify_cb);
+	                   tls__verify_cb);
 	ERR_clear_error();
 	ncg_seterr(err, errlen, "%s", "");
 	return 0;
@@ -918,269 +648,6 @@ tls_conn_feed(struct tls_conn *c, const uint8_t *data, size_t len)
 	return 0;
 }
 
-/* --- Verification ------------------------------------------------------ */
-
-/* How many names a mismatch message quotes; the rest are counted. */
-#define TLS_NAMES_SHOWN 4
-
-struct names {
-	char n_text[TLS_NAMES_SHOWN][96];
-	int n_count; /* all names seen, shown or not */
-};
-
-static void
-names_add(struct names *nl, const unsigned char *s, size_t slen,
-          const char *tag)
-{
-	char one[80];
-
-	if (nl->n_count < TLS_NAMES_SHOWN) {
-		clean(one, sizeof(one), s, slen);
-		snprintf(nl->n_text[nl->n_count], sizeof(nl->n_text[0]),
-		         "'%s'%s", one, tag);
-	}
-	nl->n_count++;
-}
-
-/*
- * Lists the names a certificate offers, for the mismatch message: its SAN
- * DNS and IP entries, or its CN when it has no SAN.  A DNS entry holding an
- * address is tagged, since it never matches an address.
- */
-static void
-cert_names(X509 *cert, char *buf, size_t len)
-{
-	struct names nl;
-	GENERAL_NAMES *gens;
-	const GENERAL_NAME *g;
-	const X509_NAME *subj;
-	const ASN1_STRING *s;
-	char ip[INET6_ADDRSTRLEN], tmp[96];
-	unsigned char bin[16];
-	size_t used;
-	const char *sep;
-	int i, shown, idx, looks_ip;
-
-	memset(&nl, 0, sizeof(nl));
-	gens = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
-	for (i = 0; gens != NULL && i < sk_GENERAL_NAME_num(gens); i++) {
-		g = sk_GENERAL_NAME_value(gens, i);
-		if (g->type == GEN_DNS) {
-			s = g->d.dNSName;
-			clean(tmp, sizeof(tmp), ASN1_STRING_get0_data(s),
-			      (size_t)ASN1_STRING_length(s));
-			looks_ip = inet_pton(AF_INET, tmp, bin) == 1 ||
-			           inet_pton(AF_INET6, tmp, bin) == 1;
-			names_add(&nl, ASN1_STRING_get0_data(s),
-			          (size_t)ASN1_STRING_length(s),
-			          looks_ip ? " (dns)" : "");
-		} else if (g->type == GEN_IPADD) {
-			s = g->d.iPAddress;
-			if (ASN1_STRING_length(s) != 4 &&
-			    ASN1_STRING_length(s) != 16)
-				continue;
-			inet_ntop(ASN1_STRING_length(s) == 4 ? AF_INET
-			                                     : AF_INET6,
-			          ASN1_STRING_get0_data(s), ip, sizeof(ip));
-			names_add(&nl, (unsigned char *)ip, strlen(ip), "");
-		}
-	}
-	GENERAL_NAMES_free(gens);
-	if (X509_get_ext_by_NID(cert, NID_subject_alt_name, -1) < 0) {
-		subj = X509_get_subject_name(cert);
-		idx = -1;
-		while ((idx = X509_NAME_get_index_by_NID(subj, NID_commonName,
-		                                         idx)) >= 0) {
-			s = X509_NAME_ENTRY_get_data(
-			    X509_NAME_get_entry(subj, idx));
-			names_add(&nl, ASN1_STRING_get0_data(s),
-			          (size_t)ASN1_STRING_length(s), " (cn)");
-		}
-	}
-	if (nl.n_count == 0) {
-		snprintf(buf, len, "no names");
-		return;
-	}
-	/* "'a'", "'a' and 'b'", "'a', ..., 'd' and 9 more" */
-	shown = nl.n_count < TLS_NAMES_SHOWN ? nl.n_count : TLS_NAMES_SHOWN;
-	buf[0] = '\0';
-	for (i = 0; i < shown; i++) {
-		if (i == 0)
-			sep = "";
-		else if (i == shown - 1 && shown == nl.n_count)
-			sep = " and ";
-		else
-			sep = ", ";
-		used = strlen(buf);
-		snprintf(buf + used, len - used, "%s%s", sep, nl.n_text[i]);
-	}
-	if (nl.n_count > shown) {
-		used = strlen(buf);
-		snprintf(buf + used, len - used, " and %d more",
-		         nl.n_count - shown);
-	}
-}
-
-/* Does the subject CN equal name?  Only used to explain a mismatch. */
-static int
-cn_is(X509 *cert, const char *name)
-{
-	return X509_check_host(cert, name, 0,
-	                       X509_CHECK_FLAG_ALWAYS_CHECK_SUBJECT |
-	                           X509_CHECK_FLAG_NO_WILDCARDS,
-	                       NULL) == 1;
-}
-
-/*
- * The name rules of docs/protocol.md (server certificate check).
- * X509_check_host() falls back to the CN whenever there is no SAN DNS entry,
- * but we allow the CN only when the certificate has no SAN extension at all, so
- * with one present the subject is never consulted.
- */
-static int
-check_name(struct tls_conn *c, X509 *cert)
-{
-	char names[512];
-	unsigned int flags;
-	int has_san, ok;
-	const char *why = "";
-
-	has_san = X509_get_ext_by_NID(cert, NID_subject_alt_name, -1) >= 0;
-	flags = X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS;
-	if (has_san)
-		flags |= X509_CHECK_FLAG_NEVER_CHECK_SUBJECT;
-	if (c->c_peer_ip)
-		ok = X509_check_ip_asc(cert, c->c_peer, 0) == 1;
-	else
-		ok = X509_check_host(cert, c->c_peer, 0, flags, NULL) == 1;
-	if (ok)
-		return 0;
-	cert_names(cert, names, sizeof(names));
-	if (c->c_peer_ip && !has_san)
-		why = " (an ip address must be a subjectaltname ip entry; "
-		      "the cn is not used)";
-	else if (!c->c_peer_ip && has_san && cn_is(cert, c->c_peer))
-		why = " (the cn is not used when the certificate has a "
-		      "subjectaltname)";
-	conn_msg(c, "certificate names %s, not '%s'%s", names, c->c_peer, why);
-	return NCG_ETLS_NAME;
-}
-
-/* Maps a chain verification error to our code and a message. */
-static int
-verify_error(struct tls_conn *c, X509_STORE_CTX *xs, int verr)
-{
-	X509 *cert = X509_STORE_CTX_get_current_cert(xs);
-	int depth = X509_STORE_CTX_get_error_depth(xs);
-	char subj[160], iss[160], when[64], which[200];
-
-	subj[0] = iss[0] = '\0';
-	if (cert != NULL) {
-		name_text(X509_get_subject_name(cert), subj, sizeof(subj));
-		name_text(X509_get_issuer_name(cert), iss, sizeof(iss));
-	}
-	if (depth > 0)
-		snprintf(which, sizeof(which), "certificate '%s' in the chain",
-		         subj);
-	else
-		snprintf(which, sizeof(which), "certificate");
-	switch (verr) {
-	case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
-	case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
-	case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
-		conn_msg(c, "unable to verify: issuer '%s' is not trusted",
-		         iss);
-		return NCG_ETLS_UNKNOWN_CA;
-	case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
-		conn_msg(c,
-		         "unable to verify: self-signed certificate '%s' "
-		         "is not trusted",
-		         subj);
-		return NCG_ETLS_UNKNOWN_CA;
-	case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
-		conn_msg(c,
-		         "unable to verify: root certificate '%s' in the "
-		         "chain is not trusted",
-		         subj);
-		return NCG_ETLS_UNKNOWN_CA;
-	case X509_V_ERR_CERT_SIGNATURE_FAILURE:
-	case X509_V_ERR_UNABLE_TO_DECRYPT_CERT_SIGNATURE:
-		conn_msg(c,
-		         "unable to verify: certificate '%s' is not "
-		         "signed by the trusted '%s'",
-		         subj, iss);
-		return NCG_ETLS_UNKNOWN_CA;
-	case X509_V_ERR_CERT_HAS_EXPIRED:
-		time_text(cert != NULL ? X509_get0_notAfter(cert) : NULL, when,
-		          sizeof(when));
-		conn_msg(c, "%s has expired (notAfter %s)", which, when);
-		return NCG_ETLS_EXPIRED;
-	case X509_V_ERR_CERT_NOT_YET_VALID:
-		time_text(cert != NULL ? X509_get0_notBefore(cert) : NULL, when,
-		          sizeof(when));
-		conn_msg(c, "%s is not yet valid (notBefore %s)", which, when);
-		return NCG_ETLS_NOT_YET;
-	case X509_V_ERR_ERROR_IN_CERT_NOT_BEFORE_FIELD:
-	case X509_V_ERR_ERROR_IN_CERT_NOT_AFTER_FIELD:
-	case X509_V_ERR_INVALID_CA:
-	case X509_V_ERR_INVALID_PURPOSE:
-	case X509_V_ERR_INVALID_EXTENSION:
-	case X509_V_ERR_KEYUSAGE_NO_CERTSIGN:
-	case X509_V_ERR_UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY:
-	case X509_V_ERR_EE_KEY_TOO_SMALL:
-	case X509_V_ERR_CA_KEY_TOO_SMALL:
-	case X509_V_ERR_CA_MD_TOO_WEAK:
-		/* The certificate is readable, but unfit for this use. */
-		conn_msg(c, "certificate '%s'%s is unusable: %s", subj,
-		         depth > 0 ? " in the chain" : "",
-		         X509_verify_cert_error_string(verr));
-		return NCG_ETLS_BAD_CERT;
-	default:
-		conn_msg(c, "certificate '%s'%s failed verification: %s", subj,
-		         depth > 0 ? " in the chain" : "",
-		         X509_verify_cert_error_string(verr));
-		return NCG_ETLS;
-	}
-}
-
-/*
- * Runs for every certificate of the chain.  The first failure is kept: it is
- * the one that aborted the handshake, and later calls would only blur it.
- */
-static int
-verify_cb(int ok, X509_STORE_CTX *xs)
-{
-	SSL *ssl;
-	struct tls_conn *c;
-	X509 *cert;
-	int rc;
-
-	ssl = X509_STORE_CTX_get_ex_data(xs,
-	                                 SSL_get_ex_data_X509_STORE_CTX_idx());
-	if (ssl == NULL || (c = SSL_get_app_data(ssl)) == NULL)
-		return 0;
-	if (!ok) {
-		if (c->c_verr == 0)
-			c->c_verr =
-			    verify_error(c, xs, X509_STORE_CTX_get_error(xs));
-		return 0;
-	}
-	if (X509_STORE_CTX_get_error_depth(xs) != 0 || c->c_peer == NULL)
-		return 1;
-	cert = X509_STORE_CTX_get_current_cert(xs);
-	if (cert == NULL || (rc = check_name(c, cert)) != 0) {
-		if (cert == NULL)
-			conn_msg(c, "no server certificate to verify");
-		if (c->c_verr == 0)
-			c->c_verr = NCG_ETLS_NAME;
-		X509_STORE_CTX_set_error(
-		    xs, c->c_peer_ip ? X509_V_ERR_IP_ADDRESS_MISMATCH
-		                     : X509_V_ERR_HOSTNAME_MISMATCH);
-		return 0;
-	}
-	return 1;
-}
-
 /* --- ALPN (server side) ------------------------------------------------ */
 
 /*
@@ -1202,8 +669,8 @@ client_hello_cb(SSL *ssl, int *alert, void *arg)
 		return SSL_CLIENT_HELLO_SUCCESS;
 	if (c != NULL && c->c_verr == 0) {
 		c->c_verr = NCG_ETLS_NO_ALPN;
-		conn_msg(c, "client did not offer alpn \"h2\" (it sent no "
-		            "alpn extension)");
+		tls__conn_msg(c, "client did not offer alpn \"h2\" (it sent no "
+		                 "alpn extension)");
 	}
 	*alert = SSL_AD_NO_APPLICATION_PROTOCOL;
 	return SSL_CLIENT_HELLO_ERROR;
@@ -1234,7 +701,7 @@ alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
 	}
 	if (c != NULL && c->c_verr == 0) {
 		c->c_verr = NCG_ETLS_NO_ALPN;
-		conn_msg(c, "client did not offer alpn \"h2\"");
+		tls__conn_msg(c, "client did not offer alpn \"h2\"");
 	}
 	/* Sends the no_application_protocol alert (RFC 7301). */
 	return SSL_TLSEXT_ERR_ALERT_FATAL;
@@ -1290,7 +757,7 @@ conn_error(struct tls_conn *c, int ret, const char *what)
 		return 1;
 	case SSL_ERROR_ZERO_RETURN:
 		ERR_clear_error();
-		conn_msg(c, "%s failed: peer closed the connection", what);
+		tls__conn_msg(c, "%s failed: peer closed the connection", what);
 		return c->c_err = NCG_ETLS;
 	default:
 		break;
@@ -1301,30 +768,31 @@ conn_error(struct tls_conn *c, int ret, const char *what)
 		/* A callback already explained it. */
 		rc = c->c_verr;
 	} else if (ossl_is_oom(e)) {
-		conn_msg(c, "%s failed: out of memory", what);
+		tls__conn_msg(c, "%s failed: out of memory", what);
 		rc = -ENOMEM;
 	} else if (reason == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE) {
-		conn_msg(c, "client sent no certificate, and one is "
-		            "required");
+		tls__conn_msg(c, "client sent no certificate, and one is "
+		                 "required");
 		rc = NCG_ETLS_BAD_CERT;
 	} else if (reason == SSL_R_TLSV1_ALERT_NO_APPLICATION_PROTOCOL) {
-		conn_msg(c, "peer does not speak alpn \"h2\" "
-		            "(no_application_protocol alert)");
+		tls__conn_msg(c, "peer does not speak alpn \"h2\" "
+		                 "(no_application_protocol alert)");
 		rc = NCG_ETLS_NO_ALPN;
 	} else if (reason == SSL_R_HTTP_REQUEST ||
 	           reason == SSL_R_HTTPS_PROXY_REQUEST) {
-		conn_msg(c, "%s failed: peer sent a plain http request", what);
+		tls__conn_msg(c, "%s failed: peer sent a plain http request",
+		              what);
 		rc = NCG_ETLS;
 	} else if (reason > SSL_AD_REASON_OFFSET &&
 	           reason < SSL_AD_REASON_OFFSET + 256) {
-		conn_msg(
+		tls__conn_msg(
 		    c, "%s failed: peer sent alert '%s'", what,
 		    SSL_alert_desc_string_long(reason - SSL_AD_REASON_OFFSET));
 		rc = NCG_ETLS;
 	} else {
-		conn_msg(c, "%s failed: %s", what,
-		         e != 0 ? ossl_reason(e, tmp, sizeof(tmp))
-		                : "unexpected error");
+		tls__conn_msg(c, "%s failed: %s", what,
+		              e != 0 ? ossl_reason(e, tmp, sizeof(tmp))
+		                     : "unexpected error");
 		rc = NCG_ETLS;
 	}
 	return c->c_err = rc;
@@ -1339,10 +807,10 @@ handshake_done(struct tls_conn *c)
 
 	SSL_get0_alpn_selected(c->c_ssl, &p, &n);
 	if (n != tls_alpn_h2[0] || memcmp(p, tls_alpn_h2 + 1, n) != 0) {
-		conn_msg(c, SSL_is_server(c->c_ssl)
-		                ? "client did not negotiate alpn \"h2\""
-		                : "server did not select alpn \"h2\" (it "
-		                  "does not speak grpc over http/2)");
+		tls__conn_msg(c, SSL_is_server(c->c_ssl)
+		                     ? "client did not negotiate alpn \"h2\""
+		                     : "server did not select alpn \"h2\" (it "
+		                       "does not speak grpc over http/2)");
 		return c->c_err = NCG_ETLS_NO_ALPN;
 	}
 	c->c_done = 1;
@@ -1407,7 +875,7 @@ tls_conn_write(struct tls_conn *c, const uint8_t *data, size_t len)
 	if (c->c_err != 0)
 		return c->c_err == -ENOMEM ? -ENOMEM : NCG_ETLS;
 	if (!c->c_done) {
-		conn_msg(c, "tls write before the handshake completed");
+		tls__conn_msg(c, "tls write before the handshake completed");
 		return NCG_ETLS;
 	}
 	ERR_clear_error();
@@ -1416,7 +884,7 @@ tls_conn_write(struct tls_conn *c, const uint8_t *data, size_t len)
 		if (SSL_write_ex(c->c_ssl, data, len, &n) != 1) {
 			/* A memory BIO never blocks, so wanting is a bug. */
 			if (conn_error(c, 0, "tls write") == 1) {
-				conn_msg(c, "tls write failed: stalled");
+				tls__conn_msg(c, "tls write failed: stalled");
 				c->c_err = NCG_ETLS;
 			}
 			return c->c_err == -ENOMEM ? -ENOMEM : NCG_ETLS;
@@ -1434,8 +902,8 @@ tls_conn_shutdown(struct tls_conn *c)
 
 	if (c->c_err != 0 || !c->c_done) {
 		if (c->c_err == 0)
-			conn_msg(c, "tls shutdown before the handshake "
-			            "completed");
+			tls__conn_msg(c, "tls shutdown before the handshake "
+			                 "completed");
 		return NCG_ETLS;
 	}
 	ERR_clear_error();
@@ -1510,8 +978,8 @@ tls_conn_peer_name(const struct tls_conn *c, char *buf, size_t len)
 	d = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subj, i));
 	if (d == NULL || ASN1_STRING_length(d) <= 0)
 		return -ENOENT;
-	clean(buf, len, ASN1_STRING_get0_data(d),
-	      (size_t)ASN1_STRING_length(d));
+	tls__clean(buf, len, ASN1_STRING_get0_data(d),
+	           (size_t)ASN1_STRING_length(d));
 	return 0;
 }
 

@@ -240,6 +240,33 @@ xport_peer_cert_name(const struct xport *x, char *buf, size_t len)
 	return -ENOENT;
 }
 
+/* No TLS here: no session tickets, and never a resumed handshake. */
+int
+xport_issue_ticket(struct xport *x, const uint8_t *appdata, size_t len)
+{
+	(void)x;
+	(void)appdata;
+	(void)len;
+	return -ENOTSUP;
+}
+
+int
+xport_ticket_appdata(const struct xport *x, const uint8_t **data,
+                     size_t *len)
+{
+	(void)x;
+	(void)data;
+	(void)len;
+	return -ENOENT;
+}
+
+int
+xport_resumed(const struct xport *x)
+{
+	(void)x;
+	return 0;
+}
+
 struct xport *
 memxport_last(void)
 {

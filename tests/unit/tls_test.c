@@ -20,6 +20,8 @@
 
 #include "common/err.h"
 #include "common/tls.c"
+#include "common/tls_resume.c"
+#include "common/tls_verify.c"
 
 /* 2020-01-01, 2021-01-01 and 2099-01-01, 00:00:00 UTC. */
 #define T2020 ((time_t)1577836800)
