@@ -23,7 +23,6 @@
 #define TLS_NAME_MAX 255
 #define TLS_MSG_MAX  512
 
-
 struct tls_ctx {
 	SSL_CTX *tc_ssl;
 	int tc_server;
@@ -64,8 +63,7 @@ struct tls_conn {
 /* tls.c */
 void tls__conn_msg(struct tls_conn *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-void tls__clean(char *dst, size_t dstlen, const unsigned char *src,
-                size_t len);
+void tls__clean(char *dst, size_t dstlen, const unsigned char *src, size_t len);
 
 /* tls_verify.c: the X509 verify callback of every context that verifies. */
 int tls__verify_cb(int ok, X509_STORE_CTX *xs);

@@ -100,7 +100,7 @@ cert_names(X509 *cert, char *buf, size_t len)
 		if (g->type == GEN_DNS) {
 			s = g->d.dNSName;
 			tls__clean(tmp, sizeof(tmp), ASN1_STRING_get0_data(s),
-			      (size_t)ASN1_STRING_length(s));
+			           (size_t)ASN1_STRING_length(s));
 			looks_ip = inet_pton(AF_INET, tmp, bin) == 1 ||
 			           inet_pton(AF_INET6, tmp, bin) == 1;
 			names_add(&nl, ASN1_STRING_get0_data(s),
@@ -194,7 +194,8 @@ check_name(struct tls_conn *c, X509 *cert)
 	else if (!c->c_peer_ip && has_san && cn_is(cert, c->c_peer))
 		why = " (the cn is not used when the certificate has a "
 		      "subjectaltname)";
-	tls__conn_msg(c, "certificate names %s, not '%s'%s", names, c->c_peer, why);
+	tls__conn_msg(c, "certificate names %s, not '%s'%s", names, c->c_peer,
+	              why);
 	return NCG_ETLS_NAME;
 }
 
@@ -221,26 +222,26 @@ verify_error(struct tls_conn *c, X509_STORE_CTX *xs, int verr)
 	case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
 	case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
 		tls__conn_msg(c, "unable to verify: issuer '%s' is not trusted",
-		         iss);
+		              iss);
 		return NCG_ETLS_UNKNOWN_CA;
 	case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
 		tls__conn_msg(c,
-		         "unable to verify: self-signed certificate '%s' "
-		         "is not trusted",
-		         subj);
+		              "unable to verify: self-signed certificate '%s' "
+		              "is not trusted",
+		              subj);
 		return NCG_ETLS_UNKNOWN_CA;
 	case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
 		tls__conn_msg(c,
-		         "unable to verify: root certificate '%s' in the "
-		         "chain is not trusted",
-		         subj);
+		              "unable to verify: root certificate '%s' in the "
+		              "chain is not trusted",
+		              subj);
 		return NCG_ETLS_UNKNOWN_CA;
 	case X509_V_ERR_CERT_SIGNATURE_FAILURE:
 	case X509_V_ERR_UNABLE_TO_DECRYPT_CERT_SIGNATURE:
 		tls__conn_msg(c,
-		         "unable to verify: certificate '%s' is not "
-		         "signed by the trusted '%s'",
-		         subj, iss);
+		              "unable to verify: certificate '%s' is not "
+		              "signed by the trusted '%s'",
+		              subj, iss);
 		return NCG_ETLS_UNKNOWN_CA;
 	case X509_V_ERR_CERT_HAS_EXPIRED:
 		time_text(cert != NULL ? X509_get0_notAfter(cert) : NULL, when,
@@ -250,7 +251,8 @@ verify_error(struct tls_conn *c, X509_STORE_CTX *xs, int verr)
 	case X509_V_ERR_CERT_NOT_YET_VALID:
 		time_text(cert != NULL ? X509_get0_notBefore(cert) : NULL, when,
 		          sizeof(when));
-		tls__conn_msg(c, "%s is not yet valid (notBefore %s)", which, when);
+		tls__conn_msg(c, "%s is not yet valid (notBefore %s)", which,
+		              when);
 		return NCG_ETLS_NOT_YET;
 	case X509_V_ERR_ERROR_IN_CERT_NOT_BEFORE_FIELD:
 	case X509_V_ERR_ERROR_IN_CERT_NOT_AFTER_FIELD:
@@ -264,13 +266,13 @@ verify_error(struct tls_conn *c, X509_STORE_CTX *xs, int verr)
 	case X509_V_ERR_CA_MD_TOO_WEAK:
 		/* The certificate is readable, but unfit for this use. */
 		tls__conn_msg(c, "certificate '%s'%s is unusable: %s", subj,
-		         depth > 0 ? " in the chain" : "",
-		         X509_verify_cert_error_string(verr));
+		              depth > 0 ? " in the chain" : "",
+		              X509_verify_cert_error_string(verr));
 		return NCG_ETLS_BAD_CERT;
 	default:
-		tls__conn_msg(c, "certificate '%s'%s failed verification: %s", subj,
-		         depth > 0 ? " in the chain" : "",
-		         X509_verify_cert_error_string(verr));
+		tls__conn_msg(c, "certificate '%s'%s failed verification: %s",
+		              subj, depth > 0 ? " in the chain" : "",
+		              X509_verify_cert_error_string(verr));
 		return NCG_ETLS;
 	}
 }

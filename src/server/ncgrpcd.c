@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include <openssl/crypto.h>
+#include <openssl/rand.h>
 #include <uv.h>
 
 #include "audit.h"
@@ -647,8 +648,20 @@ setup_resumption(struct broker_opts *bo)
 		path = buf;
 	} else
 		ensure_parent(path, 0755);
-	if ((rc = ticketkey_load(path, key, &made, err, sizeof(err))) != 0)
-		fatalx("tls-ticket-key: %s", err);
+	if ((rc = ticketkey_load(path, key, &made, err, sizeof(err))) != 0) {
+		/* A file that is there but wrong is the operator's to fix. */
+		if (access(path, F_OK) == 0 ||
+		    RAND_bytes(key, sizeof(key)) != 1)
+			fatalx("tls-ticket-key: %s", err);
+		/*
+		 * It could not be made (a read-only /etc under systemd's
+		 * ProtectSystem, say): tickets then last until we stop.
+		 */
+		log_warnx("tls-ticket-key: %s; using a key kept in memory: "
+		          "devices resume until ncgrpcd stops, not across a "
+		          "restart",
+		          err);
+	}
 	if (tls_ctx_set_ticket_key(ncd.tls, key, sizeof(key),
 	                           NCGRPCD_TICKET_LIFETIME) != 0 ||
 	    ticketkey_proof_key(key, bo->bo_resume_key) != 0)

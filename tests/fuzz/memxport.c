@@ -251,8 +251,7 @@ xport_issue_ticket(struct xport *x, const uint8_t *appdata, size_t len)
 }
 
 int
-xport_ticket_appdata(const struct xport *x, const uint8_t **data,
-                     size_t *len)
+xport_ticket_appdata(const struct xport *x, const uint8_t **data, size_t *len)
 {
 	(void)x;
 	(void)data;

@@ -1069,6 +1069,19 @@ class ResumptionTest(ServerTestCase):
         srv.log.wait(self.FULL % "to", 20, start=mark)
         self.assertEqual(srv.log.find(self.RESUMED % "to"), [])
 
+    def test_key_that_cannot_be_made_is_kept_in_memory(self):
+        srv = self.new_server({"tm": "ticket-secret-6"}, start=False,
+                              extra=["tls-ticket-key /proc/ncgrpc-test/tls_ticket_key"])
+        srv.start(debug=True)
+        srv.log.wait(r"tls-ticket-key: .*using a key kept in memory", 10)
+        ctx = hostile.client_context()
+        status, reused, sess = self.hold_initialize(srv, ctx, "tm", "ticket-secret-6")
+        self.assertEqual((status, reused), ("held", False))
+        mark = srv.log.mark()
+        status, reused, _ = self.hold_initialize(srv, ctx, "tm", "ticket-secret-6", sess)
+        self.assertEqual((status, reused), ("held", True))
+        srv.log.wait(self.RESUMED % "tm", 10, start=mark)
+
     def test_bad_key_files_are_refused(self):
         srv = self.new_server({}, start=False)
         path = self.key_path(srv)
