@@ -56,10 +56,17 @@ broker_device_find(struct broker *b, const char *id)
 	return NULL;
 }
 
+/*
+ * A device lingering without connections is not here: in a cluster it may
+ * already be on another node, and a session must be forwarded there rather
+ * than wait for it on this one (operator.c).
+ */
 int
 broker_device_here(struct broker *b, const char *id)
 {
-	return broker_device_find(b, id) != NULL;
+	const struct device *d = broker_device_find(b, id);
+
+	return d != NULL && (d->dv_nidle > 0 || d->dv_nsessions > 0);
 }
 
 static void

@@ -91,7 +91,10 @@ void broker_conn_closed(struct broker *b, struct grpc_conn *conn);
 int broker_devices(struct broker *b, struct broker_device_info **out,
                    size_t *n);
 
-/* 1 when device id has a connection to this node now, else 0. */
+/*
+ * 1 when device id has a connection to this node now (idle or in a
+ * session), else 0: also 0 while it lingers after its last connection.
+ */
 int broker_device_here(struct broker *b, const char *id);
 
 /* Device events; returns a handle for broker_unwatch(), or NULL. */

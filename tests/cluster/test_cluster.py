@@ -15,6 +15,15 @@ node addresses (its main one rotating, so the fleet spreads).  Cases:
   etcd-down    every etcd member stopped: the nodes log it and report
                ncgrpcd_cluster_etcd_up 0 within the TTL; etcd restarted:
                they register again and claim every device again
+  sessions     forwarding on cluster presence (node certificates from the
+               CLI, cluster-listen = cluster-address): from every node a
+               shell (1 MB out, 0.5 MB in, sha256) and a NETCONF session
+               (yuma123 netconfd, when installed) on a device held by each
+               node, the holder auditing via node:ORIGIN; then streams
+               A->C, C->A, A->B and kill -9 of B: A->C and C->A finish
+               byte-exact, A->B ends with "node B (...) connection lost",
+               B's devices are back within waittime + TTL + margin, and
+               sessions from A and C reach them
 
     test_cluster.py --ncgrpcd B --agent B --cli B --case basic [--devices N]
 
@@ -28,13 +37,16 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "etcd"))
 sys.path.insert(0, os.path.join(HERE, "..", "server"))
+sys.path.insert(0, HERE)
 from test_etcd import Cluster as EtcdCluster  # noqa: E402
+import clusterlib  # noqa: E402
 from srvlib import Addr, Agent, Client, Ncgrpcd, free_port, registry_line, wait_until  # noqa: E402
 
 TTL = 5        # cluster-lease-ttl of the nodes
@@ -49,16 +61,21 @@ def figure(name, value):
 
 
 class Node(Ncgrpcd):
-    def __init__(self, name, binary, workdir, etcd_eps, ttl):
+    def __init__(self, name, binary, workdir, etcd_eps, ttl, pki=None):
         os.makedirs(workdir)
         self.name = name
         self.mport = free_port()
-        self.caddr = "127.0.0.1:%d" % free_port()
-        super().__init__(binary, workdir, extra=[
-            "cluster-etcd %s" % etcd_eps, "cluster-node %s" % name,
-            "cluster-address %s" % self.caddr,
-            "cluster-lease-ttl %d" % ttl,
-            "metrics-listen 127.0.0.1:%d" % self.mport])
+        self.cport = free_port()
+        self.caddr = "127.0.0.1:%d" % self.cport
+        extra = ["cluster-etcd %s" % etcd_eps, "cluster-node %s" % name,
+                 "cluster-address %s" % self.caddr,
+                 "cluster-lease-ttl %d" % ttl,
+                 "metrics-listen 127.0.0.1:%d" % self.mport]
+        if pki is not None:
+            # Forwarding: other nodes dial cluster-address, so it is the
+            # cluster-listen address, and the certificate names it.
+            extra += clusterlib.cluster_conf(pki, name, self.cport)
+        super().__init__(binary, workdir, extra=extra)
 
     def metric(self, name):
         try:
@@ -87,6 +104,8 @@ class World:
         self.agent = None
         self.secrets = {}
         self.ttl = TTL
+        self.pki = None
+        self.netconfd = None
 
     def start(self, ndev):
         self.etcd.start()
@@ -96,7 +115,7 @@ class World:
             rot = eps[i:] + eps[:i]
             self.nodes[name] = Node(name, self.args.ncgrpcd,
                                     os.path.join(self.tmp, name), ",".join(rot),
-                                    self.ttl)
+                                    self.ttl, self.pki)
         for n in self.nodes.values():
             n.start()
         self.wait_nodes(3)
@@ -126,7 +145,15 @@ class World:
                 return int(line.split(":")[1])
         raise AssertionError("no revision in %r" % r.stdout)
 
-    def fleet(self, ndev):
+    def with_pki(self):
+        """Node certificates "A", "B", "C" from the CLI, for forwarding."""
+        d = os.path.join(self.tmp, "pki")
+        os.makedirs(d)
+        self.pki = clusterlib.Pki(self.args.cli, d).init()
+        for n in "ABC":
+            self.pki.node(n, "127.0.0.1")
+
+    def fleet(self, ndev, agent_extra=('shell "/bin/sh";',)):
         """One agent with ndev devices; device i's main node rotates."""
         names = ["A", "B", "C"]
         clients = []
@@ -138,7 +165,7 @@ class World:
         wd = os.path.join(self.tmp, "agent")
         os.makedirs(wd, exist_ok=True)
         self.agent = Agent(self.args.agent, wd)
-        self.agent.configure(clients)
+        self.agent.configure(clients, agent_extra)
         self.agent.start()
 
     def cli(self, node, *args, stdin=None, check=True):
@@ -152,6 +179,8 @@ class World:
     def stop(self):
         if self.agent is not None:
             self.agent.stop()
+        if self.netconfd is not None:
+            self.netconfd.stop()
         bad = []
         for n in self.nodes.values():
             alive = n.proc is not None
@@ -350,7 +379,323 @@ def case_etcd_down(w, ndev):
                    "etcd_up 1 on %s" % n)
 
 
-CASES = {"basic": case_basic, "etcd-member": case_etcd_member, "etcd-down": case_etcd_down}
+# --- sessions: forwarding with cluster presence --------------------------------
+
+SEQ_LINES = 140000  # "seq 1 140000": 1.0 MB out of the device
+BLOB = b"".join((b"%06d" % i) + b"0123456789abcdef" * 31 + b"\n" for i in range(1000))  # 503 kB in
+# A long-running stream: CHUNKS chunks of CHUNK lines, PAUSE s apart.
+CHUNKS, CHUNK, PAUSE = 40, 4000, 0.25
+
+
+def forwarding():
+    """test_forward.py's helpers (grpc, opclient): only this case needs them."""
+    import test_forward
+    return test_forward
+
+
+def held_by(w):
+    """{node: [devices]} from the presence keys."""
+    out = {n: [] for n in w.nodes}
+    for d, n in sorted((w.keys("presence/") or {}).items()):
+        out.setdefault(n, []).append(d)
+    return out
+
+
+def seq_bytes(first, last):
+    return "".join("%d\n" % i for i in range(first, last + 1)).encode()
+
+
+def stream_cmd():
+    return ("i=0; while [ $i -lt %d ]; do seq $((i*%d+1)) $((i*%d+%d)); i=$((i+1)); "
+            "sleep %s; done" % (CHUNKS, CHUNK, CHUNK, CHUNK, PAUSE))
+
+
+def stream_bytes():
+    return seq_bytes(1, CHUNKS * CHUNK)
+
+
+def open_shell(tf, op, did):
+    s = op.session(did, "shell", 15000)
+    st = s.wait_started(20)
+    expect(st.device_id == did, "started on %r, asked for %r" % (st.device_id, did))
+    tf.sh_prepare(s)
+    return s, st.session_id
+
+
+def shell_exact(tf, op, did):
+    """1 MB out and 0.5 MB in through a shell, each sha256-checked.
+    Returns the session number (the holding node's)."""
+    s, sid = open_shell(tf, op, did)
+    want = seq_bytes(1, SEQ_LINES)
+    got = tf.sh_run(s, "seq 1 %d" % SEQ_LINES, timeout=60)
+    expect(len(got) == len(want) and tf.hashlib.sha256(got).digest()
+           == tf.hashlib.sha256(want).digest(),
+           "%s: %d bytes out, want %d, not the same" % (did, len(got), len(want)))
+    s.send("sha256sum <<'EOB'\n")
+    s.send(BLOB)
+    s.send("EOB\n")
+    m = re.search(rb"([0-9a-f]{64})  -\n", s.read_until(re.compile(rb"[0-9a-f]{64}  -\n"), 60))
+    expect(m.group(1).decode() == tf.hashlib.sha256(BLOB).hexdigest(),
+           "%s: the device's sha256 of the input differs" % did)
+    s.send("exit\n")
+    s.read_all(20)
+    expect(s.code == tf.grpc.StatusCode.OK, "%s: shell ended %s %s" % (did, s.code, s.details))
+    return sid
+
+
+def netconf_exact(tf, op, did):
+    s = op.session(did, "netconf", 15000)
+    st = s.wait_started(20)
+    hello = s.read_until(tf.EOM, 20)
+    expect(b"urn:ietf:params:netconf:base:1.0" in hello, "%s: hello %r" % (did, hello[:200]))
+    s.send(tf.CLIENT_HELLO)
+    s.send(tf.rpc(1, "<get-config><source><running/></source></get-config>"))
+    reply = s.read_until(tf.EOM, 20)
+    expect(re.search(rb'<rpc-reply message-id="1"', reply), "%s: reply %r" % (did, reply[:300]))
+    s.send(tf.rpc(2, "<close-session/>"))
+    expect(b"<ok/>" in s.read_until(tf.EOM, 20), "%s: close-session" % did)
+    s.wait_done(20)
+    expect(s.code == tf.grpc.StatusCode.OK, "%s: netconf ended %s %s" % (did, s.code, s.details))
+    return st.session_id
+
+
+def audit_find(tf, srv, event, timeout=10, **match):
+    deadline = time.monotonic() + timeout
+    while True:
+        for line in srv.audit.lines():
+            f = tf.audit_fields(line)
+            if f.get("event") == event and all(f.get(k) == v for k, v in match.items()):
+                return f
+        if time.monotonic() > deadline:
+            raise AssertionError("no audit event %s %r on %s; tail:\n%s"
+                                 % (event, match, srv.name, srv.audit.tail(20)))
+        time.sleep(0.05)
+
+
+def check_hop(tf, w, origin, holder, did, sid):
+    """The holder audits the session with via node:ORIGIN when forwarded;
+    the origin audits the forward to the holder's cluster-address."""
+    f = audit_find(tf, w.nodes[holder], "session-start", session=str(sid), device=did)
+    if origin == holder:
+        expect("node:" not in f.get("via", ""), "local session with via %r" % f.get("via"))
+        expect(f.get("operator-uid") == str(os.getuid()), "local uid: %r" % f)
+        return
+    expect(f.get("via") == "node:%s" % origin, "%s on %s: via %r, want node:%s"
+           % (did, holder, f.get("via"), origin))
+    expect(f.get("operator") == "uid:%d" % os.getuid(), "operator %r" % f.get("operator"))
+    # Session numbers are per node: the holder's name and number together
+    # make the session.
+    audit_find(tf, w.nodes[origin], "session-forward-end", device=did,
+               node="%s (%s)" % (holder, w.nodes[holder].caddr), **{"remote-session": str(sid)})
+
+
+def every_pair(w, held, fn):
+    """fn(origin, holder, device) for each node and a device held by each
+    node, three at a time."""
+    import concurrent.futures
+    jobs = [(o, h, held[h][0]) for o in "ABC" for h in "ABC"]
+    with concurrent.futures.ThreadPoolExecutor(3) as ex:
+        futs = {(o, h): ex.submit(fn, o, h, d) for o, h, d in jobs}
+        return {k: f.result(timeout=240) for k, f in futs.items()}
+
+
+def case_sessions(w, ndev):
+    tf = forwarding()
+    w.with_pki()
+    w.start(ndev)
+    extra = ['shell "/bin/sh";']
+    if tf.srvlib.Netconfd.available():
+        d = os.path.join(w.tmp, "netconfd")
+        os.makedirs(d)
+        os.chmod(w.tmp, 0o755)
+        os.chmod(d, 0o755)
+        w.netconfd = tf.srvlib.Netconfd(d).start()
+        extra.insert(0, 'netconf-command "%s";' % w.netconfd.command())
+    else:
+        print("note: yuma123 netconfd not installed: NETCONF sessions skipped")
+    w.fleet(ndev, extra)
+    wait_until(lambda: all_present(w, ndev), 30, "all %d devices present" % ndev)
+    held = held_by(w)
+    expect(all(held[n] for n in "ABC"), "every node holds a device: %r" % held)
+    ops = {n: tf.opclient.OpClient(w.nodes[n].sock) for n in "ABC"}
+    try:
+        sessions_matrix(tf, w, ops, held)
+        sessions_moved(tf, w, ops)
+        sessions_failover(tf, w, ops, held, ndev)
+    finally:
+        for op in ops.values():
+            op.close()
+
+
+def sessions_matrix(tf, w, ops, held):
+    # Every node to a device held by every node: shell, byte-exact.
+    t0 = time.monotonic()
+    sids = every_pair(w, held, lambda o, h, d: shell_exact(tf, ops[o], d))
+    figure("shell_matrix_9x1.5MB_s", "%.2f" % (time.monotonic() - t0))
+    for (o, h), sid in sids.items():
+        check_hop(tf, w, o, h, held[h][0], sid)
+    # And NETCONF.
+    if w.netconfd is not None:
+        sids = every_pair(w, held, lambda o, h, d: netconf_exact(tf, ops[o], d))
+        for (o, h), sid in sids.items():
+            check_hop(tf, w, o, h, held[h][0], sid)
+            audit_find(tf, w.nodes[h], "netconf-rpc", session=str(sid), operation="get-config")
+    # Session open, local against forwarded (a hint only: figures belong
+    # to bench/).
+    for o, h in (("A", "A"), ("A", "B")):
+        t = time.monotonic()
+        s = ops[o].session(held[h][0], "shell", 15000)
+        s.wait_started(20)
+        figure("session_open_%s_to_%s_ms" % (o, h), "%.1f" % ((time.monotonic() - t) * 1000))
+        s.cancel()
+        s.wait_done(20)
+
+
+def solo_agent(w, name, did, secret, node):
+    wd = os.path.join(w.tmp, name)
+    os.makedirs(wd)
+    a = Agent(w.args.agent, wd)
+    a.configure([Client("m", did, secret, [Addr(w.nodes[node].port,
+                                                cert_file=w.nodes[node].cert)],
+                        waittime=WAITTIME)])
+    return a.start()
+
+
+def sessions_moved(tf, w, ops):
+    """A device that left C (its connection died) and came back on A: C still
+    keeps it for the broker's linger, but presence names A, so a session on C
+    is forwarded there at once instead of waiting for the device on C."""
+    r = w.cli("A", "device", "add", "mover")
+    secret = re.search(r'secret "([^"]+)"', r.stdout).group(1)
+    w.nodes["C"].log.wait(r"cluster: registry from etcd: %d devices" % (len(w.secrets) + 1), 5)
+    first = solo_agent(w, "mover-1", "mover", secret, "C")
+    second = None
+    try:
+        wait_until(lambda: (w.keys("presence/") or {}).get("mover") == "C", 15, "mover on C")
+        ops["C"].wait_device("mover", 10)
+        mark = w.nodes["C"].log.mark()
+        first.kill()
+        t_gone = time.monotonic()
+        second = solo_agent(w, "mover-2", "mover", secret, "A")
+        wait_until(lambda: (w.keys("presence/") or {}).get("mover") == "A", 10, "mover on A")
+        # C's cache must know too before the session opens there.
+        ops["A"].wait_device("mover", 10)
+        time.sleep(0.2)
+        in_linger = time.monotonic() - t_gone
+        s = ops["C"].session("mover", "shell", 8000)
+        try:
+            st = s.wait_started(6)
+        except TimeoutError:
+            raise AssertionError("session on C for a device that moved to A %.1f s ago: not "
+                                 "started within 6 s (C waits for it locally?)" % in_linger)
+        except tf.opclient.OpError as e:
+            raise AssertionError("session on C for a device that moved to A: %s" % e)
+        lingered = not w.nodes["C"].log.find(r'"mover".*no connection left', mark)
+        figure("moved_device_session_in_linger", "yes" if lingered else "no")
+        tf.sh_prepare(s)
+        expect(tf.sh_run(s, "echo moved-$((6*7))") == b"moved-42\n", "moved session output")
+        s.send("exit\n")
+        s.read_all(20)
+        check_hop(tf, w, "C", "A", "mover", st.session_id)
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+
+
+def sessions_failover(tf, w, ops, held, ndev):
+    want = stream_bytes()
+    for did in ("ghost", "ghost2"):  # registered, never connected
+        w.cli("A", "device", "add", did)
+    runs = {}
+    for o, h in (("A", "C"), ("C", "A"), ("A", "B")):
+        s, sid = open_shell(tf, ops[o], held[h][0])
+        tok = tf.uuid.uuid4().hex[:12]
+        s.send("printf '<%%s>\\n' B%s; %s; printf '\\n<%%s>\\n' E%s\n" % (tok, stream_cmd(), tok))
+        runs[(o, h)] = (s, tok)
+    # Flowing everywhere, then B dies in the middle of it.
+    wait_until(lambda: all(s.received() > 200_000 for s, _ in runs.values()), 20,
+               "the streams flowing")
+    onB = list(held["B"])
+    bound = WAITTIME + TTL + MARGIN
+    back = []
+
+    def poll_back():
+        while time.monotonic() - t_kill < bound + 5:
+            p = w.keys("presence/") or {}
+            if all(p.get("dev%03d" % i) in ("A", "C") for i in range(ndev)):
+                back.append(time.monotonic() - t_kill)
+                return
+            time.sleep(0.1)
+    poller = threading.Thread(target=poll_back, daemon=True)
+    t_kill = time.monotonic()
+    w.nodes["B"].kill9()
+    poller.start()
+    # A stale presence key naming the dead node (B's keys live until its
+    # lease runs out): a session fails at once and says which node.
+    w.etcdctl("put", PREFIX + "presence/ghost", "B")
+    g = ops["A"].session("ghost", "shell", 4000)
+    g.wait_done(8)
+    expect(g.code == tf.grpc.StatusCode.UNAVAILABLE and "node %s connection failed"
+           % w.nodes["B"].caddr in (g.details or ""), "ghost via dead B: %s %s"
+           % (g.code, g.details))
+    at_kill = {k: s.received() for k, (s, _) in runs.items()}
+    # The one through B ends at once, and says why.
+    s, _ = runs[("A", "B")]
+    s.wait_done(10)
+    expect(s.code == tf.grpc.StatusCode.UNAVAILABLE, "via B: %s %s" % (s.code, s.details))
+    expect(re.search(r"node B \(127\.0\.0\.1:%d\) connection lost" % w.nodes["B"].cport,
+                     s.details or ""), "via B: %r" % s.details)
+    expect(s.ended is not None and s.ended.reason == s.details, "via B ended: %r" % s.ended)
+    figure("session_via_dead_node_ended_s", "%.2f" % (s.t_done - t_kill))
+    # The others go on and finish byte-exact.
+    for k in (("A", "C"), ("C", "A")):
+        s, tok = runs[k]
+        expect(at_kill[k] < len(want), "%s->%s had finished before the kill" % k)
+        text = s.read_until(("\n<E%s>\n" % tok).encode(), CHUNKS * PAUSE + 60)
+        begin = ("<B%s>\n" % tok).encode()
+        got = text[text.index(begin) + len(begin):-len("\n<E%s>\n" % tok)]
+        expect(len(got) == len(want) and got == want,
+               "%s->%s: %d bytes, want %d, not the same" % (k[0], k[1], len(got), len(want)))
+        s.send("exit\n")
+        s.read_all(20)
+        expect(s.code == tf.grpc.StatusCode.OK, "%s->%s: %s %s" % (k[0], k[1], s.code, s.details))
+    # B's devices came back through A and C meanwhile.
+    poller.join(bound + 10)
+    expect(back and back[0] <= bound, "every device back through A and C: %r (bound %d s)"
+           % (back, bound))
+    figure("devices_back_after_node_kill_s", "%.2f" % back[0])
+    figure("bound_waittime_ttl_margin_s", bound)
+    # Once B's node key is gone the stale key names no address: the
+    # session waits for the device here, as for a device nobody holds.
+    wait_until(lambda: "B" not in w.keys("nodes/"), TTL + MARGIN, "B's node key gone")
+    for did in ("ghost", "ghost2"):
+        g = ops["C"].session(did, "shell", 1500)
+        t = time.monotonic()
+        g.wait_done(8)
+        expect(g.code not in (None, tf.grpc.StatusCode.OK) and time.monotonic() - t >= 1.2,
+               "%s on C: %s %s after %.1f s" % (did, g.code, g.details, time.monotonic() - t))
+        if did == "ghost":
+            ghost = (g.code, g.details.replace("ghost", "ID"))
+    expect(ghost == (g.code, g.details.replace("ghost2", "ID")),
+           "stale presence %r, nobody %r" % (ghost, (g.code, g.details)))
+    w.etcdctl("del", PREFIX + "presence/ghost")
+    # From every surviving node to formerly-B devices, wherever they are now.
+    now = w.keys("presence/")
+    for o in "AC":
+        for d in onB[:3]:
+            s, sid = open_shell(tf, ops[o], d)
+            want1 = seq_bytes(1, 20000)
+            got = tf.sh_run(s, "seq 1 20000")
+            expect(got == want1, "%s->%s after the kill: %d bytes" % (o, d, len(got)))
+            s.send("exit\n")
+            s.read_all(20)
+            expect(s.code == tf.grpc.StatusCode.OK, "%s->%s: %s" % (o, d, s.details))
+            check_hop(tf, w, o, now[d], d, sid)
+
+
+CASES = {"basic": case_basic, "etcd-member": case_etcd_member, "etcd-down": case_etcd_down,
+         "sessions": case_sessions}
 
 
 def main():
@@ -361,7 +706,10 @@ def main():
     ap.add_argument("--case", required=True, choices=sorted(CASES))
     ap.add_argument("--devices", type=int, default=30)
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--stub-dir")
     args = ap.parse_args()
+    if args.stub_dir:
+        os.environ["NCGRPC_STUB_DIR"] = os.path.abspath(args.stub_dir)
     w = World(args)
     ok = False
     try:
