@@ -11,7 +11,8 @@ import sys
 
 sys.dont_write_bytecode = True
 
-import argparse  # noqa: E402
+import argparse
+import faulthandler  # noqa: E402
 import hashlib  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
@@ -349,6 +350,9 @@ def main():
     asan = os.environ.get("ASAN_OPTIONS", "")
     if "quarantine_size_mb" not in asan:
         os.environ["ASAN_OPTIONS"] = (asan + ":" if asan else "") + "quarantine_size_mb=4"
+    # A hang shows where it is: every thread's stack, before CTest's
+    # timeout kills us without a word.
+    faulthandler.dump_traceback_later(150, exit=True)
     unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
 
 
