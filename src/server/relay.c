@@ -786,9 +786,12 @@ devside_input(struct relay_half *dev, const uint8_t *msg, size_t len)
 			       "malformed NETCONF framing from the operator");
 			return -1;
 		}
-		/* And the operator, held for it, may go on. */
-		if (half_joined(dev) &&
-		    ncframe_pending(&os->os_nf) < BROKER_MAX_PENDING &&
+		/*
+		 * And the operator, held for it, may go on: with the framing
+		 * decided, a message being cut may grow to its own bound
+		 * (the same test as the pause, opside_held()).
+		 */
+		if (half_joined(dev) && !opside_held(dev->rh_peer) &&
 		    grpc_call_queued(dev->rh_call) < GRPC_CALL_HIWAT)
 			grpc_call_resume(dev->rh_peer->rh_call);
 	}

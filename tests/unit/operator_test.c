@@ -934,6 +934,60 @@ test_relay_netconf_bytes(void **state)
 }
 
 /*
+ * The operator sends its hello and more than BROKER_MAX_PENDING of an rpc
+ * before the device's hello decides the framing: the relay holds the
+ * operator back, and once the framing is decided it must let the rpc
+ * complete (the bound is then BROKER_MAX_NETCONF_MSG), not stall.
+ */
+static void
+test_relay_netconf_big_rpc_before_hello(void **state)
+{
+	static const char hello[] =
+	    "<hello xmlns=\"urn:ietf:params:xml:ns:netconf:base:1.0\">"
+	    "<capabilities><capability>urn:ietf:params:netconf:base:1.0"
+	    "</capability></capabilities></hello>]]>]]>";
+	static const char head[] = "<rpc message-id=\"1\"><edit-config><a>";
+	static const char tail[] = "</a></edit-config></rpc>]]>]]>";
+	const size_t body = BROKER_MAX_PENDING + 200 * 1024;
+	struct tside op, dev;
+	struct env e;
+	uint8_t *all, *p;
+	size_t n;
+
+	(void)state;
+	env_init(&e);
+	join(&e, &op, &dev, J_NETCONF);
+	n = sizeof(hello) - 1 + sizeof(head) - 1 + body + sizeof(tail) - 1;
+	p = all = __real_malloc(n);
+	assert_non_null(all);
+	memcpy(p, hello, sizeof(hello) - 1);
+	p += sizeof(hello) - 1;
+	memcpy(p, head, sizeof(head) - 1);
+	p += sizeof(head) - 1;
+	memset(p, 'x', body);
+	p += body;
+	memcpy(p, tail, sizeof(tail) - 1);
+	/* All but the end of the rpc, before the device says hello. */
+	assert_int_equal(op_send(&op, all, n - (sizeof(tail) - 1), 16 * 1024),
+	                 0);
+	tloop_run_for(&e.e_tl, 200);
+	assert_int_equal(dev.ts_len, sizeof(hello) - 1);
+	assert_int_equal(
+	    dev_send(&dev, (const uint8_t *)hello, sizeof(hello) - 1, 1000), 0);
+	tloop_run_for(&e.e_tl, 200);
+	assert_int_equal(
+	    op_send(&op, all + n - (sizeof(tail) - 1), sizeof(tail) - 1, 1000),
+	    0);
+	RUN_UNTIL(&e.e_tl, dev.ts_len == n);
+	assert_memory_equal(dev.ts_data, all, n);
+	assert_false(op.ts_ended || dev.ts_ended);
+	free(all);
+	ts_free(&op);
+	ts_free(&dev);
+	env_done(&e);
+}
+
+/*
  * Backpressure, device to operator: while the operator reads nothing, the
  * relay stops reading the device, so most of 8 MiB stays queued on the
  * device's side instead of in ncgrpcd; once the operator reads again,
@@ -1246,6 +1300,7 @@ main(int argc, char **argv)
 	    cmocka_unit_test(test_failmalloc),
 	    cmocka_unit_test(test_relay_bytes_both_ways),
 	    cmocka_unit_test(test_relay_netconf_bytes),
+	    cmocka_unit_test(test_relay_netconf_big_rpc_before_hello),
 	    cmocka_unit_test(test_relay_slow_operator),
 	    cmocka_unit_test(test_relay_slow_device),
 	    cmocka_unit_test(test_relay_end_op_closes),
