@@ -1,3 +1,4 @@
+#include <assert.h>
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -75,4 +76,11 @@ buf_consume(struct buf *b, size_t n)
 		return;
 	}
 	b->b_off += n;
+}
+
+void
+buf_commit(struct buf *b, size_t n)
+{
+	assert(n <= b->b_cap - b->b_len);
+	b->b_len += n;
 }

@@ -39,6 +39,19 @@ int buf_append(struct buf *b, const void *data, size_t len);
  */
 int buf_reserve(struct buf *b, size_t len);
 
+/*
+ * Writing in place: after buf_reserve(b, len) succeeded, up to len bytes
+ * may be written at buf_tail(b) and then added with buf_commit(b, n),
+ * n <= len, instead of being copied in with buf_append().
+ */
+static inline uint8_t *
+buf_tail(struct buf *b)
+{
+	return b->b_data + b->b_len;
+}
+
+void buf_commit(struct buf *b, size_t n);
+
 /* Drops the first n bytes (n <= buf_len()). */
 void buf_consume(struct buf *b, size_t n);
 

@@ -247,7 +247,10 @@ arm_timer(struct xport *x, unsigned ms)
 	uv_timer_start(&x->x_timer, on_timeout, ms, 0);
 }
 
-/* Moves ciphertext the TLS engine produced into the output queue. */
+/*
+ * Moves ciphertext the TLS engine produced into the output queue, read
+ * from the engine straight into the queue's storage.
+ */
 static int
 xport_pull_tls(struct xport *x)
 {
@@ -255,13 +258,12 @@ xport_pull_tls(struct xport *x)
 	int rc;
 
 	while ((n = tls_conn_pending(x->x_tls)) > 0) {
-		uint8_t tmp[16384];
-
-		if (n > sizeof(tmp))
-			n = sizeof(tmp);
-		got = tls_conn_take(x->x_tls, tmp, n);
-		if ((rc = buf_append(&x->x_out, tmp, got)) != 0)
+		if ((rc = buf_reserve(&x->x_out, n)) != 0)
 			return rc;
+		got = tls_conn_take(x->x_tls, buf_tail(&x->x_out), n);
+		if (got == 0)
+			break;
+		buf_commit(&x->x_out, got);
 	}
 	return 0;
 }

@@ -56,6 +56,38 @@ test_limit(void **state)
 	buf_free(&b);
 }
 
+/* Writing in place: reserve, write at the tail, commit what was written. */
+static void
+test_tail_commit(void **state)
+{
+	struct buf b;
+	int i;
+
+	(void)state;
+	buf_init(&b, 1000);
+	assert_int_equal(buf_append(&b, "ab", 2), 0);
+	assert_int_equal(buf_reserve(&b, 10), 0);
+	memcpy(buf_tail(&b), "cdefghijkl", 10);
+	buf_commit(&b, 4); /* only part of what was reserved */
+	assert_int_equal(buf_len(&b), 6);
+	assert_memory_equal(buf_data(&b), "abcdef", 6);
+	/* After a consume, a reserve may compact: the bytes stay in order. */
+	buf_consume(&b, 5);
+	for (i = 0; i < 50; i++) {
+		assert_int_equal(buf_reserve(&b, 19), 0);
+		memset(buf_tail(&b), 'a' + i % 26, 19);
+		buf_commit(&b, 19);
+	}
+	assert_int_equal(buf_len(&b), 1 + 50 * 19);
+	assert_int_equal(buf_data(&b)[0], 'f');
+	assert_int_equal(buf_data(&b)[1], 'a');
+	assert_int_equal(buf_data(&b)[1 + 49 * 19], 'a' + 49 % 26);
+	/* The limit holds for reserves too. */
+	assert_int_equal(buf_reserve(&b, 1000), -ENOBUFS);
+	assert_int_equal(buf_len(&b), 1 + 50 * 19);
+	buf_free(&b);
+}
+
 /*
  * An empty queue that never allocated must not compute NULL + 0 (UBSan:
  * "applying zero offset to null pointer"), and its data pointer must be
@@ -98,6 +130,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_append_consume),
 	    cmocka_unit_test(test_limit),
+	    cmocka_unit_test(test_tail_commit),
 	    cmocka_unit_test(test_empty_data),
 	    cmocka_unit_test(test_strerror),
 	};
