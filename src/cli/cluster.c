@@ -128,6 +128,40 @@ on_cas(const ProtobufCMessage *resp, void *arg)
 	*(int *)arg = ((const Etcdserverpb__TxnResponse *)resp)->succeeded;
 }
 
+/*
+ * The key of device id (CLUSTERKEY_MAX + 1 bytes at key), and a connection
+ * to the cluster's etcd.  0, or -EINVAL after saying what is wrong.
+ */
+static int
+device_open(struct ce *ce, const struct sconf *sc, const char *id, char *key,
+            size_t *klen)
+{
+	if (clusterkey_make(sc->sc_cluster_prefix, CLUSTERKEY_DEVICE, id, key,
+	                    CLUSTERKEY_MAX + 1, klen) != 0) {
+		cli_err("\"%s\" is not a device id", id);
+		return -EINVAL;
+	}
+	if (ce_open_eps(ce, sc, sc->sc_cluster_etcd, CE_TIMEOUT_MS) != 0)
+		return -EINVAL;
+	return 0;
+}
+
+/*
+ * Closes ce after one call (started with rc, then waited for in w).
+ * Returns 0 when it succeeded, or -EIO after saying why it did not.
+ */
+static int
+device_done(struct ce *ce, struct ce_wait *w, int rc)
+{
+	ce_close(ce);
+	if (rc == 0 && w->w_status == 0)
+		return 0;
+	if (rc != 0)
+		snprintf(w->w_msg, sizeof(w->w_msg), "%s", strerror(-rc));
+	ce_report(ce, w);
+	return -EIO;
+}
+
 int
 cli_cluster_device_add(const struct sconf *sc, const char *id, const char *line)
 {
@@ -137,26 +171,16 @@ cli_cluster_device_add(const struct sconf *sc, const char *id, const char *line)
 	size_t klen;
 	int ok = 0, rc;
 
-	if (clusterkey_make(sc->sc_cluster_prefix, CLUSTERKEY_DEVICE, id, key,
-	                    sizeof(key), &klen) != 0) {
-		cli_err("\"%s\" is not a device id", id);
-		return -EINVAL;
-	}
-	if (ce_open_eps(&ce, sc, sc->sc_cluster_etcd, CE_TIMEOUT_MS) != 0)
-		return -EINVAL;
+	if ((rc = device_open(&ce, sc, id, key, &klen)) != 0)
+		return rc;
 	w.w_fn = on_cas;
 	w.w_arg = &ok;
 	/* Create only if absent: two operators cannot both add an id. */
 	if ((rc = etcd_cas(ce.ce_c, key, klen, line, strlen(line), 0, 0, ce_cb,
 	                   &w)) == 0)
 		ce_run_until(&ce, &w.w_done);
-	ce_close(&ce);
-	if (rc != 0 || w.w_status != 0) {
-		if (rc != 0)
-			snprintf(w.w_msg, sizeof(w.w_msg), "%s", strerror(-rc));
-		ce_report(&ce, &w);
+	if (device_done(&ce, &w, rc) != 0)
 		return -EIO;
-	}
 	if (!ok) {
 		cli_err("etcd: device \"%s\" already exists (\"ncgrpc device "
 		        "remove %s\" first)",
@@ -183,24 +207,14 @@ cli_cluster_device_remove(const struct sconf *sc, const char *id)
 	size_t klen;
 	int rc;
 
-	if (clusterkey_make(sc->sc_cluster_prefix, CLUSTERKEY_DEVICE, id, key,
-	                    sizeof(key), &klen) != 0) {
-		cli_err("\"%s\" is not a device id", id);
-		return -EINVAL;
-	}
-	if (ce_open_eps(&ce, sc, sc->sc_cluster_etcd, CE_TIMEOUT_MS) != 0)
-		return -EINVAL;
+	if ((rc = device_open(&ce, sc, id, key, &klen)) != 0)
+		return rc;
 	w.w_fn = on_del;
 	w.w_arg = &deleted;
 	if ((rc = etcd_delete(ce.ce_c, key, klen, 0, ce_cb, &w)) == 0)
 		ce_run_until(&ce, &w.w_done);
-	ce_close(&ce);
-	if (rc != 0 || w.w_status != 0) {
-		if (rc != 0)
-			snprintf(w.w_msg, sizeof(w.w_msg), "%s", strerror(-rc));
-		ce_report(&ce, &w);
+	if (device_done(&ce, &w, rc) != 0)
 		return -EIO;
-	}
 	if (deleted == 0) {
 		cli_err("etcd: no device \"%s\"", id);
 		return -ENOENT;
