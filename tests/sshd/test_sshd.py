@@ -293,8 +293,10 @@ class NetconfTest(SshdTestCase):
         finally:
             m.close_session()
         self.assertTrue(sid)
-        end = env.wait_audit("ssh-session-end", operator="alice", channel="netconf",
-                             reason="device closed the session")
+        # netconfd ends the session after close-session; under ASan on a
+        # busy machine that once took more than 10 s.
+        end = env.wait_audit("ssh-session-end", timeout=30, operator="alice",
+                             channel="netconf", reason="device closed the session")
         self.assertEqual(end["device"], "router-17")
         self.assertEqual(end["exit-status"], "0")
         self.assertRegex(end["operator-key"], r"^ssh-ed25519 SHA256:\S+$")
