@@ -366,10 +366,11 @@ md_wire_count(const struct grpc_mdlist *ml)
  * memory), the call ends with INTERNAL instead: a status that silently
  * lost its message or metadata would be a lie.
  */
-static void
+static int
 server_submit_trailers(struct grpc_call *c)
 {
 	struct nvlist l = {0};
+	int rc;
 
 	nv_add_status(&l, c->ca_status, c->ca_message);
 	nv_add_md(&l, &c->ca_send_trailers);
@@ -378,8 +379,10 @@ server_submit_trailers(struct grpc_call *c)
 		memset(&l, 0, sizeof(l));
 		nv_add_status(&l, GRPC_STATUS_INTERNAL, NULL);
 	}
-	nghttp2_submit_trailer(call_session(c), c->ca_stream_id, l.nv, l.n);
+	rc =
+	    nghttp2_submit_trailer(call_session(c), c->ca_stream_id, l.nv, l.n);
 	nv_free(&l);
+	return rc;
 }
 
 /*
@@ -429,7 +432,13 @@ call_read_cb(nghttp2_session *s, int32_t stream_id, uint8_t *out, size_t len,
 	*flags |= NGHTTP2_DATA_FLAG_EOF;
 	if (c->ca_server) {
 		*flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-		server_submit_trailers(c);
+		/*
+		 * Without its trailers the stream would never end: nghttp2
+		 * resets it instead (INTERNAL_ERROR), or ends the connection
+		 * if it cannot even do that.
+		 */
+		if (server_submit_trailers(c) != 0)
+			return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
 	}
 	return (ssize_t)n;
 }
