@@ -17,11 +17,14 @@
  * The connection is freed only when the transport reports it closed,
  * which libuv does from the loop, never from inside a callback.
  */
+#include <sys/mman.h>
+
 #include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "err.h"
 #include "h2.h"
@@ -32,6 +35,8 @@
 #define H2_DEFAULT_STREAM_WIN   (1024 * 1024)
 #define H2_DEFAULT_CONN_WIN     (16 * 1024 * 1024)
 #define H2_DEFAULT_PING_TIMEOUT 20000
+/* nghttp2's frame buffer: one maximum-size frame and its header. */
+#define H2_FRAMEBUF_MIN (16 * 1024)
 
 struct h2conn {
 	nghttp2_session *c_session;
@@ -54,6 +59,11 @@ struct h2conn {
 	int c_err;
 	uint32_t c_goaway_sent; /* error code of a GOAWAY we sent, or 0 */
 	char c_reason[160];
+	nghttp2_mem c_mem; /* nghttp2's allocator, user data c */
+	int c_creating;    /* inside nghttp2_session_*_new3() */
+	void *c_fb;        /* nghttp2's frame buffer, whole pages */
+	size_t c_fb_len;
+	int c_fb_dirty; /* written since it was last given back */
 };
 
 static void h2_close_xport(struct h2conn *, int, const char *);
@@ -241,6 +251,102 @@ cb_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *ud)
 	return 0;
 }
 
+/*
+ * nghttp2 keeps a frame buffer of one maximum-size frame (16 KiB) for the
+ * life of each session, whatever the traffic: on an idle device
+ * connection, a third of what the connection costs.  Sessions get an
+ * allocator that gives that buffer whole pages of its own, and once the
+ * connection is quiet (nothing queued in nghttp2 or in the transport) its
+ * pages go back to the kernel (MADV_DONTNEED).  They come back, zeroed,
+ * when the next frame is packed.  Nothing lives in the buffer between
+ * frames: nghttp2 packs each frame into it from its start, and
+ * h2_run_flush() copies the frame out before it asks for the next.  The
+ * buffer is the one allocation of at least H2_FRAMEBUF_MIN bytes that
+ * nghttp2 makes while it creates the session; every other allocation is
+ * plain malloc().
+ */
+static void *
+h2_mem_malloc(size_t size, void *ud)
+{
+	struct h2conn *c = ud;
+	size_t pg, len;
+	void *p;
+
+	if (!c->c_creating || c->c_fb != NULL || size < H2_FRAMEBUF_MIN)
+		return malloc(size);
+	pg = (size_t)sysconf(_SC_PAGESIZE);
+	len = (size + pg - 1) / pg * pg;
+	if ((p = aligned_alloc(pg, len)) == NULL)
+		return NULL;
+	c->c_fb = p;
+	c->c_fb_len = len;
+	c->c_fb_dirty = 1;
+	return p;
+}
+
+static void
+h2_mem_free(void *p, void *ud)
+{
+	struct h2conn *c = ud;
+
+	if (p != NULL && p == c->c_fb) {
+		c->c_fb = NULL;
+		c->c_fb_len = 0;
+	}
+	free(p);
+}
+
+static void *
+h2_mem_calloc(size_t n, size_t size, void *ud)
+{
+	(void)ud;
+	return calloc(n, size);
+}
+
+static void *
+h2_mem_realloc(void *p, size_t size, void *ud)
+{
+	struct h2conn *c = ud;
+
+	if (p == NULL)
+		return h2_mem_malloc(size, ud);
+	/* Not seen from nghttp2 1.52; the buffer then stops being ours. */
+	if (p == c->c_fb) {
+		c->c_fb = NULL;
+		c->c_fb_len = 0;
+	}
+	return realloc(p, size);
+}
+
+/* The connection is quiet: the frame buffer's pages go back. */
+static void
+h2_trim(struct h2conn *c)
+{
+	if (c->c_fb == NULL || !c->c_fb_dirty)
+		return;
+	c->c_fb_dirty = 0;
+#ifdef MADV_DONTNEED
+	(void)madvise(c->c_fb, c->c_fb_len, MADV_DONTNEED);
+#endif
+}
+
+size_t
+h2_framebuf_resident(const struct h2conn *c)
+{
+	size_t pg, n = 0, i;
+	unsigned char vec[8];
+
+	if (c->c_fb == NULL)
+		return 0;
+	pg = (size_t)sysconf(_SC_PAGESIZE);
+	if (c->c_fb_len / pg > sizeof(vec) ||
+	    mincore(c->c_fb, c->c_fb_len, vec) != 0)
+		return 0;
+	for (i = 0; i < c->c_fb_len / pg; i++)
+		n += vec[i] & 1;
+	return n * pg;
+}
+
 /* Transport callbacks. */
 
 static void
@@ -261,6 +367,7 @@ h2_run_flush(struct h2conn *c)
 		}
 		if (n == 0)
 			break;
+		c->c_fb_dirty = 1;
 		if ((rc = xport_write(c->c_xport, data, (size_t)n)) != 0) {
 			char why[160];
 
@@ -396,8 +503,13 @@ on_xport_drain(struct xport *x, void *arg)
 
 	(void)x;
 	/* Handshake records drain before the connection is ready. */
-	if (c->c_depth == 0 && c->c_ready)
-		h2_run_flush(c);
+	if (c->c_depth != 0 || !c->c_ready)
+		return;
+	h2_run_flush(c);
+	if (!c->c_xclosed && c->c_xport != NULL &&
+	    xport_queued(c->c_xport) == 0 &&
+	    !nghttp2_session_want_write(c->c_session))
+		h2_trim(c);
 }
 
 static void
@@ -562,10 +674,21 @@ h2_new(const struct h2_opts *opts, const struct h2_stream_ops *ops, void *arg,
 	/* Flow control follows what the application has really consumed. */
 	nghttp2_option_set_no_auto_window_update(nopt, 1);
 	/* Keepalive pings and settings acks are nghttp2's to answer. */
+	c->c_mem = (nghttp2_mem){
+	    .mem_user_data = c,
+	    .malloc = h2_mem_malloc,
+	    .free = h2_mem_free,
+	    .calloc = h2_mem_calloc,
+	    .realloc = h2_mem_realloc,
+	};
+	c->c_creating = 1;
 	if (opts->ho_server)
-		rc = nghttp2_session_server_new2(&c->c_session, cbs, c, nopt);
+		rc = nghttp2_session_server_new3(&c->c_session, cbs, c, nopt,
+		                                 &c->c_mem);
 	else
-		rc = nghttp2_session_client_new2(&c->c_session, cbs, c, nopt);
+		rc = nghttp2_session_client_new3(&c->c_session, cbs, c, nopt,
+		                                 &c->c_mem);
+	c->c_creating = 0;
 	nghttp2_option_del(nopt);
 	nghttp2_session_callbacks_del(cbs);
 	if (rc != 0) {

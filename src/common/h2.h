@@ -118,6 +118,13 @@ void h2_flush(struct h2conn *c);
 /* Has on_deferred called from the loop, before it next waits for I/O. */
 void h2_defer(struct h2conn *c);
 
+/*
+ * Bytes of nghttp2's frame buffer now resident in memory (mincore(2)): 0
+ * once the connection has been quiet, as h2.c gives its pages back then.
+ * For tests and benchmarks.
+ */
+size_t h2_framebuf_resident(const struct h2conn *c);
+
 /* Acknowledges n bytes of stream_id's DATA as processed (flow control). */
 void h2_consume(struct h2conn *c, int32_t stream_id, size_t n);
 

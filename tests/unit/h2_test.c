@@ -637,6 +637,39 @@ test_flush_batching(void **state)
 }
 
 /*
+ * nghttp2's frame buffer gives its pages back whenever the connection goes
+ * quiet, and frames packed into the zeroed pages afterwards arrive intact.
+ */
+static void
+test_framebuf_trim(void **state)
+{
+	struct env e;
+	int round;
+
+	(void)state;
+	env_init(&e, 1, NULL, 0);
+	env_up(&e);
+	RUN_UNTIL(&e.e_tl, h2_framebuf_resident(e.e_c) == 0);
+	for (round = 1; round <= 3; round++) {
+		CALL(&e, {
+			assert_int_equal(nghttp2_submit_ping(h2_session(e.e_c),
+			                                     NGHTTP2_FLAG_NONE,
+			                                     NULL),
+			                 0);
+			h2_flush(e.e_c);
+		});
+		/* The flush packs the PING into the buffer: a page is back. */
+		uv_run(&e.e_tl.tl_loop, UV_RUN_NOWAIT);
+		assert_int_equal(e.e_peer_pings, round);
+		assert_true(h2_framebuf_resident(e.e_c) > 0);
+		/* Written and drained: quiet again, the pages go back. */
+		RUN_UNTIL(&e.e_tl, h2_framebuf_resident(e.e_c) == 0);
+	}
+	assert_int_equal(e.e_peer_bad, 0);
+	env_done(&e);
+}
+
+/*
  * h2_shutdown(): GOAWAY NO_ERROR naming the last stream, from the loop; the
  * stream in flight finishes, then the connection closes cleanly.
  */
@@ -1099,6 +1132,7 @@ main(int argc, char **argv)
 	    cmocka_unit_test(test_settings_server),
 	    cmocka_unit_test(test_settings_client),
 	    cmocka_unit_test(test_flush_batching),
+	    cmocka_unit_test(test_framebuf_trim),
 	    cmocka_unit_test(test_shutdown),
 	    cmocka_unit_test(test_close_error),
 	    cmocka_unit_test(test_close_clean),

@@ -49,9 +49,10 @@
 /*
  * malloc(), calloc() and realloc() of the program's own code go through here
  * (-Wl,--wrap, tests/CMakeLists.txt): when fail_in is n > 0, the n-th
- * allocation from now fails.  Shared libraries (nghttp2, protobuf-c,
- * OpenSSL, libuv) allocate on their own.  The registry's verification
- * runs in libuv's threadpool, hence the atomics.
+ * allocation from now fails.  nghttp2 allocates through h2.c's allocator,
+ * so its failures are injected too; the other shared libraries
+ * (protobuf-c, OpenSSL, libuv) allocate on their own.  The registry's
+ * verification runs in libuv's threadpool, hence the atomics.
  */
 void *__real_malloc(size_t n);
 void *__wrap_malloc(size_t n);
