@@ -214,7 +214,9 @@ fs_end(struct fwsess *fs, int status, const char *reason)
 		return;
 	fs->fs_state = FWS_ENDED;
 	fs_unwait(fs);
-	snprintf(fs->fs_reason, sizeof(fs->fs_reason), "%s", reason);
+	/* A longer reason is cut, deliberately. */
+	snprintf(fs->fs_reason, sizeof(fs->fs_reason), "%.*s",
+	         (int)sizeof(fs->fs_reason) - 1, reason);
 	audit_end(fs, reason);
 	op_finish(fs, status, reason);
 	if (fs->fs_remote != NULL)
