@@ -15,7 +15,9 @@ paths round by round so both see the same machine:
     router-17 --netconf` (operator socket, operator call); median and p99;
   - bulk: a <get-config> whose reply is --mb MB: MB/s of the whole
     session through ncclient (SSH front door), through OpenSSH's ssh (SSH
-    front door, C client) and through `ncgrpc session` (baseline).
+    front door, C client) and through `ncgrpc session` (baseline), and
+    read locally from yuma123's netconf-subsystem on the device (what
+    the agent itself runs: the ceiling of every remote path).
 
 Not part of ctest.  Figures go to BENCHMARKS.md.
 """
@@ -85,6 +87,45 @@ def bulk_pipe(argv):
     return len(r.stdout), dt
 
 
+def bulk_local(argv, env):
+    """The same <get-config> read straight from netconf-subsystem, as the
+    agent runs it.  netconfd drops an rpc that it reads together with the
+    client's hello, so the rpcs go 0.3 s after the server's hello, and the
+    clock starts then: only the reply is timed, which favours this
+    baseline over the remote paths (they include their process start and
+    hello).  netconf-subsystem stays after close-session until its input
+    ends: the input is closed once both replies are in."""
+    p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, env=env)
+    p.stdin.write(HELLO_10.encode())
+    p.stdin.flush()
+    fd, tail, eoms, n, t0 = p.stdout.fileno(), b"", 0, 0, None
+    while eoms < 3:  # the hello, the get-config reply, the close-session reply
+        r, _, _ = select.select([fd], [], [], 60)
+        if not r:
+            p.kill()
+            raise RuntimeError("netconf-subsystem: no output within 60 s "
+                               "(%d bytes, %d ends)" % (n, eoms))
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            raise RuntimeError("netconf-subsystem ended after %d bytes" % n)
+        seen = (tail + chunk).count(EOM)
+        tail = (tail + chunk)[-(len(EOM) - 1):]
+        if t0 is not None:
+            n += len(chunk)
+        if eoms == 0 and seen > 0:
+            time.sleep(0.3)
+            t0 = time.monotonic()
+            p.stdin.write((rpc(1, "<get-config><source><running/></source></get-config>")
+                           + rpc(2, "<close-session/>")).encode())
+            p.stdin.flush()
+        eoms += seen
+    dt = time.monotonic() - t0
+    p.stdin.close()
+    p.wait(30)
+    return n, dt
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     for k in ("ncgrpcd", "agent", "sshd", "cli"):
@@ -149,7 +190,11 @@ def main():
         finally:
             m.close_session()
 
-        res = {"ncclient": [], "ssh": [], "cli": []}
+        res = {"ncclient": [], "ssh": [], "cli": [], "local": []}
+        local = env.netconfd.command().split()
+        # What the agent gives it (src/agent/session.c), as sshd would.
+        local_env = dict(os.environ, USER="root", LOGNAME="root",
+                         SSH_CONNECTION="127.0.0.1 40000 127.0.0.1 830")
         for _ in range(3):
             t0 = time.monotonic()
             m = env.nc("carol", "router-17")
@@ -158,6 +203,7 @@ def main():
             res["ncclient"].append((n, time.monotonic() - t0))
             res["ssh"].append(bulk_pipe(env.ssh_argv("carol", "router-17", "-s", "netconf")))
             res["cli"].append(bulk_pipe(cli))
+            res["local"].append(bulk_local(local, local_env))
 
         print()
         print("SSH front door against ncgrpc session: %d idle devices connected, "
@@ -176,7 +222,8 @@ def main():
         base = best["cli"][0] / best["cli"][1]
         for k, label in (("cli", "ncgrpc session (baseline)"),
                          ("ssh", "OpenSSH ssh -s netconf via ncgrpc-sshd"),
-                         ("ncclient", "ncclient via ncgrpc-sshd")):
+                         ("ncclient", "ncclient via ncgrpc-sshd"),
+                         ("local", "netconf-subsystem on the device (local)")):
             n, dt = best[k]
             print("%-46s %10.1f %10.1f %7.2fx" % (label, n / 1e6, n / 1e6 / dt,
                                                   n / dt / base))
