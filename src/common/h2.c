@@ -37,6 +37,8 @@
 #define H2_DEFAULT_PING_TIMEOUT 20000
 /* nghttp2's frame buffer: one maximum-size frame and its header. */
 #define H2_FRAMEBUF_MIN (16 * 1024)
+/* The frame buffer's pages go back at most this often. */
+#define H2_TRIM_INTERVAL_MS 1000
 
 struct h2conn {
 	nghttp2_session *c_session;
@@ -63,7 +65,9 @@ struct h2conn {
 	int c_creating;    /* inside nghttp2_session_*_new3() */
 	void *c_fb;        /* nghttp2's frame buffer, whole pages */
 	size_t c_fb_len;
-	int c_fb_dirty; /* written since it was last given back */
+	int c_fb_dirty;          /* written since it was last given back */
+	uint64_t c_fb_trimmed;   /* uv_now() of the last give-back, or 0 */
+	uv_timer_t c_trim_timer; /* a give-back put off to its interval */
 };
 
 static void h2_close_xport(struct h2conn *, int, const char *);
@@ -257,8 +261,12 @@ cb_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *ud)
  * connection, a third of what the connection costs.  Sessions get an
  * allocator that gives that buffer whole pages of its own, and once the
  * connection is quiet (nothing queued in nghttp2 or in the transport) its
- * pages go back to the kernel (MADV_DONTNEED).  They come back, zeroed,
- * when the next frame is packed.  Nothing lives in the buffer between
+ * pages go back to the kernel (MADV_DONTNEED), at most once a second: a
+ * stream in full flow goes quiet between writes thousands of times a
+ * second, and each madvise() of a threaded process costs a TLB shootdown
+ * on every core (10% of the agent's time in a NETCONF bulk transfer when
+ * it ran at every quiet moment).  The pages come back, zeroed, when the
+ * next frame is packed.  Nothing lives in the buffer between
  * frames: nghttp2 packs each frame into it from its start, and
  * h2_run_flush() copies the frame out before it asks for the next.  The
  * buffer is the one allocation of at least H2_FRAMEBUF_MIN bytes that
@@ -320,14 +328,47 @@ h2_mem_realloc(void *p, size_t size, void *ud)
 
 /* The connection is quiet: the frame buffer's pages go back. */
 static void
-h2_trim(struct h2conn *c)
+h2_trim(struct h2conn *c, uint64_t now)
 {
-	if (c->c_fb == NULL || !c->c_fb_dirty)
-		return;
 	c->c_fb_dirty = 0;
+	c->c_fb_trimmed = now;
 #ifdef MADV_DONTNEED
 	(void)madvise(c->c_fb, c->c_fb_len, MADV_DONTNEED);
 #endif
+}
+
+static int
+h2_quiet(struct h2conn *c)
+{
+	return !c->c_xclosed && c->c_xport != NULL &&
+	       xport_queued(c->c_xport) == 0 &&
+	       !nghttp2_session_want_write(c->c_session);
+}
+
+static void
+on_trim_timer(uv_timer_t *t)
+{
+	struct h2conn *c = t->data;
+
+	/* Busy again: the next quiet moment gives the pages back. */
+	if (c->c_fb != NULL && c->c_fb_dirty && h2_quiet(c))
+		h2_trim(c, uv_now(t->loop));
+}
+
+/* A quiet moment: give the pages back now, or when the interval is up. */
+static void
+h2_maybe_trim(struct h2conn *c)
+{
+	uint64_t now, due;
+
+	if (c->c_fb == NULL || !c->c_fb_dirty)
+		return;
+	now = uv_now(xport_loop(c->c_xport));
+	due = c->c_fb_trimmed == 0 ? 0 : c->c_fb_trimmed + H2_TRIM_INTERVAL_MS;
+	if (now >= due)
+		h2_trim(c, now);
+	else if (!uv_is_active((uv_handle_t *)&c->c_trim_timer))
+		uv_timer_start(&c->c_trim_timer, on_trim_timer, due - now, 0);
 }
 
 size_t
@@ -506,10 +547,8 @@ on_xport_drain(struct xport *x, void *arg)
 	if (c->c_depth != 0 || !c->c_ready)
 		return;
 	h2_run_flush(c);
-	if (!c->c_xclosed && c->c_xport != NULL &&
-	    xport_queued(c->c_xport) == 0 &&
-	    !nghttp2_session_want_write(c->c_session))
-		h2_trim(c);
+	if (h2_quiet(c))
+		h2_maybe_trim(c);
 }
 
 static void
@@ -522,11 +561,19 @@ on_ping_timer_closed(uv_handle_t *h)
 }
 
 static void
-on_defer_closed(uv_handle_t *h)
+on_trim_timer_closed(uv_handle_t *h)
 {
 	struct h2conn *c = h->data;
 
 	uv_close((uv_handle_t *)&c->c_ping_timer, on_ping_timer_closed);
+}
+
+static void
+on_defer_closed(uv_handle_t *h)
+{
+	struct h2conn *c = h->data;
+
+	uv_close((uv_handle_t *)&c->c_trim_timer, on_trim_timer_closed);
 }
 
 static void
@@ -729,6 +776,9 @@ h2_attach(struct h2conn *c, struct xport *x)
 	/* The loop is the transport's; the handles live as long as c. */
 	uv_timer_init(xport_loop(x), &c->c_ping_timer);
 	c->c_ping_timer.data = c;
+	uv_timer_init(xport_loop(x), &c->c_trim_timer);
+	c->c_trim_timer.data = c;
+	uv_unref((uv_handle_t *)&c->c_trim_timer); /* keeps no loop alive */
 	uv_idle_init(xport_loop(x), &c->c_defer);
 	c->c_defer.data = c;
 	c->c_defer_open = 1;
