@@ -30,11 +30,20 @@
  */
 #define SESSION_HELLO_SETTLE_MS 250
 /*
- * After a signal, shell input waits this long, so that the line reaches a
- * shell that has finished with the signal: bash discards the line it is
- * reading when SIGINT arrives, and would run the rest of "exit" as "xit".
+ * After a signal, shell input waits until the shell has finished with it:
+ * bash discards the line it is reading when SIGINT arrives, and would run
+ * the rest of "exit" as "xit", or lose it whole.  Finished means: at least
+ * SESSION_SIGNAL_SETTLE_MS have passed, the shell has written something
+ * since the signal (its new prompt) and then been quiet for
+ * SESSION_SIGNAL_QUIET_MS.  A fixed wait was not enough: on a loaded
+ * machine bash took the signal later than that, and the line was lost.  A
+ * process that answers a signal with silence gets the line after
+ * SESSION_SIGNAL_SETTLE_MAX_MS.
  */
-#define SESSION_SIGNAL_SETTLE_MS 100
+#define SESSION_SIGNAL_SETTLE_MS     100
+#define SESSION_SIGNAL_QUIET_MS      20
+#define SESSION_SIGNAL_STEP_MS       10
+#define SESSION_SIGNAL_SETTLE_MAX_MS 2000
 /*
  * A server that sends a line that ends the session together with a signal
  * (Juniper's sample server: csh_command "exit" or netconf_command "<>",
@@ -75,6 +84,8 @@ struct session {
 	size_t se_held_len;
 	uint64_t se_held_until; /* a long line waits for raw mode until then */
 	uint64_t se_last_input; /* loop time of the last line to the shell */
+	uint64_t se_sig_at;     /* a signal the shell may not have taken yet */
+	uint64_t se_sig_out_at; /* its last output since that signal, or 0 */
 	uv_timer_t se_hangup;   /* the server hung up: end the process */
 	int se_nhandles;        /* timers whose close callback is pending */
 	/* The raw-terminal extension (termext.h), granted for this shell. */
@@ -150,6 +161,38 @@ session_hold_input(struct session *s, uint64_t ms)
 static int write_input(struct session *s, const uint8_t *data, size_t len,
                        int newline);
 
+static uint64_t
+session_now(const struct session *s)
+{
+	return uv_now(uv_handle_get_loop((const uv_handle_t *)&s->se_settle));
+}
+
+/* A signal for the shell: input waits until it has taken it. */
+static void
+shell_kill(struct session *s, int sig)
+{
+	proc_kill(s->se_proc, sig);
+	s->se_sig_at = session_now(s);
+	s->se_sig_out_at = 0;
+	session_hold_input(s, SESSION_SIGNAL_SETTLE_MS);
+}
+
+/* The shell has not answered the last signal (output, then quiet) yet. */
+static int
+shell_taking_signal(struct session *s)
+{
+	uint64_t now = session_now(s);
+
+	if (s->se_sig_at == 0)
+		return 0;
+	if (now - s->se_sig_at < SESSION_SIGNAL_SETTLE_MAX_MS &&
+	    (s->se_sig_out_at == 0 ||
+	     now - s->se_sig_out_at < SESSION_SIGNAL_QUIET_MS))
+		return 1;
+	s->se_sig_at = 0;
+	return 0;
+}
+
 static void
 on_settled(uv_timer_t *t)
 {
@@ -159,11 +202,14 @@ on_settled(uv_timer_t *t)
 	if (s->se_proc != NULL && sig != 0) {
 		/* The line before it has been read by now: signal, settle. */
 		s->se_held_sig = 0;
-		proc_kill(s->se_proc, sig);
-		session_hold_input(s, SESSION_SIGNAL_SETTLE_MS);
+		shell_kill(s, sig);
 		return;
 	}
 	s->se_held_sig = 0;
+	if (s->se_proc != NULL && shell_taking_signal(s)) {
+		session_hold_input(s, SESSION_SIGNAL_STEP_MS);
+		return;
+	}
 	if (s->se_held != NULL && s->se_proc != NULL &&
 	    s->se_held_len > proc_line_max(s->se_proc) &&
 	    proc_line_max(s->se_proc) != 0 &&
@@ -329,6 +375,8 @@ on_proc_output(struct proc *p, const uint8_t *data, size_t len, void *arg)
 
 	if (s->se_call_done || s->se_closing_send)
 		return;
+	if (s->se_sig_at != 0)
+		s->se_sig_out_at = session_now(s);
 	rc = send_output(s, data, len, 0);
 	/* Sending may have ended the call (grpc.h): look again. */
 	if (s->se_call == NULL)
@@ -425,8 +473,7 @@ write_input(struct session *s, const uint8_t *data, size_t len, int newline)
 	}
 	s->se_stats.ss_bytes_down += len + (newline ? 1 : 0);
 	if (newline)
-		s->se_last_input =
-		    uv_now(uv_handle_get_loop((uv_handle_t *)&s->se_settle));
+		s->se_last_input = session_now(s);
 	return 0;
 }
 
@@ -442,8 +489,7 @@ hold_line(struct session *s, const ProtobufCBinaryData *cmd, uint64_t wait)
 	if (cmd->len > 0)
 		memcpy(s->se_held, cmd->data, cmd->len);
 	s->se_held_len = cmd->len;
-	s->se_held_until =
-	    uv_now(uv_handle_get_loop((uv_handle_t *)&s->se_settle)) + wait;
+	s->se_held_until = session_now(s) + wait;
 	return 0;
 }
 
@@ -458,7 +504,7 @@ hold_line(struct session *s, const ProtobufCBinaryData *cmd, uint64_t wait)
 static int
 shell_signal(struct session *s, int sig, const ProtobufCBinaryData *cmd)
 {
-	uint64_t now = uv_now(uv_handle_get_loop((uv_handle_t *)&s->se_settle));
+	uint64_t now = session_now(s);
 	uint64_t since = now - s->se_last_input;
 
 	if (cmd != NULL) {
@@ -470,8 +516,7 @@ shell_signal(struct session *s, int sig, const ProtobufCBinaryData *cmd)
 		session_hold_input(s, SESSION_SIGNAL_SETTLE_MS - since);
 		return 0;
 	}
-	proc_kill(s->se_proc, sig);
-	session_hold_input(s, SESSION_SIGNAL_SETTLE_MS);
+	shell_kill(s, sig);
 	return 0;
 }
 

@@ -118,6 +118,86 @@ class Base(unittest.TestCase):
         return a
 
 
+# A shell that is slow to take a SIGINT, as bash is on a loaded machine: it
+# reacts only 0.6 s after the signal, then discards what was typed before
+# (as bash discards the line it was reading) and prints a new prompt.  A
+# line written to it before it has reacted is lost; "exit" ends it.
+SLOW_SHELL = r"""#!/usr/bin/python3
+import os, signal, sys, termios, time
+
+class Intr(Exception):
+    pass
+
+def on_int(sig, frame):
+    raise Intr()
+
+signal.signal(signal.SIGINT, on_int)
+os.write(1, b"slow$ ")
+line = b""
+while True:
+    try:
+        data = os.read(0, 1024)
+    except Intr:
+        time.sleep(0.6)
+        termios.tcflush(0, termios.TCIFLUSH)
+        line = b""
+        os.write(1, b"\r\nslow$ ")
+        continue
+    if not data:
+        sys.exit(0)
+    line += data
+    while b"\n" in line:
+        cmd, line = line.split(b"\n", 1)
+        if cmd.strip() == b"exit":
+            sys.exit(0)
+        os.write(1, b"slow$ ")
+"""
+
+
+class SlowShellTest(Base):
+    """A signal, then "exit", to a shell that takes its time with the
+    signal: the agent holds the line until the shell has answered the
+    signal (its new prompt), not for a fixed time."""
+
+    def setUp(self):
+        super().setUp()
+        shell = os.path.join(self.tmp, "slowshell")
+        with open(shell, "w") as f:
+            f.write(SLOW_SHELL)
+        os.chmod(shell, 0o755)
+        self.nms = self.new_nms({"slow1": "slow-secret"})
+        self.agent = self.new_agent(self.nms, "slow1", "slow-secret",
+                                    ['shell "%s";' % shell])
+
+    def run_order(self, together):
+        sess = self.nms.open_session("slow1", "csh", 15)
+        sess.read_until(b"slow$ ", 15)
+        if together:
+            sess.send_csh("exit", kill_signal=2)  # Juniper's hang-up
+        else:
+            sess.send_kill(2)
+            sess.send_csh("exit")
+        # Well before the hang-up escalation would end it (1 s + 0.5 s).
+        self.assertTrue(sess.ended.wait(10), "the slow shell did not get its exit; "
+                        "output %r; agent log:\n%s" % (sess.peek()[-200:],
+                                                      self.agent.log_tail(10)))
+        self.assertEqual(sess.end_reason, "eof")
+        wait_until(lambda: not sessions_of(self.agent.pid, names=("slowshell",)),
+                   CLEANUP_BOUND, "the slow shell gone")
+        sess.close()
+        return sess
+
+    def test_signal_then_line(self):
+        for i in range(REPEAT):
+            self.run_order(together=False)
+
+    def test_hangup_line_and_signal(self):
+        for i in range(REPEAT):
+            self.run_order(together=True)
+            # The shell exited on its line, not on the hang-up escalation.
+            self.assertNotIn("still running: ending it", self.agent.log_tail(200))
+
+
 # ---------------------------------------------------------------------------
 class HangupTest(Base):
     """Juniper's sample server hangs up with "exit" + SIGINT in one message."""
