@@ -584,6 +584,9 @@ load_config(int check)
 	return 0;
 }
 
+static int cluster_tls_load(char *, size_t);
+static int etcd_tls_check(char *, size_t);
+
 static int
 check_only(void)
 {
@@ -618,6 +621,17 @@ check_only(void)
 		return 1;
 	} else
 		tls_ctx_free(ctx);
+	if (cluster_tls_load(err, sizeof(err)) != 0 ||
+	    etcd_tls_check(err, sizeof(err)) != 0) {
+		fprintf(stderr, "ncgrpcd: %s\n", err);
+		return 1;
+	}
+	if (ncd.sc->sc_cluster_ca != NULL)
+		printf("cluster: node certificate %s and CA %s OK\n",
+		       ncd.sc->sc_cluster_cert, ncd.sc->sc_cluster_ca);
+	tls_ctx_free(ncd.node_tls);
+	tls_ctx_free(ncd.fwd_tls);
+	ncd.node_tls = ncd.fwd_tls = NULL;
 	printf("%s: configuration OK\n", ncd.conf_path);
 	return 0;
 }
@@ -735,26 +749,71 @@ static_resolver(const char *device_id, void *arg)
 	return ncd.static_peer;
 }
 
-/* The TLS contexts of the cluster: to serve other nodes, and to dial them. */
+/*
+ * The TLS contexts of the cluster: to serve other nodes, and to dial them.
+ * 0, or -1 with err naming the setting at fault.
+ */
+static int
+cluster_tls_load(char *err, size_t len)
+{
+	const struct sconf *sc = ncd.sc;
+	char why[400];
+
+	if (sc->sc_cluster_ca == NULL)
+		return 0;
+	if (sc->sc_cluster_listen_host != NULL &&
+	    (tls_ctx_server_new(&ncd.node_tls, sc->sc_cluster_cert,
+	                        sc->sc_cluster_key, why, sizeof(why)) != 0 ||
+	     tls_ctx_server_require_client(ncd.node_tls, sc->sc_cluster_ca, why,
+	                                   sizeof(why)) != 0)) {
+		snprintf(err, len, "cluster-listen: %s", why);
+		return -1;
+	}
+	if (tls_ctx_client_new_file(&ncd.fwd_tls, sc->sc_cluster_ca, why,
+	                            sizeof(why)) != 0 ||
+	    tls_ctx_client_set_cert(ncd.fwd_tls, sc->sc_cluster_cert,
+	                            sc->sc_cluster_key, why,
+	                            sizeof(why)) != 0) {
+		snprintf(err, len, "cluster-cert: %s", why);
+		return -1;
+	}
+	return 0;
+}
+
+/* The client certificate and trust anchor for etcd, when TLS is used. */
+static int
+etcd_tls_check(char *err, size_t len)
+{
+	const struct sconf *sc = ncd.sc;
+	struct tls_ctx *ctx;
+	char why[400];
+	int rc = 0;
+
+	if (sc->sc_cluster_etcd_ca == NULL)
+		return 0;
+	if (tls_ctx_client_new_file(&ctx, sc->sc_cluster_etcd_ca, why,
+	                            sizeof(why)) != 0) {
+		snprintf(err, len, "cluster-etcd-ca: %s", why);
+		return -1;
+	}
+	if (sc->sc_cluster_etcd_cert != NULL &&
+	    tls_ctx_client_set_cert(ctx, sc->sc_cluster_etcd_cert,
+	                            sc->sc_cluster_etcd_key, why,
+	                            sizeof(why)) != 0) {
+		snprintf(err, len, "cluster-etcd-cert: %s", why);
+		rc = -1;
+	}
+	tls_ctx_free(ctx);
+	return rc;
+}
+
 static void
 setup_cluster_tls(void)
 {
-	const struct sconf *sc = ncd.sc;
-	char err[512];
+	char err[600];
 
-	if (sc->sc_cluster_ca == NULL)
-		return;
-	if (sc->sc_cluster_listen_host != NULL &&
-	    (tls_ctx_server_new(&ncd.node_tls, sc->sc_cluster_cert,
-	                        sc->sc_cluster_key, err, sizeof(err)) != 0 ||
-	     tls_ctx_server_require_client(ncd.node_tls, sc->sc_cluster_ca, err,
-	                                   sizeof(err)) != 0))
-		fatalx("cluster-listen: %s", err);
-	if (tls_ctx_client_new_file(&ncd.fwd_tls, sc->sc_cluster_ca, err,
-	                            sizeof(err)) != 0 ||
-	    tls_ctx_client_set_cert(ncd.fwd_tls, sc->sc_cluster_cert,
-	                            sc->sc_cluster_key, err, sizeof(err)) != 0)
-		fatalx("cluster-cert: %s", err);
+	if (cluster_tls_load(err, sizeof(err)) != 0)
+		fatalx("%s", err);
 }
 
 static int

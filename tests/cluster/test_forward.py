@@ -155,6 +155,24 @@ class ShellForwardTest(Base):
         self.assertEqual(r.returncode, 0)
         self.assertIn("node-cert", r.stdout)
 
+    def test_config_check(self):
+        """ncgrpcd -n loads the cluster certificates as a start would."""
+        conf = self.pair.a.conf_path
+        r = subprocess.run([CFG["ncgrpcd"], "-n", "-f", conf], capture_output=True,
+                           text=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("cluster: node certificate", r.stdout)
+        with open(conf) as f:
+            text = f.read()
+        crt = self.pki.files("node-a")[0]
+        bad = os.path.join(self.tmp, "bad.conf")
+        with open(bad, "w") as f:
+            f.write(text.replace(crt, os.path.join(self.tmp, "missing.crt")))
+        r = subprocess.run([CFG["ncgrpcd"], "-n", "-f", bad], capture_output=True,
+                           text=True, timeout=30)
+        self.assertEqual(r.returncode, 1, r.stdout)
+        self.assertRegex(r.stderr, r"ncgrpcd: cluster-(listen|cert): .*missing\.crt")
+
     def test_device_only_on_b(self):
         self.assertIsNone(self.opa.device(DEV))
         self.assertIsNotNone(self.opb.device(DEV))
