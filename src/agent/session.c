@@ -53,6 +53,15 @@
  */
 #define SESSION_HANGUP_MS 1000
 /*
+ * A hang-up line and a signal in two messages, in either order, at most
+ * this far apart, while the shell itself is the terminal's foreground,
+ * mean the same: the operator ends the shell.  Each is delivered as
+ * usual, and if the shell is still there SESSION_HANGUP_MS later (on a
+ * loaded machine bash can take the signal so late that it discards the
+ * line), the hang-up ends it.
+ */
+#define SESSION_HANGUP_PAIR_MS 1000
+/*
  * A shell line longer than a canonical-mode terminal takes waits up to this
  * long, in steps, for the shell at its prompt to switch its terminal to raw
  * mode (bash's line editor does, right after the prompt); then it is
@@ -82,12 +91,14 @@ struct session {
 	int se_held_sig;  /* signal waiting for the shell to read a line */
 	uint8_t *se_held; /* shell line waiting for a signal to settle */
 	size_t se_held_len;
-	uint64_t se_held_until; /* a long line waits for raw mode until then */
-	uint64_t se_last_input; /* loop time of the last line to the shell */
-	uint64_t se_sig_at;     /* a signal the shell may not have taken yet */
-	uint64_t se_sig_out_at; /* its last output since that signal, or 0 */
-	uv_timer_t se_hangup;   /* the server hung up: end the process */
-	int se_nhandles;        /* timers whose close callback is pending */
+	uint64_t se_held_until;  /* a long line waits for raw mode until then */
+	uint64_t se_last_input;  /* loop time of the last line to the shell */
+	uint64_t se_sig_at;      /* a signal the shell may not have taken yet */
+	uint64_t se_sig_out_at;  /* its last output since that signal, or 0 */
+	uint64_t se_hup_line_at; /* a hang-up line alone came then, or 0 */
+	uint64_t se_sig_in_at;   /* a signal alone came then, or 0 */
+	uv_timer_t se_hangup;    /* the server hung up: end the process */
+	int se_nhandles;         /* timers whose close callback is pending */
 	/* The raw-terminal extension (termext.h), granted for this shell. */
 	int se_raw;
 	struct termext_window se_window;    /* initial pty size */
@@ -559,6 +570,35 @@ raw_input(struct session *s, const Ncgrpc__Wire__CommandGetResponse *r, int sig)
 	return 0;
 }
 
+/*
+ * A shell's hang-up line and a signal in separate messages: the second of
+ * the pair, within SESSION_HANGUP_PAIR_MS of the first, arms the hang-up.
+ */
+static void
+shell_hangup_pair(struct session *s, int sig, int hup_line)
+{
+	uint64_t now = session_now(s), other;
+
+	if (!hup_line && sig == 0)
+		return;
+	if (!proc_foreground_is_leader(s->se_proc)) {
+		s->se_hup_line_at = s->se_sig_in_at = 0;
+		return;
+	}
+	other = hup_line ? s->se_sig_in_at : s->se_hup_line_at;
+	if (hup_line)
+		s->se_hup_line_at = now;
+	else
+		s->se_sig_in_at = now;
+	if (other == 0 || now - other > SESSION_HANGUP_PAIR_MS ||
+	    uv_is_active((uv_handle_t *)&s->se_hangup))
+		return;
+	log_info("the server ended the shell session (a hang-up line and a "
+	         "signal %lu ms apart)",
+	         (unsigned long)(now - other));
+	uv_timer_start(&s->se_hangup, on_hangup, SESSION_HANGUP_MS, 0);
+}
+
 static void
 on_call_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 {
@@ -598,7 +638,11 @@ on_call_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 		         "%d)",
 		         session_type_name(s->se_type), sig);
 		uv_timer_start(&s->se_hangup, on_hangup, SESSION_HANGUP_MS, 0);
-	}
+	} else if (s->se_type == SESSION_CSH)
+		shell_hangup_pair(
+		    s, sig,
+		    cmd != NULL && newline &&
+		        is_hangup_line(s->se_type, cmd->data, cmd->len));
 	if (s->se_type == SESSION_CSH && sig != 0) {
 		rc = shell_signal(s, sig, cmd);
 		goto out;

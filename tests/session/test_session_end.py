@@ -50,7 +50,7 @@ for _d in ("server", "agent", "interop"):
 import agentlib  # noqa: E402
 import opclient  # noqa: E402
 import srvlib  # noqa: E402
-from nms import NMS  # noqa: E402
+from nms import NMS, NMSError  # noqa: E402
 
 CFG = {"ncgrpcd": os.environ.get("NCGRPCD"), "agent": os.environ.get("NCGRPC_AGENT"),
        "cli": os.environ.get("NCGRPC_CLI"), "certs": None, "stub_dir": None}
@@ -128,7 +128,11 @@ import os, signal, sys, termios, time
 class Intr(Exception):
     pass
 
+EARLY = 0  # 1: an answer in two pieces, "^C" at once, the prompt late
+
 def on_int(sig, frame):
+    if EARLY:
+        os.write(1, b"^C")
     raise Intr()
 
 signal.signal(signal.SIGINT, on_int)
@@ -161,13 +165,46 @@ class SlowShellTest(Base):
 
     def setUp(self):
         super().setUp()
-        shell = os.path.join(self.tmp, "slowshell")
-        with open(shell, "w") as f:
-            f.write(SLOW_SHELL)
-        os.chmod(shell, 0o755)
-        self.nms = self.new_nms({"slow1": "slow-secret"})
+        self.nms = self.new_nms({"slow1": "slow-secret", "slow2": "slow-secret"})
         self.agent = self.new_agent(self.nms, "slow1", "slow-secret",
-                                    ['shell "%s";' % shell])
+                                    ['shell "%s";' % self.shell("slowshell", 0)])
+
+    def shell(self, name, early):
+        path = os.path.join(self.tmp, name)
+        with open(path, "w") as f:
+            f.write(SLOW_SHELL.replace("EARLY = 0", "EARLY = %d" % early))
+        os.chmod(path, 0o755)
+        return path
+
+    def test_answer_in_two_pieces(self):
+        """The shell answers the signal at once ("^C") and takes it only
+        later, losing the line: the agent cannot see when it is ready.  A
+        hang-up line and a signal in two messages, in either order, still
+        end the session, by the hang-up if the line was lost."""
+        a = self.new_agent(self.nms, "slow2", "slow-secret",
+                           ['shell "%s";' % self.shell("slowshell2", 1)])
+        for i in range(REPEAT):
+            for sig_first in (True, False):
+                sess = self.nms.open_session("slow2", "csh", 15)
+                sess.read_until(b"slow$ ", 15)
+                if sig_first:
+                    sess.send_kill(2)
+                    sess.send_csh("exit")
+                else:
+                    sess.send_csh("exit")
+                    time.sleep(0.05)
+                    try:
+                        sess.send_kill(2)
+                    except NMSError:
+                        pass  # the shell read its exit first: over already
+                # The hang-up: 1 s, then SIGHUP/SIGTERM, SIGKILL 0.5 s later.
+                self.assertTrue(sess.ended.wait(5), "signal %s: the session did not end; "
+                                "output %r; agent log:\n%s"
+                                % ("first" if sig_first else "second", sess.peek()[-200:],
+                                   a.log_tail(10)))
+                wait_until(lambda: not sessions_of(a.pid, names=("slowshell2",)),
+                           CLEANUP_BOUND, "the slow shell gone")
+                sess.close()
 
     def run_order(self, together):
         sess = self.nms.open_session("slow1", "csh", 15)
