@@ -345,14 +345,16 @@ h2_quiet(struct h2conn *c)
 	       !nghttp2_session_want_write(c->c_session);
 }
 
+static void h2_maybe_trim(struct h2conn *);
+
 static void
 on_trim_timer(uv_timer_t *t)
 {
 	struct h2conn *c = t->data;
 
 	/* Busy again: the next quiet moment gives the pages back. */
-	if (c->c_fb != NULL && c->c_fb_dirty && h2_quiet(c))
-		h2_trim(c, uv_now(t->loop));
+	if (h2_quiet(c))
+		h2_maybe_trim(c);
 }
 
 /* A quiet moment: give the pages back now, or when the interval is up. */
