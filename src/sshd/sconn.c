@@ -23,6 +23,13 @@
  *   and only while the socket is not backed up (SSH_WRITE_PENDING); the
  *   rest waits in ch_out, and above SCONN_OUT_HIWAT the call is paused, so
  *   HTTP/2 flow control stops the device.
+ *
+ * A client that vanishes hangs up its terminal sessions at once.  A
+ * session without a terminal (NETCONF, exec, a shell on pipes) gets what
+ * the client sent and then EOF, as OpenSSH's sshd closes a subsystem's
+ * stdin, and may end by itself within SCONN_DRAIN_MS: a NETCONF client
+ * that leaves right after the <ok/> of its <close-session> ends with the
+ * device's own end, not with a hang-up.  Its output goes nowhere.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -54,6 +61,8 @@
 #define SCONN_WRITE_CHUNK (32 * 1024)
 #define SCONN_MAX_AUTH    10   /* authentication requests per connection */
 #define SCONN_MAX_CMD     4096 /* bytes of an exec command */
+/* A vanished client's session without a terminal may end by itself. */
+#define SCONN_DRAIN_MS 2000
 
 enum conn_state {
 	CONN_KEX,  /* banner and key exchange */
@@ -115,6 +124,8 @@ struct sconn {
 	int c_poll_events;
 	uv_timer_t c_grace;
 	int c_handles; /* uv handles not closed yet */
+	int c_draining; /* dead, with sessions draining: c_grace bounds them */
+	int c_no_drain; /* shutting down: every session is hung up */
 	int c_busy;    /* inside libssh or conn_after() */
 	int c_closing;
 	char c_why[200];
@@ -133,6 +144,7 @@ struct sconn {
 static void conn_after(struct sconn *c);
 static void conn_close(struct sconn *c, const char *why);
 static void conn_maybe_free(struct sconn *c);
+static void conn_drained(struct sconn *c);
 static void chan_flush(struct schan *ch);
 static void chan_pump(struct schan *ch);
 static void chan_maybe_free(struct schan *ch);
@@ -307,6 +319,8 @@ chan_output(struct schan *ch, const uint8_t *data, size_t len)
 	size_t n, take;
 
 	ch->ch_from_dev += len;
+	if (ch->ch_ssh == NULL)
+		return; /* the client is gone */
 	if (!ch->ch_pty || ch->ch_raw) {
 		if (buf_append(&ch->ch_out, data, len) != 0)
 			conn_close(ch->ch_c, "out of memory");
@@ -414,7 +428,7 @@ call_on_end(struct grpc_call *call, int status, const char *message, void *arg)
 		ch->ch_state = CH_DRAIN;
 	if (c->c_closing) {
 		chan_maybe_free(ch);
-		conn_maybe_free(c);
+		conn_drained(c);
 	} else
 		conn_after(c);
 }
@@ -963,6 +977,67 @@ on_handle_closed(uv_handle_t *h)
 	conn_maybe_free(c);
 }
 
+/* A dead connection's last draining session is over: the timer goes. */
+static void
+conn_drained(struct sconn *c)
+{
+	if (c->c_draining && c->c_state == CONN_DEAD &&
+	    TAILQ_EMPTY(&c->c_chans)) {
+		c->c_draining = 0;
+		uv_close((uv_handle_t *)&c->c_grace, on_handle_closed);
+	}
+	conn_maybe_free(c);
+}
+
+/* The sessions a vanished client left did not end in time: hung up. */
+static void
+on_drain_over(uv_timer_t *t)
+{
+	struct sconn *c = container_of(t, struct sconn, c_grace);
+	struct schan *ch, *next;
+
+	for (ch = TAILQ_FIRST(&c->c_chans); ch != NULL; ch = next) {
+		next = TAILQ_NEXT(ch, ch_entry);
+		if (ch->ch_call != NULL) {
+			if (ch->ch_reason[0] == '\0')
+				snprintf(ch->ch_reason, sizeof(ch->ch_reason),
+				         "%s", c->c_why);
+			grpc_call_cancel(ch->ch_call);
+		}
+	}
+}
+
+/*
+ * The client vanished: a session without a terminal gets the input libssh
+ * still holds, then EOF, and may go on (see the top of the file).  1 if it
+ * goes on; the caller hangs up the others.
+ */
+static int
+chan_drain(struct schan *ch)
+{
+	uint8_t tmp[SCONN_READ_CHUNK];
+	uint32_t want;
+	int n;
+
+	if (ch->ch_c->c_no_drain || ch->ch_pty || ch->ch_state != CH_CALL ||
+	    ch->ch_ssh == NULL)
+		return 0;
+	while (ch->ch_held > 0 && ch->ch_call != NULL) {
+		want = ch->ch_held < sizeof(tmp) ? (uint32_t)ch->ch_held
+		                                 : (uint32_t)sizeof(tmp);
+		n = ssh_channel_read_nonblocking(ch->ch_ssh, tmp, want, 0);
+		if (n <= 0)
+			break;
+		ch->ch_held -= (size_t)n;
+		chan_input(ch, tmp, (size_t)n);
+	}
+	ch->ch_held = 0;
+	if (ch->ch_call == NULL)
+		return 0;
+	input_eof(ch);
+	return ch->ch_call != NULL;
+}
+
 static void
 conn_maybe_free(struct sconn *c)
 {
@@ -988,9 +1063,14 @@ conn_teardown(struct sconn *c)
 	sd->sd_nconns--;
 	LIST_REMOVE(c, c_entry);
 	c->c_state = CONN_DEAD;
-	/* Channels: calls are cancelled; on_end frees each. */
+	/* Channels: calls drain or are cancelled; on_end frees each. */
 	for (ch = TAILQ_FIRST(&c->c_chans); ch != NULL; ch = next) {
 		next = TAILQ_NEXT(ch, ch_entry);
+		if (chan_drain(ch)) {
+			chan_release(ch);
+			c->c_draining = 1;
+			continue;
+		}
 		chan_release(ch);
 		if (ch->ch_call != NULL) {
 			if (ch->ch_reason[0] == '\0')
@@ -1001,7 +1081,10 @@ conn_teardown(struct sconn *c)
 			chan_maybe_free(ch);
 	}
 	uv_close((uv_handle_t *)&c->c_poll, on_handle_closed);
-	uv_close((uv_handle_t *)&c->c_grace, on_handle_closed);
+	if (c->c_draining)
+		uv_timer_start(&c->c_grace, on_drain_over, SCONN_DRAIN_MS, 0);
+	else
+		uv_close((uv_handle_t *)&c->c_grace, on_handle_closed);
 	if (c->c_ev != NULL) {
 		ssh_event_remove_session(c->c_ev, c->c_ss);
 		ssh_event_free(c->c_ev);
@@ -1342,6 +1425,8 @@ sconn_close_all(struct sshd *sd, const char *why)
 {
 	struct sconn *c;
 
-	while ((c = LIST_FIRST(&sd->sd_conns)) != NULL)
+	while ((c = LIST_FIRST(&sd->sd_conns)) != NULL) {
+		c->c_no_drain = 1;
 		conn_close(c, why);
+	}
 }
