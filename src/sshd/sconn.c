@@ -123,10 +123,10 @@ struct sconn {
 	int c_pollfd; /* our dup of libssh's socket: see sconn_accept() */
 	int c_poll_events;
 	uv_timer_t c_grace;
-	int c_handles; /* uv handles not closed yet */
+	int c_handles;  /* uv handles not closed yet */
 	int c_draining; /* dead, with sessions draining: c_grace bounds them */
 	int c_no_drain; /* shutting down: every session is hung up */
-	int c_busy;    /* inside libssh or conn_after() */
+	int c_busy;     /* inside libssh or conn_after() */
 	int c_closing;
 	char c_why[200];
 	char c_peer[64];
