@@ -28,6 +28,7 @@
 #include "buf.h"
 #include "grpc.h"
 #include "ncframe.h"
+#include "prompt.h"
 #include "registry.h"
 #include "termext.h"
 
@@ -124,7 +125,8 @@ struct opsess {
 	/* The translation of the operator's input (ncframe.h, lines). */
 	struct ncframe os_nf;
 	struct buf os_line;
-	uint64_t os_open_ns; /* uv_hrtime() of the request (metrics) */
+	struct prompt_tail os_prompt; /* the device's last output line */
+	uint64_t os_open_ns;          /* uv_hrtime() of the request (metrics) */
 	char os_reason[200];
 	/*
 	 * The raw terminal: asked for by the operator (os_term_ask, with

@@ -533,6 +533,18 @@ audit_input(struct opsess *os, const char *what, const char *value)
 	            NULL);
 }
 
+/* A line typed at a password prompt: its length, never its text. */
+static void
+audit_hidden_line(struct opsess *os, size_t len)
+{
+	char id[24], n[24];
+
+	snprintf(id, sizeof(id), "%" PRIu64, os->os_id);
+	snprintf(n, sizeof(n), "%zu", len);
+	audit_event("shell-line", "session", id, "device", os->os_device,
+	            "hidden", "password prompt", "bytes", n, NULL);
+}
+
 static void
 flush_lines(struct relay_half *op, int final)
 {
@@ -550,9 +562,15 @@ flush_lines(struct relay_half *op, int final)
 				return;
 			nl = p + len;
 		}
-		snprintf(line, sizeof(line), "%.*s", (int)(nl - p),
-		         (const char *)p);
-		audit_input(os, "shell-line", line);
+		if (prompt_is_secret(&os->os_prompt)) {
+			/* One line per prompt: typed at it, never logged. */
+			audit_hidden_line(os, (size_t)(nl - p));
+			prompt_reset(&os->os_prompt);
+		} else {
+			snprintf(line, sizeof(line), "%.*s", (int)(nl - p),
+			         (const char *)p);
+			audit_input(os, "shell-line", line);
+		}
 		send_to_device(op, DEVIN_SHELL_LINE, p, (size_t)(nl - p), 0);
 		buf_consume(&os->os_line, (size_t)(nl - p) + (nl < p + len));
 	}
@@ -795,6 +813,9 @@ devside_input(struct relay_half *dev, const uint8_t *msg, size_t len)
 		    grpc_call_queued(dev->rh_call) < GRPC_CALL_HIWAT)
 			grpc_call_resume(dev->rh_peer->rh_call);
 	}
+	if (os->os_type == BROKER_SHELL && !os->os_raw)
+		prompt_feed(&os->os_prompt, req->message.data,
+		            req->message.len);
 	out.output_case = NCGRPC__OPERATOR__V1__SESSION_OUTPUT__OUTPUT_DATA;
 	out.data = req->message;
 	half_send(dev->rh_peer, &out.base);

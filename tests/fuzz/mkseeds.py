@@ -506,6 +506,15 @@ def termext_seeds():
         write("termext", "v%02d" % i, v)
 
 
+def prompt_seeds():
+    for i, v in enumerate([
+            b"\x00Password: ", b"\x03$ su -\r\nPassword: ", b"\x1f[sudo] password for alice: ",
+            b"\x00\x1b[1;31mPassword:\x1b[0m ", b"\x05\x1b]0;title\x07PIN:",
+            b"\x00" + b"x" * 400 + b" Password:", b"\x07Ping statistics:\r\n$ ",
+            b"\x00Password:\x1b]0;never ended", b"\x01\r\r\n\n", b""]):
+        write("prompt", "v%02d" % i, v)
+
+
 def metrics_http_seeds():
     for i, v in enumerate([
             b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:9464\r\nAccept: text/plain\r\n\r\n",
@@ -546,6 +555,7 @@ def main():
         "registry": registry_seeds, "ncframe": ncframe_seeds,
         "grpc_frame": grpc_frame_seeds, "grpc_meta": grpc_meta_seeds,
         "junos9": junos9_seeds, "proto": proto_seeds, "termext": termext_seeds,
+        "prompt": prompt_seeds,
         "akeys": akeys_seeds, "ldisc": ldisc_seeds, "metrics_http": metrics_http_seeds,
     }
     for name, gen in gens.items():

@@ -1166,6 +1166,38 @@ class AuditTest(ServerTestCase):
             self.assertRegex(line, r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z event=\S+")
 
 
+    def test_line_at_password_prompt_not_logged(self):
+        """A line typed at a device's password prompt is audited by its
+        length only; the next line is audited again."""
+        srv = self.new_server({"pw": "audit-pw-secret"})
+        self.new_agent(srv, {"pw": "audit-pw-secret"})
+        opc = self.op(srv)
+        opc.wait_device("pw", 15)
+        s = self.shell(opc, "pw")
+        s.send("printf '[sudo] password for alice: '; read -r pw; echo \"got ${#pw}\"\n")
+        s.read_until(b"[sudo] password for alice: ", 15)
+        s.send("hunter2-not-for-logs\n")
+        s.read_until(b"got 20\n", 15)
+        # A second line with no new prompt: audited.
+        s.send("echo after-prompt\n")
+        s.read_until(b"after-prompt\n", 15)
+        s.send("exit\n")
+        s.read_all(15)
+        sid = str(s.started.session_id)
+        self.wait_audit(srv, "session-end", session=sid)
+        lines = self.audit_lines(srv, "shell-line", session=sid)
+        hidden = [f for f in lines if "hidden" in f]
+        self.assertEqual(len(hidden), 1, lines)
+        self.assertEqual((hidden[0]["hidden"], hidden[0]["bytes"]), ("password prompt", "20"))
+        self.assertNotIn("line", hidden[0])
+        shown = [f["line"] for f in lines if "line" in f]
+        self.assertTrue(any(ln.startswith("printf '[sudo] password") for ln in shown), shown)
+        self.assertIn("echo after-prompt", shown)
+        self.assertEqual(shown[-1], "exit")
+        with open(srv.audit.path, "rb") as f:
+            self.assertNotIn(b"hunter2", f.read())
+
+
 # ---------------------------------------------------------------------------
 class ShutdownTest(ServerTestCase):
     def start_sessions(self):
