@@ -210,6 +210,17 @@ class Env:
         r.stdout = r.stdout.replace(b"\r\n", b"\n")
         return r
 
+    def paramiko(self, key, user="router-17"):
+        """A paramiko Transport logged in as USER with KEY's key."""
+        t = paramiko.Transport(("127.0.0.1", self.port))
+        try:
+            t.connect(username=user,
+                      pkey=paramiko.Ed25519Key.from_private_key_file(self.key[key]))
+        except BaseException:
+            t.close()
+            raise
+        return t
+
     def nc(self, key, user, **kw):
         return manager.connect(host="127.0.0.1", port=self.port, username=user,
                                key_filename=self.key[key], hostkey_verify=False,
@@ -320,10 +331,8 @@ class NetconfTest(SshdTestCase):
         """A client that sends <close-session> and vanishes at once: the
         session gets its input and ends as the device ends it."""
         env = self.env
-        t = paramiko.Transport(("127.0.0.1", env.port))
+        t = env.paramiko("bob")
         try:
-            t.connect(username="router-17",
-                      pkey=paramiko.Ed25519Key.from_private_key_file(env.key["bob"]))
             c = t.open_session(timeout=10)
             c.invoke_subsystem("netconf")
             c.sendall((HELLO_10 + rpc(1, "<close-session/>")).encode())
@@ -441,10 +450,8 @@ class ShellTest(SshdTestCase):
         """A vanished client's command that does not end on EOF is hung
         up after the drain time (2 s), and the line says why."""
         env = self.env
-        t = paramiko.Transport(("127.0.0.1", env.port))
+        t = env.paramiko("carol")
         try:
-            t.connect(username="router-17",
-                      pkey=paramiko.Ed25519Key.from_private_key_file(env.key["carol"]))
             c = t.open_session(timeout=10)
             c.exec_command("echo $((6*7))-up; sleep 60")
             c.settimeout(20)
@@ -563,10 +570,8 @@ class ShellTest(SshdTestCase):
         """A client that does not read: memory stays bounded on the way."""
         env = self.env
         n = 3000000
-        t = paramiko.Transport(("127.0.0.1", env.port))
+        t = env.paramiko("alice")
         try:
-            t.connect(username="router-17",
-                      pkey=paramiko.Ed25519Key.from_private_key_file(env.key["alice"]))
             c = t.open_session(window_size=1 << 20, timeout=10)
             c.exec_command("seq 1 %d" % n)
             time.sleep(1.0)
@@ -622,10 +627,8 @@ class ShellTest(SshdTestCase):
     def test_device_not_reading_stops_the_client(self):
         """A device that does not read: the client is stopped by the window."""
         env = self.env
-        t = paramiko.Transport(("127.0.0.1", env.port))
+        t = env.paramiko("alice")
         try:
-            t.connect(username="router-17",
-                      pkey=paramiko.Ed25519Key.from_private_key_file(env.key["alice"]))
             c = t.open_session(timeout=10)
             # A shell busy in sleep: its input piles up in the device's
             # pty, then in the agent, ncgrpcd and here, each bounded.
@@ -660,10 +663,8 @@ class ShellTest(SshdTestCase):
     def test_channels_on_one_connection(self):
         """Several channels at once on one SSH connection (paramiko)."""
         env = self.env
-        t = paramiko.Transport(("127.0.0.1", env.port))
+        t = env.paramiko("alice")
         try:
-            t.connect(username="router-17",
-                      pkey=paramiko.Ed25519Key.from_private_key_file(env.key["alice"]))
             chans = []
             for i in range(4):
                 c = t.open_session(timeout=10)
