@@ -48,6 +48,7 @@
 #include "ldisc.h"
 #include "log.h"
 #include "ncgrpc_operator.pb-c.h"
+#include "prompt.h"
 #include "sconf.h"
 #include "sshd.h"
 #include "termext.h"
@@ -101,6 +102,7 @@ struct schan {
 	int ch_paused;
 	int ch_out_cr;
 	struct ldisc ch_ld;
+	struct prompt_tail ch_prompt; /* line mode: the device's last line */
 	size_t ch_held;  /* bytes left in libssh's channel buffer */
 	int ch_eof_in;   /* the client sent EOF */
 	int ch_eof_done; /* ... and it was passed on */
@@ -266,18 +268,27 @@ input_eof(struct schan *ch)
 		grpc_call_close_send(ch->ch_call);
 }
 
+/*
+ * At a prompt for a secret the device's terminal would not echo: neither
+ * do we, until the line is sent.
+ */
 static void
 ld_echo(void *arg, const void *data, size_t len)
 {
 	struct schan *ch = arg;
 
+	if (prompt_is_secret(&ch->ch_prompt))
+		return;
 	(void)buf_append(&ch->ch_out, data, len);
 }
 
 static void
 ld_line(void *arg, const void *data, size_t len)
 {
-	(void)send_data(arg, data, len);
+	struct schan *ch = arg;
+
+	prompt_reset(&ch->ch_prompt);
+	(void)send_data(ch, data, len);
 }
 
 static void
@@ -326,6 +337,7 @@ chan_output(struct schan *ch, const uint8_t *data, size_t len)
 			conn_close(ch->ch_c, "out of memory");
 		return;
 	}
+	prompt_feed(&ch->ch_prompt, data, len);
 	while (len > 0) {
 		take = len < sizeof(tmp) / 2 ? len : sizeof(tmp) / 2;
 		n = ldisc_output(data, take, tmp, &ch->ch_out_cr);

@@ -122,7 +122,7 @@ class Env:
 
     SECRET = "front-door-secret-%s-0123456789"
 
-    def __init__(self, devices=("router-17",), offline=(), extra=()):
+    def __init__(self, devices=("router-17",), offline=(), extra=(), emus=()):
         self.tmp = tempfile.mkdtemp(prefix="ncgrpc-sshd-e2e-")
         os.chmod(self.tmp, 0o755)
         self.keys = os.path.join(self.tmp, "keys")
@@ -137,7 +137,7 @@ class Env:
             "ssh-authorized-keys %s" % self.akeys,
             "ssh-log-file %s" % os.path.join(sshdir, "sshd.log"),
             "session-wait 3"] + list(extra))
-        for d in list(devices) + list(offline):
+        for d in list(devices) + list(offline) + list(emus):
             self.srv.add_device(d, self.SECRET % d, write=False)
         self.srv.write_registry()
         self.srv.start()
@@ -148,7 +148,14 @@ class Env:
                         ('shell "/bin/sh";', 'netconf-command "%s";' % self.netconfd.command()))
             a.start()
             self.agents.append(a)
-        for d in devices:
+        # Devices without the raw terminal (tests/server/devemu.py): a pty
+        # session with them is in line mode, ncgrpc-sshd's ldisc.c.
+        self.emus = []
+        for d in emus:
+            import devemu
+            e = devemu.DevEmu(self.srv.target(), self.srv.cert_pem(), d, self.SECRET % d)
+            self.emus.append(e.start())
+        for d in list(devices) + list(emus):
             self.srv.log.wait(r'device "%s" connected' % re.escape(d), 30)
         self.key = {}
         for name in ("alice", "bob", "carol", "mallory"):
@@ -252,6 +259,8 @@ class Env:
             self.sshd_stdout = ""
         for a in self.agents:
             a.stop()
+        for e in self.emus:
+            e.stop()
         rc_srv = self.srv.stop()
         self.netconfd.stop()
         if not os.environ.get("NCGRPC_TEST_KEEP"):
@@ -265,9 +274,11 @@ class SshdTestCase(unittest.TestCase):
     EXTRA = ()
     maxDiff = 4000
 
+    EMUS = ()
+
     @classmethod
     def setUpClass(cls):
-        cls.env = Env(cls.DEVICES, cls.OFFLINE, cls.EXTRA)
+        cls.env = Env(cls.DEVICES, cls.OFFLINE, cls.EXTRA, cls.EMUS)
 
     @classmethod
     def tearDownClass(cls):
@@ -1089,7 +1100,55 @@ class YangcliTest(SshdTestCase):
 class TerminalTest(SshdTestCase):
     """ssh -tt through the front door is a full terminal on the device
     (pty-req and window-change map onto the raw terminal): driven in tmux,
-    as tests/session/test_terminal.py drives ncgrpc session."""
+    as tests/session/test_terminal.py drives ncgrpc session.  A device
+    without the raw terminal gets line mode."""
+
+    EMUS = ("router-emu",)
+
+    def test_line_mode_password_prompt(self):
+        """In line mode ncgrpc-sshd echoes what is typed, except at a
+        password prompt, as the device's terminal would not; ncgrpcd
+        audits that line by its length only."""
+        env = self.env
+        t = env.paramiko("alice", "router-emu")
+        out = bytearray()
+
+        def until(what, start):
+            while out.find(what, start) < 0:
+                chunk = c.recv(4096)
+                self.assertTrue(chunk, bytes(out))
+                out.extend(chunk)
+            return out.find(what, start) + len(what)
+
+        try:
+            c = t.open_session(timeout=10)
+            c.get_pty(term="xterm", width=80, height=24)
+            c.invoke_shell()
+            c.settimeout(20)
+            at = until(b"emu% ", 0)
+            c.sendall(b"echo shown-$((6*7))\r")
+            at = until(b"shown-42", until(b"echo shown-$((6*7))\r\n", at))
+            c.sendall(b"printf 'Password: '; sleep 1\r")
+            at = until(b"Password: ", until(b"sleep 1\r\n", at))
+            c.sendall(b": hunter2-typed\r")
+            at = until(b"emu% ", at)  # the sleep ended; then the line ran
+            c.sendall(b"echo after-$((1+1))\r")
+            at = until(b"after-2", until(b"echo after-$((1+1))\r\n", at))
+            c.sendall(b"exit\r")
+            c.recv_exit_status()
+        finally:
+            t.close()
+        self.assertNotIn(b"hunter2", bytes(out))
+        end = env.wait_audit("ssh-session-end", operator="alice", device="router-emu")
+        self.assertEqual(end["pty"], "yes")
+        start = env.wait_audit("session-start", session=end["session"])
+        self.assertEqual(start.get("terminal"), "line")
+        lines = env.audit("shell-line", session=end["session"])
+        self.assertEqual([f.get("line", "(hidden %s)" % f.get("bytes")) for f in lines],
+                         ["echo shown-$((6*7))", "printf 'Password: '; sleep 1",
+                          "(hidden 15)", "echo after-$((1+1))", "exit"])
+        with open(env.srv.audit.path, "rb") as f:
+            self.assertNotIn(b"hunter2", f.read())
 
     def test_full_terminal(self):
         if shutil.which("tmux") is None or shutil.which("vi") is None:
@@ -1139,8 +1198,19 @@ class TerminalTest(SshdTestCase):
         # top draws its screen and q ends it.
         t.line("top -d 1")
         t.wait(r"^\s*PID\s+USER", timeout=15)
-        time.sleep(0.5)  # top reads keys once its first screen is out
-        t.type("q")
+        # top reads keys once its first screen is out, and a key it got
+        # before (a loaded machine) may be lost: q again until the prompt
+        # is the last line (top leaves its screen where it was).
+        def prompt_last():
+            return t.screen().rstrip("\n").split("\n")[-1] == "TT>"
+        for _ in range(5):
+            time.sleep(0.5)
+            t.type("q")
+            try:
+                srvlib.wait_until(prompt_last, 3, "the prompt after top")
+                break
+            except TimeoutError:
+                pass
         t.line("echo top-$((1+1))")
         t.wait(r"^top-2$", timeout=10)
         # Ctrl-C stops sleep 100.
