@@ -995,20 +995,29 @@ class ConcurrencyTest(SshdTestCase):
     def test_twenty_ncclient_sessions(self):
         env = self.env
 
+        took = []
+
         def one(i):
             dev = self.DEVICES[i % 5]
             m = env.nc("alice", dev)
+            # ncclient waits 30 s for a reply by default; twenty sessions
+            # opening at once under ASan on a loaded machine once took
+            # longer.  A reply that never comes still fails.
+            m.timeout = 120
             try:
                 # Each session sees its own NETCONF session (the one netconfd
                 # behind the five agents numbers them), and its replies.
                 mine = m.session_id
+                t0 = time.monotonic()
                 reply = m.get_config(source="running").xml
+                took.append(time.monotonic() - t0)
                 return dev, mine, "<data" in reply
             finally:
                 m.close_session()
 
         with concurrent.futures.ThreadPoolExecutor(20) as ex:
             results = list(ex.map(one, range(20)))
+        sys.stderr.write("[get-config: slowest %.1f s] " % max(took))
         self.assertEqual(len(results), 20)
         self.assertEqual(len({r[1] for r in results}), 20, results)
         for dev, sid, ok in results:
