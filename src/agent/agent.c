@@ -46,7 +46,7 @@ static struct {
 	struct agent_client *clients;
 	size_t nclients;
 	uv_signal_t sighup, sigint, sigterm;
-	uv_timer_t trim;
+	struct heaptrim trim;
 	struct filewatch watch;
 	int stopping;
 	unsigned pending_stops;
@@ -190,7 +190,7 @@ on_client_stopped(void *arg)
 		uv_close((uv_handle_t *)&agent.sighup, NULL);
 		uv_close((uv_handle_t *)&agent.sigint, NULL);
 		uv_close((uv_handle_t *)&agent.sigterm, NULL);
-		uv_close((uv_handle_t *)&agent.trim, NULL);
+		heaptrim_close(&agent.trim, NULL, NULL);
 		agent.cs.cs_trim = NULL;
 		filewatch_close(&agent.watch);
 	}
@@ -398,7 +398,7 @@ main(int argc, char **argv)
 	                            sizeof(*agent.clients))) == NULL)
 		fatalx("out of memory");
 	agent.nclients = agent.conf->cf_nclients;
-	uv_timer_init(agent.loop, &agent.trim);
+	heaptrim_init(&agent.trim, agent.loop, 0, 0);
 	agent.cs.cs_trim = &agent.trim;
 	for (size_t i = 0; i < agent.nclients; i++)
 		if (start_client(&agent.clients[i],

@@ -9,9 +9,6 @@
  * one place that decides what to do next.
  */
 #include <errno.h>
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -386,25 +383,11 @@ start_unary(struct aconn *ac, const char *method, const struct grpc_mdlist *md,
 		aconn_close(ac, rc);
 }
 
-/* Once a second at most, and only while connections start to wait. */
-#define CLIENT_TRIM_MS 1000
-
-void
-client_on_trim(uv_timer_t *t)
-{
-	(void)t;
-#ifdef __GLIBC__
-	malloc_trim(0);
-#endif
-}
-
 static void
 trim_soon(const struct client *cl)
 {
-	uv_timer_t *t = cl->cl_cs->cs_trim;
-
-	if (t != NULL && !uv_is_active((uv_handle_t *)t))
-		(void)uv_timer_start(t, client_on_trim, CLIENT_TRIM_MS, 0);
+	if (cl->cl_cs->cs_trim != NULL)
+		heaptrim_note(cl->cl_cs->cs_trim);
 }
 
 static void

@@ -18,6 +18,7 @@
 #include <uv.h>
 
 #include "conf.h"
+#include "heaptrim.h"
 #include "session.h"
 #include "xport.h"
 
@@ -36,11 +37,11 @@ struct client_settings {
 	struct xport_opts cs_xport; /* TCP keepalive, timeouts */
 	struct session_env cs_session;
 	/*
-	 * Initialised by the agent, or NULL: a connection that starts to
-	 * wait arms it (client_trim_soon()), and when it fires the heap
-	 * gives back the pages that TLS handshakes left free.
+	 * Initialised by the agent, or NULL: each connection that starts
+	 * to wait is counted there, and after a storm of them the heap
+	 * gives back the pages that TLS handshakes left free (heaptrim.h).
 	 */
-	uv_timer_t *cs_trim;
+	struct heaptrim *cs_trim;
 };
 
 /*
@@ -63,14 +64,6 @@ void client_stop(struct client *cl, const char *why, void (*done)(void *),
                  void *arg);
 
 const char *client_name(const struct client *cl);
-
-/*
- * Callback of cs_trim: returns free heap pages to the kernel (glibc's
- * malloc_trim(0)).  A handshake's buffers are freed once it is done, but
- * the pages of many done at once stay in the process, a few dozen KiB per
- * connection, unless given back.
- */
-void client_on_trim(uv_timer_t *t);
 
 /* Sessions running now. */
 unsigned client_sessions(const struct client *cl);

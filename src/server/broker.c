@@ -7,9 +7,6 @@
 #include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -263,43 +260,20 @@ initcall_new(struct broker *b, struct grpc_call *c)
 static void
 handle_status(struct grpc_call *c, void *arg)
 {
-	struct initcall *ic = initcall_new(arg, c);
+	struct broker *b = arg;
+	struct initcall *ic = initcall_new(b, c);
 
+	/*
+	 * Counted as it starts, not once authenticated: the secret checks of
+	 * a storm are paced by the KDF, its handshakes are not.
+	 */
+	heaptrim_note(&b->b_trim);
 	grpc_call_set_max_message(c, BROKER_MAX_UNARY);
 	if (ic != NULL)
 		grpc_call_set_ops(c, &status_ops, ic);
 }
 
 /* Device side: Initialize. */
-
-/*
- * Every TLS handshake borrows some 55 KiB from the heap for a moment
- * (OpenSSL's handshake buffer and its record buffers) and returns it
- * before the device settles into its long poll.  When thousands of devices
- * connect at once, as they all do after a restart of ncgrpcd, those
- * buffers leave holes between the connections' long-lived state, and glibc
- * gives back only the top of the heap on its own: at 10,000 devices it
- * held 187 MB free in such holes, and the resident size per device went
- * from 46 to 69 KiB with the order the handshakes happened to run in.
- * malloc_trim() returns the holes' whole pages to the kernel.  It runs
- * once a second at most, and only while devices arrive, so a steady server
- * never pays for it.
- */
-static void
-on_trim(uv_timer_t *t)
-{
-	(void)t;
-#ifdef __GLIBC__
-	malloc_trim(0);
-#endif
-}
-
-static void
-trim_soon(struct broker *b)
-{
-	if (!uv_is_active((uv_handle_t *)&b->b_trim))
-		uv_timer_start(&b->b_trim, on_trim, BROKER_TRIM_MS, 0);
-}
 
 /*
  * Logs and audits a refused Initialize.  Refusals by the throttle or the
@@ -497,7 +471,6 @@ on_verified(void *arg, int result)
 	log_debug("device \"%s\": idle connection from %s (%u idle%s)",
 	          d->dv_id, ic->ic_peer.pe_text, d->dv_nidle,
 	          ic->ic_resumed ? ", tls resumed" : "");
-	trim_soon(b);
 	relay_try_grant(b, d);
 }
 
@@ -605,8 +578,14 @@ static const struct grpc_call_ops init_ops = {
 static void
 handle_initialize(struct grpc_call *c, void *arg)
 {
-	struct initcall *ic = initcall_new(arg, c);
+	struct broker *b = arg;
+	struct initcall *ic = initcall_new(b, c);
 
+	/*
+	 * Counted as it starts, not once authenticated: the secret checks of
+	 * a storm are paced by the KDF, its handshakes are not.
+	 */
+	heaptrim_note(&b->b_trim);
 	grpc_call_set_max_message(c, BROKER_MAX_UNARY);
 	if (ic != NULL) {
 		const struct grpc_md *m =
@@ -690,8 +669,7 @@ broker_new(uv_loop_t *loop, const struct broker_opts *opts,
 	LIST_INIT(&b->b_watchers);
 	uv_timer_init(loop, &b->b_linger);
 	b->b_linger.data = b;
-	uv_timer_init(loop, &b->b_trim);
-	b->b_trim.data = b;
+	heaptrim_init(&b->b_trim, loop, 0, 0);
 	*out = b;
 	return 0;
 }
@@ -849,5 +827,5 @@ broker_free(struct broker *b)
 		broker_unwatch(b, w);
 	b->b_open_timers = 2;
 	uv_close((uv_handle_t *)&b->b_linger, on_timer_closed);
-	uv_close((uv_handle_t *)&b->b_trim, on_timer_closed);
+	heaptrim_close(&b->b_trim, on_timer_closed, b);
 }

@@ -27,6 +27,7 @@
 #include "broker.h"
 #include "buf.h"
 #include "grpc.h"
+#include "heaptrim.h"
 #include "ncframe.h"
 #include "prompt.h"
 #include "registry.h"
@@ -45,8 +46,6 @@
  * and a DISCONNECTED/CONNECTED pair for that would be noise.
  */
 #define BROKER_LINGER_MS 3000
-/* How soon after devices connect the freed heap is given back. */
-#define BROKER_TRIM_MS 1000
 
 enum init_state { INIT_AUTH, INIT_IDLE, INIT_GRANTED, INIT_DONE };
 enum os_state { OS_WAITING, OS_GRANTED, OS_ACTIVE, OS_ENDED };
@@ -165,8 +164,8 @@ struct broker {
 	TAILQ_HEAD(, device) b_empty;   /* lingering without connections */
 	LIST_HEAD(, opsess) b_sessions; /* every operator session */
 	uv_timer_t b_linger;
-	uv_timer_t b_trim;
-	int b_open_timers; /* timers whose close callback is pending */
+	struct heaptrim b_trim; /* after connect storms */
+	int b_open_timers;      /* timers whose close callback is pending */
 	uint64_t b_next_session;
 };
 
