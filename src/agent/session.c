@@ -2,6 +2,12 @@
  * A session joins a CommandGet stream and a backend process.  It lives
  * until both halves are gone: se_call (ended by on_end) and se_proc (ended
  * by pc_exit).  Whichever ends first ends the other.
+ *
+ * The process starts once the stream's HEADERS have been handed to the
+ * transport (se_spawn_pending, until on_writable): the server sees the
+ * session start while the agent forks and the exec completes, instead
+ * of after.  Until then the server has no stream to send on, so no input
+ * can come before the process exists.
  */
 #include <errno.h>
 #include <pwd.h>
@@ -84,6 +90,8 @@ struct session {
 	size_t se_ncarry;
 	int se_call_done;
 	int se_proc_done;
+	int se_spawn_pending; /* the process starts after the HEADERS */
+	const struct session_env *se_env;
 	int se_closing_send;  /* output flushed and END_STREAM asked for */
 	uv_timer_t se_settle; /* input held: NETCONF hello, shell signal */
 	int se_settling;
@@ -677,13 +685,17 @@ out:
 		grpc_call_cancel(c);
 }
 
+static void session_spawn_now(struct session *s);
+
 static void
 on_call_writable(struct grpc_call *c, void *arg)
 {
 	struct session *s = arg;
 
 	(void)c;
-	if (s->se_proc != NULL)
+	if (s->se_spawn_pending)
+		session_spawn_now(s);
+	else if (s->se_proc != NULL)
 		proc_resume(s->se_proc);
 }
 
@@ -696,6 +708,11 @@ on_call_end(struct grpc_call *c, int status, const char *message, void *arg)
 	(void)c;
 	s->se_call = NULL;
 	s->se_call_done = 1;
+	if (s->se_spawn_pending) {
+		/* Ended before its HEADERS went: no process was started. */
+		s->se_spawn_pending = 0;
+		s->se_proc_done = 1;
+	}
 	uv_timer_stop(&s->se_settle);
 	s->se_settling = 0;
 	s->se_held_sig = 0;
@@ -861,7 +878,6 @@ session_start(struct grpc_conn *conn, enum session_type type,
               session_done_fn done, void *arg, struct session **out)
 {
 	struct session *s;
-	char msg[300];
 	int rc;
 
 	if ((s = calloc(1, sizeof(*s))) == NULL)
@@ -883,6 +899,23 @@ session_start(struct grpc_conn *conn, enum session_type type,
 		session_close_timers(s);
 		return rc;
 	}
+	s->se_env = env;
+	s->se_spawn_pending = 1;
+	grpc_call_notify_flushed(s->se_call);
+	*out = s;
+	return 0;
+}
+
+/* The HEADERS are out (on_call_writable): starts the process. */
+static void
+session_spawn_now(struct session *s)
+{
+	const struct session_env *env = s->se_env;
+	struct grpc_conn *conn = grpc_call_conn(s->se_call);
+	char msg[300];
+	int rc;
+
+	s->se_spawn_pending = 0;
 	if ((rc = session_spawn(s, env, grpc_conn_loop(conn),
 	                        grpc_conn_peer(conn))) != 0) {
 		const char *why = rc == -EINVAL && env->se_user != NULL
@@ -890,19 +923,17 @@ session_start(struct grpc_conn *conn, enum session_type type,
 		                      : ncg_strerror(rc);
 
 		log_warnx("cannot start the %s session: %s",
-		          session_type_name(type), why);
+		          session_type_name(s->se_type), why);
 		/* Tell the operator why, then end the stream normally. */
 		snprintf(msg, sizeof(msg),
 		         "ncgrpc-agent: cannot start the %s session: %s\n",
-		         session_type_name(type), why);
+		         session_type_name(s->se_type), why);
 		snprintf(s->se_stats.ss_reason, sizeof(s->se_stats.ss_reason),
 		         "cannot start process: %s", ncg_strerror(rc));
 		send_output(s, (const uint8_t *)msg, strlen(msg), 1);
 		s->se_proc_done = 1;
 		session_close_send(s);
 	}
-	*out = s;
-	return 0;
 }
 
 void

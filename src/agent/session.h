@@ -55,10 +55,12 @@ typedef void (*session_done_fn)(struct session *s,
 
 /*
  * Opens NcgrpcCommandGet on conn with request metadata md (the
- * Initialize trailers) and starts the backend for type.  Returns 0 and
- * sets *out, or a negative code: then no callback runs and nothing was
- * started.  If the process cannot be started, the session still starts:
- * it sends the reason up as output and ends, so the operator sees it.
+ * Initialize trailers) and starts the backend for type, from the loop,
+ * once the stream's HEADERS have been handed to the transport: env is
+ * read then, and must stay valid until done.  Returns 0 and sets *out, or
+ * a negative code: then no callback runs and nothing was started.  If the
+ * process cannot be started, the session still starts: it sends the
+ * reason up as output and ends, so the operator sees it.
  */
 int session_start(struct grpc_conn *conn, enum session_type type,
                   const struct grpc_mdlist *md, const struct session_env *env,

@@ -231,6 +231,14 @@ int grpc_call_send_pb(struct grpc_call *c, const ProtobufCMessage *m);
 size_t grpc_call_queued(const struct grpc_call *c);
 
 /*
+ * Has on_writable run once, from the loop, after the connection's next
+ * pass has handed what it could to the transport: the HEADERS of a call
+ * just started are then on their way (unless the transport was above its
+ * high-water mark).  If the connection closes first, only on_end runs.
+ */
+void grpc_call_notify_flushed(struct grpc_call *c);
+
+/*
  * Client: no more messages (END_STREAM after the queued ones).  Returns 0,
  * -EALREADY, or -EINVAL on a server call.
  */

@@ -569,6 +569,16 @@ grpc_call_queued(const struct grpc_call *c)
 	return buf_len(&c->ca_wbuf);
 }
 
+void
+grpc_call_notify_flushed(struct grpc_call *c)
+{
+	if (c->ca_life == LIFE_ENDED)
+		return;
+	/* conn_on_flushed() runs on_writable for the calls marked so. */
+	c->ca_want_writable = 1;
+	call_flush(c);
+}
+
 int
 grpc_call_close_send(struct grpc_call *c)
 {

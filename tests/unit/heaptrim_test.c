@@ -21,7 +21,7 @@
 
 static unsigned ntrims;
 static uv_loop_t *trim_loop;
-static uint64_t trim_at;     /* uv_now() when the last trim started */
+static uint64_t trim_at;      /* uv_now() when the last trim started */
 static unsigned trim_cost_ms; /* the fake trim's CPU time */
 
 static uint64_t

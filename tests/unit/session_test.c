@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/wait.h>
 
 #include <cmocka.h>
 #include <uv.h>
@@ -191,21 +192,10 @@ session_done(struct session *s, const struct session_stats *st, void *arg)
 	e->e_s = NULL;
 }
 
-/*
- * NMS and agent connection up; then a session of type running command
- * (NETCONF) or /bin/sh (a shell, on a pty).
- */
+/* NMS and agent connection up, no session yet. */
 static void
-env_init_type(struct env *e, enum session_type type, const char *command,
-              const char *user)
+env_connect(struct env *e)
 {
-	struct session_env se = {
-	    .se_user = user,
-	    .se_netconf_command = command,
-	    .se_shell = "/bin/sh",
-	    .se_stderr_fd = -1,
-	};
-
 	memset(e, 0, sizeof(*e));
 	tloop_init(&e->e_tl, WATCHDOG_MS, TICK_MS);
 	tdir_make(e->e_dir, sizeof(e->e_dir), "session_test");
@@ -220,9 +210,27 @@ env_init_type(struct env *e, enum session_type type, const char *command,
 	                                        NULL, &conn_ops, e, &e->e_conn),
 	                 0);
 	RUN_UNTIL(&e->e_tl, e->e_conn_ready);
-	assert_int_equal(
-	    session_start(e->e_conn, type, NULL, &se, session_done, e, &e->e_s),
-	    0);
+}
+
+/* What session_start() reads when the process starts: outlives it. */
+static struct session_env test_se;
+
+/*
+ * NMS and agent connection up; then a session of type running command
+ * (NETCONF) or /bin/sh (a shell, on a pty).
+ */
+static void
+env_init_type(struct env *e, enum session_type type, const char *command,
+              const char *user)
+{
+	env_connect(e);
+	test_se.se_user = user;
+	test_se.se_netconf_command = command;
+	test_se.se_shell = "/bin/sh";
+	test_se.se_stderr_fd = -1;
+	assert_int_equal(session_start(e->e_conn, type, NULL, &test_se,
+	                               session_done, e, &e->e_s),
+	                 0);
 	RUN_UNTIL(&e->e_tl, e->e_call != NULL);
 }
 
@@ -308,6 +316,80 @@ test_exit_status(void **state)
 	assert_int_equal(e.e_stats.ss_exit_status, 3);
 	assert_int_equal(e.e_stats.ss_term_signal, 0);
 	assert_non_null(strstr(e.e_stats.ss_reason, "status 3"));
+	env_done(&e);
+}
+
+/* Whether this process has a child, without reaping it. */
+static int
+have_child(void)
+{
+	siginfo_t si;
+
+	memset(&si, 0, sizeof(si));
+	if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) == -1) {
+		assert_int_equal(errno, ECHILD);
+		return 0;
+	}
+	return 1;
+}
+
+/*
+ * The process starts only once the stream's HEADERS have left: the server
+ * learns of the session while the agent forks and the exec completes, not
+ * after (the fork of a large agent and the exec were on the path to
+ * SessionStarted).  So session_start() returns with no child yet, and the
+ * child is there by the time the NMS has the call.
+ */
+static void
+test_spawn_after_headers(void **state)
+{
+	static const char rpc[] = "<rpc/>]]>]]>";
+	struct env e;
+
+	(void)state;
+	env_connect(&e);
+	assert_false(have_child());
+	test_se.se_user = NULL;
+	test_se.se_netconf_command = "cat";
+	test_se.se_shell = "/bin/sh";
+	test_se.se_stderr_fd = -1;
+	assert_int_equal(session_start(e.e_conn, SESSION_NETCONF, NULL,
+	                               &test_se, session_done, &e, &e.e_s),
+	                 0);
+	assert_false(have_child());
+	RUN_UNTIL(&e.e_tl, e.e_call != NULL);
+	assert_true(have_child());
+	/* Input sent as soon as the NMS has the call reaches the process. */
+	nms_send(&e, rpc, 0);
+	RUN_UNTIL(&e.e_tl, e.e_outlen == sizeof(rpc) - 1);
+	assert_memory_equal(e.e_out, rpc, sizeof(rpc) - 1);
+	env_done(&e);
+}
+
+/*
+ * The stream ends before its HEADERS could leave: no process is started,
+ * and the session is done.
+ */
+static void
+test_end_before_spawn(void **state)
+{
+	struct env e;
+
+	(void)state;
+	env_connect(&e);
+	test_se.se_user = NULL;
+	test_se.se_netconf_command = "cat";
+	test_se.se_shell = "/bin/sh";
+	test_se.se_stderr_fd = -1;
+	assert_int_equal(session_start(e.e_conn, SESSION_NETCONF, NULL,
+	                               &test_se, session_done, &e, &e.e_s),
+	                 0);
+	session_stop(e.e_s, "agent stopping");
+	RUN_UNTIL(&e.e_tl, e.e_done == 1);
+	assert_false(have_child());
+	assert_int_equal(e.e_stats.ss_exit_status, -1);
+	assert_int_equal(e.e_stats.ss_term_signal, 0);
+	assert_non_null(strstr(e.e_stats.ss_reason, "agent stopping"));
 	env_done(&e);
 }
 
@@ -460,6 +542,8 @@ main(int argc, char **argv)
 	    cmocka_unit_test(test_echo),
 	    cmocka_unit_test(test_exit_status),
 	    cmocka_unit_test(test_unknown_user),
+	    cmocka_unit_test(test_spawn_after_headers),
+	    cmocka_unit_test(test_end_before_spawn),
 	    cmocka_unit_test(test_connection_drop),
 	    cmocka_unit_test(test_hangup_escalation),
 	    cmocka_unit_test(test_hangup_exits_by_itself),
