@@ -1175,6 +1175,14 @@ test_user(void **state)
 	assert_memory_equal(got, want, nw * sizeof(gid_t));
 	assert_string_equal(nl + 1, "/tmp\n");
 	run_fini(&r);
+	/*
+	 * The child shares our memory until its exec (CLONE_VM): its
+	 * privilege drop must not have touched our credentials.
+	 */
+	assert_int_equal(getuid(), 0);
+	assert_int_equal(geteuid(), 0);
+	assert_int_equal(getgid(), 0);
+	assert_int_equal(getegid(), 0);
 
 	/* The user owns its terminal. */
 	o = opts(a_tty, 1);
