@@ -530,41 +530,54 @@ signal_group(struct proc *p, int signum)
 	return rc;
 }
 
+/* Whether /proc/pid/stat says pid is a zombie or dead ("X"). */
+static int
+proc_is_dead(long pid)
+{
+	char path[64], buf[512], *s, state;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+		return 1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 1;
+	buf[n] = '\0';
+	/* "pid (comm) state ..."; comm may hold ')'s */
+	if ((s = strrchr(buf, ')')) == NULL ||
+	    sscanf(s + 1, " %c", &state) != 1)
+		return 1;
+	return state == 'Z' || state == 'X';
+}
+
 /*
  * Counts the live processes of session sid other than ourselves, and sends
  * them signum unless it is 0.  Jobs of an interactive shell live in process
  * groups of their own, so the process group alone does not find them.
+ * It runs at every session end: getsid() sorts out the processes of other
+ * sessions with one system call each, and only the session's own have
+ * their /proc/PID/stat read (for the zombies).
  */
 static int
 session_scan(pid_t sid, int signum)
 {
-	char path[64], buf[512], *s, *end, state;
 	DIR *d;
 	struct dirent *de;
-	long pid, ppid, pgrp, psid;
-	ssize_t n;
-	int fd, found = 0;
+	char *end;
+	long pid;
+	int found = 0;
 
 	if ((d = opendir("/proc")) == NULL)
 		return 0;
 	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] < '1' || de->d_name[0] > '9')
+			continue;
 		pid = strtol(de->d_name, &end, 10);
-		if (*end != '\0' || pid <= 0 || pid == (long)getpid())
-			continue;
-		snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
-		if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
-			continue;
-		n = read(fd, buf, sizeof(buf) - 1);
-		close(fd);
-		if (n <= 0)
-			continue;
-		buf[n] = '\0';
-		/* "pid (comm) state ppid pgrp session ..."; comm has ')'s */
-		if ((s = strrchr(buf, ')')) == NULL ||
-		    sscanf(s + 1, " %c %ld %ld %ld", &state, &ppid, &pgrp,
-		           &psid) != 4)
-			continue;
-		if (psid != (long)sid || state == 'Z' || state == 'X')
+		if (*end != '\0' || pid <= 0 || pid == (long)getpid() ||
+		    getsid((pid_t)pid) != sid || proc_is_dead(pid))
 			continue;
 		found++;
 		if (signum != 0)

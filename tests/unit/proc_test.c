@@ -972,6 +972,39 @@ test_background_holds_output(void **state)
 	run_fini(&r);
 }
 
+/*
+ * A job in a process group of its own (job control, as an interactive
+ * shell runs it) that holds nothing of the session open: the shell's exit
+ * and its group are gone, yet the job is found by its session
+ * (session_scan()) and killed.
+ */
+static void
+test_job_left_in_session(void **state)
+{
+	/* On a pty, where sh has job control; the pid, then its group. */
+	static const char *const argv[] = {
+	    "sh", "-c",
+	    "set -m; sleep 100 </dev/null >/dev/null 2>&1 & "
+	    "echo $! $(cut -d' ' -f5 /proc/$!/stat)",
+	    NULL};
+	struct proc_opts o = opts(argv, 1);
+	struct run r;
+	char *sp;
+
+	(void)state;
+	run_init(&r);
+	r.r_on_output = bg_output;
+	run_spawn(&r, &o);
+	run_loop(&r);
+	assert_int_equal(r.r_status, 0);
+	assert_true(r.r_val > 0);
+	/* It ran in a group of its own. */
+	assert_non_null(sp = memchr(r.r_out, ' ', r.r_len));
+	assert_int_equal(parse_long(sp + 1), r.r_val);
+	assert_true(pid_gone((pid_t)r.r_val));
+	run_fini(&r);
+}
+
 static void
 test_exec_failure(void **state)
 {
@@ -1313,6 +1346,7 @@ main(void)
 	    cmocka_unit_test(test_pty_job_control),
 	    cmocka_unit_test(test_close_grace),
 	    cmocka_unit_test(test_background_holds_output),
+	    cmocka_unit_test(test_job_left_in_session),
 	    cmocka_unit_test(test_exec_failure),
 	    cmocka_unit_test(test_environment),
 	    cmocka_unit_test(test_user),
