@@ -17,7 +17,9 @@ Prints:
         sessions run on one);
       * "grpcio device": the same number of bytes sent by a Python grpcio
         client playing the device (same RPCs, 16 KiB messages, same TLS,
-        same NMS), so agent/grpcio is a like-for-like ratio.
+        same NMS), so agent/grpcio is a like-for-like ratio;
+    and the agent's CPU time per MiB streamed, which a busy machine
+    changes far less than it changes the rates.
 """
 import sys
 
@@ -90,6 +92,13 @@ def rss_by_mapping(pid):
             elif head[0] in ("Private_Clean:", "Private_Dirty:"):
                 out[name][1] += int(head[1])
     return sorted(out.items(), key=lambda kv: -kv[1][0])
+
+
+def cpu_s(pid):
+    """User plus system CPU seconds of pid so far (/proc/PID/stat)."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def gen_cmd(nbytes):
@@ -257,10 +266,12 @@ def main():
 
         threading.Thread(target=sample, daemon=True).start()
         t0 = time.monotonic()
+        cpu0 = cpu_s(a.pid)
         sess.send_csh("printf '<%%s>' BENCH-START; %s; printf '%s'" % (gen_cmd(nbytes), END))
         drain(sess, "<BENCH-START>", 60)  # the prompt and the like
         n = drain(sess, END, 900)
         dt_agent = time.monotonic() - t0
+        cpu_agent = cpu_s(a.pid) - cpu0
         stop.set()
         assert n == nbytes, (n, nbytes)
         sess.send_csh("exit")
@@ -279,6 +290,9 @@ def main():
         print("shell stream of %d MiB, loopback:" % args.mib)
         print("  ncgrpc-agent      : %7.1f MiB/s  (%.2f s; agent RSS %d KiB -> peak %d KiB)"
               % (rate(dt_agent), dt_agent, rss0, peak[0]))
+        # CPU time does not depend on what else the machine runs, as rates do.
+        print("  agent CPU         : %7.2f ms/MiB (%.2f s of user+system time)"
+              % (cpu_agent * 1000 / (nbytes / MiB), cpu_agent))
         print("  grpcio device     : %7.1f MiB/s  (%.2f s)" % (rate(dt_py), dt_py))
         print("  local pipe        : %7.1f MiB/s  (%.2f s)" % (rate(dt_local), dt_local))
         print("  local pty         : %7.1f MiB/s  (%.2f s)" % (rate(dt_pty), dt_pty))

@@ -340,6 +340,23 @@ send_output(struct session *s, const uint8_t *data, size_t len, int final)
 	size_t take, n, keep, ncl;
 	int rc;
 
+	/*
+	 * Valid UTF-8 with nothing carried, the usual case, is packed straight
+	 * from the read buffer: utf8_valid() only reads it.  A character cut
+	 * at a chunk's end starts the next chunk.  From the first invalid
+	 * sequence, or a character cut at the end of the data, the loop below
+	 * copies and repairs.
+	 */
+	while (len > 0 && s->se_ncarry == 0) {
+		take = len < SESSION_CHUNK ? len : SESSION_CHUNK;
+		keep = utf8_complete_prefix(data, take);
+		if (keep == 0 || !utf8_valid(data, keep))
+			break;
+		if ((rc = send_up(s, data, keep)) != 0)
+			return rc;
+		data += keep;
+		len -= keep;
+	}
 	while (len > 0 || (final && s->se_ncarry > 0)) {
 		memcpy(in, s->se_carry, s->se_ncarry);
 		take = len < SESSION_CHUNK ? len : SESSION_CHUNK;

@@ -28,6 +28,7 @@
 #include "common/err.h"
 #include "common/grpc.h"
 #include "common/log.h"
+#include "common/utf8.h"
 #include "ncgrpc_wire.pb-c.h"
 
 #define WATCHDOG_MS 10000
@@ -70,6 +71,8 @@ nms_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 	(void)c;
 	r = ncgrpc__wire__command_get_request__unpack(NULL, len, msg);
 	assert_non_null(r);
+	/* A proto3 string: each message whole UTF-8 on its own. */
+	assert_true(utf8_valid(r->message.data, r->message.len));
 	assert_true(e->e_outlen + r->message.len <= sizeof(e->e_out));
 	memcpy(e->e_out + e->e_outlen, r->message.data, r->message.len);
 	e->e_outlen += r->message.len;
@@ -393,6 +396,66 @@ test_end_before_spawn(void **state)
 	env_done(&e);
 }
 
+/*
+ * Output that is mostly valid UTF-8, with characters cut at read and chunk
+ * boundaries, invalid sequences in the middle and a character cut at the
+ * very end: the NMS gets the whole of it repaired once (what
+ * utf8_sanitize() makes of all of it), in order, whether a piece was sent
+ * straight from the read buffer or copied and repaired.
+ */
+static void
+test_output_utf8_mix(void **state)
+{
+	static uint8_t in[96 * 1024], want[3 * sizeof(in)];
+	char path[] = "/tmp/session_test_utf8.XXXXXX", cmd[80];
+	size_t n = 0, nwant;
+	struct env e;
+	int fd;
+
+	(void)state;
+	/* U+20AC, 3 bytes: 16 KiB chunks and pipe reads cut characters. */
+	while (n + 3 <= 40000) {
+		in[n++] = 0xe2;
+		in[n++] = 0x82;
+		in[n++] = 0xac;
+	}
+	in[n++] = 0xff; /* never valid */
+	in[n++] = 'a';
+	in[n++] = 0xe2; /* a bad continuation */
+	in[n++] = 0x28;
+	/* U+1F600, 4 bytes, then valid again for a while. */
+	while (n + 4 <= 90000) {
+		in[n++] = 0xf0;
+		in[n++] = 0x9f;
+		in[n++] = 0x98;
+		in[n++] = 0x80;
+	}
+	in[n++] = 0xed; /* a surrogate */
+	in[n++] = 0xa0;
+	in[n++] = 0x80;
+	memset(in + n, 'x', 1000);
+	n += 1000;
+	in[n++] = 0xe2; /* cut at the very end */
+	in[n++] = 0x82;
+	assert_true(n <= sizeof(in));
+	assert_true((fd = mkstemp(path)) != -1);
+	assert_int_equal(write(fd, in, n), (ssize_t)n);
+	close(fd);
+	snprintf(cmd, sizeof(cmd), "cat %s", path);
+
+	env_init(&e, cmd, NULL);
+	RUN_UNTIL(&e.e_tl, e.e_half_closed == 1);
+	unlink(path);
+	nwant = utf8_sanitize(in, n, want);
+	assert_int_equal(e.e_outlen, nwant);
+	assert_memory_equal(e.e_out, want, nwant);
+	assert_int_equal(grpc_call_finish(e.e_call, GRPC_STATUS_OK, NULL, NULL),
+	                 0);
+	RUN_UNTIL(&e.e_tl, e.e_done == 1);
+	assert_int_equal(e.e_stats.ss_bytes_up, nwant);
+	env_done(&e);
+}
+
 /* A process that cannot start: the operator reads why, the stream ends. */
 static void
 test_unknown_user(void **state)
@@ -542,6 +605,7 @@ main(int argc, char **argv)
 	    cmocka_unit_test(test_echo),
 	    cmocka_unit_test(test_exit_status),
 	    cmocka_unit_test(test_unknown_user),
+	    cmocka_unit_test(test_output_utf8_mix),
 	    cmocka_unit_test(test_spawn_after_headers),
 	    cmocka_unit_test(test_end_before_spawn),
 	    cmocka_unit_test(test_connection_drop),
