@@ -913,6 +913,21 @@ queue_write(struct proc *p, const uint8_t *data, size_t len)
 
 	if (len == 0)
 		return 0;
+	st = (uv_stream_t *)&p->p_in;
+	/*
+	 * With nothing queued, what the pipe or pty takes now needs no copy;
+	 * only the rest is queued.  A failure is left to uv_write(), which
+	 * reports it as before.
+	 */
+	if (p->p_in_open && p->p_nwrites == 0 && len <= UINT_MAX) {
+		b = uv_buf_init((char *)(uintptr_t)data, (unsigned)len);
+		if ((rc = uv_try_write(st, &b, 1)) > 0) {
+			data += rc;
+			len -= (size_t)rc;
+			if (len == 0)
+				return 0;
+		}
+	}
 	if (len > UINT_MAX || len > SIZE_MAX - sizeof(*w) ||
 	    (w = malloc(sizeof(*w) + len)) == NULL)
 		return -ENOMEM;
@@ -921,7 +936,6 @@ queue_write(struct proc *p, const uint8_t *data, size_t len)
 	w->w_len = len;
 	w->w_req.data = w;
 	b = uv_buf_init((char *)w->w_data, (unsigned)len);
-	st = (uv_stream_t *)&p->p_in;
 	if (!p->p_in_open ||
 	    (rc = uv_write(&w->w_req, st, &b, 1, on_write)) != 0) {
 		rc = p->p_in_open ? rc : UV_EPIPE;
