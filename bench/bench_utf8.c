@@ -1,7 +1,10 @@
 /*
  * Throughput of utf8_valid() and utf8_sanitize() on shell-like output
  * (mostly ASCII, some multibyte characters, CRLF line ends), next to
- * memcpy() of the same bytes as the floor.  Built and run by
+ * memcpy() of the same bytes as the floor.  Then the agent's work per
+ * 16 KiB chunk of output before it is packed (src/agent/session.c,
+ * send_output()): staged (a copy into in[], then utf8_sanitize() into
+ * clean[]) against checked in place (utf8_valid()).  Built and run by
  * bench/bench_utf8.sh, which also builds the same program against an older
  * utf8.c so that both are measured in one sitting.
  */
@@ -15,6 +18,7 @@
 
 #define SIZE   (16 * 1024 * 1024)
 #define ROUNDS 8
+#define CHUNK  (16 * 1024) /* SESSION_CHUNK */
 
 static double
 now(void)
@@ -84,6 +88,34 @@ main(void)
 	       ROUNDS * SIZE / t_valid / 1e6, t_valid / t_copy);
 	printf("utf8_sanitize %8.0f MB/s  (%.2f x memcpy time)\n",
 	       ROUNDS * SIZE / t_san / 1e6, t_san / t_copy);
+
+	/* Per chunk, in cache, as send_output() sees the pty's reads. */
+	{
+		static uint8_t stage[CHUNK + 4], clean[(CHUNK + 4) * 3];
+		double t_staged, t_inplace;
+		size_t off, keep;
+
+		t0 = now();
+		for (r = 0; r < ROUNDS; r++)
+			for (off = 0; off + CHUNK <= SIZE; off += CHUNK) {
+				memcpy(stage, in + off, CHUNK);
+				keep = utf8_complete_prefix(stage, CHUNK);
+				sink += utf8_sanitize(stage, keep, clean);
+			}
+		t_staged = now() - t0;
+		t0 = now();
+		for (r = 0; r < ROUNDS; r++)
+			for (off = 0; off + CHUNK <= SIZE; off += CHUNK) {
+				keep = utf8_complete_prefix(in + off, CHUNK);
+				sink += (size_t)utf8_valid(in + off, keep);
+			}
+		t_inplace = now() - t0;
+		printf("agent output, staged   %8.0f MB/s\n",
+		       ROUNDS * SIZE / t_staged / 1e6);
+		printf("agent output, in place %8.0f MB/s  (%.2f x the "
+		       "staged time)\n",
+		       ROUNDS * SIZE / t_inplace / 1e6, t_inplace / t_staged);
+	}
 	free(in);
 	free(out);
 	return 0;
