@@ -957,6 +957,11 @@ void
 session_stop(struct session *s, const char *why)
 {
 	session_reason(s, why);
+	if (s->se_spawn_pending) {
+		/* Not even started: the flush after the cancel must not. */
+		s->se_spawn_pending = 0;
+		s->se_proc_done = 1;
+	}
 	if (s->se_call != NULL)
 		grpc_call_cancel(s->se_call);
 	else if (s->se_proc != NULL)
