@@ -219,14 +219,13 @@ env_connect(struct env *e)
 static struct session_env test_se;
 
 /*
- * NMS and agent connection up; then a session of type running command
- * (NETCONF) or /bin/sh (a shell, on a pty).
+ * session_start() of type running command (NETCONF) or /bin/sh (a shell,
+ * on a pty), as user; the loop has not run yet.
  */
 static void
-env_init_type(struct env *e, enum session_type type, const char *command,
+session_begin(struct env *e, enum session_type type, const char *command,
               const char *user)
 {
-	env_connect(e);
 	test_se.se_user = user;
 	test_se.se_netconf_command = command;
 	test_se.se_shell = "/bin/sh";
@@ -234,6 +233,15 @@ env_init_type(struct env *e, enum session_type type, const char *command,
 	assert_int_equal(session_start(e->e_conn, type, NULL, &test_se,
 	                               session_done, e, &e->e_s),
 	                 0);
+}
+
+/* NMS and agent connection up; then a session, and the NMS has its call. */
+static void
+env_init_type(struct env *e, enum session_type type, const char *command,
+              const char *user)
+{
+	env_connect(e);
+	session_begin(e, type, command, user);
 	RUN_UNTIL(&e->e_tl, e->e_call != NULL);
 }
 
@@ -352,13 +360,7 @@ test_spawn_after_headers(void **state)
 	(void)state;
 	env_connect(&e);
 	assert_false(have_child());
-	test_se.se_user = NULL;
-	test_se.se_netconf_command = "cat";
-	test_se.se_shell = "/bin/sh";
-	test_se.se_stderr_fd = -1;
-	assert_int_equal(session_start(e.e_conn, SESSION_NETCONF, NULL,
-	                               &test_se, session_done, &e, &e.e_s),
-	                 0);
+	session_begin(&e, SESSION_NETCONF, "cat", NULL);
 	assert_false(have_child());
 	RUN_UNTIL(&e.e_tl, e.e_call != NULL);
 	assert_true(have_child());
@@ -380,13 +382,7 @@ test_end_before_spawn(void **state)
 
 	(void)state;
 	env_connect(&e);
-	test_se.se_user = NULL;
-	test_se.se_netconf_command = "cat";
-	test_se.se_shell = "/bin/sh";
-	test_se.se_stderr_fd = -1;
-	assert_int_equal(session_start(e.e_conn, SESSION_NETCONF, NULL,
-	                               &test_se, session_done, &e, &e.e_s),
-	                 0);
+	session_begin(&e, SESSION_NETCONF, "cat", NULL);
 	session_stop(e.e_s, "agent stopping");
 	RUN_UNTIL(&e.e_tl, e.e_done == 1);
 	assert_false(have_child());
