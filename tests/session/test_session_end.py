@@ -41,6 +41,12 @@ import time  # noqa: E402
 import unittest  # noqa: E402
 
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+# The cases fork (the CLI, through subprocess) while grpcio's threads run.
+# With fork support on, grpcio's pthread_atfork handler waits for those
+# threads, and in one stress round it waited forever (the main thread in
+# fork() -> __run_prefork_handlers -> an absl mutex): the child only execs,
+# so grpcio needs no fork handling here.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 import grpc  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
