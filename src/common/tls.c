@@ -1,10 +1,11 @@
 /*
- * TLS engine over two memory BIOs; see tls.h for the contract.  Peer
+ * TLS engine over a queue BIO of its own; see tls.h for the contract.  Peer
  * verification is in tls_verify.c, session resumption in tls_resume.c.
  *
- * The SSL object reads ciphertext from c_rbio, which tls_conn_feed() fills,
- * and writes ciphertext to c_wbio, which tls_conn_take() drains.  Nothing
- * here touches a socket, so the transport decides when bytes move.
+ * The SSL object reads ciphertext from what tls_conn_lend() lent and
+ * tls_conn_feed() queued, and writes ciphertext to the caller's output
+ * queue (tls_conn_set_output()) or to one that tls_conn_take() drains.
+ * Nothing here touches a socket, so the transport decides when bytes move.
  *
  * Peer verification runs inside OpenSSL's chain verification through
  * tls__verify_cb(), so that a failed check aborts the handshake with the right
@@ -20,6 +21,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <pthread.h>
 
 #include <openssl/bio.h>
 #include <openssl/err.h>
@@ -564,11 +567,121 @@ peer_is_ip(const char *name, char *buf, size_t len)
 	       inet_pton(AF_INET6, name, addr) == 1;
 }
 
+/* --- The queue BIO ------------------------------------------------------ */
+
+/*
+ * OpenSSL's memory BIOs would cost a copy each way: the transport would
+ * copy what it read into one, and what OpenSSL wrote into the other out
+ * of it.  This BIO reads straight from the transport's read buffer (lent
+ * with tls_conn_lend(), only an unread tail being kept in c_rq) and
+ * appends records straight to the transport's output queue.  It never
+ * blocks: an empty input is a retryable read, and a write either queues
+ * everything or fails for want of memory (c_qerr), which conn_error()
+ * reports as -ENOMEM.
+ */
+static int
+qbio_read(BIO *b, char *out, size_t len, size_t *got)
+{
+	struct tls_conn *c = BIO_get_data(b);
+	size_t n = 0, k;
+
+	BIO_clear_retry_flags(b);
+	if ((k = buf_len(&c->c_rq)) > 0) {
+		n = k < len ? k : len;
+		memcpy(out, buf_data(&c->c_rq), n);
+		buf_consume(&c->c_rq, n);
+	}
+	if (n < len && (k = c->c_lentlen) > 0) {
+		if (k > len - n)
+			k = len - n;
+		memcpy(out + n, c->c_lent, k);
+		c->c_lent += k;
+		c->c_lentlen -= k;
+		n += k;
+	}
+	*got = n;
+	if (n == 0) {
+		/* Nothing yet: "wait for more", not the end of the stream. */
+		BIO_set_retry_read(b);
+		return 0;
+	}
+	return 1;
+}
+
+static int
+qbio_write(BIO *b, const char *in, size_t len, size_t *put)
+{
+	struct tls_conn *c = BIO_get_data(b);
+
+	BIO_clear_retry_flags(b);
+	*put = 0;
+	if (buf_append(c->c_out, in, len) != 0) {
+		c->c_qerr = -ENOMEM;
+		return 0;
+	}
+	*put = len;
+	return 1;
+}
+
+static long
+qbio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+	struct tls_conn *c = BIO_get_data(b);
+
+	(void)num;
+	(void)ptr;
+	switch (cmd) {
+	case BIO_CTRL_FLUSH:
+		return 1;
+	case BIO_CTRL_PENDING:
+		return (long)(buf_len(&c->c_rq) + c->c_lentlen);
+	default:
+		/* No kTLS, no duplication, no push or pop: none applies. */
+		return 0;
+	}
+}
+
+static BIO_METHOD *qbio_method;
+
+static void
+qbio_method_init(void)
+{
+	BIO_METHOD *m;
+	int type = BIO_get_new_index();
+
+	if (type == -1 || (m = BIO_meth_new(type | BIO_TYPE_SOURCE_SINK,
+	                                    "ncgrpc queue")) == NULL)
+		return;
+	if (!BIO_meth_set_read_ex(m, qbio_read) ||
+	    !BIO_meth_set_write_ex(m, qbio_write) ||
+	    !BIO_meth_set_ctrl(m, qbio_ctrl)) {
+		BIO_meth_free(m);
+		return;
+	}
+	/* Kept for the life of the process, as OpenSSL's own methods are. */
+	qbio_method = m;
+}
+
+static BIO *
+queue_bio_new(struct tls_conn *c)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	BIO *b;
+
+	if (pthread_once(&once, qbio_method_init) != 0 || qbio_method == NULL ||
+	    (b = BIO_new(qbio_method)) == NULL)
+		return NULL;
+	BIO_set_data(b, c);
+	BIO_set_init(b, 1);
+	return b;
+}
+
 int
 tls_conn_new(struct tls_conn **out, struct tls_ctx *ctx, const char *peer_name)
 {
 	struct tls_conn *c;
 	char ip[TLS_NAME_MAX + 1];
+	BIO *bio;
 	int server;
 
 	if (ctx == NULL)
@@ -581,19 +694,16 @@ tls_conn_new(struct tls_conn **out, struct tls_ctx *ctx, const char *peer_name)
 		return -EINVAL;
 	if ((c = calloc(1, sizeof(*c))) == NULL)
 		return -ENOMEM;
+	buf_init(&c->c_rq, 0);
+	buf_init(&c->c_wq, 0);
+	c->c_out = &c->c_wq;
 	ERR_clear_error();
-	c->c_ssl = SSL_new(ctx->tc_ssl);
-	c->c_rbio = BIO_new(BIO_s_mem());
-	c->c_wbio = BIO_new(BIO_s_mem());
-	if (c->c_ssl == NULL || c->c_rbio == NULL || c->c_wbio == NULL) {
-		BIO_free(c->c_rbio);
-		BIO_free(c->c_wbio);
+	if ((c->c_ssl = SSL_new(ctx->tc_ssl)) == NULL)
 		goto nomem;
-	}
-	/* An empty read BIO means "wait for more", not end of stream. */
-	BIO_set_mem_eof_return(c->c_rbio, -1);
-	BIO_set_mem_eof_return(c->c_wbio, -1);
-	SSL_set_bio(c->c_ssl, c->c_rbio, c->c_wbio);
+	if ((bio = queue_bio_new(c)) == NULL)
+		goto nomem;
+	/* One BIO both ways: SSL_set_bio() takes this one reference. */
+	SSL_set_bio(c->c_ssl, bio, bio);
 	SSL_set_app_data(c->c_ssl, c);
 	if (server) {
 		SSL_set_accept_state(c->c_ssl);
@@ -612,7 +722,7 @@ tls_conn_new(struct tls_conn **out, struct tls_ctx *ctx, const char *peer_name)
 	*out = c;
 	return 0;
 nomem:
-	/* Once SSL_set_bio() has run, this frees the BIOs too. */
+	/* Once SSL_set_bio() has run, this frees the BIO too. */
 	SSL_free(c->c_ssl);
 	free(c->c_peer);
 	free(c);
@@ -626,25 +736,50 @@ tls_conn_free(struct tls_conn *c)
 	if (c == NULL)
 		return;
 	SSL_free(c->c_ssl);
+	buf_free(&c->c_rq);
+	buf_free(&c->c_wq);
 	free(c->c_peer);
 	free(c->c_resume);
 	free(c);
 }
 
+void
+tls_conn_set_output(struct tls_conn *c, struct buf *out)
+{
+	c->c_out = out != NULL ? out : &c->c_wq;
+}
+
+int
+tls_conn_keep(struct tls_conn *c)
+{
+	int rc = 0;
+
+	if (c->c_lentlen > 0 &&
+	    buf_append(&c->c_rq, c->c_lent, c->c_lentlen) != 0)
+		rc = -ENOMEM;
+	c->c_lent = NULL;
+	c->c_lentlen = 0;
+	return rc;
+}
+
+int
+tls_conn_lend(struct tls_conn *c, const uint8_t *data, size_t len)
+{
+	int rc;
+
+	/* What an earlier loan left comes first; it must not be lost. */
+	if ((rc = tls_conn_keep(c)) != 0)
+		return rc;
+	c->c_lent = data;
+	c->c_lentlen = len;
+	return 0;
+}
+
 int
 tls_conn_feed(struct tls_conn *c, const uint8_t *data, size_t len)
 {
-	size_t n;
-
-	while (len > 0) {
-		n = len > INT_MAX ? INT_MAX : len;
-		if (BIO_write(c->c_rbio, data, (int)n) != (int)n) {
-			ERR_clear_error();
-			return -ENOMEM;
-		}
-		data += n;
-		len -= n;
-	}
+	if (tls_conn_keep(c) != 0 || buf_append(&c->c_rq, data, len) != 0)
+		return -ENOMEM;
 	return 0;
 }
 
@@ -710,33 +845,17 @@ alpn_select_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
 /* --- Connection -------------------------------------------------------- */
 
 /*
- * A memory BIO never gives back what it once grew to, so after a burst
- * (a 1 MiB write, say) an emptied buffer is replaced to keep idle
- * connections small.  On allocation failure the old BIO simply stays.
+ * A queue never gives back what it once grew to, so after a burst (a
+ * 1 MiB write, say) an emptied one gives its storage back, to keep idle
+ * connections small.  Below this size a busy connection keeps it.
  */
-#define TLS_BIO_KEEP (64 * 1024)
+#define TLS_QUEUE_KEEP (64 * 1024)
 
 static void
-trim_bio(struct tls_conn *c, int rbio, size_t keep)
+trim_queue(struct buf *q, size_t keep)
 {
-	BIO *old = rbio ? c->c_rbio : c->c_wbio, *b;
-	BUF_MEM *bm = NULL;
-
-	if (BIO_ctrl_pending(old) != 0 || BIO_get_mem_ptr(old, &bm) != 1 ||
-	    bm == NULL || bm->max <= keep)
-		return;
-	if ((b = BIO_new(BIO_s_mem())) == NULL) {
-		ERR_clear_error();
-		return;
-	}
-	BIO_set_mem_eof_return(b, -1);
-	if (rbio) {
-		SSL_set0_rbio(c->c_ssl, b);
-		c->c_rbio = b;
-	} else {
-		SSL_set0_wbio(c->c_ssl, b);
-		c->c_wbio = b;
-	}
+	if (buf_len(q) == 0 && q->b_cap > keep)
+		buf_free(q);
 }
 
 /*
@@ -750,6 +869,12 @@ conn_error(struct tls_conn *c, int ret, const char *what)
 	int reason, rc;
 	char tmp[128];
 
+	if (c->c_qerr != 0) {
+		/* The queue BIO could not take a record. */
+		ERR_clear_error();
+		tls__conn_msg(c, "%s failed: out of memory", what);
+		return c->c_err = c->c_qerr;
+	}
 	switch (SSL_get_error(c->c_ssl, ret)) {
 	case SSL_ERROR_WANT_READ:
 	case SSL_ERROR_WANT_WRITE:
@@ -815,7 +940,7 @@ handshake_done(struct tls_conn *c)
 	}
 	c->c_done = 1;
 	c->c_msg[0] = '\0';
-	trim_bio(c, 1, TLS_BIO_KEEP);
+	trim_queue(&c->c_rq, TLS_QUEUE_KEEP);
 	return 0;
 }
 
@@ -860,7 +985,7 @@ tls_conn_read(struct tls_conn *c, uint8_t *buf, size_t len)
 		return 0;
 	}
 	if (conn_error(c, 0, "tls read") == 1) {
-		trim_bio(c, 1, TLS_BIO_KEEP);
+		trim_queue(&c->c_rq, TLS_QUEUE_KEEP);
 		return -EAGAIN;
 	}
 	return c->c_err;
@@ -882,7 +1007,7 @@ tls_conn_write(struct tls_conn *c, const uint8_t *data, size_t len)
 	while (len > 0) {
 		n = 0;
 		if (SSL_write_ex(c->c_ssl, data, len, &n) != 1) {
-			/* A memory BIO never blocks, so wanting is a bug. */
+			/* The queue BIO never blocks, so wanting is a bug. */
 			if (conn_error(c, 0, "tls write") == 1) {
 				tls__conn_msg(c, "tls write failed: stalled");
 				c->c_err = NCG_ETLS;
@@ -922,35 +1047,35 @@ tls_conn_shutdown(struct tls_conn *c)
 size_t
 tls_conn_pending(const struct tls_conn *c)
 {
-	return BIO_ctrl_pending(c->c_wbio);
+	return buf_len(&c->c_wq);
 }
 
 size_t
 tls_conn_take(struct tls_conn *c, uint8_t *buf, size_t len)
 {
-	int n;
+	size_t n = buf_len(&c->c_wq);
 
-	if (len == 0)
+	if (n > len)
+		n = len;
+	if (n == 0)
 		return 0;
-	n = BIO_read(c->c_wbio, buf, len > INT_MAX ? INT_MAX : (int)len);
-	if (n <= 0)
-		return 0;
-	trim_bio(c, 0, TLS_BIO_KEEP);
-	return (size_t)n;
+	memcpy(buf, buf_data(&c->c_wq), n);
+	buf_consume(&c->c_wq, n);
+	trim_queue(&c->c_wq, TLS_QUEUE_KEEP);
+	return n;
 }
 
 /*
- * Below TLS_BIO_KEEP the BIOs keep their storage while traffic flows, so a
- * busy connection does not replace a BIO per record.  But a connection that
- * goes quiet would keep it for hours: the write BIO still holds the room the
- * server's handshake flight needed (its certificate chain), the read BIO
- * the client's, about 1.5 KiB between them for each idle device.
+ * Below TLS_QUEUE_KEEP the queues keep their storage while traffic flows,
+ * so a busy connection does not allocate per record.  But a connection
+ * that goes quiet would keep it for hours: the tail of a record that came
+ * in two reads, or the room the handshake flight needed.
  */
 void
 tls_conn_trim(struct tls_conn *c)
 {
-	trim_bio(c, 1, 0);
-	trim_bio(c, 0, 0);
+	trim_queue(&c->c_rq, 0);
+	trim_queue(&c->c_wq, 0);
 }
 
 const char *

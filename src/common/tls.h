@@ -1,11 +1,13 @@
 /*
- * TLS engine: OpenSSL 3 over two memory BIOs, with no I/O of its own.
+ * TLS engine: OpenSSL 3 over queues, with no I/O of its own.
  *
- * The transport feeds ciphertext read from the socket with tls_conn_feed(),
- * drives the handshake and reads plaintext with tls_conn_handshake() and
- * tls_conn_read(), encrypts with tls_conn_write(), and sends whatever
- * tls_conn_take() hands back.  After every call that may produce output the
- * caller checks tls_conn_pending().
+ * The transport hands over ciphertext read from the socket with
+ * tls_conn_lend() (or tls_conn_feed(), which copies), drives the handshake
+ * and reads plaintext with tls_conn_handshake() and tls_conn_read(), and
+ * encrypts with tls_conn_write().  Records to send go straight to the
+ * transport's output queue when it gave one with tls_conn_set_output();
+ * otherwise, after every call that may produce output, the caller checks
+ * tls_conn_pending() and sends what tls_conn_take() hands back.
  *
  * Verification (client side, docs/protocol.md): the peer must chain to one
  * of the trusted certificates given to tls_ctx_client_new() (a self-signed
@@ -24,6 +26,7 @@
 
 #define TLS_EAGAIN 1 /* positive: not an error, more input is needed */
 
+struct buf;
 struct tls_ctx;
 struct tls_conn;
 
@@ -89,8 +92,36 @@ int tls_conn_new(struct tls_conn **out, struct tls_ctx *ctx,
                  const char *peer_name);
 void tls_conn_free(struct tls_conn *c);
 
+/*
+ * Makes every record the engine produces from now on (handshake flights,
+ * alerts, application data, close_notify) go to the end of out, which
+ * must outlive c (NULL: back to the engine's own queue, drained with
+ * tls_conn_take()).  Call it before the first call that may produce a
+ * record.  out must have no size limit below what the peer can make the
+ * engine write; an append that fails is a -ENOMEM of the call that made
+ * the record.  tls_conn_pending() is then always 0.
+ */
+void tls_conn_set_output(struct tls_conn *c, struct buf *out);
+
 /* Queues len bytes of ciphertext received from the peer.  0 or -ENOMEM. */
 int tls_conn_feed(struct tls_conn *c, const uint8_t *data, size_t len);
+
+/*
+ * Lends len bytes of ciphertext received from the peer, without a copy:
+ * the engine reads its records straight from data until tls_conn_keep(),
+ * which the caller must call before data changes or goes away.  What a
+ * loan still holds then is copied (usually the start of a record cut by
+ * the end of a read).  An earlier loan not yet kept is kept first.
+ * Returns 0, or -ENOMEM when keeping an earlier loan failed.
+ */
+int tls_conn_lend(struct tls_conn *c, const uint8_t *data, size_t len);
+
+/*
+ * Ends a loan: copies what the engine has not read of it into its own
+ * queue.  Returns 0, or -ENOMEM (those bytes are lost: close the
+ * connection).  Without a loan it does nothing.
+ */
+int tls_conn_keep(struct tls_conn *c);
 
 /*
  * Advances the handshake.  Returns 0 when it is complete (and on every later
@@ -126,8 +157,9 @@ size_t tls_conn_pending(const struct tls_conn *c);
 size_t tls_conn_take(struct tls_conn *c, uint8_t *buf, size_t len);
 
 /*
- * Gives back the storage of whichever memory BIO is empty.  For when the
- * connection goes quiet; it changes nothing else, and cannot fail.
+ * Gives back the storage of whichever of the engine's queues is empty.
+ * For when the connection goes quiet; it changes nothing else, and cannot
+ * fail.
  */
 void tls_conn_trim(struct tls_conn *c);
 

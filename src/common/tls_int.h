@@ -15,6 +15,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include "buf.h"
 #include "tls.h"
 
 /* PEM files larger than this are surely not certificates or keys. */
@@ -47,16 +48,27 @@ struct tls_resume_cache {
 	uint64_t rc_clock;
 };
 
+/*
+ * Ciphertext moves through one BIO of our own (tls.c, "The queue BIO")
+ * instead of OpenSSL's memory BIOs, which cost a copy each way: OpenSSL
+ * reads records from c_rq and then from bytes the transport lent
+ * (tls_conn_lend()), and writes them to *c_out, the transport's own output
+ * queue when it gave one (tls_conn_set_output()).
+ */
 struct tls_conn {
 	SSL *c_ssl;
-	char *c_resume; /* client: resumption cache key, NULL if none */
-	BIO *c_rbio;    /* ciphertext from the peer, owned by c_ssl */
-	BIO *c_wbio;    /* ciphertext for the peer, owned by c_ssl */
-	char *c_peer;   /* name to verify (client only) */
-	int c_peer_ip;  /* c_peer is an IP address literal */
-	int c_done;     /* handshake completed */
-	int c_err;      /* sticky fatal error, 0 if none */
-	int c_verr;     /* reason recorded by a callback during the handshake */
+	char *c_resume;        /* client: resumption cache key, NULL if none */
+	struct buf c_rq;       /* ciphertext kept for OpenSSL to read */
+	const uint8_t *c_lent; /* ciphertext lent by the caller, unread */
+	size_t c_lentlen;
+	struct buf c_wq;   /* ciphertext for the peer, if no c_out given */
+	struct buf *c_out; /* where records go: &c_wq or the caller's */
+	int c_qerr;        /* a record could not be queued: -ENOMEM */
+	char *c_peer;      /* name to verify (client only) */
+	int c_peer_ip;     /* c_peer is an IP address literal */
+	int c_done;        /* handshake completed */
+	int c_err;         /* sticky fatal error, 0 if none */
+	int c_verr; /* reason recorded by a callback during the handshake */
 	char c_msg[TLS_MSG_MAX];
 };
 

@@ -8,7 +8,10 @@
  * Reading uses one buffer shared by every connection of the process: libuv
  * calls alloc_cb right before read_cb and we consume the bytes before
  * returning, so the buffer is never in use twice.  An idle connection thus
- * costs no read buffer at all.
+ * costs no read buffer at all.  With TLS the engine reads its records
+ * straight from that buffer (tls_conn_lend()) and copies only what it has
+ * not read when the read callback is done, and it appends its records
+ * straight to x_out (tls_conn_set_output()).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -248,32 +251,13 @@ arm_timer(struct xport *x, unsigned ms)
 }
 
 /*
- * Moves ciphertext the TLS engine produced into the output queue, read
- * from the engine straight into the queue's storage.
+ * Output held for the peer.  The TLS engine appends its records straight
+ * to x_out (tls_conn_set_output()), so nothing waits inside it.
  */
-static int
-xport_pull_tls(struct xport *x)
-{
-	size_t n, got;
-	int rc;
-
-	while ((n = tls_conn_pending(x->x_tls)) > 0) {
-		if ((rc = buf_reserve(&x->x_out, n)) != 0)
-			return rc;
-		got = tls_conn_take(x->x_tls, buf_tail(&x->x_out), n);
-		if (got == 0)
-			break;
-		buf_commit(&x->x_out, got);
-	}
-	return 0;
-}
-
-/* Output held for the peer, including what TLS has not handed over yet. */
 static size_t
 xport_backlog(const struct xport *x)
 {
-	return xport_queued(x) +
-	       (x->x_tls != NULL ? tls_conn_pending(x->x_tls) : 0);
+	return xport_queued(x);
 }
 
 /* Stops reading while the peer does not take our output. */
@@ -381,11 +365,10 @@ xport_write(struct xport *x, const uint8_t *data, size_t len)
 
 	if (x->x_state != XS_READY)
 		return NCG_ECLOSED;
-	if (x->x_tls != NULL) {
-		if ((rc = tls_conn_write(x->x_tls, data, len)) != 0)
-			return rc;
-		rc = xport_pull_tls(x);
-	} else
+	/* With TLS, the records go straight to x_out. */
+	if (x->x_tls != NULL)
+		rc = tls_conn_write(x->x_tls, data, len);
+	else
 		rc = buf_append(&x->x_out, data, len);
 	if (rc != 0)
 		return rc;
@@ -425,8 +408,7 @@ xport_tls_input(struct xport *x)
 	if (x->x_state == XS_HANDSHAKE) {
 		rc = tls_conn_handshake(x->x_tls);
 		/* Send handshake records, or the alert explaining a failure. */
-		if (xport_pull_tls(x) == 0)
-			xport_start_write(x);
+		xport_start_write(x);
 		if (rc == TLS_EAGAIN)
 			return;
 		if (rc < 0) {
@@ -453,7 +435,7 @@ xport_tls_input(struct xport *x)
 		x->x_cb->xc_data(x, xport_pbuf, (size_t)n, x->x_arg);
 	}
 	/* Key updates and session tickets may need an answer. */
-	if (x->x_state == XS_READY && xport_pull_tls(x) == 0)
+	if (x->x_state == XS_READY)
 		xport_start_write(x);
 }
 
@@ -495,12 +477,18 @@ on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 			(void)xport_check_block(x);
 		return;
 	}
-	if ((rc = tls_conn_feed(x->x_tls, (const uint8_t *)b->base,
-	                        (size_t)nread)) != 0) {
-		xport_fail(x, rc, "tls: out of memory");
-		return;
+	/*
+	 * The engine reads its records straight from xport_rbuf, and keeps
+	 * only what is left when this read is done with (the start of a
+	 * record, or records a pause or a block left unread).
+	 */
+	if ((rc = tls_conn_lend(x->x_tls, (const uint8_t *)b->base,
+	                        (size_t)nread)) == 0) {
+		xport_tls_input(x);
+		rc = tls_conn_keep(x->x_tls);
 	}
-	xport_tls_input(x);
+	if (rc != 0)
+		xport_fail(x, rc, "tls: out of memory");
 }
 
 /*
@@ -728,6 +716,8 @@ xport_connect(uv_loop_t *loop, const char *host, uint16_t port,
 	x->x_port = port;
 	if (ctx != NULL && (rc = tls_conn_new(&x->x_tls, ctx, host)) != 0)
 		goto fail;
+	if (x->x_tls != NULL)
+		tls_conn_set_output(x->x_tls, &x->x_out);
 	peer_from_name(&x->x_peer, host, port);
 	/* The server's tickets are kept under the name and port dialled. */
 	if (x->x_tls != NULL &&
@@ -814,6 +804,8 @@ xport_accept(uv_stream_t *server, struct tls_ctx *ctx,
 		xport_free(x);
 		return rc;
 	}
+	if (x->x_tls != NULL)
+		tls_conn_set_output(x->x_tls, &x->x_out);
 	xport_init_timer(x);
 	if (x->x_is_pipe)
 		uv_pipe_init(server->loop, &x->x_h.pipe, 0);
@@ -879,8 +871,7 @@ xport_close(struct xport *x, int err)
 		x->x_blocked = 0;
 		uv_read_start(&x->x_h.stream, on_alloc, on_read);
 	}
-	if (err == 0 && x->x_tls != NULL && tls_conn_shutdown(x->x_tls) == 0 &&
-	    xport_pull_tls(x) == 0)
+	if (err == 0 && x->x_tls != NULL && tls_conn_shutdown(x->x_tls) == 0)
 		xport_start_write(x);
 	if (xport_queued(x) == 0)
 		xport_half_close(x);
@@ -971,8 +962,7 @@ xport_issue_ticket(struct xport *x, const uint8_t *appdata, size_t len)
 		return -ENOTSUP;
 	if (x->x_state != XS_READY)
 		return NCG_ECLOSED;
-	if ((rc = tls_conn_issue_ticket(x->x_tls, appdata, len)) != 0 ||
-	    (rc = xport_pull_tls(x)) != 0)
+	if ((rc = tls_conn_issue_ticket(x->x_tls, appdata, len)) != 0)
 		return rc;
 	xport_start_write(x);
 	return 0;

@@ -1424,7 +1424,6 @@ test_data(void **state)
 	struct peer cl = {0}, sv = {0};
 	size_t mib = 1024 * 1024, i;
 	uint8_t *big = malloc(mib);
-	BUF_MEM *bm;
 
 	(void)state;
 	assert_non_null(big);
@@ -1436,12 +1435,14 @@ test_data(void **state)
 	xfer(&sv, &cl, (const uint8_t *)"world!", 6, 6);
 	xfer(&cl, &sv, big, mib, 10007);
 	xfer(&sv, &cl, big, mib, 65536);
-	/* In one go; the emptied buffers must not stay at 1 MiB. */
+	/* In one go; the emptied queues must not stay at 1 MiB. */
 	xfer(&cl, &sv, big, mib, mib);
-	assert_int_equal(BIO_get_mem_ptr(cl.tc->c_wbio, &bm), 1);
-	assert_true(bm->max <= TLS_BIO_KEEP);
-	assert_int_equal(BIO_get_mem_ptr(sv.tc->c_rbio, &bm), 1);
-	assert_true(bm->max <= TLS_BIO_KEEP);
+	assert_true(cl.tc->c_wq.b_cap <= TLS_QUEUE_KEEP);
+	assert_true(sv.tc->c_rq.b_cap <= TLS_QUEUE_KEEP);
+	tls_conn_trim(cl.tc);
+	tls_conn_trim(sv.tc);
+	assert_int_equal(cl.tc->c_wq.b_cap, 0);
+	assert_int_equal(sv.tc->c_rq.b_cap, 0);
 	assert_int_equal(tls_conn_write(cl.tc, big, 0), 0);
 	assert_int_equal(tls_conn_pending(cl.tc), 0);
 	tls_conn_free(cl.tc);
@@ -1449,6 +1450,94 @@ test_data(void **state)
 	tls_ctx_free(cctx);
 	tls_ctx_free(sctx);
 	free(big);
+}
+
+/*
+ * The transport's way (xport.c): records go straight to a queue of its
+ * own, and ciphertext is lent from its read buffer, which it overwrites
+ * after each read.  Every way of cutting the stream into reads must give
+ * the same bytes, the unread tail of each loan being kept.
+ */
+static void
+test_lend_and_output(void **state)
+{
+	struct tls_ctx *cctx, *sctx;
+	struct peer cl = {0}, sv = {0};
+	struct buf out;
+	const size_t len = 200 * 1024;
+	const size_t cuts[] = {1, 5, 6, 4096, 16384 + 21, 16384 + 22, 65536};
+	uint8_t *data = malloc(len), *got = malloc(len), *rd;
+	size_t i, k, off, have;
+	ssize_t r;
+
+	(void)state;
+	assert_non_null(data);
+	assert_non_null(got);
+	for (i = 0; i < len; i++)
+		data[i] = (uint8_t)(i * 13 + (i >> 11));
+	pair(&cctx, &sctx, &cl, &sv);
+	buf_init(&out, 0);
+	tls_conn_set_output(cl.tc, &out);
+	for (k = 0; k < sizeof(cuts) / sizeof(cuts[0]); k++) {
+		assert_int_equal(tls_conn_write(cl.tc, data, len), 0);
+		/* Nothing waits inside the engine; it is all in out. */
+		assert_int_equal(tls_conn_pending(cl.tc), 0);
+		assert_true(buf_len(&out) > len);
+		have = 0;
+		for (off = 0; off < buf_len(&out); off += cuts[k]) {
+			size_t n = buf_len(&out) - off;
+
+			if (n > cuts[k])
+				n = cuts[k];
+			/* A fresh copy, destroyed after the loan. */
+			rd = malloc(n);
+			assert_non_null(rd);
+			memcpy(rd, buf_data(&out) + off, n);
+			assert_int_equal(tls_conn_lend(sv.tc, rd, n), 0);
+			r = -EAGAIN;
+			while (have < len &&
+			       (r = tls_conn_read(sv.tc, got + have,
+			                          len - have)) > 0)
+				have += (size_t)r;
+			assert_true(r > 0 || r == -EAGAIN);
+			assert_int_equal(tls_conn_keep(sv.tc), 0);
+			memset(rd, 0xee, n);
+			free(rd);
+		}
+		assert_int_equal(have, len);
+		assert_memory_equal(got, data, len);
+		buf_consume(&out, buf_len(&out));
+	}
+	/* Two loans in a row: the first one's tail is kept before the next. */
+	assert_int_equal(tls_conn_write(cl.tc, data, 1000), 0);
+	assert_true(buf_len(&out) > 100);
+	assert_int_equal(tls_conn_lend(sv.tc, buf_data(&out), 100), 0);
+	assert_int_equal(
+	    tls_conn_lend(sv.tc, buf_data(&out) + 100, buf_len(&out) - 100), 0);
+	r = tls_conn_read(sv.tc, got, len);
+	assert_int_equal(r, 1000);
+	assert_memory_equal(got, data, 1000);
+	assert_int_equal(tls_conn_keep(sv.tc), 0);
+	assert_int_equal(buf_len(&sv.tc->c_rq), 0);
+	/* Keeping without a loan does nothing. */
+	assert_int_equal(tls_conn_keep(sv.tc), 0);
+	assert_int_equal(tls_conn_read(sv.tc, got, len), -EAGAIN);
+	buf_consume(&out, buf_len(&out));
+	/* close_notify goes to the attached queue too. */
+	assert_int_equal(tls_conn_shutdown(cl.tc), 0);
+	assert_int_equal(tls_conn_pending(cl.tc), 0);
+	assert_true(buf_len(&out) > 0);
+	assert_int_equal(tls_conn_lend(sv.tc, buf_data(&out), buf_len(&out)),
+	                 0);
+	assert_int_equal(tls_conn_read(sv.tc, got, len), 0);
+	assert_int_equal(tls_conn_keep(sv.tc), 0);
+	tls_conn_free(cl.tc);
+	tls_conn_free(sv.tc);
+	tls_ctx_free(cctx);
+	tls_ctx_free(sctx);
+	buf_free(&out);
+	free(data);
+	free(got);
 }
 
 static void
@@ -1728,6 +1817,7 @@ main(void)
 	    cmocka_unit_test(test_files),
 	    cmocka_unit_test(test_conn_args),
 	    cmocka_unit_test(test_data),
+	    cmocka_unit_test(test_lend_and_output),
 	    cmocka_unit_test(test_close_notify),
 	    cmocka_unit_test(test_ctx_freed_first),
 	    cmocka_unit_test(test_mtls_good),
