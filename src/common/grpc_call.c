@@ -401,27 +401,58 @@ grpc__call_on_end_sent(struct h2conn *h, void *st)
 		                          c->ca_stream_id, NGHTTP2_NO_ERROR);
 }
 
+/*
+ * DATA payloads at least this long are not copied into nghttp2's frame
+ * buffer: nghttp2 writes the frame header and grpc__call_send_data()
+ * writes the payload straight from ca_wbuf (NGHTTP2_DATA_FLAG_NO_COPY).
+ * Over TLS the header then goes out as a record of its own, 31 bytes on
+ * the wire and a cipher call, which costs more than copying a short
+ * payload; so short ones are still copied.
+ */
+#define GRPC_NOCOPY_MIN 4096
+
+int
+grpc__call_send_data(struct h2conn *h, void *source, size_t len)
+{
+	struct grpc_call *c = source;
+	int rc;
+
+	if (len > buf_len(&c->ca_wbuf))
+		return -EINVAL; /* cannot be: call_read_cb() promised it */
+	rc = h2_write(h, buf_data(&c->ca_wbuf), len);
+	buf_consume(&c->ca_wbuf, len);
+	return rc;
+}
+
 static ssize_t
 call_read_cb(nghttp2_session *s, int32_t stream_id, uint8_t *out, size_t len,
              uint32_t *flags, nghttp2_data_source *src, void *ud)
 {
 	struct grpc_call *c = src->ptr;
-	size_t n = buf_len(&c->ca_wbuf);
+	size_t n = buf_len(&c->ca_wbuf), left;
 
 	(void)s;
 	(void)stream_id;
 	(void)ud;
 	if (n > len)
 		n = len;
-	if (n > 0) {
-		memcpy(out, buf_data(&c->ca_wbuf), n);
-		buf_consume(&c->ca_wbuf, n);
+	if (n >= GRPC_NOCOPY_MIN) {
+		/* Consumed by grpc__call_send_data(), which nghttp2 calls next.
+		 */
+		*flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+		left = buf_len(&c->ca_wbuf) - n;
+	} else {
+		if (n > 0) {
+			memcpy(out, buf_data(&c->ca_wbuf), n);
+			buf_consume(&c->ca_wbuf, n);
+		}
+		left = buf_len(&c->ca_wbuf);
 	}
-	if (c->ca_above_lowat && buf_len(&c->ca_wbuf) < GRPC_CALL_LOWAT) {
+	if (c->ca_above_lowat && left < GRPC_CALL_LOWAT) {
 		c->ca_above_lowat = 0;
 		c->ca_want_writable = 1;
 	}
-	if (buf_len(&c->ca_wbuf) > 0)
+	if (left > 0)
 		return (ssize_t)n;
 	if (c->ca_send != SEND_CLOSING) {
 		if (n > 0)

@@ -188,6 +188,7 @@ const struct h2_stream_ops grpc__h2_ops = {
     .on_headers_end = grpc__call_on_headers_end,
     .on_data = grpc__call_on_data,
     .on_data_end = grpc__call_on_data_end,
+    .on_send_data = grpc__call_send_data,
     .on_end_sent = grpc__call_on_end_sent,
     .on_stream_close = grpc__call_on_stream_close,
     .on_flushed = conn_on_flushed,

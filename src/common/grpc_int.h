@@ -169,6 +169,7 @@ void grpc__call_process(struct grpc_call *c);
 void grpc__call_on_data(struct h2conn *h, void *st, const uint8_t *data,
                         size_t len);
 void grpc__call_on_data_end(struct h2conn *h, void *st);
+int grpc__call_send_data(struct h2conn *h, void *source, size_t len);
 int grpc__call_on_header(struct h2conn *h, void *st, const nghttp2_nv *nv);
 void grpc__call_end_pending(struct grpc_call *c);
 void grpc__call_start_deadline(struct grpc_call *c, uv_loop_t *loop);

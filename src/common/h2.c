@@ -61,6 +61,7 @@ struct h2conn {
 	int c_err;
 	uint32_t c_goaway_sent; /* error code of a GOAWAY we sent, or 0 */
 	char c_reason[160];
+	int c_werr;        /* h2_write() failed inside nghttp2, or 0 */
 	nghttp2_mem c_mem; /* nghttp2's allocator, user data c */
 	int c_creating;    /* inside nghttp2_session_*_new3() */
 	void *c_fb;        /* nghttp2's frame buffer, whole pages */
@@ -256,6 +257,45 @@ cb_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *ud)
 }
 
 /*
+ * A DATA frame whose payload the stream left where it was
+ * (NGHTTP2_DATA_FLAG_NO_COPY): the frame header goes out here, and the
+ * stream's on_send_data writes the payload with h2_write().  Nothing else
+ * can come between: nghttp2 calls this right after the read callback, in
+ * the same nghttp2_session_mem_send().  As that call would go on to the
+ * next frame without returning, the transport's high-water mark is
+ * checked here too: PAUSE makes it return, and h2_run_flush() goes on
+ * once the transport has drained (on_xport_drain()), as when its own
+ * loop stops at the mark.  No padding: this connection sets no padding
+ * callback.
+ */
+static int
+cb_send_data(nghttp2_session *s, nghttp2_frame *f, const uint8_t *framehd,
+             size_t len, nghttp2_data_source *src, void *ud)
+{
+	struct h2conn *c = ud;
+
+	(void)s;
+	if (f->data.padlen != 0 || c->c_ops->on_send_data == NULL)
+		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	c->c_fb_dirty = 1;
+	if (h2_write(c, framehd, 9) != 0 ||
+	    c->c_ops->on_send_data(c, src->ptr, len) != 0)
+		return NGHTTP2_ERR_CALLBACK_FAILURE;
+	return xport_queued(c->c_xport) >= H2_HIGH_WATER ? NGHTTP2_ERR_PAUSE
+	                                                 : 0;
+}
+
+int
+h2_write(struct h2conn *c, const uint8_t *data, size_t len)
+{
+	int rc;
+
+	if ((rc = xport_write(c->c_xport, data, len)) != 0 && c->c_werr == 0)
+		c->c_werr = rc;
+	return rc;
+}
+
+/*
  * nghttp2 keeps a frame buffer of one maximum-size frame (16 KiB) for the
  * life of each session, whatever the traffic: on an idle device
  * connection, a third of what the connection costs.  Sessions get an
@@ -393,6 +433,17 @@ h2_framebuf_resident(const struct h2conn *c)
 /* Transport callbacks. */
 
 static void
+h2_write_failed(struct h2conn *c, int rc)
+{
+	char why[160];
+
+	snprintf(why, sizeof(why), "write to %s: %s", xport_peer(c->c_xport),
+	         xport_errmsg(c->c_xport)[0] != '\0' ? xport_errmsg(c->c_xport)
+	                                             : ncg_strerror(rc));
+	h2_close_xport(c, rc, why);
+}
+
+static void
 h2_run_flush(struct h2conn *c)
 {
 	const uint8_t *data;
@@ -404,6 +455,11 @@ h2_run_flush(struct h2conn *c)
 		c->c_depth++;
 		n = nghttp2_session_mem_send(c->c_session, &data);
 		c->c_depth--;
+		if (n < 0 && c->c_werr != 0) {
+			/* A payload written by cb_send_data() failed. */
+			h2_write_failed(c, c->c_werr);
+			return;
+		}
 		if (n < 0) {
 			h2_close_xport(c, NCG_EH2, nghttp2_strerror((int)n));
 			return;
@@ -411,15 +467,8 @@ h2_run_flush(struct h2conn *c)
 		if (n == 0)
 			break;
 		c->c_fb_dirty = 1;
-		if ((rc = xport_write(c->c_xport, data, (size_t)n)) != 0) {
-			char why[160];
-
-			snprintf(why, sizeof(why), "write to %s: %s",
-			         xport_peer(c->c_xport),
-			         xport_errmsg(c->c_xport)[0] != '\0'
-			             ? xport_errmsg(c->c_xport)
-			             : ncg_strerror(rc));
-			h2_close_xport(c, rc, why);
+		if ((rc = h2_write(c, data, (size_t)n)) != 0) {
+			h2_write_failed(c, rc);
 			return;
 		}
 	}
@@ -715,6 +764,7 @@ h2_new(const struct h2_opts *opts, const struct h2_stream_ops *ops, void *arg,
 	                                                       cb_stream_close);
 	nghttp2_session_callbacks_set_on_frame_send_callback(cbs,
 	                                                     cb_frame_send);
+	nghttp2_session_callbacks_set_send_data_callback(cbs, cb_send_data);
 	if (nghttp2_option_new(&nopt) != 0) {
 		nghttp2_session_callbacks_del(cbs);
 		free(c);

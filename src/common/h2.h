@@ -39,6 +39,14 @@ struct h2_stream_ops {
 	                size_t len);
 	/* END_STREAM on a DATA frame. */
 	void (*on_data_end)(struct h2conn *c, void *st);
+	/*
+	 * A stream's data read callback set NGHTTP2_DATA_FLAG_NO_COPY and
+	 * returned len: the 9-byte frame header is out, and the stream now
+	 * writes exactly len bytes of payload with h2_write() (source is the
+	 * data source's ptr).  Returns 0, or nonzero to end the connection.
+	 * May be NULL if no stream uses NO_COPY.
+	 */
+	int (*on_send_data)(struct h2conn *c, void *source, size_t len);
 	/* A frame with END_STREAM went out on the stream.  May be NULL. */
 	void (*on_end_sent)(struct h2conn *c, void *st);
 	/* Stream closed (error_code is the HTTP/2 code, 0 if clean). */
@@ -124,6 +132,12 @@ void h2_defer(struct h2conn *c);
  * For tests and benchmarks.
  */
 size_t h2_framebuf_resident(const struct h2conn *c);
+
+/*
+ * Writes bytes of a frame to the transport, for on_send_data only.
+ * Returns 0, or the transport's error, which also ends the connection.
+ */
+int h2_write(struct h2conn *c, const uint8_t *data, size_t len);
 
 /* Acknowledges n bytes of stream_id's DATA as processed (flow control). */
 void h2_consume(struct h2conn *c, int32_t stream_id, size_t n);

@@ -111,6 +111,15 @@ struct env {
 	const uint8_t *e_body; /* what the peer's DATA provider sends */
 	size_t e_bodylen;
 	size_t e_bodyoff;
+	size_t e_peer_data;  /* DATA bytes the peer received */
+	int e_peer_data_bad; /* ... that differed from the pattern */
+
+	/* h2.c's response body, sent without a copy (on_send_data) */
+	size_t e_out_len;
+	size_t e_out_off;  /* handed to nghttp2 by out_body() */
+	size_t e_out_sent; /* written by on_send_data() */
+	int e_out_frames;  /* on_send_data() calls */
+	size_t e_out_maxq; /* most bytes the transport held after one */
 };
 
 /* Marks an h2_* call of the test: no callback may run inside it. */
@@ -277,7 +286,33 @@ on_closed(struct h2conn *c, int err, const char *reason, void *arg)
 	e->e_x = NULL;
 }
 
+/* Writes the payload out_body() left in place: the pattern from there. */
+static int
+on_send_data(struct h2conn *c, void *source, size_t len)
+{
+	struct env *e = source;
+	uint8_t chunk[1024];
+	size_t i, n, q;
+
+	check_outside(e);
+	e->e_out_frames++;
+	while (len > 0) {
+		n = len < sizeof(chunk) ? len : sizeof(chunk);
+		for (i = 0; i < n; i++)
+			chunk[i] = pattern(e->e_out_sent + i);
+		if (h2_write(c, chunk, n) != 0)
+			return -1;
+		e->e_out_sent += n;
+		len -= n;
+	}
+	q = xport_queued(e->e_x);
+	if (q > e->e_out_maxq)
+		e->e_out_maxq = q;
+	return 0;
+}
+
 static const struct h2_stream_ops test_ops = {
+    .on_send_data = on_send_data,
     .on_ready = on_ready,
     .on_stream_open = on_stream_open,
     .on_header = on_header,
@@ -327,6 +362,23 @@ peer_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
 	default:
 		break;
 	}
+	return 0;
+}
+
+static int
+peer_data(nghttp2_session *s, uint8_t flags, int32_t id, const uint8_t *data,
+          size_t len, void *ud)
+{
+	struct env *e = ud;
+	size_t i;
+
+	(void)s;
+	(void)flags;
+	(void)id;
+	for (i = 0; i < len; i++)
+		if (data[i] != pattern(e->e_peer_data + i))
+			e->e_peer_data_bad++;
+	e->e_peer_data += len;
 	return 0;
 }
 
@@ -435,6 +487,8 @@ env_init(struct env *e, int server, const struct h2_opts *o, int no_ping_ack)
 	                                                     peer_frame_recv);
 	nghttp2_session_callbacks_set_on_stream_close_callback(
 	    cbs, peer_stream_close);
+	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs,
+	                                                          peer_data);
 	assert_int_equal(nghttp2_option_new(&nopt), 0);
 	nghttp2_option_set_no_auto_ping_ack(nopt, no_ping_ack);
 	if (server)
@@ -667,6 +721,77 @@ test_framebuf_trim(void **state)
 		RUN_UNTIL(&e.e_tl, h2_framebuf_resident(e.e_c) == 0);
 	}
 	assert_int_equal(e.e_peer_bad, 0);
+	env_done(&e);
+}
+
+/* h2.c's response body: every frame's payload left in place (NO_COPY). */
+static ssize_t
+out_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len,
+         uint32_t *flags, nghttp2_data_source *src, void *ud)
+{
+	struct env *e = src->ptr;
+	size_t n = e->e_out_len - e->e_out_off;
+
+	(void)s;
+	(void)id;
+	(void)buf;
+	(void)ud;
+	if (n > len)
+		n = len;
+	e->e_out_off += n;
+	*flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+	if (e->e_out_off == e->e_out_len)
+		*flags |= NGHTTP2_DATA_FLAG_EOF;
+	return (ssize_t)n;
+}
+
+/*
+ * DATA frames whose payload the stream writes itself (NO_COPY): the peer
+ * gets every byte in order, and the transport never holds much more than
+ * h2.c's high-water mark (256 KiB), although nghttp2 would send the whole
+ * 4 MiB window in one nghttp2_session_mem_send() if nothing stopped it.
+ */
+static void
+test_data_nocopy(void **state)
+{
+	static const nghttp2_nv resp[] = {
+	    {(uint8_t *)(uintptr_t) ":status", (uint8_t *)(uintptr_t) "200", 7,
+	     3, NGHTTP2_NV_FLAG_NONE},
+	};
+	const size_t body = 3 * 1024 * 1024, win = 4 * 1024 * 1024;
+	nghttp2_data_provider prd;
+	struct env e;
+	int32_t id;
+
+	(void)state;
+	env_init(&e, 1, NULL, 0);
+	env_up(&e);
+	id = peer_request(&e, 0, 0);
+	RUN_UNTIL(&e.e_tl, e.e_nst == 1 && e.e_st[0].t_headers_end == 1);
+	/* The peer opens its windows wide: only the mark can stop a flush. */
+	assert_int_equal(nghttp2_session_set_local_window_size(
+	                     e.e_peer, NGHTTP2_FLAG_NONE, 0, (int32_t)win),
+	                 0);
+	assert_int_equal(nghttp2_session_set_local_window_size(
+	                     e.e_peer, NGHTTP2_FLAG_NONE, id, (int32_t)win),
+	                 0);
+	RUN_UNTIL(&e.e_tl, nghttp2_session_get_stream_remote_window_size(
+	                       h2_session(e.e_c), id) > 1024 * 1024);
+	e.e_out_len = body;
+	prd.source.ptr = &e;
+	prd.read_callback = out_body;
+	assert_int_equal(
+	    nghttp2_submit_response(h2_session(e.e_c), id, resp, 1, &prd), 0);
+	CALL(&e, h2_flush(e.e_c));
+	RUN_UNTIL(&e.e_tl,
+	          e.e_peer_stream_closes == 0 && e.e_peer_data == body);
+	assert_int_equal(e.e_peer_data_bad, 0);
+	assert_int_equal(e.e_out_sent, body);
+	/* 16 KiB frames, each written by on_send_data(). */
+	assert_int_equal(e.e_out_frames, (int)(body / 16384));
+	/* At most one frame past the mark. */
+	assert_true(e.e_out_maxq <= 256 * 1024 + 16384 + 9);
+	assert_true(e.e_out_maxq >= 256 * 1024);
 	env_done(&e);
 }
 
@@ -1134,6 +1259,7 @@ main(int argc, char **argv)
 	    cmocka_unit_test(test_settings_client),
 	    cmocka_unit_test(test_flush_batching),
 	    cmocka_unit_test(test_framebuf_trim),
+	    cmocka_unit_test(test_data_nocopy),
 	    cmocka_unit_test(test_shutdown),
 	    cmocka_unit_test(test_close_error),
 	    cmocka_unit_test(test_close_clean),
