@@ -849,33 +849,54 @@ call_drop_input(struct grpc_call *c)
  * Delivers complete messages while the call is not paused, releasing flow
  * control for what the deframer took.
  */
+/* Hands over the message the deframer holds, if any; 1 if there was one. */
+static int
+call_deliver_one(struct grpc_call *c)
+{
+	uint8_t *msg;
+	size_t len;
+
+	if (!grpc_deframer_take(&c->ca_df, &msg, &len))
+		return 0;
+	if (c->ca_ops != NULL && c->ca_ops->on_message != NULL)
+		c->ca_ops->on_message(c, msg, len, c->ca_arg);
+	free(msg);
+	return 1;
+}
+
+/* The deframer refused the input (n < 0): the call fails. */
+static void
+call_bad_input(struct grpc_call *c, ssize_t n)
+{
+	const char *why;
+	int st = deframe_status(n, &why);
+
+	if (n == -EMSGSIZE && c->ca_server)
+		grpc__conn_report_limit(c->ca_conn, GRPC_LIMIT_MESSAGE);
+	call_drop_input(c);
+	call_fail(c, st, why);
+}
+
+static int
+call_delivering(const struct grpc_call *c)
+{
+	return c->ca_deliver == DELIVER_RUNNING && c->ca_life != LIFE_ENDED;
+}
+
 void
 grpc__call_process(struct grpc_call *c)
 {
-	const char *why;
-	uint8_t *msg;
-	size_t len;
 	ssize_t n;
 
-	while (c->ca_deliver == DELIVER_RUNNING && c->ca_life != LIFE_ENDED) {
-		if (grpc_deframer_take(&c->ca_df, &msg, &len)) {
-			if (c->ca_ops != NULL && c->ca_ops->on_message != NULL)
-				c->ca_ops->on_message(c, msg, len, c->ca_arg);
-			free(msg);
+	while (call_delivering(c)) {
+		if (call_deliver_one(c))
 			continue;
-		}
 		if (buf_len(&c->ca_rbuf) == 0)
 			break;
 		n = grpc_deframer_feed(&c->ca_df, buf_data(&c->ca_rbuf),
 		                       buf_len(&c->ca_rbuf));
 		if (n < 0) {
-			int st = deframe_status(n, &why);
-
-			if (n == -EMSGSIZE && c->ca_server)
-				grpc__conn_report_limit(c->ca_conn,
-				                        GRPC_LIMIT_MESSAGE);
-			call_drop_input(c);
-			call_fail(c, st, why);
+			call_bad_input(c, n);
 			return;
 		}
 		buf_consume(&c->ca_rbuf, (size_t)n);
@@ -909,6 +930,7 @@ grpc__call_on_data(struct h2conn *h, void *st, const uint8_t *data, size_t len)
 {
 	struct grpc_call *c = st;
 	struct grpc_conn *conn = c->ca_conn;
+	ssize_t n;
 	int rc;
 
 	if (c->ca_deliver == DELIVER_DROPPED || c->ca_life == LIFE_ENDED ||
@@ -927,7 +949,27 @@ grpc__call_on_data(struct h2conn *h, void *st, const uint8_t *data, size_t len)
 		          "too much request data before authentication");
 		return;
 	}
-	if ((rc = buf_append(&c->ca_rbuf, data, len)) != 0) {
+	/*
+	 * While nothing waits in ca_rbuf and messages are being delivered,
+	 * the deframer reads straight from nghttp2's buffer; only what a
+	 * paused or ended delivery leaves is queued.  One copy less.
+	 */
+	while (len > 0 && buf_len(&c->ca_rbuf) == 0 && call_delivering(c)) {
+		if (call_deliver_one(c))
+			continue;
+		if ((n = grpc_deframer_feed(&c->ca_df, data, len)) < 0) {
+			h2_consume(h, c->ca_stream_id, len);
+			call_bad_input(c, n);
+			return;
+		}
+		if (n == 0)
+			break;
+		data += n;
+		len -= (size_t)n;
+		h2_consume(h, c->ca_stream_id, (size_t)n);
+		call_account(c);
+	}
+	if (len > 0 && (rc = buf_append(&c->ca_rbuf, data, len)) != 0) {
 		h2_consume(h, c->ca_stream_id, len);
 		call_fail(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
 		return;
