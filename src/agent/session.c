@@ -219,7 +219,19 @@ on_settled(uv_timer_t *t)
 	int sig = s->se_held_sig;
 
 	if (s->se_proc != NULL && sig != 0) {
-		/* The line before it has been read by now: signal, settle. */
+		/*
+		 * The line before it must have been read whole: a shell
+		 * descheduled after the first byte of "exit" would otherwise
+		 * lose the "e" to the signal and run "xit".  A fixed wait was
+		 * not enough on a loaded machine.
+		 */
+		if ((proc_queued(s->se_proc) > 0 ||
+		     proc_input_unread(s->se_proc) > 0) &&
+		    session_now(s) - s->se_last_input <
+		        SESSION_SIGNAL_SETTLE_MAX_MS) {
+			session_hold_input(s, SESSION_SIGNAL_STEP_MS);
+			return;
+		}
 		s->se_held_sig = 0;
 		shell_kill(s, sig);
 		return;
@@ -533,8 +545,10 @@ hold_line(struct session *s, const ProtobufCBinaryData *cmd, uint64_t wait)
  * A signal for a shell.  It goes first and its line waits until the shell
  * has settled (a line and a signal together are a hang-up: the line is
  * "exit" and must not be cut by the signal).  A signal alone that follows a
- * line the shell may still be reading at its prompt waits until the line
- * has settled, for the same reason.  Either way, later input waits until
+ * line the shell may still be reading at its prompt waits until the shell
+ * has read that line whole (the pty holds none of it) and at least
+ * SESSION_SIGNAL_SETTLE_MS have passed since it, for the same reason; at
+ * most SESSION_SIGNAL_SETTLE_MAX_MS.  Either way, later input waits until
  * the shell has finished with the signal.
  */
 static int
@@ -546,10 +560,15 @@ shell_signal(struct session *s, int sig, const ProtobufCBinaryData *cmd)
 	if (cmd != NULL) {
 		if (hold_line(s, cmd, 0) != 0)
 			return -ENOMEM;
-	} else if (s->se_last_input != 0 && since < SESSION_SIGNAL_SETTLE_MS &&
-	           proc_foreground_is_leader(s->se_proc)) {
+	} else if (s->se_last_input != 0 &&
+	           proc_foreground_is_leader(s->se_proc) &&
+	           (since < SESSION_SIGNAL_SETTLE_MS ||
+	            (since < SESSION_SIGNAL_SETTLE_MAX_MS &&
+	             proc_input_unread(s->se_proc) > 0))) {
 		s->se_held_sig = sig;
-		session_hold_input(s, SESSION_SIGNAL_SETTLE_MS - since);
+		session_hold_input(s, since < SESSION_SIGNAL_SETTLE_MS
+		                          ? SESSION_SIGNAL_SETTLE_MS - since
+		                          : SESSION_SIGNAL_STEP_MS);
 		return 0;
 	}
 	shell_kill(s, sig);

@@ -1184,6 +1184,29 @@ proc_foreground_is_leader(const struct proc *p)
 	       tcgetpgrp(p->p_master) == p->p_pid;
 }
 
+size_t
+proc_input_unread(const struct proc *p)
+{
+	int fd, n = 0;
+
+	if (!p->p_pty || p->p_state != PS_RUNNING)
+		return 0;
+	/*
+	 * The count lives on the slave's side of the pty: open the slave
+	 * from the master (no path lookup), ask, and close it again.  The
+	 * child holds the slave too, so this close is not the last one; if
+	 * the child has just exited, the close ends the pty as its exit did.
+	 */
+	fd = ioctl(p->p_master, TIOCGPTPEER,
+	           O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+	if (fd == -1)
+		return 0;
+	if (ioctl(fd, FIONREAD, &n) == -1 || n < 0)
+		n = 0;
+	close(fd);
+	return (size_t)n;
+}
+
 int
 proc_resize(struct proc *p, unsigned short rows, unsigned short cols)
 {

@@ -110,6 +110,14 @@ int proc_foreground_is_leader(const struct proc *p);
 #define PROC_PTY_LINE_MAX 4095
 size_t proc_line_max(const struct proc *p);
 
+/*
+ * Bytes written to the child's pty that it has not read yet (in canonical
+ * mode, those of complete lines), as its own FIONREAD would say.  0
+ * without a pty, once the child is gone, or when the pty cannot be asked.
+ * It opens and closes the slave: for occasional checks, not every byte.
+ */
+size_t proc_input_unread(const struct proc *p);
+
 /* Sets the pty window size (ignored without a pty).  0 or -errno. */
 int proc_resize(struct proc *p, unsigned short rows, unsigned short cols);
 

@@ -164,6 +164,50 @@ while True:
 """
 
 
+# A shell that reads as bash's line editor does: the terminal in
+# non-canonical mode, one byte per read(), and SIGINT discards the line read
+# so far.  It stalls after the first byte of each line, as bash does when
+# it loses its core on a loaded machine; "exit" cut by a signal there runs
+# as "xit".
+BYTE_SHELL = r"""#!/usr/bin/python3
+import os, signal, sys, termios, time
+
+class Intr(Exception):
+    pass
+
+def on_int(sig, frame):
+    raise Intr()
+
+signal.signal(signal.SIGINT, on_int)
+t = termios.tcgetattr(0)
+t[3] &= ~(termios.ICANON | termios.ECHO)
+t[6][termios.VMIN] = 1
+t[6][termios.VTIME] = 0
+termios.tcsetattr(0, termios.TCSANOW, t)
+os.write(1, b"byte$ ")
+line = b""
+while True:
+    try:
+        c = os.read(0, 1)
+        if not c:
+            sys.exit(0)
+        if c in (b"\n", b"\r"):
+            cmd, line = line.strip(), b""
+            if cmd == b"exit":
+                sys.exit(0)
+            if cmd:
+                os.write(1, cmd + b": command not found\r\n")
+            os.write(1, b"byte$ ")
+            continue
+        line += c
+        if len(line) == 1:
+            time.sleep(0.4)
+    except Intr:
+        line = b""
+        os.write(1, b"^C\r\nbyte$ ")
+"""
+
+
 class SlowShellTest(Base):
     """A signal, then "exit", to a shell that takes its time with the
     signal: the agent holds the line until the shell has answered the
@@ -171,16 +215,41 @@ class SlowShellTest(Base):
 
     def setUp(self):
         super().setUp()
-        self.nms = self.new_nms({"slow1": "slow-secret", "slow2": "slow-secret"})
+        self.nms = self.new_nms({"slow1": "slow-secret", "slow2": "slow-secret",
+                                 "slow3": "slow-secret"})
         self.agent = self.new_agent(self.nms, "slow1", "slow-secret",
                                     ['shell "%s";' % self.shell("slowshell", 0)])
 
-    def shell(self, name, early):
+    def shell(self, name, early, text=None):
         path = os.path.join(self.tmp, name)
         with open(path, "w") as f:
-            f.write(SLOW_SHELL.replace("EARLY = 0", "EARLY = %d" % early))
+            f.write(text or SLOW_SHELL.replace("EARLY = 0", "EARLY = %d" % early))
         os.chmod(path, 0o755)
         return path
+
+    def test_line_then_signal_slow_reader(self):
+        """ "exit", then SIGINT in a message of its own at once, to a shell
+        still reading the line 0.4 s later: the signal waits until the
+        shell has read the whole line, which ends it.  With a fixed wait
+        (0.1 s) the signal cut the line and the shell ran "xit"."""
+        a = self.new_agent(self.nms, "slow3", "slow-secret",
+                           ['shell "%s";' % self.shell("byteshell", 0, BYTE_SHELL)])
+        for i in range(REPEAT):
+            sess = self.nms.open_session("slow3", "csh", 15)
+            sess.read_until(b"byte$ ", 15)
+            sess.send_csh("exit")
+            try:
+                sess.send_kill(2)
+            except NMSError:
+                pass  # the shell read its exit first: over already
+            self.assertTrue(sess.ended.wait(10), "the session did not end; output %r; "
+                            "agent log:\n%s" % (sess.peek()[-200:], a.log_tail(10)))
+            self.assertNotIn("command not found", sess.peek())
+            self.assertNotIn("^C", sess.peek())
+            self.assertEqual(sess.end_reason, "eof")
+            wait_until(lambda: not sessions_of(a.pid, names=("byteshell",)),
+                       CLEANUP_BOUND, "the byte shell gone")
+            sess.close()
 
     def test_answer_in_two_pieces(self):
         """The shell answers the signal at once ("^C") and takes it only
