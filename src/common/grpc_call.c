@@ -930,6 +930,8 @@ grpc__call_on_data(struct h2conn *h, void *st, const uint8_t *data, size_t len)
 {
 	struct grpc_call *c = st;
 	struct grpc_conn *conn = c->ca_conn;
+	const uint8_t *msg;
+	size_t mlen;
 	ssize_t n;
 	int rc;
 
@@ -951,12 +953,25 @@ grpc__call_on_data(struct h2conn *h, void *st, const uint8_t *data, size_t len)
 	}
 	/*
 	 * While nothing waits in ca_rbuf and messages are being delivered,
-	 * the deframer reads straight from nghttp2's buffer; only what a
-	 * paused or ended delivery leaves is queued.  One copy less.
+	 * a message that lies whole in this chunk is handed over where it
+	 * is, and the deframer reads the pieces of the others straight from
+	 * nghttp2's buffer; only what a paused or ended delivery leaves is
+	 * queued.  on_message gets the message for the time of the call only,
+	 * as it does from the deframer.
 	 */
 	while (len > 0 && buf_len(&c->ca_rbuf) == 0 && call_delivering(c)) {
 		if (call_deliver_one(c))
 			continue;
+		if ((n = grpc_deframer_whole(&c->ca_df, data, len, &msg,
+		                             &mlen)) > 0) {
+			/* Whole in this chunk: handed over where it lies. */
+			data += n;
+			len -= (size_t)n;
+			h2_consume(h, c->ca_stream_id, (size_t)n);
+			if (c->ca_ops != NULL && c->ca_ops->on_message != NULL)
+				c->ca_ops->on_message(c, msg, mlen, c->ca_arg);
+			continue;
+		}
 		if ((n = grpc_deframer_feed(&c->ca_df, data, len)) < 0) {
 			h2_consume(h, c->ca_stream_id, len);
 			call_bad_input(c, n);

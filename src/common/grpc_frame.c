@@ -139,6 +139,27 @@ grpc_deframer_feed(struct grpc_deframer *d, const uint8_t *data, size_t len)
 	return (ssize_t)off;
 }
 
+ssize_t
+grpc_deframer_whole(struct grpc_deframer *d, const uint8_t *data, size_t len,
+                    const uint8_t **msg, size_t *mlen)
+{
+	uint32_t n;
+
+	if (d->df_error != 0)
+		return d->df_error;
+	/* Only between messages; anything unusual is feed()'s to judge. */
+	if (d->df_complete || d->df_hdr_have != 0 || len < GRPC_FRAME_HDR_LEN ||
+	    data[0] != 0)
+		return 0;
+	n = (uint32_t)data[1] << 24 | (uint32_t)data[2] << 16 |
+	    (uint32_t)data[3] << 8 | (uint32_t)data[4];
+	if (n > d->df_max || n > len - GRPC_FRAME_HDR_LEN)
+		return 0;
+	*msg = data + GRPC_FRAME_HDR_LEN;
+	*mlen = n;
+	return (ssize_t)(GRPC_FRAME_HDR_LEN + n);
+}
+
 int
 grpc_deframer_take(struct grpc_deframer *d, uint8_t **msg, size_t *len)
 {

@@ -45,6 +45,19 @@ ssize_t grpc_deframer_feed(struct grpc_deframer *d, const uint8_t *data,
                            size_t len);
 
 /*
+ * The copy-free way for a message that lies whole in data: when d is
+ * between messages (nothing fed of the next one) and data starts with a
+ * well-formed prefix and the whole body it announces, within the maximum,
+ * sets *msg to the body inside data and *mlen to its length, and returns
+ * the bytes it spans (prefix and body); d does not change.  Returns 0 when
+ * that is not so (a message cut by the end of data, a bad flag byte, a
+ * message too big, or d in the middle of one): feed the bytes then, which
+ * also reports what is wrong.  Returns d's sticky error if it has one.
+ */
+ssize_t grpc_deframer_whole(struct grpc_deframer *d, const uint8_t *data,
+                            size_t len, const uint8_t **msg, size_t *mlen);
+
+/*
  * If a whole message is waiting, hands it over: *msg (malloc'd, the caller
  * frees it; non-NULL even for an empty message) and *len, and returns 1.
  * Returns 0 if no message is complete.

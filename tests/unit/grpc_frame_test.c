@@ -345,6 +345,65 @@ test_high_bit_length(void **state)
 	grpc_deframer_free(&d);
 }
 
+/*
+ * grpc_deframer_whole(): a message that lies whole in the input is handed
+ * over in place; everything else is left to feed(), which still reports
+ * what is wrong.
+ */
+static void
+test_whole_in_place(void **state)
+{
+	struct grpc_deframer d;
+	/* "abc", an empty message, and "xy". */
+	uint8_t two[] = {0, 0, 0, 0, 3, 'a', 'b', 'c', 0,   0,
+	                 0, 0, 0, 0, 0, 0,   0,   2,   'x', 'y'};
+	uint8_t bad[] = {1, 0, 0, 0, 1, 'a'};
+	uint8_t big[] = {0,   0,   0,   0,   9,   'a', 'b',
+	                 'c', 'd', 'e', 'f', 'g', 'h', 'i'};
+	const uint8_t *msg;
+	uint8_t *got;
+	size_t mlen, len;
+
+	(void)state;
+	grpc_deframer_init(&d, 8);
+	/* "abc", then an empty message: both in place. */
+	assert_int_equal(grpc_deframer_whole(&d, two, sizeof(two), &msg, &mlen),
+	                 8);
+	assert_ptr_equal(msg, two + 5);
+	assert_int_equal(mlen, 3);
+	assert_int_equal(grpc_deframer_whole(&d, two + 8, 5, &msg, &mlen), 5);
+	assert_ptr_equal(msg, two + 13);
+	assert_int_equal(mlen, 0);
+	/* Cut by the end of the input: 0, and feed() takes it in pieces. */
+	assert_int_equal(grpc_deframer_whole(&d, two + 13, 6, &msg, &mlen), 0);
+	assert_int_equal(grpc_deframer_whole(&d, two + 13, 4, &msg, &mlen), 0);
+	assert_int_equal(grpc_deframer_feed(&d, two + 13, 6), 6);
+	/* In the middle of a message: 0, even with a whole one after it. */
+	assert_int_equal(grpc_deframer_whole(&d, two, sizeof(two), &msg, &mlen),
+	                 0);
+	assert_int_equal(grpc_deframer_feed(&d, two + 19, 1), 1);
+	assert_int_equal(grpc_deframer_take(&d, &got, &len), 1);
+	assert_int_equal(len, 2);
+	assert_memory_equal(got, "xy", 2);
+	free(got);
+	/* Over the maximum (8), or a bad flag: 0 here, the error in feed(). */
+	assert_int_equal(grpc_deframer_whole(&d, big, sizeof(big), &msg, &mlen),
+	                 0);
+	assert_int_equal(grpc_deframer_whole(&d, bad, sizeof(bad), &msg, &mlen),
+	                 0);
+	assert_int_equal(grpc_deframer_feed(&d, big, sizeof(big)), -EMSGSIZE);
+	/* The error is sticky here too. */
+	assert_int_equal(grpc_deframer_whole(&d, two, sizeof(two), &msg, &mlen),
+	                 -EMSGSIZE);
+	grpc_deframer_free(&d);
+	grpc_deframer_init(&d, 8);
+	assert_int_equal(grpc_deframer_whole(&d, bad, sizeof(bad), &msg, &mlen),
+	                 0);
+	assert_int_equal(grpc_deframer_feed(&d, bad, sizeof(bad)),
+	                 -EPROTONOSUPPORT);
+	grpc_deframer_free(&d);
+}
+
 static void
 test_flags(void **state)
 {
@@ -487,6 +546,7 @@ main(void)
 	    cmocka_unit_test(test_grows_as_bytes_arrive),
 	    cmocka_unit_test(test_high_bit_length),
 	    cmocka_unit_test(test_flags),
+	    cmocka_unit_test(test_whole_in_place),
 	    cmocka_unit_test(test_partial),
 	    cmocka_unit_test(test_header),
 	    cmocka_unit_test(test_free_midway),
