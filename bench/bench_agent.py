@@ -37,6 +37,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "agent"))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "interop"))
 
+# grpcio must not run pthread_atfork handlers: the harness forks (subprocess)
+# while its threads run, and the handler once waited forever in fork().
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 import grpc  # noqa: E402
 
 from agentlib import Addr, Agent, Client, sh_prepare  # noqa: E402

@@ -34,6 +34,9 @@ import threading
 import time
 from concurrent import futures
 
+# grpcio must not run pthread_atfork handlers: the harness forks (subprocess)
+# while its threads run, and the handler once waited forever in fork().
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 import grpc
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -20,6 +20,9 @@ import unittest  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+# grpcio must not run pthread_atfork handlers: the harness forks (subprocess)
+# while its threads run, and the handler once waited forever in fork().
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 import grpc  # noqa: E402
 import test_agent  # noqa: E402
 from agentlib import Client  # noqa: E402

@@ -25,6 +25,9 @@ import unittest  # noqa: E402
 import uuid  # noqa: E402
 
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+# grpcio must not run pthread_atfork handlers: the harness forks (subprocess)
+# while its threads run, and the handler once waited forever in fork().
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 import grpc  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -30,6 +30,9 @@ import devemu  # noqa: E402
 import srvlib  # noqa: E402
 
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+# grpcio must not run pthread_atfork handlers: the harness forks (subprocess)
+# while its threads run, and the handler once waited forever in fork().
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 import grpc  # noqa: E402
 
 IO_TIMEOUT = 10

@@ -53,6 +53,9 @@ for _d in ("server", "agent", "interop"):
     sys.path.insert(0, os.path.join(HERE, "..", _d))
 
 import agentlib  # noqa: E402
+# grpcio must not run pthread_atfork handlers: the harness forks (subprocess)
+# while its threads run, and the handler once waited forever in fork().
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 import grpc  # noqa: E402
 import srvlib  # noqa: E402
 
