@@ -26,7 +26,14 @@
 
 #include "grpc.h"
 
-#define SESSION_CHUNK (16 * 1024)
+/*
+ * Output goes up in messages of at most this many bytes: with the 5-byte
+ * gRPC prefix and the 3 bytes of the message field's tag and length, a
+ * full one is 16,384 bytes, one DATA frame of the default size, which the
+ * transport starts at a message boundary (grpc_call.c, call_frame_len()):
+ * the server takes it from the frame without copying it.
+ */
+#define SESSION_CHUNK (16 * 1024 - 8)
 
 enum session_type {
 	SESSION_NETCONF = 0,

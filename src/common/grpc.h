@@ -162,6 +162,14 @@ int grpc_conn_peer_uid(const struct grpc_conn *conn, uid_t *uid);
 
 /* "ADDR:PORT" of the peer, or "unix": for messages. */
 const char *grpc_conn_peer(const struct grpc_conn *conn);
+
+/*
+ * Messages received on the connection's calls so far: those handed to
+ * on_message where they lay in a DATA frame, and those a deframer
+ * reassembled (one copy more).  For tests and benchmarks.
+ */
+void grpc_conn_rx_counts(const struct grpc_conn *conn, uint64_t *inplace,
+                         uint64_t *copied);
 /* The peer's address, whole (addr.h): for decisions keyed by address. */
 const struct peer *grpc_conn_peer_addr(const struct grpc_conn *conn);
 /* TLS session resumption of the connection's transport (xport.h). */

@@ -411,6 +411,61 @@ grpc__call_on_end_sent(struct h2conn *h, void *st)
  */
 #define GRPC_NOCOPY_MIN 4096
 
+/*
+ * The bytes of the message whose prefix starts off bytes into ca_wbuf,
+ * prefix included.  Messages are queued whole, so the prefix is there; if
+ * it were not, the rest of the queue counts as one message.
+ */
+static size_t
+wmsg_span(const struct grpc_call *c, size_t off)
+{
+	const uint8_t *p;
+	size_t have;
+
+	if (off >= buf_len(&c->ca_wbuf))
+		return 1;
+	p = buf_data(&c->ca_wbuf) + off;
+	if ((have = buf_len(&c->ca_wbuf) - off) < GRPC_FRAME_HDR_LEN)
+		return have;
+	return GRPC_FRAME_HDR_LEN + ((size_t)p[1] << 24 | (size_t)p[2] << 16 |
+	                             (size_t)p[3] << 8 | (size_t)p[4]);
+}
+
+/* n bytes taken from ca_wbuf for a DATA frame. */
+static void
+call_taken(struct grpc_call *c, size_t n)
+{
+	size_t b = c->ca_wmsg;
+
+	while (b < n)
+		b += wmsg_span(c, b);
+	c->ca_wmsg = b - n;
+	buf_consume(&c->ca_wbuf, n);
+}
+
+/*
+ * The length of the next DATA frame, at most len.  When more is queued
+ * than one frame takes, the frame ends at the last message boundary
+ * inside it if the message starting there fits a frame of its own: so a
+ * message that fits a frame arrives whole in one, and the receiver takes
+ * it from there without a copy (grpc_deframer_whole()).  A message longer
+ * than a frame straddles frames whatever is done, and the frames are
+ * filled then.
+ */
+static size_t
+call_frame_len(const struct grpc_call *c, size_t len)
+{
+	size_t b = c->ca_wmsg, next;
+
+	if (buf_len(&c->ca_wbuf) <= len)
+		return buf_len(&c->ca_wbuf);
+	if (b > len)
+		return len;
+	while ((next = b + wmsg_span(c, b)) <= len)
+		b = next;
+	return b > 0 && next - b <= len ? b : len;
+}
+
 int
 grpc__call_send_data(struct h2conn *h, void *source, size_t len)
 {
@@ -420,7 +475,7 @@ grpc__call_send_data(struct h2conn *h, void *source, size_t len)
 	if (len > buf_len(&c->ca_wbuf))
 		return -EINVAL; /* cannot be: call_read_cb() promised it */
 	rc = h2_write(h, buf_data(&c->ca_wbuf), len);
-	buf_consume(&c->ca_wbuf, len);
+	call_taken(c, len);
 	return rc;
 }
 
@@ -429,13 +484,11 @@ call_read_cb(nghttp2_session *s, int32_t stream_id, uint8_t *out, size_t len,
              uint32_t *flags, nghttp2_data_source *src, void *ud)
 {
 	struct grpc_call *c = src->ptr;
-	size_t n = buf_len(&c->ca_wbuf), left;
+	size_t n = call_frame_len(c, len), left;
 
 	(void)s;
 	(void)stream_id;
 	(void)ud;
-	if (n > len)
-		n = len;
 	if (n >= GRPC_NOCOPY_MIN) {
 		/* Consumed by grpc__call_send_data(), which nghttp2 calls next.
 		 */
@@ -444,7 +497,7 @@ call_read_cb(nghttp2_session *s, int32_t stream_id, uint8_t *out, size_t len,
 	} else {
 		if (n > 0) {
 			memcpy(out, buf_data(&c->ca_wbuf), n);
-			buf_consume(&c->ca_wbuf, n);
+			call_taken(c, n);
 		}
 		left = buf_len(&c->ca_wbuf);
 	}
@@ -858,6 +911,7 @@ call_deliver_one(struct grpc_call *c)
 
 	if (!grpc_deframer_take(&c->ca_df, &msg, &len))
 		return 0;
+	c->ca_conn->gc_rx_copied++;
 	if (c->ca_ops != NULL && c->ca_ops->on_message != NULL)
 		c->ca_ops->on_message(c, msg, len, c->ca_arg);
 	free(msg);
@@ -965,6 +1019,7 @@ grpc__call_on_data(struct h2conn *h, void *st, const uint8_t *data, size_t len)
 		if ((n = grpc_deframer_whole(&c->ca_df, data, len, &msg,
 		                             &mlen)) > 0) {
 			/* Whole in this chunk: handed over where it lies. */
+			conn->gc_rx_inplace++;
 			data += n;
 			len -= (size_t)n;
 			h2_consume(h, c->ca_stream_id, (size_t)n);

@@ -392,6 +392,14 @@ grpc_conn_peer(const struct grpc_conn *conn)
 	return x != NULL ? xport_peer(x) : "(closed)";
 }
 
+void
+grpc_conn_rx_counts(const struct grpc_conn *conn, uint64_t *inplace,
+                    uint64_t *copied)
+{
+	*inplace = conn->gc_rx_inplace;
+	*copied = conn->gc_rx_copied;
+}
+
 int
 grpc_conn_peer_uid(const struct grpc_conn *conn, uid_t *uid)
 {

@@ -66,6 +66,13 @@ struct grpc_call {
 	struct grpc_deframer ca_df;
 	struct buf ca_rbuf;
 	struct buf ca_wbuf;
+	/*
+	 * Bytes from the head of ca_wbuf to the next message boundary (0 at
+	 * one).  From there the queue is a walk of gRPC prefixes, which lets
+	 * call_read_cb() cut DATA frames where messages end
+	 * (call_frame_len()).
+	 */
+	size_t ca_wmsg;
 	size_t ca_md_bytes;
 	uint64_t ca_timeout_ms;
 	uv_timer_t ca_timer;
@@ -114,6 +121,8 @@ struct grpc_conn {
 	int gc_ready;
 	uint64_t gc_hs_start; /* server TLS: uv_hrtime() at accept; 0: none */
 	uint64_t gc_hs_ns;    /* the handshake's duration, once ready */
+	uint64_t gc_rx_inplace; /* messages taken where they lay in a frame */
+	uint64_t gc_rx_copied;  /* messages reassembled by a deframer */
 	int gc_trusted;       /* server: grpc_conn_set_trusted() ran */
 	uint32_t gc_nstreams; /* server: calls on it not yet freed */
 	size_t gc_buffered;   /* server: request bytes held by its calls */
