@@ -38,7 +38,7 @@ os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 import netns  # noqa: E402
 import srvlib  # noqa: E402
-from srvlib import Addr, Client, descendants, pdeathsig, wait_until  # noqa: E402
+from srvlib import Addr, Client, descendants, wait_until  # noqa: E402
 
 CFG = {"ncgrpcd": None, "agent": None}
 SKIP = 77
@@ -71,8 +71,8 @@ class NsNcgrpcd(srvlib.Ncgrpcd):
         if debug:
             argv.append("-d")
         self._out = open(self.stdout_path, "ab")
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._out,
-                                     stderr=subprocess.STDOUT, preexec_fn=pdeathsig,
+        self.proc = subprocess.Popen(srvlib.no_orphan(argv), stdin=subprocess.DEVNULL,
+                                     stdout=self._out, stderr=subprocess.STDOUT,
                                      close_fds=True)
         self.pid = self.proc.pid
         self.log.wait(r"ncgrpcd \S+ started", timeout, alive=self.alive)
@@ -88,8 +88,8 @@ class NsAgent(srvlib.Agent):
     def start(self, debug=False):
         argv = ["ip", "netns", "exec", self.ns, self.binary, "-f", self.conf_path]
         self._out = open(self.stdout_path, "ab")
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._out,
-                                     stderr=subprocess.STDOUT, preexec_fn=pdeathsig,
+        self.proc = subprocess.Popen(srvlib.no_orphan(argv), stdin=subprocess.DEVNULL,
+                                     stdout=self._out, stderr=subprocess.STDOUT,
                                      close_fds=True)
         self.pid = self.proc.pid
         self.log.wait(r"ncgrpc-agent \S+ starting", 10, alive=self.alive)

@@ -10,7 +10,6 @@ ones: e.g. "valgrind --error-exitcode=99 ...".  Callers scale their waits
 by time_scale() then, and treat exit status WRAPPER_ERROR_RC (99) of a
 wrapped peer as the wrapper's verdict (see valgrind_report()).
 """
-import ctypes
 import os
 import re
 import shlex
@@ -24,16 +23,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PYSERVER = os.path.join(HERE, "pyserver.py")
 PYCLIENT = os.path.join(HERE, "pyclient.py")
 
-_PR_SET_PDEATHSIG = 1
-try:
-    _libc = ctypes.CDLL(None, use_errno=True)
-except OSError:  # pragma: no cover
-    _libc = None
-
-
-def _child_setup():
-    if _libc is not None:
-        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+def no_orphan(argv):
+    """argv run so that the child is killed when this harness dies:
+    setpriv(1) sets PR_SET_PDEATHSIG and execs argv.  No Python code runs
+    in the forked child (a preexec_fn did: with grpcio threads running in
+    the harness, that can die on grpcio's state)."""
+    return ["/usr/bin/setpriv", "--pdeathsig", "KILL", "--"] + list(argv)
 
 
 def child_env(stub_dir=None):
@@ -105,9 +100,8 @@ class Server:
         self.stderr = []
         self._cond = threading.Condition()
         self._eof = False
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env=env,
-                                     preexec_fn=_child_setup)
+        self.proc = subprocess.Popen(no_orphan(argv), stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         self._t_out = threading.Thread(target=self._read_stdout, daemon=True)
         self._t_err = threading.Thread(target=self._read_stderr, daemon=True)
         self._t_out.start()
@@ -215,8 +209,8 @@ class ClientResult:
 def run_client(argv, env, timeout):
     """Runs a client to completion (killed after timeout seconds)."""
     start = time.monotonic()
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env, preexec_fn=_child_setup)
+    proc = subprocess.Popen(no_orphan(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
     timed_out = False
     try:
         out, err = proc.communicate(timeout=timeout)

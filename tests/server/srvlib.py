@@ -8,7 +8,6 @@ tests register as cleanups.  Every wait is bounded.  Children are started
 from the main thread only: PDEATHSIG fires when the forking *thread* exits.
 """
 import base64
-import ctypes
 import hashlib
 import os
 import re
@@ -26,16 +25,18 @@ from agentlib import (Addr, Client, children, comm, conf_quote,  # noqa: E402,F4
 
 LOG_RX = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) (\S+)\[(\d+)\] (\w+): (.*)$")
 
-_PR_SET_PDEATHSIG = 1
-try:
-    _libc = ctypes.CDLL(None, use_errno=True)
-except OSError:  # pragma: no cover
-    _libc = None
+SETPRIV = "/usr/bin/setpriv"  # util-linux, essential in Debian
 
 
-def pdeathsig():
-    if _libc is not None:
-        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+def no_orphan(argv):
+    """argv run so that the child is killed when this harness dies.
+
+    setpriv(1) sets PR_SET_PDEATHSIG and execs argv.  It replaces a
+    preexec_fn that did the same: Python code in the forked child of a
+    harness whose grpcio threads run can die on grpcio's state (an absl
+    mutex check failed there once), and with a preexec_fn subprocess
+    cannot use vfork()."""
+    return [SETPRIV, "--pdeathsig", "KILL", "--"] + list(argv)
 
 
 def registry_line(device_id, secret, ln=10, r=8, p=1):
@@ -179,8 +180,8 @@ class Ncgrpcd:
             argv.append("-d")
         self._out = open(self.stdout_path, "ab")
         mark = self.log.mark()  # a restart must not take the last run's line
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._out,
-                                     stderr=subprocess.STDOUT, preexec_fn=pdeathsig,
+        self.proc = subprocess.Popen(no_orphan(argv), stdin=subprocess.DEVNULL, stdout=self._out,
+                                     stderr=subprocess.STDOUT,
                                      close_fds=True)
         self.pid = self.proc.pid
         self.log.wait(r"ncgrpcd \S+ started", timeout, start=mark, alive=self.alive)
@@ -248,8 +249,8 @@ class Agent:
     def start(self, debug=False):
         argv = [self.binary, "-f", self.conf_path] + (["-d"] if debug else [])
         self._out = open(self.stdout_path, "ab")
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self._out,
-                                     stderr=subprocess.STDOUT, preexec_fn=pdeathsig,
+        self.proc = subprocess.Popen(no_orphan(argv), stdin=subprocess.DEVNULL, stdout=self._out,
+                                     stderr=subprocess.STDOUT,
                                      close_fds=True)
         self.pid = self.proc.pid
         self.log.wait(r"ncgrpc-agent \S+ starting", 10, alive=self.alive)
@@ -313,11 +314,12 @@ class Netconfd:
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": self.dir, "USER": "root",
                "LANG": "C.UTF-8"}
         self.proc = subprocess.Popen(
-            [self.NETCONFD, "--ncxserver-sockname=" + self.sock, "--superuser=root",
-             "--no-startup", "--config=/dev/null", "--home=" + self.dir, "--log=" + self.log,
-             "--log-level=info", "--hello-timeout=0", "--idle-timeout=0"],
+            no_orphan([self.NETCONFD, "--ncxserver-sockname=" + self.sock, "--superuser=root",
+                       "--no-startup", "--config=/dev/null", "--home=" + self.dir,
+                       "--log=" + self.log, "--log-level=info", "--hello-timeout=0",
+                       "--idle-timeout=0"]),
             cwd=self.dir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, preexec_fn=pdeathsig)
+            stderr=subprocess.DEVNULL)
         wait_until(lambda: os.path.exists(self.sock) or self.proc.poll() is not None,
                    timeout, "netconfd socket")
         if self.proc.poll() is not None:

@@ -368,8 +368,8 @@ class PreauthTlsOutputTest(PreauthCase):
         # ncgrpcd answers some 14,000 KeyUpdates a second here, and the
         # kernel takes the first 3 MB of answers: 20 s make the difference
         # (about +14 MiB and growing without the bound, +1.2 MiB with it).
-        fl = subprocess.Popen([CFG["flood"], str(srv.port), "20"], stdout=subprocess.PIPE,
-                              preexec_fn=srvlib.pdeathsig)
+        fl = subprocess.Popen(srvlib.no_orphan([CFG["flood"], str(srv.port), "20"]),
+                              stdout=subprocess.PIPE)
         self.addCleanup(fl.stdout.close)
         self.addCleanup(fl.wait, 5)
         self.addCleanup(fl.kill)

@@ -306,9 +306,10 @@ class NetconfTest(ServerTestCase):
     def cli_session(self, device, kind, timeout=30):
         if not cli_available():
             self.skipTest("ncgrpc CLI not built")
-        return subprocess.Popen([CFG["cli"], "-f", self.srv.conf_path, "session", device,
-                                 "--" + kind], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, preexec_fn=srvlib.pdeathsig)
+        return subprocess.Popen(srvlib.no_orphan([CFG["cli"], "-f", self.srv.conf_path,
+                                                  "session", device, "--" + kind]),
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
 
     def test_cli_pipe_mode(self):
         """`ncgrpc session dev1 --netconf` with stdin and stdout pipes.
@@ -378,9 +379,9 @@ class NetconfTest(ServerTestCase):
             f.write(rpc(3, "<get-config><source><running/></source></get-config>"))
             f.write(rpc(4, "<close-session/>"))
         with open(path, "rb") as stdin:
-            p = subprocess.run([CFG["cli"], "-f", self.srv.conf_path, "session", "dev1",
-                                "--netconf"], stdin=stdin, capture_output=True,
-                               timeout=60, preexec_fn=srvlib.pdeathsig)
+            p = subprocess.run(srvlib.no_orphan([CFG["cli"], "-f", self.srv.conf_path,
+                                                 "session", "dev1", "--netconf"]),
+                               stdin=stdin, capture_output=True, timeout=60)
         self.assertEqual(p.returncode, 0, p.stderr)
         replies = p.stdout.split(EOM)
         self.assertIn(b"<hello", replies[0])
@@ -452,9 +453,9 @@ class ShellTest(ServerTestCase):
         # The shell is interactive on a pty: it prompts before each line.
         script = (b"PS1=''\nstty -echo -onlcr\nprintf '<%s>\\n' start\n"
                   b"uname -s\nprintf '<%s>\\n' end\n")
-        p = subprocess.run([CFG["cli"], "-f", self.srv.conf_path, "session", "sh1", "--shell"],
-                           input=script, capture_output=True, timeout=60,
-                           preexec_fn=srvlib.pdeathsig)
+        p = subprocess.run(srvlib.no_orphan([CFG["cli"], "-f", self.srv.conf_path, "session",
+                                             "sh1", "--shell"]),
+                           input=script, capture_output=True, timeout=60)
         self.assertEqual(p.returncode, 0, p.stderr)
         m = re.search(rb"<start>\n(.*)<end>\n", p.stdout, re.S)
         self.assertIsNotNone(m, p.stdout)
@@ -741,8 +742,8 @@ s.send(b"sleep 1000\n")
 print("ready", flush=True)
 time.sleep(120)
 """ % (HERE, self.srv.sock)
-        p = subprocess.Popen(["/usr/bin/python3", "-c", code], stdout=subprocess.PIPE,
-                             preexec_fn=srvlib.pdeathsig)
+        p = subprocess.Popen(srvlib.no_orphan(["/usr/bin/python3", "-c", code]),
+                             stdout=subprocess.PIPE)
         self.addCleanup(lambda: p.poll() is None and p.kill())
         self.addCleanup(p.stdout.close)
         self.assertEqual(p.stdout.readline(), b"ready\n")

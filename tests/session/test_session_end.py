@@ -531,11 +531,12 @@ class CliSession:
     the reader's pace in a thread."""
 
     def __init__(self, conf, device, stype, reader):
-        self.p = subprocess.Popen([CFG["cli"], "-f", conf, "session", device,
-                                   "--shell" if stype == "shell" else "--netconf",
-                                   "--wait", "15"],
+        self.p = subprocess.Popen(srvlib.no_orphan(
+                                      [CFG["cli"], "-f", conf, "session", device,
+                                       "--shell" if stype == "shell" else "--netconf",
+                                       "--wait", "15"]),
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, preexec_fn=srvlib.pdeathsig)
+                                  stderr=subprocess.PIPE)
         self.reader = reader
         self.buf = bytearray()
         self.cond = threading.Condition()

@@ -38,7 +38,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "server"))
 
 import srvlib  # noqa: E402
 from opclient import OpClient  # noqa: E402
-from srvlib import Agent, Client, LogFile, Ncgrpcd, Netconfd, free_port, pdeathsig, \
+from srvlib import Agent, Client, LogFile, Ncgrpcd, Netconfd, free_port, \
     wait_until  # noqa: E402
 
 import paramiko  # noqa: E402
@@ -89,9 +89,9 @@ class Sshd:
     def start(self, timeout=20):
         mark = self.log.mark()
         self._out = open(self.stdout_path, "ab")
-        self.proc = subprocess.Popen([self.binary, "-d", "-f", self.conf_path],
+        self.proc = subprocess.Popen(srvlib.no_orphan([self.binary, "-d", "-f", self.conf_path]),
                                      stdin=subprocess.DEVNULL, stdout=self._out,
-                                     stderr=subprocess.STDOUT, preexec_fn=pdeathsig)
+                                     stderr=subprocess.STDOUT)
         self.pid = self.proc.pid
         self.log.wait(r"listening on", timeout, start=mark, alive=self.alive)
         return self
