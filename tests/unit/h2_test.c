@@ -582,6 +582,22 @@ peer_request(struct env *e, size_t bodylen, int end)
 	return id;
 }
 
+/*
+ * A server that is up, with one request stream the peer opened (headers
+ * only, the stream still open): returns its id.
+ */
+static int32_t
+server_with_stream(struct env *e)
+{
+	int32_t id;
+
+	env_init(e, 1, NULL, 0);
+	env_up(e);
+	id = peer_request(e, 0, 0);
+	RUN_UNTIL(&e->e_tl, e->e_nst == 1 && e->e_st[0].t_headers_end == 1);
+	return id;
+}
+
 /* Tests */
 
 /* A server is ready from the loop, sends its SETTINGS, acks the peer's. */
@@ -764,10 +780,7 @@ test_data_nocopy(void **state)
 	int32_t id;
 
 	(void)state;
-	env_init(&e, 1, NULL, 0);
-	env_up(&e);
-	id = peer_request(&e, 0, 0);
-	RUN_UNTIL(&e.e_tl, e.e_nst == 1 && e.e_st[0].t_headers_end == 1);
+	id = server_with_stream(&e);
 	/* The peer opens its windows wide: only the mark can stop a flush. */
 	assert_int_equal(nghttp2_session_set_local_window_size(
 	                     e.e_peer, NGHTTP2_FLAG_NONE, 0, (int32_t)win),
@@ -811,10 +824,7 @@ test_shutdown(void **state)
 	int32_t id;
 
 	(void)state;
-	env_init(&e, 1, NULL, 0);
-	env_up(&e);
-	id = peer_request(&e, 0, 0);
-	RUN_UNTIL(&e.e_tl, e.e_nst == 1 && e.e_st[0].t_headers_end == 1);
+	id = server_with_stream(&e);
 	st = &e.e_st[0];
 	assert_int_equal(st->t_id, id);
 	assert_int_equal(st->t_headers, 5);
