@@ -119,13 +119,13 @@ struct grpc_conn {
 	char *gc_authority;
 	int gc_tls;
 	int gc_ready;
-	uint64_t gc_hs_start; /* server TLS: uv_hrtime() at accept; 0: none */
-	uint64_t gc_hs_ns;    /* the handshake's duration, once ready */
+	uint64_t gc_hs_start;   /* server TLS: uv_hrtime() at accept; 0: none */
+	uint64_t gc_hs_ns;      /* the handshake's duration, once ready */
 	uint64_t gc_rx_inplace; /* messages taken where they lay in a frame */
 	uint64_t gc_rx_copied;  /* messages reassembled by a deframer */
-	int gc_trusted;       /* server: grpc_conn_set_trusted() ran */
-	uint32_t gc_nstreams; /* server: calls on it not yet freed */
-	size_t gc_buffered;   /* server: request bytes held by its calls */
+	int gc_trusted;         /* server: grpc_conn_set_trusted() ran */
+	uint32_t gc_nstreams;   /* server: calls on it not yet freed */
+	size_t gc_buffered;     /* server: request bytes held by its calls */
 	LIST_ENTRY(grpc_conn) gc_entry;
 };
 
