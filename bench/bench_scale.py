@@ -71,6 +71,10 @@ def main():
     ap.add_argument("--concurrency", type=int, default=20)
     ap.add_argument("--listen", type=int, default=1, help="listen addresses 127.0.0.1..K")
     ap.add_argument("--connect-timeout", type=float, default=600)
+    ap.add_argument("--fleet-limits", action="store_true",
+                    help="raise ncgrpcd's connection and per-address pre-authentication "
+                    "limits: every bench device comes from 127.0.0.1, which the defaults "
+                    "treat as one site (32 logging in at once, 8 secret checks at once)")
     ap.add_argument("--workdir")
     ap.add_argument("--keep", action="store_true")
     a = ap.parse_args()
@@ -85,7 +89,10 @@ def main():
     hosts = ["127.0.0.%d" % (i + 1) for i in range(a.listen)]
     srv = Ncgrpcd(os.path.abspath(a.ncgrpcd), os.path.join(work, "srv"), port=port,
                   listen=["%s:%d" % (h, port) for h in hosts],
-                  extra=["session-limit 100", "session-wait 60"])
+                  extra=["session-limit 100", "session-wait 60"] + (
+                      ["max-connections 1000000", "max-unauthenticated 100000",
+                       "max-unauthenticated-per-address 100000", "auth-checks 10000",
+                       "auth-checks-per-address 10000"] if a.fleet_limits else []))
     os.makedirs(srv.workdir, exist_ok=True)
     ids = ["bench-%05d" % i for i in range(n)]
     t0 = time.monotonic()
