@@ -414,7 +414,9 @@ grpc__call_on_end_sent(struct h2conn *h, void *st)
 /*
  * The bytes of the message whose prefix starts off bytes into ca_wbuf,
  * prefix included.  Messages are queued whole, so the prefix is there; if
- * it were not, the rest of the queue counts as one message.
+ * it were not, the rest of the queue counts as one message, and an offset
+ * at or past the end (which the callers never pass) as one byte, so that a
+ * walk still moves on.
  */
 static size_t
 wmsg_span(const struct grpc_call *c, size_t off)
