@@ -308,18 +308,45 @@ class Netconfd:
         self.dir = workdir
         self.sock = os.path.join(workdir, "ncxserver.sock")
         self.log = os.path.join(workdir, "netconfd.log")
+        self.errlog = os.path.join(workdir, "netconfd.stderr")
         self.proc = None
 
-    def start(self, timeout=20):
+    def start(self, timeout=20, attempts=3):
+        """Starts netconfd; a start that dies at once is retried (it is the
+        tests' peer, not what they test), with its log shown on stderr."""
+        for attempt in range(attempts):
+            try:
+                return self._start(timeout)
+            except RuntimeError as e:
+                tail = ""
+                for path in (self.log, self.errlog):
+                    try:
+                        with open(path, errors="replace") as f:
+                            tail += f.read()[-1000:]
+                    except OSError:
+                        tail += "(no %s)" % os.path.basename(path)
+                sys.stderr.write("netconfd start %d of %d failed: %s; its log:\n%s\n"
+                                 % (attempt + 1, attempts, e, tail))
+                if attempt + 1 == attempts:
+                    raise RuntimeError("%s; log: %s" % (e, tail[-300:]))
+                for p in (self.sock, self.log):
+                    try:
+                        os.unlink(p)
+                    except OSError:
+                        pass
+                time.sleep(0.5)
+
+    def _start(self, timeout):
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": self.dir, "USER": "root",
                "LANG": "C.UTF-8"}
-        self.proc = subprocess.Popen(
-            no_orphan([self.NETCONFD, "--ncxserver-sockname=" + self.sock, "--superuser=root",
-                       "--no-startup", "--config=/dev/null", "--home=" + self.dir,
-                       "--log=" + self.log, "--log-level=info", "--hello-timeout=0",
-                       "--idle-timeout=0"]),
-            cwd=self.dir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
+        with open(self.errlog, "wb") as err:
+            self.proc = subprocess.Popen(
+                no_orphan([self.NETCONFD, "--ncxserver-sockname=" + self.sock,
+                           "--superuser=root", "--no-startup", "--config=/dev/null",
+                           "--home=" + self.dir, "--log=" + self.log, "--log-level=info",
+                           "--hello-timeout=0", "--idle-timeout=0"]),
+                cwd=self.dir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=err)
         wait_until(lambda: os.path.exists(self.sock) or self.proc.poll() is not None,
                    timeout, "netconfd socket")
         if self.proc.poll() is not None:
