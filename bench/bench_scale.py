@@ -38,6 +38,16 @@ from opclient import OpClient  # noqa: E402
 from srvlib import Addr, Agent, Client, Ncgrpcd, free_port  # noqa: E402
 
 
+# ncgrpcd configuration lines of each --limits choice.
+FLEET = ["max-connections 1000000", "max-unauthenticated-per-address 100000",
+         "auth-checks-per-address 10000"]
+LIMITS = {
+    "site": [],
+    "fleet": FLEET,
+    "none": FLEET + ["max-unauthenticated 100000", "auth-checks 10000"],
+}
+
+
 def raise_nofile(want):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
@@ -71,10 +81,13 @@ def main():
     ap.add_argument("--concurrency", type=int, default=20)
     ap.add_argument("--listen", type=int, default=1, help="listen addresses 127.0.0.1..K")
     ap.add_argument("--connect-timeout", type=float, default=600)
-    ap.add_argument("--fleet-limits", action="store_true",
-                    help="raise ncgrpcd's connection and per-address pre-authentication "
-                    "limits: every bench device comes from 127.0.0.1, which the defaults "
-                    "treat as one site (32 logging in at once, 8 secret checks at once)")
+    ap.add_argument("--limits", choices=("site", "fleet", "none"), default="site",
+                    help="ncgrpcd's pre-authentication limits. site: the defaults; every "
+                    "bench device comes from 127.0.0.1, which they treat as one site (32 "
+                    "logging in at once, 8 secret checks at once). fleet: as a fleet from "
+                    "many addresses sees them: the per-address limits and max-connections "
+                    "lifted, the global ones (max-unauthenticated 1024, auth-checks 32) kept. "
+                    "none: every limit lifted")
     ap.add_argument("--workdir")
     ap.add_argument("--keep", action="store_true")
     a = ap.parse_args()
@@ -89,10 +102,7 @@ def main():
     hosts = ["127.0.0.%d" % (i + 1) for i in range(a.listen)]
     srv = Ncgrpcd(os.path.abspath(a.ncgrpcd), os.path.join(work, "srv"), port=port,
                   listen=["%s:%d" % (h, port) for h in hosts],
-                  extra=["session-limit 100", "session-wait 60"] + (
-                      ["max-connections 1000000", "max-unauthenticated 100000",
-                       "max-unauthenticated-per-address 100000", "auth-checks 10000",
-                       "auth-checks-per-address 10000"] if a.fleet_limits else []))
+                  extra=["session-limit 100", "session-wait 60"] + LIMITS[a.limits])
     os.makedirs(srv.workdir, exist_ok=True)
     ids = ["bench-%05d" % i for i in range(n)]
     t0 = time.monotonic()
@@ -176,7 +186,7 @@ def main():
 
         print()
         print("ncgrpcd scale benchmark: %d devices (%d agents x %d clients), %d listen "
-              "address(es)" % (n, len(agents), per, len(hosts)))
+              "address(es), %s limits" % (n, len(agents), per, len(hosts), a.limits))
         print("%-52s %s" % ("metric", "value"))
         print("%-52s %d KiB" % ("ncgrpcd RSS, no devices", rss0))
         print("%-52s %d KiB" % ("ncgrpcd RSS, %d idle devices" % n, rss1))

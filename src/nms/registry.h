@@ -63,7 +63,9 @@
 #define REGISTRY_THROTTLE_INFLIGHT       8
 #define REGISTRY_THROTTLE_PEER_INFLIGHT  8
 #define REGISTRY_THROTTLE_TOTAL_INFLIGHT 32
-#define REGISTRY_THROTTLE_ENTRIES        65536
+/* Checks that may wait for a slot, per slot of the total. */
+#define REGISTRY_THROTTLE_WAITING 4
+#define REGISTRY_THROTTLE_ENTRIES 65536
 
 struct registry;
 struct registry_req;
@@ -141,10 +143,15 @@ void registry_set_throttle(struct registry *reg, struct registry_throttle *thr);
  * in flight count as failures for this, and a verify that could be the one
  * failure too many while others run gets -EBUSY.  These come first, then
  * the cache of the last good secret, then the scrypt budget: a device id
- * with REGISTRY_THROTTLE_INFLIGHT checks queued or running, a peer with
- * REGISTRY_THROTTLE_PEER_INFLIGHT, or REGISTRY_THROTTLE_TOTAL_INFLIGHT in
- * all, gets -EBUSY, which is not counted as a failure; neither runs
- * scrypt.  A success clears the failures of its (id, peer) pair but not the
+ * with REGISTRY_THROTTLE_INFLIGHT checks waiting or running, or a peer
+ * with REGISTRY_THROTTLE_PEER_INFLIGHT, gets -EBUSY, which is not counted
+ * as a failure; neither runs scrypt.  At most
+ * REGISTRY_THROTTLE_TOTAL_INFLIGHT checks are in the threadpool at once;
+ * the next ones wait their turn, in order, up to
+ * REGISTRY_THROTTLE_WAITING times as many, and the rest get -EBUSY.  A
+ * storm of devices thus gets through at the pace of the KDF, instead of
+ * coming back (with new connections and handshakes) to find the slots
+ * full again.  A success clears the failures of its (id, peer) pair but not the
  * peer's.  A verify that ran scrypt counts even if it was cancelled, so that
  * hanging up early does not dodge the throttle.
  *
@@ -210,15 +217,19 @@ void registry_throttle_set_limits(struct registry_throttle *thr,
                                   size_t max_entries);
 
 /*
- * Sets the scrypt checks allowed queued or running at once per peer and in
- * all (the KDF queue bound).  A zero keeps the current value.
+ * Sets the scrypt checks allowed waiting or running at once per peer, and
+ * in the threadpool at once in all (REGISTRY_THROTTLE_WAITING times as
+ * many more may wait for them).  A zero keeps the current value.
  */
 void registry_throttle_set_checks(struct registry_throttle *thr,
                                   unsigned peer_inflight,
                                   unsigned total_inflight);
 
-/* Scrypt checks queued or running now. */
+/* Scrypt checks in the threadpool now (queued there or running). */
 unsigned registry_throttle_inflight(const struct registry_throttle *thr);
+
+/* Checks waiting for a threadpool slot now. */
+unsigned registry_throttle_waiting(const struct registry_throttle *thr);
 
 /*
  * Replaces the monotonic millisecond clock (default: uv_hrtime()), for

@@ -32,6 +32,7 @@ struct throttle_entry {
 };
 
 TAILQ_HEAD(throttle_list, throttle_entry);
+TAILQ_HEAD(req_list, registry_req);
 
 struct throttle_table {
 	struct throttle_entry **tt_tab;
@@ -55,8 +56,16 @@ struct registry_throttle {
 	uint64_t rt_window;
 	unsigned rt_inflight;      /* per device id */
 	unsigned rt_peer_inflight; /* per peer: a whole NAT site is one peer */
-	unsigned rt_total_max;     /* scrypt checks queued or running */
+	unsigned rt_total_max;     /* scrypt checks handed to the threadpool */
 	unsigned rt_total;
+	/*
+	 * Checks that found rt_total at rt_total_max wait here in order, at
+	 * most rt_total_max * REGISTRY_THROTTLE_WAITING of them, and go to
+	 * the threadpool as earlier ones finish.  They count as in flight
+	 * for their id and peer while they wait.
+	 */
+	struct req_list rt_waitq;
+	unsigned rt_nwait;
 	size_t rt_max;
 	uint64_t (*rt_now)(void *);
 	void *rt_now_arg;
@@ -67,7 +76,11 @@ struct registry_req {
 		uv_work_t u_work;
 		uv_timer_t u_timer;
 	} rq_u;
-	int rq_queued; /* rq_u.u_work is in use, else rq_u.u_timer */
+	int rq_queued;  /* rq_u.u_work is in use, else rq_u.u_timer */
+	int rq_waiting; /* on rt_waitq: neither is in use yet */
+	int rq_slot;    /* counted in rt_total */
+	TAILQ_ENTRY(registry_req) rq_wait;
+	uv_loop_t *rq_loop;
 	struct registry *rq_reg;
 	struct registry_entry *rq_entry; /* NULL: unknown device */
 	struct registry_throttle *rq_thr;
@@ -110,6 +123,7 @@ registry_throttle_new(struct registry_throttle **out)
 	TAILQ_INIT(&thr->rt_dev.tt_lru);
 	TAILQ_INIT(&thr->rt_peer.tt_lru);
 	TAILQ_INIT(&thr->rt_pair.tt_lru);
+	TAILQ_INIT(&thr->rt_waitq);
 	thr->rt_dev.tt_max_fails = UINT_MAX;
 	thr->rt_pair.tt_max_fails = REGISTRY_THROTTLE_FAILURES;
 	thr->rt_peer.tt_max_fails = REGISTRY_THROTTLE_FAILURES;
@@ -189,6 +203,12 @@ unsigned
 registry_throttle_inflight(const struct registry_throttle *thr)
 {
 	return thr->rt_total;
+}
+
+unsigned
+registry_throttle_waiting(const struct registry_throttle *thr)
+{
+	return thr->rt_nwait;
 }
 
 void
@@ -514,10 +534,6 @@ req_inflight(struct registry_req *req, int delta)
 	            now);
 	tt_inflight(thr, &thr->rt_pair, req->rq_pair, req->rq_pairlen, delta,
 	            now);
-	if (delta > 0)
-		thr->rt_total++;
-	else if (thr->rt_total > 0)
-		thr->rt_total--;
 }
 
 static void
@@ -535,6 +551,55 @@ req_timer(uv_timer_t *t)
 	req->rq_cb(req->rq_arg,
 	           req->rq_cancelled ? -ECANCELED : req->rq_result);
 	uv_close((uv_handle_t *)t, req_timer_close);
+}
+
+/* Settles req on a later loop iteration with result (or -ECANCELED). */
+static void
+req_settle_later(struct registry_req *req, int result)
+{
+	req->rq_result = result;
+	(void)uv_timer_init(req->rq_loop, &req->rq_u.u_timer);
+	(void)uv_timer_start(&req->rq_u.u_timer, req_timer, 0, 0);
+}
+
+static void req_work(uv_work_t *);
+static void req_after_work(uv_work_t *, int);
+
+/* Hands req to the threadpool, in one of the rt_total_max slots. */
+static int
+req_start(struct registry_req *req)
+{
+	int rc;
+
+	rc = uv_queue_work(req->rq_loop, &req->rq_u.u_work, req_work,
+	                   req_after_work);
+	if (rc < 0)
+		return rc;
+	req->rq_queued = 1;
+	if (req->rq_thr != NULL) {
+		req->rq_slot = 1;
+		req->rq_thr->rt_total++;
+	}
+	return 0;
+}
+
+/* Starts waiting checks, oldest first, while there are free slots. */
+static void
+thr_run_waiting(struct registry_throttle *thr)
+{
+	struct registry_req *req;
+	int rc;
+
+	while (thr->rt_total < thr->rt_total_max &&
+	       (req = TAILQ_FIRST(&thr->rt_waitq)) != NULL) {
+		TAILQ_REMOVE(&thr->rt_waitq, req, rq_wait);
+		thr->rt_nwait--;
+		req->rq_waiting = 0;
+		if ((rc = req_start(req)) < 0) {
+			req_inflight(req, -1);
+			req_settle_later(req, rc);
+		}
+	}
 }
 
 /* Threadpool: the only place scrypt runs. */
@@ -584,6 +649,11 @@ req_after_work(uv_work_t *w, int status)
 		}
 	}
 	req_inflight(req, -1);
+	if (req->rq_slot) {
+		req->rq_slot = 0;
+		req->rq_thr->rt_total--;
+		thr_run_waiting(req->rq_thr);
+	}
 	if (status != 0 || req->rq_cancelled)
 		result = -ECANCELED;
 	else
@@ -594,8 +664,9 @@ req_after_work(uv_work_t *w, int status)
 
 /*
  * Settles req at once when no scrypt is needed, returning 1 with
- * rq_result set; 0 sends it to the threadpool.  Also -EBUSY (returned as
- * 1) when the KDF slots of this id or peer are all busy.
+ * rq_result set; 0 sends it to the threadpool, 2 to the end of the
+ * waiting checks.  Also -EBUSY (returned as 1) when the KDF slots of this
+ * id or peer are all busy, or the waiting checks are as many as they may be.
  */
 static int
 req_decide(struct registry_req *req, const uint8_t *secret, size_t len)
@@ -606,7 +677,7 @@ req_decide(struct registry_req *req, const uint8_t *secret, size_t len)
 	const uint8_t *dk;
 	size_t dlen;
 	uint64_t now = thr != NULL ? thr_now(thr) : 0;
-	int hit;
+	int hit, busy;
 
 	dk = req_devkey(req, &dlen);
 	/*
@@ -648,15 +719,22 @@ req_decide(struct registry_req *req, const uint8_t *secret, size_t len)
 			return 1;
 		}
 	}
-	if (thr != NULL && (tt_busy(&thr->rt_dev, thr->rt_inflight, dk, dlen) ||
-	                    tt_busy(&thr->rt_peer, thr->rt_peer_inflight,
-	                            req->rq_peer, req->rq_peerlen) ||
-	                    thr->rt_total >= thr->rt_total_max)) {
+	if (thr == NULL || thr->rt_total < thr->rt_total_max)
+		busy = 0;
+	else if (thr->rt_nwait <
+	         (uint64_t)thr->rt_total_max * REGISTRY_THROTTLE_WAITING)
+		busy = 2;
+	else
+		busy = 1;
+	if (thr != NULL &&
+	    (busy == 1 || tt_busy(&thr->rt_dev, thr->rt_inflight, dk, dlen) ||
+	     tt_busy(&thr->rt_peer, thr->rt_peer_inflight, req->rq_peer,
+	             req->rq_peerlen))) {
 		/* Not a failure: the device is told to come back later. */
 		req->rq_result = -EBUSY;
 		return 1;
 	}
-	return 0;
+	return busy;
 }
 
 int
@@ -666,7 +744,7 @@ registry_verify(struct registry *reg, uv_loop_t *loop, const char *device_id,
 {
 	struct registry_req *req;
 	struct registry_throttle *thr;
-	int rc;
+	int rc, how;
 
 	if (reg == NULL || loop == NULL || device_id == NULL || cb == NULL ||
 	    (secret == NULL && len > 0))
@@ -685,8 +763,9 @@ registry_verify(struct registry *reg, uv_loop_t *loop, const char *device_id,
 		req->rq_peerlen = peer_key(peer_addr, req->rq_peer);
 	req->rq_pairlen = pair_key(req, req->rq_pair);
 	thr = req->rq_thr = reg->r_throttle;
+	req->rq_loop = loop;
 
-	if (req_decide(req, secret, len)) {
+	if ((how = req_decide(req, secret, len)) == 1) {
 		if ((rc = uv_timer_init(loop, &req->rq_u.u_timer)) < 0) {
 			free(req);
 			return rc;
@@ -705,14 +784,15 @@ registry_verify(struct registry *reg, uv_loop_t *loop, const char *device_id,
 		}
 		memcpy(req->rq_secret, secret, len);
 		req->rq_len = len;
-		rc = uv_queue_work(loop, &req->rq_u.u_work, req_work,
-		                   req_after_work);
-		if (rc < 0) {
+		if (how == 2) {
+			TAILQ_INSERT_TAIL(&thr->rt_waitq, req, rq_wait);
+			thr->rt_nwait++;
+			req->rq_waiting = 1;
+		} else if ((rc = req_start(req)) < 0) {
 			OPENSSL_clear_free(req->rq_secret, len);
 			free(req);
 			return rc;
 		}
-		req->rq_queued = 1;
 		reg->r_refs++;
 		if (thr != NULL) {
 			thr->rt_refs++;
@@ -728,6 +808,15 @@ void
 registry_cancel(struct registry_req *req)
 {
 	req->rq_cancelled = 1;
+	if (req->rq_waiting) {
+		/* It never ran: nothing to count against anyone. */
+		TAILQ_REMOVE(&req->rq_thr->rt_waitq, req, rq_wait);
+		req->rq_thr->rt_nwait--;
+		req->rq_waiting = 0;
+		req_inflight(req, -1);
+		req_settle_later(req, -ECANCELED);
+		return;
+	}
 	/* Fails harmlessly once the work has started; it then just ends. */
 	if (req->rq_queued)
 		uv_cancel((uv_req_t *)&req->rq_u.u_work);

@@ -1064,7 +1064,117 @@ test_throttle_concurrent(void **state)
 	assert_int_equal(v[1].v_result, 0);
 	assert_int_equal(v[2].v_result, -EBUSY); /* its peer's two slots */
 	assert_int_equal(v[3].v_result, 0);
-	assert_int_equal(v[4].v_result, -EBUSY); /* the three in all */
+	assert_int_equal(v[4].v_result, 0); /* waited for one of the three */
+	assert_int_equal(registry_throttle_waiting(thr), 0);
+
+	/*
+	 * Checks waiting for a slot count as in flight for the guess bound:
+	 * with one slot in all, the burst gets no more scrypts than above.
+	 */
+	memset(v, 0, sizeof(v));
+	registry_throttle_set_limits(thr, 0, 5, 0, 0, 0);
+	registry_throttle_set_checks(thr, 100, 1);
+	before = atomic_load(&registry_kdf_calls);
+	busy = failed = 0;
+	for (i = 0; i < 10; i++) {
+		snprintf(id, sizeof(id), "ghost%d", i);
+		assert_int_equal(
+		    registry_verify(reg, &loop, id, (const uint8_t *)"x", 1,
+		                    "10.5.5.9:1", vcb, &v[i], NULL),
+		    0);
+	}
+	assert_int_equal(registry_throttle_inflight(thr), 1);
+	assert_int_equal(registry_throttle_waiting(thr), 4);
+	assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+	for (i = 0; i < 10; i++) {
+		busy += v[i].v_result == -EBUSY;
+		failed += v[i].v_result == -ENOENT;
+	}
+	assert_int_equal(failed, 5);
+	assert_int_equal(busy, 5);
+	assert_int_equal(atomic_load(&registry_kdf_calls) - before, 5);
+	loop_done(&loop);
+	registry_free(reg);
+	registry_throttle_free(thr);
+}
+
+/* Finishing order of the verifies of test_throttle_waiting. */
+struct ores {
+	int o_calls;
+	int o_result;
+	int o_seq;
+};
+
+static int ores_seq;
+
+static void
+ocb(void *arg, int result)
+{
+	struct ores *o = arg;
+
+	o->o_calls++;
+	o->o_result = result;
+	o->o_seq = ++ores_seq;
+}
+
+/*
+ * A storm over the KDF slots: the checks past them wait their turn and
+ * are run in order as slots free, instead of being told to come back; the
+ * waiting ones are bounded (REGISTRY_THROTTLE_WAITING per slot), and one
+ * cancelled while waiting never runs.
+ */
+static void
+test_throttle_waiting(void **state)
+{
+	struct registry *reg = load_ok(mkregistry(2));
+	struct registry_throttle *thr = fake_throttle();
+	struct registry_req *rq[7];
+	struct ores o[7];
+	char peer[32];
+	uv_loop_t loop;
+	unsigned before = atomic_load(&registry_kdf_calls);
+	int i;
+
+	(void)state;
+	memset(o, 0, sizeof(o));
+	ores_seq = 0;
+	assert_int_equal(uv_loop_init(&loop), 0);
+	registry_throttle_set_limits(thr, 100, 100, 0, 100, 0);
+	/* One slot, so that the checks also finish in the order they ran. */
+	registry_throttle_set_checks(thr, 100, 1);
+	registry_set_throttle(reg, thr);
+	/* 1 slot, 4 may wait: the 6th and 7th are busy. */
+	for (i = 0; i < 7; i++) {
+		snprintf(peer, sizeof(peer), "10.7.7.%d:1", i + 1);
+		assert_int_equal(registry_verify(reg, &loop, "router-1",
+		                                 (const uint8_t *)"secret-1", 8,
+		                                 peer, ocb, &o[i], &rq[i]),
+		                 0);
+	}
+	assert_int_equal(registry_throttle_inflight(thr), 1);
+	assert_int_equal(registry_throttle_waiting(thr), 4);
+	/* One of them gives up while it waits (its connection closed). */
+	registry_cancel(rq[2]);
+	assert_int_equal(registry_throttle_waiting(thr), 3);
+	assert_int_equal(o[2].o_calls, 0); /* never inside the call */
+	assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+	for (i = 0; i < 7; i++)
+		assert_int_equal(o[i].o_calls, 1);
+	assert_int_equal(o[2].o_result, -ECANCELED);
+	assert_int_equal(o[5].o_result, -EBUSY);
+	assert_int_equal(o[6].o_result, -EBUSY);
+	/* Four checks ran, one after another, in the order they came. */
+	assert_int_equal(atomic_load(&registry_kdf_calls) - before, 4);
+	assert_int_equal(o[0].o_result, 0);
+	assert_int_equal(o[1].o_result, 0);
+	assert_int_equal(o[3].o_result, 0);
+	assert_int_equal(o[4].o_result, 0);
+	assert_true(o[0].o_seq < o[1].o_seq);
+	assert_true(o[1].o_seq < o[3].o_seq);
+	assert_true(o[3].o_seq < o[4].o_seq);
+	assert_int_equal(registry_throttle_inflight(thr), 0);
+	assert_int_equal(registry_throttle_waiting(thr), 0);
+	assert_int_equal(registry_throttle_count(thr), 0);
 	loop_done(&loop);
 	registry_free(reg);
 	registry_throttle_free(thr);
@@ -1563,6 +1673,7 @@ main(void)
 	    cmocka_unit_test(test_throttle_bounded),
 	    cmocka_unit_test(test_throttle_inflight),
 	    cmocka_unit_test(test_throttle_concurrent),
+	    cmocka_unit_test(test_throttle_waiting),
 	    cmocka_unit_test(test_reload),
 	    cmocka_unit_test(test_cancel),
 	    cmocka_unit_test(test_cancel_counts),
