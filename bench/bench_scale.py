@@ -40,7 +40,7 @@ from srvlib import Addr, Agent, Client, Ncgrpcd, free_port  # noqa: E402
 
 # ncgrpcd configuration lines of each --limits choice.
 FLEET = ["max-connections 1000000", "max-unauthenticated-per-address 100000",
-         "auth-checks-per-address 10000"]
+         "auth-checks-per-address 10000", "auth-failures-per-address 100000"]
 LIMITS = {
     "site": [],
     "fleet": FLEET,
@@ -84,7 +84,8 @@ def main():
     ap.add_argument("--limits", choices=("site", "fleet", "none"), default="site",
                     help="ncgrpcd's pre-authentication limits. site: the defaults; every "
                     "bench device comes from 127.0.0.1, which they treat as one site (32 "
-                    "logging in at once, 8 secret checks at once). fleet: as a fleet from "
+                    "logging in at once, 8 secret checks at once, and checks in flight "
+                    "count against its 50 failures a minute). fleet: as a fleet from "
                     "many addresses sees them: the per-address limits and max-connections "
                     "lifted, the global ones (max-unauthenticated 1024, auth-checks 32) kept. "
                     "none: every limit lifted")

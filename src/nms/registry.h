@@ -63,9 +63,8 @@
 #define REGISTRY_THROTTLE_INFLIGHT       8
 #define REGISTRY_THROTTLE_PEER_INFLIGHT  8
 #define REGISTRY_THROTTLE_TOTAL_INFLIGHT 32
-/* Checks that may wait for a slot, per slot of the total. */
-#define REGISTRY_THROTTLE_WAITING 4
-#define REGISTRY_THROTTLE_ENTRIES 65536
+#define REGISTRY_THROTTLE_WAITING        1024 /* for a slot of the total */
+#define REGISTRY_THROTTLE_ENTRIES        65536
 
 struct registry;
 struct registry_req;
@@ -147,8 +146,8 @@ void registry_set_throttle(struct registry *reg, struct registry_throttle *thr);
  * with REGISTRY_THROTTLE_PEER_INFLIGHT, gets -EBUSY, which is not counted
  * as a failure; neither runs scrypt.  At most
  * REGISTRY_THROTTLE_TOTAL_INFLIGHT checks are in the threadpool at once;
- * the next ones wait their turn, in order, up to
- * REGISTRY_THROTTLE_WAITING times as many, and the rest get -EBUSY.  A
+ * the next ones wait their turn, in order, up to REGISTRY_THROTTLE_WAITING
+ * of them, and the rest get -EBUSY.  A
  * storm of devices thus gets through at the pace of the KDF, instead of
  * coming back (with new connections and handshakes) to find the slots
  * full again.  A success clears the failures of its (id, peer) pair but not the
@@ -217,13 +216,13 @@ void registry_throttle_set_limits(struct registry_throttle *thr,
                                   size_t max_entries);
 
 /*
- * Sets the scrypt checks allowed waiting or running at once per peer, and
- * in the threadpool at once in all (REGISTRY_THROTTLE_WAITING times as
- * many more may wait for them).  A zero keeps the current value.
+ * Sets the scrypt checks allowed waiting or running at once per peer, in
+ * the threadpool at once in all, and waiting for a place there.  A zero
+ * keeps the current value.
  */
 void registry_throttle_set_checks(struct registry_throttle *thr,
                                   unsigned peer_inflight,
-                                  unsigned total_inflight);
+                                  unsigned total_inflight, unsigned waiting);
 
 /* Scrypt checks in the threadpool now (queued there or running). */
 unsigned registry_throttle_inflight(const struct registry_throttle *thr);

@@ -60,12 +60,13 @@ struct registry_throttle {
 	unsigned rt_total;
 	/*
 	 * Checks that found rt_total at rt_total_max wait here in order, at
-	 * most rt_total_max * REGISTRY_THROTTLE_WAITING of them, and go to
-	 * the threadpool as earlier ones finish.  They count as in flight
+	 * most rt_wait_max of them, and go to the threadpool as earlier ones
+	 * finish.  They count as in flight
 	 * for their id and peer while they wait.
 	 */
 	struct req_list rt_waitq;
 	unsigned rt_nwait;
+	unsigned rt_wait_max;
 	size_t rt_max;
 	uint64_t (*rt_now)(void *);
 	void *rt_now_arg;
@@ -128,6 +129,7 @@ registry_throttle_new(struct registry_throttle **out)
 	thr->rt_pair.tt_max_fails = REGISTRY_THROTTLE_FAILURES;
 	thr->rt_peer.tt_max_fails = REGISTRY_THROTTLE_FAILURES;
 	thr->rt_total_max = REGISTRY_THROTTLE_TOTAL_INFLIGHT;
+	thr->rt_wait_max = REGISTRY_THROTTLE_WAITING;
 	thr->rt_window = REGISTRY_THROTTLE_WINDOW_MS;
 	thr->rt_inflight = REGISTRY_THROTTLE_INFLIGHT;
 	thr->rt_peer_inflight = REGISTRY_THROTTLE_PEER_INFLIGHT;
@@ -191,12 +193,15 @@ registry_throttle_set_limits(struct registry_throttle *thr,
 
 void
 registry_throttle_set_checks(struct registry_throttle *thr,
-                             unsigned peer_inflight, unsigned total_inflight)
+                             unsigned peer_inflight, unsigned total_inflight,
+                             unsigned waiting)
 {
 	if (peer_inflight != 0)
 		thr->rt_peer_inflight = peer_inflight;
 	if (total_inflight != 0)
 		thr->rt_total_max = total_inflight;
+	if (waiting != 0)
+		thr->rt_wait_max = waiting;
 }
 
 unsigned
@@ -721,8 +726,7 @@ req_decide(struct registry_req *req, const uint8_t *secret, size_t len)
 	}
 	if (thr == NULL || thr->rt_total < thr->rt_total_max)
 		busy = 0;
-	else if (thr->rt_nwait <
-	         (uint64_t)thr->rt_total_max * REGISTRY_THROTTLE_WAITING)
+	else if (thr->rt_nwait < thr->rt_wait_max)
 		busy = 2;
 	else
 		busy = 1;

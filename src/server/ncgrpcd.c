@@ -1044,9 +1044,13 @@ main(int argc, char **argv)
 	registry_throttle_set_limits(ncd.throttle, ncd.sc->sc_auth_failures,
 	                             ncd.sc->sc_auth_failures_per_addr, 60000,
 	                             0, 0);
-	registry_throttle_set_checks(ncd.throttle,
-	                             ncd.sc->sc_auth_checks_per_addr,
-	                             ncd.sc->sc_auth_checks);
+	/*
+	 * Every check waiting for a KDF slot belongs to a connection that
+	 * has not authenticated yet: the line is as long as those may be.
+	 */
+	registry_throttle_set_checks(
+	    ncd.throttle, ncd.sc->sc_auth_checks_per_addr,
+	    ncd.sc->sc_auth_checks, ncd.sc->sc_max_unauth);
 	if (ncd.sc->sc_cluster_etcd != NULL) {
 		/* Empty until read from etcd; no device is accepted before. */
 		if (registry_parse("etcd", "", 0, &reg, err, sizeof(err)) != 0)

@@ -1022,7 +1022,7 @@ test_throttle_concurrent(void **state)
 	memset(v, 0, sizeof(v));
 	assert_int_equal(uv_loop_init(&loop), 0);
 	registry_throttle_set_limits(thr, 0, 5, 0, 0, 0);
-	registry_throttle_set_checks(thr, 100, 100);
+	registry_throttle_set_checks(thr, 100, 100, 0);
 	registry_set_throttle(reg, thr);
 	for (i = 0; i < 10; i++) {
 		snprintf(id, sizeof(id), "ghost%d", i);
@@ -1045,7 +1045,7 @@ test_throttle_concurrent(void **state)
 	/* The queue bound: per peer, then in all. */
 	memset(v, 0, sizeof(v));
 	registry_throttle_set_limits(thr, 100, 100, 0, 100, 0);
-	registry_throttle_set_checks(thr, 2, 3);
+	registry_throttle_set_checks(thr, 2, 3, 0);
 	for (i = 0; i < 3; i++)
 		assert_int_equal(registry_verify(reg, &loop, "router-1",
 		                                 (const uint8_t *)"secret-1", 8,
@@ -1073,7 +1073,7 @@ test_throttle_concurrent(void **state)
 	 */
 	memset(v, 0, sizeof(v));
 	registry_throttle_set_limits(thr, 0, 5, 0, 0, 0);
-	registry_throttle_set_checks(thr, 100, 1);
+	registry_throttle_set_checks(thr, 100, 1, 0);
 	before = atomic_load(&registry_kdf_calls);
 	busy = failed = 0;
 	for (i = 0; i < 10; i++) {
@@ -1120,7 +1120,7 @@ ocb(void *arg, int result)
 /*
  * A storm over the KDF slots: the checks past them wait their turn and
  * are run in order as slots free, instead of being told to come back; the
- * waiting ones are bounded (REGISTRY_THROTTLE_WAITING per slot), and one
+ * waiting ones are bounded, and one
  * cancelled while waiting never runs.
  */
 static void
@@ -1141,7 +1141,7 @@ test_throttle_waiting(void **state)
 	assert_int_equal(uv_loop_init(&loop), 0);
 	registry_throttle_set_limits(thr, 100, 100, 0, 100, 0);
 	/* One slot, so that the checks also finish in the order they ran. */
-	registry_throttle_set_checks(thr, 100, 1);
+	registry_throttle_set_checks(thr, 100, 1, 4);
 	registry_set_throttle(reg, thr);
 	/* 1 slot, 4 may wait: the 6th and 7th are busy. */
 	for (i = 0; i < 7; i++) {
@@ -1366,7 +1366,7 @@ test_verify_many(void **state)
 	memset(v, 0, sizeof(v));
 	assert_int_equal(uv_loop_init(&loop), 0);
 	registry_throttle_set_limits(thr, 100, 100, 0, 100, 0);
-	registry_throttle_set_checks(thr, 100, 100);
+	registry_throttle_set_checks(thr, 100, 100, 0);
 	registry_set_throttle(reg, thr);
 	registry_throttle_free(thr);
 	for (i = 0; i < 64; i++) {
