@@ -295,6 +295,38 @@ class PreauthKdfTest(PreauthCase):
                          % (sum(len(p.ended) for p in peers), time.monotonic() - t0))
 
 
+    def test_storm_waits_for_kdf_slots(self):
+        """16 devices from 16 addresses log in at once through 2 KDF slots:
+        the checks over the slots wait their turn, and no device is told to
+        come back later (UNAVAILABLE), which would cost it a reconnect and a
+        new handshake, to find the slots full again."""
+        n = 16
+        srv = self.new_server(start=False, extra=("auth-checks 2",))
+        for i in range(n):
+            # The real cost (ln=14: 16 MiB, tens of ms): the checks overlap.
+            srv.devices["s%d" % i] = srvlib.registry_line("s%d" % i, "s%d-secret-abc" % i,
+                                                          ln=14)
+        srv.write_registry()
+        srv.start()
+        res = [None] * n
+        go = threading.Event()
+
+        def login(i):
+            go.wait(10)
+            res[i] = hostile.initialize(srv.port, "s%d" % i, "s%d-secret-abc" % i,
+                                        src="127.0.0.%d" % (10 + i), timeout=6)
+
+        threads = [threading.Thread(target=login, args=(i,), daemon=True) for i in range(n)]
+        for th in threads:
+            th.start()
+        go.set()
+        for th in threads:
+            th.join(30)
+        self.assertEqual([r[0] if r else None for r in res], ["held"] * n)
+        for i in range(n):
+            self.wait_audit(srv, "device-connected", timeout=5, device="s%d" % i)
+
+
 # ---------------------------------------------------------------------------
 class PreauthLogTest(PreauthCase):
     """Finding 5: refused attempts are logged and audited in aggregate."""
