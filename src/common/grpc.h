@@ -322,7 +322,18 @@ void grpc_call_set_ops(struct grpc_call *c, const struct grpc_call_ops *ops,
  */
 typedef void (*grpc_handler_fn)(struct grpc_call *c, void *arg);
 
+/* How often a listener held by may_accept asks again. */
+#define GRPC_ACCEPT_RETRY_MS 5
+
 struct grpc_server_ops {
+	/*
+	 * Asked before each new connection is accepted: return 0 to leave it
+	 * and the ones behind it in the listen backlog for now.  The server
+	 * asks again every GRPC_ACCEPT_RETRY_MS until it may go on.  Meant
+	 * for limits that free themselves soon (connections that have not
+	 * authenticated yet).  May be NULL.
+	 */
+	int (*may_accept)(void *arg);
 	/*
 	 * A TCP or Unix connection was just accepted, before any TLS work;
 	 * grpc_conn_peer() is known.  Return 0 to go on, or a negative code

@@ -144,7 +144,7 @@ struct grpc_listener {
 	} gl_h;
 	struct grpc_server *gl_srv;
 	struct tls_ctx *gl_ctx;
-	int gl_open;
+	int gl_held; /* libuv holds one accepted fd; the backlog waits */
 };
 
 #define GRPC_MAX_LISTENERS 8
@@ -163,6 +163,7 @@ struct grpc_server {
 	int gs_shutdown;
 	uv_timer_t gs_grace;
 	int gs_grace_closing;
+	uv_timer_t gs_resume; /* while a listener is held: may_accept again? */
 	size_t gs_open_listeners; /* listener handles not yet closed */
 	void (*gs_done)(void *);
 	void *gs_done_arg;

@@ -59,6 +59,8 @@ grpc_server_new(uv_loop_t *loop, const struct grpc_opts *opts,
 	srv->gs_ops = ops;
 	srv->gs_arg = arg;
 	LIST_INIT(&srv->gs_conns);
+	uv_timer_init(loop, &srv->gs_resume);
+	srv->gs_resume.data = srv;
 	*out = srv;
 	return 0;
 }
@@ -114,6 +116,34 @@ listener_drop_one(uv_stream_t *s)
 	uv_close(&u->h, (uv_close_cb)free);
 }
 
+static void on_new_connection(uv_stream_t *s, int status);
+
+/*
+ * Accepts on the held listeners again once may_accept allows it; stops
+ * once none is held.  Each accept lets libuv read the listening socket
+ * again, and the next connection asks may_accept anew.
+ */
+static void
+on_resume(uv_timer_t *t)
+{
+	struct grpc_server *srv = t->data;
+	struct grpc_listener *l;
+	size_t i, held = 0;
+
+	for (i = 0; i < srv->gs_nlisteners; i++) {
+		l = srv->gs_listeners[i];
+		if (!l->gl_held)
+			continue;
+		if (srv->gs_ops->may_accept(srv->gs_arg)) {
+			l->gl_held = 0;
+			on_new_connection(&l->gl_h.stream, 0);
+		}
+		held += l->gl_held;
+	}
+	if (held == 0)
+		uv_timer_stop(t);
+}
+
 static void
 on_new_connection(uv_stream_t *s, int status)
 {
@@ -126,6 +156,19 @@ on_new_connection(uv_stream_t *s, int status)
 
 	if (status < 0 || srv->gs_shutdown)
 		return;
+	if (srv->gs_ops != NULL && srv->gs_ops->may_accept != NULL &&
+	    !srv->gs_ops->may_accept(srv->gs_arg)) {
+		/*
+		 * Not accepted, libuv stops reading the listening socket
+		 * until uv_accept(): the kernel's backlog holds the rest.
+		 */
+		l->gl_held = 1;
+		if (!uv_is_active((uv_handle_t *)&srv->gs_resume))
+			uv_timer_start(&srv->gs_resume, on_resume,
+			               GRPC_ACCEPT_RETRY_MS,
+			               GRPC_ACCEPT_RETRY_MS);
+		return;
+	}
 	if ((conn = calloc(1, sizeof(*conn))) == NULL)
 		goto refuse;
 	conn->gc_srv = srv;
@@ -265,6 +308,15 @@ server_free(struct grpc_server *srv)
 }
 
 static void
+on_resume_closed(uv_handle_t *h)
+{
+	struct grpc_server *srv = h->data;
+
+	srv->gs_open_listeners--;
+	grpc__server_conn_gone(srv);
+}
+
+static void
 on_grace_closed(uv_handle_t *h)
 {
 	struct grpc_server *srv = h->data;
@@ -317,7 +369,9 @@ grpc_server_shutdown(struct grpc_server *srv, unsigned grace_ms,
 	uv_timer_init(srv->gs_loop, &srv->gs_grace);
 	srv->gs_grace.data = srv;
 	uv_timer_start(&srv->gs_grace, on_grace_timeout, grace_ms, 0);
-	srv->gs_open_listeners = srv->gs_nlisteners;
+	/* The resume timer closes with the listeners, counted with them. */
+	srv->gs_open_listeners = srv->gs_nlisteners + 1;
+	uv_close((uv_handle_t *)&srv->gs_resume, on_resume_closed);
 	for (i = 0; i < srv->gs_nlisteners; i++)
 		uv_close(&srv->gs_listeners[i]->gl_h.handle,
 		         on_listener_closed);

@@ -283,6 +283,13 @@ on_dev_conn_closed(struct grpc_conn *conn, int err, const char *reason,
 }
 
 static int
+on_dev_may_accept(void *arg)
+{
+	(void)arg;
+	return ncd.preauth == NULL || preauth_may_accept(ncd.preauth);
+}
+
+static int
 on_dev_conn_accept(struct grpc_conn *conn, void *arg)
 {
 	(void)arg;
@@ -304,6 +311,7 @@ on_dev_limit(struct grpc_conn *conn, enum grpc_limit what, void *arg)
 }
 
 static const struct grpc_server_ops devsrv_ops = {
+    .may_accept = on_dev_may_accept,
     .on_conn_accept = on_dev_conn_accept,
     .on_conn_open = on_dev_conn_open,
     .on_conn_trusted = on_dev_conn_trusted,

@@ -65,6 +65,7 @@ struct preauth {
 	uint64_t pa_refusals_dropped; /* past PA_MAX_REFUSALS */
 	unsigned pa_nconns;
 	unsigned pa_nunauth;
+	int pa_holding; /* may_accept said no, and has not said yes since */
 	unsigned pa_ticks;
 	uint64_t pa_count[PREAUTH_C_COUNT];
 	uint64_t pa_minute[PREAUTH_C_COUNT]; /* this minute, not yet told */
@@ -202,6 +203,26 @@ conn_settle(struct preauth *pa, struct pa_conn *pc)
 		addr_put(pa, pc->pc_addr);
 		pc->pc_addr = NULL;
 	}
+}
+
+int
+preauth_may_accept(struct preauth *pa)
+{
+	const struct preauth_opts *o = &pa->pa_opts;
+
+	if (o->po_max_unauth == 0 || pa->pa_nunauth < o->po_max_unauth) {
+		pa->pa_holding = 0;
+		return 1;
+	}
+	if (!pa->pa_holding) {
+		pa->pa_holding = 1;
+		if (pa_bump(pa, PREAUTH_C_UNAUTH))
+			log_warnx("%u connections not authenticated yet "
+			          "(max-unauthenticated): new connections "
+			          "wait in the listen backlog",
+			          pa->pa_nunauth);
+	}
+	return 0;
 }
 
 int

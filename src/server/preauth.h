@@ -70,6 +70,14 @@ void preauth_free(struct preauth *pa);
 int preauth_conn_accept(struct preauth *pa, struct grpc_conn *conn);
 
 /*
+ * Whether a new connection may be accepted now (the server's may_accept):
+ * 0 while max-unauthenticated connections are not yet authenticated, and
+ * new ones then wait in the kernel's listen backlog instead of being
+ * refused.  A wait counts once as a max-unauthenticated hit.
+ */
+int preauth_may_accept(struct preauth *pa);
+
+/*
  * The connection authenticated: it no longer counts as unauthenticated.
  * pa may be NULL.
  */

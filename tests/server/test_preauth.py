@@ -17,6 +17,8 @@ sys.dont_write_bytecode = True  # keep __pycache__ out of the source tree
 import argparse  # noqa: E402
 import os  # noqa: E402
 import resource  # noqa: E402
+import select  # noqa: E402
+import socket  # noqa: E402
 import ssl  # noqa: E402
 import subprocess  # noqa: E402
 import threading  # noqa: E402
@@ -211,15 +213,52 @@ class PreauthConnTest(PreauthCase):
         self.assertEqual(self.op(srv).list_devices()[0].device_id, "d1")
 
     def test_total_cap(self):
+        """Over max-unauthenticated, a new connection is not refused: it
+        waits in the listen backlog, and its handshake goes on as soon as
+        an unauthenticated one goes away.  Refused, a device would sleep
+        its whole waittime (30 s by default) before it tried again."""
         srv = self.new_server({"d1": "d1-secret-abc"},
                               extra=conf("max-unauthenticated 24",
                                          "max-unauthenticated-per-address 8"))
         alive = []
-        for i in range(4):
-            alive += self.open_many(srv.port, "127.0.1.%d" % (i + 1), 10)
-        self.assertLessEqual(len(alive), 24)
-        srv.log.wait(r"\(max-unauthenticated\)", 5)
-        self.op(srv).list_devices()
+        for i in range(3):
+            alive += self.open_many(srv.port, "127.0.1.%d" % (i + 1), 8)
+        self.assertEqual(len(alive), 24)
+        # The 25th: TCP connects (the backlog), TLS does not go on.
+        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        raw.bind(("127.0.1.4", 0))
+        raw.settimeout(5)
+        raw.connect(("127.0.0.1", srv.port))
+        late = hostile.client_context(("h2",)).wrap_socket(
+            raw, server_hostname="127.0.0.1", do_handshake_on_connect=False)
+        self.addCleanup(late.close)
+        late.setblocking(False)
+
+        def handshake(seconds):
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                try:
+                    late.do_handshake()
+                    return True
+                except ssl.SSLWantReadError:
+                    select.select([late], [], [], 0.1)
+            return False
+
+        self.assertFalse(handshake(1.5), "accepted over max-unauthenticated")
+        srv.log.wait(r"\(max-unauthenticated\): new connections wait in the listen "
+                     r"backlog", 5)
+        self.op(srv).list_devices()  # the operator socket is not held
+        # One of the 24 goes: the one waiting gets its handshake.
+        alive.pop().close()
+        self.assertTrue(handshake(5), "still held after a slot was freed")
+        # And the limit bites again: a device gets in once another goes.
+        alive.pop().close()
+        st, _, _ = hostile.initialize(srv.port, "d1", "d1-secret-abc", timeout=3)
+        self.assertEqual(st, "held")
+        # Held again when the server stops: it still exits cleanly (the
+        # cleanup checks its exit status, and the sanitizers its leaks).
+        alive += self.open_many(srv.port, "127.0.1.5", 3)
+        self.assertEqual(len(alive) + 1, 24)  # with the late one
 
 
 # ---------------------------------------------------------------------------
