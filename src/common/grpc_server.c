@@ -89,11 +89,13 @@ grpc_server_add_method(struct grpc_server *srv, const char *path,
 }
 
 /*
- * Out of memory: accepts the pending connection and closes it, so that the
- * backlog does not spin.  The handle matches the listener's kind: TCP for
- * the device port, a pipe for the operator socket.
+ * Out of memory: accepts the pending connection, if libuv still holds
+ * one, and closes it, so that the backlog does not spin and the listening
+ * socket is read again.  The handle matches the listener's kind: TCP for
+ * the device port, a pipe for the operator socket.  Returns -ENOMEM if it
+ * could not even do that.
  */
-static void
+static int
 listener_drop_one(uv_stream_t *s)
 {
 	union {
@@ -105,18 +107,43 @@ listener_drop_one(uv_stream_t *s)
 	int rc;
 
 	if ((u = malloc(sizeof(*u))) == NULL)
-		return;
+		return -ENOMEM;
 	rc = s->type == UV_NAMED_PIPE ? uv_pipe_init(s->loop, &u->pipe, 0)
 	                              : uv_tcp_init(s->loop, &u->tcp);
 	if (rc != 0) {
 		free(u);
-		return;
+		return -ENOMEM;
 	}
 	(void)uv_accept(s, &u->st); /* nothing may be pending after all */
 	uv_close(&u->h, (uv_close_cb)free);
+	return 0;
 }
 
 static void on_new_connection(uv_stream_t *s, int status);
+static void on_resume(uv_timer_t *t);
+
+static int
+may_accept(struct grpc_server *srv)
+{
+	return srv->gs_ops == NULL || srv->gs_ops->may_accept == NULL ||
+	       srv->gs_ops->may_accept(srv->gs_arg);
+}
+
+/*
+ * Leaves the connection libuv accepted, and the backlog behind it, until
+ * on_resume accepts again; libuv does not read the listening socket
+ * meanwhile.
+ */
+static void
+listener_hold(struct grpc_listener *l)
+{
+	struct grpc_server *srv = l->gl_srv;
+
+	l->gl_held = 1;
+	if (!uv_is_active((uv_handle_t *)&srv->gs_resume))
+		uv_timer_start(&srv->gs_resume, on_resume, GRPC_ACCEPT_RETRY_MS,
+		               GRPC_ACCEPT_RETRY_MS);
+}
 
 /*
  * Accepts on the held listeners again once may_accept allows it; stops
@@ -134,7 +161,7 @@ on_resume(uv_timer_t *t)
 		l = srv->gs_listeners[i];
 		if (!l->gl_held)
 			continue;
-		if (srv->gs_ops->may_accept(srv->gs_arg)) {
+		if (may_accept(srv)) {
 			l->gl_held = 0;
 			on_new_connection(&l->gl_h.stream, 0);
 		}
@@ -156,17 +183,8 @@ on_new_connection(uv_stream_t *s, int status)
 
 	if (status < 0 || srv->gs_shutdown)
 		return;
-	if (srv->gs_ops != NULL && srv->gs_ops->may_accept != NULL &&
-	    !srv->gs_ops->may_accept(srv->gs_arg)) {
-		/*
-		 * Not accepted, libuv stops reading the listening socket
-		 * until uv_accept(): the kernel's backlog holds the rest.
-		 */
-		l->gl_held = 1;
-		if (!uv_is_active((uv_handle_t *)&srv->gs_resume))
-			uv_timer_start(&srv->gs_resume, on_resume,
-			               GRPC_ACCEPT_RETRY_MS,
-			               GRPC_ACCEPT_RETRY_MS);
+	if (!may_accept(srv)) {
+		listener_hold(l);
 		return;
 	}
 	if ((conn = calloc(1, sizeof(*conn))) == NULL)
@@ -188,8 +206,10 @@ on_new_connection(uv_stream_t *s, int status)
 	conn->gc_hs_start = conn->gc_tls ? uv_hrtime() : 0;
 	if (xport_accept(s, l->gl_ctx, &srv->gs_opts.go_xport, &h2_xport_cb,
 	                 conn->gc_h2, &x) != 0) {
+		/* It may have failed before taking the connection from libuv.
+		 */
 		grpc__conn_discard(conn);
-		return;
+		goto refuse;
 	}
 	h2_attach(conn->gc_h2, x);
 	LIST_INSERT_HEAD(&srv->gs_conns, conn, gc_entry);
@@ -200,7 +220,8 @@ on_new_connection(uv_stream_t *s, int status)
 	}
 	return;
 refuse:
-	listener_drop_one(s);
+	if (listener_drop_one(s) != 0)
+		listener_hold(l); /* try again shortly */
 }
 
 static struct grpc_listener *

@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -530,6 +531,92 @@ test_failmalloc(void **state)
 	}
 	/* The sweep reached the end: the scenario allocates fewer times. */
 	assert_true(i > 1 && i < 10000);
+}
+
+/* A connection of test_accept_failmalloc. */
+struct xconn {
+	struct grpc_conn *x_conn; /* NULL once closed */
+	int x_ready;
+};
+
+static void
+xconn_ready(struct grpc_conn *conn, void *arg)
+{
+	struct xconn *x = arg;
+
+	(void)conn;
+	x->x_ready = 1;
+}
+
+static void
+xconn_closed(struct grpc_conn *conn, int err, const char *reason, void *arg)
+{
+	struct xconn *x = arg;
+
+	(void)err;
+	(void)reason;
+	if (x->x_conn == conn)
+		x->x_conn = NULL;
+}
+
+static const struct grpc_conn_ops xconn_ops = {
+    .on_ready = xconn_ready,
+    .on_closed = xconn_closed,
+};
+
+/*
+ * failmalloc at accept: the i-th allocation of our code fails, for every
+ * i, while a new connection comes in and is accepted.  Whatever failed,
+ * the device listener still accepts the next connection, and a device
+ * gets in through it.  (A failure in xport_accept() ahead of uv_accept()
+ * used to leave libuv holding the connection, with the listening socket no
+ * longer read: no device could connect again.)
+ */
+static void
+test_accept_failmalloc(void **state)
+{
+	struct xconn c2, c3;
+	struct grpc_conn *dev;
+	struct ccall init;
+	struct env e;
+	unsigned i;
+
+	(void)state;
+	for (i = 1; i < 1000; i++) {
+		env_init(&e);
+		memset(&c2, 0, sizeof(c2));
+		memset(&c3, 0, sizeof(c3));
+		failed = 0;
+		fail_in = i;
+		if (grpc_conn_connect_unix(&e.e_tl.tl_loop, e.e_devpath, NULL,
+		                           &xconn_ops, &c2, &c2.x_conn) != 0)
+			c2.x_conn = NULL;
+		tloop_run_for(&e.e_tl, 20);
+		fail_in = 0;
+		assert_int_equal(
+		    grpc_conn_connect_unix(&e.e_tl.tl_loop, e.e_devpath, NULL,
+		                           &xconn_ops, &c3, &c3.x_conn),
+		    0);
+		RUN_UNTIL(&e.e_tl, c3.x_ready || c3.x_conn == NULL);
+		assert_non_null(c3.x_conn);
+		/* The device logs in on the newest connection. */
+		dev = e.e_dev;
+		e.e_dev = c3.x_conn;
+		dev_initialize(&e, &init, "dev-1", "s3cret");
+		e.e_dev = dev;
+		RUN_UNTIL(&e.e_tl, broker_ndevices(e.e_b) == 1 ||
+		                       init.cc_ended || c3.x_conn == NULL);
+		assert_int_equal(broker_ndevices(e.e_b), 1);
+		if (c2.x_conn != NULL)
+			grpc_conn_close(c2.x_conn, -ECONNRESET);
+		grpc_conn_close(c3.x_conn, -ECONNRESET);
+		RUN_UNTIL(&e.e_tl, c2.x_conn == NULL && c3.x_conn == NULL);
+		env_done(&e);
+		if (failed == 0)
+			break;
+	}
+	/* The sweep reached the end: accepting allocates fewer times. */
+	assert_true(i > 1 && i < 1000);
 }
 
 /* The joined relay: an operator and a device, each a client of ours. */
@@ -1299,6 +1386,7 @@ main(int argc, char **argv)
 	    cmocka_unit_test(test_device_listed),
 	    cmocka_unit_test(test_grant_and_session_limit),
 	    cmocka_unit_test(test_failmalloc),
+	    cmocka_unit_test(test_accept_failmalloc),
 	    cmocka_unit_test(test_relay_bytes_both_ways),
 	    cmocka_unit_test(test_relay_netconf_bytes),
 	    cmocka_unit_test(test_relay_netconf_big_rpc_before_hello),
@@ -1315,6 +1403,8 @@ main(int argc, char **argv)
 	};
 
 	log_init("operator_test", LOG_LEVEL_WARN);
+	/* As the daemons do: a peer that closed is an error, not a signal. */
+	signal(SIGPIPE, SIG_IGN);
 	if (argc > 1)
 		cmocka_set_test_filter(argv[1]);
 	return cmocka_run_group_tests(tests, NULL, NULL);
