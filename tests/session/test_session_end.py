@@ -208,6 +208,49 @@ while True:
 """
 
 
+# A shell that takes SIGINT as bash 5.2 sometimes does on a loaded machine:
+# it echoes "^C" at once, then waits for input with the signal noted but
+# not acted on, and acts on it only when the next byte comes, throwing that
+# byte away with the line; then it prints its new prompt.  "exit" written
+# after the "^C" runs as "xit".
+RACE_SHELL = r"""#!/usr/bin/python3
+import os, signal, sys, termios
+
+caught = []
+
+def on_int(sig, frame):
+    os.write(1, b"^C\r\n")
+    caught.append(sig)
+
+signal.signal(signal.SIGINT, on_int)
+t = termios.tcgetattr(0)
+t[3] &= ~(termios.ICANON | termios.ECHO)
+t[6][termios.VMIN] = 1
+t[6][termios.VTIME] = 0
+termios.tcsetattr(0, termios.TCSANOW, t)
+os.write(1, b"race$ ")
+line = b""
+while True:
+    c = os.read(0, 1)  # a signal does not interrupt it (PEP 475)
+    if not c:
+        sys.exit(0)
+    if caught:
+        del caught[:]
+        line = b""
+        os.write(1, b"race$ ")
+        continue
+    if c in (b"\n", b"\r"):
+        cmd, line = line.strip(), b""
+        if cmd == b"exit":
+            sys.exit(0)
+        if cmd:
+            os.write(1, cmd + b": command not found\r\n")
+        os.write(1, b"race$ ")
+    else:
+        line += c
+"""
+
+
 class SlowShellTest(Base):
     """A signal, then "exit", to a shell that takes its time with the
     signal: the agent holds the line until the shell has answered the
@@ -250,6 +293,33 @@ class SlowShellTest(Base):
             wait_until(lambda: not sessions_of(a.pid, names=("byteshell",)),
                        CLEANUP_BOUND, "the byte shell gone")
             sess.close()
+
+    def test_signal_caught_before_the_wait(self):
+        """SIGINT, then "exit" (in two messages, and together as Juniper's
+        hang-up), to a shell that echoes "^C" and acts on the signal only
+        at the next byte, as bash can: the agent waits for the shell's
+        prompt, and when it does not come, gives the shell an empty line
+        to throw away; "exit" then arrives whole.  Waiting for quiet after
+        the "^C" instead, the agent wrote "exit" and the shell ran "xit"."""
+        a = self.new_agent(self.nms, "slow3", "slow-secret",
+                           ['shell "%s";' % self.shell("raceshell", 0, RACE_SHELL)])
+        for i in range(REPEAT):
+            for together in (False, True):
+                sess = self.nms.open_session("slow3", "csh", 15)
+                sess.read_until(b"race$ ", 15)
+                if together:
+                    sess.send_csh("exit", kill_signal=2)
+                else:
+                    sess.send_kill(2)
+                    sess.send_csh("exit")
+                self.assertTrue(sess.ended.wait(10), "the session did not end; output %r; "
+                                "agent log:\n%s" % (sess.peek()[-200:], a.log_tail(10)))
+                self.assertNotIn("command not found", sess.peek())
+                self.assertIn("^C", sess.peek())  # the shell took the signal
+                self.assertEqual(sess.end_reason, "eof")
+                wait_until(lambda: not sessions_of(a.pid, names=("raceshell",)),
+                           CLEANUP_BOUND, "the race shell gone")
+                sess.close()
 
     def test_answer_in_two_pieces(self):
         """The shell answers the signal at once ("^C") and takes it only
