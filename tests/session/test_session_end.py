@@ -164,6 +164,15 @@ while True:
 """
 
 
+# The stub shells below read their terminal as bash's line editor does:
+# non-canonical, no echo, one byte per read().
+BYTE_AT_A_TIME = """t = termios.tcgetattr(0)
+t[3] &= ~(termios.ICANON | termios.ECHO)
+t[6][termios.VMIN] = 1
+t[6][termios.VTIME] = 0
+termios.tcsetattr(0, termios.TCSANOW, t)"""
+
+
 # A shell that reads as bash's line editor does: the terminal in
 # non-canonical mode, one byte per read(), and SIGINT discards the line read
 # so far.  It stalls after the first byte of each line, as bash does when
@@ -179,11 +188,7 @@ def on_int(sig, frame):
     raise Intr()
 
 signal.signal(signal.SIGINT, on_int)
-t = termios.tcgetattr(0)
-t[3] &= ~(termios.ICANON | termios.ECHO)
-t[6][termios.VMIN] = 1
-t[6][termios.VTIME] = 0
-termios.tcsetattr(0, termios.TCSANOW, t)
+BYTE_AT_A_TIME
 os.write(1, b"byte$ ")
 line = b""
 while True:
@@ -205,7 +210,7 @@ while True:
     except Intr:
         line = b""
         os.write(1, b"^C\r\nbyte$ ")
-"""
+""".replace("BYTE_AT_A_TIME", BYTE_AT_A_TIME)
 
 
 # A shell that takes SIGINT as bash 5.2 sometimes does on a loaded machine:
@@ -223,11 +228,7 @@ def on_int(sig, frame):
     caught.append(sig)
 
 signal.signal(signal.SIGINT, on_int)
-t = termios.tcgetattr(0)
-t[3] &= ~(termios.ICANON | termios.ECHO)
-t[6][termios.VMIN] = 1
-t[6][termios.VTIME] = 0
-termios.tcsetattr(0, termios.TCSANOW, t)
+BYTE_AT_A_TIME
 os.write(1, b"race$ ")
 line = b""
 while True:
@@ -248,7 +249,7 @@ while True:
         os.write(1, b"race$ ")
     else:
         line += c
-"""
+""".replace("BYTE_AT_A_TIME", BYTE_AT_A_TIME)
 
 
 class SlowShellTest(Base):

@@ -1003,6 +1003,43 @@ test_throttle_inflight(void **state)
 }
 
 /*
+ * Ten guesses for made-up ids at once from peer, with 5 failures allowed
+ * per peer: 5 run scrypt and fail, 5 are busy.  inflight and waiting are
+ * the checks in the threadpool and waiting for it right after the burst.
+ */
+static void
+guess_burst(struct registry *reg, struct registry_throttle *thr,
+            uv_loop_t *loop, const char *peer, unsigned inflight,
+            unsigned waiting)
+{
+	unsigned before = atomic_load(&registry_kdf_calls);
+	struct vres v[10];
+	int i, busy = 0, failed = 0;
+	char id[16];
+
+	memset(v, 0, sizeof(v));
+	for (i = 0; i < 10; i++) {
+		snprintf(id, sizeof(id), "ghost%d", i);
+		assert_int_equal(registry_verify(reg, loop, id,
+		                                 (const uint8_t *)"x", 1, peer,
+		                                 vcb, &v[i], NULL),
+		                 0);
+	}
+	assert_int_equal(registry_throttle_inflight(thr), inflight);
+	assert_int_equal(registry_throttle_waiting(thr), waiting);
+	assert_int_equal(uv_run(loop, UV_RUN_DEFAULT), 0);
+	for (i = 0; i < 10; i++) {
+		busy += v[i].v_result == -EBUSY;
+		failed += v[i].v_result == -ENOENT;
+	}
+	assert_int_equal(failed, 5);
+	assert_int_equal(busy, 5);
+	assert_int_equal(atomic_load(&registry_kdf_calls) - before, 5);
+	assert_int_equal(registry_throttle_inflight(thr), 0);
+	assert_int_equal(registry_throttle_waiting(thr), 0);
+}
+
+/*
  * Checks in flight count as failures: a burst of concurrent guesses from
  * one peer gets no more scrypts than its failure limit, and the KDF queue
  * has a bound per peer and in all.
@@ -1012,35 +1049,16 @@ test_throttle_concurrent(void **state)
 {
 	struct registry *reg = load_ok(mkregistry(2));
 	struct registry_throttle *thr = fake_throttle();
-	struct vres v[12];
-	char id[16];
+	struct vres v[5];
 	uv_loop_t loop;
-	unsigned before = atomic_load(&registry_kdf_calls);
-	int i, busy = 0, failed = 0;
+	int i;
 
 	(void)state;
-	memset(v, 0, sizeof(v));
 	assert_int_equal(uv_loop_init(&loop), 0);
 	registry_throttle_set_limits(thr, 0, 5, 0, 0, 0);
 	registry_throttle_set_checks(thr, 100, 100, 0);
 	registry_set_throttle(reg, thr);
-	for (i = 0; i < 10; i++) {
-		snprintf(id, sizeof(id), "ghost%d", i);
-		assert_int_equal(
-		    registry_verify(reg, &loop, id, (const uint8_t *)"x", 1,
-		                    "10.5.5.5:1", vcb, &v[i], NULL),
-		    0);
-	}
-	assert_int_equal(registry_throttle_inflight(thr), 5);
-	assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
-	for (i = 0; i < 10; i++) {
-		busy += v[i].v_result == -EBUSY;
-		failed += v[i].v_result == -ENOENT;
-	}
-	assert_int_equal(failed, 5);
-	assert_int_equal(busy, 5);
-	assert_int_equal(atomic_load(&registry_kdf_calls) - before, 5);
-	assert_int_equal(registry_throttle_inflight(thr), 0);
+	guess_burst(reg, thr, &loop, "10.5.5.5:1", 5, 0);
 
 	/* The queue bound: per peer, then in all. */
 	memset(v, 0, sizeof(v));
@@ -1071,28 +1089,9 @@ test_throttle_concurrent(void **state)
 	 * Checks waiting for a slot count as in flight for the guess bound:
 	 * with one slot in all, the burst gets no more scrypts than above.
 	 */
-	memset(v, 0, sizeof(v));
 	registry_throttle_set_limits(thr, 0, 5, 0, 0, 0);
 	registry_throttle_set_checks(thr, 100, 1, 0);
-	before = atomic_load(&registry_kdf_calls);
-	busy = failed = 0;
-	for (i = 0; i < 10; i++) {
-		snprintf(id, sizeof(id), "ghost%d", i);
-		assert_int_equal(
-		    registry_verify(reg, &loop, id, (const uint8_t *)"x", 1,
-		                    "10.5.5.9:1", vcb, &v[i], NULL),
-		    0);
-	}
-	assert_int_equal(registry_throttle_inflight(thr), 1);
-	assert_int_equal(registry_throttle_waiting(thr), 4);
-	assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
-	for (i = 0; i < 10; i++) {
-		busy += v[i].v_result == -EBUSY;
-		failed += v[i].v_result == -ENOENT;
-	}
-	assert_int_equal(failed, 5);
-	assert_int_equal(busy, 5);
-	assert_int_equal(atomic_load(&registry_kdf_calls) - before, 5);
+	guess_burst(reg, thr, &loop, "10.5.5.9:1", 1, 4);
 	loop_done(&loop);
 	registry_free(reg);
 	registry_throttle_free(thr);
