@@ -25,6 +25,7 @@ import os
 import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -63,6 +64,19 @@ def raise_nofile(want):
     return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
+def cpu_s(pid, children=False):
+    """User plus system CPU seconds of pid so far, with those of its
+    children it has waited for (/proc/PID/stat)."""
+    with open("/proc/%d/stat" % pid) as f:
+        x = f.read().rsplit(")", 1)[1].split()
+    ticks = int(x[11]) + int(x[12]) + (int(x[13]) + int(x[14]) if children else 0)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def med(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
 def pct(xs, p):
     xs = sorted(xs)
     if not xs:
@@ -89,12 +103,31 @@ def main():
                     "many addresses sees them: the per-address limits and max-connections "
                     "lifted, the global ones (max-unauthenticated 1024, auth-checks 32) kept. "
                     "none: every limit lifted")
+    ap.add_argument("--client", choices=("c", "python"), default="c",
+                    help="the operator client of the session phase: ncgrpc-opload (c), "
+                    "or Python threads on one connection, which at 20 at a time measure "
+                    "mostly themselves")
+    ap.add_argument("--opload", help="ncgrpc-opload; default: beside --ncgrpcd's build "
+                    "(src/test/ncgrpc-opload)")
     ap.add_argument("--workdir")
     ap.add_argument("--keep", action="store_true")
     a = ap.parse_args()
+    if a.opload is None:
+        a.opload = os.path.join(os.path.dirname(os.path.abspath(a.ncgrpcd)), "..", "test",
+                                "ncgrpc-opload")
+    if a.client == "c" and not os.access(a.opload, os.X_OK):
+        raise SystemExit("no ncgrpc-opload at %s (build it, or give --opload)" % a.opload)
 
     n, nag = a.devices, max(1, min(a.agents, a.devices))
     lim = raise_nofile(4 * n + 10000)
+    # ncgrpcd holds one descriptor per device and keeps NCGRPCD_FD_RESERVE
+    # (src/server/ncgrpcd.c) for the operator socket.  Without
+    # CAP_SYS_RESOURCE no process here can go past the hard limit.
+    if lim[0] < n + 256:
+        raise SystemExit("%d devices need an open-file limit of at least %d; this "
+                         "process may raise it only to %d (hard limit, see "
+                         "/proc/sys/fs/nr_open and CAP_SYS_RESOURCE)"
+                         % (n, n + 256, lim[0]))
     work = a.workdir or tempfile.mkdtemp(prefix="ncgrpc-bench-scale-")
     os.makedirs(work, exist_ok=True)
     print("workdir %s, RLIMIT_NOFILE %s" % (work, lim), flush=True)
@@ -103,7 +136,9 @@ def main():
     hosts = ["127.0.0.%d" % (i + 1) for i in range(a.listen)]
     srv = Ncgrpcd(os.path.abspath(a.ncgrpcd), os.path.join(work, "srv"), port=port,
                   listen=["%s:%d" % (h, port) for h in hosts],
-                  extra=["session-limit 100", "session-wait 60"] + LIMITS[a.limits])
+                  extra=["session-limit 100", "session-wait 60"] + LIMITS[a.limits]
+                  # The certificate ncgrpcd makes must name every listen address.
+                  + ["name %s" % h for h in hosts[1:]])
     os.makedirs(srv.workdir, exist_ok=True)
     ids = ["bench-%05d" % i for i in range(n)]
     t0 = time.monotonic()
@@ -162,26 +197,18 @@ def main():
         t_list = time.monotonic() - t_list
 
         # Sessions at load.
-        def one(dev):
-            s = op.session(dev, "shell", wait_ms=30000)
-            s.wait_started(60)
-            s.read_until(b" ", 60)          # the prompt: first output
-            s.send(b"echo x\n")
-            s.read_until(b"x\r\n", 60)
-            s.send(b"exit\n")
-            s.read_all(60)
-            return (s.t_started - s.t_open, s.t_first_data - s.t_open,
-                    s.code.name)
-
         step = max(1, n // max(1, a.sessions))
         targets = ids[::step][:a.sessions]
-        t_s = time.monotonic()
-        with concurrent.futures.ThreadPoolExecutor(a.concurrency) as ex:
-            res = list(ex.map(one, targets))
-        t_s = time.monotonic() - t_s
-        started = [r[0] * 1000 for r in res]
-        first = [r[1] * 1000 for r in res]
-        bad = [r for r in res if r[2] != "OK"]
+        cpu0 = (cpu_s(srv.pid), sum(cpu_s(ag.pid) for ag in agents),
+                sum(cpu_s(ag.pid, True) for ag in agents))
+        if a.client == "c":
+            started, first, nbad, t_s = opload(a, srv.sock, targets, work)
+        else:
+            started, first, nbad, t_s = pyload(a, op, targets)
+        time.sleep(0.5)  # the agents reap the last shells
+        cpu1 = (cpu_s(srv.pid), sum(cpu_s(ag.pid) for ag in agents),
+                sum(cpu_s(ag.pid, True) for ag in agents))
+        ms_per = [(y - x) * 1000 / max(1, len(targets)) for x, y in zip(cpu0, cpu1)]
         rss2 = srvlib.rss_kib(srv.pid)
         agent_rss = sum(srvlib.rss_kib(ag.pid) or 0 for ag in agents)
 
@@ -194,16 +221,20 @@ def main():
         print("%-52s %.1f KiB" % ("RSS per idle device", (rss1 - rss0) / float(n)))
         print("%-52s %.1f s" % ("time to connect all devices", t_connect))
         print("%-52s %.0f ms" % ("ListDevices with %d devices" % n, t_list * 1000))
-        print("%-52s %d (%d at a time), %.1f s, %d failed" % ("shell sessions", len(res),
-                                                               a.concurrency, t_s, len(bad)))
+        print("%-52s %d (%d at a time, %s client), %.1f s, %d failed"
+              % ("shell sessions", len(targets), a.concurrency,
+                 "C" if a.client == "c" else "Python", t_s, nbad))
         print("%-52s %.1f / %.1f ms" % ("Session -> SessionStarted, median / p99",
-                                         statistics.median(started), pct(started, 99)))
+                                         med(started), pct(started, 99)))
         print("%-52s %.1f / %.1f ms" % ("Session -> first output byte, median / p99",
-                                         statistics.median(first), pct(first, 99)))
+                                         med(first), pct(first, 99)))
+        print("%-52s %.2f / %.2f / %.2f ms" % (
+            "CPU per session: ncgrpcd / agents / their shells", ms_per[0], ms_per[1],
+            ms_per[2] - ms_per[1]))
         print("%-52s %d KiB" % ("ncgrpcd RSS after the sessions", rss2))
         print("%-52s %d KiB" % ("agents' RSS (sum)", agent_rss))
         op.close()
-        return 1 if bad else 0
+        return 1 if nbad else 0
     finally:
         for ag in agents:
             ag.stop(20)
@@ -212,6 +243,58 @@ def main():
             print("ncgrpcd exited with %s" % rc)
         if not a.keep and not a.workdir:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def opload(a, sock, targets, work):
+    """The sessions through ncgrpc-opload (src/test): started and first-byte
+    times in ms, the number that failed, and the seconds they took.  Its
+    output, a line per session, is kept in the workdir (opload.out)."""
+    r = subprocess.run([a.opload, "-s", sock, "-c", str(a.concurrency), "-w", "30000"],
+                       input="".join(t + "\n" for t in targets), capture_output=True,
+                       text=True, timeout=600)
+    with open(os.path.join(work, "opload.out"), "w") as f:
+        f.write(r.stdout + r.stderr)
+    started, first, bad, secs = [], [], 0, float("nan")
+    for line in r.stdout.splitlines():
+        w = line.split()
+        kv = dict(x.split("=", 1) for x in w[1:] if "=" in x)
+        if w and w[0] == "session":
+            if kv["status"] != "OK":
+                bad += 1
+            if float(kv["started"]) >= 0:
+                started.append(float(kv["started"]))
+            if float(kv["first"]) >= 0:
+                first.append(float(kv["first"]))
+        elif w and w[0] == "summary":
+            secs = float(kv["seconds"])
+    if r.returncode != 0 or len(started) + bad < len(targets):
+        sys.stderr.write(r.stderr[-2000:])
+        bad = max(bad, len(targets) - len(started))
+    return started, first, bad, secs
+
+
+def pyload(a, op, targets):
+    """The same sessions from Python threads on one OpClient connection
+    (tests/server/opclient.py).  At 20 at a time the client itself is the
+    bottleneck: it used more CPU than ncgrpcd and the agents together."""
+    def one(dev):
+        s = op.session(dev, "shell", wait_ms=30000)
+        s.wait_started(60)
+        s.read_until(b" ", 60)          # the prompt: first output
+        s.send(b"echo x\n")
+        s.read_until(b"x\r\n", 60)
+        s.send(b"exit\n")
+        s.read_all(60)
+        return (s.t_started - s.t_open, s.t_first_data - s.t_open,
+                s.code.name)
+
+    t_s = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(a.concurrency) as ex:
+        res = list(ex.map(one, targets))
+    t_s = time.monotonic() - t_s
+    started = [r[0] * 1000 for r in res]
+    first = [r[1] * 1000 for r in res]
+    return started, first, sum(1 for r in res if r[2] != "OK"), t_s
 
 
 if __name__ == "__main__":
