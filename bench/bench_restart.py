@@ -2,7 +2,7 @@
 """ncgrpcd restart storm: how fast a fleet is back after the daemon restarts.
 
     bench_restart.py --ncgrpcd PATH --agent PATH [--devices 500] [--agents 5]
-                     [--ln 14] [--rounds 2]
+                     [--ln 14] [--rounds 2] [--limits site|fleet]
 
 N devices, registered at the default scrypt cost (ln=14, r=8: 16 MiB and
 tens of milliseconds per check), connect through a few ncgrpc-agent
@@ -14,7 +14,10 @@ shows all N with an idle connection:
     default: devices resume with their ticket and skip scrypt;
   - the same restart with `tls-ticket-key none` (the baseline: no tickets,
     a full handshake and a scrypt check per device), in the same sitting.
-Each restart is repeated --rounds times.  Loopback only; not part of ctest.
+Each restart is repeated --rounds times.  --limits as in bench_scale.py:
+every bench device comes from 127.0.0.1, which the default per-address
+limits treat as one site; fleet lifts them.  Loopback only; not part of
+ctest.
 """
 import argparse
 import concurrent.futures
@@ -31,6 +34,7 @@ os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 import srvlib  # noqa: E402
 from opclient import OpClient  # noqa: E402
 from srvlib import Addr, Agent, Client, Ncgrpcd, free_port  # noqa: E402
+from bench_scale import LIMITS, raise_nofile  # noqa: E402
 
 
 def wait_all(srv, n, t0, timeout):
@@ -67,9 +71,14 @@ def main():
     ap.add_argument("--ln", type=int, default=14, help="scrypt cost log2(N)")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=600)
+    ap.add_argument("--limits", choices=("site", "fleet"), default="site")
     a = ap.parse_args()
 
     n, nag = a.devices, max(1, min(a.agents, a.devices))
+    lim = raise_nofile(4 * n + 10000)
+    if lim[0] < n + 256:
+        raise SystemExit("%d devices need an open-file limit of at least %d, not %d"
+                         % (n, n + 256, lim[0]))
     work = tempfile.mkdtemp(prefix="ncgrpc-bench-restart-")
     ids = ["rs-%05d" % i for i in range(n)]
     t = time.monotonic()
@@ -82,7 +91,7 @@ def main():
     try:
         for mode in ("resumption", "baseline"):
             port = free_port()
-            extra = ["auth-checks 64"]
+            extra = ["auth-checks 64"] + LIMITS[a.limits]
             if mode == "baseline":
                 extra.append("tls-ticket-key none")
             srv = Ncgrpcd(os.path.abspath(a.ncgrpcd), os.path.join(work, mode), port=port,
@@ -120,8 +129,8 @@ def main():
 
     r, b = results["resumption"], results["baseline"]
     print()
-    print("ncgrpcd restart storm: %d devices, %d agents, scrypt ln=%d, %d cores"
-          % (n, nag, a.ln, os.cpu_count() or 0))
+    print("ncgrpcd restart storm: %d devices, %d agents, scrypt ln=%d, %s limits, %d cores"
+          % (n, nag, a.ln, a.limits, os.cpu_count() or 0))
     print("%-44s %12s %12s %8s" % ("all devices ready after", "resumption", "baseline",
                                    "ratio"))
     print("%-44s %10.1f s %10.1f s %7.2fx" % ("first start (full handshakes)", r[0], b[0],

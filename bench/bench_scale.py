@@ -109,12 +109,17 @@ def main():
                     "mostly themselves")
     ap.add_argument("--opload", help="ncgrpc-opload; default: beside --ncgrpcd's build "
                     "(src/test/ncgrpc-opload)")
+    ap.add_argument("--cli", help="ncgrpc, timed listing the devices; default: beside "
+                    "--ncgrpcd's build (src/cli/ncgrpc)")
     ap.add_argument("--workdir")
     ap.add_argument("--keep", action="store_true")
     a = ap.parse_args()
     if a.opload is None:
         a.opload = os.path.join(os.path.dirname(os.path.abspath(a.ncgrpcd)), "..", "test",
                                 "ncgrpc-opload")
+    if a.cli is None:
+        a.cli = os.path.join(os.path.dirname(os.path.abspath(a.ncgrpcd)), "..", "cli",
+                             "ncgrpc")
     if a.client == "c" and not os.access(a.opload, os.X_OK):
         raise SystemExit("no ncgrpc-opload at %s (build it, or give --opload)" % a.opload)
 
@@ -195,6 +200,17 @@ def main():
         t_list = time.monotonic()
         devs = op.list_devices(timeout=60)
         t_list = time.monotonic() - t_list
+        # The same through `ncgrpc devices` (C), best of 3: the Python
+        # client's decoding is part of the figure above.
+        t_cli = float("nan")
+        if os.access(a.cli, os.X_OK):
+            for _ in range(3):
+                t = time.monotonic()
+                r = subprocess.run([a.cli, "-s", srv.sock, "devices", "--json"],
+                                   stdout=subprocess.DEVNULL, timeout=120)
+                t = time.monotonic() - t
+                if r.returncode == 0 and not t > t_cli:
+                    t_cli = t
 
         # Sessions at load.
         step = max(1, n // max(1, a.sessions))
@@ -221,6 +237,7 @@ def main():
         print("%-52s %.1f KiB" % ("RSS per idle device", (rss1 - rss0) / float(n)))
         print("%-52s %.1f s" % ("time to connect all devices", t_connect))
         print("%-52s %.0f ms" % ("ListDevices with %d devices" % n, t_list * 1000))
+        print("%-52s %.0f ms" % ("ncgrpc devices --json (C CLI), best of 3", t_cli * 1000))
         print("%-52s %d (%d at a time, %s client), %.1f s, %d failed"
               % ("shell sessions", len(targets), a.concurrency,
                  "C" if a.client == "c" else "Python", t_s, nbad))
