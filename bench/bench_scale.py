@@ -111,6 +111,9 @@ def main():
                     "(src/test/ncgrpc-opload)")
     ap.add_argument("--cli", help="ncgrpc, timed listing the devices; default: beside "
                     "--ncgrpcd's build (src/cli/ncgrpc)")
+    ap.add_argument("--waittime", type=int, default=2,
+                    help="each client's wait before its next pass over its servers "
+                    "(ncgrpc-agent's default is 30)")
     ap.add_argument("--workdir")
     ap.add_argument("--keep", action="store_true")
     a = ap.parse_args()
@@ -171,7 +174,7 @@ def main():
             os.makedirs(ag.workdir, exist_ok=True)
             clients = [Client("c%d" % i, dev, "s-" + dev,
                               [Addr(port, hosts[(k * per + i) % len(hosts)], cert_file=srv.cert)],
-                              waittime=2)
+                              waittime=a.waittime)
                        for i, dev in enumerate(mine)]
             ag.configure(clients, ('shell "/bin/sh";',))
             ag.start()

@@ -270,7 +270,8 @@ grpc_server_listen(struct grpc_server *srv, const char *host, uint16_t port,
 	uv_tcp_init(srv->gs_loop, &l->gl_h.tcp);
 	l->gl_h.handle.data = l;
 	if ((rc = uv_tcp_bind(&l->gl_h.tcp, (struct sockaddr *)&ss, 0)) < 0 ||
-	    (rc = uv_listen(&l->gl_h.stream, 511, on_new_connection)) < 0) {
+	    (rc = uv_listen(&l->gl_h.stream, GRPC_LISTEN_BACKLOG,
+	                    on_new_connection)) < 0) {
 		l->gl_srv = NULL;
 		uv_close(&l->gl_h.handle, on_listener_closed);
 		return rc;

@@ -105,8 +105,7 @@ output_has(struct sess *s, const uint8_t *data, size_t len, const char *pat)
 			found = 1;
 		/* Keep the last TAIL_LEN bytes of win. */
 		if (s->s_tail_len + take > TAIL_LEN) {
-			memcpy(s->s_tail,
-			       win + s->s_tail_len + take - TAIL_LEN,
+			memcpy(s->s_tail, win + s->s_tail_len + take - TAIL_LEN,
 			       TAIL_LEN);
 			s->s_tail_len = TAIL_LEN;
 		} else {
@@ -241,11 +240,11 @@ summarize(void)
 	}
 	for (i = 0; i < ol.n; i++) {
 		if (ol.sess[i].s_started != 0)
-			st[ns++] = ms_since_open(&ol.sess[i],
-			                         ol.sess[i].s_started);
+			st[ns++] =
+			    ms_since_open(&ol.sess[i], ol.sess[i].s_started);
 		if (ol.sess[i].s_first != 0)
-			fi[nf++] = ms_since_open(&ol.sess[i],
-			                         ol.sess[i].s_first);
+			fi[nf++] =
+			    ms_since_open(&ol.sess[i], ol.sess[i].s_first);
 	}
 	peer_say("summary sessions=%zu failed=%zu seconds=%.3f "
 	         "started_median=%.2f started_p99=%.2f first_median=%.2f "

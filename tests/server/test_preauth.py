@@ -260,6 +260,61 @@ class PreauthConnTest(PreauthCase):
         alive += self.open_many(srv.port, "127.0.1.5", 3)
         self.assertEqual(len(alive) + 1, 24)  # with the late one
 
+    def test_storm_waits_in_the_backlog(self):
+        """A connect storm past max-unauthenticated waits in the kernel's
+        listen backlog.  With a backlog of 511 the kernel dropped the SYNs
+        past it (ListenOverflows): 5,000 devices took 17,600 drops, each a
+        1, 2, 4 s retransmission, and a device whose connect timed out
+        (10 s) slept its waittime.  The kernel caps the backlog at
+        net.core.somaxconn."""
+        n = 1200
+        with open("/proc/sys/net/core/somaxconn") as f:
+            somaxconn = int(f.read())
+        if somaxconn < n + 64:
+            self.skipTest("net.core.somaxconn is %d, under %d" % (somaxconn, n + 64))
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard < n + 256:
+            self.skipTest("RLIMIT_NOFILE hard limit %d, under %d" % (hard, n + 256))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, n + 256), hard))
+        self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
+        srv = self.new_server({"d1": "d1-secret-abc"},
+                              extra=conf("max-unauthenticated 16"))
+        # Plain TCP connects, no TLS: ncgrpcd takes 16, then holds its
+        # listener, and the rest can only wait in the backlog.
+        socks, pending, poll = [], {}, select.poll()
+        for i in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.addCleanup(s.close)
+            s.bind(("127.0.2.%d" % (1 + i % 200), 0))
+            s.setblocking(False)
+            err = s.connect_ex(("127.0.0.1", srv.port))
+            self.assertIn(err, (0, 115), os.strerror(err))  # 115: EINPROGRESS
+            socks.append(s)
+            pending[s.fileno()] = s
+            poll.register(s, select.POLLOUT)
+        # Established means the SYN-ACK came: within 0.8 s, before the
+        # first retransmission of a dropped SYN (1 s).
+        done, deadline = 0, time.monotonic() + 0.8
+        while pending and time.monotonic() < deadline:
+            for fd, _ in poll.poll(100):
+                s = pending.pop(fd)
+                poll.unregister(fd)
+                err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                self.assertEqual(err, 0, os.strerror(err))
+                done += 1
+        sys.stderr.write("[%d of %d connected within 0.8 s] " % (done, n))
+        self.assertEqual(done, n, "SYNs dropped: the listen backlog is short")
+        # The storm goes, and a device still gets in.
+        for s in socks:
+            s.close()
+        # ncgrpcd first works through the closed connections that wait
+        # in its backlog.
+        t0 = time.monotonic()
+        hostile.tls_connect(srv.port, timeout=30).close()
+        sys.stderr.write("[TLS through %.1f s after the storm] " % (time.monotonic() - t0))
+        st, _, _ = hostile.initialize(srv.port, "d1", "d1-secret-abc", timeout=3)
+        self.assertEqual(st, "held")
+
 
 # ---------------------------------------------------------------------------
 class PreauthLockoutTest(PreauthCase):
