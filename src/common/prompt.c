@@ -9,12 +9,18 @@ void
 prompt_feed(struct prompt_tail *pt, const void *data, size_t len)
 {
 	const char *p = data;
-	size_t i, keep;
+	size_t i, stop, keep;
 
-	for (i = len; i > 0; i--)
+	/*
+	 * Only the last PROMPT_TAIL bytes can end up in the tail, so only they
+	 * are searched for a line end: each message of a bulk transfer costs
+	 * what a keystroke's echo does, not a pass over all its bytes.
+	 */
+	stop = len > PROMPT_TAIL ? len - PROMPT_TAIL : 0;
+	for (i = len; i > stop; i--)
 		if (p[i - 1] == '\n' || p[i - 1] == '\r')
 			break;
-	if (i > 0) {
+	if (i > stop) {
 		/* A new line: the tail is what follows its start. */
 		p += i;
 		len -= i;

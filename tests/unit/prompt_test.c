@@ -145,6 +145,24 @@ test_long_lines(void **state)
 	/* A prompt pushed out of the tail by later output on its line. */
 	prompt_feed(&pt, big, PROMPT_TAIL);
 	assert_false(prompt_is_secret(&pt));
+	/* A line end just inside the last PROMPT_TAIL bytes starts the tail. */
+	memset(big, 'x', sizeof(big));
+	big[sizeof(big) - PROMPT_TAIL] = '\n';
+	memcpy(big + sizeof(big) - 10, " Password:", 10);
+	prompt_feed(&pt, big, sizeof(big));
+	assert_int_equal(pt.pt_len, PROMPT_TAIL - 1);
+	assert_true(prompt_is_secret(&pt));
+	/* One just before them: the tail is the last PROMPT_TAIL bytes. */
+	big[sizeof(big) - PROMPT_TAIL] = 'x';
+	big[sizeof(big) - PROMPT_TAIL - 1] = '\r';
+	prompt_feed(&pt, big, sizeof(big));
+	assert_int_equal(pt.pt_len, PROMPT_TAIL);
+	assert_memory_equal(pt.pt_buf, big + sizeof(big) - PROMPT_TAIL,
+	                    PROMPT_TAIL);
+	/* A line end as the last byte empties it. */
+	big[sizeof(big) - 1] = '\n';
+	prompt_feed(&pt, big, sizeof(big));
+	assert_int_equal(pt.pt_len, 0);
 	/* Truncated escapes at the end do not read past the tail. */
 	prompt_reset(&pt);
 	prompt_feed(&pt, "Password:\033[", 11);
