@@ -1,11 +1,11 @@
 #!/usr/bin/python3
 """Benchmarks of ncgrpc-agent (not part of ctest).
 
-    bench_agent.py --agent PATH [--mib 200] [--stub-dir DIR]
+    bench_agent.py --agent PATH [--mib 200] [--clients 10] [--stub-dir DIR]
 
 Prints:
   - the binary size;
-  - the agent's idle RSS with 1 and with 10 clients connected and waiting
+  - the agent's idle RSS with 1 and with --clients clients connected and waiting
     (long-poll Initialize) on a grpcio test NMS, and with 1 client, by
     mapping (the agent's heap, libcrypto, libc, ...), shared or private;
   - the throughput of one shell session streaming MIB MiB of output end to
@@ -199,6 +199,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--agent", required=True)
     ap.add_argument("--mib", type=int, default=200)
+    ap.add_argument("--clients", type=int, default=10,
+                    help="the second idle measure's clients (the first has 1)")
     ap.add_argument("--stub-dir")
     args = ap.parse_args()
     nbytes = args.mib * MiB
@@ -211,7 +213,9 @@ def main():
         cert = f.read()
     with open(os.path.join(certs, "server.key"), "rb") as f:
         key = f.read()
-    secrets = {"d%d" % i: "k" for i in range(10)}
+    if args.clients < 2:
+        ap.error("--clients must be at least 2")
+    secrets = {"d%d" % i: "k" for i in range(args.clients)}
     secrets["pydev"] = "k"
     nms = NMS(cert, key, secrets, stub_dir=args.stub_dir).start()
     agents = []
@@ -236,7 +240,7 @@ def main():
             agents.append(a)
             return a.start()
 
-        for n in (1, 10):
+        for n in (1, args.clients):
             a = start_agent(n, "idle%d" % n)
             nms.wait_for(lambda: len({r.device_id for r in nms.waiting()
                                       if r.device_id in secrets}) >= n, 30,

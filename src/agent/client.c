@@ -50,10 +50,31 @@ enum aconn_outcome {
 	AO_GRANTED,      /* Initialize answered: a session starts */
 };
 
+/*
+ * Clients that trust the same certificates share one TLS context: an
+ * OpenSSL context with its trust store costs about 20 KiB, most of what
+ * each client added to an agent.  A context is found by the PEM text it was
+ * made from (a file is read again whenever a client starts, so a changed
+ * file gets a context of its own) and lives while an address of a client
+ * uses it.  Each client keeps its TLS tickets apart (xo_resume_tag), so
+ * none resumes a session that another client's device id logged in on.
+ * One loop uses them, so there is no lock.
+ */
+struct trust {
+	LIST_ENTRY(trust) t_entry;
+	char *t_pem;
+	size_t t_len;
+	struct tls_ctx *t_ctx; /* each user holds a reference */
+	unsigned t_users;
+};
+
+static LIST_HEAD(, trust) trusts = LIST_HEAD_INITIALIZER(trusts);
+
 struct caddr {
 	char *ca_host;
 	uint16_t ca_port;
 	struct tls_ctx *ca_ctx; /* NULL when the trust anchor is unusable */
+	struct trust *ca_trust; /* where ca_ctx comes from */
 	char ca_ctx_err[256];
 };
 
@@ -106,6 +127,7 @@ struct client {
 };
 
 static void client_connect(struct client *);
+static void caddr_free(struct caddr *);
 static void client_ping_decay(struct client *);
 
 const char *
@@ -128,10 +150,8 @@ on_client_timer_closed(uv_handle_t *h)
 	void *arg = cl->cl_done_arg;
 	size_t i;
 
-	for (i = 0; i < cl->cl_naddrs; i++) {
-		free(cl->cl_addrs[i].ca_host);
-		tls_ctx_free(cl->cl_addrs[i].ca_ctx);
-	}
+	for (i = 0; i < cl->cl_naddrs; i++)
+		caddr_free(&cl->cl_addrs[i]);
 	free(cl->cl_addrs);
 	free(cl->cl_name);
 	free(cl->cl_device_id);
@@ -681,6 +701,8 @@ client_connect(struct client *cl)
 	go.go_ping_timeout_ms = cl->cl_cs->cs_ping_timeout_ms;
 	ac->ac_ping_ms = cl->cl_ping_ms;
 	go.go_xport = cl->cl_cs->cs_xport;
+	/* The context may be shared: our tickets go under our name. */
+	go.go_xport.xo_resume_tag = cl->cl_name;
 	log_info("client \"%s\": connecting to %s", cl->cl_name, ac->ac_peer);
 	rc = grpc_conn_connect(cl->cl_loop, a->ca_host, a->ca_port, a->ca_ctx,
 	                       &go, &conn_ops, ac, &ac->ac_conn);
@@ -695,25 +717,84 @@ client_connect(struct client *cl)
 	cl->cl_wait = ac;
 }
 
+/* The shared context for the certificates in pem[0..len), made if new. */
+static int
+trust_get(struct caddr *a, const char *pem, size_t len, char *err,
+          size_t errlen)
+{
+	struct trust *t;
+	int rc;
+
+	for (t = LIST_FIRST(&trusts); t != NULL; t = LIST_NEXT(t, t_entry))
+		if (t->t_len == len && memcmp(t->t_pem, pem, len) == 0) {
+			t->t_users++;
+			a->ca_trust = t;
+			a->ca_ctx = tls_ctx_ref(t->t_ctx);
+			return 0;
+		}
+	if ((t = calloc(1, sizeof(*t))) == NULL ||
+	    (t->t_pem = malloc(len == 0 ? 1 : len)) == NULL) {
+		free(t);
+		ncg_seterr(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	if ((rc = tls_ctx_client_new(&t->t_ctx, pem, len, err, errlen)) != 0) {
+		free(t->t_pem);
+		free(t);
+		return rc;
+	}
+	memcpy(t->t_pem, pem, len);
+	t->t_len = len;
+	t->t_users = 1;
+	LIST_INSERT_HEAD(&trusts, t, t_entry);
+	a->ca_trust = t;
+	a->ca_ctx = t->t_ctx;
+	return 0;
+}
+
+static void
+caddr_free(struct caddr *a)
+{
+	struct trust *t = a->ca_trust;
+
+	free(a->ca_host);
+	if (t == NULL)
+		return;
+	tls_ctx_free(a->ca_ctx);
+	a->ca_ctx = NULL;
+	a->ca_trust = NULL;
+	if (--t->t_users > 0)
+		return;
+	LIST_REMOVE(t, t_entry);
+	free(t->t_pem);
+	free(t);
+}
+
+/* Returns -ENOMEM, else 0: an unusable anchor is noted in ca_ctx_err. */
 static int
 caddr_init(struct caddr *a, const struct conf_address *ad)
 {
+	char *pem, tmp[sizeof(a->ca_ctx_err)];
+	size_t len;
 	int rc;
 
 	if ((a->ca_host = strdup(ad->ad_host)) == NULL)
 		return -ENOMEM;
 	a->ca_port = ad->ad_port;
 	if (ad->ad_trusted_cert != NULL)
-		rc = tls_ctx_client_new(&a->ca_ctx, ad->ad_trusted_cert,
-		                        strlen(ad->ad_trusted_cert),
-		                        a->ca_ctx_err, sizeof(a->ca_ctx_err));
-	else
-		rc = tls_ctx_client_new_file(
-		    &a->ca_ctx, ad->ad_trusted_cert_file, a->ca_ctx_err,
-		    sizeof(a->ca_ctx_err));
-	if (rc == -ENOMEM)
-		return rc;
-	return 0;
+		rc = trust_get(a, ad->ad_trusted_cert,
+		               strlen(ad->ad_trusted_cert), a->ca_ctx_err,
+		               sizeof(a->ca_ctx_err));
+	else if ((rc = tls_file_read(ad->ad_trusted_cert_file, &pem, &len,
+	                             a->ca_ctx_err, sizeof(a->ca_ctx_err))) ==
+	         0) {
+		rc = trust_get(a, pem, len, tmp, sizeof(tmp));
+		if (rc != 0)
+			ncg_seterr(a->ca_ctx_err, sizeof(a->ca_ctx_err),
+			           "%s: %s", ad->ad_trusted_cert_file, tmp);
+		tls_file_free(pem, len);
+	}
+	return rc == -ENOMEM ? rc : 0;
 }
 
 int
@@ -761,10 +842,8 @@ client_start(uv_loop_t *loop, const struct conf_client *cc,
 	return 0;
 nomem:
 	if (cl->cl_addrs != NULL)
-		for (i = 0; i < cc->cc_naddrs; i++) {
-			free(cl->cl_addrs[i].ca_host);
-			tls_ctx_free(cl->cl_addrs[i].ca_ctx);
-		}
+		for (i = 0; i < cc->cc_naddrs; i++)
+			caddr_free(&cl->cl_addrs[i]);
 	free(cl->cl_addrs);
 	free(cl->cl_name);
 	free(cl->cl_device_id);

@@ -278,6 +278,8 @@ grpc_conn_connect(uv_loop_t *loop, const char *host, uint16_t port,
 	}
 	rc = xport_connect(loop, host, port, ctx, &conn->gc_opts.go_xport,
 	                   &h2_xport_cb, conn->gc_h2, &x);
+	/* Read at the connect only: the caller's string may go later. */
+	conn->gc_opts.go_xport.xo_resume_tag = NULL;
 	if (rc != 0) {
 		grpc__conn_discard(conn);
 		return rc;

@@ -98,11 +98,11 @@ ossl_is_oom(unsigned long e)
 
 /*
  * Reads a whole file of at most TLS_FILE_MAX bytes.  It may hold a private
- * key: free it with free_file().
+ * key: free it with tls_file_free().
  */
-static int
-read_file(const char *path, char **out, size_t *outlen, char *err,
-          size_t errlen)
+int
+tls_file_read(const char *path, char **out, size_t *outlen, char *err,
+              size_t errlen)
 {
 	int fd, rc;
 
@@ -123,8 +123,8 @@ read_file(const char *path, char **out, size_t *outlen, char *err,
 	return rc;
 }
 
-static void
-free_file(char *p, size_t len)
+void
+tls_file_free(char *p, size_t len)
 {
 	fileio_free(p, len, FILEIO_SECRET);
 }
@@ -197,6 +197,7 @@ ctx_wrap(struct tls_ctx **out, SSL_CTX *ssl, int server, char *err,
 	}
 	ctx->tc_ssl = ssl;
 	ctx->tc_server = server;
+	ctx->tc_refs = 1;
 	*out = ctx;
 	if (err != NULL && errlen > 0)
 		err[0] = '\0';
@@ -316,14 +317,14 @@ tls_ctx_client_new_file(struct tls_ctx **out, const char *path, char *err,
 	size_t len = 0;
 	int rc;
 
-	if ((rc = read_file(path, &p, &len, err, errlen)) != 0)
+	if ((rc = tls_file_read(path, &p, &len, err, errlen)) != 0)
 		return rc;
 	rc = tls_ctx_client_new(out, p, len, tmp, sizeof(tmp));
 	if (rc != 0)
 		ncg_seterr(err, errlen, "%s: %s", path, tmp);
 	else
 		ncg_seterr(err, errlen, "%s", "");
-	free_file(p, len);
+	tls_file_free(p, len);
 	return rc;
 }
 
@@ -449,8 +450,8 @@ tls_ctx_server_new(struct tls_ctx **out, const char *cert_file,
 	size_t clen = 0, klen = 0;
 	int rc;
 
-	if ((rc = read_file(cert_file, &cp, &clen, err, errlen)) != 0 ||
-	    (rc = read_file(key_file, &kp, &klen, err, errlen)) != 0)
+	if ((rc = tls_file_read(cert_file, &cp, &clen, err, errlen)) != 0 ||
+	    (rc = tls_file_read(key_file, &kp, &klen, err, errlen)) != 0)
 		goto out;
 	if ((ssl = SSL_CTX_new(TLS_server_method())) == NULL) {
 		ncg_seterr(err, errlen, "out of memory");
@@ -469,8 +470,8 @@ tls_ctx_server_new(struct tls_ctx **out, const char *cert_file,
 	ssl = NULL;
 out:
 	SSL_CTX_free(ssl);
-	free_file(cp, clen);
-	free_file(kp, klen);
+	tls_file_free(cp, clen);
+	tls_file_free(kp, klen);
 	ERR_clear_error();
 	return rc;
 }
@@ -487,13 +488,13 @@ tls_ctx_client_set_cert(struct tls_ctx *ctx, const char *cert_file,
 		ncg_seterr(err, errlen, "not a client context");
 		return -EINVAL;
 	}
-	if ((rc = read_file(cert_file, &cp, &clen, err, errlen)) == 0 &&
-	    (rc = read_file(key_file, &kp, &klen, err, errlen)) == 0 &&
+	if ((rc = tls_file_read(cert_file, &cp, &clen, err, errlen)) == 0 &&
+	    (rc = tls_file_read(key_file, &kp, &klen, err, errlen)) == 0 &&
 	    (rc = load_chain(ctx->tc_ssl, cp, clen, cert_file, err, errlen)) ==
 	        0)
 		rc = load_key(ctx->tc_ssl, kp, klen, key_file, err, errlen);
-	free_file(cp, clen);
-	free_file(kp, klen);
+	tls_file_free(cp, clen);
+	tls_file_free(kp, klen);
 	ERR_clear_error();
 	return rc;
 }
@@ -512,20 +513,20 @@ tls_ctx_server_require_client(struct tls_ctx *ctx, const char *ca_file,
 		ncg_seterr(err, errlen, "not a server context");
 		return -EINVAL;
 	}
-	if ((rc = read_file(ca_file, &p, &len, err, errlen)) != 0)
+	if ((rc = tls_file_read(ca_file, &p, &len, err, errlen)) != 0)
 		return rc;
 	if ((store = X509_STORE_new()) == NULL) {
-		free_file(p, len);
+		tls_file_free(p, len);
 		ncg_seterr(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
 	if ((rc = load_trust(store, p, len, tmp, sizeof(tmp))) != 0) {
 		X509_STORE_free(store);
-		free_file(p, len);
+		tls_file_free(p, len);
 		ncg_seterr(err, errlen, "%s: %s", ca_file, tmp);
 		return rc;
 	}
-	free_file(p, len);
+	tls_file_free(p, len);
 	SSL_CTX_set_cert_store(ctx->tc_ssl, store);
 	/* Tells clients which CA we take; a courtesy, so failure is fine. */
 	if ((names = SSL_load_client_CA_file(ca_file)) != NULL)
@@ -538,11 +539,31 @@ tls_ctx_server_require_client(struct tls_ctx *ctx, const char *ca_file,
 	return 0;
 }
 
+struct tls_ctx *
+tls_ctx_ref(struct tls_ctx *ctx)
+{
+	struct tls_resume_cache *rc;
+
+	ctx->tc_refs++;
+	if (!ctx->tc_server && (rc = tls__resume_cache(ctx->tc_ssl)) != NULL)
+		rc->rc_max += TLS_RESUME_MAX;
+	return ctx;
+}
+
 void
 tls_ctx_free(struct tls_ctx *ctx)
 {
+	struct tls_resume_cache *rc;
+
 	if (ctx == NULL)
 		return;
+	if (--ctx->tc_refs > 0) {
+		/* Entries over the new bound go when the next one comes. */
+		if (!ctx->tc_server &&
+		    (rc = tls__resume_cache(ctx->tc_ssl)) != NULL)
+			rc->rc_max -= TLS_RESUME_MAX;
+		return;
+	}
 	/* Each SSL holds its own reference, so live connections go on. */
 	SSL_CTX_free(ctx->tc_ssl);
 	free(ctx);

@@ -41,6 +41,27 @@ struct tls_conn;
 int tls_ctx_client_new(struct tls_ctx **out, const char *pem, size_t len,
                        char *err, size_t errlen);
 
+/*
+ * Another reference to ctx, which tls_ctx_free() then frees at the last
+ * one: clients that trust the same certificates can share one context
+ * (about 20 KiB each).  Each reference to a client context makes room for
+ * TLS_RESUME_MAX more tickets in its resumption cache; sharers keep their
+ * tickets apart with keys of their own (tls_conn_resume(),
+ * xport_opts.xo_resume_tag).  Contexts are not thread-safe: use them from
+ * one loop.
+ */
+struct tls_ctx *tls_ctx_ref(struct tls_ctx *ctx);
+
+/*
+ * Reads the PEM file at path (at most 1 MiB) into *out (NUL-terminated;
+ * *outlen bytes before the NUL), to free with tls_file_free(), which
+ * cleanses it (it may hold a key).  Returns 0 or -errno, with err saying
+ * which step failed on which path.
+ */
+int tls_file_read(const char *path, char **out, size_t *outlen, char *err,
+                  size_t errlen);
+void tls_file_free(char *p, size_t len);
+
 /* Same as tls_ctx_client_new(), reading the PEM from path. */
 int tls_ctx_client_new_file(struct tls_ctx **out, const char *path, char *err,
                             size_t errlen);

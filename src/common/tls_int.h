@@ -27,13 +27,15 @@
 struct tls_ctx {
 	SSL_CTX *tc_ssl;
 	int tc_server;
+	unsigned tc_refs; /* tls_ctx_ref() adds one, tls_ctx_free() takes it */
 };
 
 /*
- * A client context's resumption cache: the newest session ticket of each
- * server (by "host:port"), at most TLS_RESUME_MAX of them, the least
- * recently used one making room.  It hangs off the SSL_CTX as ex_data, so
- * it lives as long as the last connection that may add to it.
+ * A client context's resumption cache: the newest session ticket under
+ * each key (tls_conn_resume(): "host:port", or a tag of the connection's
+ * owner before it), at most TLS_RESUME_MAX per reference to the context,
+ * the least recently used one making room.  It hangs off the SSL_CTX as
+ * ex_data, so it lives as long as the last connection that may add to it.
  */
 #define TLS_RESUME_MAX 32
 
@@ -44,9 +46,14 @@ struct tls_resume {
 };
 
 struct tls_resume_cache {
-	struct tls_resume rc_ent[TLS_RESUME_MAX];
+	struct tls_resume *rc_ent; /* rc_n of them, room for rc_cap */
+	size_t rc_n, rc_cap;
+	size_t rc_max; /* TLS_RESUME_MAX times the context's references */
 	uint64_t rc_clock;
 };
+
+/* tls_resume.c: the cache of a client context, or NULL. */
+struct tls_resume_cache *tls__resume_cache(SSL_CTX *ssl);
 
 /*
  * Ciphertext moves through one BIO of our own (tls.c, "The queue BIO")

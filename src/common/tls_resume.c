@@ -29,31 +29,88 @@ resume_cache_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
 	(void)argp;
 	if (rc == NULL)
 		return;
-	for (i = 0; i < TLS_RESUME_MAX; i++) {
+	for (i = 0; i < rc->rc_n; i++) {
 		free(rc->rc_ent[i].rs_key);
 		SSL_SESSION_free(rc->rc_ent[i].rs_sess);
 	}
+	free(rc->rc_ent);
 	free(rc);
+}
+
+struct tls_resume_cache *
+tls__resume_cache(SSL_CTX *ssl)
+{
+	if (tls_resume_idx < 0)
+		return NULL;
+	return SSL_CTX_get_ex_data(ssl, tls_resume_idx);
 }
 
 static struct tls_resume_cache *
 resume_cache(SSL *ssl)
 {
-	if (tls_resume_idx < 0)
-		return NULL;
-	return SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), tls_resume_idx);
+	return tls__resume_cache(SSL_get_SSL_CTX(ssl));
 }
 
+/*
+ * A linear search: a context has a few keys per client that shares it,
+ * and an agent's thousand clients cost microseconds per connection.
+ */
 static struct tls_resume *
 resume_find(struct tls_resume_cache *rc, const char *key)
 {
 	size_t i;
 
-	for (i = 0; i < TLS_RESUME_MAX; i++)
-		if (rc->rc_ent[i].rs_key != NULL &&
-		    strcmp(rc->rc_ent[i].rs_key, key) == 0)
+	for (i = 0; i < rc->rc_n; i++)
+		if (strcmp(rc->rc_ent[i].rs_key, key) == 0)
 			return &rc->rc_ent[i];
 	return NULL;
+}
+
+/* Drops the least recently used entry. */
+static void
+resume_evict(struct tls_resume_cache *rc)
+{
+	struct tls_resume *e = &rc->rc_ent[0];
+	size_t i;
+
+	for (i = 1; i < rc->rc_n; i++)
+		if (rc->rc_ent[i].rs_used < e->rs_used)
+			e = &rc->rc_ent[i];
+	free(e->rs_key);
+	SSL_SESSION_free(e->rs_sess);
+	*e = rc->rc_ent[--rc->rc_n];
+}
+
+/*
+ * A new entry for key, after the least recently used ones have made room:
+ * one, or more when sharers of the context went and the bound fell.
+ */
+static struct tls_resume *
+resume_slot(struct tls_resume_cache *rc, const char *key)
+{
+	struct tls_resume *e, *grown;
+	size_t cap;
+	char *k;
+
+	if ((k = strdup(key)) == NULL)
+		return NULL;
+	while (rc->rc_n > 0 && rc->rc_n >= rc->rc_max)
+		resume_evict(rc);
+	if (rc->rc_n == rc->rc_cap) {
+		cap = rc->rc_cap == 0 ? 4 : 2 * rc->rc_cap;
+		if ((grown = reallocarray(rc->rc_ent, cap, sizeof(*grown))) ==
+		    NULL) {
+			free(k);
+			return NULL;
+		}
+		rc->rc_ent = grown;
+		rc->rc_cap = cap;
+	}
+	e = &rc->rc_ent[rc->rc_n++];
+	e->rs_key = k;
+	e->rs_sess = NULL;
+	e->rs_used = 0;
+	return e;
 }
 
 /*
@@ -68,27 +125,19 @@ resume_new_session(SSL *ssl, SSL_SESSION *sess)
 {
 	struct tls_conn *c = SSL_get_app_data(ssl);
 	struct tls_resume_cache *rc = resume_cache(ssl);
-	struct tls_resume *e, *victim;
+	struct tls_resume *e;
 	SSL_SESSION *copy;
-	size_t i;
 
 	if (c == NULL || c->c_resume == NULL || rc == NULL ||
 	    !SSL_SESSION_is_resumable(sess))
 		return 0;
-	if ((e = resume_find(rc, c->c_resume)) == NULL) {
-		victim = &rc->rc_ent[0];
-		for (i = 1; i < TLS_RESUME_MAX; i++)
-			if (rc->rc_ent[i].rs_used < victim->rs_used)
-				victim = &rc->rc_ent[i];
-		e = victim;
-		free(e->rs_key);
-		SSL_SESSION_free(e->rs_sess);
-		e->rs_sess = NULL;
-		if ((e->rs_key = strdup(c->c_resume)) == NULL)
-			return 0;
-	}
 	if ((copy = SSL_SESSION_dup(sess)) == NULL) {
 		ERR_clear_error();
+		return 0;
+	}
+	if ((e = resume_find(rc, c->c_resume)) == NULL &&
+	    (e = resume_slot(rc, c->c_resume)) == NULL) {
+		SSL_SESSION_free(copy);
 		return 0;
 	}
 	SSL_SESSION_free(e->rs_sess);
@@ -110,6 +159,7 @@ tls__resume_attach(SSL_CTX *ssl)
 		return -ENOMEM;
 	if ((rc = calloc(1, sizeof(*rc))) == NULL)
 		return -ENOMEM;
+	rc->rc_max = TLS_RESUME_MAX;
 	if (!SSL_CTX_set_ex_data(ssl, tls_resume_idx, rc)) {
 		free(rc);
 		return -ENOMEM;

@@ -125,6 +125,8 @@ xport_alloc(uv_loop_t *loop, const struct xport_opts *opts,
 	x->x_arg = arg;
 	if (opts != NULL)
 		x->x_opts = *opts;
+	/* Read by xport_connect() only: the caller's string may go later. */
+	x->x_opts.xo_resume_tag = NULL;
 	buf_init(&x->x_out, 0);
 	buf_init(&x->x_wbuf, 0);
 	return x;
@@ -695,6 +697,23 @@ on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 	xport_try_next(x);
 }
 
+/* Offers the ticket kept for this server and, if any, the owner's tag. */
+static int
+resume(struct xport *x, const struct xport_opts *opts)
+{
+	char *key;
+	int rc;
+
+	if (opts == NULL || opts->xo_resume_tag == NULL)
+		return tls_conn_resume(x->x_tls, x->x_peer.pe_text);
+	if (asprintf(&key, "%s %s", opts->xo_resume_tag, x->x_peer.pe_text) ==
+	    -1)
+		return -ENOMEM;
+	rc = tls_conn_resume(x->x_tls, key);
+	free(key);
+	return rc;
+}
+
 int
 xport_connect(uv_loop_t *loop, const char *host, uint16_t port,
               struct tls_ctx *ctx, const struct xport_opts *opts,
@@ -720,8 +739,7 @@ xport_connect(uv_loop_t *loop, const char *host, uint16_t port,
 		tls_conn_set_output(x->x_tls, &x->x_out);
 	peer_from_name(&x->x_peer, host, port);
 	/* The server's tickets are kept under the name and port dialled. */
-	if (x->x_tls != NULL &&
-	    (rc = tls_conn_resume(x->x_tls, x->x_peer.pe_text)) < 0)
+	if (x->x_tls != NULL && (rc = resume(x, opts)) < 0)
 		goto fail;
 	snprintf(portstr, sizeof(portstr), "%u", port);
 	memset(&hints, 0, sizeof(hints));

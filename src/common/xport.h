@@ -52,6 +52,13 @@ struct xport_opts {
 	 * minutes of retransmissions).
 	 */
 	unsigned xo_user_timeout_ms;
+	/*
+	 * Client: whose TLS session tickets these are.  Connections that
+	 * share a tls_ctx keep their tickets apart by it (the key is the tag,
+	 * a space and "host:port"), so that one never resumes a session
+	 * another authenticated.  NULL: the tickets go by "host:port" alone.
+	 */
+	const char *xo_resume_tag;
 };
 
 /*

@@ -991,6 +991,23 @@ class ResumptionTest(ServerTestCase):
         self.assertIn(b"resumed-ok", sh_run(s, "echo resumed-ok"))
         self.assertNoSecrets(srv, ["ticket-secret-1"])
 
+    def test_clients_of_one_agent_keep_their_own_tickets(self):
+        """Clients that trust the same certificate share one TLS context in
+        the agent; each must still offer its own ticket, whose proof is
+        bound to its own device id, so that all of them resume without
+        scrypt after a restart."""
+        devs = {"ta": "ticket-secret-a", "tb": "ticket-secret-b", "tc": "ticket-secret-c"}
+        srv = self.new_server(devs, start=False)
+        srv.start(debug=True)
+        self.new_agent(srv, devs)
+        for dev in devs:
+            srv.log.wait(self.FULL % dev, 20)
+        mark = self.restart(srv)
+        for dev in devs:
+            srv.log.wait(r'device "%s": idle connection' % dev, 20, start=mark)
+            self.assertEqual(srv.log.find(self.FULL % dev, start=mark), [], dev)
+            srv.log.wait(self.RESUMED % dev, 20, start=mark)
+
     def test_rekeyed_entry_is_checked_again(self):
         srv = self.new_server({"tk": "ticket-secret-2"}, start=False)
         srv.start(debug=True)

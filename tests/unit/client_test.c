@@ -466,6 +466,71 @@ test_auth_failed(void **state)
 	env_done(&e);
 }
 
+/*
+ * Addresses that trust the same certificates share one TLS context, whether
+ * the PEM text is inline or in a file; other certificates get their own,
+ * an unusable anchor none (and a reason naming the file), and the last
+ * user to go takes the context with it.
+ */
+static void
+test_shared_trust(void **state)
+{
+	static const char *const names[] = {"127.0.0.1"};
+	char dir[256], cert[300], key[300], other[300], okey[300], err[256];
+	char *pem;
+	struct conf_address ad;
+	struct caddr a[5];
+	size_t len;
+	int i;
+
+	(void)state;
+	tdir_make(dir, sizeof(dir), "client_trust");
+	snprintf(cert, sizeof(cert), "%s/cert.pem", dir);
+	snprintf(other, sizeof(other), "%s/other.pem", dir);
+	snprintf(key, sizeof(key), "%s/key.pem", dir);
+	snprintf(okey, sizeof(okey), "%s/okey.pem", dir);
+	assert_int_equal(
+	    certgen_selfsigned(names, 1, 1, cert, key, err, sizeof(err)), 0);
+	assert_int_equal(
+	    certgen_selfsigned(names, 1, 1, other, okey, err, sizeof(err)), 0);
+	assert_int_equal(tls_file_read(cert, &pem, &len, err, sizeof(err)), 0);
+	memset(a, 0, sizeof(a));
+	memset(&ad, 0, sizeof(ad));
+	ad.ad_host = (char *)(uintptr_t) "127.0.0.1";
+	ad.ad_port = 1;
+	ad.ad_trusted_cert_file = cert;
+	assert_int_equal(caddr_init(&a[0], &ad), 0);
+	assert_int_equal(caddr_init(&a[1], &ad), 0);
+	ad.ad_trusted_cert_file = NULL;
+	ad.ad_trusted_cert = pem;
+	assert_int_equal(caddr_init(&a[2], &ad), 0);
+	ad.ad_trusted_cert = NULL;
+	ad.ad_trusted_cert_file = other;
+	assert_int_equal(caddr_init(&a[3], &ad), 0);
+	ad.ad_trusted_cert_file = (char *)(uintptr_t) "/nonexistent/ca.pem";
+	assert_int_equal(caddr_init(&a[4], &ad), 0);
+
+	assert_non_null(a[0].ca_ctx);
+	assert_ptr_equal(a[1].ca_ctx, a[0].ca_ctx);
+	assert_ptr_equal(a[2].ca_ctx, a[0].ca_ctx);
+	assert_int_equal(a[0].ca_trust->t_users, 3);
+	assert_non_null(a[3].ca_ctx);
+	assert_ptr_not_equal(a[3].ca_ctx, a[0].ca_ctx);
+	assert_int_equal(a[3].ca_trust->t_users, 1);
+	assert_null(a[4].ca_ctx);
+	assert_null(a[4].ca_trust);
+	assert_non_null(strstr(a[4].ca_ctx_err, "/nonexistent/ca.pem"));
+
+	/* The first user goes; the others keep the context. */
+	caddr_free(&a[0]);
+	assert_int_equal(a[1].ca_trust->t_users, 2);
+	for (i = 1; i < 5; i++)
+		caddr_free(&a[i]);
+	assert_true(LIST_EMPTY(&trusts));
+	tls_file_free(pem, len);
+	tdir_remove(dir);
+}
+
 /* An argument runs only the tests whose names match it (cmocka's glob). */
 int
 main(int argc, char **argv)
@@ -476,6 +541,7 @@ main(int argc, char **argv)
 	    cmocka_unit_test(test_lost_sticky),
 	    cmocka_unit_test(test_waittime_between_passes),
 	    cmocka_unit_test(test_auth_failed),
+	    cmocka_unit_test(test_shared_trust),
 	};
 
 	log_init("client_test", LOG_LEVEL_WARN);

@@ -1107,6 +1107,97 @@ test_resumption(void **state)
 	EVP_PKEY_free(k);
 }
 
+/*
+ * How many of the keys name%d (0 <= %d < n) have a ticket to offer.  It
+ * asks without a handshake, which would use the ticket up (a server takes
+ * each ticket once) and would make the cache change.
+ */
+static int
+offered_count(struct tls_ctx *cctx, const char *name, int n)
+{
+	struct tls_conn *c;
+	char key[64];
+	int i, rc, offered = 0;
+
+	for (i = 0; i < n; i++) {
+		snprintf(key, sizeof(key), "%s%d srv:1", name, i);
+		assert_int_equal(tls_conn_new(&c, cctx, "localhost"), 0);
+		rc = tls_conn_resume(c, key);
+		assert_true(rc == 0 || rc == 1);
+		offered += rc;
+		tls_conn_free(c);
+	}
+	return offered;
+}
+
+/* Gives each key name%d (0 <= %d < n) a ticket. */
+static void
+ticket_each(struct tls_ctx *cctx, struct tls_ctx *sctx, const char *name, int n)
+{
+	char key[64], got[64];
+	int i, resumed;
+
+	for (i = 0; i < n; i++) {
+		snprintf(key, sizeof(key), "%s%d srv:1", name, i);
+		(void)ticket_round(cctx, sctx, key, "t", &resumed, got,
+		                   sizeof(got));
+	}
+}
+
+/*
+ * A client context shared (tls_ctx_ref()) keeps TLS_RESUME_MAX tickets per
+ * reference, so sharers that keep theirs under keys of their own do not
+ * push each other's out; when a sharer goes, the bound falls back.
+ */
+static void
+test_resumption_shared(void **state)
+{
+	struct spec s = {.cn = "localhost", .san = "DNS:localhost"};
+	EVP_PKEY *k = mkkey();
+	X509 *x = mkcert(&s, k);
+	uint8_t key[TLS_TICKET_KEY_LEN];
+	struct tls_ctx *cctx, *sctx;
+	char *pem, err[256];
+	size_t len;
+
+	(void)state;
+	memset(key, 7, sizeof(key));
+	write_chain(T.cert, &x, 1);
+	write_key(T.key, k);
+	pem = pem_of(&x, 1, &len);
+	assert_int_equal(tls_ctx_client_new(&cctx, pem, len, err, sizeof(err)),
+	                 0);
+	sctx = ticket_server(key);
+
+	/* One reference: one key more than the bound, and the first goes. */
+	ticket_each(cctx, sctx, "a", TLS_RESUME_MAX + 1);
+	assert_int_equal(offered_count(cctx, "a", 1), 0);
+	assert_int_equal(offered_count(cctx, "a", TLS_RESUME_MAX + 1),
+	                 TLS_RESUME_MAX);
+	/* Two: as many again fit beside them. */
+	assert_ptr_equal(tls_ctx_ref(cctx), cctx);
+	ticket_each(cctx, sctx, "b", TLS_RESUME_MAX);
+	assert_int_equal(offered_count(cctx, "a", TLS_RESUME_MAX + 1) +
+	                     offered_count(cctx, "b", TLS_RESUME_MAX),
+	                 2 * TLS_RESUME_MAX);
+	/* One again: the next ticket makes the cache fit the bound. */
+	tls_ctx_free(cctx);
+	ticket_each(cctx, sctx, "c", 1);
+	assert_int_equal(offered_count(cctx, "c", 1), 1);
+	assert_int_equal(offered_count(cctx, "a", TLS_RESUME_MAX + 1) +
+	                     offered_count(cctx, "b", TLS_RESUME_MAX),
+	                 TLS_RESUME_MAX - 1);
+	/* The newest of the others stayed. */
+	assert_int_equal(offered_count(cctx, "b", TLS_RESUME_MAX),
+	                 TLS_RESUME_MAX - 1);
+
+	tls_ctx_free(sctx);
+	tls_ctx_free(cctx);
+	free(pem);
+	X509_free(x);
+	EVP_PKEY_free(k);
+}
+
 static void
 test_garbage(void **state)
 {
@@ -1810,6 +1901,7 @@ main(void)
 	    cmocka_unit_test(test_client_without_h2),
 	    cmocka_unit_test(test_client_no_alpn_alert),
 	    cmocka_unit_test(test_resumption),
+	    cmocka_unit_test(test_resumption_shared),
 	    cmocka_unit_test(test_garbage),
 	    cmocka_unit_test(test_truncated),
 	    cmocka_unit_test(test_bad_pem),
