@@ -324,15 +324,6 @@ typedef void (*grpc_handler_fn)(struct grpc_call *c, void *arg);
 
 /* How often a listener held by may_accept asks again. */
 #define GRPC_ACCEPT_RETRY_MS 5
-/*
- * The listen backlog asked for by TCP listeners: as deep as the kernel
- * allows, which caps it at net.core.somaxconn (4096 on Linux since 5.4).
- * Connections that may_accept holds wait there, and in a reconnect storm
- * a SYN that finds the backlog full is dropped: the client retries after
- * 1, 2, 4 s, and one whose connect times out sleeps its whole wait before
- * the next try.
- */
-#define GRPC_LISTEN_BACKLOG 65535
 
 struct grpc_server_ops {
 	/*

@@ -16,6 +16,16 @@
 #include "tls.h"
 #include "xport.h"
 
+/*
+ * The listen backlog asked for by TCP listeners: as deep as the kernel
+ * allows, which caps it at net.core.somaxconn (4096 on Linux since 5.4).
+ * Connections that may_accept holds wait there, and in a reconnect storm
+ * a SYN that finds the backlog full is dropped: the client retries after
+ * 1, 2, 4 s, and one whose connect times out sleeps its whole wait before
+ * the next try.
+ */
+#define GRPC_LISTEN_BACKLOG 65535
+
 void
 grpc__server_dispatch(struct grpc_call *c)
 {

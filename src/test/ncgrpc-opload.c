@@ -87,33 +87,32 @@ send_input(struct sess *s, const char *line)
 }
 
 /*
- * Nonzero if pat occurs in the session's output so far, looking at the
- * bytes kept from earlier messages and then data.  Keeps the last
- * TAIL_LEN bytes for the next message.
+ * Nonzero if pat (at most TAIL_LEN bytes) occurs in the session's output
+ * so far: in data, or across its start with the last TAIL_LEN bytes kept
+ * from the messages before, which are then updated.
  */
 static int
 output_has(struct sess *s, const uint8_t *data, size_t len, const char *pat)
 {
-	char win[TAIL_LEN * 2];
-	size_t plen = strlen(pat), i, take, found = 0;
+	char edge[TAIL_LEN * 2];
+	size_t plen = strlen(pat), head = len < TAIL_LEN ? len : TAIL_LEN, keep;
+	int found;
 
-	for (i = 0; i < len && !found; i += take) {
-		take = len - i < TAIL_LEN ? len - i : TAIL_LEN;
-		memcpy(win, s->s_tail, s->s_tail_len);
-		memcpy(win + s->s_tail_len, data + i, take);
-		if (memmem(win, s->s_tail_len + take, pat, plen) != NULL)
-			found = 1;
-		/* Keep the last TAIL_LEN bytes of win. */
-		if (s->s_tail_len + take > TAIL_LEN) {
-			memcpy(s->s_tail, win + s->s_tail_len + take - TAIL_LEN,
-			       TAIL_LEN);
-			s->s_tail_len = TAIL_LEN;
-		} else {
-			memcpy(s->s_tail, win, s->s_tail_len + take);
-			s->s_tail_len += take;
-		}
+	memcpy(edge, s->s_tail, s->s_tail_len);
+	memcpy(edge + s->s_tail_len, data, head);
+	found = memmem(edge, s->s_tail_len + head, pat, plen) != NULL ||
+	        memmem(data, len, pat, plen) != NULL;
+	if (len >= TAIL_LEN) {
+		memcpy(s->s_tail, data + len - TAIL_LEN, TAIL_LEN);
+		s->s_tail_len = TAIL_LEN;
+	} else {
+		keep = s->s_tail_len + len > TAIL_LEN ? TAIL_LEN - len
+		                                      : s->s_tail_len;
+		memmove(s->s_tail, s->s_tail + s->s_tail_len - keep, keep);
+		memcpy(s->s_tail + keep, data, len);
+		s->s_tail_len = keep + len;
 	}
-	return (int)found;
+	return found;
 }
 
 static void
