@@ -13,7 +13,8 @@ markers; the rate counts from the first byte after the start marker to
 the end marker.
 
 Baseline, in the same run and through the same reader (a Python loop of
-64 KiB reads): the same command on a local pseudo-terminal.  Rounds
+64 KiB reads, timed between the same markers): the same command run by
+/bin/sh on a local pseudo-terminal.  Rounds
 alternate between the two, so both see the same load; the ratio of the
 medians is printed, with the CPU per MiB of the agent, ncgrpcd and the
 CLI (/proc/PID/stat; a busy machine moves it far less than the rates).
@@ -21,6 +22,8 @@ Not part of ctest.
 """
 import argparse
 import os
+import pty
+import resource
 import shutil
 import statistics
 import subprocess
@@ -35,7 +38,7 @@ sys.path.insert(0, HERE)
 import srvlib  # noqa: E402
 from srvlib import Addr, Agent, Client, Ncgrpcd, free_port  # noqa: E402
 
-from bench_agent import bench_local_pty, gen_cmd  # noqa: E402
+from bench_agent import gen_cmd  # noqa: E402
 from bench_scale import cpu_s  # noqa: E402
 
 MiB = 1024 * 1024
@@ -74,14 +77,52 @@ def read_between(f, nbytes, timeout):
     raise SystemExit("no end marker (%d bytes after the start)" % n)
 
 
+def script(nbytes):
+    return ("printf '<%%s>' CAT-START; %s; printf '<%%s>' CAT-END\n"
+            % gen_cmd(nbytes)).encode()
+
+
+class PtyReader:
+    """read1() of a pty master: EIO, once the slave side is closed, is the end."""
+
+    def __init__(self, fd):
+        self.fd = fd
+
+    def read1(self, n):
+        try:
+            return os.read(self.fd, n)
+        except OSError:
+            return b""
+
+
+def local_pty(nbytes):
+    """The same script on a local pty: MiB/s between the markers, and the
+    CPU seconds of this process reading them (the pty's reader, as the
+    agent is in the other path)."""
+    master, slave = pty.openpty()
+    subprocess.run(["stty", "-echo"], stdin=slave, check=True, timeout=10)
+    p = subprocess.Popen(["/bin/sh", "-c", script(nbytes).decode()], stdin=slave,
+                         stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    try:
+        n, dt = read_between(PtyReader(master), nbytes, 900)
+    finally:
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        p.wait(60)
+        os.close(master)
+    if n != nbytes:
+        raise SystemExit("local pty: %d bytes between the markers, not %d" % (n, nbytes))
+    cpu = r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime
+    return nbytes / MiB / dt, cpu
+
+
 def through(a, srv, nbytes):
     """One session: (MiB/s, CPU seconds of agent, ncgrpcd and the CLI)."""
-    script = ("printf '<%%s>' CAT-START; %s; printf '<%%s>' CAT-END\n"
-              % gen_cmd(nbytes)).encode()
     c0 = (cpu_s(a.pid), cpu_s(srv.pid))
     p = subprocess.Popen([a.cli_path, "-s", srv.sock, "session", "catdev", "--shell"],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    p.stdin.write(script)
+    p.stdin.write(script(nbytes))
     p.stdin.close()
     n, dt = read_between(p.stdout, nbytes, 900)
     # The CLI's own CPU: read before it exits.
@@ -130,24 +171,28 @@ def main():
         srvlib.wait_until(lambda: subprocess.run(
             [a.cli_path, "-s", srv.sock, "devices"], stdout=subprocess.PIPE,
             timeout=30).stdout.count(b"catdev") > 0, 30, "catdev connected")
-        ours, pty, cpu = [], [], []
+        ours, local, cpu, lcpu = [], [], [], []
         for r in range(a.rounds):
             rate, c = through(a, srv, nbytes)
             ours.append(rate)
             cpu.append(c)
-            pty.append(nbytes / MiB / bench_local_pty(nbytes))
+            rate, c = local_pty(nbytes)
+            local.append(rate)
+            lcpu.append(c)
             print("round %d: ncgrpc %.1f MiB/s, local pty %.1f MiB/s (%.2f)"
-                  % (r + 1, ours[-1], pty[-1], ours[-1] / pty[-1]), flush=True)
+                  % (r + 1, ours[-1], local[-1], ours[-1] / local[-1]), flush=True)
         mib = nbytes / MiB
         print("shell cat of %d MiB, %d rounds, alternating:" % (a.mib, a.rounds))
         print("  agent -> ncgrpcd -> ncgrpc session: median %.1f MiB/s, best %.1f"
               % (statistics.median(ours), max(ours)))
         print("  local pty                         : median %.1f MiB/s, best %.1f"
-              % (statistics.median(pty), max(pty)))
+              % (statistics.median(local), max(local)))
         print("  ours / local pty: median %.2f, best %.2f"
-              % (statistics.median(ours) / statistics.median(pty), max(ours) / max(pty)))
+              % (statistics.median(ours) / statistics.median(local), max(ours) / max(local)))
         print("  CPU per MiB (median): agent %.2f ms, ncgrpcd %.2f ms, ncgrpc %.2f ms"
               % tuple(statistics.median(c[i] for c in cpu) * 1000 / mib for i in range(3)))
+        print("  CPU per MiB of the local pty's reader (this script): %.2f ms"
+              % (statistics.median(lcpu) * 1000 / mib))
     finally:
         if ag is not None:
             ag.stop()

@@ -48,6 +48,8 @@
 
 /* Heap blocks from this size on are mmap()ed (see main()). */
 #define NCGRPCD_MMAP_THRESHOLD (1024 * 1024)
+/* Free memory kept at the top of the heap (see main()). */
+#define NCGRPCD_TRIM_THRESHOLD (1024 * 1024)
 
 #define NCGRPCD_DEFAULT_CONF "/etc/ncgrpc/ncgrpcd.conf"
 #define NCGRPCD_CERT_DAYS    825
@@ -1013,6 +1015,17 @@ main(int argc, char **argv)
 	 * mmap(), given back by free().
 	 */
 	mallopt(M_MMAP_THRESHOLD, NCGRPCD_MMAP_THRESHOLD);
+	/*
+	 * A fixed mmap threshold also fixes the trim threshold, at 128 KiB:
+	 * then a session's output, whose queue is freed whenever a write
+	 * empties it, shrank the heap with brk() and grew it back, page by
+	 * page, at nearly every message.  Each shrink is a TLB shootdown on
+	 * every core: a fifth of ncgrpcd's time in a shell cat
+	 * (BENCHMARKS.md, "A shell cat end to end").  The top of the heap now
+	 * keeps up to 1 MiB; the connect storms' holes still go back
+	 * (heaptrim.h), as malloc_trim() ignores this threshold.
+	 */
+	mallopt(M_TRIM_THRESHOLD, NCGRPCD_TRIM_THRESHOLD);
 #endif
 	if (load_config(check) != 0)
 		return 1;
