@@ -53,6 +53,15 @@ enum xport_state {
 	XS_CLOSING,  /* handles are being closed */
 };
 
+/*
+ * What only an outbound connection needs: a server holds thousands of
+ * accepted connections, which then do not carry these 256 bytes.
+ */
+struct xport_dial {
+	uv_getaddrinfo_t d_gai;
+	uv_connect_t d_req;
+};
+
 struct xport {
 	union {
 		uv_handle_t handle;
@@ -61,8 +70,7 @@ struct xport {
 		uv_pipe_t pipe;
 	} x_h;
 	uv_timer_t x_timer;
-	uv_getaddrinfo_t x_gai;
-	uv_connect_t x_conn_req;
+	struct xport_dial *x_dial; /* outbound only; NULL when accepted */
 	uv_write_t x_wreq;
 	uv_shutdown_t x_shutreq;
 	uv_loop_t *x_loop;
@@ -89,7 +97,7 @@ struct xport {
 	const struct xport_cb *x_cb;
 	void *x_arg;
 	struct peer x_peer;
-	char x_errmsg[384];
+	char *x_errmsg; /* why it failed; NULL until it does (most never) */
 };
 
 static const struct xport_cb xport_nocb;
@@ -150,6 +158,8 @@ xport_free(struct xport *x)
 	buf_free(&x->x_out);
 	buf_free(&x->x_wbuf);
 	free(x->x_host);
+	free(x->x_errmsg);
+	free(x->x_dial);
 	free(x);
 }
 
@@ -179,7 +189,7 @@ xport_teardown(struct xport *x)
 		return;
 	/* A pending lookup holds a count of its own, dropped in on_resolved. */
 	if (x->x_state == XS_RESOLVING)
-		uv_cancel((uv_req_t *)&x->x_gai);
+		uv_cancel((uv_req_t *)&x->x_dial->d_gai);
 	x->x_state = XS_CLOSING;
 	x->x_timer.data = x;
 	uv_close((uv_handle_t *)&x->x_timer, on_handle_closed);
@@ -189,6 +199,28 @@ xport_teardown(struct xport *x)
 		x->x_open_handles++;
 		uv_close(&x->x_h.handle, on_handle_closed);
 	}
+}
+
+/* Replaces the error message (NULL if even that cannot be allocated). */
+static void
+vset_errmsg(struct xport *x, const char *fmt, va_list ap)
+{
+	char *m;
+
+	if (vasprintf(&m, fmt, ap) == -1)
+		m = NULL;
+	free(x->x_errmsg);
+	x->x_errmsg = m;
+}
+
+static void __attribute__((format(printf, 2, 3)))
+set_errmsg(struct xport *x, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vset_errmsg(x, fmt, ap);
+	va_end(ap);
 }
 
 static void
@@ -201,7 +233,7 @@ xport_fail(struct xport *x, int err, const char *fmt, ...)
 	if (x->x_err == 0) {
 		x->x_err = err;
 		va_start(ap, fmt);
-		vsnprintf(x->x_errmsg, sizeof(x->x_errmsg), fmt, ap);
+		vset_errmsg(x, fmt, ap);
 		va_end(ap);
 	}
 	xport_teardown(x);
@@ -225,8 +257,7 @@ on_timeout(uv_timer_t *t)
 		}
 		/* A silent address does not stop us trying the next one. */
 		x->x_err = -ETIMEDOUT;
-		snprintf(x->x_errmsg, sizeof(x->x_errmsg),
-		         "connection to %s timed out", x->x_peer.pe_text);
+		set_errmsg(x, "connection to %s timed out", x->x_peer.pe_text);
 		xport_try_next(x);
 		break;
 	case XS_OPENING:
@@ -600,13 +631,14 @@ on_connect(uv_connect_t *req, int status)
 	if (status < 0) {
 		/* Remember why, then try the next address, if any. */
 		x->x_err = status;
-		snprintf(x->x_errmsg, sizeof(x->x_errmsg), "connect to %s: %s",
-		         x->x_peer.pe_text, uv_strerror(status));
+		set_errmsg(x, "connect to %s: %s", x->x_peer.pe_text,
+		           uv_strerror(status));
 		xport_try_next(x);
 		return;
 	}
 	x->x_err = 0;
-	x->x_errmsg[0] = '\0';
+	free(x->x_errmsg);
+	x->x_errmsg = NULL;
 	if (!x->x_is_pipe)
 		xport_tune_tcp(x);
 	if ((rc = xport_start_stream(x)) < 0)
@@ -652,14 +684,13 @@ xport_try_next(struct xport *x)
 			break;
 		x->x_stream_open = 1;
 		x->x_state = XS_CONNECTING;
-		x->x_conn_req.data = x;
-		rc = uv_tcp_connect(&x->x_conn_req, &x->x_h.tcp, ai->ai_addr,
+		x->x_dial->d_req.data = x;
+		rc = uv_tcp_connect(&x->x_dial->d_req, &x->x_h.tcp, ai->ai_addr,
 		                    on_connect);
 		if (rc < 0) {
 			x->x_err = rc;
-			snprintf(x->x_errmsg, sizeof(x->x_errmsg),
-			         "connect to %s: %s", x->x_peer.pe_text,
-			         uv_strerror(rc));
+			set_errmsg(x, "connect to %s: %s", x->x_peer.pe_text,
+			           uv_strerror(rc));
 			xport_try_next(x);
 			return;
 		}
@@ -728,7 +759,8 @@ xport_connect(uv_loop_t *loop, const char *host, uint16_t port,
 		return -EINVAL;
 	if ((x = xport_alloc(loop, opts, cb, arg)) == NULL)
 		return -ENOMEM;
-	if ((x->x_host = strdup(host)) == NULL) {
+	if ((x->x_host = strdup(host)) == NULL ||
+	    (x->x_dial = calloc(1, sizeof(*x->x_dial))) == NULL) {
 		rc = -ENOMEM;
 		goto fail;
 	}
@@ -746,9 +778,9 @@ xport_connect(uv_loop_t *loop, const char *host, uint16_t port,
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
 	hints.ai_flags = AI_ADDRCONFIG;
-	x->x_gai.data = x;
-	rc =
-	    uv_getaddrinfo(loop, &x->x_gai, on_resolved, host, portstr, &hints);
+	x->x_dial->d_gai.data = x;
+	rc = uv_getaddrinfo(loop, &x->x_dial->d_gai, on_resolved, host, portstr,
+	                    &hints);
 	if (rc < 0)
 		goto fail;
 	x->x_state = XS_RESOLVING;
@@ -788,7 +820,8 @@ xport_connect_unix(uv_loop_t *loop, const char *path, const struct xport_cb *cb,
 
 	if ((x = xport_alloc(loop, NULL, cb, arg)) == NULL)
 		return -ENOMEM;
-	if ((x->x_host = strdup(path)) == NULL) {
+	if ((x->x_host = strdup(path)) == NULL ||
+	    (x->x_dial = calloc(1, sizeof(*x->x_dial))) == NULL) {
 		xport_free(x);
 		return -ENOMEM;
 	}
@@ -798,8 +831,8 @@ xport_connect_unix(uv_loop_t *loop, const char *path, const struct xport_cb *cb,
 	uv_pipe_init(loop, &x->x_h.pipe, 0);
 	x->x_stream_open = 1;
 	x->x_state = XS_CONNECTING;
-	x->x_conn_req.data = x;
-	uv_pipe_connect(&x->x_conn_req, &x->x_h.pipe, path, on_pipe_connect);
+	x->x_dial->d_req.data = x;
+	uv_pipe_connect(&x->x_dial->d_req, &x->x_h.pipe, path, on_pipe_connect);
 	arm_timer(x, XPORT_DEFAULT_TIMEOUT_MS);
 	*out = x;
 	return 0;
@@ -953,7 +986,9 @@ xport_resume(struct xport *x)
 const char *
 xport_errmsg(const struct xport *x)
 {
-	return x->x_errmsg;
+	if (x->x_errmsg != NULL)
+		return x->x_errmsg;
+	return x->x_err != 0 ? "failed (no memory for the reason)" : "";
 }
 
 int

@@ -231,6 +231,7 @@ status_on_end(struct grpc_call *c, int status, const char *msg, void *arg)
 	(void)status;
 	(void)msg;
 	free(ic->ic_req);
+	free(ic->ic_id);
 	free(ic);
 }
 
@@ -385,6 +386,7 @@ on_verified(void *arg, int result)
 	if (ic->ic_state == INIT_DONE) {
 		/* The call ended while we were checking; on_end left ic to us.
 		 */
+		free(ic->ic_id);
 		free(ic);
 		return;
 	}
@@ -523,7 +525,14 @@ init_half_close(struct grpc_call *c, void *arg)
 		                 NULL);
 		return;
 	}
-	snprintf(ic->ic_id, sizeof(ic->ic_id), "%s", req->device_id);
+	if ((ic->ic_id = strdup(req->device_id)) == NULL) {
+		OPENSSL_cleanse(req->secret_key, strlen(req->secret_key));
+		jnx__jet__netconf__ncgrpc_initialize_request__free_unpacked(
+		    req, NULL);
+		grpc_call_finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
+		                 "out of memory", NULL);
+		return;
+	}
 	ic->ic_instance = req->instance_id;
 	ic->ic_reg_gen = b->b_reg_gen;
 	if (b->b_opts.bo_resume)
@@ -566,6 +575,7 @@ init_on_end(struct grpc_call *c, int status, const char *msg, void *arg)
 		registry_cancel(ic->ic_verify);
 		return;
 	}
+	free(ic->ic_id);
 	free(ic);
 }
 

@@ -63,7 +63,7 @@ struct initcall {
 	uint8_t *ic_req;
 	size_t ic_len;
 	int ic_nmsg;
-	char ic_id[256];
+	char *ic_id; /* the device id asked for, once the request is in */
 	uint64_t ic_instance;
 	struct peer ic_peer; /* copied: the connection may go first */
 	uint64_t ic_reg_gen; /* b_reg_gen when the check started */
