@@ -1026,27 +1026,53 @@ ticket_round(struct tls_ctx *cctx, struct tls_ctx *sctx, const char *name,
 	return offered;
 }
 
+/* A localhost certificate for ticket_server(), and a client trusting it. */
+struct ticket_pki {
+	EVP_PKEY *tp_key;
+	X509 *tp_cert;
+	char *tp_pem;
+};
+
+static struct tls_ctx *
+ticket_client(struct ticket_pki *tp)
+{
+	struct spec s = {.cn = "localhost", .san = "DNS:localhost"};
+	struct tls_ctx *cctx;
+	char err[256];
+	size_t len;
+
+	tp->tp_key = mkkey();
+	tp->tp_cert = mkcert(&s, tp->tp_key);
+	write_chain(T.cert, &tp->tp_cert, 1);
+	write_key(T.key, tp->tp_key);
+	tp->tp_pem = pem_of(&tp->tp_cert, 1, &len);
+	assert_int_equal(
+	    tls_ctx_client_new(&cctx, tp->tp_pem, len, err, sizeof(err)), 0);
+	return cctx;
+}
+
+static void
+ticket_pki_free(struct ticket_pki *tp)
+{
+	free(tp->tp_pem);
+	X509_free(tp->tp_cert);
+	EVP_PKEY_free(tp->tp_key);
+}
+
 static void
 test_resumption(void **state)
 {
-	struct spec s = {.cn = "localhost", .san = "DNS:localhost"};
-	EVP_PKEY *k = mkkey();
-	X509 *x = mkcert(&s, k);
 	uint8_t key[TLS_TICKET_KEY_LEN], other[TLS_TICKET_KEY_LEN];
 	struct tls_ctx *cctx, *sctx, *plain;
 	struct peer cl = {0}, sv = {0};
-	char *pem, err[256], got[64];
-	size_t len;
+	struct ticket_pki tp;
+	char got[64];
 	int resumed;
 
 	(void)state;
 	memset(key, 7, sizeof(key));
 	memset(other, 9, sizeof(other));
-	write_chain(T.cert, &x, 1);
-	write_key(T.key, k);
-	pem = pem_of(&x, 1, &len);
-	assert_int_equal(tls_ctx_client_new(&cctx, pem, len, err, sizeof(err)),
-	                 0);
+	cctx = ticket_client(&tp);
 
 	/* A first connection has nothing to offer, and gets a ticket. */
 	sctx = ticket_server(key);
@@ -1102,9 +1128,7 @@ test_resumption(void **state)
 	                 -EINVAL);
 	tls_ctx_free(plain);
 	tls_ctx_free(cctx);
-	free(pem);
-	X509_free(x);
-	EVP_PKEY_free(k);
+	ticket_pki_free(&tp);
 }
 
 /*
@@ -1152,21 +1176,13 @@ ticket_each(struct tls_ctx *cctx, struct tls_ctx *sctx, const char *name, int n)
 static void
 test_resumption_shared(void **state)
 {
-	struct spec s = {.cn = "localhost", .san = "DNS:localhost"};
-	EVP_PKEY *k = mkkey();
-	X509 *x = mkcert(&s, k);
 	uint8_t key[TLS_TICKET_KEY_LEN];
 	struct tls_ctx *cctx, *sctx;
-	char *pem, err[256];
-	size_t len;
+	struct ticket_pki tp;
 
 	(void)state;
 	memset(key, 7, sizeof(key));
-	write_chain(T.cert, &x, 1);
-	write_key(T.key, k);
-	pem = pem_of(&x, 1, &len);
-	assert_int_equal(tls_ctx_client_new(&cctx, pem, len, err, sizeof(err)),
-	                 0);
+	cctx = ticket_client(&tp);
 	sctx = ticket_server(key);
 
 	/* One reference: one key more than the bound, and the first goes. */
@@ -1193,9 +1209,7 @@ test_resumption_shared(void **state)
 
 	tls_ctx_free(sctx);
 	tls_ctx_free(cctx);
-	free(pem);
-	X509_free(x);
-	EVP_PKEY_free(k);
+	ticket_pki_free(&tp);
 }
 
 static void
