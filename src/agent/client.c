@@ -56,8 +56,9 @@ enum aconn_outcome {
  * each client added to an agent.  A context is found by the PEM text it was
  * made from (a file is read again whenever a client starts, so a changed
  * file gets a context of its own) and lives while an address of a client
- * uses it.  Each client keeps its TLS tickets apart (xo_resume_tag), so
- * none resumes a session that another client's device id logged in on.
+ * uses it.  Each client keeps its TLS tickets apart (xo_resume_tag: its
+ * name and device id), so none offers a ticket that another device id
+ * logged in with.
  * One loop uses them, so there is no lock.
  */
 struct trust {
@@ -104,6 +105,7 @@ struct client {
 	const struct client_settings *cl_cs;
 	char *cl_name;
 	char *cl_device_id;
+	char *cl_resume_tag; /* whose TLS tickets: name and device id */
 	char *cl_secret;
 	size_t cl_secret_len;
 	struct caddr *cl_addrs;
@@ -155,6 +157,7 @@ on_client_timer_closed(uv_handle_t *h)
 	free(cl->cl_addrs);
 	free(cl->cl_name);
 	free(cl->cl_device_id);
+	free(cl->cl_resume_tag);
 	if (cl->cl_secret != NULL)
 		OPENSSL_cleanse(cl->cl_secret, cl->cl_secret_len);
 	free(cl->cl_secret);
@@ -701,8 +704,8 @@ client_connect(struct client *cl)
 	go.go_ping_timeout_ms = cl->cl_cs->cs_ping_timeout_ms;
 	ac->ac_ping_ms = cl->cl_ping_ms;
 	go.go_xport = cl->cl_cs->cs_xport;
-	/* The context may be shared: our tickets go under our name. */
-	go.go_xport.xo_resume_tag = cl->cl_name;
+	/* The context may be shared: our tickets go under our own tag. */
+	go.go_xport.xo_resume_tag = cl->cl_resume_tag;
 	log_info("client \"%s\": connecting to %s", cl->cl_name, ac->ac_peer);
 	rc = grpc_conn_connect(cl->cl_loop, a->ca_host, a->ca_port, a->ca_ctx,
 	                       &go, &conn_ops, ac, &ac->ac_conn);
@@ -766,6 +769,8 @@ caddr_free(struct caddr *a)
 	if (--t->t_users > 0)
 		return;
 	LIST_REMOVE(t, t_entry);
+	/* As tls_file_free() does: a trusted-cert file may hold more. */
+	OPENSSL_cleanse(t->t_pem, t->t_len);
 	free(t->t_pem);
 	free(t);
 }
@@ -819,6 +824,16 @@ client_start(uv_loop_t *loop, const struct conf_client *cc,
 	    (cl->cl_addrs = calloc(cc->cc_naddrs, sizeof(*cl->cl_addrs))) ==
 	        NULL)
 		goto nomem;
+	/*
+	 * The device id too: a reload that gives a client another device id
+	 * must not offer the old one's ticket.  The name's length first, so
+	 * that no two pairs make the same tag.
+	 */
+	if (asprintf(&cl->cl_resume_tag, "%zu:%s %s", strlen(cl->cl_name),
+	             cl->cl_name, cl->cl_device_id) == -1) {
+		cl->cl_resume_tag = NULL;
+		goto nomem;
+	}
 	cl->cl_secret_len = cc->cc_secret_len;
 	cl->cl_naddrs = cc->cc_naddrs;
 	for (i = 0; i < cc->cc_naddrs; i++) {
@@ -847,6 +862,7 @@ nomem:
 	free(cl->cl_addrs);
 	free(cl->cl_name);
 	free(cl->cl_device_id);
+	free(cl->cl_resume_tag);
 	free(cl->cl_secret);
 	free(cl);
 	return -ENOMEM;

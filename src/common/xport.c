@@ -97,7 +97,8 @@ struct xport {
 	const struct xport_cb *x_cb;
 	void *x_arg;
 	struct peer x_peer;
-	char *x_errmsg; /* why it failed; NULL until it does (most never) */
+	char *x_errmsg;    /* why it failed; NULL until it does (most never) */
+	int x_errmsg_lost; /* a reason came, but no memory to keep it */
 };
 
 static const struct xport_cb xport_nocb;
@@ -211,6 +212,7 @@ vset_errmsg(struct xport *x, const char *fmt, va_list ap)
 		m = NULL;
 	free(x->x_errmsg);
 	x->x_errmsg = m;
+	x->x_errmsg_lost = m == NULL;
 }
 
 static void __attribute__((format(printf, 2, 3)))
@@ -639,6 +641,7 @@ on_connect(uv_connect_t *req, int status)
 	x->x_err = 0;
 	free(x->x_errmsg);
 	x->x_errmsg = NULL;
+	x->x_errmsg_lost = 0;
 	if (!x->x_is_pipe)
 		xport_tune_tcp(x);
 	if ((rc = xport_start_stream(x)) < 0)
@@ -988,7 +991,7 @@ xport_errmsg(const struct xport *x)
 {
 	if (x->x_errmsg != NULL)
 		return x->x_errmsg;
-	return x->x_err != 0 ? "failed (no memory for the reason)" : "";
+	return x->x_errmsg_lost ? "failed (no memory for the reason)" : "";
 }
 
 int
