@@ -628,7 +628,13 @@ on_connect(uv_connect_t *req, int status)
 	struct xport *x = req->data;
 	int rc;
 
-	if (x->x_state == XS_CLOSING)
+	/*
+	 * A connect cancelled by the close of its attempt (the connect
+	 * timeout, xport_try_next()): on_attempt_closed() goes on from there.
+	 * Going on here too would start the next attempt on the handle while
+	 * libuv is still closing it, and the attempt would be lost.
+	 */
+	if (x->x_state == XS_CLOSING || status == UV_ECANCELED)
 		return;
 	if (status < 0) {
 		/* Remember why, then try the next address, if any. */

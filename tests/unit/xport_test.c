@@ -8,7 +8,9 @@
  * uv_loop_close() == 0; no callback may run inside an xport_* call made by
  * the test (the transport's contract, libuv's rule).
  */
+#include <dlfcn.h>
 #include <errno.h>
+#include <netdb.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,7 +18,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include <cmocka.h>
 #include <uv.h>
@@ -464,6 +470,110 @@ test_tls_wrong_name(void **state)
 	env_done(&e);
 }
 
+/*
+ * The name "two.test" has two addresses, 127.0.0.2 and then 127.0.0.1, at
+ * the port asked for: libuv calls getaddrinfo() from its threadpool, and
+ * this program's definition comes before the C library's, to which every
+ * other name goes.  The list is ours to free (marked by ai_canonname).
+ */
+static char two_test[] = "two.test";
+
+typedef int (*gai_fn)(const char *, const char *, const struct addrinfo *,
+                      struct addrinfo **);
+typedef void (*fai_fn)(struct addrinfo *);
+
+int
+getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
+            struct addrinfo **res)
+{
+	static const char *const addrs[] = {"127.0.0.2", "127.0.0.1"};
+	struct addrinfo *head = NULL, **tail = &head;
+	struct sockaddr_in *sin;
+	gai_fn real;
+	size_t i;
+
+	if (node == NULL || strcmp(node, two_test) != 0) {
+		*(void **)&real = dlsym(RTLD_NEXT, "getaddrinfo");
+		return real(node, service, hints, res);
+	}
+	for (i = 0; i < 2; i++) {
+		*tail = calloc(1, sizeof(**tail) + sizeof(*sin));
+		if (*tail == NULL)
+			return EAI_MEMORY;
+		sin = (struct sockaddr_in *)(void *)(*tail + 1);
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons((uint16_t)atoi(service));
+		inet_pton(AF_INET, addrs[i], &sin->sin_addr);
+		(*tail)->ai_family = AF_INET;
+		(*tail)->ai_socktype = SOCK_STREAM;
+		(*tail)->ai_addrlen = sizeof(*sin);
+		(*tail)->ai_addr = (struct sockaddr *)sin;
+		(*tail)->ai_canonname = two_test;
+		tail = &(*tail)->ai_next;
+	}
+	*res = head;
+	return 0;
+}
+
+void
+freeaddrinfo(struct addrinfo *ai)
+{
+	struct addrinfo *next;
+	fai_fn real;
+
+	if (ai == NULL || ai->ai_canonname != two_test) {
+		*(void **)&real = dlsym(RTLD_NEXT, "freeaddrinfo");
+		real(ai);
+		return;
+	}
+	for (; ai != NULL; ai = next) {
+		next = ai->ai_next;
+		free(ai);
+	}
+}
+
+/*
+ * An address that never answers is given up after the connect timeout,
+ * and the next one is tried: the timeout closes the attempt while its
+ * connect is pending, and libuv then reports that connect as cancelled,
+ * which must not start another attempt on the handle being closed.
+ */
+static void
+test_silent_address_then_next(void **state)
+{
+	struct xport_opts o = {.xo_connect_timeout_ms = 200};
+	struct sockaddr_in sin;
+	int silent, filler;
+	struct env e;
+	uint64_t t0;
+
+	(void)state;
+	env_init(&e);
+	env_listen_tcp(&e, 0);
+	/* 127.0.0.2, the same port: a full accept queue drops every SYN. */
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_port = htons(e.e_port);
+	inet_pton(AF_INET, "127.0.0.2", &sin.sin_addr);
+	silent = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	filler = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(silent >= 0 && filler >= 0);
+	assert_int_equal(bind(silent, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	assert_int_equal(listen(silent, 0), 0);
+	assert_int_equal(connect(filler, (struct sockaddr *)&sin, sizeof(sin)),
+	                 0);
+	t0 = uv_now(&e.e_tl.tl_loop);
+	env_connect(&e, two_test, NULL, &o);
+	RUN_UNTIL(&e.e_tl, e.e_cli.s_ready == 1 || e.e_cli.s_closed == 1);
+	assert_int_equal(e.e_cli.s_closed, 0);
+	assert_int_equal(e.e_cli.s_ready, 1);
+	assert_true(uv_now(&e.e_tl.tl_loop) - t0 >= 190);
+	RUN_UNTIL(&e.e_tl, e.e_srv.s_ready == 1);
+	close(filler);
+	close(silent);
+	env_done(&e);
+}
+
 /* A TLS client whose server never answers gives up after the timeout. */
 static void
 test_tls_handshake_timeout_client(void **state)
@@ -693,6 +803,7 @@ main(int argc, char **argv)
 	    cmocka_unit_test(test_tls),
 	    cmocka_unit_test(test_tls_wrong_name),
 	    cmocka_unit_test(test_tls_handshake_timeout_client),
+	    cmocka_unit_test(test_silent_address_then_next),
 	    cmocka_unit_test(test_tls_handshake_timeout_server),
 	    cmocka_unit_test(test_connect_refused),
 	    cmocka_unit_test(test_connect_einval),
