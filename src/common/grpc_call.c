@@ -1232,6 +1232,18 @@ grpc__call_on_headers_end(struct h2conn *h, void *st, int end_stream)
 	} else if (first && !end_stream) {
 		if (c->ca_ops->on_headers != NULL)
 			c->ca_ops->on_headers(c, c->ca_arg);
+	} else if (first) {
+		struct grpc_mdlist none = c->ca_trailers;
+
+		/*
+		 * A Trailers-Only response: its one HEADERS block is the
+		 * trailers, so its metadata is trailing metadata, as gRPC
+		 * Core reports it, and there was no initial metadata.
+		 * (grpcio answers so when its handler ends before anything
+		 * was sent.)
+		 */
+		c->ca_trailers = c->ca_md;
+		c->ca_md = none;
 	}
 	if (!c->ca_server && end_stream && c->ca_send != SEND_CLOSING &&
 	    c->ca_life == LIFE_OPEN)

@@ -707,8 +707,10 @@ fail_handler(struct grpc_call *c, void *arg)
 	scall_new(c, arg, &fail_ops);
 	assert_non_null(mode);
 	if (strcmp((const char *)mode->md_value, "trailers-only") == 0) {
+		assert_int_equal(grpc_md_add(&tr, "x-why", "early", 5), 0);
 		rc = grpc_call_finish(c, GRPC_STATUS_FAILED_PRECONDITION,
-		                      FAIL_MSG1, NULL);
+		                      FAIL_MSG1, &tr);
+		grpc_md_free(&tr);
 		assert_int_equal(rc, 0);
 		return;
 	}
@@ -1359,6 +1361,9 @@ test_status_message(void **state)
 	assert_string_equal(a.c_msg, FAIL_MSG1);
 	assert_int_equal(a.c_nmsg, 0);
 	assert_false(a.c_got_headers);
+	/* Its one HEADERS block is the trailers: so is its metadata. */
+	assert_int_equal(a.c_trailers.ml_n, 1);
+	assert_md(&a.c_trailers, "x-why", "early", 5);
 	assert_int_equal(e.e_s_status, GRPC_STATUS_FAILED_PRECONDITION);
 	assert_string_equal(e.e_s_msg, FAIL_MSG1);
 
