@@ -363,6 +363,8 @@ test_address_order(void **state)
 	assert_true(e.e_ev[2].ev_ms - e.e_ev[0].ev_ms < 1000);
 	assert_string_equal(e.e_device_id, "dev-1");
 	assert_string_equal(e.e_secret, "s3cret");
+	/* Its TLS tickets go under its name and its device id. */
+	assert_string_equal(e.e_cl->cl_resume_tag, "4:test dev-1");
 	assert_true(e.e_instance_id == 0x1122334455667788ULL);
 	assert_int_equal(e.e_inits, 1);
 

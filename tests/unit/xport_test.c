@@ -404,6 +404,8 @@ test_unix(void **state)
 	side_close(&e.e_srv, 0); /* again: harmless */
 	RUN_UNTIL(&e.e_tl, e.e_cli.s_closed == 1 && e.e_srv.s_closed == 1);
 	assert_int_equal(e.e_srv.s_err, NCG_EH2);
+	/* The closer's own error comes with no text of ours. */
+	assert_string_equal(e.e_srv.s_errmsg, "");
 	assert_int_equal(e.e_cli.s_err, NCG_ECLOSED);
 	env_done(&e);
 }
