@@ -222,6 +222,14 @@ status_half_close(struct grpc_call *c, void *arg)
 	grpc_call_finish(c, GRPC_STATUS_OK, NULL, NULL);
 }
 
+/* The last of an Initialize or ServerStatusGet call (ic_req already gone). */
+static void
+initcall_free(struct initcall *ic)
+{
+	free(ic->ic_id);
+	free(ic);
+}
+
 static void
 status_on_end(struct grpc_call *c, int status, const char *msg, void *arg)
 {
@@ -231,8 +239,7 @@ status_on_end(struct grpc_call *c, int status, const char *msg, void *arg)
 	(void)status;
 	(void)msg;
 	free(ic->ic_req);
-	free(ic->ic_id);
-	free(ic);
+	initcall_free(ic);
 }
 
 static const struct grpc_call_ops status_ops = {
@@ -386,8 +393,7 @@ on_verified(void *arg, int result)
 	if (ic->ic_state == INIT_DONE) {
 		/* The call ended while we were checking; on_end left ic to us.
 		 */
-		free(ic->ic_id);
-		free(ic);
+		initcall_free(ic);
 		return;
 	}
 	if (result != 0) {
@@ -575,8 +581,7 @@ init_on_end(struct grpc_call *c, int status, const char *msg, void *arg)
 		registry_cancel(ic->ic_verify);
 		return;
 	}
-	free(ic->ic_id);
-	free(ic);
+	initcall_free(ic);
 }
 
 static const struct grpc_call_ops init_ops = {
