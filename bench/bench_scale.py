@@ -2,7 +2,7 @@
 """ncgrpcd at scale: N idle devices on one server.
 
     bench_scale.py --ncgrpcd PATH --agent PATH [--devices 10000] [--agents 10]
-                   [--sessions 200] [--concurrency 20] [--listen 1]
+                   [--sessions 200] [--concurrency 20] [--gap MS] [--listen 1]
 
 Devices are ncgrpc-agent processes, each with devices/agents `client`
 stanzas (one TLS connection per client, long-polling NcgrpcInitialize).
@@ -14,7 +14,9 @@ Measured:
   - for --sessions shell sessions on distinct devices (--concurrency at a
     time) at that load: the time from the operator's Session request to
     SessionStarted, to the first byte of device output (the shell prompt),
-    and to the output of `echo x`; median and p99.
+    and to the output of `echo x`; median and p99.  --gap MS waits that long
+    after each session ends before the next open, as an operator's opens
+    are spread out (back to back, one session's aftermath lands on the next).
 The open-file limit is raised for this process and its children only.
 --listen K spreads the devices over K listen addresses 127.0.0.1..K (more
 source ports).  Not part of ctest.
@@ -93,6 +95,9 @@ def main():
     ap.add_argument("--agents", type=int, default=10)
     ap.add_argument("--sessions", type=int, default=200)
     ap.add_argument("--concurrency", type=int, default=20)
+    ap.add_argument("--gap", type=int, default=0,
+                    help="ms after a session ends before the next open (C client): "
+                    "opens spread out, not back to back")
     ap.add_argument("--listen", type=int, default=1, help="listen addresses 127.0.0.1..K")
     ap.add_argument("--connect-timeout", type=float, default=600)
     ap.add_argument("--limits", choices=("site", "fleet", "none"), default="site",
@@ -241,8 +246,9 @@ def main():
         print("%-52s %.1f s" % ("time to connect all devices", t_connect))
         print("%-52s %.0f ms" % ("ListDevices with %d devices" % n, t_list * 1000))
         print("%-52s %.0f ms" % ("ncgrpc devices --json (C CLI), best of 3", t_cli * 1000))
-        print("%-52s %d (%d at a time, %s client), %.1f s, %d failed"
+        print("%-52s %d (%d at a time%s, %s client), %.1f s, %d failed"
               % ("shell sessions", len(targets), a.concurrency,
+                 ", %d ms apart" % a.gap if a.gap else "",
                  "C" if a.client == "c" else "Python", t_s, nbad))
         print("%-52s %.1f / %.1f ms" % ("Session -> SessionStarted, median / p99",
                                          med(started), pct(started, 99)))
@@ -269,7 +275,8 @@ def opload(a, sock, targets, work):
     """The sessions through ncgrpc-opload (src/test): started and first-byte
     times in ms, the number that failed, and the seconds they took.  Its
     output, a line per session, is kept in the workdir (opload.out)."""
-    r = subprocess.run([a.opload, "-s", sock, "-c", str(a.concurrency), "-w", "30000"],
+    r = subprocess.run([a.opload, "-s", sock, "-c", str(a.concurrency), "-w", "30000",
+                        "-g", str(a.gap)],
                        input="".join(t + "\n" for t in targets), capture_output=True,
                        text=True, timeout=600)
     with open(os.path.join(work, "opload.out"), "w") as f:

@@ -35,6 +35,14 @@
  * acknowledged PINGs show the server accepts the rate.
  */
 #define KEEPALIVE_DECAY_PINGS 5
+/*
+ * After a grant, the next waiting connection is dialled when the session's
+ * first output is on its way, or after this long if the process is silent.
+ * Dialled at the grant, its TLS handshake (a millisecond or two of CPU on
+ * each side) fell between the shell's exec and its prompt and set the
+ * tail of the time to the first byte (docs/internals/performance.md).
+ */
+#define REPLACE_DEFER_MS 100
 
 enum aconn_state {
 	AC_CONNECTING, /* TCP, TLS */
@@ -119,7 +127,8 @@ struct client {
 	unsigned cl_backoff_ms;
 	unsigned cl_ping_ms; /* grows on too_many_pings, decays back */
 	unsigned cl_nsessions;
-	int cl_capped; /* no connection waits: at the session limit */
+	int cl_capped;  /* no connection waits: at the session limit */
+	int cl_replace; /* granted: the next connection is dialled soon */
 	unsigned cl_next_sid;
 	struct aconn *cl_wait; /* the waiting connection, or NULL */
 	LIST_HEAD(, aconn) cl_conns;
@@ -265,6 +274,25 @@ static const struct grpc_call_ops status_ops = {
     .on_end = on_status_end,
 };
 
+/* The deferred dial after a grant (REPLACE_DEFER_MS), if still due. */
+static void
+client_replace(struct client *cl)
+{
+	if (!cl->cl_replace)
+		return;
+	cl->cl_replace = 0;
+	client_connect(cl);
+}
+
+static void
+on_session_output(struct session *s, void *arg)
+{
+	struct aconn *ac = arg;
+
+	(void)s;
+	client_replace(ac->ac_client);
+}
+
 static void
 on_session_done(struct session *s, const struct session_stats *st, void *arg)
 {
@@ -279,6 +307,8 @@ on_session_done(struct session *s, const struct session_stats *st, void *arg)
 	         cl->cl_name, ac->ac_sid, session_type_name(ac->ac_type),
 	         st->ss_reason, (unsigned long long)st->ss_bytes_up,
 	         (unsigned long long)st->ss_bytes_down);
+	/* Ended before its first output: no reason to wait any longer. */
+	client_replace(cl);
 	/* Below the limit again: a connection may wait for the next one. */
 	if (cl->cl_capped && !cl->cl_stopping) {
 		cl->cl_capped = 0;
@@ -298,6 +328,11 @@ on_session_done(struct session *s, const struct session_stats *st, void *arg)
 	client_maybe_done(cl);
 }
 
+static const struct session_cb session_cb = {
+    .sc_output = on_session_output,
+    .sc_done = on_session_done,
+};
+
 static void
 start_session(struct aconn *ac, struct grpc_call *init)
 {
@@ -308,7 +343,7 @@ start_session(struct aconn *ac, struct grpc_call *init)
 	ac->ac_sid = ++cl->cl_next_sid;
 	/* The trailers of Initialize go back as the stream's metadata. */
 	rc = session_start(ac->ac_conn, ac->ac_type, grpc_call_trailers(init),
-	                   &cl->cl_cs->cs_session, on_session_done, ac,
+	                   &cl->cl_cs->cs_session, &session_cb, ac,
 	                   &ac->ac_session);
 	if (rc != 0) {
 		log_warnx("client \"%s\": cannot start session %u: %s",
@@ -366,13 +401,18 @@ on_init_end(struct grpc_call *c, int status, const char *message, void *arg)
 	ac->ac_idle_pings = grpc_conn_pings_acked(ac->ac_conn);
 	if (cl->cl_wait == ac)
 		cl->cl_wait = NULL;
-	start_session(ac, c);
-	/* One connection always waits for the next session. */
+	/*
+	 * One connection always waits for the next session: dialled when
+	 * this one's first output is queued (on_session_output), or by the
+	 * timer.  Set before the start, which may already end the session.
+	 */
 	if (!cl->cl_stopping && cl->cl_wait == NULL) {
 		cl->cl_cur = ac->ac_addr;
 		cl->cl_tried = 0;
-		client_connect(cl);
+		cl->cl_replace = 1;
+		client_retry_in(cl, REPLACE_DEFER_MS);
 	}
+	start_session(ac, c);
 }
 
 static const struct grpc_call_ops init_ops = {
@@ -661,6 +701,7 @@ client_connect(struct client *cl)
 	struct aconn *ac;
 	int rc;
 
+	cl->cl_replace = 0;
 	if (cl->cl_stopping || cl->cl_wait != NULL)
 		return;
 	/*

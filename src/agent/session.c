@@ -98,8 +98,9 @@ struct session {
 	struct grpc_call *se_call;
 	struct proc *se_proc;
 	enum session_type se_type;
-	session_done_fn se_done;
+	const struct session_cb *se_cb;
 	void *se_arg;
+	int se_output_told; /* sc_output has run */
 	struct session_stats se_stats;
 	uint8_t se_carry[4]; /* start of a character split across reads */
 	size_t se_ncarry;
@@ -182,7 +183,7 @@ session_maybe_done(struct session *s)
 	if (!s->se_call_done || !s->se_proc_done ||
 	    uv_is_closing((uv_handle_t *)&s->se_settle))
 		return;
-	s->se_done(s, &s->se_stats, s->se_arg);
+	s->se_cb->sc_done(s, &s->se_stats, s->se_arg);
 	/* The timers' close callbacks free s. */
 	session_close_timers(s);
 }
@@ -506,6 +507,17 @@ session_close_send(struct session *s)
 		grpc_call_close_send(s->se_call);
 }
 
+/* The first output is queued for the server: tell the client, once. */
+static void
+session_output_queued(struct session *s)
+{
+	if (s->se_output_told)
+		return;
+	s->se_output_told = 1;
+	if (s->se_cb->sc_output != NULL)
+		s->se_cb->sc_output(s, s->se_arg);
+}
+
 /* Process side. */
 
 static void
@@ -531,6 +543,7 @@ on_proc_output(struct proc *p, const uint8_t *data, size_t len, void *arg)
 		grpc_call_cancel(s->se_call);
 		return;
 	}
+	session_output_queued(s);
 	/* A server that reads slowly stops the process, not our memory. */
 	if (grpc_call_queued(s->se_call) >= GRPC_CALL_HIWAT)
 		proc_pause(p);
@@ -1008,7 +1021,7 @@ session_terminal(struct session *s, const struct grpc_mdlist *md)
 int
 session_start(struct grpc_conn *conn, enum session_type type,
               const struct grpc_mdlist *md, const struct session_env *env,
-              session_done_fn done, void *arg, struct session **out)
+              const struct session_cb *cb, void *arg, struct session **out)
 {
 	struct session *s;
 	int rc;
@@ -1021,7 +1034,7 @@ session_start(struct grpc_conn *conn, enum session_type type,
 	s->se_hangup.data = s;
 	s->se_nhandles = 2;
 	s->se_type = type;
-	s->se_done = done;
+	s->se_cb = cb;
 	s->se_arg = arg;
 	s->se_stats.ss_exit_status = -1;
 	if (md != NULL)
@@ -1064,6 +1077,7 @@ session_spawn_now(struct session *s)
 		snprintf(s->se_stats.ss_reason, sizeof(s->se_stats.ss_reason),
 		         "cannot start process: %s", ncg_strerror(rc));
 		send_output(s, (const uint8_t *)msg, strlen(msg), 1);
+		session_output_queued(s);
 		s->se_proc_done = 1;
 		session_close_send(s);
 	}

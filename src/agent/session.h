@@ -60,18 +60,31 @@ struct session_stats {
 typedef void (*session_done_fn)(struct session *s,
                                 const struct session_stats *st, void *arg);
 
+struct session_cb {
+	/*
+	 * Once, when the first output of the process (or the reason it could
+	 * not start) has been queued for the server: the operator's open is
+	 * served.  The client dials its next waiting connection then, so that
+	 * the handshake does not compete with the open.  May be NULL.
+	 */
+	void (*sc_output)(struct session *s, void *arg);
+	session_done_fn sc_done; /* the session is over; s is freed after */
+};
+
 /*
  * Opens NcgrpcCommandGet on conn with request metadata md (the
  * Initialize trailers) and starts the backend for type, from the loop,
  * once the stream's HEADERS have been handed to the transport: env is
- * read then, and must stay valid until done.  Returns 0 and sets *out, or
- * a negative code: then no callback runs and nothing was started.  If the
+ * read then, and must stay valid until sc_done, as must cb.  Returns 0 and
+ * sets *out, or a negative code: then no callback runs and nothing was
+ * started.  If the
  * process cannot be started, the session still starts: it sends the
  * reason up as output and ends, so the operator sees it.
  */
 int session_start(struct grpc_conn *conn, enum session_type type,
                   const struct grpc_mdlist *md, const struct session_env *env,
-                  session_done_fn done, void *arg, struct session **out);
+                  const struct session_cb *cb, void *arg,
+                  struct session **out);
 
 /* Ends the session now (agent shutdown, client removed). done follows. */
 void session_stop(struct session *s, const char *why);

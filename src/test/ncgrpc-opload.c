@@ -4,11 +4,15 @@
  * in Python spent more CPU than ncgrpcd and the agents together with 20
  * sessions in flight, so its figures measured itself.
  *
- *	ncgrpc-opload -s SOCKET [-c CONCURRENCY] [-w WAIT_MS] < DEVICE-IDS
+ *	ncgrpc-opload -s SOCKET [-c CONCURRENCY] [-g GAP_MS] [-w WAIT_MS]
+ *	    < DEVICE-IDS
  *
  * Reads device ids, one per line, and runs one shell session on each, at
  * most CONCURRENCY at a time, all on one connection (as an automation
- * client would).  A session: SessionOpen (line mode), then the first
+ * client would).  With GAP_MS, each next open waits that long after a
+ * session ends: opens spread out as an operator's are, not back to back,
+ * so that what one session leaves running does not land on the next one.
+ * A session: SessionOpen (line mode), then the first
  * output (the prompt), "echo x" and its output, "exit", and the end.
  * Prints one line per session:
  *
@@ -59,6 +63,8 @@ static struct {
 	const char *sock;
 	unsigned long concurrency;
 	unsigned long wait_ms;
+	unsigned long gap_ms;
+	uv_timer_t gap; /* the pause before the next open */
 	struct sess *sess;
 	size_t n, next, running, done, failed;
 	uint64_t t0;
@@ -66,6 +72,13 @@ static struct {
 } ol = {.concurrency = 20, .wait_ms = 30000};
 
 static void start_next(void);
+
+static void
+on_gap(uv_timer_t *t)
+{
+	(void)t;
+	start_next();
+}
 
 /* Milliseconds from the session's open to t, or -1 for never. */
 static double
@@ -195,7 +208,10 @@ s_on_end(struct grpc_call *c, int status, const char *message, void *arg)
 	         ms_since_open(s, s->s_end), grpc_status_name(s->s_status));
 	ol.running--;
 	ol.done++;
-	start_next();
+	if (ol.gap_ms > 0 && ol.next < ol.n)
+		uv_timer_start(&ol.gap, on_gap, ol.gap_ms, 0);
+	else
+		start_next();
 }
 
 static const struct grpc_call_ops s_ops = {
@@ -291,6 +307,7 @@ start_next(void)
 		start_one(&ol.sess[ol.next++]);
 	if (ol.done == ol.n && !ol.closing) {
 		ol.closing = 1;
+		uv_close((uv_handle_t *)&ol.gap, NULL);
 		summarize();
 		grpc_conn_close(ol.conn, 0);
 	}
@@ -315,6 +332,8 @@ on_closed(struct grpc_conn *conn, int err, const char *reason, void *arg)
 		log_warnx("connection to %s closed: %s", ol.sock,
 		          err != 0 ? ncg_strerror(err) : reason);
 		ol.failed += ol.n - ol.done;
+		ol.closing = 1;
+		uv_close((uv_handle_t *)&ol.gap, NULL);
 	}
 }
 
@@ -390,14 +409,16 @@ static void
 usage(FILE *f)
 {
 	fprintf(f, "usage: ncgrpc-opload -s SOCKET [-c CONCURRENCY] "
-	           "[-w WAIT_MS] < DEVICE-IDS\n"
+	           "[-g GAP_MS] [-w WAIT_MS] < DEVICE-IDS\n"
 	           "Opens a shell session on each device id read from "
 	           "standard input (one per line),\n"
 	           "at most CONCURRENCY (default 20) at a time, through "
 	           "ncgrpcd's operator socket,\n"
 	           "and prints the time of each step.  WAIT_MS (default "
 	           "30000) is each open's wait\n"
-	           "for an idle device connection.\n");
+	           "for an idle device connection.  GAP_MS (default 0) is "
+	           "the pause after a\n"
+	           "session ends before the next open.\n");
 }
 
 int
@@ -407,11 +428,14 @@ main(int argc, char **argv)
 	size_t i;
 
 	log_init("ncgrpc-opload", LOG_LEVEL_WARN);
-	while ((ch = getopt(argc, argv, "c:hs:w:")) != -1) {
+	while ((ch = getopt(argc, argv, "c:g:hs:w:")) != -1) {
 		switch (ch) {
 		case 'c':
 			ol.concurrency =
 			    number(optarg, "the concurrency", 1, 10000);
+			break;
+		case 'g':
+			ol.gap_ms = number(optarg, "the gap", 0, 60000);
 			break;
 		case 'h':
 			usage(stdout);
@@ -440,6 +464,7 @@ main(int argc, char **argv)
 	}
 	signal(SIGPIPE, SIG_IGN);
 	ol.loop = uv_default_loop();
+	uv_timer_init(ol.loop, &ol.gap);
 	rc = grpc_conn_connect_unix(ol.loop, ol.sock, NULL, &conn_ops, NULL,
 	                            &ol.conn);
 	if (rc != 0) {

@@ -591,6 +591,49 @@ class ConcurrencyTest(AgentTestCase):
 
 
 # ---------------------------------------------------------------------------
+class ReplacementTest(AgentTestCase):
+    """The connection that waits for the next session is dialled after a
+    grant once the session's first output is on its way, or 100 ms after
+    the grant (REPLACE_DEFER_MS) if the process prints nothing: its TLS
+    handshake must not compete with the process's start and first output."""
+
+    def test_silent_process_replaced_after_delay(self):
+        nms = self.new_nms({"c1": "k"})
+        self.new_agent([Client("nms", "c1", "k", [self.addr(nms)])],
+                       ['netconf-command "sleep 4; echo hello";'])
+        first = nms.wait_waiting("c1", 15)
+        sess = nms.open_session("c1", "netconf")
+        self.addCleanup(self._end_session, sess)
+        nxt = nms.wait_for(lambda: [r for r in nms.inits_for("c1")
+                                    if r is not first and r.state == "waiting"],
+                           10, "the next waiting Initialize")[0]
+        gap = nxt.time - sess.opened
+        # At the grant, the next Initialize came a few milliseconds after
+        # the CommandGet; deferred, not before the 100 ms have passed.
+        self.assertGreater(gap, 0.06, "dialled at the grant")
+        # The timer, not the output 4 s later, dialled it.
+        self.assertLess(gap, 3.0, "dialled only at the output")
+        self.assertEqual(sess.received, 0, "the process printed early")
+        self.assertIn("hello", sess.read_until("hello", 15))
+
+    def test_session_ending_silently_replaced(self):
+        nms = self.new_nms({"c1": "k"})
+        self.new_agent([Client("nms", "c1", "k", [self.addr(nms)])],
+                       ['netconf-command "exit 0";'])
+        first = nms.wait_waiting("c1", 15)
+        sess = nms.open_session("c1", "netconf")
+        self.addCleanup(self._end_session, sess)
+        sess.read_all_until_end(15)
+        nms.wait_for(lambda: [r for r in nms.inits_for("c1")
+                              if r is not first and r.state == "waiting"],
+                     10, "the next waiting Initialize")
+        # And the next session on it works.
+        sess2 = nms.open_session("c1", "netconf")
+        self.addCleanup(self._end_session, sess2)
+        sess2.read_all_until_end(15)
+        self.assertEqual(sess2.end_reason, "eof")
+
+
 class AddressTest(AgentTestCase):
     """Backup addresses, reconnect-strategy and waittime."""
 

@@ -56,6 +56,8 @@ struct env {
 	int e_conn_ready;
 	int e_conn_closed;
 	struct session *e_s;
+	int e_told;          /* sc_output calls */
+	size_t e_told_outlen; /* what the NMS had of the output then */
 	int e_done;
 	struct session_stats e_stats;
 };
@@ -185,6 +187,16 @@ static const struct grpc_conn_ops conn_ops = {
 };
 
 static void
+session_output(struct session *s, void *arg)
+{
+	struct env *e = arg;
+
+	assert_ptr_equal(s, e->e_s);
+	e->e_told++;
+	e->e_told_outlen = e->e_outlen;
+}
+
+static void
 session_done(struct session *s, const struct session_stats *st, void *arg)
 {
 	struct env *e = arg;
@@ -230,9 +242,13 @@ session_begin(struct env *e, enum session_type type, const char *command,
 	test_se.se_netconf_command = command;
 	test_se.se_shell = "/bin/sh";
 	test_se.se_stderr_fd = -1;
-	assert_int_equal(session_start(e->e_conn, type, NULL, &test_se,
-	                               session_done, e, &e->e_s),
-	                 0);
+	static const struct session_cb cb = {
+	    .sc_output = session_output,
+	    .sc_done = session_done,
+	};
+
+	assert_int_equal(
+	    session_start(e->e_conn, type, NULL, &test_se, &cb, e, &e->e_s), 0);
 }
 
 /* NMS and agent connection up; then a session, and the NMS has its call. */
@@ -386,9 +402,37 @@ test_end_before_spawn(void **state)
 	session_stop(e.e_s, "agent stopping");
 	RUN_UNTIL(&e.e_tl, e.e_done == 1);
 	assert_false(have_child());
+	assert_int_equal(e.e_told, 0);
 	assert_int_equal(e.e_stats.ss_exit_status, -1);
 	assert_int_equal(e.e_stats.ss_term_signal, 0);
 	assert_non_null(strstr(e.e_stats.ss_reason, "agent stopping"));
+	env_done(&e);
+}
+
+/*
+ * sc_output runs once, when the first output is queued and before any of
+ * it has reached the NMS (the agent dials its next connection then, not
+ * at the grant), and not at all for a process that prints nothing.
+ */
+static void
+test_output_told_once(void **state)
+{
+	struct env e;
+
+	(void)state;
+	env_init(&e, "printf a; sleep 0.05; printf b; sleep 0.05; printf c",
+	         NULL);
+	RUN_UNTIL(&e.e_tl, e.e_half_closed == 1);
+	assert_int_equal(e.e_outlen, 3);
+	assert_memory_equal(e.e_out, "abc", 3);
+	assert_int_equal(e.e_told, 1);
+	assert_int_equal(e.e_told_outlen, 0);
+	env_done(&e);
+
+	env_init(&e, "sleep 0.05", NULL);
+	RUN_UNTIL(&e.e_tl, e.e_half_closed == 1);
+	assert_int_equal(e.e_outlen, 0);
+	assert_int_equal(e.e_told, 0);
 	env_done(&e);
 }
 
@@ -464,6 +508,7 @@ test_unknown_user(void **state)
 	e.e_out[e.e_outlen < sizeof(e.e_out) ? e.e_outlen : 0] = '\0';
 	assert_non_null(strstr(e.e_out, "cannot start the netconf session"));
 	assert_non_null(strstr(e.e_out, "unknown user"));
+	assert_int_equal(e.e_told, 1); /* the reason is the output */
 	assert_int_equal(grpc_call_finish(e.e_call, GRPC_STATUS_OK, NULL, NULL),
 	                 0);
 	RUN_UNTIL(&e.e_tl, e.e_done == 1);
@@ -604,6 +649,7 @@ main(int argc, char **argv)
 	    cmocka_unit_test(test_output_utf8_mix),
 	    cmocka_unit_test(test_spawn_after_headers),
 	    cmocka_unit_test(test_end_before_spawn),
+	    cmocka_unit_test(test_output_told_once),
 	    cmocka_unit_test(test_connection_drop),
 	    cmocka_unit_test(test_hangup_escalation),
 	    cmocka_unit_test(test_hangup_exits_by_itself),
