@@ -83,10 +83,9 @@ struct session_cb {
  */
 int session_start(struct grpc_conn *conn, enum session_type type,
                   const struct grpc_mdlist *md, const struct session_env *env,
-                  const struct session_cb *cb, void *arg,
-                  struct session **out);
+                  const struct session_cb *cb, void *arg, struct session **out);
 
-/* Ends the session now (agent shutdown, client removed). done follows. */
+/* Ends the session now (agent shutdown, client removed). sc_done follows. */
 void session_stop(struct session *s, const char *why);
 
 const char *session_type_name(enum session_type type);

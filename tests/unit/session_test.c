@@ -56,7 +56,7 @@ struct env {
 	int e_conn_ready;
 	int e_conn_closed;
 	struct session *e_s;
-	int e_told;          /* sc_output calls */
+	int e_told;           /* sc_output calls */
 	size_t e_told_outlen; /* what the NMS had of the output then */
 	int e_done;
 	struct session_stats e_stats;
