@@ -170,6 +170,7 @@ def main():
         op = OpClient(srv.sock)
 
         per = (n + nag - 1) // nag
+        srv_cpu_idle = cpu_s(srv.pid)
         t_start = time.monotonic()
         for k in range(nag):
             mine = ids[k * per:(k + 1) * per]
@@ -203,6 +204,8 @@ def main():
                                  % (ready, n, a.connect_timeout))
             time.sleep(1)
         t_connect = time.monotonic() - t_start
+        # CPU of the connect phase (the agents started with it).
+        cpu_conn = (cpu_s(srv.pid) - srv_cpu_idle, sum(cpu_s(ag.pid) for ag in agents))
         time.sleep(2)
         rss1 = srvlib.rss_kib(srv.pid)
         t_list = time.monotonic()
@@ -244,6 +247,8 @@ def main():
         print("%-52s %d KiB" % ("ncgrpcd RSS, %d idle devices" % n, rss1))
         print("%-52s %.1f KiB" % ("RSS per idle device", (rss1 - rss0) / float(n)))
         print("%-52s %.1f s" % ("time to connect all devices", t_connect))
+        print("%-52s %.0f / %.0f us" % ("CPU to connect, per device: ncgrpcd / agents",
+                                         cpu_conn[0] * 1e6 / n, cpu_conn[1] * 1e6 / n))
         print("%-52s %.0f ms" % ("ListDevices with %d devices" % n, t_list * 1000))
         print("%-52s %.0f ms" % ("ncgrpc devices --json (C CLI), best of 3", t_cli * 1000))
         print("%-52s %d (%d at a time%s, %s client), %.1f s, %d failed"

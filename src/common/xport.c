@@ -15,6 +15,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdarg.h>
@@ -786,6 +787,23 @@ xport_connect(uv_loop_t *loop, const char *host, uint16_t port,
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
+	/*
+	 * An address literal needs no lookup.  Parsed here, it spares the
+	 * threadpool: a hop to a worker thread and back per connection, and
+	 * in a process with no other use for threads (the agent), the threads
+	 * themselves, which turn every page given back to the kernel into a
+	 * TLB flush on the other CPUs.  Failures are still reported from the
+	 * loop: the timer's close runs xc_closed.
+	 */
+	hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+	if (getaddrinfo(host, portstr, &hints, &x->x_ai_head) == 0) {
+		x->x_ai_next = x->x_ai_head;
+		xport_init_timer(x);
+		*out = x;
+		xport_try_next(x);
+		return 0;
+	}
+	x->x_ai_head = NULL;
 	hints.ai_flags = AI_ADDRCONFIG;
 	x->x_dial->d_gai.data = x;
 	rc = uv_getaddrinfo(loop, &x->x_dial->d_gai, on_resolved, host, portstr,

@@ -653,6 +653,17 @@ class AddressTest(AgentTestCase):
         sess = self.shell(nms, "r")
         self.assertEqual(sh_run(sess, "echo via-backup"), "via-backup\n")
 
+    def test_literal_address_needs_no_threads(self):
+        # An address literal is not looked up (no libuv threadpool), so an
+        # agent whose addresses are all literals runs on one thread: pages
+        # it gives back to the kernel need no TLB flush on other CPUs.
+        nms = self.new_nms({"r": "k"})
+        agent = self.new_agent([Client("c", "r", "k", [self.addr(nms)])])
+        nms.wait_waiting("r", 15)
+        sess = self.shell(nms, "r")
+        self.assertEqual(sh_run(sess, "echo one-thread"), "one-thread\n")
+        self.assertEqual(os.listdir("/proc/%d/task" % agent.pid), [str(agent.pid)])
+
     def _strategy_run(self, strategy):
         """Connect to the second address, start the first, stop the second;
         return the address lines after the disconnect."""

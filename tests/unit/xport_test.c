@@ -498,6 +498,9 @@ getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
 		*(void **)&real = dlsym(RTLD_NEXT, "getaddrinfo");
 		return real(node, service, hints, res);
 	}
+	/* A name, not an address literal, as the C library would say. */
+	if (hints != NULL && (hints->ai_flags & AI_NUMERICHOST))
+		return EAI_NONAME;
 	for (i = 0; i < 2; i++) {
 		*tail = calloc(1, sizeof(**tail) + sizeof(*sin));
 		if (*tail == NULL)
@@ -573,6 +576,59 @@ test_silent_address_then_next(void **state)
 	RUN_UNTIL(&e.e_tl, e.e_srv.s_ready == 1);
 	close(filler);
 	close(silent);
+	env_done(&e);
+}
+
+/*
+ * An address literal is connected without a lookup: with every thread of
+ * libuv's pool busy, a lookup would wait for them, and the agent, whose
+ * only use of the pool it was, would start its threads at all.
+ */
+#define BLOCKERS 128
+
+static uv_sem_t blocker_sem;
+
+static void
+blocker_work(uv_work_t *w)
+{
+	(void)w;
+	uv_sem_wait(&blocker_sem);
+}
+
+static void
+blocker_done(uv_work_t *w, int status)
+{
+	int *left = w->data;
+
+	assert_int_equal(status, 0);
+	(*left)--;
+}
+
+static void
+test_literal_no_lookup(void **state)
+{
+	static uv_work_t w[BLOCKERS];
+	struct env e;
+	int i, left = BLOCKERS;
+
+	(void)state;
+	env_init(&e);
+	env_listen_tcp(&e, 0);
+	assert_int_equal(uv_sem_init(&blocker_sem, 0), 0);
+	for (i = 0; i < BLOCKERS; i++) {
+		w[i].data = &left;
+		assert_int_equal(uv_queue_work(&e.e_tl.tl_loop, &w[i],
+		                               blocker_work, blocker_done),
+		                 0);
+	}
+	env_connect(&e, "127.0.0.1", NULL, NULL);
+	RUN_UNTIL(&e.e_tl, e.e_cli.s_ready == 1 || e.e_cli.s_closed == 1);
+	assert_int_equal(e.e_cli.s_ready, 1);
+	RUN_UNTIL(&e.e_tl, e.e_srv.s_ready == 1);
+	for (i = 0; i < BLOCKERS; i++)
+		uv_sem_post(&blocker_sem);
+	RUN_UNTIL(&e.e_tl, left == 0);
+	uv_sem_destroy(&blocker_sem);
 	env_done(&e);
 }
 
@@ -806,6 +862,7 @@ main(int argc, char **argv)
 	    cmocka_unit_test(test_tls_wrong_name),
 	    cmocka_unit_test(test_tls_handshake_timeout_client),
 	    cmocka_unit_test(test_silent_address_then_next),
+	    cmocka_unit_test(test_literal_no_lookup),
 	    cmocka_unit_test(test_tls_handshake_timeout_server),
 	    cmocka_unit_test(test_connect_refused),
 	    cmocka_unit_test(test_connect_einval),
