@@ -41,6 +41,7 @@
 #include "err.h"
 #include "grpc.h"
 #include "ncgrpc_operator.pb-c.h"
+#include "pbwire.h"
 #include "termext.h"
 #include "tty.h"
 
@@ -526,13 +527,40 @@ on_started(const Ncgrpc__Operator__V1__SessionStarted *st)
 	sess_read_more();
 }
 
+/* The device's output to stdout. */
+static void
+write_output(struct grpc_call *c, const uint8_t *data, size_t len)
+{
+	int rc;
+
+	rc = cli_write_all(STDOUT_FILENO, data, len);
+	if (rc == -EPIPE) {
+		/* Like SIGPIPE, but the session is ended cleanly. */
+		sess.s_forced_exit = 1;
+		sess.s_exit = 128 + SIGPIPE;
+		grpc_call_cancel(c);
+	} else if (rc != 0) {
+		cli_err("writing standard output: %s", strerror(-rc));
+		sess.s_forced_exit = 1;
+		sess.s_exit = CLI_EXIT_FAIL;
+		grpc_call_cancel(c);
+	}
+}
+
 static void
 s_on_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 {
 	Ncgrpc__Operator__V1__SessionOutput *out;
-	int rc;
+	const uint8_t *data;
+	size_t n;
 
 	(void)arg;
+	/* Output, the usual message, is written from where it lies. */
+	if (pbwire_only_bytes(msg, len, PBWIRE_SESSION_OUTPUT_DATA, &data,
+	                      &n) == 1) {
+		write_output(c, data, n);
+		return;
+	}
 	out = ncgrpc__operator__v1__session_output__unpack(NULL, len, msg);
 	if (out == NULL) {
 		cli_err("malformed SessionOutput from ncgrpcd");
@@ -547,19 +575,7 @@ s_on_message(struct grpc_call *c, const uint8_t *msg, size_t len, void *arg)
 			on_started(out->started);
 		break;
 	case NCGRPC__OPERATOR__V1__SESSION_OUTPUT__OUTPUT_DATA:
-		rc =
-		    cli_write_all(STDOUT_FILENO, out->data.data, out->data.len);
-		if (rc == -EPIPE) {
-			/* Like SIGPIPE, but the session is ended cleanly. */
-			sess.s_forced_exit = 1;
-			sess.s_exit = 128 + SIGPIPE;
-			grpc_call_cancel(c);
-		} else if (rc != 0) {
-			cli_err("writing standard output: %s", strerror(-rc));
-			sess.s_forced_exit = 1;
-			sess.s_exit = CLI_EXIT_FAIL;
-			grpc_call_cancel(c);
-		}
+		write_output(c, out->data.data, out->data.len);
 		break;
 	case NCGRPC__OPERATOR__V1__SESSION_OUTPUT__OUTPUT_ENDED:
 		sess.s_ended = 1;

@@ -61,3 +61,28 @@ pbwire_field_has_nul(const uint8_t *msg, size_t len, uint32_t field)
 	}
 	return found;
 }
+
+int
+pbwire_only_bytes(const uint8_t *msg, size_t len, uint32_t field,
+                  const uint8_t **data, size_t *n)
+{
+	size_t off = 0, at, last = 0;
+	uint64_t m = 0;
+
+	if (field == 0 || field > 15 || len == 0)
+		return 0;
+	while (off < len) {
+		/* The key in its one-byte form, then the shortest length. */
+		if (msg[off++] != (uint8_t)(field << 3 | 2))
+			return 0;
+		at = off;
+		if (varint(msg, len, &off, &m) != 0 || off - at > 5 ||
+		    (off - at > 1 && msg[off - 1] == 0) || m > len - off)
+			return 0;
+		last = off;
+		off += (size_t)m;
+	}
+	*data = msg + last;
+	*n = (size_t)m;
+	return 1;
+}

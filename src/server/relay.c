@@ -38,6 +38,7 @@
 #include "ncgrpc.pb-c.h"
 #include "ncgrpc_operator.pb-c.h"
 #include "ncgrpc_wire.pb-c.h"
+#include "pbwire.h"
 #include "registry.h"
 #include "srvmetrics.h"
 #include "utf8.h"
@@ -624,32 +625,36 @@ take_lines(struct relay_half *op, const uint8_t *data, size_t len)
 	return 0;
 }
 
-/* One SessionInput: data, a window size or a signal, for the device. */
+/* The operator's bytes, by session type. */
 static int
-opside_input(struct relay_half *op, const uint8_t *msg, size_t len)
+opside_data(struct relay_half *op, const uint8_t *data, size_t len)
 {
 	struct opsess *os = op->rh_os;
-	Ncgrpc__Operator__V1__SessionInput *in;
+	int rc = 0;
+
+	if (os->os_type == BROKER_NETCONF) {
+		rc = ncframe_feed(&os->os_nf, data, len);
+		if (rc == 0)
+			rc = flush_netconf(op);
+	} else if (os->os_raw)
+		take_raw(op, data, len);
+	else
+		rc = take_lines(op, data, len);
+	return rc;
+}
+
+/* A decoded SessionInput: data, a window size or a signal. */
+static int
+opside_decoded(struct relay_half *op,
+               const Ncgrpc__Operator__V1__SessionInput *in)
+{
+	struct opsess *os = op->rh_os;
 	struct termext_window w;
 	int rc = 0;
 
-	in = ncgrpc__operator__v1__session_input__unpack(NULL, len, msg);
-	if (in == NULL) {
-		os_end(os, GRPC_STATUS_INVALID_ARGUMENT, SRVM_END_PROTOCOL,
-		       "malformed SessionInput");
-		return -1;
-	}
 	switch (in->input_case) {
 	case NCGRPC__OPERATOR__V1__SESSION_INPUT__INPUT_DATA:
-		if (os->os_type == BROKER_NETCONF) {
-			rc = ncframe_feed(&os->os_nf, in->data.data,
-			                  in->data.len);
-			if (rc == 0)
-				rc = flush_netconf(op);
-		} else if (os->os_raw)
-			take_raw(op, in->data.data, in->data.len);
-		else
-			rc = take_lines(op, in->data.data, in->data.len);
+		rc = opside_data(op, in->data.data, in->data.len);
 		break;
 	case NCGRPC__OPERATOR__V1__SESSION_INPUT__INPUT_WINDOW:
 		/* A line-mode session has no window: ignored, as documented. */
@@ -674,7 +679,34 @@ opside_input(struct relay_half *op, const uint8_t *msg, size_t len)
 		rc = -EINVAL;
 		break;
 	}
-	ncgrpc__operator__v1__session_input__free_unpacked(in, NULL);
+	return rc;
+}
+
+/* One SessionInput: data, a window size or a signal, for the device. */
+static int
+opside_input(struct relay_half *op, const uint8_t *msg, size_t len)
+{
+	struct opsess *os = op->rh_os;
+	Ncgrpc__Operator__V1__SessionInput *in;
+	const uint8_t *data;
+	size_t n;
+	int rc;
+
+	/* Data, the usual input, is read where it lies (devside_input()). */
+	if (pbwire_only_bytes(msg, len, PBWIRE_SESSION_INPUT_DATA, &data, &n) ==
+	    1)
+		rc = opside_data(op, data, n);
+	else {
+		in =
+		    ncgrpc__operator__v1__session_input__unpack(NULL, len, msg);
+		if (in == NULL) {
+			os_end(os, GRPC_STATUS_INVALID_ARGUMENT,
+			       SRVM_END_PROTOCOL, "malformed SessionInput");
+			return -1;
+		}
+		rc = opside_decoded(op, in);
+		ncgrpc__operator__v1__session_input__free_unpacked(in, NULL);
+	}
 	if (rc == 0)
 		return 0;
 	if (rc == -EMSGSIZE || rc == -ENOBUFS)
@@ -779,26 +811,36 @@ static int
 devside_input(struct relay_half *dev, const uint8_t *msg, size_t len)
 {
 	struct opsess *os = dev->rh_os;
-	Ncgrpc__Wire__CommandGetRequest *req;
+	Ncgrpc__Wire__CommandGetRequest *req = NULL;
 	Ncgrpc__Operator__V1__SessionOutput out =
 	    NCGRPC__OPERATOR__V1__SESSION_OUTPUT__INIT;
+	const uint8_t *data;
+	size_t n;
 
-	req = ncgrpc__wire__command_get_request__unpack(NULL, len, msg);
-	if (req == NULL) {
-		os_end(os, GRPC_STATUS_UNAVAILABLE, SRVM_END_PROTOCOL,
-		       "device sent a malformed CommandGet request");
-		return -1;
+	/*
+	 * The output as it lies in the message, as every encoder writes it;
+	 * anything else goes through the decoder (a copy of the output).
+	 */
+	if (pbwire_only_bytes(msg, len, PBWIRE_CMDGET_REQUEST_MESSAGE, &data,
+	                      &n) != 1) {
+		req = ncgrpc__wire__command_get_request__unpack(NULL, len, msg);
+		if (req == NULL) {
+			os_end(os, GRPC_STATUS_UNAVAILABLE, SRVM_END_PROTOCOL,
+			       "device sent a malformed CommandGet request");
+			return -1;
+		}
+		data = req->message.data;
+		n = req->message.len;
 	}
-	dev->rh_nrelayed += req->message.len;
-	metrics_count(srvm.sm_bytes, os->os_type, SRVM_FROM_DEVICE,
-	              req->message.len);
+	dev->rh_nrelayed += n;
+	metrics_count(srvm.sm_bytes, os->os_type, SRVM_FROM_DEVICE, n);
 	if (os->os_type == BROKER_NETCONF) {
-		ncframe_observe_device(&os->os_nf, req->message.data,
-		                       req->message.len);
+		ncframe_observe_device(&os->os_nf, data, n);
 		/* The framing may have just been decided. */
 		if (flush_netconf(dev->rh_peer) < 0) {
-			ncgrpc__wire__command_get_request__free_unpacked(req,
-			                                                 NULL);
+			if (req != NULL)
+				ncgrpc__wire__command_get_request__free_unpacked(
+				    req, NULL);
 			os_end(os, GRPC_STATUS_INVALID_ARGUMENT,
 			       SRVM_END_PROTOCOL,
 			       "malformed NETCONF framing from the operator");
@@ -814,12 +856,13 @@ devside_input(struct relay_half *dev, const uint8_t *msg, size_t len)
 			grpc_call_resume(dev->rh_peer->rh_call);
 	}
 	if (os->os_type == BROKER_SHELL && !os->os_raw)
-		prompt_feed(&os->os_prompt, req->message.data,
-		            req->message.len);
+		prompt_feed(&os->os_prompt, data, n);
 	out.output_case = NCGRPC__OPERATOR__V1__SESSION_OUTPUT__OUTPUT_DATA;
-	out.data = req->message;
+	out.data.data = (uint8_t *)(uintptr_t)data;
+	out.data.len = n;
 	half_send(dev->rh_peer, &out.base);
-	ncgrpc__wire__command_get_request__free_unpacked(req, NULL);
+	if (req != NULL)
+		ncgrpc__wire__command_get_request__free_unpacked(req, NULL);
 	return 0;
 }
 

@@ -48,6 +48,7 @@
 #include "ldisc.h"
 #include "log.h"
 #include "ncgrpc_operator.pb-c.h"
+#include "pbwire.h"
 #include "prompt.h"
 #include "sconf.h"
 #include "sshd.h"
@@ -350,16 +351,24 @@ chan_output(struct schan *ch, const uint8_t *data, size_t len)
 	}
 }
 
+static void call_on_output(struct schan *,
+                           Ncgrpc__Operator__V1__SessionOutput *);
+
 static void
 call_on_message(struct grpc_call *call, const uint8_t *msg, size_t len,
                 void *arg)
 {
 	struct schan *ch = arg;
 	struct sconn *c = ch->ch_c;
-	Ncgrpc__Operator__V1__SessionOutput *out;
+	Ncgrpc__Operator__V1__SessionOutput *out = NULL;
+	const uint8_t *data;
+	size_t n;
 
-	out = ncgrpc__operator__v1__session_output__unpack(NULL, len, msg);
-	if (out == NULL) {
+	/* Output, the usual message, is read where it lies. */
+	if (pbwire_only_bytes(msg, len, PBWIRE_SESSION_OUTPUT_DATA, &data,
+	                      &n) != 1 &&
+	    (out = ncgrpc__operator__v1__session_output__unpack(NULL, len,
+	                                                        msg)) == NULL) {
 		snprintf(ch->ch_reason, sizeof(ch->ch_reason),
 		         "malformed SessionOutput from ncgrpcd");
 		grpc_call_cancel(call);
@@ -367,6 +376,23 @@ call_on_message(struct grpc_call *call, const uint8_t *msg, size_t len,
 	}
 	/* Nothing is freed before conn_after() below. */
 	c->c_busy++;
+	if (out == NULL)
+		chan_output(ch, data, n);
+	else
+		call_on_output(ch, out);
+	if (ch->ch_call != NULL && !ch->ch_paused &&
+	    buf_len(&ch->ch_out) >= SCONN_OUT_HIWAT) {
+		ch->ch_paused = 1;
+		grpc_call_pause(ch->ch_call);
+	}
+	c->c_busy--;
+	conn_after(c);
+}
+
+/* A decoded SessionOutput: started, output, or ended; then freed. */
+static void
+call_on_output(struct schan *ch, Ncgrpc__Operator__V1__SessionOutput *out)
+{
 	switch (out->output_case) {
 	case NCGRPC__OPERATOR__V1__SESSION_OUTPUT__OUTPUT_STARTED:
 		ch->ch_started = 1;
@@ -389,13 +415,6 @@ call_on_message(struct grpc_call *call, const uint8_t *msg, size_t len,
 		break;
 	}
 	ncgrpc__operator__v1__session_output__free_unpacked(out, NULL);
-	if (ch->ch_call != NULL && !ch->ch_paused &&
-	    buf_len(&ch->ch_out) >= SCONN_OUT_HIWAT) {
-		ch->ch_paused = 1;
-		grpc_call_pause(ch->ch_call);
-	}
-	c->c_busy--;
-	conn_after(c);
 }
 
 static void
