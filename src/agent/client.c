@@ -328,7 +328,7 @@ on_session_done(struct session *s, const struct session_stats *st, void *arg)
 	client_maybe_done(cl);
 }
 
-static const struct session_cb session_cb = {
+static const struct session_cb client_session_cb = {
     .sc_output = on_session_output,
     .sc_done = on_session_done,
 };
@@ -343,7 +343,7 @@ start_session(struct aconn *ac, struct grpc_call *init)
 	ac->ac_sid = ++cl->cl_next_sid;
 	/* The trailers of Initialize go back as the stream's metadata. */
 	rc = session_start(ac->ac_conn, ac->ac_type, grpc_call_trailers(init),
-	                   &cl->cl_cs->cs_session, &session_cb, ac,
+	                   &cl->cl_cs->cs_session, &client_session_cb, ac,
 	                   &ac->ac_session);
 	if (rc != 0) {
 		log_warnx("client \"%s\": cannot start session %u: %s",

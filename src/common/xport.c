@@ -791,9 +791,8 @@ xport_connect(uv_loop_t *loop, const char *host, uint16_t port,
 	 * An address literal needs no lookup.  Parsed here, it spares the
 	 * threadpool: a hop to a worker thread and back per connection, and
 	 * in a process with no other use for threads (the agent), the threads
-	 * themselves, which turn every page given back to the kernel into a
-	 * TLB flush on the other CPUs.  Failures are still reported from the
-	 * loop: the timer's close runs xc_closed.
+	 * themselves, with their stacks and malloc arenas.  Failures are
+	 * still reported from the loop: the timer's close runs xc_closed.
 	 */
 	hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
 	if (getaddrinfo(host, portstr, &hints, &x->x_ai_head) == 0) {

@@ -655,8 +655,8 @@ class AddressTest(AgentTestCase):
 
     def test_literal_address_needs_no_threads(self):
         # An address literal is not looked up (no libuv threadpool), so an
-        # agent whose addresses are all literals runs on one thread: pages
-        # it gives back to the kernel need no TLB flush on other CPUs.
+        # agent whose addresses are all literals runs on one thread, without
+        # the pool's stacks and malloc arenas.
         nms = self.new_nms({"r": "k"})
         agent = self.new_agent([Client("c", "r", "k", [self.addr(nms)])])
         nms.wait_waiting("r", 15)
