@@ -12,8 +12,6 @@ import sys
 sys.dont_write_bytecode = True  # keep __pycache__ out of the source tree
 
 import os  # noqa: E402
-import re  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
 import unittest  # noqa: E402
 

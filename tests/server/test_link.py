@@ -10,7 +10,6 @@ import sys
 sys.dont_write_bytecode = True
 
 import os  # noqa: E402
-import unittest  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
