@@ -597,17 +597,26 @@ class ReplacementTest(AgentTestCase):
     the grant (REPLACE_DEFER_MS) if the process prints nothing: its TLS
     handshake must not compete with the process's start and first output."""
 
-    def test_silent_process_replaced_after_delay(self):
+    def _granted(self, command):
+        """An agent whose NETCONF sessions run command, and one granted
+        session: (the NMS, the Initialize it granted, the session)."""
         nms = self.new_nms({"c1": "k"})
         self.new_agent([Client("nms", "c1", "k", [self.addr(nms)])],
-                       ['netconf-command "sleep 4; echo hello";'])
+                       ['netconf-command "%s";' % command])
         first = nms.wait_waiting("c1", 15)
         sess = nms.open_session("c1", "netconf")
         self.addCleanup(self._end_session, sess)
-        nxt = nms.wait_for(lambda: [r for r in nms.inits_for("c1")
-                                    if r is not first and r.state == "waiting"],
-                           10, "the next waiting Initialize")[0]
-        gap = nxt.time - sess.opened
+        return nms, first, sess
+
+    @staticmethod
+    def _next_waiting(nms, first):
+        return nms.wait_for(lambda: [r for r in nms.inits_for("c1")
+                                     if r is not first and r.state == "waiting"],
+                            10, "the next waiting Initialize")[0]
+
+    def test_silent_process_replaced_after_delay(self):
+        nms, first, sess = self._granted("sleep 4; echo hello")
+        gap = self._next_waiting(nms, first).time - sess.opened
         # At the grant, the next Initialize came a few milliseconds after
         # the CommandGet; deferred, not before the 100 ms have passed.
         self.assertGreater(gap, 0.06, "dialled at the grant")
@@ -617,16 +626,9 @@ class ReplacementTest(AgentTestCase):
         self.assertIn("hello", sess.read_until("hello", 15))
 
     def test_session_ending_silently_replaced(self):
-        nms = self.new_nms({"c1": "k"})
-        self.new_agent([Client("nms", "c1", "k", [self.addr(nms)])],
-                       ['netconf-command "exit 0";'])
-        first = nms.wait_waiting("c1", 15)
-        sess = nms.open_session("c1", "netconf")
-        self.addCleanup(self._end_session, sess)
+        nms, first, sess = self._granted("exit 0")
         sess.read_all_until_end(15)
-        nms.wait_for(lambda: [r for r in nms.inits_for("c1")
-                              if r is not first and r.state == "waiting"],
-                     10, "the next waiting Initialize")
+        self._next_waiting(nms, first)
         # And the next session on it works.
         sess2 = nms.open_session("c1", "netconf")
         self.addCleanup(self._end_session, sess2)
