@@ -281,6 +281,7 @@ client_replace(struct client *cl)
 	if (!cl->cl_replace)
 		return;
 	cl->cl_replace = 0;
+	uv_timer_stop(&cl->cl_timer);
 	client_connect(cl);
 }
 
@@ -307,7 +308,7 @@ on_session_done(struct session *s, const struct session_stats *st, void *arg)
 	         cl->cl_name, ac->ac_sid, session_type_name(ac->ac_type),
 	         st->ss_reason, (unsigned long long)st->ss_bytes_up,
 	         (unsigned long long)st->ss_bytes_down);
-	/* Ended before its first output: no reason to wait any longer. */
+	/* A dial still deferred (this session was silent) is due now. */
 	client_replace(cl);
 	/* Below the limit again: a connection may wait for the next one. */
 	if (cl->cl_capped && !cl->cl_stopping) {

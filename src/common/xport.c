@@ -797,6 +797,7 @@ xport_connect(uv_loop_t *loop, const char *host, uint16_t port,
 	hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
 	if (getaddrinfo(host, portstr, &hints, &x->x_ai_head) == 0) {
 		x->x_ai_next = x->x_ai_head;
+		x->x_state = XS_CONNECTING; /* no lookup for teardown to cancel */
 		xport_init_timer(x);
 		*out = x;
 		xport_try_next(x);
