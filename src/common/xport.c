@@ -797,7 +797,8 @@ xport_connect(uv_loop_t *loop, const char *host, uint16_t port,
 	hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
 	if (getaddrinfo(host, portstr, &hints, &x->x_ai_head) == 0) {
 		x->x_ai_next = x->x_ai_head;
-		x->x_state = XS_CONNECTING; /* no lookup for teardown to cancel */
+		/* No lookup pending, for a teardown to cancel. */
+		x->x_state = XS_CONNECTING;
 		xport_init_timer(x);
 		*out = x;
 		xport_try_next(x);
