@@ -588,6 +588,70 @@ class EmulatorTest(ServerTestCase):
 
 
 # ---------------------------------------------------------------------------
+def unusual_bytes_field(num, data, kind):
+    """Field num holding data, in one of three forms that no protobuf library
+    writes but every decoder reads as data: after a decoy occurrence (the
+    last one counts), with a length padded to two bytes, or after an
+    unknown field."""
+    if kind == 0:
+        return hostile.pb_field(num, b"decoy") + hostile.pb_field(num, data)
+    if kind == 1:
+        assert len(data) < 128
+        return hostile.pb_varint(num << 3 | 2) + bytes([0x80 | len(data), 0]) + data
+    return hostile.pb_field(15, 1) + hostile.pb_field(num, data)
+
+
+class RawMessage:
+    """Bytes that a stub's serializer sends as they are."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def SerializeToString(self):
+        return self.data
+
+
+class EncodingTest(ServerTestCase):
+    """ncgrpcd reads the payload of a message in the usual form where it lies
+    (pbwire_only_bytes()) and gives every other form to protobuf-c: a device
+    and an operator that encode otherwise, as the format allows, must get
+    their bytes relayed exactly as a decoder reads them."""
+
+    def setUp(self):
+        super().setUp()
+        self.srv = self.new_server({"jun1": "junos-secret"})
+        self.emu = devemu.DevEmu(self.srv.target(), self.srv.cert_pem(), "jun1",
+                                 "junos-secret")
+        self.kinds = [0, 0, 0]
+
+        def encode(m):
+            kind = sum(self.kinds) % 3
+            self.kinds[kind] += 1
+            return unusual_bytes_field(1, m.message.encode("utf-8"), kind)
+
+        self.emu.encode = encode
+        self.addCleanup(self.emu.stop)
+        self.emu.start()
+        self.opc = self.op(self.srv)
+        self.opc.wait_device("jun1", 15)
+
+    def test_unusual_encodings_both_ways(self):
+        s = self.opc.session("jun1", "shell", wait_ms=10000)
+        s.wait_started(15)
+        self.assertEqual(s.read_until(b"emu% ", 10), b"emu% ")
+        for i in range(6):
+            line = b"echo in%d-$((%d*7))\n" % (i, i)
+            s.send_raw(RawMessage(unusual_bytes_field(2, line, i % 3)))
+            self.assertEqual(s.read_until(b"emu% ", 10), b"in%d-%d\nemu%% " % (i, i * 7))
+        s.send("exit\n")
+        s.read_all(10)
+        self.assertEqual(s.code, grpc.StatusCode.OK, s.details)
+        self.assertEqual(self.emu.sessions[0].commands,
+                         ["echo in%d-$((%d*7))" % (i, i) for i in range(6)] + ["exit"])
+        # The device's output took every form.
+        self.assertTrue(all(k >= 2 for k in self.kinds), self.kinds)
+
+
 class AuthTest(ServerTestCase):
     def setUp(self):
         super().setUp()
