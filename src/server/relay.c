@@ -816,6 +816,7 @@ devside_input(struct relay_half *dev, const uint8_t *msg, size_t len)
 	    NCGRPC__OPERATOR__V1__SESSION_OUTPUT__INIT;
 	const uint8_t *data;
 	size_t n;
+	int rc = 0;
 
 	/*
 	 * The output as it lies in the message, as every encoder writes it;
@@ -838,13 +839,11 @@ devside_input(struct relay_half *dev, const uint8_t *msg, size_t len)
 		ncframe_observe_device(&os->os_nf, data, n);
 		/* The framing may have just been decided. */
 		if (flush_netconf(dev->rh_peer) < 0) {
-			if (req != NULL)
-				ncgrpc__wire__command_get_request__free_unpacked(
-				    req, NULL);
 			os_end(os, GRPC_STATUS_INVALID_ARGUMENT,
 			       SRVM_END_PROTOCOL,
 			       "malformed NETCONF framing from the operator");
-			return -1;
+			rc = -1;
+			goto done;
 		}
 		/*
 		 * And the operator, held for it, may go on: with the framing
@@ -861,9 +860,10 @@ devside_input(struct relay_half *dev, const uint8_t *msg, size_t len)
 	out.data.data = (uint8_t *)(uintptr_t)data;
 	out.data.len = n;
 	half_send(dev->rh_peer, &out.base);
+done:
 	if (req != NULL)
 		ncgrpc__wire__command_get_request__free_unpacked(req, NULL);
-	return 0;
+	return rc;
 }
 
 /*

@@ -351,8 +351,33 @@ chan_output(struct schan *ch, const uint8_t *data, size_t len)
 	}
 }
 
-static void call_on_output(struct schan *,
-                           Ncgrpc__Operator__V1__SessionOutput *);
+/* A decoded SessionOutput: started, output, or ended; then freed. */
+static void
+call_on_output(struct schan *ch, Ncgrpc__Operator__V1__SessionOutput *out)
+{
+	switch (out->output_case) {
+	case NCGRPC__OPERATOR__V1__SESSION_OUTPUT__OUTPUT_STARTED:
+		ch->ch_started = 1;
+		ch->ch_sid = out->started->session_id;
+		ch->ch_raw = out->started->terminal ==
+		             NCGRPC__OPERATOR__V1__TERMINAL_MODE__RAW;
+		log_debug("connection %" PRIu64 ": %s session %" PRIu64
+		          " on \"%s\" started (%s)",
+		          ch->ch_c->c_id, chan_type_name(ch), ch->ch_sid,
+		          ch->ch_c->c_dev, ch->ch_raw ? "raw" : "line");
+		break;
+	case NCGRPC__OPERATOR__V1__SESSION_OUTPUT__OUTPUT_DATA:
+		chan_output(ch, out->data.data, out->data.len);
+		break;
+	case NCGRPC__OPERATOR__V1__SESSION_OUTPUT__OUTPUT_ENDED:
+		snprintf(ch->ch_reason, sizeof(ch->ch_reason), "%s",
+		         out->ended->reason);
+		break;
+	default:
+		break;
+	}
+	ncgrpc__operator__v1__session_output__free_unpacked(out, NULL);
+}
 
 static void
 call_on_message(struct grpc_call *call, const uint8_t *msg, size_t len,
@@ -387,34 +412,6 @@ call_on_message(struct grpc_call *call, const uint8_t *msg, size_t len,
 	}
 	c->c_busy--;
 	conn_after(c);
-}
-
-/* A decoded SessionOutput: started, output, or ended; then freed. */
-static void
-call_on_output(struct schan *ch, Ncgrpc__Operator__V1__SessionOutput *out)
-{
-	switch (out->output_case) {
-	case NCGRPC__OPERATOR__V1__SESSION_OUTPUT__OUTPUT_STARTED:
-		ch->ch_started = 1;
-		ch->ch_sid = out->started->session_id;
-		ch->ch_raw = out->started->terminal ==
-		             NCGRPC__OPERATOR__V1__TERMINAL_MODE__RAW;
-		log_debug("connection %" PRIu64 ": %s session %" PRIu64
-		          " on \"%s\" started (%s)",
-		          ch->ch_c->c_id, chan_type_name(ch), ch->ch_sid,
-		          ch->ch_c->c_dev, ch->ch_raw ? "raw" : "line");
-		break;
-	case NCGRPC__OPERATOR__V1__SESSION_OUTPUT__OUTPUT_DATA:
-		chan_output(ch, out->data.data, out->data.len);
-		break;
-	case NCGRPC__OPERATOR__V1__SESSION_OUTPUT__OUTPUT_ENDED:
-		snprintf(ch->ch_reason, sizeof(ch->ch_reason), "%s",
-		         out->ended->reason);
-		break;
-	default:
-		break;
-	}
-	ncgrpc__operator__v1__session_output__free_unpacked(out, NULL);
 }
 
 static void

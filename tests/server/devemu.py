@@ -103,7 +103,7 @@ class EmuSession:
     # ----- the stream -----------------------------------------------------------------
     def run(self):
         method = self.channel.stream_stream(SVC + "NcgrpcCommandGet",
-                                            request_serializer=self.emu.encode,
+                                            request_serializer=lambda m: self.emu.encode(m),
                                             response_deserializer=pb.NcgrpcCommandGetResponse.FromString)
         try:
             self.call = method(self._requests(), metadata=self.metadata)
@@ -229,7 +229,7 @@ class DevEmu:
         self.server_name = server_name
         self.instance_id = instance_id if instance_id is not None else random.getrandbits(63) + 1
         self.sessions = []
-        self.encode = _ser                # a CommandGetRequest to its wire bytes
+        self.encode = _ser                # a CommandGetRequest to its wire bytes, when sent
         self.read_gate = None             # a cleared threading.Event stalls reading
         self.auth_failures = []           # (code, details)
         self.errors = []                  # other Initialize / probe failures

@@ -651,6 +651,26 @@ class EncodingTest(ServerTestCase):
         # The device's output took every form.
         self.assertTrue(all(k >= 2 for k in self.kinds), self.kinds)
 
+    def test_truncated_output_ends_the_session(self):
+        s = self.opc.session("jun1", "shell", wait_ms=10000)
+        s.wait_started(15)
+        self.assertEqual(s.read_until(b"emu% ", 10), b"emu% ")
+        # The length says one byte more than follows: no form reads that.
+        self.emu.encode = lambda m: hostile.pb_field(1, m.message + "!")[:-1]
+        s.send("echo cut\n")
+        s.read_all(15)
+        self.assertEqual(s.code, grpc.StatusCode.UNAVAILABLE, s.details)
+        self.assertIn("malformed CommandGet request", s.details)
+        self.assertNotIn(b"cut", s.buf)
+        # The server goes on: a well-formed device session works.
+        self.emu.encode = lambda m: m.SerializeToString()
+        s2 = self.opc.session("jun1", "shell", wait_ms=10000)
+        s2.wait_started(15)
+        self.assertEqual(s2.read_until(b"emu% ", 10), b"emu% ")
+        s2.send("exit\n")
+        s2.read_all(10)
+        self.assertEqual(s2.code, grpc.StatusCode.OK, s2.details)
+
 
 class AuthTest(ServerTestCase):
     def setUp(self):
