@@ -356,12 +356,20 @@ class MetricsTest(MetricsCase):
         bad.wait_done(IO_TIMEOUT)
         self.assertEqual(bad.code, grpc.StatusCode.NOT_FOUND)
 
-        # Quiet again: each emulator has its next Initialize waiting.
+        # Quiet again: each emulator has its next Initialize waiting, and
+        # has closed its session's connection.  It closes it once the call
+        # has ended, a moment after ncgrpcd wrote session-end: wait for
+        # that, then check everything in one scrape.
         opc.wait_device("m1", 15)
         opc.wait_device("m2", 15)
         self.wait_audit(srv, "session-end", type="shell")
-
-        f = scrape(self.mport)
+        deadline = time.monotonic() + 15
+        while True:
+            f = scrape(self.mport)
+            if (value(f, "ncgrpcd_device_connections", state="authenticated") <= 2
+                    or time.monotonic() > deadline):
+                break
+            time.sleep(0.05)
         self.assertEqual(value(f, "ncgrpcd_devices_connected"), 2)
         self.assertEqual(value(f, "ncgrpcd_idle_connections"), 2)
         self.assertEqual(value(f, "ncgrpcd_device_connections", state="authenticated"), 2)
