@@ -17,6 +17,9 @@ Measured:
     and to the output of `echo x`; median and p99.  --gap MS waits that long
     after each session ends before the next open, as an operator's opens
     are spread out (back to back, one session's aftermath lands on the next).
+    With one session at a time, the baseline: as many shells started on a
+    local pty the same way, one after another, with the devices still
+    idle, and their time to the first output byte.
 The open-file limit is raised for this process and its children only.
 --listen K spreads the devices over K listen addresses 127.0.0.1..K (more
 source ports).  Not part of ctest.
@@ -25,6 +28,7 @@ import argparse
 import concurrent.futures
 import os
 import resource
+import select
 import shutil
 import statistics
 import subprocess
@@ -235,6 +239,8 @@ def main():
         time.sleep(0.5)  # the agents reap the last shells
         cpu1 = (cpu_s(srv.pid), sum(cpu_s(ag.pid) for ag in agents),
                 sum(cpu_s(ag.pid, True) for ag in agents))
+        # The baseline, with the devices still connected and idle.
+        local = local_opens(len(targets), a.gap) if a.concurrency == 1 else []
         ms_per = [(y - x) * 1000 / max(1, len(targets)) for x, y in zip(cpu0, cpu1)]
         rss2 = srvlib.rss_kib(srv.pid)
         agent_rss = sum(srvlib.rss_kib(ag.pid) or 0 for ag in agents)
@@ -259,6 +265,12 @@ def main():
                                          med(started), pct(started, 99)))
         print("%-52s %.1f / %.1f ms" % ("Session -> first output byte, median / p99",
                                          med(first), pct(first, 99)))
+        if local:
+            print("%-52s %.1f / %.1f ms" % ("baseline, local pty: first output byte, med / p99",
+                                             med(local), pct(local, 99)))
+            print("%-52s %.2f / %.2f" % ("first output byte, ratio to the baseline, med / p99",
+                                          med(first) / med(local),
+                                          pct(first, 99) / pct(local, 99)))
         print("%-52s %.2f / %.2f / %.2f ms" % (
             "CPU per session: ncgrpcd / agents / their shells", ms_per[0], ms_per[1],
             ms_per[2] - ms_per[1]))
@@ -274,6 +286,56 @@ def main():
             print("ncgrpcd exited with %s" % rc)
         if not a.keep and not a.workdir:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def local_opens(n, gap_ms):
+    """The baseline of the session phase: n times, one after another, what
+    the agent's shell sessions run (/bin/sh on a new pty, as the leader of
+    its own session, with the agent's environment), started here with
+    posix_spawn(), which clones as the agent does.  Each is driven as
+    ncgrpc-opload drives a session: the prompt, "echo x" and its output,
+    "exit", the end.  Returns the ms from the pty's opening to the first
+    output byte, one per open."""
+    env = {"HOME": "/", "USER": "root", "LOGNAME": "root", "SHELL": "/bin/sh",
+           "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+           "LANG": "C.UTF-8", "TERM": "dumb"}
+    first = []
+    for _ in range(n):
+        t0 = time.monotonic()
+        master, slave = os.openpty()
+        try:
+            pid = os.posix_spawn("/bin/sh", ["/bin/sh"], env, setsid=True, file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.ttyname(slave), os.O_RDWR, 0),
+                (os.POSIX_SPAWN_DUP2, 0, 1), (os.POSIX_SPAWN_DUP2, 0, 2)])
+        finally:
+            os.close(slave)
+        out, t_first, step = b"", None, 0
+        deadline = t0 + 30
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([master], [], [], 1.0)
+            if not r:
+                continue
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the shell and its pty are gone
+                break
+            if not data:
+                break
+            if t_first is None:
+                t_first = time.monotonic()
+            out += data
+            if step == 0 and b" " in out:
+                step, out = 1, b""
+                os.write(master, b"echo x\n")
+            elif step == 1 and b"\r\nx\r\n" in out:
+                step = 2
+                os.write(master, b"exit\n")
+        os.close(master)
+        os.waitpid(pid, 0)
+        if t_first is not None:
+            first.append((t_first - t0) * 1000)
+        time.sleep(gap_ms / 1000.0)
+    return first
 
 
 def opload(a, sock, targets, work):

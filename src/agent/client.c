@@ -447,10 +447,19 @@ start_unary(struct aconn *ac, const char *method, const struct grpc_mdlist *md,
 		aconn_close(ac, rc);
 }
 
+/*
+ * Counts a connection for the heap trim (heaptrim.h) unless its client
+ * has another: the next connection of a client whose session runs reuses
+ * the memory of the one before.
+ */
 static void
-trim_soon(const struct client *cl)
+trim_soon(const struct aconn *ac)
 {
-	if (cl->cl_cs->cs_trim != NULL)
+	const struct client *cl = ac->ac_client;
+
+	if (cl->cl_cs->cs_trim == NULL)
+		return;
+	if (LIST_FIRST(&cl->cl_conns) == ac && LIST_NEXT(ac, ac_entry) == NULL)
 		heaptrim_note(cl->cl_cs->cs_trim);
 }
 
@@ -468,7 +477,7 @@ start_initialize(struct aconn *ac)
 	req.secret_key = cl->cl_secret;
 	log_debug("client \"%s\": waiting for a session request from %s",
 	          cl->cl_name, ac->ac_peer);
-	trim_soon(cl);
+	trim_soon(ac);
 	/*
 	 * The offer of the raw-terminal extension (termext.h): metadata a
 	 * server that does not know it ignores, as gRPC servers do.

@@ -4,9 +4,11 @@
 #include <malloc.h>
 #endif
 
+#include <inttypes.h>
 #include <time.h>
 
 #include "heaptrim.h"
+#include "log.h"
 
 /*
  * The loop thread's CPU time in ns: a trim's own cost, not the time the
@@ -55,6 +57,9 @@ on_period(uv_timer_t *h)
 	t->ht_trims++;
 	uv_update_time(loop);
 	t->ht_not_before = uv_now(loop) + took * t->ht_cost_ratio;
+	log_debug("heap trimmed after a connect storm: %" PRIu64
+	          " ms of CPU, the next trim not before %" PRIu64 " ms",
+	          took, took * t->ht_cost_ratio);
 }
 
 void

@@ -272,10 +272,9 @@ handle_status(struct grpc_call *c, void *arg)
 	struct initcall *ic = initcall_new(b, c);
 
 	/*
-	 * Counted as it starts, not once authenticated: the secret checks of
-	 * a storm are paced by the KDF, its handshakes are not.
+	 * Not counted for the heap trim: a device probes before each
+	 * Initialize on the same connection, and the Initialize counts.
 	 */
-	heaptrim_note(&b->b_trim);
 	grpc_call_set_max_message(c, BROKER_MAX_UNARY);
 	if (ic != NULL)
 		grpc_call_set_ops(c, &status_ops, ic);
@@ -521,6 +520,14 @@ init_half_close(struct grpc_call *c, void *arg)
 		free(ic->ic_req);
 		ic->ic_req = NULL;
 	}
+	/*
+	 * Counted for the heap trim before the secret check: the checks of a
+	 * storm are paced by the KDF, its handshakes are not.  A device that
+	 * still has a connection (its session's, or an idle one) is not an
+	 * arrival: its next connection reuses the memory of the one before.
+	 */
+	if (req == NULL || !broker_device_here(b, req->device_id))
+		heaptrim_note(&b->b_trim);
 	if (req == NULL || !device_id_ok(req->device_id)) {
 		if (req != NULL)
 			jnx__jet__netconf__ncgrpc_initialize_request__free_unpacked(
@@ -596,11 +603,6 @@ handle_initialize(struct grpc_call *c, void *arg)
 	struct broker *b = arg;
 	struct initcall *ic = initcall_new(b, c);
 
-	/*
-	 * Counted as it starts, not once authenticated: the secret checks of
-	 * a storm are paced by the KDF, its handshakes are not.
-	 */
-	heaptrim_note(&b->b_trim);
 	grpc_call_set_max_message(c, BROKER_MAX_UNARY);
 	if (ic != NULL) {
 		const struct grpc_md *m =

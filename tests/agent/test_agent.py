@@ -13,6 +13,7 @@ import sys
 sys.dont_write_bytecode = True  # keep __pycache__ out of the source tree
 
 import argparse  # noqa: E402
+import concurrent.futures  # noqa: E402
 import hashlib  # noqa: E402
 import os  # noqa: E402
 import pwd  # noqa: E402
@@ -67,9 +68,10 @@ class AgentTestCase(unittest.TestCase):
         os.makedirs(d)
         return d
 
-    def new_nms(self, secrets, leaf="server", port=0, start=True, host="127.0.0.1"):
+    def new_nms(self, secrets, leaf="server", port=0, start=True, host="127.0.0.1",
+                workers=128):
         nms = NMS(cert(leaf + ".pem"), cert(leaf + ".key"), secrets, host=host, port=port,
-                  stub_dir=CFG["stub_dir"])
+                  stub_dir=CFG["stub_dir"], workers=workers)
         if start:
             nms.start()
         self.addCleanup(nms.stop)
@@ -634,6 +636,64 @@ class ReplacementTest(AgentTestCase):
         self.addCleanup(self._end_session, sess2)
         sess2.read_all_until_end(15)
         self.assertEqual(sess2.end_reason, "eof")
+
+
+class HeapTrimTest(AgentTestCase):
+    """The agent gives its heap's free pages back after a connect storm
+    (src/common/heaptrim.c: 32 arrivals in a second), never while sessions
+    open: a client's next connection while its session runs reuses the
+    memory of the one before, and a trim then only stalls the loop."""
+
+    N = 36  # above the storm's 32 arrivals in a second
+
+    TRIM = r"heap trimmed after a connect storm"
+
+    def clients(self, nms, first, n):
+        return [Client("c%d" % i, "d%d" % i, "k", [self.addr(nms)], waittime=1)
+                for i in range(first, first + n)]
+
+    def test_replacements_are_no_storm(self):
+        n = self.N
+        # Each waiting Initialize and each session hold a worker of the NMS.
+        nms = self.new_nms({"d%d" % i: "k" for i in range(2 * n)}, workers=4 * n + 16)
+        extra = ['shell "/bin/sh";', 'netconf-command "sleep 3";']
+        agent = self.new_agent(self.clients(nms, 0, n), extra, start=False)
+        agent.start(debug=True)
+        for i in range(n):
+            nms.wait_waiting("d%d" % i, 20)
+        # The start is a storm: its trim, then quiet.
+        agent.wait_log(self.TRIM, 10)
+        time.sleep(1.5)
+        mark = agent.mark()
+
+        # A session on every client at once: each client's next connection
+        # comes 100 ms after its grant (the process is silent), all within
+        # a few hundred milliseconds.
+        firsts = {i: nms.waiting("d%d" % i)[-1] for i in range(n)}
+        with concurrent.futures.ThreadPoolExecutor(n) as pool:
+            sessions = list(pool.map(lambda i: nms.open_session("d%d" % i, "netconf", 20),
+                                     range(n)))
+        for sess in sessions:
+            self.addCleanup(self._end_session, sess)
+        for i in range(n):
+            nms.wait_for(lambda: [r for r in nms.inits_for("d%d" % i)
+                                  if r is not firsts[i] and r.state == "waiting"],
+                         10, "the next waiting Initialize of d%d" % i)
+        span = max(r.time for i in range(n) for r in nms.inits_for("d%d" % i)
+                   if r is not firsts[i]) - min(s.opened for s in sessions)
+        time.sleep(2.0)  # past the period that would have trimmed
+        self.assertEqual(agent.find(self.TRIM, mark), [],
+                         "%d replacement connections in %.2f s trimmed the heap" % (n, span))
+
+        # Clients added at once are arrivals: the same count trims.
+        agent.configure(self.clients(nms, 0, 2 * n), extra)
+        agent.sighup()
+        agent.wait_log(r"configuration reloaded \(SIGHUP\): %d added" % n, 10, start=mark)
+        for i in range(n, 2 * n):
+            nms.wait_waiting("d%d" % i, 20)
+        agent.wait_log(self.TRIM, 10, start=mark)
+        for sess in sessions:
+            sess.read_all_until_end(20)
 
 
 class AddressTest(AgentTestCase):

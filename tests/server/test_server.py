@@ -1040,6 +1040,84 @@ class RestartTest(ServerTestCase):
 
 
 # ---------------------------------------------------------------------------
+class HeapTrimTest(ServerTestCase):
+    """ncgrpcd gives its heap's free pages back after a connect storm (32
+    device arrivals in a second, src/common/heaptrim.c), not when devices
+    open their next connection while they still have one: a hundred session
+    opens a second bring a hundred such connections, and a trim each second
+    would stall the loop in the middle of the opens."""
+
+    N = 40  # above the storm's 32 arrivals in a second
+    TRIM = r"heap trimmed after a connect storm"
+
+    def burst(self, srv, ids, instance_id):
+        """One connection per id, their TLS handshakes done first; then, all
+        at once, the probe and the Initialize of a Junos device on each (held
+        by the server, or refused).  Returns the seconds the Initializes took
+        to go out."""
+        creds = grpc.ssl_channel_credentials(root_certificates=srv.cert_pem())
+        chans = []
+        for _ in ids:
+            ch = grpc.secure_channel(srv.target(), creds, options=[
+                ("grpc.use_local_subchannel_pool", 1),
+                ("grpc.ncgrpc_emu_conn", uuid.uuid4().hex)])
+            self.addCleanup(ch.close)
+            chans.append(ch)
+        for ch in chans:
+            grpc.channel_ready_future(ch).result(timeout=20)
+        go = threading.Barrier(len(ids))
+        sent = []
+
+        def one(ch, dev):
+            st = ch.unary_unary(devemu.SVC + "NcgrpcServerStatusGet",
+                                request_serializer=devemu._ser,
+                                response_deserializer=devemu.pb.NcgrpcServerStatusGetResponse
+                                .FromString)
+            init = ch.unary_unary(devemu.SVC + "NcgrpcInitialize",
+                                  request_serializer=devemu._ser,
+                                  response_deserializer=devemu.pb.NcgrpcInitializeResponse
+                                  .FromString)
+            go.wait(20)
+            st(devemu.pb.NcgrpcServerStatusGetRequest(), timeout=10)
+            sent.append(time.monotonic())
+            try:
+                init(devemu.pb.NcgrpcInitializeRequest(instance_id=instance_id, device_id=dev,
+                                                       secret_key="trim-secret"), timeout=4)
+            except grpc.RpcError:
+                pass  # held until the deadline: the connection waited
+
+        with concurrent.futures.ThreadPoolExecutor(len(ids)) as pool:
+            for f in [pool.submit(one, ch, dev) for ch, dev in zip(chans, ids)]:
+                f.result()
+        return max(sent) - min(sent)
+
+    def test_next_connections_are_no_storm(self):
+        n = self.N
+        devices = {"r1": "trim-secret"}
+        devices.update({"x%d" % i: "trim-secret" for i in range(n)})
+        srv = self.new_server(devices, extra=["max-unauthenticated-per-address 256"],
+                              start=False)
+        srv.start(debug=True)
+        emu = self.new_emu(srv, "r1", "trim-secret")
+        emu.wait_waiting(15)
+        srv.log.wait(self.TRIM, 10)  # a process's first connections are trimmed
+        time.sleep(1.5)
+        mark = srv.log.mark()
+
+        # r1 holds an idle connection: its next ones are no arrivals.
+        span = self.burst(srv, ["r1"] * n, emu.instance_id)
+        time.sleep(2.0)  # past the period that would have trimmed
+        self.assertEqual(srv.log.find(self.TRIM, mark), [],
+                         "%d connections of a connected device, sent in %.2f s, "
+                         "trimmed the heap" % (n, span))
+        self.assertEqual(srv.log.find(r'device "r1" (restarted|disconnected)', mark), [])
+
+        # As many devices that were not connected are a storm.
+        self.burst(srv, ["x%d" % i for i in range(n)], 1)
+        srv.log.wait(self.TRIM, 10, start=mark)
+
+
+# ---------------------------------------------------------------------------
 class ResumptionTest(ServerTestCase):
     """TLS session tickets: a device that authenticated once resumes its TLS
     session after ncgrpcd restarts, and its ticket's proof stands in for the
