@@ -18,6 +18,8 @@
  * which libuv does from the loop, never from inside a callback.
  */
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 
 #include <assert.h>
 #include <errno.h>
@@ -39,6 +41,13 @@
 #define H2_FRAMEBUF_MIN (16 * 1024)
 /* The frame buffer's pages go back at most this often. */
 #define H2_TRIM_INTERVAL_MS 1000
+/* Give-backs gathered for one system call, and their longest wait. */
+#define H2_GIVEBACK_BATCH    64
+#define H2_GIVEBACK_DELAY_MS 100
+/* The calling process, for process_madvise() (Linux 6.15, uapi pidfd.h). */
+#ifndef PIDFD_SELF
+#define PIDFD_SELF (-10000)
+#endif
 
 struct h2conn {
 	nghttp2_session *c_session;
@@ -69,6 +78,7 @@ struct h2conn {
 	int c_fb_dirty;          /* written since it was last given back */
 	uint64_t c_fb_trimmed;   /* uv_now() of the last give-back, or 0 */
 	uv_timer_t c_trim_timer; /* a give-back put off to its interval */
+	size_t c_gb;             /* 1 + its place in the batch, or 0 */
 };
 
 static void h2_close_xport(struct h2conn *, int, const char *);
@@ -296,6 +306,94 @@ h2_write(struct h2conn *c, const uint8_t *data, size_t len)
 }
 
 /*
+ * The give-backs of frame buffers (below) go to the kernel together.  Each
+ * madvise() costs a TLB shootdown, an interrupt of every core the process
+ * may have run on; on a virtual machine in a connect storm that was 5-6%
+ * of both ncgrpcd's and the agent's time.  One process_madvise() of up to
+ * H2_GIVEBACK_BATCH buffers costs about a sixth of as many madvise()
+ * calls.  PIDFD_SELF and MADV_DONTNEED there are recent (Linux 6.13 to
+ * 6.15): after a kernel refused them once, every buffer gets its own
+ * madvise() as before.
+ *
+ * A buffer waits here at most H2_GIVEBACK_DELAY_MS, on the timer of the
+ * connection that came first (gb_conn[0]).  Nothing lives in a frame
+ * buffer between frames, so one written again while it waits loses
+ * nothing when it goes; one that is freed must leave first
+ * (giveback_forget()), or the pages of whatever malloc() puts there next
+ * would be zeroed.  One loop thread uses all connections, so there is no
+ * lock.
+ */
+static struct {
+	struct h2conn *gb_conn[H2_GIVEBACK_BATCH];
+	size_t gb_n;
+	int gb_single; /* process_madvise() refused: one madvise() each */
+} giveback;
+
+static void
+giveback_flush(void)
+{
+	struct iovec iov[H2_GIVEBACK_BATCH];
+	size_t i, n = giveback.gb_n, total = 0;
+	long rc = -1;
+
+	for (i = 0; i < n; i++) {
+		struct h2conn *c = giveback.gb_conn[i];
+
+		iov[i].iov_base = c->c_fb;
+		iov[i].iov_len = c->c_fb_len;
+		total += c->c_fb_len;
+		c->c_gb = 0;
+	}
+	giveback.gb_n = 0;
+	if (n == 0)
+		return;
+#if defined(SYS_process_madvise) && defined(MADV_DONTNEED)
+	if (!giveback.gb_single) {
+		rc = syscall(SYS_process_madvise, PIDFD_SELF, iov, n,
+		             MADV_DONTNEED, 0);
+		/* ENOSYS, EBADF (no PIDFD_SELF), EINVAL (no MADV_DONTNEED). */
+		if (rc == -1 && errno != EAGAIN && errno != EINTR &&
+		    errno != ENOMEM)
+			giveback.gb_single = 1;
+	}
+#endif
+#ifdef MADV_DONTNEED
+	if (rc < 0 || (size_t)rc != total)
+		for (i = 0; i < n; i++)
+			(void)madvise(iov[i].iov_base, iov[i].iov_len,
+			              MADV_DONTNEED);
+#else
+	(void)rc;
+	(void)total;
+#endif
+}
+
+/* c's buffer is about to be freed, or c to close: it leaves the batch. */
+static void
+giveback_forget(struct h2conn *c)
+{
+	size_t i;
+
+	if (c->c_gb == 0)
+		return;
+	i = c->c_gb - 1;
+	/* The first one's timer is the batch's: the batch goes now. */
+	if (i == 0) {
+		giveback_flush();
+		return;
+	}
+	giveback.gb_conn[i] = giveback.gb_conn[--giveback.gb_n];
+	giveback.gb_conn[i]->c_gb = i + 1;
+	c->c_gb = 0;
+}
+
+size_t
+h2_giveback_pending(void)
+{
+	return giveback.gb_n;
+}
+
+/*
  * nghttp2 keeps a frame buffer of one maximum-size frame (16 KiB) for the
  * life of each session, whatever the traffic: on an idle device
  * connection, a third of what the connection costs.  Sessions get an
@@ -338,6 +436,7 @@ h2_mem_free(void *p, void *ud)
 	struct h2conn *c = ud;
 
 	if (p != NULL && p == c->c_fb) {
+		giveback_forget(c);
 		c->c_fb = NULL;
 		c->c_fb_len = 0;
 	}
@@ -360,11 +459,14 @@ h2_mem_realloc(void *p, size_t size, void *ud)
 		return h2_mem_malloc(size, ud);
 	/* Not seen from nghttp2 1.52; the buffer then stops being ours. */
 	if (p == c->c_fb) {
+		giveback_forget(c);
 		c->c_fb = NULL;
 		c->c_fb_len = 0;
 	}
 	return realloc(p, size);
 }
+
+static void on_trim_timer(uv_timer_t *);
 
 /* The connection is quiet: the frame buffer's pages go back. */
 static void
@@ -372,9 +474,15 @@ h2_trim(struct h2conn *c, uint64_t now)
 {
 	c->c_fb_dirty = 0;
 	c->c_fb_trimmed = now;
-#ifdef MADV_DONTNEED
-	(void)madvise(c->c_fb, c->c_fb_len, MADV_DONTNEED);
-#endif
+	if (c->c_gb != 0)
+		return;
+	giveback.gb_conn[giveback.gb_n++] = c;
+	c->c_gb = giveback.gb_n;
+	if (giveback.gb_n == H2_GIVEBACK_BATCH)
+		giveback_flush();
+	else if (giveback.gb_n == 1)
+		uv_timer_start(&c->c_trim_timer, on_trim_timer,
+		               H2_GIVEBACK_DELAY_MS, 0);
 }
 
 static int
@@ -392,6 +500,8 @@ on_trim_timer(uv_timer_t *t)
 {
 	struct h2conn *c = t->data;
 
+	if (c->c_gb == 1)
+		giveback_flush();
 	/* Busy again: the next quiet moment gives the pages back. */
 	if (h2_quiet(c))
 		h2_maybe_trim(c);
@@ -647,6 +757,7 @@ on_xport_closed(struct xport *x, int err, void *arg)
 	c->c_depth--;
 	/* The handles' close callbacks free c, after libuv is done with them.
 	 */
+	giveback_forget(c);
 	uv_timer_stop(&c->c_ping_timer);
 	uv_close((uv_handle_t *)&c->c_defer, on_defer_closed);
 }

@@ -128,10 +128,13 @@ void h2_defer(struct h2conn *c);
 
 /*
  * Bytes of nghttp2's frame buffer now resident in memory (mincore(2)): 0
- * once the connection has been quiet, as h2.c gives its pages back then.
+ * once the connection has been quiet, as h2.c gives its pages back then
+ * (at most 100 ms later, with those of other connections).
  * For tests and benchmarks.
  */
 size_t h2_framebuf_resident(const struct h2conn *c);
+/* Frame buffers waiting to be given back together (h2.c).  For tests. */
+size_t h2_giveback_pending(void);
 
 /*
  * Writes bytes of a frame to the transport, for on_send_data only.

@@ -740,6 +740,45 @@ test_framebuf_trim(void **state)
 	env_done(&e);
 }
 
+/*
+ * Frame buffers of several connections go back together, on the timer of
+ * the first: the second's pages go although its own loop never runs after
+ * it went quiet.  A connection that closes leaves the batch before its
+ * buffer is freed, without sending the others' early; the first one's
+ * close sends the batch at once.
+ */
+static void
+test_framebuf_giveback_batch(void **state)
+{
+	struct env e[4];
+	int i;
+
+	(void)state;
+	assert_int_equal(h2_giveback_pending(), 0);
+	for (i = 0; i < 2; i++) {
+		env_init(&e[i], 1, NULL, 0);
+		env_up(&e[i]);
+		RUN_UNTIL(&e[i].e_tl, h2_giveback_pending() == (size_t)i + 1);
+		assert_true(h2_framebuf_resident(e[i].e_c) > 0);
+	}
+	RUN_UNTIL(&e[0].e_tl, h2_giveback_pending() == 0);
+	assert_int_equal(h2_framebuf_resident(e[0].e_c), 0);
+	assert_int_equal(h2_framebuf_resident(e[1].e_c), 0);
+
+	for (i = 2; i < 4; i++) {
+		env_init(&e[i], 1, NULL, 0);
+		env_up(&e[i]);
+		RUN_UNTIL(&e[i].e_tl, h2_giveback_pending() == (size_t)i - 1);
+	}
+	env_done(&e[3]);
+	assert_int_equal(h2_giveback_pending(), 1);
+	assert_true(h2_framebuf_resident(e[2].e_c) > 0);
+	env_done(&e[2]);
+	assert_int_equal(h2_giveback_pending(), 0);
+	env_done(&e[1]);
+	env_done(&e[0]);
+}
+
 /* h2.c's response body: every frame's payload left in place (NO_COPY). */
 static ssize_t
 out_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len,
@@ -1269,6 +1308,7 @@ main(int argc, char **argv)
 	    cmocka_unit_test(test_settings_client),
 	    cmocka_unit_test(test_flush_batching),
 	    cmocka_unit_test(test_framebuf_trim),
+	    cmocka_unit_test(test_framebuf_giveback_batch),
 	    cmocka_unit_test(test_data_nocopy),
 	    cmocka_unit_test(test_shutdown),
 	    cmocka_unit_test(test_close_error),
