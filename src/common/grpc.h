@@ -105,6 +105,16 @@ struct grpc_opts {
 	 */
 	uint32_t go_preauth_streams;
 	size_t go_preauth_buffer;
+	/*
+	 * Server: RST_STREAMs a client may send before nghttp2 tears its
+	 * connection down as a rapid reset (h2.h: ho_reset_burst, then
+	 * go_reset_rate a second); 0: nghttp2's 1,000 and 33.  A gRPC client
+	 * ends with one every call that the server finished while the
+	 * client's half was open, so a client of many calls on one
+	 * connection needs more.
+	 */
+	uint32_t go_reset_burst;
+	uint32_t go_reset_rate;
 };
 
 /* Server limits reported to grpc_server_ops.on_limit. */

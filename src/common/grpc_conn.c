@@ -217,6 +217,8 @@ grpc__h2_opts_from(const struct grpc_opts *o, int server)
 	h.ho_max_streams = o->go_max_streams;
 	h.ho_ping_interval_ms = o->go_ping_interval_ms;
 	h.ho_ping_timeout_ms = o->go_ping_timeout_ms;
+	h.ho_reset_burst = o->go_reset_burst;
+	h.ho_reset_rate = o->go_reset_rate;
 	return h;
 }
 

@@ -883,6 +883,11 @@ h2_new(const struct h2_opts *opts, const struct h2_stream_ops *ops, void *arg,
 	}
 	/* Flow control follows what the application has really consumed. */
 	nghttp2_option_set_no_auto_window_update(nopt, 1);
+#ifdef NCGRPC_HAVE_RESET_RATE_LIMIT
+	if (opts->ho_server && opts->ho_reset_burst != 0)
+		nghttp2_option_set_stream_reset_rate_limit(
+		    nopt, opts->ho_reset_burst, opts->ho_reset_rate);
+#endif
 	/* Keepalive pings and settings acks are nghttp2's to answer. */
 	c->c_mem = (nghttp2_mem){
 	    .mem_user_data = c,

@@ -87,6 +87,14 @@ struct h2_opts {
 	                               * 0: 16 MiB */
 	unsigned ho_ping_interval_ms; /* keepalive PING period; 0: none */
 	unsigned ho_ping_timeout_ms;  /* unanswered PING is fatal; 0: 20 s */
+	/*
+	 * Server: the RST_STREAM frames a client may send, a token bucket of
+	 * ho_reset_burst refilled by ho_reset_rate a second, before nghttp2
+	 * takes the connection for a rapid-reset attack and sends GOAWAY.
+	 * 0: nghttp2's 1,000 and 33.
+	 */
+	uint32_t ho_reset_burst;
+	uint32_t ho_reset_rate;
 };
 
 /*

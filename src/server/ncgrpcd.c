@@ -62,6 +62,17 @@
  * clients, the logs, the registry and its reloads.
  */
 #define NCGRPCD_FD_RESERVE 64
+/*
+ * Operators and other nodes run many calls on one connection, and a gRPC
+ * client ends each call the server finished first with a RST_STREAM.  They
+ * may send this many a second, above the sessions ncgrpcd can open, after
+ * a burst of ten seconds' worth; nghttp2's rapid-reset guard (1,000, then
+ * 33 a second) tore down an SSH front door or a node with every session on
+ * it.  Devices keep the guard as it is: a device connection carries one
+ * session.
+ */
+#define NCGRPCD_TRUSTED_RESET_RATE  1000
+#define NCGRPCD_TRUSTED_RESET_BURST 10000
 
 /* The daemon's state, one per process. */
 static struct {
@@ -857,6 +868,8 @@ listen_cluster(void)
 		return 0;
 	/* Other nodes open many sessions on one connection. */
 	o.go_max_streams = 10000;
+	o.go_reset_burst = NCGRPCD_TRUSTED_RESET_BURST;
+	o.go_reset_rate = NCGRPCD_TRUSTED_RESET_RATE;
 	o.go_max_message = 16 * 1024 * 1024;
 	o.go_xport.xo_handshake_timeout_ms = sc->sc_handshake_timeout * 1000;
 	xport_opts_dead_peer(&o.go_xport, sc->sc_dead_peer_timeout);
@@ -1106,6 +1119,8 @@ main(int argc, char **argv)
 	devopts.go_xport.xo_keepalive_cnt = 4;
 	/* A dead device is noticed within the bound, idle or busy. */
 	xport_opts_dead_peer(&devopts.go_xport, ncd.sc->sc_dead_peer_timeout);
+	opopts.go_reset_burst = NCGRPCD_TRUSTED_RESET_BURST;
+	opopts.go_reset_rate = NCGRPCD_TRUSTED_RESET_RATE;
 	if (grpc_server_new(ncd.loop, &devopts, &devsrv_ops, NULL,
 	                    &ncd.devsrv) != 0 ||
 	    grpc_server_new(ncd.loop, &opopts, NULL, NULL, &ncd.opsrv) != 0 ||

@@ -24,6 +24,7 @@ import shutil  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
 import ssl  # noqa: E402
+import struct  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
@@ -868,6 +869,70 @@ time.sleep(120)
 # ---------------------------------------------------------------------------
 class OperatorApiTest(ServerTestCase):
     """The operator API used directly from python3-grpcio."""
+
+    def test_many_calls_ended_by_client_reset(self):
+        """A client on one long-lived connection (ncgrpc-sshd with a
+        multiplexed SSH connection, a cluster node, automation with one
+        grpcio channel) ends each call the server finished with RST_STREAM
+        NO_ERROR, as gRPC Core does when its side is still open.  nghttp2's
+        rapid-reset guard (1,000, then 33 a second) must not take those for
+        an attack and tear the connection down with every session on it.
+        Raw HTTP/2 frames from python3-h2 on the operator socket."""
+        import h2.config
+        import h2.connection
+        import h2.events
+        srv = self.new_server()
+        n = 1500
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(sock.close)
+        sock.settimeout(10)
+        sock.connect(srv.sock)
+        conn = h2.connection.H2Connection(config=h2.config.H2Configuration(
+            client_side=True, header_encoding="utf-8"))
+        conn.initiate_connection()
+        sock.sendall(conn.data_to_send())
+        headers = [(":method", "POST"), (":scheme", "http"), (":authority", "localhost"),
+                   (":path", "/ncgrpc.operator.v1.Operator/Session"),
+                   ("content-type", "application/grpc"), ("te", "trailers")]
+        # SessionInput{open{device_id: "absent", wait_ms: 1}}: the server ends
+        # the call at once, while the client's half is still open.
+        open_msg = hostile.grpc_frame(hostile.pb_field(1, hostile.pb_field(1, "absent")
+                                                       + hostile.pb_field(3, 1)))
+        statuses, goaway = [], None
+        for _ in range(n):
+            sid = conn.get_next_available_stream_id()
+            conn.send_headers(sid, headers)
+            conn.send_data(sid, open_msg)
+            sock.sendall(conn.data_to_send())
+            status = None
+            while status is None and goaway is None:
+                data = sock.recv(65536)
+                if not data:
+                    goaway = "connection closed"
+                    break
+                for ev in conn.receive_data(data):
+                    if (isinstance(ev, (h2.events.ResponseReceived, h2.events.TrailersReceived))
+                            and ev.stream_id == sid and status is None):
+                        # A trailers-only response is one HEADERS frame.
+                        status = dict(ev.headers).get("grpc-status")
+                    elif (isinstance(ev, h2.events.StreamReset) and ev.stream_id == sid
+                          and status is None):
+                        status = "reset %d" % ev.error_code
+                    elif isinstance(ev, h2.events.ConnectionTerminated):
+                        goaway = "GOAWAY %s" % ev.error_code
+                    elif isinstance(ev, h2.events.DataReceived):
+                        conn.acknowledge_received_data(ev.flow_controlled_length, sid)
+            if goaway is not None:
+                break
+            statuses.append(status)
+            # Our half was still open: end it as gRPC Core does, with a
+            # RST_STREAM NO_ERROR that crosses the server's own on the wire
+            # (written raw: python3-h2 knows the stream is closed now).
+            sock.sendall(struct.pack(">I", 4)[1:] + b"\x03\x00" + struct.pack(">II", sid, 0))
+        self.assertIsNone(goaway, "after %d calls" % len(statuses))
+        self.assertEqual(len(statuses), n)
+        self.assertIn(statuses[0], ("5", "14"))  # NOT_FOUND or UNAVAILABLE
+        self.assertEqual(statuses, statuses[:1] * n)
 
     def test_list_and_watch(self):
         srv = self.new_server({"la": "list-secret-a", "lb": "list-secret-b"})
