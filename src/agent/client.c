@@ -449,18 +449,21 @@ start_unary(struct aconn *ac, const char *method, const struct grpc_mdlist *md,
 
 /*
  * Counts a connection for the heap trim (heaptrim.h) unless its client
- * has another: the next connection of a client whose session runs reuses
- * the memory of the one before.
+ * has another that is still connected: the next connection of a client
+ * whose session runs reuses the memory of the one before.
  */
 static void
 trim_soon(const struct aconn *ac)
 {
 	const struct client *cl = ac->ac_client;
+	const struct aconn *o;
 
 	if (cl->cl_cs->cs_trim == NULL)
 		return;
-	if (LIST_FIRST(&cl->cl_conns) == ac && LIST_NEXT(ac, ac_entry) == NULL)
-		heaptrim_note(cl->cl_cs->cs_trim);
+	LIST_FOREACH(o, &cl->cl_conns, ac_entry)
+	if (o != ac && !o->ac_conn_closed)
+		return;
+	heaptrim_note(cl->cl_cs->cs_trim);
 }
 
 static void

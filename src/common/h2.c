@@ -44,7 +44,7 @@
 /* Give-backs gathered for one system call, and their longest wait. */
 #define H2_GIVEBACK_BATCH    64
 #define H2_GIVEBACK_DELAY_MS 100
-/* The calling process, for process_madvise() (Linux 6.15, uapi pidfd.h). */
+/* The calling thread, whose memory is the process's (uapi pidfd.h). */
 #ifndef PIDFD_SELF
 #define PIDFD_SELF (-10000)
 #endif
@@ -377,14 +377,12 @@ giveback_forget(struct h2conn *c)
 	if (c->c_gb == 0)
 		return;
 	i = c->c_gb - 1;
-	/* The first one's timer is the batch's: the batch goes now. */
-	if (i == 0) {
-		giveback_flush();
-		return;
-	}
 	giveback.gb_conn[i] = giveback.gb_conn[--giveback.gb_n];
 	giveback.gb_conn[i]->c_gb = i + 1;
 	c->c_gb = 0;
+	/* The first one's timer was the batch's: the rest go now. */
+	if (i == 0)
+		giveback_flush();
 }
 
 size_t
@@ -884,7 +882,8 @@ h2_new(const struct h2_opts *opts, const struct h2_stream_ops *ops, void *arg,
 	/* Flow control follows what the application has really consumed. */
 	nghttp2_option_set_no_auto_window_update(nopt, 1);
 #ifdef NCGRPC_HAVE_RESET_RATE_LIMIT
-	if (opts->ho_server && opts->ho_reset_burst != 0)
+	if (opts->ho_server && opts->ho_reset_burst != 0 &&
+	    opts->ho_reset_rate != 0)
 		nghttp2_option_set_stream_reset_rate_limit(
 		    nopt, opts->ho_reset_burst, opts->ho_reset_rate);
 #endif

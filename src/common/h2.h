@@ -91,7 +91,7 @@ struct h2_opts {
 	 * Server: the RST_STREAM frames a client may send, a token bucket of
 	 * ho_reset_burst refilled by ho_reset_rate a second, before nghttp2
 	 * takes the connection for a rapid-reset attack and sends GOAWAY.
-	 * 0: nghttp2's 1,000 and 33.
+	 * Either 0: nghttp2's 1,000 and 33.
 	 */
 	uint32_t ho_reset_burst;
 	uint32_t ho_reset_rate;

@@ -57,8 +57,8 @@ on_period(uv_timer_t *h)
 	t->ht_trims++;
 	uv_update_time(loop);
 	t->ht_not_before = uv_now(loop) + took * t->ht_cost_ratio;
-	log_debug("heap trimmed after a connect storm: %" PRIu64
-	          " ms of CPU, the next trim not before %" PRIu64 " ms",
+	log_debug("heap trimmed: %" PRIu64 " ms of CPU, the next trim not "
+	          "before %" PRIu64 " ms",
 	          took, took * t->ht_cost_ratio);
 }
 

@@ -14,10 +14,11 @@
  *
  * One connection at a time (the one that replaces a connection taken by a
  * session) reuses the hole of the one before, so trimming after it gains
- * nothing.  Its callers therefore do not note a connection of a peer that
- * still has another one (a device's next connection while its session
- * runs): at a hundred session opens a second those would count as a storm
- * and trim once a second, for milliseconds, in the middle of the opens.
+ * nothing.  Its callers therefore do not note such a replacement (the next
+ * connection of a device or client whose session runs and which has no
+ * other connection left): at a hundred session opens a second those would
+ * count as a storm and trim once a second, for milliseconds, in the middle
+ * of the opens.
  * So:
  *  - the trim runs one period after a connection arrives, and only if at
  *    least the batch arrived in that period (a storm); the first period
@@ -59,8 +60,8 @@ void heaptrim_init(struct heaptrim *t, uv_loop_t *loop, unsigned period_ms,
                    unsigned batch);
 
 /*
- * A connection arrived that is its peer's only one: counts it and starts
- * the period if none runs.
+ * A connection arrived that replaces none: counts it and starts the period
+ * if none runs.
  */
 void heaptrim_note(struct heaptrim *t);
 

@@ -496,6 +496,24 @@ device_id_ok(const char *id)
 	return n > 0 && n < 256 && id[n] == '\0';
 }
 
+/*
+ * Whether an Initialize is the next connection of a device whose idle one
+ * was just given to a session (its instance has sessions and no idle
+ * connection): it reuses the memory of the one before, and is no arrival
+ * for the heap trim.  A device that reconnects while its old idle
+ * connections are still listed (a link flap shorter than the dead-peer
+ * timeout, a restart) counts as an arrival.
+ */
+static int
+init_replaces(struct broker *b,
+              const Jnx__Jet__Netconf__NcgrpcInitializeRequest *req)
+{
+	const struct device *d = broker_device_find(b, req->device_id);
+
+	return d != NULL && d->dv_nsessions > 0 && d->dv_nidle == 0 &&
+	       d->dv_instance == req->instance_id;
+}
+
 static void
 init_half_close(struct grpc_call *c, void *arg)
 {
@@ -522,11 +540,9 @@ init_half_close(struct grpc_call *c, void *arg)
 	}
 	/*
 	 * Counted for the heap trim before the secret check: the checks of a
-	 * storm are paced by the KDF, its handshakes are not.  A device that
-	 * still has a connection (its session's, or an idle one) is not an
-	 * arrival: its next connection reuses the memory of the one before.
+	 * storm are paced by the KDF, its handshakes are not.
 	 */
-	if (req == NULL || !broker_device_here(b, req->device_id))
+	if (req == NULL || !init_replaces(b, req))
 		heaptrim_note(&b->b_trim);
 	if (req == NULL || !device_id_ok(req->device_id)) {
 		if (req != NULL)

@@ -646,7 +646,7 @@ class HeapTrimTest(AgentTestCase):
 
     N = 36  # above the storm's 32 arrivals in a second
 
-    TRIM = r"heap trimmed after a connect storm"
+    TRIM = r"heap trimmed"
 
     def clients(self, nms, first, n):
         return [Client("c%d" % i, "d%d" % i, "k", [self.addr(nms)], waittime=1)
@@ -681,6 +681,9 @@ class HeapTrimTest(AgentTestCase):
                          10, "the next waiting Initialize of d%d" % i)
         span = max(r.time for i in range(n) for r in nms.inits_for("d%d" % i)
                    if r is not firsts[i]) - min(s.opened for s in sessions)
+        if span > 0.8:
+            self.skipTest("the %d next connections took %.2f s: no burst to measure on "
+                          "a machine this busy" % (n, span))
         time.sleep(2.0)  # past the period that would have trimmed
         self.assertEqual(agent.find(self.TRIM, mark), [],
                          "%d replacement connections in %.2f s trimmed the heap" % (n, span))

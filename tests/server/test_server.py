@@ -1113,7 +1113,7 @@ class HeapTrimTest(ServerTestCase):
     would stall the loop in the middle of the opens."""
 
     N = 40  # above the storm's 32 arrivals in a second
-    TRIM = r"heap trimmed after a connect storm"
+    TRIM = r"heap trimmed"
 
     def burst(self, srv, ids, instance_id):
         """One connection per id, their TLS handshakes done first; then, all
@@ -1158,27 +1158,56 @@ class HeapTrimTest(ServerTestCase):
 
     def test_next_connections_are_no_storm(self):
         n = self.N
-        devices = {"r1": "trim-secret"}
+        devices = {"d%d" % i: "trim-secret" for i in range(n)}
         devices.update({"x%d" % i: "trim-secret" for i in range(n)})
         srv = self.new_server(devices, extra=["max-unauthenticated-per-address 256"],
                               start=False)
         srv.start(debug=True)
-        emu = self.new_emu(srv, "r1", "trim-secret")
-        emu.wait_waiting(15)
-        srv.log.wait(self.TRIM, 10)  # a process's first connections are trimmed
+        emus = [self.new_emu(srv, "d%d" % i, "trim-secret") for i in range(n)]
+        for emu in emus:
+            emu.wait_waiting(20)
+        srv.log.wait(self.TRIM, 10)  # the devices' arrival was a storm
         time.sleep(1.5)
         mark = srv.log.mark()
 
-        # r1 holds an idle connection: its next ones are no arrivals.
-        span = self.burst(srv, ["r1"] * n, emu.instance_id)
+        # A session on every device at once: each Junos-like device dials
+        # its next connection (a probe, then an Initialize) at its grant.
+        op = self.op(srv)
+        t0 = time.monotonic()
+        sessions = [op.session("d%d" % i, "shell", wait_ms=10000) for i in range(n)]
+        for sess in sessions:
+            self.addCleanup(sess.cancel)
+        for sess in sessions:
+            sess.wait_started(20)
+        srvlib.wait_until(lambda: all(e.initializes >= 2 for e in emus), 20,
+                          "the devices' next Initialize")
+        span = time.monotonic() - t0
+        if span > 0.8:
+            self.skipTest("the %d next connections took %.2f s: no burst to measure on "
+                          "a machine this busy" % (n, span))
         time.sleep(2.0)  # past the period that would have trimmed
         self.assertEqual(srv.log.find(self.TRIM, mark), [],
-                         "%d connections of a connected device, sent in %.2f s, "
+                         "%d next connections of devices in sessions, within %.2f s, "
                          "trimmed the heap" % (n, span))
-        self.assertEqual(srv.log.find(r'device "r1" (restarted|disconnected)', mark), [])
 
         # As many devices that were not connected are a storm.
         self.burst(srv, ["x%d" % i for i in range(n)], 1)
+        srv.log.wait(self.TRIM, 10, start=mark)
+
+    def test_reconnects_of_listed_devices_are_a_storm(self):
+        """Devices that reconnect while their old idle connections are still
+        listed (a link flap shorter than the dead-peer timeout) are a storm:
+        their handshakes leave holes like any other."""
+        n = self.N
+        srv = self.new_server({"r1": "trim-secret"},
+                              extra=["max-unauthenticated-per-address 256"], start=False)
+        srv.start(debug=True)
+        emu = self.new_emu(srv, "r1", "trim-secret")
+        emu.wait_waiting(15)
+        srv.log.wait(self.TRIM, 10)
+        time.sleep(1.5)
+        mark = srv.log.mark()
+        self.burst(srv, ["r1"] * n, emu.instance_id)
         srv.log.wait(self.TRIM, 10, start=mark)
 
 

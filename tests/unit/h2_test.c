@@ -708,8 +708,8 @@ test_flush_batching(void **state)
 
 /*
  * nghttp2's frame buffer gives its pages back when the connection goes
- * quiet (at once the first time, then at most once a second), and frames
- * packed into the zeroed pages afterwards arrive intact.
+ * quiet (within 100 ms the first time, then at most once a second), and
+ * frames packed into the zeroed pages afterwards arrive intact.
  */
 static void
 test_framebuf_trim(void **state)
