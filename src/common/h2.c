@@ -391,6 +391,12 @@ h2_giveback_pending(void)
 	return giveback.gb_n;
 }
 
+void
+h2_giveback_single(int on)
+{
+	giveback.gb_single = on != 0;
+}
+
 /*
  * nghttp2 keeps a frame buffer of one maximum-size frame (16 KiB) for the
  * life of each session, whatever the traffic: on an idle device

@@ -143,6 +143,11 @@ void h2_defer(struct h2conn *c);
 size_t h2_framebuf_resident(const struct h2conn *c);
 /* Frame buffers waiting to be given back together (h2.c).  For tests. */
 size_t h2_giveback_pending(void);
+/*
+ * For tests: on, each buffer of a batch goes back with a madvise() of its
+ * own, as on a kernel that refuses process_madvise() of MADV_DONTNEED.
+ */
+void h2_giveback_single(int on);
 
 /*
  * Writes bytes of a frame to the transport, for on_send_data only.

@@ -779,6 +779,42 @@ test_framebuf_giveback_batch(void **state)
 	env_done(&e[0]);
 }
 
+/*
+ * The batch goes as soon as it is full, without waiting for its timer:
+ * the 64th quiet connection sends all 64, although the loops of the 63
+ * before it never run again.  And on a kernel without process_madvise() of
+ * MADV_DONTNEED, each buffer of the batch goes with a madvise() of its
+ * own, as pages that mincore() sees gone.
+ */
+static void
+test_framebuf_giveback_full_and_single(void **state)
+{
+	enum { NBATCH = 64 };
+	struct env *e;
+	int i, single;
+
+	(void)state;
+	assert_non_null(e = calloc(NBATCH, sizeof(*e)));
+	for (single = 0; single <= 1; single++) {
+		h2_giveback_single(single);
+		assert_int_equal(h2_giveback_pending(), 0);
+		for (i = 0; i < NBATCH; i++) {
+			env_init(&e[i], 1, NULL, 0);
+			env_up(&e[i]);
+			RUN_UNTIL(&e[i].e_tl, h2_giveback_pending() ==
+			                          (size_t)(i + 1) % NBATCH);
+		}
+		/* The last may have written again since: its next quiet
+		 * moment is another batch's. */
+		for (i = 0; i < NBATCH - 1; i++)
+			assert_int_equal(h2_framebuf_resident(e[i].e_c), 0);
+		for (i = NBATCH - 1; i >= 0; i--)
+			env_done(&e[i]);
+	}
+	h2_giveback_single(0);
+	free(e);
+}
+
 /* h2.c's response body: every frame's payload left in place (NO_COPY). */
 static ssize_t
 out_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t len,
@@ -1309,6 +1345,7 @@ main(int argc, char **argv)
 	    cmocka_unit_test(test_flush_batching),
 	    cmocka_unit_test(test_framebuf_trim),
 	    cmocka_unit_test(test_framebuf_giveback_batch),
+	    cmocka_unit_test(test_framebuf_giveback_full_and_single),
 	    cmocka_unit_test(test_data_nocopy),
 	    cmocka_unit_test(test_shutdown),
 	    cmocka_unit_test(test_close_error),
