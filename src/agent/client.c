@@ -461,8 +461,10 @@ trim_soon(const struct aconn *ac)
 	if (cl->cl_cs->cs_trim == NULL)
 		return;
 	LIST_FOREACH(o, &cl->cl_conns, ac_entry)
-	if (o != ac && !o->ac_conn_closed)
-		return;
+	{
+		if (o != ac && !o->ac_conn_closed)
+			return;
+	}
 	heaptrim_note(cl->cl_cs->cs_trim);
 }
 

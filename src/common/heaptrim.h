@@ -18,8 +18,7 @@
  * connection of a device or client whose session runs and which has no
  * other connection left): at a hundred session opens a second those would
  * count as a storm and trim once a second, for milliseconds, in the middle
- * of the opens.
- * So:
+ * of the opens.  So:
  *  - the trim runs one period after a connection arrives, and only if at
  *    least the batch arrived in that period (a storm); the first period
  *    after heaptrim_init() always trims (a process's first connections);

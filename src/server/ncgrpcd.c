@@ -838,6 +838,14 @@ setup_cluster_tls(void)
 		fatalx("%s", err);
 }
 
+/* The calls of operators and other nodes: see NCGRPCD_TRUSTED_RESET_RATE. */
+static void
+trusted_resets(struct grpc_opts *o)
+{
+	o->go_reset_burst = NCGRPCD_TRUSTED_RESET_BURST;
+	o->go_reset_rate = NCGRPCD_TRUSTED_RESET_RATE;
+}
+
 static int
 listen_cluster(void)
 {
@@ -868,8 +876,7 @@ listen_cluster(void)
 		return 0;
 	/* Other nodes open many sessions on one connection. */
 	o.go_max_streams = 10000;
-	o.go_reset_burst = NCGRPCD_TRUSTED_RESET_BURST;
-	o.go_reset_rate = NCGRPCD_TRUSTED_RESET_RATE;
+	trusted_resets(&o);
 	o.go_max_message = 16 * 1024 * 1024;
 	o.go_xport.xo_handshake_timeout_ms = sc->sc_handshake_timeout * 1000;
 	xport_opts_dead_peer(&o.go_xport, sc->sc_dead_peer_timeout);
@@ -1119,8 +1126,7 @@ main(int argc, char **argv)
 	devopts.go_xport.xo_keepalive_cnt = 4;
 	/* A dead device is noticed within the bound, idle or busy. */
 	xport_opts_dead_peer(&devopts.go_xport, ncd.sc->sc_dead_peer_timeout);
-	opopts.go_reset_burst = NCGRPCD_TRUSTED_RESET_BURST;
-	opopts.go_reset_rate = NCGRPCD_TRUSTED_RESET_RATE;
+	trusted_resets(&opopts);
 	if (grpc_server_new(ncd.loop, &devopts, &devsrv_ops, NULL,
 	                    &ncd.devsrv) != 0 ||
 	    grpc_server_new(ncd.loop, &opopts, NULL, NULL, &ncd.opsrv) != 0 ||

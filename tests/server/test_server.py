@@ -37,6 +37,9 @@ os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 # while its threads run, and the handler once waited forever in fork().
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 import grpc  # noqa: E402
+import h2.config  # noqa: E402
+import h2.connection  # noqa: E402
+import h2.events  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -878,9 +881,6 @@ class OperatorApiTest(ServerTestCase):
         rapid-reset guard (1,000, then 33 a second) must not take those for
         an attack and tear the connection down with every session on it.
         Raw HTTP/2 frames from python3-h2 on the operator socket."""
-        import h2.config
-        import h2.connection
-        import h2.events
         srv = self.new_server()
         n = 1500
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
