@@ -123,6 +123,9 @@ def main():
     ap.add_argument("--waittime", type=int, default=2,
                     help="each client's wait before its next pass over its servers "
                     "(ncgrpc-agent's default is 30)")
+    ap.add_argument("--other-processes", type=int, default=0, metavar="N",
+                    help="start N idle processes besides the bench's, as a device runs "
+                    "daemons: the end of a session used to look at every process")
     ap.add_argument("--workdir")
     ap.add_argument("--keep", action="store_true")
     a = ap.parse_args()
@@ -167,7 +170,13 @@ def main():
     os.chmod(srv.devices_path, 0o600)
     print("registry of %d devices written in %.1f s" % (n, time.monotonic() - t0), flush=True)
     agents = []
+    others = []
     try:
+        for _ in range(a.other_processes):
+            others.append(subprocess.Popen(["sleep", "100000"], stdin=subprocess.DEVNULL,
+                                           start_new_session=True))
+        if others:
+            print("%d other processes started" % len(others), flush=True)
         srv.start()
         time.sleep(0.5)
         rss0 = srvlib.rss_kib(srv.pid)
@@ -279,6 +288,9 @@ def main():
         op.close()
         return 1 if nbad else 0
     finally:
+        for p in others:
+            p.kill()
+            p.wait()
         for ag in agents:
             ag.stop(20)
         rc = srv.stop(timeout=30)

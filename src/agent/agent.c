@@ -25,6 +25,7 @@
 #include "err.h"
 #include "filewatch.h"
 #include "log.h"
+#include "proc.h"
 #include "xport.h"
 
 #define AGENT_DEFAULT_CONF "/etc/ncgrpc/agent.conf"
@@ -193,6 +194,7 @@ on_client_stopped(void *arg)
 		heaptrim_close(&agent.trim, NULL, NULL);
 		agent.cs.cs_trim = NULL;
 		filewatch_close(&agent.watch);
+		proc_orphans_release();
 	}
 }
 
@@ -400,6 +402,11 @@ main(int argc, char **argv)
 	agent.nclients = agent.conf->cf_nclients;
 	heaptrim_init(&agent.trim, agent.loop, 0, 0);
 	agent.cs.cs_trim = &agent.trim;
+	/* What a session leaves behind is then found among our children. */
+	if ((rc = proc_orphans_adopt(agent.loop)) != 0)
+		log_debug("sessions' orphans stay with init (%s): their ends "
+		          "scan /proc",
+		          uv_strerror(rc));
 	for (size_t i = 0; i < agent.nclients; i++)
 		if (start_client(&agent.clients[i],
 		                 &agent.conf->cf_clients[i]) != 0)

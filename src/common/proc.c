@@ -26,7 +26,10 @@
  *
  * The child is reaped with waitpid() on its own pid whenever SIGCHLD
  * arrives, never with waitpid(-1): other children of the agent belong to
- * others.  pc_exit runs when the child is reaped and its output has reached
+ * others.  A program that starts children with proc_spawn() alone may
+ * adopt its descendants' orphans (proc_orphans_adopt()); then the
+ * processes left of a session are looked for among its descendants, not
+ * in all of /proc, and the orphans are reaped here when they exit.  pc_exit runs when the child is reaped and its output has reached
  * EOF.  Background processes may keep the output open forever, so once the
  * child is gone we wait at most PROC_EOF_WAIT_MS of reading time for EOF and
  * then kill the rest of the session.
@@ -49,6 +52,7 @@
 #include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -83,6 +87,10 @@
 #define PROC_DEFAULT_PATH "/usr/bin:/bin"
 /* The child's stack until execve(): touched a few KiB deep (more in ASan). */
 #define PROC_CHILD_STACK (256 * 1024)
+/* Descendants looked at by one walk; the rest wait for the next pass. */
+#define PROC_WALK_MAX (64 * 1024)
+/* Zombies reaped per SIGCHLD; the rest at the next one. */
+#define PROC_REAP_MAX 1024
 
 enum proc_state {
 	PS_RUNNING,
@@ -123,8 +131,24 @@ struct proc {
 	unsigned p_nwrites;
 	int p_above_hiwat;
 
+	/* On the list of children not reaped yet (live_procs). */
+	struct proc *p_next, **p_prevp;
+
 	uint8_t p_rbuf[PROC_READ_BUFSZ];
 };
+
+/*
+ * Our children not reaped yet, for the orphan reaper to tell them from
+ * adopted ones; the loop's thread only.
+ */
+static struct proc *live_procs;
+
+/* proc_orphans_adopt(): we are the reaper of our descendants' orphans. */
+static struct {
+	uv_signal_t o_sigchld;
+	int o_on;
+	size_t o_examined; /* processes the last scan looked at */
+} orphans;
 
 struct proc_wreq {
 	uv_write_t w_req;
@@ -553,13 +577,134 @@ proc_is_dead(long pid)
 	return state == 'Z' || state == 'X';
 }
 
+struct pidvec {
+	pid_t *pv_v;
+	size_t pv_n, pv_cap;
+};
+
+static int
+pidvec_add(struct pidvec *pv, long pid)
+{
+	pid_t *nv;
+	size_t ncap;
+
+	if (pid <= 0 || pid > INT32_MAX)
+		return 0;
+	if (pv->pv_n == pv->pv_cap) {
+		if (pv->pv_cap >= PROC_WALK_MAX)
+			return -1;
+		ncap = pv->pv_cap == 0 ? 64 : pv->pv_cap * 2;
+		if ((nv = reallocarray(pv->pv_v, ncap, sizeof(*nv))) == NULL)
+			return -1;
+		pv->pv_v = nv;
+		pv->pv_cap = ncap;
+	}
+	pv->pv_v[pv->pv_n++] = (pid_t)pid;
+	return 0;
+}
+
+/* Adds the pids of a children file: numbers separated by spaces. */
+static int
+add_children_file(int fd, struct pidvec *pv)
+{
+	char buf[4096];
+	long pid = 0;
+	int in = 0;
+	ssize_t n, i;
+
+	for (;;) {
+		if ((n = read(fd, buf, sizeof(buf))) == -1 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		for (i = 0; i < n; i++) {
+			if (buf[i] >= '0' && buf[i] <= '9') {
+				if (pid < INT32_MAX)
+					pid = pid * 10 + (buf[i] - '0');
+				in = 1;
+				continue;
+			}
+			if (in && pidvec_add(pv, pid) != 0)
+				return -1;
+			pid = 0;
+			in = 0;
+		}
+	}
+	return in ? pidvec_add(pv, pid) : 0;
+}
+
+/*
+ * Adds the children of every thread of process pid, 0 for ourselves, from
+ * /proc/PID/task/TID/children (CONFIG_PROC_CHILDREN).  A process that has
+ * gone meanwhile has no children to add.  -1 when the list is full.
+ */
+static int
+add_children(pid_t pid, struct pidvec *pv)
+{
+	char path[64];
+	DIR *d;
+	struct dirent *de;
+	int fd, rc = 0;
+
+	if (pid == 0)
+		snprintf(path, sizeof(path), "/proc/self/task");
+	else
+		snprintf(path, sizeof(path), "/proc/%ld/task", (long)pid);
+	if ((d = opendir(path)) == NULL)
+		return 0;
+	while (rc == 0 && (de = readdir(d)) != NULL) {
+		if (de->d_name[0] < '1' || de->d_name[0] > '9' ||
+		    strlen(de->d_name) > 20)
+			continue;
+		snprintf(path, sizeof(path), "%s/children", de->d_name);
+		if ((fd = openat(dirfd(d), path, O_RDONLY | O_CLOEXEC)) == -1)
+			continue;
+		rc = add_children_file(fd, pv);
+		close(fd);
+	}
+	closedir(d);
+	return rc;
+}
+
+/*
+ * Every member of session sid descends from its leader, our child, and
+ * orphans come back to us: so the session is among our descendants.  The
+ * whole tree is listed before anything is signalled, as a killed parent's
+ * children move up to us.  -1 when it could not be listed whole.
+ */
+static int
+session_walk(pid_t sid, int signum)
+{
+	struct pidvec pv = {NULL, 0, 0};
+	size_t i;
+	int found = 0, rc = 0;
+
+	if (add_children(0, &pv) != 0)
+		rc = -1;
+	for (i = 0; rc == 0 && i < pv.pv_n; i++)
+		if (add_children(pv.pv_v[i], &pv) != 0)
+			rc = -1;
+	orphans.o_examined = pv.pv_n;
+	for (i = 0; rc == 0 && i < pv.pv_n; i++) {
+		if (getsid(pv.pv_v[i]) != sid || proc_is_dead(pv.pv_v[i]))
+			continue;
+		found++;
+		if (signum != 0)
+			(void)kill(pv.pv_v[i], signum);
+	}
+	free(pv.pv_v);
+	return rc == 0 ? found : -1;
+}
+
 /*
  * Counts the live processes of session sid other than ourselves, and sends
  * them signum unless it is 0.  Jobs of an interactive shell live in process
  * groups of their own, so the process group alone does not find them.
- * It runs at every session end: getsid() sorts out the processes of other
- * sessions with one system call each, and only the session's own have
- * their /proc/PID/stat read (for the zombies).
+ * It runs at every session end.  When we adopt orphans, only our
+ * descendants are looked at (session_walk()); otherwise all of /proc,
+ * where getsid() sorts out the processes of other sessions with one
+ * system call each, and only the session's own have their /proc/PID/stat
+ * read (for the zombies).
  */
 static int
 session_scan(pid_t sid, int signum)
@@ -570,14 +715,21 @@ session_scan(pid_t sid, int signum)
 	long pid;
 	int found = 0;
 
+	if (orphans.o_on && (found = session_walk(sid, signum)) >= 0)
+		return found;
+	found = 0;
+	orphans.o_examined = 0;
 	if ((d = opendir("/proc")) == NULL)
 		return 0;
 	while ((de = readdir(d)) != NULL) {
 		if (de->d_name[0] < '1' || de->d_name[0] > '9')
 			continue;
 		pid = strtol(de->d_name, &end, 10);
-		if (*end != '\0' || pid <= 0 || pid == (long)getpid() ||
-		    getsid((pid_t)pid) != sid || proc_is_dead(pid))
+		if (*end != '\0' || pid <= 0)
+			continue;
+		orphans.o_examined++;
+		if (pid == (long)getpid() || getsid((pid_t)pid) != sid ||
+		    proc_is_dead(pid))
 			continue;
 		found++;
 		if (signum != 0)
@@ -606,12 +758,34 @@ kill_session(struct proc *p)
 }
 
 static void
+live_link(struct proc *p)
+{
+	if ((p->p_next = live_procs) != NULL)
+		live_procs->p_prevp = &p->p_next;
+	live_procs = p;
+	p->p_prevp = &live_procs;
+}
+
+static void
+live_unlink(struct proc *p)
+{
+	if (p->p_prevp == NULL)
+		return;
+	if ((*p->p_prevp = p->p_next) != NULL)
+		p->p_next->p_prevp = p->p_prevp;
+	p->p_next = NULL;
+	p->p_prevp = NULL;
+}
+
+static void
 on_close(uv_handle_t *h)
 {
 	struct proc *p = h->data;
 
-	if (--p->p_nhandles == 0)
+	if (--p->p_nhandles == 0) {
+		live_unlink(p);
 		free(p);
+	}
 }
 
 static void
@@ -734,6 +908,7 @@ reap(struct proc *p)
 		p->p_status_known = 1;
 	}
 	p->p_reaped = 1;
+	live_unlink(p);
 	p->p_leftovers =
 	    kill(-p->p_pid, 0) == 0 || session_scan(p->p_pid, 0) > 0;
 	uv_signal_stop(&p->p_sigchld);
@@ -956,6 +1131,7 @@ queue_write(struct proc *p, const uint8_t *data, size_t len)
 static void
 spawn_abort(struct proc *p)
 {
+	live_unlink(p);
 	kill(-p->p_pid, SIGKILL);
 	while (waitpid(p->p_pid, NULL, 0) == -1 && errno == EINTR)
 		;
@@ -1035,12 +1211,14 @@ proc_spawn(uv_loop_t *loop, const struct proc_opts *opts,
 		goto fail;
 	}
 	p->p_pid = pid;
+	live_link(p);
 	/*
 	 * Handles come after the exec, so that its failure needs no close
 	 * callback.  Only uv_signal_init() can fail (the loop's signal pipe),
 	 * and then the handle needs no close either.
 	 */
 	if ((rc = uv_signal_init(loop, &p->p_sigchld)) != 0) {
+		live_unlink(p);
 		kill(-pid, SIGKILL);
 		while (waitpid(pid, NULL, 0) == -1 && errno == EINTR)
 			;
@@ -1220,4 +1398,89 @@ proc_resize(struct proc *p, unsigned short rows, unsigned short cols)
 	if (ioctl(p->p_master, TIOCSWINSZ, &ws) == -1)
 		return -errno;
 	return 0;
+}
+
+/*
+ * Reaps every exited child that is not one of our procs: orphans that
+ * came to us.  A proc's own exit goes through its handler, whichever of
+ * the SIGCHLD handlers libuv happens to run first.
+ */
+static void
+on_orphan_sigchld(uv_signal_t *h, int signum)
+{
+	struct proc *p;
+	siginfo_t si;
+	int i;
+
+	(void)h;
+	(void)signum;
+	for (i = 0; i < PROC_REAP_MAX; i++) {
+		memset(&si, 0, sizeof(si));
+		if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) == -1) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (si.si_pid == 0)
+			break;
+		for (p = live_procs; p != NULL && p->p_pid != si.si_pid;
+		     p = p->p_next)
+			;
+		if (p != NULL) {
+			on_sigchld(&p->p_sigchld, SIGCHLD);
+			/* Not reaped there: leave it to its own handler. */
+			if (!p->p_reaped)
+				break;
+		} else
+			while (waitpid(si.si_pid, NULL, WNOHANG) == -1 &&
+			       errno == EINTR)
+				;
+	}
+}
+
+int
+proc_orphans_adopt(uv_loop_t *loop)
+{
+	char path[64];
+	int rc;
+
+	if (orphans.o_on)
+		return 0;
+	/* Without the children files, the walk cannot see the tree. */
+	snprintf(path, sizeof(path), "/proc/self/task/%ld/children",
+	         (long)syscall(SYS_gettid));
+	if (access(path, R_OK) == -1)
+		return -errno;
+	if ((rc = uv_signal_init(loop, &orphans.o_sigchld)) != 0)
+		return rc;
+	if ((rc = uv_signal_start(&orphans.o_sigchld, on_orphan_sigchld,
+	                          SIGCHLD)) == 0 &&
+	    prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == -1)
+		rc = -errno;
+	if (rc != 0) {
+		uv_close((uv_handle_t *)&orphans.o_sigchld, NULL);
+		return rc;
+	}
+	/* Orphans alone do not keep the loop running. */
+	uv_unref((uv_handle_t *)&orphans.o_sigchld);
+	orphans.o_on = 1;
+	/* Orphans that exited before we watched. */
+	on_orphan_sigchld(&orphans.o_sigchld, SIGCHLD);
+	return 0;
+}
+
+void
+proc_orphans_release(void)
+{
+	if (!orphans.o_on)
+		return;
+	orphans.o_on = 0;
+	(void)prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0);
+	uv_close((uv_handle_t *)&orphans.o_sigchld, NULL);
+}
+
+size_t
+proc_scan_examined(void)
+{
+	return orphans.o_examined;
 }

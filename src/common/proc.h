@@ -121,4 +121,21 @@ size_t proc_input_unread(const struct proc *p);
 /* Sets the pty window size (ignored without a pty).  0 or -errno. */
 int proc_resize(struct proc *p, unsigned short rows, unsigned short cols);
 
+/*
+ * Makes this process the reaper of its descendants' orphans
+ * (PR_SET_CHILD_SUBREAPER) and reaps them on loop when they exit, so that
+ * what is left of a session at its end is looked for among our
+ * descendants rather than in all of /proc.  For programs that start
+ * children with proc_spawn() only: any other exited child is reaped here.
+ * Returns 0, or -errno (e.g. a kernel without /proc/PID/task/TID/children),
+ * and then sessions are scanned for in /proc as before.
+ * Its handle does not keep the loop running; proc_orphans_release() undoes
+ * it all, and must run before the loop closes.
+ */
+int proc_orphans_adopt(uv_loop_t *loop);
+void proc_orphans_release(void);
+
+/* How many processes the last search for a session's members examined. */
+size_t proc_scan_examined(void);
+
 #endif

@@ -444,6 +444,61 @@ class HangupTest(Base):
         self.hangup(prepare, "bash in the middle of a long output")
 
 
+class OrphanTest(Base):
+    """What a session leaves behind when its processes are orphaned.  The
+    agent adopts its descendants' orphans (PR_SET_CHILD_SUBREAPER), finds
+    what is left of a session among them at its end, and reaps those that
+    left the session once they exit."""
+
+    def setUp(self):
+        super().setUp()
+        self.nms = self.new_nms({"orph1": "orph-secret"})
+        self.agent = self.new_agent(self.nms, "orph1", "orph-secret", ['shell "/bin/bash";'])
+
+    def started(self, cmd):
+        """Runs cmd in a bash session; returns the session and the pid that
+        cmd printed."""
+        sess = self.nms.open_session("orph1", "csh", 15)
+        sess.read_until(PROMPT, 15)
+        sess.send_csh(cmd)
+        m = re.search(r"pid=(\d+)", sess.read_until(re.compile(r"pid=\d+\s"), 10))
+        return sess, int(m.group(1))
+
+    def parent(self, pid):
+        st = agentlib._stat(pid)
+        return None if st is None else st[1]
+
+    def test_orphaned_job_is_killed(self):
+        """A job's subshell exits and leaves its sleep orphaned, in a
+        process group that is not the shell's: the agent adopts it, and
+        kills it with the session."""
+        sess, pid = self.started("(sleep 100 </dev/null >/dev/null 2>&1 & echo pid=$!)")
+        wait_until(lambda: self.parent(pid) == self.agent.pid, 5, "the orphan adopted")
+        self.assertNotEqual(os.getpgid(pid), os.getpgid(os.getsid(pid)))
+        sess.send_csh("exit")
+        self.assertTrue(sess.ended.wait(5), "the session did not end")
+        self.assertEqual(sess.end_reason, "eof")
+        wait_until(lambda: agentlib._stat(pid) is None, CLEANUP_BOUND, "the orphan gone")
+        self.assertEqual(self.agent.zombies(), [])
+        sess.close()
+
+    def test_daemon_outlives_the_session_and_is_reaped(self):
+        """A daemon that left the session (setsid) is not the session's:
+        it outlives it, as the agent's child, and once it exits the agent
+        reaps it instead of keeping a zombie."""
+        sess, pid = self.started(
+            "setsid sh -c 'echo pid=$$; exec sleep 1.5 </dev/null >/dev/null 2>&1'")
+        sess.send_csh("exit")
+        self.assertTrue(sess.ended.wait(5), "the session did not end")
+        self.assertEqual(sess.end_reason, "eof")
+        self.assertEqual(agentlib.comm(pid), "sleep")
+        self.assertEqual(os.getsid(pid), pid)
+        wait_until(lambda: self.parent(pid) == self.agent.pid, 5, "the daemon adopted")
+        wait_until(lambda: agentlib._stat(pid) is None, 5, "the daemon reaped")
+        self.assertEqual(self.agent.zombies(), [])
+        sess.close()
+
+
 class LongLineTest(Base):
     """A shell line longer than a canonical-mode terminal takes (4,095 bytes)
     is refused with a message, never left hanging; bash, whose line editor

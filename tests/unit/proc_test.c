@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -1005,6 +1006,146 @@ test_job_left_in_session(void **state)
 	run_fini(&r);
 }
 
+/* The parent pid of pid from /proc, or -1. */
+static long
+parent_of(pid_t pid)
+{
+	char path[64], buf[512], *s;
+	long ppid = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
+	if ((f = fopen(path, "r")) == NULL)
+		return -1;
+	/* "pid (comm) state ppid ..." */
+	if (fgets(buf, sizeof(buf), f) != NULL &&
+	    (s = strrchr(buf, ')')) != NULL &&
+	    sscanf(s + 1, " %*c %ld", &ppid) != 1)
+		ppid = -1;
+	fclose(f);
+	return ppid;
+}
+
+static void
+on_reaped_poll(uv_timer_t *t)
+{
+	struct run *r = t->data;
+
+	if ((kill((pid_t)r->r_val, 0) == -1 && errno == ESRCH) ||
+	    now_ms() - r->r_mark > 3000)
+		uv_timer_stop(t);
+}
+
+/*
+ * Runs the loop until pid r_val is gone, zombie and all: only our orphan
+ * reaper can reap an adopted process.  Asserts that it happened in 3 s.
+ */
+static void
+run_until_reaped(struct run *r)
+{
+	if (!r->r_timer_used) {
+		assert_int_equal(uv_timer_init(&r->r_loop, &r->r_timer), 0);
+		r->r_timer_used = 1;
+	}
+	r->r_timer.data = r;
+	r->r_mark = now_ms();
+	assert_int_equal(uv_timer_start(&r->r_timer, on_reaped_poll, 10, 10),
+	                 0);
+	uv_run(&r->r_loop, UV_RUN_DEFAULT);
+	assert_int_equal(kill((pid_t)r->r_val, 0), -1);
+	assert_int_equal(errno, ESRCH);
+}
+
+/*
+ * A job whose shell exits before the session's leader: the job's process
+ * is orphaned, in a group of its own, and nothing of the session is held
+ * open by it.  Returns how many processes the search for it examined.
+ */
+static size_t
+orphaned_job(int adopt)
+{
+	static const char *const argv[] = {
+	    "sh", "-c",
+	    "set -m; sh -c 'sleep 100 </dev/null >/dev/null 2>&1 & echo $!'",
+	    NULL};
+	struct proc_opts o = opts(argv, 1);
+	struct run r;
+	size_t examined;
+	int v = 0;
+
+	run_init(&r);
+	if (adopt)
+		assert_int_equal(proc_orphans_adopt(&r.r_loop), 0);
+	assert_int_equal(prctl(PR_GET_CHILD_SUBREAPER, &v, 0, 0, 0), 0);
+	assert_int_equal(v, adopt);
+	r.r_on_output = bg_output;
+	run_spawn(&r, &o);
+	run_loop(&r);
+	examined = proc_scan_examined();
+	assert_int_equal(r.r_status, 0);
+	assert_true(r.r_val > 0);
+	assert_true(pid_gone((pid_t)r.r_val));
+	if (adopt) {
+		/* Killed as our child, so reaped by us too. */
+		run_until_reaped(&r);
+		proc_orphans_release();
+		assert_int_equal(prctl(PR_GET_CHILD_SUBREAPER, &v, 0, 0, 0),
+		                 0);
+		assert_int_equal(v, 0);
+	}
+	run_fini(&r);
+	return examined;
+}
+
+/*
+ * With orphans adopted, what is left of a session is found among our
+ * descendants (here: the one orphan), not in all of /proc; and it is
+ * still found and killed.
+ */
+static void
+test_orphans_session_walk(void **state)
+{
+	size_t scan, walk;
+
+	(void)state;
+	scan = orphaned_job(0);
+	walk = orphaned_job(1);
+	/* All of /proc holds at least us and that orphan; the walk not us. */
+	assert_true(scan >= 2);
+	assert_true(walk >= 1 && walk <= 3);
+	assert_true(walk < scan);
+}
+
+/*
+ * A daemon started from a session leaves the session (setsid) and is
+ * orphaned when the session ends: it is adopted, left alone, and reaped
+ * once it exits, so no zombie stays behind.
+ */
+static void
+test_orphans_reaped(void **state)
+{
+	static const char *const argv[] = {
+	    "sh", "-c", "setsid sleep 0.5 </dev/null >/dev/null 2>&1 & echo $!",
+	    NULL};
+	struct proc_opts o = opts(argv, 0);
+	struct run r;
+
+	(void)state;
+	run_init(&r);
+	assert_int_equal(proc_orphans_adopt(&r.r_loop), 0);
+	r.r_on_output = bg_output;
+	run_spawn(&r, &o);
+	run_loop(&r);
+	assert_int_equal(r.r_status, 0);
+	assert_true(r.r_val > 0);
+	/* Not of the session, so not killed; and now ours. */
+	assert_int_equal(kill((pid_t)r.r_val, 0), 0);
+	assert_int_equal(parent_of((pid_t)r.r_val), (long)getpid());
+	run_until_reaped(&r);
+	proc_orphans_release();
+	run_fini(&r);
+}
+
 static void
 test_exec_failure(void **state)
 {
@@ -1347,6 +1488,8 @@ main(void)
 	    cmocka_unit_test(test_close_grace),
 	    cmocka_unit_test(test_background_holds_output),
 	    cmocka_unit_test(test_job_left_in_session),
+	    cmocka_unit_test(test_orphans_session_walk),
+	    cmocka_unit_test(test_orphans_reaped),
 	    cmocka_unit_test(test_exec_failure),
 	    cmocka_unit_test(test_environment),
 	    cmocka_unit_test(test_user),
