@@ -29,10 +29,11 @@
  * others.  A program that starts children with proc_spawn() alone may
  * adopt its descendants' orphans (proc_orphans_adopt()); then the
  * processes left of a session are looked for among its descendants, not
- * in all of /proc, and the orphans are reaped here when they exit.  pc_exit runs when the child is reaped and its output has reached
- * EOF.  Background processes may keep the output open forever, so once the
- * child is gone we wait at most PROC_EOF_WAIT_MS of reading time for EOF and
- * then kill the rest of the session.
+ * in all of /proc, and the orphans are reaped here when they exit.  pc_exit
+ * runs when the child is reaped and its output has reached EOF.  Background
+ * processes may keep the output open forever, so once the child is gone we wait
+ * at most PROC_EOF_WAIT_MS of reading time for EOF and then kill the rest of
+ * the session.
  *
  * Every handle lives in struct proc; the proc is freed in the close callback
  * of its last handle, which libuv never runs from inside another callback.

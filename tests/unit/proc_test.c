@@ -1089,8 +1089,7 @@ orphaned_job(int adopt)
 		/* Killed as our child, so reaped by us too. */
 		run_until_reaped(&r);
 		proc_orphans_release();
-		assert_int_equal(prctl(PR_GET_CHILD_SUBREAPER, &v, 0, 0, 0),
-		                 0);
+		assert_int_equal(prctl(PR_GET_CHILD_SUBREAPER, &v, 0, 0, 0), 0);
 		assert_int_equal(v, 0);
 	}
 	run_fini(&r);
