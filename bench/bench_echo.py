@@ -2,7 +2,7 @@
 """Keystroke echo latency of a raw terminal through ncgrpcd, with N idle devices.
 
     bench_echo.py --ncgrpcd PATH --agent PATH [--devices 1000] [--agents 10]
-                  [--keys 1000]
+                  [--keys 1000] [--neighbours N [--opload PATH]]
 
 One more device (an ncgrpc-agent running bash) gets a RAW shell session
 through the operator API (python3-grpcio, tests/server/opclient.py), while
@@ -17,6 +17,11 @@ thread: the same keys written to a local pty running bash, and read back
 from it, in turns of 100 keys with the session so that both see the same
 load.  The ratios of the medians and of the p99s are printed.  Not part of
 ctest.
+
+--neighbours N gives the echo device's agent N more devices, on which
+ncgrpc-opload opens shell sessions, two at a time, for as long as the keys
+are measured: the echo then shares the agent's loop with sessions that
+start and end around it, as on a device that automation also uses.
 """
 import argparse
 import os
@@ -24,6 +29,7 @@ import pty
 import select
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -118,9 +124,17 @@ def main():
     ap.add_argument("--devices", type=int, default=1000)
     ap.add_argument("--agents", type=int, default=10)
     ap.add_argument("--keys", type=int, default=1000)
+    ap.add_argument("--neighbours", type=int, default=0,
+                    help="more devices on the echo device's agent, with sessions opened "
+                    "on them while the keys are measured")
+    ap.add_argument("--opload", help="ncgrpc-opload; default: beside --ncgrpcd's build "
+                    "(src/test/ncgrpc-opload)")
     ap.add_argument("--workdir")
     a = ap.parse_args()
 
+    if a.opload is None:
+        a.opload = os.path.join(os.path.dirname(os.path.abspath(a.ncgrpcd)), "..", "test",
+                                "ncgrpc-opload")
     n, nag = a.devices, max(1, min(a.agents, a.devices))
     raise_nofile(4 * n + 10000)
     work = a.workdir or tempfile.mkdtemp(prefix="ncgrpc-bench-echo-")
@@ -129,13 +143,15 @@ def main():
     srv = Ncgrpcd(os.path.abspath(a.ncgrpcd), os.path.join(work, "srv"), port=port,
                   extra=["session-wait 60"])
     os.makedirs(srv.workdir, exist_ok=True)
-    ids = ["idle-%05d" % i for i in range(n)] + ["echo-dev"]
+    nbs = ["nb-%04d" % i for i in range(a.neighbours)]
+    ids = ["idle-%05d" % i for i in range(n)] + ["echo-dev"] + nbs
     with open(srv.devices_path, "w") as f:
         for dev in ids:
             f.write(srvlib.registry_line(dev, "s-" + dev, ln=10, r=1, p=1) + "\n")
     os.chmod(srv.devices_path, 0o600)
     agents = []
     local = None
+    load = None
     try:
         srv.start()
         op = OpClient(srv.sock)
@@ -153,20 +169,22 @@ def main():
             agents.append(ag)
         ag = Agent(os.path.abspath(a.agent), os.path.join(work, "agent-echo"))
         os.makedirs(ag.workdir, exist_ok=True)
-        ag.configure([Client("c0", "echo-dev", "s-echo-dev", [Addr(port, cert_file=srv.cert)],
-                             waittime=2)], ('shell "/bin/bash";',))
+        ag.configure([Client("c%d" % i, d, "s-" + d, [Addr(port, cert_file=srv.cert)],
+                             waittime=2) for i, d in enumerate(["echo-dev"] + nbs)],
+                     ('shell "/bin/bash";',))
         ag.start()
         agents.append(ag)
         t0 = time.monotonic()
         while True:
             ready = sum(1 for d in op.list_devices(timeout=60) if d.idle_connections > 0)
-            if ready >= n + 1:
+            if ready >= n + 1 + len(nbs):
                 break
             if time.monotonic() - t0 > 600:
                 raise SystemExit("only %d of %d devices ready" % (ready, n + 1))
             time.sleep(1)
-        print("%d idle devices and echo-dev ready in %.1f s; ncgrpcd RSS %d KiB"
-              % (n, time.monotonic() - t0, srvlib.rss_kib(srv.pid)), flush=True)
+        print("%d idle devices, echo-dev and %d neighbours ready in %.1f s; ncgrpcd RSS "
+              "%d KiB" % (n, len(nbs), time.monotonic() - t0, srvlib.rss_kib(srv.pid)),
+              flush=True)
 
         first = pb.SessionInput(open=pb.SessionOpen(
             device_id="echo-dev", type=pb.SHELL, terminal=pb.RAW, term="xterm",
@@ -180,6 +198,14 @@ def main():
         s.read_until(b"\x1b[?2004h$ ", 10)
         local = LocalPty()
         local.wait_for(b"$ ", 10)
+        if nbs:
+            # Far more opens than the keys take; stopped once they are done.
+            load = subprocess.Popen([a.opload, "-s", srv.sock, "-c", "2"],
+                                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+            load.stdin.write(("\n".join(nbs * 200) + "\n").encode())
+            load.stdin.close()
+            time.sleep(1)
         # Warm up, then measure both in turns of 100 keys, so that both
         # see the same load of this shared machine.
         measure(s.send, lambda e: s.read_until(e, 5), 50)
@@ -190,11 +216,18 @@ def main():
             remote += measure(s.send, lambda e: s.read_until(e, 5), k)
             base += measure(local.send, local.wait_for, k)
 
+        if load is not None:
+            load.kill()
+            load.wait()
         m1, p1 = report("local pty (baseline)", base)
-        m2, p2 = report("through ncgrpcd, %d idle" % n, remote)
+        m2, p2 = report("through ncgrpcd, %d idle%s" % (
+            n, ", %d neighbours opening" % len(nbs) if nbs else ""), remote)
         print("ratio: median %.1fx, p99 %.1fx" % (m2 / m1, p2 / p1), flush=True)
         s.cancel()
     finally:
+        if load is not None and load.poll() is None:
+            load.kill()
+            load.wait()
         if local is not None:
             local.close()
         for ag in agents:

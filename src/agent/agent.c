@@ -194,6 +194,7 @@ on_client_stopped(void *arg)
 		heaptrim_close(&agent.trim, NULL, NULL);
 		agent.cs.cs_trim = NULL;
 		filewatch_close(&agent.watch);
+		proc_spawner_stop();
 		proc_orphans_release();
 	}
 }
@@ -406,6 +407,11 @@ main(int argc, char **argv)
 	if ((rc = proc_orphans_adopt(agent.loop)) != 0)
 		log_debug("sessions' orphans stay with init (%s): their ends "
 		          "scan /proc",
+		          uv_strerror(rc));
+	/* The loop goes on while a session's process starts. */
+	if ((rc = proc_spawner_start(agent.loop)) != 0)
+		log_warnx("no thread to start sessions' processes (%s): the "
+		          "loop waits for each exec",
 		          uv_strerror(rc));
 	for (size_t i = 0; i < agent.nclients; i++)
 		if (start_client(&agent.clients[i],

@@ -7,7 +7,9 @@
  * transport (se_spawn_pending, until on_writable): the server sees the
  * session start while the agent forks and the exec completes, instead
  * of after.  Until then the server has no stream to send on, so no input
- * can come before the process exists.
+ * can come before proc_spawn().  The exec itself runs on proc.c's spawner
+ * thread: input that comes meanwhile waits in the pty or pipe for the
+ * process, and a signal in proc.c until the process exists.
  */
 #include <errno.h>
 #include <pwd.h>
@@ -582,10 +584,26 @@ on_proc_exit(struct proc *p, int64_t status, int sig, void *arg)
 	session_maybe_done(s);
 }
 
+static void session_spawn_failed(struct session *s, int rc);
+
+/* The process failed in its exec, after proc_spawn() had returned. */
+static void
+on_proc_failed(struct proc *p, int err, void *arg)
+{
+	struct session *s = arg;
+
+	(void)p;
+	s->se_proc = NULL;
+	uv_timer_stop(&s->se_hangup);
+	session_spawn_failed(s, err);
+	session_maybe_done(s);
+}
+
 static const struct proc_cb session_proc_cb = {
     .pc_output = on_proc_output,
     .pc_writable = on_proc_writable,
     .pc_exit = on_proc_exit,
+    .pc_failed = on_proc_failed,
 };
 
 /* Stream side. */
@@ -1052,35 +1070,45 @@ session_start(struct grpc_conn *conn, enum session_type type,
 	return 0;
 }
 
+/*
+ * The process could not be started (rc): tells the operator why, then
+ * ends the stream normally.
+ */
+static void
+session_spawn_failed(struct session *s, int rc)
+{
+	const char *why = rc == -EINVAL && s->se_env->se_user != NULL
+	                      ? "unknown user"
+	                      : ncg_strerror(rc);
+	char msg[300];
+
+	log_warnx("cannot start the %s session: %s",
+	          session_type_name(s->se_type), why);
+	snprintf(s->se_stats.ss_reason, sizeof(s->se_stats.ss_reason),
+	         "cannot start process: %s", ncg_strerror(rc));
+	s->se_proc_done = 1;
+	if (s->se_call_done)
+		return;
+	snprintf(msg, sizeof(msg),
+	         "ncgrpc-agent: cannot start the %s session: %s\n",
+	         session_type_name(s->se_type), why);
+	send_output(s, (const uint8_t *)msg, strlen(msg), 1);
+	session_output_queued(s);
+	session_close_send(s);
+}
+
 /* The HEADERS are out (on_call_writable): starts the process. */
 static void
 session_spawn_now(struct session *s)
 {
 	const struct session_env *env = s->se_env;
 	struct grpc_conn *conn = grpc_call_conn(s->se_call);
-	char msg[300];
 	int rc;
 
 	s->se_spawn_pending = 0;
 	if ((rc = session_spawn(s, env, grpc_conn_loop(conn),
-	                        grpc_conn_peer(conn))) != 0) {
-		const char *why = rc == -EINVAL && env->se_user != NULL
-		                      ? "unknown user"
-		                      : ncg_strerror(rc);
-
-		log_warnx("cannot start the %s session: %s",
-		          session_type_name(s->se_type), why);
-		/* Tell the operator why, then end the stream normally. */
-		snprintf(msg, sizeof(msg),
-		         "ncgrpc-agent: cannot start the %s session: %s\n",
-		         session_type_name(s->se_type), why);
-		snprintf(s->se_stats.ss_reason, sizeof(s->se_stats.ss_reason),
-		         "cannot start process: %s", ncg_strerror(rc));
-		send_output(s, (const uint8_t *)msg, strlen(msg), 1);
-		session_output_queued(s);
-		s->se_proc_done = 1;
-		session_close_send(s);
-	}
+	                        grpc_conn_peer(conn))) != 0)
+		session_spawn_failed(s, rc);
 }
 
 void

@@ -54,6 +54,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -88,6 +89,8 @@
 #define PROC_DEFAULT_PATH "/usr/bin:/bin"
 /* The child's stack until execve(): touched a few KiB deep (more in ASan). */
 #define PROC_CHILD_STACK (256 * 1024)
+/* The spawner thread's stack: spawn_run() and a few system calls. */
+#define PROC_SPAWNER_STACK (128 * 1024)
 /* Descendants looked at by one walk; the rest wait for the next pass. */
 #define PROC_WALK_MAX (64 * 1024)
 /* Zombies reaped per SIGCHLD; the rest at the next one. */
@@ -135,6 +138,15 @@ struct proc {
 	/* On the list of children not reaped yet (live_procs). */
 	struct proc *p_next, **p_prevp;
 
+	/*
+	 * The spawner thread is starting the child: no pid yet.  What needs
+	 * the pid waits for spawn_done(): signals, and proc_close()'s.
+	 */
+	int p_spawning;
+	unsigned p_grace_ms;
+	int p_sigq[8];
+	int p_nsigq;
+
 	uint8_t p_rbuf[PROC_READ_BUFSZ];
 };
 
@@ -176,6 +188,13 @@ struct spawn {
 	gid_t *s_groups;
 	size_t s_ngroups;
 	long s_maxfd; /* for closing fds without close_range() */
+
+	/* Spawns off the loop (spawn_queue()): */
+	struct spawn *s_next;
+	struct proc *s_proc;
+	pid_t s_result; /* spawn_run()'s */
+	char *s_own;    /* our copies of argv, envp and cwd */
+	int s_errdup;   /* our dup() of the caller's stderr fd */
 };
 
 static void on_alloc(uv_handle_t *, size_t, uv_buf_t *);
@@ -347,8 +366,9 @@ cred_lookup(struct spawn *s, const char *user)
 }
 
 /*
- * Resolves file like execvp() would in the child, with the PATH of envp.
- * Relative PATH entries are skipped: they would depend on the cwd.
+ * Resolves file like execvp() would in the child, with the PATH of envp,
+ * and checks that it is an executable file.  Relative PATH entries are
+ * skipped: they would depend on the cwd.
  */
 static int
 path_resolve(const char *file, const char *const *envp, char **out)
@@ -362,6 +382,15 @@ path_resolve(const char *file, const char *const *envp, char **out)
 	if (flen == 0)
 		return -ENOENT;
 	if (strchr(file, '/') != NULL) {
+		/*
+		 * What execve() would say, while we can still say it; a
+		 * relative path is the child's, from its own cwd.
+		 */
+		if (file[0] == '/' && stat(file, &st) == -1)
+			return -errno;
+		if (file[0] == '/' &&
+		    (!S_ISREG(st.st_mode) || access(file, X_OK) == -1))
+			return -EACCES;
 		if ((*out = strdup(file)) == NULL)
 			return -ENOMEM;
 		return 0;
@@ -435,10 +464,13 @@ spawn_free(struct spawn *s)
 	closefd(&s->s_devnull);
 	closefd(&s->s_errpipe[0]);
 	closefd(&s->s_errpipe[1]);
+	closefd(&s->s_errdup);
 	free(s->s_groups);
 	free(s->s_path);
+	free(s->s_own);
 	s->s_groups = NULL;
 	s->s_path = NULL;
+	s->s_own = NULL;
 }
 
 /* Creates the fds of the child and everything else it needs. */
@@ -523,6 +555,7 @@ spawn_run(struct spawn *s)
 	closefd(&s->s_in[0]);
 	closefd(&s->s_out[1]);
 	closefd(&s->s_devnull);
+	closefd(&s->s_errdup);
 	closefd(&s->s_errpipe[1]);
 	do
 		n = read(s->s_errpipe[0], &err, sizeof(err));
@@ -541,8 +574,19 @@ static int
 signal_group(struct proc *p, int signum)
 {
 	pid_t fg;
-	int rc = 0;
+	int rc = 0, i;
 
+	if (p->p_spawning) {
+		/* For spawn_done(), in order, each signal once. */
+		for (i = 0; i < p->p_nsigq; i++)
+			if (p->p_sigq[i] == signum)
+				return 0;
+		if (p->p_nsigq ==
+		    (int)(sizeof(p->p_sigq) / sizeof(p->p_sigq[0])))
+			return -EAGAIN;
+		p->p_sigq[p->p_nsigq++] = signum;
+		return 0;
+	}
 	if (kill(-p->p_pid, signum) == -1)
 		rc = -errno;
 	/*
@@ -642,7 +686,7 @@ add_children_file(int fd, struct pidvec *pv)
 static int
 add_children(pid_t pid, struct pidvec *pv)
 {
-	char path[64];
+	char path[64], sub[sizeof(((struct dirent *)0)->d_name) + 16];
 	DIR *d;
 	struct dirent *de;
 	int fd, rc = 0;
@@ -654,11 +698,10 @@ add_children(pid_t pid, struct pidvec *pv)
 	if ((d = opendir(path)) == NULL)
 		return 0;
 	while (rc == 0 && (de = readdir(d)) != NULL) {
-		if (de->d_name[0] < '1' || de->d_name[0] > '9' ||
-		    strlen(de->d_name) > 20)
+		if (de->d_name[0] < '1' || de->d_name[0] > '9')
 			continue;
-		snprintf(path, sizeof(path), "%s/children", de->d_name);
-		if ((fd = openat(dirfd(d), path, O_RDONLY | O_CLOEXEC)) == -1)
+		snprintf(sub, sizeof(sub), "%s/children", de->d_name);
+		if ((fd = openat(dirfd(d), sub, O_RDONLY | O_CLOEXEC)) == -1)
 			continue;
 		rc = add_children_file(fd, pv);
 		close(fd);
@@ -899,6 +942,8 @@ reap(struct proc *p)
 
 	if (p->p_reaped)
 		return 1;
+	if (p->p_spawning)
+		return 0;
 	do
 		r = waitpid(p->p_pid, &status, WNOHANG);
 	while (r == -1 && errno == EINTR);
@@ -1173,10 +1218,284 @@ init_handles(struct proc *p, struct spawn *s)
 	if ((rc = uv_pipe_open(&p->p_in, s->s_in[1])) != 0)
 		return rc;
 	s->s_in[1] = -1;
-	if ((rc = uv_signal_start(&p->p_sigchld, on_sigchld, SIGCHLD)) != 0)
-		return rc;
 	update_reading(p);
 	return 0;
+}
+
+/*
+ * Makes s independent of the caller's opts, which are the caller's again
+ * once proc_spawn() returns: argv, envp and cwd copied into one block, and
+ * the stderr fd dup()ed (the caller may close it, e.g. to reopen a log).
+ */
+static int
+spawn_own(struct spawn *s)
+{
+	const char **v;
+	size_t na, ne, i, len, bytes = strlen(s->s_cwd) + 1;
+	char *w;
+
+	for (na = 0; s->s_argv[na] != NULL; na++)
+		bytes += strlen(s->s_argv[na]) + 1;
+	for (ne = 0; s->s_envp[ne] != NULL; ne++)
+		bytes += strlen(s->s_envp[ne]) + 1;
+	if ((s->s_own = malloc((na + ne + 2) * sizeof(*v) + bytes)) == NULL)
+		return -ENOMEM;
+	v = (const char **)(void *)s->s_own;
+	w = s->s_own + (na + ne + 2) * sizeof(*v);
+	for (i = 0; i < na + ne + 1; i++) {
+		const char *from = i < na    ? s->s_argv[i]
+		                   : i == na ? NULL
+		                             : s->s_envp[i - na - 1];
+
+		if (from == NULL) {
+			v[i] = NULL;
+			continue;
+		}
+		len = strlen(from) + 1;
+		v[i] = memcpy(w, from, len);
+		w += len;
+	}
+	v[na + ne + 1] = NULL;
+	s->s_cwd = memcpy(w, s->s_cwd, strlen(s->s_cwd) + 1);
+	s->s_argv = v;
+	s->s_envp = v + na + 1;
+	if (!s->s_pty && s->s_err >= 0 && s->s_err != s->s_devnull) {
+		if ((s->s_errdup = fcntl(s->s_err, F_DUPFD_CLOEXEC, 3)) == -1)
+			return -errno;
+		s->s_err = s->s_errdup;
+	}
+	return 0;
+}
+
+/*
+ * The spawner: a thread that runs spawn_run(), so that the loop does not
+ * sleep through each child's clone(), its setup and its execve().  The
+ * child's parent is then that thread; waitpid() from the loop's thread
+ * still reaps it, as a child of the same process.
+ */
+static struct {
+	uv_loop_t *sp_loop;
+	uv_thread_t sp_thread;
+	uv_mutex_t sp_lock;
+	uv_cond_t sp_cond;
+	uv_async_t sp_async;
+	/* Under sp_lock: to do, and done (for the loop), in order. */
+	struct spawn *sp_todo, **sp_todo_tail;
+	struct spawn *sp_done, **sp_done_tail;
+	int sp_stop;
+	/* The loop's thread only. */
+	int sp_on;
+	int sp_started;       /* the thread runs: from the first spawn on */
+	unsigned sp_inflight; /* queued, and not back through spawn_done() */
+} spawner;
+
+static void
+spawner_main(void *arg)
+{
+	struct spawn *s;
+	sigset_t all;
+
+	(void)arg;
+	/* Signals are the loop's business. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, NULL);
+	(void)pthread_setname_np(pthread_self(), "ncgrpc-spawn");
+	uv_mutex_lock(&spawner.sp_lock);
+	for (;;) {
+		while (spawner.sp_todo == NULL && !spawner.sp_stop)
+			uv_cond_wait(&spawner.sp_cond, &spawner.sp_lock);
+		if ((s = spawner.sp_todo) == NULL)
+			break;
+		if ((spawner.sp_todo = s->s_next) == NULL)
+			spawner.sp_todo_tail = &spawner.sp_todo;
+		uv_mutex_unlock(&spawner.sp_lock);
+		s->s_result = spawn_run(s);
+		uv_mutex_lock(&spawner.sp_lock);
+		s->s_next = NULL;
+		*spawner.sp_done_tail = s;
+		spawner.sp_done_tail = &s->s_next;
+		uv_async_send(&spawner.sp_async);
+	}
+	uv_mutex_unlock(&spawner.sp_lock);
+}
+
+/*
+ * The thread starts with the first spawn: an agent that runs no session
+ * has no thread for it.  Until it can start, spawns stay synchronous.
+ */
+static int
+spawner_run(void)
+{
+	/* It calls no malloc() (no arena of its own) and little else. */
+	uv_thread_options_t to = {UV_THREAD_HAS_STACK_SIZE, PROC_SPAWNER_STACK};
+
+	if (!spawner.sp_started && uv_thread_create_ex(&spawner.sp_thread, &to,
+	                                               spawner_main, NULL) == 0)
+		spawner.sp_started = 1;
+	return spawner.sp_started ? 0 : -EAGAIN;
+}
+
+/* The spawner is done with p's child: pid, or a negative errno. */
+static void
+spawn_done(struct proc *p, pid_t pid)
+{
+	int i;
+
+	p->p_spawning = 0;
+	if (pid >= 0 &&
+	    uv_signal_start(&p->p_sigchld, on_sigchld, SIGCHLD) != 0) {
+		kill(-pid, SIGKILL);
+		while (waitpid(pid, NULL, 0) == -1 && errno == EINTR)
+			;
+		pid = -EAGAIN;
+	}
+	if (pid < 0) {
+		p->p_state = PS_DONE;
+		if (p->p_cb.pc_failed != NULL)
+			p->p_cb.pc_failed(p, (int)pid, p->p_arg);
+		else
+			p->p_cb.pc_exit(p, 127, 0, p->p_arg);
+		close_all(p);
+		return;
+	}
+	p->p_pid = pid;
+	live_link(p);
+	for (i = 0; i < p->p_nsigq; i++)
+		(void)signal_group(p, p->p_sigq[i]);
+	p->p_nsigq = 0;
+	/* The child may have died before SIGCHLD was watched. */
+	if (reap(p)) {
+		if (p->p_eof || p->p_closing)
+			finish(p);
+		else
+			update_eof_wait(p);
+	} else if (p->p_closing) {
+		/* proc_close() while the child was starting. */
+		(void)signal_group(p, SIGHUP);
+		(void)signal_group(p, SIGTERM);
+		(void)signal_group(p, SIGCONT);
+		uv_timer_start(&p->p_timer, on_timer, p->p_grace_ms, 0);
+	}
+}
+
+static void on_orphan_sigchld(uv_signal_t *h, int signum);
+
+static void
+on_spawned(uv_async_t *h)
+{
+	struct spawn *s, *next;
+	struct proc *p;
+	pid_t pid;
+
+	(void)h;
+	uv_mutex_lock(&spawner.sp_lock);
+	s = spawner.sp_done;
+	spawner.sp_done = NULL;
+	spawner.sp_done_tail = &spawner.sp_done;
+	uv_mutex_unlock(&spawner.sp_lock);
+	for (; s != NULL; s = next) {
+		next = s->s_next;
+		p = s->s_proc;
+		pid = s->s_result;
+		spawn_free(s);
+		free(s);
+		spawner.sp_inflight--;
+		spawn_done(p, pid);
+	}
+	/* Zombies left while a pid was on its way (on_orphan_sigchld()). */
+	if (orphans.o_on)
+		on_orphan_sigchld(&orphans.o_sigchld, SIGCHLD);
+}
+
+/*
+ * proc_spawn() with the spawner on: the handles are made now, on the fds
+ * that the child's stdio will be the other end of, and the spawner starts
+ * the child.  s is consumed.
+ */
+static int
+spawn_queue(struct proc *p, struct spawn *s, struct proc **out)
+{
+	struct spawn *sp;
+	int rc;
+
+	if ((rc = spawn_own(s)) != 0 ||
+	    (rc = uv_signal_init(p->p_loop, &p->p_sigchld)) != 0 ||
+	    (sp = malloc(sizeof(*sp))) == NULL) {
+		spawn_free(s);
+		free(p);
+		return rc != 0 ? rc : -ENOMEM;
+	}
+	*sp = *s;
+	p->p_sigchld.data = p;
+	p->p_nhandles++;
+	p->p_spawning = 1;
+	if ((rc = init_handles(p, sp)) != 0) {
+		spawn_free(sp);
+		free(sp);
+		close_all(p);
+		return rc;
+	}
+	sp->s_proc = p;
+	sp->s_next = NULL;
+	uv_mutex_lock(&spawner.sp_lock);
+	*spawner.sp_todo_tail = sp;
+	spawner.sp_todo_tail = &sp->s_next;
+	uv_cond_signal(&spawner.sp_cond);
+	uv_mutex_unlock(&spawner.sp_lock);
+	spawner.sp_inflight++;
+	*out = p;
+	return 0;
+}
+
+int
+proc_spawner_start(uv_loop_t *loop)
+{
+	int rc;
+
+	if (spawner.sp_on)
+		return spawner.sp_loop == loop ? 0 : -EBUSY;
+	if ((rc = uv_mutex_init(&spawner.sp_lock)) != 0)
+		return rc;
+	if ((rc = uv_cond_init(&spawner.sp_cond)) != 0) {
+		uv_mutex_destroy(&spawner.sp_lock);
+		return rc;
+	}
+	if ((rc = uv_async_init(loop, &spawner.sp_async, on_spawned)) != 0) {
+		uv_cond_destroy(&spawner.sp_cond);
+		uv_mutex_destroy(&spawner.sp_lock);
+		return rc;
+	}
+	/* Spawns in flight keep the loop alive by their procs' handles. */
+	uv_unref((uv_handle_t *)&spawner.sp_async);
+	spawner.sp_todo = spawner.sp_done = NULL;
+	spawner.sp_todo_tail = &spawner.sp_todo;
+	spawner.sp_done_tail = &spawner.sp_done;
+	spawner.sp_stop = 0;
+	spawner.sp_inflight = 0;
+	spawner.sp_started = 0;
+	spawner.sp_loop = loop;
+	spawner.sp_on = 1;
+	return 0;
+}
+
+void
+proc_spawner_stop(void)
+{
+	if (!spawner.sp_on)
+		return;
+	uv_mutex_lock(&spawner.sp_lock);
+	spawner.sp_stop = 1;
+	uv_cond_signal(&spawner.sp_cond);
+	uv_mutex_unlock(&spawner.sp_lock);
+	/* It starts what was queued first. */
+	if (spawner.sp_started)
+		uv_thread_join(&spawner.sp_thread);
+	spawner.sp_started = 0;
+	spawner.sp_on = 0;
+	on_spawned(&spawner.sp_async);
+	uv_close((uv_handle_t *)&spawner.sp_async, NULL);
+	uv_cond_destroy(&spawner.sp_cond);
+	uv_mutex_destroy(&spawner.sp_lock);
 }
 
 int
@@ -1196,7 +1515,7 @@ proc_spawn(uv_loop_t *loop, const struct proc_opts *opts,
 	s.s_master = s.s_slave = s.s_devnull = -1;
 	s.s_in[0] = s.s_in[1] = s.s_out[0] = s.s_out[1] = -1;
 	s.s_errpipe[0] = s.s_errpipe[1] = -1;
-	s.s_err = -1;
+	s.s_err = s.s_errdup = -1;
 	if ((p = calloc(1, sizeof(*p))) == NULL)
 		return -ENOMEM;
 	p->p_loop = loop;
@@ -1207,6 +1526,8 @@ proc_spawn(uv_loop_t *loop, const struct proc_opts *opts,
 	p->p_eof_left = PROC_EOF_WAIT_MS;
 	if ((rc = spawn_prepare(&s, opts)) != 0)
 		goto fail;
+	if (spawner.sp_on && spawner.sp_loop == loop && spawner_run() == 0)
+		return spawn_queue(p, &s, out);
 	if ((pid = spawn_run(&s)) < 0) {
 		rc = pid;
 		goto fail;
@@ -1227,7 +1548,8 @@ proc_spawn(uv_loop_t *loop, const struct proc_opts *opts,
 	}
 	p->p_sigchld.data = p;
 	p->p_nhandles++;
-	if ((rc = init_handles(p, &s)) != 0) {
+	if ((rc = init_handles(p, &s)) != 0 ||
+	    (rc = uv_signal_start(&p->p_sigchld, on_sigchld, SIGCHLD)) != 0) {
 		spawn_free(&s);
 		spawn_abort(p);
 		return rc;
@@ -1326,6 +1648,11 @@ proc_close(struct proc *p, unsigned grace_ms)
 	}
 	/* Keep draining (and dropping) output so no writer blocks on it. */
 	update_reading(p);
+	if (p->p_spawning) {
+		/* The rest once there is a child (spawn_done()). */
+		p->p_grace_ms = grace_ms;
+		return;
+	}
 	if (p->p_reaped) {
 		/* Not from here: the caller may be in one of our callbacks. */
 		uv_timer_start(&p->p_timer, on_timer, 0, 0);
@@ -1359,8 +1686,9 @@ proc_line_max(const struct proc *p)
 int
 proc_foreground_is_leader(const struct proc *p)
 {
+	/* A child being started will be its terminal's foreground. */
 	return p->p_pty && p->p_state == PS_RUNNING &&
-	       tcgetpgrp(p->p_master) == p->p_pid;
+	       (p->p_spawning || tcgetpgrp(p->p_master) == p->p_pid);
 }
 
 size_t
@@ -1432,6 +1760,12 @@ on_orphan_sigchld(uv_signal_t *h, int signum)
 			/* Not reaped there: leave it to its own handler. */
 			if (!p->p_reaped)
 				break;
+		} else if (spawner.sp_inflight > 0) {
+			/*
+			 * It may be a child whose pid the spawner has not
+			 * handed over yet: on_spawned() calls us again.
+			 */
+			break;
 		} else
 			while (waitpid(si.si_pid, NULL, WNOHANG) == -1 &&
 			       errno == EINTR)

@@ -6,8 +6,10 @@
  *
  * Contract: when proc_spawn() fails, no callback runs.  Otherwise
  * pc_exit runs exactly once, after the process has been reaped and its
- * output drained (or abandoned, see proc_close()); p must not be used
- * after pc_exit returns (it is freed once its handles are closed).
+ * output drained (or abandoned, see proc_close()), or, with the spawner
+ * on (proc_spawner_start()), pc_failed once instead when the child could
+ * not be started after all; p must not be used after either returns (it
+ * is freed once its handles are closed).
  */
 #ifndef NCGRPC_PROC_H
 #define NCGRPC_PROC_H
@@ -54,6 +56,13 @@ struct proc_cb {
 	 */
 	void (*pc_exit)(struct proc *p, int64_t exit_status, int term_signal,
 	                void *arg);
+	/*
+	 * With the spawner on: the child failed between clone() and its
+	 * execve() (err, a negative errno, e.g. -ENOEXEC), which proc_spawn()
+	 * had no way to report.  Last callback.  When NULL, pc_exit runs
+	 * instead with exit status 127, as a shell reports such a failure.
+	 */
+	void (*pc_failed)(struct proc *p, int err, void *arg);
 };
 
 #define PROC_INPUT_HIWAT (256 * 1024)
@@ -63,7 +72,10 @@ struct proc_cb {
  * Starts the child.  Returns 0 and sets *out, or a negative code: -ENOENT
  * (program not found), -EACCES, -EINVAL (unknown user, bad options),
  * -EPERM (not root but po_user set), -ENOMEM, or another -errno from
- * fork/exec/openpty.  Exec failures are reported here, synchronously.
+ * fork/exec/openpty.  Exec failures are reported here, synchronously,
+ * unless the spawner is on: then only what the parent checks before the
+ * child starts (the program found and executable, the user, the pty) is,
+ * and a failure in the child comes later, through pc_failed.
  */
 int proc_spawn(uv_loop_t *loop, const struct proc_opts *opts,
                const struct proc_cb *cb, void *arg, struct proc **out);
@@ -93,6 +105,7 @@ int proc_kill(struct proc *p, int signum);
  */
 void proc_close(struct proc *p, unsigned grace_ms);
 
+/* The child's pid; 0 while the spawner is still starting it. */
 pid_t proc_pid(const struct proc *p);
 
 /*
@@ -137,5 +150,19 @@ void proc_orphans_release(void);
 
 /* How many processes the last search for a session's members examined. */
 size_t proc_scan_examined(void);
+
+/*
+ * Has a thread start the children of proc_spawn() on loop, so that the
+ * loop does not sleep through each child's clone() and execve() (about
+ * 1 ms, and more on a loaded machine); the thread starts with the first
+ * child.  proc_spawn() then returns
+ * before the child exists: proc_pid() is 0, input is queued, signals and
+ * proc_close() take effect once it has started.  proc_spawner_stop()
+ * finishes what was queued (callbacks may run from it) and must run
+ * before the loop closes.  0 or a negative errno (then proc_spawn() stays
+ * synchronous).
+ */
+int proc_spawner_start(uv_loop_t *loop);
+void proc_spawner_stop(void);
 
 #endif

@@ -721,13 +721,20 @@ class AddressTest(AgentTestCase):
     def test_literal_address_needs_no_threads(self):
         # An address literal is not looked up (no libuv threadpool), so an
         # agent whose addresses are all literals runs on one thread, without
-        # the pool's stacks and malloc arenas.
+        # the pool's stacks and malloc arenas, until a session starts: then
+        # one more, which starts the sessions' processes (src/common/proc.c).
         nms = self.new_nms({"r": "k"})
         agent = self.new_agent([Client("c", "r", "k", [self.addr(nms)])])
         nms.wait_waiting("r", 15)
+        self.assertEqual(os.listdir("/proc/%d/task" % agent.pid), [str(agent.pid)])
         sess = self.shell(nms, "r")
         self.assertEqual(sh_run(sess, "echo one-thread"), "one-thread\n")
-        self.assertEqual(os.listdir("/proc/%d/task" % agent.pid), [str(agent.pid)])
+        others = [t for t in os.listdir("/proc/%d/task" % agent.pid) if t != str(agent.pid)]
+        names = []
+        for t in others:
+            with open("/proc/%d/task/%s/comm" % (agent.pid, t)) as f:
+                names.append(f.read().strip())
+        self.assertEqual(names, ["ncgrpc-spawn"])
 
     def _strategy_run(self, strategy):
         """Connect to the second address, start the first, stop the second;

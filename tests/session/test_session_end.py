@@ -436,6 +436,23 @@ class HangupTest(Base):
         self.assertNotIn("ncgrpc-agent: cannot start", text)
         self.assertNotIn("\n\n", text)
 
+    def test_shell_that_exec_refuses(self):
+        """A shell that is an executable file but that execve() refuses
+        (ENOEXEC) fails in the child, after the agent has handed the exec
+        to its spawner thread: the operator is told why all the same."""
+        bad = os.path.join(self.tmp, "not-a-shell")
+        with open(bad, "wb") as f:
+            f.write(b"\x01\x02 not a program\n")
+        os.chmod(bad, 0o755)
+        agent = self.new_agent(self.nms, "nouser", "hup-secret", ['shell "%s";' % bad])
+        sess = self.nms.open_session("nouser", "csh", 15)
+        out = sess.read_all_until_end(10)
+        self.assertEqual(out, "ncgrpc-agent: cannot start the shell session: "
+                         "Exec format error\n")
+        self.assertEqual(sess.end_reason, "eof")
+        agent.wait_log(r"cannot start the shell session: Exec format error$", 5)
+        self.assertEqual(agent.zombies(), [])
+
     def test_long_output(self):
         def prepare(s):
             s.send_csh("yes 0123456789abcdef | head -c 2000000000")

@@ -28,6 +28,9 @@
 static const char *const env_default[] = {"PATH=/usr/bin:/bin", "LC_ALL=C",
                                           NULL};
 
+/* The second round of every test runs with the spawner thread on. */
+static int async_spawn;
+
 /* One test: a loop, a watchdog, and what the callbacks saw. */
 struct run {
 	uv_loop_t r_loop;
@@ -43,6 +46,8 @@ struct run {
 	int r_expect; /* pc_exit calls that end the test */
 	int64_t r_status;
 	int r_signal;
+	pid_t r_pid;        /* the child's, at pc_exit */
+	int r_failed;       /* pc_failed's err */
 	uint64_t r_t0;      /* ms */
 	uint64_t r_exit_ms; /* since r_t0 */
 	int r_step;
@@ -108,6 +113,7 @@ t_exit(struct proc *p, int64_t status, int sig, void *arg)
 	r->r_exits++;
 	r->r_status = status;
 	r->r_signal = sig;
+	r->r_pid = proc_pid(p);
 	r->r_exit_ms = now_ms() - r->r_t0;
 	if (r->r_on_exit != NULL)
 		r->r_on_exit(r, p);
@@ -121,10 +127,21 @@ t_exit(struct proc *p, int64_t status, int sig, void *arg)
 	}
 }
 
+/* A failed start ends the test as an exit does. */
+static void
+t_failed(struct proc *p, int err, void *arg)
+{
+	struct run *r = arg;
+
+	r->r_failed = err;
+	t_exit(p, -1, 0, arg);
+}
+
 static const struct proc_cb test_cb = {
     .pc_output = t_output,
     .pc_writable = t_writable,
     .pc_exit = t_exit,
+    .pc_failed = t_failed,
 };
 
 static void
@@ -138,6 +155,8 @@ run_init(struct run *r)
 	r->r_expect = 1;
 	r->r_status = -2;
 	r->r_t0 = now_ms();
+	if (async_spawn)
+		assert_int_equal(proc_spawner_start(&r->r_loop), 0);
 }
 
 static struct proc_opts
@@ -160,7 +179,11 @@ run_spawn(struct run *r, const struct proc_opts *o)
 
 	assert_int_equal(proc_spawn(&r->r_loop, o, &test_cb, r, &p), 0);
 	assert_non_null(p);
-	assert_true(proc_pid(p) > 0);
+	/* Off the loop, there is no child yet. */
+	if (async_spawn)
+		assert_int_equal(proc_pid(p), 0);
+	else
+		assert_true(proc_pid(p) > 0);
 	r->r_proc = p;
 }
 
@@ -184,6 +207,7 @@ run_loop(struct run *r)
 static void
 run_fini(struct run *r)
 {
+	proc_spawner_stop();
 	if (!uv_is_closing((uv_handle_t *)&r->r_watchdog))
 		uv_close((uv_handle_t *)&r->r_watchdog, NULL);
 	if (r->r_timer_used && !uv_is_closing((uv_handle_t *)&r->r_timer))
@@ -673,8 +697,9 @@ test_pty_basics(void **state)
 	(void)state;
 	run_init(&r);
 	run_spawn(&r, &o);
-	pid = proc_pid(r.r_proc);
 	run_loop(&r);
+	pid = r.r_pid;
+	assert_true(pid > 0);
 	assert_int_equal(r.r_status, 0);
 	assert_int_equal(pty_lines(&r, lines, 8), 5);
 	assert_memory_equal(lines[0], "/dev/pts/", 9);
@@ -1123,13 +1148,25 @@ test_orphans_session_walk(void **state)
 static void
 test_orphans_reaped(void **state)
 {
-	static const char *const argv[] = {
-	    "sh", "-c", "setsid sleep 0.5 </dev/null >/dev/null 2>&1 & echo $!",
-	    NULL};
+	/*
+	 * The session ends only once the daemon has left it, as the daemon
+	 * writes its pid after its setsid().
+	 */
+	static const char script[] =
+	    "setsid sh -c 'echo $$ >\"$0\"; exec sleep 0.5' \"$0\" "
+	    "</dev/null >/dev/null 2>&1 & "
+	    "i=0; while [ ! -s \"$0\" ] && [ $i -lt 500 ]; do sleep 0.01; "
+	    "i=$((i+1)); done; cat \"$0\"";
+	char path[64];
+	const char *argv[] = {"sh", "-c", script, path, NULL};
 	struct proc_opts o = opts(argv, 0);
 	struct run r;
+	int fd;
 
 	(void)state;
+	snprintf(path, sizeof(path), "/tmp/proc_test.XXXXXX");
+	assert_true((fd = mkstemp(path)) >= 0);
+	close(fd);
 	run_init(&r);
 	assert_int_equal(proc_orphans_adopt(&r.r_loop), 0);
 	r.r_on_output = bg_output;
@@ -1143,6 +1180,7 @@ test_orphans_reaped(void **state)
 	run_until_reaped(&r);
 	proc_orphans_release();
 	run_fini(&r);
+	unlink(path);
 }
 
 static void
@@ -1216,6 +1254,111 @@ test_exec_failure(void **state)
 	assert_int_equal(count_fds(), n0);
 	run_fini(&r);
 	unlink(path);
+}
+
+/*
+ * A program that passes the parent's checks (a regular file, executable)
+ * but that execve() refuses: synchronously an error of proc_spawn(), off
+ * the loop pc_failed, or pc_exit with 127 for a caller without pc_failed.
+ */
+static void
+test_exec_failure_in_child(void **state)
+{
+	static const struct proc_cb no_failed_cb = {
+	    .pc_output = t_output,
+	    .pc_exit = t_exit,
+	};
+	const char *argv[2] = {NULL, NULL};
+	char path[64];
+	struct proc_opts o;
+	struct proc *p = NULL;
+	struct run r;
+	int fd, pty;
+
+	(void)state;
+	snprintf(path, sizeof(path), "/tmp/proc_test.XXXXXX");
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	/* Neither "#!" nor ELF: ENOEXEC. */
+	assert_int_equal(write(fd, "\x01\x02garbage\n", 10), 10);
+	assert_int_equal(fchmod(fd, 0755), 0);
+	close(fd);
+	argv[0] = path;
+	for (pty = 0; pty < 2; pty++) {
+		run_init(&r);
+		o = opts(argv, pty);
+		if (!async_spawn) {
+			assert_int_equal(
+			    proc_spawn(&r.r_loop, &o, &test_cb, &r, &p),
+			    -ENOEXEC);
+			assert_null(p);
+			run_fini(&r);
+			continue;
+		}
+		run_spawn(&r, &o);
+		run_loop(&r);
+		assert_int_equal(r.r_failed, -ENOEXEC);
+		assert_int_equal(r.r_outputs, 0);
+		run_fini(&r);
+
+		run_init(&r);
+		assert_int_equal(
+		    proc_spawn(&r.r_loop, &o, &no_failed_cb, &r, &r.r_proc), 0);
+		run_loop(&r);
+		assert_int_equal(r.r_failed, 0);
+		assert_int_equal(r.r_status, 127);
+		assert_int_equal(r.r_signal, 0);
+		run_fini(&r);
+	}
+	unlink(path);
+}
+
+/*
+ * Everything a caller may do right after proc_spawn(), before the child
+ * exists when the spawner starts it: input, its end, a signal, a close.
+ */
+static void
+test_use_before_start(void **state)
+{
+	static const char *const a_cat[] = {"cat", NULL};
+	static const char *const a_sleep[] = {"sleep", "100", NULL};
+	struct proc_opts o;
+	struct run r;
+	int pty;
+
+	(void)state;
+	for (pty = 0; pty < 2; pty++) {
+		run_init(&r);
+		o = opts(a_cat, pty);
+		run_spawn(&r, &o);
+		assert_int_equal(
+		    proc_write(r.r_proc, (const uint8_t *)"early\n", 6), 0);
+		proc_close_input(r.r_proc);
+		run_loop(&r);
+		assert_int_equal(r.r_status, 0);
+		assert_true(out_has(&r, "early"));
+		run_fini(&r);
+	}
+
+	/* A signal sent before the start reaches the child. */
+	run_init(&r);
+	o = opts(a_sleep, 0);
+	run_spawn(&r, &o);
+	assert_int_equal(proc_kill(r.r_proc, SIGTERM), 0);
+	run_loop(&r);
+	assert_int_equal(r.r_signal, SIGTERM);
+	assert_true(r.r_exit_ms < 5000);
+	run_fini(&r);
+
+	/* proc_close() before the start ends it within the grace. */
+	run_init(&r);
+	o = opts(a_sleep, 1);
+	run_spawn(&r, &o);
+	proc_close(r.r_proc, 3000);
+	run_loop(&r);
+	assert_true(r.r_signal == SIGHUP || r.r_signal == SIGTERM);
+	assert_true(r.r_exit_ms < 2500);
+	run_fini(&r);
 }
 
 static void
@@ -1490,6 +1633,8 @@ main(void)
 	    cmocka_unit_test(test_orphans_session_walk),
 	    cmocka_unit_test(test_orphans_reaped),
 	    cmocka_unit_test(test_exec_failure),
+	    cmocka_unit_test(test_exec_failure_in_child),
+	    cmocka_unit_test(test_use_before_start),
 	    cmocka_unit_test(test_environment),
 	    cmocka_unit_test(test_user),
 	    cmocka_unit_test(test_fd_leaks),
@@ -1500,5 +1645,10 @@ main(void)
 	signal(SIGPIPE, SIG_IGN);
 	if (getenv("PROC_TEST_FILTER") != NULL)
 		cmocka_set_test_filter(getenv("PROC_TEST_FILTER"));
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	if (cmocka_run_group_tests_name("synchronous spawns", tests, NULL,
+	                                NULL) != 0)
+		return 1;
+	async_spawn = 1;
+	return cmocka_run_group_tests_name("spawns off the loop", tests, NULL,
+	                                   NULL);
 }
