@@ -584,7 +584,7 @@ on_proc_exit(struct proc *p, int64_t status, int sig, void *arg)
 	session_maybe_done(s);
 }
 
-static void session_spawn_failed(struct session *s, int rc);
+static void session_spawn_failed(struct session *s, int rc, int checked);
 
 /* The process failed in its exec, after proc_spawn() had returned. */
 static void
@@ -595,7 +595,7 @@ on_proc_failed(struct proc *p, int err, void *arg)
 	(void)p;
 	s->se_proc = NULL;
 	uv_timer_stop(&s->se_hangup);
-	session_spawn_failed(s, err);
+	session_spawn_failed(s, err, 0);
 	session_maybe_done(s);
 }
 
@@ -1071,13 +1071,14 @@ session_start(struct grpc_conn *conn, enum session_type type,
 }
 
 /*
- * The process could not be started (rc): tells the operator why, then
- * ends the stream normally.
+ * The process could not be started (rc; from proc_spawn() itself when
+ * checked, or from the child's exec): tells the operator why, then ends
+ * the stream normally.
  */
 static void
-session_spawn_failed(struct session *s, int rc)
+session_spawn_failed(struct session *s, int rc, int checked)
 {
-	const char *why = rc == -EINVAL && s->se_env->se_user != NULL
+	const char *why = checked && rc == -EINVAL && s->se_env->se_user != NULL
 	                      ? "unknown user"
 	                      : ncg_strerror(rc);
 	char msg[300];
@@ -1108,7 +1109,7 @@ session_spawn_now(struct session *s)
 	s->se_spawn_pending = 0;
 	if ((rc = session_spawn(s, env, grpc_conn_loop(conn),
 	                        grpc_conn_peer(conn))) != 0)
-		session_spawn_failed(s, rc);
+		session_spawn_failed(s, rc, 1);
 }
 
 void

@@ -46,6 +46,7 @@
 #include <limits.h>
 #include <pwd.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,8 +92,10 @@
 #define PROC_CHILD_STACK (256 * 1024)
 /* The spawner thread's stack: spawn_run() and a few system calls. */
 #define PROC_SPAWNER_STACK (128 * 1024)
-/* Descendants looked at by one walk; the rest wait for the next pass. */
+/* Descendants looked at by one walk; more, and /proc is scanned. */
 #define PROC_WALK_MAX (64 * 1024)
+/* Readings of our own children in one walk, while orphans keep coming. */
+#define PROC_WALK_PASSES 8
 /* Zombies reaped per SIGCHLD; the rest at the next one. */
 #define PROC_REAP_MAX 1024
 
@@ -159,6 +162,7 @@ static struct proc *live_procs;
 /* proc_orphans_adopt(): we are the reaper of our descendants' orphans. */
 static struct {
 	uv_signal_t o_sigchld;
+	uv_timer_t o_again; /* another pass: after the first, or a full one */
 	int o_on;
 	size_t o_examined; /* processes the last scan looked at */
 } orphans;
@@ -197,6 +201,14 @@ struct spawn {
 	int s_errdup;   /* our dup() of the caller's stderr fd */
 };
 
+/*
+ * The pid of the child that the spawner thread is starting, stored by the
+ * child itself (our memory: CLONE_VM) before its execve(), and cleared by
+ * the thread once the pid is on the spawner's done list; so that the
+ * orphan reaper can tell that child's zombie from an orphan's.
+ */
+static atomic_int spawning_child;
+
 static void on_alloc(uv_handle_t *, size_t, uv_buf_t *);
 static void on_read(uv_stream_t *, ssize_t, const uv_buf_t *);
 static void on_pty_readable(uv_poll_t *, int, int);
@@ -234,6 +246,8 @@ static void __attribute__((noreturn)) child(struct spawn *s)
 	 * Any of our fds may be 0, 1 or 2 when the agent runs without stdio;
 	 * move those out of the way before the dup2() calls below.
 	 */
+	if (s->s_proc != NULL)
+		atomic_store(&spawning_child, (int)getpid());
 	efd = s->s_errpipe[1];
 	if (efd < 3 && (efd = fcntl(efd, F_DUPFD_CLOEXEC, 3)) == -1)
 		_exit(127);
@@ -710,24 +724,78 @@ add_children(pid_t pid, struct pidvec *pv)
 	return rc;
 }
 
+static int
+pid_cmp(const void *a, const void *b)
+{
+	pid_t x = *(const pid_t *)a, y = *(const pid_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+static int
+pid_in(const struct pidvec *sorted, pid_t pid)
+{
+	return sorted->pv_n > 0 && bsearch(&pid, sorted->pv_v, sorted->pv_n,
+	                                   sizeof(pid), pid_cmp) != NULL;
+}
+
+/* Sorts a copy of from into to (to's old contents dropped). */
+static int
+pidvec_sorted(const struct pidvec *from, struct pidvec *to)
+{
+	size_t i;
+
+	to->pv_n = 0;
+	for (i = 0; i < from->pv_n; i++)
+		if (pidvec_add(to, from->pv_v[i]) != 0)
+			return -1;
+	if (to->pv_n > 1)
+		qsort(to->pv_v, to->pv_n, sizeof(*to->pv_v), pid_cmp);
+	return 0;
+}
+
 /*
  * Every member of session sid descends from its leader, our child, and
- * orphans come back to us: so the session is among our descendants.  The
- * whole tree is listed before anything is signalled, as a killed parent's
- * children move up to us.  -1 when it could not be listed whole.
+ * orphans come back to us: so the session is among our descendants.
+ * Nothing below another session's leader of ours can be in sid (its
+ * descendants are in its session, or in sessions they made), so those
+ * subtrees are skipped: the walk costs what the session and the orphans
+ * have, not what every other session runs.  The whole tree is listed
+ * before anything is signalled; and as a parent that exits during the
+ * walk hands its children up to us, our own children are read again
+ * until no new one turns up.  -1 when it could not be listed whole.
  */
 static int
 session_walk(pid_t sid, int signum)
 {
-	struct pidvec pv = {NULL, 0, 0};
-	size_t i;
+	struct pidvec pv = {NULL, 0, 0}, top = {NULL, 0, 0};
+	struct pidvec skip = {NULL, 0, 0}, seen = {NULL, 0, 0};
+	const struct proc *p;
+	size_t i, pass, added;
 	int found = 0, rc = 0;
 
-	if (add_children(0, &pv) != 0)
-		rc = -1;
-	for (i = 0; rc == 0 && i < pv.pv_n; i++)
-		if (add_children(pv.pv_v[i], &pv) != 0)
+	for (p = live_procs; rc == 0 && p != NULL; p = p->p_next)
+		if (p->p_pid > 0 && p->p_pid != sid)
+			rc = pidvec_add(&skip, p->p_pid);
+	if (skip.pv_n > 1)
+		qsort(skip.pv_v, skip.pv_n, sizeof(*skip.pv_v), pid_cmp);
+	for (pass = 0, i = 0; rc == 0; pass++) {
+		top.pv_n = 0;
+		if (pass == PROC_WALK_PASSES || add_children(0, &top) != 0 ||
+		    pidvec_sorted(&pv, &seen) != 0) {
 			rc = -1;
+			break;
+		}
+		for (added = 0; rc == 0 && added < top.pv_n; added++)
+			if (!pid_in(&skip, top.pv_v[added]) &&
+			    !pid_in(&seen, top.pv_v[added]))
+				rc = pidvec_add(&pv, top.pv_v[added]);
+		if (rc != 0 || i == pv.pv_n)
+			break;
+		/* Down from what is new. */
+		for (; rc == 0 && i < pv.pv_n; i++)
+			rc = add_children(pv.pv_v[i], &pv);
+	}
 	orphans.o_examined = pv.pv_n;
 	for (i = 0; rc == 0 && i < pv.pv_n; i++) {
 		if (getsid(pv.pv_v[i]) != sid || proc_is_dead(pv.pv_v[i]))
@@ -737,6 +805,9 @@ session_walk(pid_t sid, int signum)
 			(void)kill(pv.pv_v[i], signum);
 	}
 	free(pv.pv_v);
+	free(top.pv_v);
+	free(skip.pv_v);
+	free(seen.pv_v);
 	return rc == 0 ? found : -1;
 }
 
@@ -1283,8 +1354,10 @@ static struct {
 	struct spawn *sp_todo, **sp_todo_tail;
 	struct spawn *sp_done, **sp_done_tail;
 	int sp_stop;
+	int sp_running; /* spawn_run() runs */
 	/* The loop's thread only. */
 	int sp_on;
+	int sp_closing;       /* sp_async's close is pending */
 	int sp_started;       /* the thread runs: from the first spawn on */
 	unsigned sp_inflight; /* queued, and not back through spawn_done() */
 } spawner;
@@ -1308,12 +1381,16 @@ spawner_main(void *arg)
 			break;
 		if ((spawner.sp_todo = s->s_next) == NULL)
 			spawner.sp_todo_tail = &spawner.sp_todo;
+		spawner.sp_running = 1;
+		atomic_store(&spawning_child, 0);
 		uv_mutex_unlock(&spawner.sp_lock);
 		s->s_result = spawn_run(s);
 		uv_mutex_lock(&spawner.sp_lock);
 		s->s_next = NULL;
 		*spawner.sp_done_tail = s;
 		spawner.sp_done_tail = &s->s_next;
+		spawner.sp_running = 0;
+		atomic_store(&spawning_child, 0);
 		uv_async_send(&spawner.sp_async);
 	}
 	uv_mutex_unlock(&spawner.sp_lock);
@@ -1399,7 +1476,8 @@ on_spawned(uv_async_t *h)
 		pid = s->s_result;
 		spawn_free(s);
 		free(s);
-		spawner.sp_inflight--;
+		if (--spawner.sp_inflight == 0 && spawner.sp_on)
+			uv_unref((uv_handle_t *)&spawner.sp_async);
 		spawn_done(p, pid);
 	}
 	/* Zombies left while a pid was on its way (on_orphan_sigchld()). */
@@ -1418,10 +1496,11 @@ spawn_queue(struct proc *p, struct spawn *s, struct proc **out)
 	struct spawn *sp;
 	int rc;
 
-	if ((rc = spawn_own(s)) != 0 ||
-	    (rc = uv_signal_init(p->p_loop, &p->p_sigchld)) != 0 ||
-	    (sp = malloc(sizeof(*sp))) == NULL) {
+	sp = NULL;
+	if ((rc = spawn_own(s)) != 0 || (sp = malloc(sizeof(*sp))) == NULL ||
+	    (rc = uv_signal_init(p->p_loop, &p->p_sigchld)) != 0) {
 		spawn_free(s);
+		free(sp);
 		free(p);
 		return rc != 0 ? rc : -ENOMEM;
 	}
@@ -1442,7 +1521,9 @@ spawn_queue(struct proc *p, struct spawn *s, struct proc **out)
 	spawner.sp_todo_tail = &sp->s_next;
 	uv_cond_signal(&spawner.sp_cond);
 	uv_mutex_unlock(&spawner.sp_lock);
-	spawner.sp_inflight++;
+	/* The loop must wait for the child, whatever p's handles do. */
+	if (spawner.sp_inflight++ == 0)
+		uv_ref((uv_handle_t *)&spawner.sp_async);
 	*out = p;
 	return 0;
 }
@@ -1454,6 +1535,8 @@ proc_spawner_start(uv_loop_t *loop)
 
 	if (spawner.sp_on)
 		return spawner.sp_loop == loop ? 0 : -EBUSY;
+	if (spawner.sp_closing)
+		return -EBUSY;
 	if ((rc = uv_mutex_init(&spawner.sp_lock)) != 0)
 		return rc;
 	if ((rc = uv_cond_init(&spawner.sp_cond)) != 0) {
@@ -1478,6 +1561,13 @@ proc_spawner_start(uv_loop_t *loop)
 	return 0;
 }
 
+static void
+on_spawner_closed(uv_handle_t *h)
+{
+	(void)h;
+	spawner.sp_closing = 0;
+}
+
 void
 proc_spawner_stop(void)
 {
@@ -1493,7 +1583,8 @@ proc_spawner_stop(void)
 	spawner.sp_started = 0;
 	spawner.sp_on = 0;
 	on_spawned(&spawner.sp_async);
-	uv_close((uv_handle_t *)&spawner.sp_async, NULL);
+	spawner.sp_closing = 1;
+	uv_close((uv_handle_t *)&spawner.sp_async, on_spawner_closed);
 	uv_cond_destroy(&spawner.sp_cond);
 	uv_mutex_destroy(&spawner.sp_lock);
 }
@@ -1730,6 +1821,37 @@ proc_resize(struct proc *p, unsigned short rows, unsigned short cols)
 }
 
 /*
+ * Whether pid may be the child that the spawner is starting, or one whose
+ * pid it has not handed over yet (spawn_done() then makes it a proc).
+ */
+static int
+spawner_has(pid_t pid)
+{
+	const struct spawn *s;
+	int child, r = 0;
+
+	if (!spawner.sp_on || spawner.sp_inflight == 0)
+		return 0;
+	uv_mutex_lock(&spawner.sp_lock);
+	/* 0: not stored yet, or stored in a copy (valgrind makes a fork). */
+	child = atomic_load(&spawning_child);
+	if (spawner.sp_running && (child == 0 || child == (int)pid))
+		r = 1;
+	for (s = spawner.sp_done; r == 0 && s != NULL; s = s->s_next)
+		if (s->s_result == pid)
+			r = 1;
+	uv_mutex_unlock(&spawner.sp_lock);
+	return r;
+}
+
+static void
+on_orphans_again(uv_timer_t *t)
+{
+	(void)t;
+	on_orphan_sigchld(&orphans.o_sigchld, SIGCHLD);
+}
+
+/*
  * Reaps every exited child that is not one of our procs: orphans that
  * came to us.  A proc's own exit goes through its handler, whichever of
  * the SIGCHLD handlers libuv happens to run first.
@@ -1743,7 +1865,15 @@ on_orphan_sigchld(uv_signal_t *h, int signum)
 
 	(void)h;
 	(void)signum;
-	for (i = 0; i < PROC_REAP_MAX; i++) {
+	if (!orphans.o_on)
+		return;
+	for (i = 0;; i++) {
+		if (i == PROC_REAP_MAX) {
+			/* The rest after the loop's other work. */
+			uv_timer_start(&orphans.o_again, on_orphans_again, 0,
+			               0);
+			break;
+		}
 		memset(&si, 0, sizeof(si));
 		if (waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) == -1) {
 			if (errno == EINTR)
@@ -1760,11 +1890,8 @@ on_orphan_sigchld(uv_signal_t *h, int signum)
 			/* Not reaped there: leave it to its own handler. */
 			if (!p->p_reaped)
 				break;
-		} else if (spawner.sp_inflight > 0) {
-			/*
-			 * It may be a child whose pid the spawner has not
-			 * handed over yet: on_spawned() calls us again.
-			 */
+		} else if (spawner_has(si.si_pid)) {
+			/* on_spawned() calls us again once it is a proc. */
 			break;
 		} else
 			while (waitpid(si.si_pid, NULL, WNOHANG) == -1 &&
@@ -1788,19 +1915,22 @@ proc_orphans_adopt(uv_loop_t *loop)
 		return -errno;
 	if ((rc = uv_signal_init(loop, &orphans.o_sigchld)) != 0)
 		return rc;
+	uv_timer_init(loop, &orphans.o_again);
+	uv_unref((uv_handle_t *)&orphans.o_again);
 	if ((rc = uv_signal_start(&orphans.o_sigchld, on_orphan_sigchld,
 	                          SIGCHLD)) == 0 &&
 	    prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == -1)
 		rc = -errno;
 	if (rc != 0) {
 		uv_close((uv_handle_t *)&orphans.o_sigchld, NULL);
+		uv_close((uv_handle_t *)&orphans.o_again, NULL);
 		return rc;
 	}
 	/* Orphans alone do not keep the loop running. */
 	uv_unref((uv_handle_t *)&orphans.o_sigchld);
 	orphans.o_on = 1;
-	/* Orphans that exited before we watched. */
-	on_orphan_sigchld(&orphans.o_sigchld, SIGCHLD);
+	/* Orphans that exited before we watched; not from inside this call. */
+	uv_timer_start(&orphans.o_again, on_orphans_again, 0, 0);
 	return 0;
 }
 
@@ -1812,6 +1942,7 @@ proc_orphans_release(void)
 	orphans.o_on = 0;
 	(void)prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0);
 	uv_close((uv_handle_t *)&orphans.o_sigchld, NULL);
+	uv_close((uv_handle_t *)&orphans.o_again, NULL);
 }
 
 size_t
