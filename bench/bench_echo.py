@@ -169,9 +169,15 @@ def main():
             agents.append(ag)
         ag = Agent(os.path.abspath(a.agent), os.path.join(work, "agent-echo"))
         os.makedirs(ag.workdir, exist_ok=True)
+        # bash as the baseline runs it, without the machine's rc files
+        # (a pyenv or conda hook there can take seconds to start).
+        shell = os.path.join(work, "bash-norc")
+        with open(shell, "w") as f:
+            f.write("#!/bin/sh\nexec /bin/bash --norc --noprofile \"$@\"\n")
+        os.chmod(shell, 0o755)
         ag.configure([Client("c%d" % i, d, "s-" + d, [Addr(port, cert_file=srv.cert)],
                              waittime=2) for i, d in enumerate(["echo-dev"] + nbs)],
-                     ('shell "/bin/bash";',))
+                     ('shell "%s";' % shell,))
         ag.start()
         agents.append(ag)
         t0 = time.monotonic()
