@@ -9,11 +9,17 @@ before ncgrpc-agent, e.g. "valgrind --error-exitcode=99 ...".  The waits
 here are then WRAPPER_TIME_SCALE times longer, and stop() raises
 AssertionError, with the wrapper's report, unless the agent exits with 0
 on SIGTERM (an agent that must be killed was never checked).
+
+Shells run without the machine's rc files: an agent configured with
+`shell "/bin/bash"`, or with no shell (root's login shell), gets bash
+through bash_norc().
 """
+import atexit
 import os
 import pwd
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -76,10 +82,35 @@ class Client:
         return s + "    }\n"
 
 
+_BASH_NORC = []
+
+
+def bash_norc():
+    """The path of a "bash" that runs /bin/bash --norc --noprofile: bash as
+    the tests mean it, interactive, but without root's rc files, which on
+    a developer's or CI machine may hook in anything (a pyenv init, for
+    one, waits 60 s on a lock that a shell killed during its start left
+    behind)."""
+    if not _BASH_NORC:
+        d = tempfile.mkdtemp(prefix="ncgrpc-test-bash-")
+        os.chmod(d, 0o755)
+        atexit.register(shutil.rmtree, d, ignore_errors=True)
+        path = os.path.join(d, "bash")
+        with open(path, "w") as f:
+            f.write('#!/bin/sh\nexec /bin/bash --norc --noprofile "$@"\n')
+        os.chmod(path, 0o755)
+        _BASH_NORC.append(path)
+    return _BASH_NORC[0]
+
+
 def render_conf(clients, log_file, agent_extra=()):
     lines = ["/* written by tests/agent */", "agent {",
              "    log-file %s;" % conf_quote(log_file)]
-    lines += ["    %s" % x for x in agent_extra]
+    extra = ['shell "%s";' % bash_norc() if x.strip() == 'shell "/bin/bash";' else x
+             for x in agent_extra]
+    if not any(x.lstrip().startswith("shell ") for x in extra):
+        extra.append('shell "%s";' % bash_norc())
+    lines += ["    %s" % x for x in extra]
     lines += ["}", "outbound-https {"]
     return "\n".join(lines) + "\n" + "".join(c.render() for c in clients) + "}\n"
 
