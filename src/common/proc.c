@@ -44,6 +44,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -55,7 +56,6 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
-#include <pthread.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -400,11 +400,12 @@ path_resolve(const char *file, const char *const *envp, char **out)
 		 * What execve() would say, while we can still say it; a
 		 * relative path is the child's, from its own cwd.
 		 */
-		if (file[0] == '/' && stat(file, &st) == -1)
-			return -errno;
-		if (file[0] == '/' &&
-		    (!S_ISREG(st.st_mode) || access(file, X_OK) == -1))
-			return -EACCES;
+		if (file[0] == '/') {
+			if (stat(file, &st) == -1)
+				return -errno;
+			if (!S_ISREG(st.st_mode) || access(file, X_OK) == -1)
+				return -EACCES;
+		}
 		if ((*out = strdup(file)) == NULL)
 			return -ENOMEM;
 		return 0;
@@ -771,7 +772,7 @@ session_walk(pid_t sid, int signum)
 	struct pidvec pv = {NULL, 0, 0}, top = {NULL, 0, 0};
 	struct pidvec skip = {NULL, 0, 0}, seen = {NULL, 0, 0};
 	const struct proc *p;
-	size_t i, pass, added;
+	size_t i, j, pass;
 	int found = 0, rc = 0;
 
 	for (p = live_procs; rc == 0 && p != NULL; p = p->p_next)
@@ -786,10 +787,10 @@ session_walk(pid_t sid, int signum)
 			rc = -1;
 			break;
 		}
-		for (added = 0; rc == 0 && added < top.pv_n; added++)
-			if (!pid_in(&skip, top.pv_v[added]) &&
-			    !pid_in(&seen, top.pv_v[added]))
-				rc = pidvec_add(&pv, top.pv_v[added]);
+		for (j = 0; rc == 0 && j < top.pv_n; j++)
+			if (!pid_in(&skip, top.pv_v[j]) &&
+			    !pid_in(&seen, top.pv_v[j]))
+				rc = pidvec_add(&pv, top.pv_v[j]);
 		if (rc != 0 || i == pv.pv_n)
 			break;
 		/* Down from what is new. */
@@ -1241,6 +1242,15 @@ queue_write(struct proc *p, const uint8_t *data, size_t len)
 	return 0;
 }
 
+/* A child we cannot watch: it goes, with its group, and is reaped. */
+static void
+kill_and_reap(pid_t pid)
+{
+	kill(-pid, SIGKILL);
+	while (waitpid(pid, NULL, 0) == -1 && errno == EINTR)
+		;
+}
+
 /*
  * Failure after the child started, which libuv gives no reason for: kill
  * and reap the child, and free p when its handles are closed.
@@ -1249,9 +1259,7 @@ static void
 spawn_abort(struct proc *p)
 {
 	live_unlink(p);
-	kill(-p->p_pid, SIGKILL);
-	while (waitpid(p->p_pid, NULL, 0) == -1 && errno == EINTR)
-		;
+	kill_and_reap(p->p_pid);
 	close_all(p);
 }
 
@@ -1293,6 +1301,20 @@ init_handles(struct proc *p, struct spawn *s)
 	return 0;
 }
 
+/* Copies the strings of vector from after *w, their pointers into v. */
+static void
+strv_copy(const char *const *from, const char **v, char **w)
+{
+	size_t n, len;
+
+	for (n = 0; from[n] != NULL; n++) {
+		len = strlen(from[n]) + 1;
+		v[n] = memcpy(*w, from[n], len);
+		*w += len;
+	}
+	v[n] = NULL;
+}
+
 /*
  * Makes s independent of the caller's opts, which are the caller's again
  * once proc_spawn() returns: argv, envp and cwd copied into one block, and
@@ -1302,7 +1324,7 @@ static int
 spawn_own(struct spawn *s)
 {
 	const char **v;
-	size_t na, ne, i, len, bytes = strlen(s->s_cwd) + 1;
+	size_t na, ne, bytes = strlen(s->s_cwd) + 1;
 	char *w;
 
 	for (na = 0; s->s_argv[na] != NULL; na++)
@@ -1313,20 +1335,8 @@ spawn_own(struct spawn *s)
 		return -ENOMEM;
 	v = (const char **)(void *)s->s_own;
 	w = s->s_own + (na + ne + 2) * sizeof(*v);
-	for (i = 0; i < na + ne + 1; i++) {
-		const char *from = i < na    ? s->s_argv[i]
-		                   : i == na ? NULL
-		                             : s->s_envp[i - na - 1];
-
-		if (from == NULL) {
-			v[i] = NULL;
-			continue;
-		}
-		len = strlen(from) + 1;
-		v[i] = memcpy(w, from, len);
-		w += len;
-	}
-	v[na + ne + 1] = NULL;
+	strv_copy(s->s_argv, v, &w);
+	strv_copy(s->s_envp, v + na + 1, &w);
 	s->s_cwd = memcpy(w, s->s_cwd, strlen(s->s_cwd) + 1);
 	s->s_argv = v;
 	s->s_envp = v + na + 1;
@@ -1382,7 +1392,6 @@ spawner_main(void *arg)
 		if ((spawner.sp_todo = s->s_next) == NULL)
 			spawner.sp_todo_tail = &spawner.sp_todo;
 		spawner.sp_running = 1;
-		atomic_store(&spawning_child, 0);
 		uv_mutex_unlock(&spawner.sp_lock);
 		s->s_result = spawn_run(s);
 		uv_mutex_lock(&spawner.sp_lock);
@@ -1421,9 +1430,7 @@ spawn_done(struct proc *p, pid_t pid)
 	p->p_spawning = 0;
 	if (pid >= 0 &&
 	    uv_signal_start(&p->p_sigchld, on_sigchld, SIGCHLD) != 0) {
-		kill(-pid, SIGKILL);
-		while (waitpid(pid, NULL, 0) == -1 && errno == EINTR)
-			;
+		kill_and_reap(pid);
 		pid = -EAGAIN;
 	}
 	if (pid < 0) {
@@ -1548,7 +1555,7 @@ proc_spawner_start(uv_loop_t *loop)
 		uv_mutex_destroy(&spawner.sp_lock);
 		return rc;
 	}
-	/* Spawns in flight keep the loop alive by their procs' handles. */
+	/* Referenced only while spawns are in flight (spawn_queue()). */
 	uv_unref((uv_handle_t *)&spawner.sp_async);
 	spawner.sp_todo = spawner.sp_done = NULL;
 	spawner.sp_todo_tail = &spawner.sp_todo;
@@ -1632,9 +1639,7 @@ proc_spawn(uv_loop_t *loop, const struct proc_opts *opts,
 	 */
 	if ((rc = uv_signal_init(loop, &p->p_sigchld)) != 0) {
 		live_unlink(p);
-		kill(-pid, SIGKILL);
-		while (waitpid(pid, NULL, 0) == -1 && errno == EINTR)
-			;
+		kill_and_reap(pid);
 		goto fail;
 	}
 	p->p_sigchld.data = p;
