@@ -94,3 +94,41 @@ fileio_free(char *buf, size_t len, int flags)
 		OPENSSL_cleanse(buf, len);
 	free(buf);
 }
+
+/* access(W_OK | X_OK) on the directory part of path: 0 or -errno. */
+static int
+dir_writable(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	char *dir;
+	int rc = 0;
+
+	if (slash == NULL)
+		return access(".", W_OK | X_OK) == 0 ? 0 : -errno;
+	if (slash == path)
+		return access("/", W_OK | X_OK) == 0 ? 0 : -errno;
+	if ((dir = strndup(path, (size_t)(slash - path))) == NULL)
+		return -ENOMEM;
+	if (access(dir, W_OK | X_OK) == -1)
+		rc = -errno;
+	free(dir);
+	return rc;
+}
+
+int
+fileio_can_create(const char *path)
+{
+	const char *slash;
+	char *dir;
+	int rc;
+
+	if ((rc = dir_writable(path)) != -ENOENT ||
+	    (slash = strrchr(path, '/')) == NULL || slash == path)
+		return rc;
+	/* No such directory: the daemon makes it, in its own parent. */
+	if ((dir = strndup(path, (size_t)(slash - path))) == NULL)
+		return -ENOMEM;
+	rc = dir_writable(dir);
+	free(dir);
+	return rc;
+}

@@ -28,4 +28,15 @@ int fileio_read_fd(int fd, size_t max, size_t hint, int flags, char **out,
 /* Frees a buffer of fileio_read_fd(); cleansed first with FILEIO_SECRET. */
 void fileio_free(char *buf, size_t len, int flags);
 
+/*
+ * Whether a file can be made at path: 0 when the directory that would hold
+ * it may be written to and searched, or, when that directory does not
+ * exist, its own parent (the daemons make one level of directory at their
+ * first start).  Else -errno of access() (-ENOENT: no such directory;
+ * -EROFS: a read-only mount, as /etc is under systemd's ProtectSystem;
+ * -EACCES).  For the checks of "-n", which promise that a daemon will make
+ * a missing file at its first start.
+ */
+int fileio_can_create(const char *path);
+
 #endif

@@ -33,6 +33,7 @@
 #include "cluster.h"
 #endif
 #include "err.h"
+#include "fileio.h"
 #include "filewatch.h"
 #include "forward.h"
 #include "grpc.h"
@@ -609,12 +610,34 @@ load_config(int check)
 static int cluster_tls_load(char *, size_t);
 static int etcd_tls_check(char *, size_t);
 
+/*
+ * For "-n": whether a file that the first start makes (keyword names it)
+ * could not be made, after saying why.
+ */
+static int
+cannot_make(const char *path, const char *keyword)
+{
+	int rc;
+
+	if ((rc = fileio_can_create(path)) == 0)
+		return 0;
+	fprintf(stderr,
+	        "ncgrpcd: %s %s is missing and cannot be made there: %s "
+	        "(make it, or point %s at a directory ncgrpcd may write, "
+	        "such as /var/lib/ncgrpc)\n",
+	        keyword, path, strerror(-rc), keyword);
+	return 1;
+}
+
+static const char *ticket_key_path(char *, size_t);
+
 static int
 check_only(void)
 {
 	struct registry *reg;
 	struct tls_ctx *ctx;
-	char err[512];
+	char err[512], buf[PATH_MAX];
+	const char *path;
 	int rc;
 
 	if (ncd.sc->sc_cluster_etcd != NULL)
@@ -626,23 +649,35 @@ check_only(void)
 		printf("%s: %zu devices\n", ncd.sc->sc_devices,
 		       registry_count(reg));
 		registry_free(reg);
-	} else if (rc == -ENOENT)
+	} else if (rc == -ENOENT) {
+		if (cannot_make(ncd.sc->sc_devices, "devices"))
+			return 1;
 		printf("%s: missing (it will be created empty)\n",
 		       ncd.sc->sc_devices);
-	else {
+	} else {
 		fprintf(stderr, "ncgrpcd: %s\n", err);
 		return 1;
 	}
-	if (access(ncd.sc->sc_certificate, F_OK) != 0)
+	if (access(ncd.sc->sc_certificate, F_OK) != 0) {
+		if (cannot_make(ncd.sc->sc_certificate, "certificate") ||
+		    cannot_make(ncd.sc->sc_key, "key"))
+			return 1;
 		printf("%s: missing (a self-signed certificate will be "
 		       "made)\n",
 		       ncd.sc->sc_certificate);
-	else if (tls_ctx_server_new(&ctx, ncd.sc->sc_certificate,
-	                            ncd.sc->sc_key, err, sizeof(err)) != 0) {
+	} else if (tls_ctx_server_new(&ctx, ncd.sc->sc_certificate,
+	                              ncd.sc->sc_key, err, sizeof(err)) != 0) {
 		fprintf(stderr, "ncgrpcd: %s\n", err);
 		return 1;
 	} else
 		tls_ctx_free(ctx);
+	if ((path = ticket_key_path(buf, sizeof(buf))) != NULL &&
+	    access(path, F_OK) != 0 && (rc = fileio_can_create(path)) != 0)
+		fprintf(stderr,
+		        "ncgrpcd: warning: tls-ticket-key %s is missing and "
+		        "cannot be made there (%s): devices will not resume "
+		        "their TLS sessions across a restart\n",
+		        path, strerror(-rc));
 	if (cluster_tls_load(err, sizeof(err)) != 0 ||
 	    etcd_tls_check(err, sizeof(err)) != 0) {
 		fprintf(stderr, "ncgrpcd: %s\n", err);
@@ -659,30 +694,40 @@ check_only(void)
 }
 
 /*
+ * The ticket key's file: tls-ticket-key, or beside the server's key, which
+ * needs the same protection.  NULL for "none".
+ */
+static const char *
+ticket_key_path(char *buf, size_t len)
+{
+	const char *path = ncd.sc->sc_tls_ticket_key, *slash;
+
+	if (path != NULL)
+		return strcmp(path, "none") == 0 ? NULL : path;
+	slash = strrchr(ncd.sc->sc_key, '/');
+	snprintf(buf, len, "%.*s/tls_ticket_key", (int)(slash - ncd.sc->sc_key),
+	         ncd.sc->sc_key);
+	return buf;
+}
+
+/*
  * TLS resumption: the ticket key from its file (made on first start), set
  * on the device-facing context, and the key of the broker's proofs.
  */
 static void
 setup_resumption(struct broker_opts *bo)
 {
-	const char *path = ncd.sc->sc_tls_ticket_key;
+	const char *path;
 	uint8_t key[TICKETKEY_LEN];
 	char buf[PATH_MAX], err[512];
-	const char *slash;
 	int made, rc;
 
-	if (path != NULL && strcmp(path, "none") == 0) {
+	if ((path = ticket_key_path(buf, sizeof(buf))) == NULL) {
 		log_info("tls-ticket-key none: devices do not resume tls "
 		         "sessions");
 		return;
 	}
-	if (path == NULL) {
-		/* Beside the server's key: it needs the same protection. */
-		slash = strrchr(ncd.sc->sc_key, '/');
-		snprintf(buf, sizeof(buf), "%.*s/tls_ticket_key",
-		         (int)(slash - ncd.sc->sc_key), ncd.sc->sc_key);
-		path = buf;
-	} else
+	if (ncd.sc->sc_tls_ticket_key != NULL)
 		ensure_parent(path, 0755);
 	if ((rc = ticketkey_load(path, key, &made, err, sizeof(err))) != 0) {
 		/* A file that is there but wrong is the operator's to fix. */

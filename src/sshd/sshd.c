@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <libgen.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -26,6 +27,7 @@
 
 #include "akeys.h"
 #include "audit.h"
+#include "fileio.h"
 #include "log.h"
 #include "sconf.h"
 #include "sshd.h"
@@ -166,9 +168,24 @@ write_pub(ssh_key key, const char *path)
 	return 0;
 }
 
+/* Makes the directory that will hold path (one level, as ncgrpcd does). */
+static void
+make_parent(const char *path)
+{
+	char *copy;
+
+	if ((copy = strdup(path)) == NULL)
+		return;
+	if (mkdir(dirname(copy), 0755) == 0)
+		log_info("created directory \"%s\"", copy);
+	free(copy);
+}
+
 /*
  * Loads the host key, or makes an ed25519 one (mode 0600, .pub beside it)
- * when there is none.  Returns 0 and *out, or -1 after printing why.
+ * when there is none.  Returns 0 and *out, or -1 after printing why.  With
+ * check, a missing key is only checked for: 0 and a NULL *out when it can
+ * be made.
  */
 static int
 host_key(const char *path, int check, ssh_key *out)
@@ -179,11 +196,29 @@ host_key(const char *path, int check, ssh_key *out)
 	int rc;
 
 	if (stat(path, &st) == -1) {
-		if (errno != ENOENT || check) {
+		if (errno != ENOENT) {
 			fprintf(stderr, "ncgrpc-sshd: host key \"%s\": %s\n",
 			        path, strerror(errno));
 			return -1;
 		}
+		if (check) {
+			if ((rc = fileio_can_create(path)) != 0) {
+				fprintf(
+				    stderr,
+				    "ncgrpc-sshd: host key \"%s\" is missing "
+				    "and cannot be made there: %s (make "
+				    "it, or point ssh-host-key at a "
+				    "directory ncgrpc-sshd may write)\n",
+				    path, strerror(-rc));
+				return -1;
+			}
+			printf("%s: missing (an ed25519 host key will be "
+			       "made)\n",
+			       path);
+			*out = NULL;
+			return 0;
+		}
+		make_parent(path);
 		if (ssh_pki_generate(SSH_KEYTYPE_ED25519, 0, &key) != SSH_OK) {
 			fprintf(stderr,
 			        "ncgrpc-sshd: cannot make a host key\n");

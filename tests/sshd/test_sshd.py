@@ -961,6 +961,22 @@ class NcgrpcdDownTest(SshdTestCase):
         self.assertEqual(r.returncode, 1)
         self.assertIn(b"readable by its owner only (mode 0644)", r.stderr)
         self.assertEqual(os.stat(env.hostkey).st_mode & 0o777, 0o600)
+        # A missing host key is made at the first start, so "-n" (the
+        # unit's ExecStartPre) passes when it can be made, and makes nothing;
+        # it used to fail, and the unit never started.
+        fresh = os.path.join(env.tmp, "fresh", "ssh_host_ed25519_key")
+        r = subprocess.run([sshd, "-n", "-f", env.srv.conf_path,
+                            "-o", "ssh-host-key=" + fresh], capture_output=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(("%s: missing (an ed25519 host key will be made)\n" % fresh).encode(),
+                      r.stdout)
+        self.assertFalse(os.path.exists(os.path.dirname(fresh)))
+        nowhere = os.path.join(env.tmp, "no", "such", "ssh_host_ed25519_key")
+        r = subprocess.run([sshd, "-n", "-f", env.srv.conf_path,
+                            "-o", "ssh-host-key=" + nowhere], capture_output=True, timeout=30)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(("host key \"%s\" is missing and cannot be made there: "
+                       "No such file or directory" % nowhere).encode(), r.stderr)
         r = subprocess.run([sshd, "--help"], capture_output=True, timeout=30)
         self.assertEqual(r.returncode, 0)
         self.assertIn(b"usage: ncgrpc-sshd", r.stdout)
