@@ -10,6 +10,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +28,7 @@
 #include "filewatch.h"
 #include "log.h"
 #include "proc.h"
+#include "session.h"
 #include "xport.h"
 
 #define AGENT_DEFAULT_CONF "/etc/ncgrpc/agent.conf"
@@ -113,6 +116,75 @@ check_conf_mode(void)
 	                                                  : "readable",
 	          (st.st_mode & S_IRWXO) != 0 ? "others" : "its group",
 	          (unsigned)(st.st_mode & 07777));
+}
+
+/*
+ * Whether file names a program that a session could run: as given when it
+ * has a slash, else found in the sessions' PATH.
+ */
+static int
+program_found(const char *file, size_t len)
+{
+	const char *dir = SESSION_DEFAULT_PATH, *end;
+	char path[PATH_MAX];
+
+	if (memchr(file, '/', len) != NULL) {
+		snprintf(path, sizeof(path), "%.*s", (int)len, file);
+		return access(path, X_OK) == 0;
+	}
+	for (; *dir != '\0'; dir = *end == ':' ? end + 1 : end) {
+		end = strchrnul(dir, ':');
+		snprintf(path, sizeof(path), "%.*s/%.*s", (int)(end - dir), dir,
+		         (int)len, file);
+		if (access(path, X_OK) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * What would make every session fail although the configuration parses:
+ * a user that does not exist, a shell or a NETCONF backend that is not
+ * there.  Warnings only, at the start, at each reload and with -n: the
+ * user or the program may appear later (a directory service, a package
+ * installed after the agent), and sessions look them up each time.
+ */
+static void
+check_backends(const struct conf *cf)
+{
+	const struct conf_agent *ag = &cf->cf_agent;
+	const char *cmd, *w;
+	size_t len;
+
+	if (ag->ag_user != NULL && getpwnam(ag->ag_user) == NULL)
+		log_warnx("user \"%s\": no such user; every session will "
+		          "fail with \"unknown user\" until it exists",
+		          ag->ag_user);
+	if (ag->ag_shell != NULL && access(ag->ag_shell, X_OK) != 0)
+		log_warnx("shell \"%s\": %s; shell sessions will fail",
+		          ag->ag_shell, strerror(errno));
+	/*
+	 * netconf-command runs under /bin/sh -c: check its first word, after
+	 * "exec" and any VAR=value assignments.
+	 */
+	for (cmd = ag->ag_netconf_command;;) {
+		cmd += strspn(cmd, " \t");
+		len = strcspn(cmd, " \t");
+		if ((len == 4 && strncmp(cmd, "exec", 4) == 0) ||
+		    ((w = memchr(cmd, '=', len)) != NULL && w != cmd)) {
+			cmd += len;
+			continue;
+		}
+		break;
+	}
+	if (len > 0 && strcspn(cmd, "'\"\\$`;&|<>(){}") >= len &&
+	    !program_found(cmd, len))
+		log_warnx("netconf-command: \"%.*s\" is not an executable "
+		          "program%s; NETCONF sessions will fail",
+		          (int)len, cmd,
+		          memchr(cmd, '/', len) != NULL
+		              ? ""
+		              : " in the sessions' PATH");
 }
 
 static int
@@ -260,6 +332,7 @@ reload(const char *trigger)
 	}
 	apply_agent(cf);
 	check_conf_mode();
+	check_backends(cf);
 	for (i = 0; i < cf->cf_nclients; i++) {
 		const struct conf_client *cc = &cf->cf_clients[i];
 		const struct conf_client *prev =
@@ -372,6 +445,7 @@ main(int argc, char **argv)
 	}
 	if (check) {
 		check_conf_mode();
+		check_backends(agent.conf);
 		printf("%s: configuration OK (%zu client%s)\n", agent.conf_path,
 		       agent.conf->cf_nclients,
 		       agent.conf->cf_nclients == 1 ? "" : "s");
@@ -397,6 +471,7 @@ main(int argc, char **argv)
 	         agent.conf->cf_nclients == 1 ? "" : "s",
 	         (unsigned long long)agent.cs.cs_instance_id);
 	check_conf_mode();
+	check_backends(agent.conf);
 	if ((agent.clients = calloc(agent.conf->cf_nclients,
 	                            sizeof(*agent.clients))) == NULL)
 		fatalx("out of memory");

@@ -93,8 +93,6 @@
 #define SESSION_LONG_LINE_WAIT_MS 500
 #define SESSION_LONG_LINE_STEP_MS 10
 #define SESSION_HANGUP_KILL_MS    500
-#define SESSION_DEFAULT_PATH                                                   \
-	"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 struct session {
 	struct grpc_call *se_call;

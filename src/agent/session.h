@@ -34,6 +34,9 @@
  * the server takes it from the frame without copying it.
  */
 #define SESSION_CHUNK (16 * 1024 - 8)
+/* PATH in the environment of every session's process. */
+#define SESSION_DEFAULT_PATH                                                   \
+	"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 enum session_type {
 	SESSION_NETCONF = 0,

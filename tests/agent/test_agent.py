@@ -153,6 +153,32 @@ class ConfigCheckTest(AgentTestCase):
         self.assertIn("configuration OK (2 clients)", out)
         self.assertFalse(os.path.exists("/tmp/unused.log"), "check mode must not log")
 
+    def test_sessions_that_cannot_start_are_warned_of(self):
+        """A user, shell or NETCONF backend that is not there passed -n, and
+        then every session failed ("unknown user"); now -n warns of each
+        (exit 0: they may appear later, and sessions look them up then)."""
+        extra = ['user ncgrpc-no-such-user;', 'shell "/nonexistent/sh";',
+                 'netconf-command "exec LANG=C ncgrpc-no-such-netconf --flag";']
+        text = render_conf([Client("nms1", "r1", "s3cret", [self.addr(443)])],
+                           "/tmp/unused.log", extra)
+        path, rc, out, err = self.run_check(text)
+        self.assertEqual(rc, 0, out + err)
+        self.assertIn("configuration OK (1 client)", out)
+        self.assertIn('user "ncgrpc-no-such-user": no such user', err)
+        self.assertIn('shell "/nonexistent/sh": No such file or directory', err)
+        self.assertIn('netconf-command: "ncgrpc-no-such-netconf" is not an executable program '
+                      "in the sessions' PATH", err)
+        # What is there draws no warning; a command line the check cannot
+        # read (shell syntax in its first word) is left alone.
+        good = ['user root;', 'shell "/bin/sh";', 'netconf-command "exec cat";']
+        for nc in ('"exec cat"', '"/bin/cat -u"', '"X=1 cat"', '"(cat)"'):
+            good[2] = 'netconf-command %s;' % nc
+            text = render_conf([Client("nms1", "r1", "s3cret", [self.addr(443)])],
+                               "/tmp/unused.log", good)
+            path, rc, out, err = self.run_check(text)
+            self.assertEqual(rc, 0, nc)
+            self.assertNotIn("will fail", err, nc)
+
     def test_junos_wrapped_form(self):
         text = ("system {\n  services {\n    outbound-https {\n"
                 "      client a { device-id r1; secret \"x\"; address 127.0.0.1 { port 1; "
