@@ -53,6 +53,12 @@ const char *cli_socket_path(const struct cli *cl);
 /* Usage error: prints "ncgrpc: msg" and a hint, returns CLI_EXIT_USAGE. */
 int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/*
+ * Whether the arguments of a command (argv[0] is the command) ask for help
+ * ("--help" or "-h" before any "--").
+ */
+int cli_wants_help(int argc, char **argv);
+
 /* "ncgrpc: msg" on stderr. */
 void cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -219,9 +219,8 @@ node_cert(int argc, char **argv)
 int
 cmd_cluster(const struct cli *cl, int argc, char **argv)
 {
-	if (argc >= 2 &&
-	    (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
-	     strcmp(argv[1], "help") == 0)) {
+	if (cli_wants_help(argc, argv) ||
+	    (argc >= 2 && strcmp(argv[1], "help") == 0)) {
 		fputs(cluster_usage, stdout);
 		return CLI_EXIT_OK;
 	}

@@ -35,9 +35,11 @@ static const char usage_text[] =
     "     ncgrpc device remove ID\n"
     "     ncgrpc ssh-known-hosts [HOST ...]\n"
     "     ncgrpc cluster status\n"
-    "     ncgrpc cluster ca init DIR\n"
+    "     ncgrpc cluster ca init DIR [--days N]\n"
     "     ncgrpc cluster node-cert --ca DIR NAME [--address HOST ...]\n"
+    "                               [--out DIR] [--days N]\n"
     "     ncgrpc help\n"
+    "     ncgrpc COMMAND ... --help\n"
     "\n"
     "DESCRIPTION\n"
     "     Devices (Junos boxes, or hosts running ncgrpc-agent) dial out to\n"
@@ -355,6 +357,18 @@ cli_socket_path(const struct cli *cl)
 }
 
 int
+cli_wants_help(int argc, char **argv)
+{
+	int i;
+
+	for (i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
+		if (strcmp(argv[i], "--help") == 0 ||
+		    strcmp(argv[i], "-h") == 0)
+			return 1;
+	return 0;
+}
+
+int
 main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -402,7 +416,10 @@ main(int argc, char **argv)
 	if (argc < 1)
 		return cli_usage_error("no command given");
 	cmd = argv[0];
-	if (strcmp(cmd, "help") == 0) {
+	if (strcmp(cmd, "cluster") == 0)
+		return cmd_cluster(&cl, argc, argv);
+	/* "ncgrpc session --help" and the like: this page, not an error. */
+	if (strcmp(cmd, "help") == 0 || cli_wants_help(argc, argv)) {
 		fputs(usage_text, stdout);
 		return CLI_EXIT_OK;
 	}
@@ -416,7 +433,5 @@ main(int argc, char **argv)
 		return cmd_device(&cl, argc, argv);
 	if (strcmp(cmd, "ssh-known-hosts") == 0)
 		return cmd_ssh_known_hosts(&cl, argc, argv);
-	if (strcmp(cmd, "cluster") == 0)
-		return cmd_cluster(&cl, argc, argv);
 	return cli_usage_error("unknown command \"%s\"", cmd);
 }

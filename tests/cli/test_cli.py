@@ -413,6 +413,21 @@ class CliTest(unittest.TestCase):
         r = self.env.cli("--help")
         self.assertEqual(r.returncode, 0)
         self.assertIn(b"EXIT STATUS", r.stdout)
+        # Help after a command is help, not a usage error (it was exit 64,
+        # "unknown option"); the cluster commands have their own page.
+        for args in (("session", "--help"), ("session", "dev1", "--shell", "-h"),
+                     ("device", "add", "--help"), ("devices", "--help"), ("watch", "-h")):
+            r = self.env.cli(*args)
+            self.assertEqual((r.returncode, r.stderr), (0, b""), args)
+            self.assertIn(b"EXIT STATUS", r.stdout, args)
+        for args in (("cluster", "--help"), ("cluster", "ca", "--help"),
+                     ("cluster", "node-cert", "-h")):
+            r = self.env.cli(*args)
+            self.assertEqual((r.returncode, r.stderr), (0, b""), args)
+            self.assertIn(b"usage: ncgrpc cluster status", r.stdout, args)
+        # After "--" it is an argument again.
+        r = self.env.cli("session", "--", "--help")
+        self.assertEqual(r.returncode, 64)
 
     def test_help_and_version_of_every_program(self):
         """--help and --version, as users expect of every program (the daemons
@@ -430,6 +445,56 @@ class CliTest(unittest.TestCase):
                 self.assertRegex(r.stdout, rb"^%s \d+\.\d+\.\d+\n$" % name.encode())
             r = subprocess.run([BIN[prog], "--no-such-option"], capture_output=True, timeout=10)
             self.assertEqual(r.returncode, 64, name)
+
+
+class FirstStartCheckTest(unittest.TestCase):
+    """ncgrpcd -n, the systemd unit's ExecStartPre, on a first install: it
+    promised files that the first start could not make (a read-only /etc
+    under ProtectSystem), and the unit then failed at its start."""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="ncgrpcd-check-test-")
+
+    def tearDown(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def check(self, certdir, ticket=None):
+        conf = os.path.join(self.dir, "ncgrpcd.conf")
+        with open(conf, "w") as f:
+            f.write("listen 127.0.0.1:1\n"
+                    "certificate %s/server.crt\nkey %s/server.key\n" % (certdir, certdir) +
+                    "".join("%s %s\n" % (k, os.path.join(self.dir, v)) for k, v in (
+                        ("devices", "devices"), ("audit-log", "audit.log"),
+                        ("log-file", "ncgrpcd.log"), ("operator-socket", "op.sock"))) +
+                    ("tls-ticket-key %s\n" % ticket if ticket else ""))
+        return subprocess.run([BIN["ncgrpcd"], "-n", "-f", conf], capture_output=True,
+                              timeout=20)
+
+    def test_missing_files_that_will_be_made(self):
+        # One missing level of directory is made at the start, as packagers
+        # leave it to the daemon.
+        certdir = os.path.join(self.dir, "tls")
+        r = self.check(certdir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(b"server.crt: missing (a self-signed certificate will be made)", r.stdout)
+        self.assertIn(b"devices: missing (it will be created empty)", r.stdout)
+        self.assertEqual(r.stderr, b"")
+        self.assertEqual(sorted(os.listdir(self.dir)), ["ncgrpcd.conf"], "-n makes nothing")
+
+    def test_certificate_that_cannot_be_made(self):
+        certdir = os.path.join(self.dir, "no", "such")
+        r = self.check(certdir)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(("ncgrpcd: certificate %s/server.crt is missing and cannot be made "
+                       "there: No such file or directory" % certdir).encode(), r.stderr)
+
+    def test_ticket_key_that_cannot_be_made_is_a_warning(self):
+        ticket = os.path.join(self.dir, "no", "such", "tls_ticket_key")
+        r = self.check(self.dir, ticket)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(("ncgrpcd: warning: tls-ticket-key %s is missing and cannot be made "
+                       "there" % ticket).encode(), r.stderr)
+        self.assertIn(b"configuration OK", r.stdout)
 
 
 def main():
