@@ -302,7 +302,7 @@ struct sconf *
 cli_load_config(const struct cli *cl)
 {
 	struct sconf *sc = NULL;
-	char err[512];
+	char err[1024];
 	int rc;
 
 	rc = sconf_parse_file(cl->ci_config, &sc, err, sizeof(err));
@@ -333,7 +333,7 @@ const char *
 cli_socket_path(const struct cli *cl)
 {
 	static struct sconf *sc;
-	char err[512];
+	char err[1024];
 	int rc;
 
 	if (cl->ci_socket != NULL)

@@ -8,6 +8,7 @@
  * keyword is one table row plus a default and a validation rule.
  */
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -480,12 +481,67 @@ set_value(struct sconf *sc, const struct keyword *kw, const char *value,
 	return 0;
 }
 
+/*
+ * Edit distance of a and b, letters compared without case, or more than
+ * max when it is: enough to say "did you mean" for a typo.
+ */
+static size_t
+typo_distance(const char *a, const char *b, size_t max)
+{
+	size_t la = strlen(a), lb = strlen(b), i, j, prev, cur, best;
+	size_t row[64];
+
+	if (la >= sizeof(row) / sizeof(row[0]) ||
+	    lb >= sizeof(row) / sizeof(row[0]) ||
+	    (la > lb ? la - lb : lb - la) > max)
+		return max + 1;
+	for (j = 0; j <= lb; j++)
+		row[j] = j;
+	for (i = 1; i <= la; i++) {
+		prev = row[0];
+		row[0] = i;
+		best = row[0];
+		for (j = 1; j <= lb; j++) {
+			cur = row[j];
+			row[j] = prev + (tolower((unsigned char)a[i - 1]) !=
+			                 tolower((unsigned char)b[j - 1]));
+			if (cur + 1 < row[j])
+				row[j] = cur + 1;
+			if (row[j - 1] + 1 < row[j])
+				row[j] = row[j - 1] + 1;
+			prev = cur;
+			if (row[j] < best)
+				best = row[j];
+		}
+		if (best > max)
+			return max + 1;
+	}
+	return row[lb];
+}
+
+/*
+ * "unknown keyword": with the keyword key was likely meant to be, else
+ * with every keyword.
+ */
 static void
 unknown_keyword(const char *key, char *msg, size_t msglen)
 {
-	size_t i, off;
+	size_t i, off, d, max = strlen(key) < 5 ? 1 : 2, best = max + 1;
+	size_t k = NKEYWORDS;
 	int n;
 
+	for (i = 0; i < NKEYWORDS; i++)
+		if ((d = typo_distance(key, keywords[i].kw_name, max)) < best) {
+			best = d;
+			k = i;
+		}
+	if (k < NKEYWORDS) {
+		snprintf(msg, msglen,
+		         "unknown keyword '%.64s' (did you mean "
+		         "'%s'?)",
+		         key, keywords[k].kw_name);
+		return;
+	}
 	n = snprintf(msg, msglen, "unknown keyword '%.64s' (valid:", key);
 	for (i = 0; i < NKEYWORDS && n >= 0 && (size_t)n < msglen; i++) {
 		off = (size_t)n;

@@ -579,7 +579,7 @@ listen_operator(void)
 static int
 load_config(int check)
 {
-	char err[512];
+	char err[1024];
 	int rc;
 
 	rc = sconf_parse_file(ncd.conf_path, &ncd.sc, err, sizeof(err));

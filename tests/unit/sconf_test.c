@@ -338,9 +338,24 @@ static void
 test_unknown_key(void **state)
 {
 	(void)state;
+	/* A typo gets the keyword it is closest to, whatever the case. */
+	parse_fails("# x\nListen [::]:443\n",
+	            "t.conf:2: unknown keyword 'Listen' (did you mean "
+	            "'listen'?)");
+	parse_fails("auth-check-per-adress 3\n",
+	            "t.conf:1: unknown keyword 'auth-check-per-adress' (did "
+	            "you mean 'auth-checks-per-address'?)");
+	parse_fails("sesion-limit 3\n", "t.conf:1: unknown keyword "
+	                                "'sesion-limit' (did you mean "
+	                                "'session-limit'?)");
+	/*
+	 * Else every keyword, whole, so that no buffer of the programs cuts
+	 * it (ncgrpcd's and ncgrpc's did, at 512 bytes); a short word gets a
+	 * suggestion only one edit away ("nope" is two from "name").
+	 */
 	parse_fails(
-	    "# x\nListen [::]:443\n",
-	    "t.conf:2: unknown keyword 'Listen' (valid: listen, "
+	    "# x\nlistening-address [::]:443\n",
+	    "t.conf:2: unknown keyword 'listening-address' (valid: listen, "
 	    "certificate, key, tls-ticket-key, devices, operator-socket, "
 	    "operator-socket-mode, operator-socket-group, log-file, "
 	    "audit-log, name, session-limit, session-wait, "
