@@ -94,6 +94,7 @@ static struct {
 	struct metrics_http *mhttp; /* NULL without metrics-listen */
 	struct cluster *cluster;    /* NULL: a single node */
 	uv_signal_t sighup, sigint, sigterm;
+	struct stat conf_st; /* the configuration as read; st_ino 0: none */
 	struct filewatch watch;
 	int pending;
 	int stopping;
@@ -259,13 +260,37 @@ shutdown_server(const char *why)
 	                     NULL);
 }
 
+/*
+ * SIGHUP reloads the registry, not the configuration: an operator who
+ * edited ncgrpcd.conf and sent it is told so, once per change.
+ */
+static void
+conf_changed_warning(void)
+{
+	struct stat st;
+
+	if (stat(ncd.conf_path, &st) == -1)
+		memset(&st, 0, sizeof(st));
+	if (st.st_ino == ncd.conf_st.st_ino &&
+	    st.st_size == ncd.conf_st.st_size &&
+	    st.st_mtim.tv_sec == ncd.conf_st.st_mtim.tv_sec &&
+	    st.st_mtim.tv_nsec == ncd.conf_st.st_mtim.tv_nsec)
+		return;
+	ncd.conf_st = st;
+	log_warnx("\"%s\" changed since ncgrpcd started: its settings take "
+	          "effect at the next restart (SIGHUP reloads the device "
+	          "registry only)",
+	          ncd.conf_path);
+}
+
 static void
 on_signal(uv_signal_t *s, int signum)
 {
 	(void)s;
-	if (signum == SIGHUP)
+	if (signum == SIGHUP) {
+		conf_changed_warning();
 		reload_registry("SIGHUP");
-	else
+	} else
 		shutdown_server(signum == SIGINT ? "SIGINT" : "SIGTERM");
 }
 
@@ -583,6 +608,8 @@ load_config(int check)
 	int rc;
 
 	rc = sconf_parse_file(ncd.conf_path, &ncd.sc, err, sizeof(err));
+	if (rc != 0 || stat(ncd.conf_path, &ncd.conf_st) == -1)
+		memset(&ncd.conf_st, 0, sizeof(ncd.conf_st));
 	/* Only the default file may be absent: a named one is a typo away. */
 	if (rc == -ENOENT && strcmp(ncd.conf_path, NCGRPCD_DEFAULT_CONF) != 0) {
 		fprintf(stderr, "ncgrpcd: %s\n", err);

@@ -1069,6 +1069,25 @@ class RegistryTest(ServerTestCase):
         self.assertNoSecrets(srv, [secret])
 
 
+    def test_sighup_after_a_configuration_edit(self):
+        """SIGHUP reloads the registry only; an edited ncgrpcd.conf was
+        ignored without a word.  Now the log says so, once per change."""
+        srv = self.new_server({"dev": "dev-secret-1"})
+        mark = srv.log.mark()
+        os.kill(srv.pid, signal.SIGHUP)
+        srv.log.wait(r"registry reloaded", 10, start=mark, alive=srv.alive)
+        self.assertEqual(srv.log.find(r"changed since ncgrpcd started", mark), [])
+        srv.extra.append("session-limit 7")
+        srv.write_conf()
+        for _ in range(2):
+            mark = srv.log.mark()
+            os.kill(srv.pid, signal.SIGHUP)
+            srv.log.wait(r"registry reloaded", 10, start=mark, alive=srv.alive)
+        hits = srv.log.find(r'"%s" changed since ncgrpcd started: its settings take effect at '
+                            r"the next restart" % re.escape(srv.conf_path))
+        self.assertEqual(len(hits), 1, srv.log.tail())
+
+
 # ---------------------------------------------------------------------------
 class RestartTest(ServerTestCase):
     def test_restarted_event(self):
