@@ -399,6 +399,20 @@ device_add(const struct cli *cl, const char *id, int set_form, int secret_stdin)
 		        "are this host's default names; devices need "
 		        "a name or address that reaches it\n",
 		        cl->ci_config);
+	/*
+	 * A name the certificate does not cover fails the device's check of
+	 * the server's name: the names go into a certificate only when
+	 * ncgrpcd makes it, and one made or given before they changed
+	 * lacks the new ones.
+	 */
+	for (i = 0; i < n; i++)
+		if (certgen_names_host(sc->sc_certificate, names[i]) == 0)
+			fprintf(stderr,
+			        "ncgrpc: warning: the certificate \"%s\" does "
+			        "not name %s: a device that dials it fails "
+			        "the server name check (make a certificate "
+			        "that names it, or remove it from \"name\")\n",
+			        sc->sc_certificate, names[i]);
 	ret = CLI_EXIT_OK;
 	goto out;
 oom:

@@ -29,6 +29,15 @@
 struct buf;
 struct tls_ctx;
 struct tls_conn;
+struct x509_st; /* OpenSSL's X509 */
+
+/*
+ * Whether cert names name by the rules of the client's check
+ * (docs/protocol.md): an IP address (is_ip) only as a SubjectAltName IP
+ * entry; a DNS name as a SubjectAltName DNS entry, or as the CN when the
+ * certificate has no SubjectAltName at all; no partial wildcards.
+ */
+int tls_cert_names(struct x509_st *cert, const char *name, int is_ip);
 
 /*
  * Creates a client context trusting the PEM certificates in pem[0..len)

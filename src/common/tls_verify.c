@@ -169,24 +169,28 @@ cn_is(X509 *cert, const char *name)
  * but we allow the CN only when the certificate has no SAN extension at all, so
  * with one present the subject is never consulted.
  */
+int
+tls_cert_names(X509 *cert, const char *name, int is_ip)
+{
+	unsigned int flags = X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS;
+
+	if (is_ip)
+		return X509_check_ip_asc(cert, name, 0) == 1;
+	if (X509_get_ext_by_NID(cert, NID_subject_alt_name, -1) >= 0)
+		flags |= X509_CHECK_FLAG_NEVER_CHECK_SUBJECT;
+	return X509_check_host(cert, name, 0, flags, NULL) == 1;
+}
+
 static int
 check_name(struct tls_conn *c, X509 *cert)
 {
 	char names[512];
-	unsigned int flags;
-	int has_san, ok;
+	int has_san;
 	const char *why = "";
 
-	has_san = X509_get_ext_by_NID(cert, NID_subject_alt_name, -1) >= 0;
-	flags = X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS;
-	if (has_san)
-		flags |= X509_CHECK_FLAG_NEVER_CHECK_SUBJECT;
-	if (c->c_peer_ip)
-		ok = X509_check_ip_asc(cert, c->c_peer, 0) == 1;
-	else
-		ok = X509_check_host(cert, c->c_peer, 0, flags, NULL) == 1;
-	if (ok)
+	if (tls_cert_names(cert, c->c_peer, c->c_peer_ip))
 		return 0;
+	has_san = X509_get_ext_by_NID(cert, NID_subject_alt_name, -1) >= 0;
 	cert_names(cert, names, sizeof(names));
 	if (c->c_peer_ip && !has_san)
 		why = " (an ip address must be a subjectaltname ip entry; "

@@ -24,6 +24,7 @@
 
 #include "common/err.h"
 #include "common/fileio.h"
+#include "common/tls.h"
 #include "certgen.h"
 
 /*
@@ -479,6 +480,37 @@ out:
 }
 
 /* --- Escaped PEM --- */
+
+int
+certgen_names_host(const char *cert_path, const char *name)
+{
+	unsigned char addr[16];
+	char *text = NULL;
+	size_t len = 0;
+	X509 *x = NULL;
+	BIO *b;
+	int fd, rc;
+
+	if ((fd = open(cert_path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) == -1)
+		return -errno;
+	rc = fileio_read_fd(fd, CERTGEN_MAX_PEM, 0, 0, &text, &len);
+	close(fd);
+	if (rc != 0)
+		return rc;
+	if ((b = BIO_new_mem_buf(text, (int)len)) == NULL)
+		rc = -ENOMEM;
+	else if ((x = PEM_read_bio_X509(b, NULL, NULL, NULL)) == NULL)
+		rc = -EINVAL;
+	else
+		rc = tls_cert_names(x, name,
+		                    inet_pton(AF_INET, name, addr) == 1 ||
+		                        inet_pton(AF_INET6, name, addr) == 1);
+	ERR_clear_error();
+	X509_free(x);
+	BIO_free(b);
+	fileio_free(text, len, 0);
+	return rc;
+}
 
 int
 certgen_pem_escaped(const char *cert_path, char **out)

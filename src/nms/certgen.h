@@ -95,6 +95,14 @@ int certgen_signed(const char *const *names, size_t nnames, unsigned days,
 int certgen_pem_escaped(const char *cert_path, char **out);
 
 /*
+ * Whether the first certificate in cert_path (the one ncgrpcd presents)
+ * names name by the rules that devices check it with (tls_cert_names()):
+ * 1 or 0, else -EINVAL (no certificate), -ENOMEM or the negated errno of
+ * open() or read().
+ */
+int certgen_names_host(const char *cert_path, const char *name);
+
+/*
  * Default names for a certificate when none are configured: this host's
  * name (from gethostname(), when it is a plausible DNS name other than
  * "localhost"), "localhost", "127.0.0.1" and "::1", in that order.  On

@@ -221,6 +221,26 @@ class CliTest(unittest.TestCase):
             self.assertRegex(f.read(), r"(?m)^dev-stanza \$scrypt\$")
         self.assertIn(b'added "dev-stanza"', r.stderr)
 
+    def test_device_add_warns_of_names_the_certificate_lacks(self):
+        """A name added after the certificate was made went into the stanza
+        without a word, and the device then failed the server name check."""
+        conf = self.env.path("renamed.conf")
+        with open(self.env.conf) as f:
+            text = f.read()
+        with open(conf, "w") as f:
+            f.write(text.replace(self.env.path("devices"), self.env.path("renamed-devices")) +
+                    "name nms.example.net\nname 192.0.2.10\n")
+        r = subprocess.run([BIN["ncgrpc"], "-f", conf, "device", "add", "renamed"],
+                           capture_output=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        err = r.stderr.decode()
+        for name in ("nms.example.net", "192.0.2.10"):
+            self.assertIn('ncgrpc: warning: the certificate "%s" does not name %s: a device '
+                          "that dials it fails the server name check"
+                          % (self.env.path("server.crt"), name), err)
+        self.assertNotIn("does not name 127.0.0.1", err)
+        self.assertIn(b"address nms.example.net", r.stdout)
+
     def test_device_add_set_form(self):
         r = self.env.cli("device", "add", "dev-set", "--set")
         self.assertEqual(r.returncode, 0, r.stderr)
