@@ -119,8 +119,8 @@ check_conf_mode(void)
 }
 
 /*
- * Whether file names a program that a session could run: as given when it
- * has a slash, else found in the sessions' PATH.
+ * Whether file names a program that a session could run: an absolute path
+ * as given, a bare name in the sessions' PATH.
  */
 static int
 program_found(const char *file, size_t len)
@@ -128,7 +128,7 @@ program_found(const char *file, size_t len)
 	const char *dir = SESSION_DEFAULT_PATH, *end;
 	char path[PATH_MAX];
 
-	if (memchr(file, '/', len) != NULL) {
+	if (file[0] == '/') {
 		snprintf(path, sizeof(path), "%.*s", (int)len, file);
 		return access(path, X_OK) == 0;
 	}
@@ -139,6 +139,27 @@ program_found(const char *file, size_t len)
 		if (access(path, X_OK) == 0)
 			return 1;
 	}
+	return 0;
+}
+
+/* Whether word is one the shell runs itself: a builtin or reserved word. */
+static int
+sh_own_word(const char *word, size_t len)
+{
+	static const char *const own[] = {
+	    ".",        ":",      "[",      "!",       "{",        "alias",
+	    "break",    "case",   "cd",     "command", "continue", "echo",
+	    "eval",     "exit",   "export", "false",   "for",      "getopts",
+	    "hash",     "if",     "kill",   "local",   "printf",   "read",
+	    "readonly", "return", "set",    "shift",   "test",     "times",
+	    "trap",     "true",   "type",   "ulimit",  "umask",    "unset",
+	    "until",    "wait",   "while",
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(own) / sizeof(own[0]); i++)
+		if (strlen(own[i]) == len && strncmp(own[i], word, len) == 0)
+			return 1;
 	return 0;
 }
 
@@ -153,7 +174,7 @@ static void
 check_backends(const struct conf *cf)
 {
 	const struct conf_agent *ag = &cf->cf_agent;
-	const char *cmd, *w;
+	const char *cmd = ag->ag_netconf_command, *eq;
 	size_t len;
 
 	if (ag->ag_user != NULL && getpwnam(ag->ag_user) == NULL)
@@ -164,27 +185,33 @@ check_backends(const struct conf *cf)
 		log_warnx("shell \"%s\": %s; shell sessions will fail",
 		          ag->ag_shell, strerror(errno));
 	/*
-	 * netconf-command runs under /bin/sh -c: check its first word, after
-	 * "exec" and any VAR=value assignments.
+	 * netconf-command runs under /bin/sh -c: its program is the first
+	 * word after any VAR=value assignments and an "exec".  Only a plain
+	 * word is checked: an absolute path, or a name looked up in PATH;
+	 * not the shell's own words, quoting, expansions or a path relative
+	 * to the user's home, where sessions start.
 	 */
-	for (cmd = ag->ag_netconf_command;;) {
+	for (;;) {
 		cmd += strspn(cmd, " \t");
 		len = strcspn(cmd, " \t");
-		if ((len == 4 && strncmp(cmd, "exec", 4) == 0) ||
-		    ((w = memchr(cmd, '=', len)) != NULL && w != cmd)) {
-			cmd += len;
-			continue;
-		}
-		break;
+		if ((eq = memchr(cmd, '=', len)) == NULL || eq == cmd)
+			break;
+		cmd += len;
 	}
-	if (len > 0 && strcspn(cmd, "'\"\\$`;&|<>(){}") >= len &&
-	    !program_found(cmd, len))
+	if (len == 4 && strncmp(cmd, "exec", 4) == 0) {
+		cmd += len;
+		cmd += strspn(cmd, " \t");
+		len = strcspn(cmd, " \t");
+	}
+	if (len == 0 || strcspn(cmd, "'\"\\$`;&|<>(){}~*?[=") < len ||
+	    sh_own_word(cmd, len) ||
+	    (cmd[0] != '/' && memchr(cmd, '/', len) != NULL))
+		return;
+	if (!program_found(cmd, len))
 		log_warnx("netconf-command: \"%.*s\" is not an executable "
 		          "program%s; NETCONF sessions will fail",
 		          (int)len, cmd,
-		          memchr(cmd, '/', len) != NULL
-		              ? ""
-		              : " in the sessions' PATH");
+		          cmd[0] == '/' ? "" : " in the sessions' PATH");
 }
 
 static int

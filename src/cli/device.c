@@ -410,9 +410,13 @@ device_add(const struct cli *cl, const char *id, int set_form, int secret_stdin)
 			fprintf(stderr,
 			        "ncgrpc: warning: the certificate \"%s\" does "
 			        "not name %s: a device that dials it fails "
-			        "the server name check (make a certificate "
-			        "that names it, or remove it from \"name\")\n",
-			        sc->sc_certificate, names[i]);
+			        "the server name check (%s)\n",
+			        sc->sc_certificate, names[i],
+			        sc->sc_nnames > 0
+			            ? "make a certificate that names it, or "
+			              "remove it from \"name\""
+			            : "set \"name\" to the names the "
+			              "certificate has");
 	ret = CLI_EXIT_OK;
 	goto out;
 oom:

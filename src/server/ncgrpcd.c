@@ -102,6 +102,7 @@ static struct {
 
 static const struct option main_longopts[] = {
     {"help", no_argument, NULL, 'h'},
+    {"init", no_argument, NULL, 'I'},
     {"version", no_argument, NULL, 'V'},
     {NULL, 0, NULL, 0},
 };
@@ -111,6 +112,7 @@ usage(int code)
 {
 	fprintf(code == 0 ? stdout : stderr,
 	        "usage: ncgrpcd [-dnV] [-f file] [-L logfile]\n"
+	        "       ncgrpcd -I | --init [-f file]\n"
 	        "       ncgrpcd --help | --version\n"
 	        "\n"
 	        "Accepts devices that dial out over TLS (gRPC on HTTP/2, "
@@ -125,6 +127,10 @@ usage(int code)
 	        "  -n          check the configuration, registry and "
 	        "certificates (the\n"
 	        "              cluster's too), then exit\n"
+	        "  -I, --init  make what the first start makes where it is "
+	        "missing (devices\n"
+	        "              file, certificate and key, TLS ticket key), "
+	        "then exit\n"
 	        "  -L logfile  log here instead of log-file; \"-\" is stderr\n"
 	        "  -d          debug logging\n"
 	        "  -V, --version  print the version and exit\n"
@@ -157,22 +163,33 @@ ensure_parent(const char *path, mode_t mode)
 	free(copy);
 }
 
+/* An empty registry file where there is none: 0, or -errno of open(). */
+static int
+make_registry_file(void)
+{
+	int fd;
+
+	fd = open(ncd.sc->sc_devices, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+	          0600);
+	if (fd == -1)
+		return errno == EEXIST ? 0 : -errno;
+	dprintf(fd, "# ncgrpc device registry; add devices with 'ncgrpc "
+	            "device add ID'\n");
+	close(fd);
+	log_info("made an empty device registry \"%s\"", ncd.sc->sc_devices);
+	return 0;
+}
+
 static int
 load_registry(struct registry **out, char *err, size_t errlen)
 {
 	struct registry *reg;
-	int fd, rc;
+	int rc;
 
 	rc = registry_load(ncd.sc->sc_devices, &reg, err, errlen);
 	if (rc == -ENOENT) {
 		/* No devices yet: start with an empty registry file. */
-		fd =
-		    open(ncd.sc->sc_devices, O_WRONLY | O_CREAT | O_EXCL, 0600);
-		if (fd != -1) {
-			dprintf(fd, "# ncgrpc device registry; add devices "
-			            "with 'ncgrpc device add ID'\n");
-			close(fd);
-		}
+		(void)make_registry_file();
 		rc = registry_load(ncd.sc->sc_devices, &reg, err, errlen);
 	}
 	if (rc != 0)
@@ -607,9 +624,10 @@ load_config(int check)
 	char err[1024];
 	int rc;
 
-	rc = sconf_parse_file(ncd.conf_path, &ncd.sc, err, sizeof(err));
-	if (rc != 0 || stat(ncd.conf_path, &ncd.conf_st) == -1)
+	/* Before the parse: a file replaced during it draws the warning. */
+	if (stat(ncd.conf_path, &ncd.conf_st) == -1)
 		memset(&ncd.conf_st, 0, sizeof(ncd.conf_st));
+	rc = sconf_parse_file(ncd.conf_path, &ncd.sc, err, sizeof(err));
 	/* Only the default file may be absent: a named one is a typo away. */
 	if (rc == -ENOENT && strcmp(ncd.conf_path, NCGRPCD_DEFAULT_CONF) != 0) {
 		fprintf(stderr, "ncgrpcd: %s\n", err);
@@ -685,7 +703,9 @@ check_only(void)
 		fprintf(stderr, "ncgrpcd: %s\n", err);
 		return 1;
 	}
-	if (access(ncd.sc->sc_certificate, F_OK) != 0) {
+	/* As ensure_certificate(): a pair is made only where neither is. */
+	if (access(ncd.sc->sc_certificate, F_OK) != 0 &&
+	    access(ncd.sc->sc_key, F_OK) != 0) {
 		if (cannot_make(ncd.sc->sc_certificate, "certificate") ||
 		    cannot_make(ncd.sc->sc_key, "key"))
 			return 1;
@@ -1058,6 +1078,51 @@ start_cluster(void)
 }
 #endif
 
+/*
+ * --init: makes the files of a first start where they are missing (the
+ * directories that hold them, one level; the devices file of a single
+ * node; a self-signed certificate and its key; the TLS ticket key), then
+ * exits.  The systemd unit runs it with full privileges
+ * (ExecStartPre=+), so that the daemon itself runs with /etc read-only.
+ */
+static int
+init_only(void)
+{
+	uint8_t key[TICKETKEY_LEN];
+	char buf[PATH_MAX], err[512];
+	const char *path;
+	int made, rc;
+
+	ensure_parent(ncd.sc->sc_certificate, 0755);
+	ensure_parent(ncd.sc->sc_key, 0755);
+	if (ncd.sc->sc_cluster_etcd == NULL) {
+		ensure_parent(ncd.sc->sc_devices, 0755);
+		if ((rc = make_registry_file()) != 0) {
+			fprintf(stderr,
+			        "ncgrpcd: cannot make the devices file "
+			        "\"%s\": %s\n",
+			        ncd.sc->sc_devices, strerror(-rc));
+			return 1;
+		}
+	}
+	if (ensure_certificate() != 0)
+		return 1;
+	if ((path = ticket_key_path(buf, sizeof(buf))) != NULL) {
+		if (ncd.sc->sc_tls_ticket_key != NULL)
+			ensure_parent(path, 0755);
+		rc = ticketkey_load(path, key, &made, err, sizeof(err));
+		OPENSSL_cleanse(key, sizeof(key));
+		if (rc != 0) {
+			fprintf(stderr, "ncgrpcd: tls-ticket-key: %s\n", err);
+			return 1;
+		}
+		if (made)
+			log_info("made the tls session ticket key \"%s\"",
+			         path);
+	}
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1066,11 +1131,11 @@ main(int argc, char **argv)
 	struct broker_opts bo = {0};
 	struct registry *reg;
 	char err[512];
-	int ch, check = 0, rc;
+	int ch, check = 0, init = 0, rc;
 	enum log_level level = LOG_LEVEL_INFO;
 
 	log_init("ncgrpcd", level);
-	while ((ch = getopt_long(argc, argv, "df:hL:nV", main_longopts,
+	while ((ch = getopt_long(argc, argv, "df:hIL:nV", main_longopts,
 	                         NULL)) != -1) {
 		switch (ch) {
 		case 'd':
@@ -1084,6 +1149,9 @@ main(int argc, char **argv)
 			break;
 		case 'n':
 			check = 1;
+			break;
+		case 'I':
+			init = 1;
 			break;
 		case 'V':
 			printf("ncgrpcd %s\n", NCGRPC_VERSION);
@@ -1121,8 +1189,12 @@ main(int argc, char **argv)
 #endif
 	if (load_config(check) != 0)
 		return 1;
+	if (check && init)
+		usage(64);
 	if (check)
 		return check_only();
+	if (init)
+		return init_only();
 	{
 		const char *lf = ncd.log_override != NULL ? ncd.log_override
 		                                          : ncd.sc->sc_log_file;

@@ -48,6 +48,7 @@ static struct {
 
 static const struct option longopts[] = {
     {"help", no_argument, NULL, 'h'},
+    {"init", no_argument, NULL, 'I'},
     {"version", no_argument, NULL, 'V'},
     {NULL, 0, NULL, 0},
 };
@@ -60,6 +61,7 @@ usage(int code)
 	fprintf(
 	    code == 0 ? stdout : stderr,
 	    "usage: ncgrpc-sshd [-dnV] [-f file] [-o keyword=value ...]\n"
+	    "       ncgrpc-sshd -I | --init [-f file] [-o keyword=value ...]\n"
 	    "       ncgrpc-sshd --help | --version\n"
 	    "\n"
 	    "The SSH front door of ncgrpc: NETCONF over SSH (RFC 6242) and "
@@ -86,6 +88,8 @@ usage(int code)
 	    "  -n                 check the configuration, host key and "
 	    "authorized keys,\n"
 	    "                     then exit\n"
+	    "  -I, --init         make the host key if it is missing, then "
+	    "exit\n"
 	    "  -d                 debug logging\n"
 	    "  -V, --version      print the version and exit\n"
 	    "  -h, --help         print this help and exit\n"
@@ -453,13 +457,13 @@ main(int argc, char **argv)
 	size_t noverrides = 0;
 	ssh_key key = NULL;
 	uv_loop_t loop;
-	int ch, check = 0, rc;
+	int ch, check = 0, init = 0, rc;
 
 	log_init("ncgrpc-sshd", level);
 	g.conf_path = SSHD_DEFAULT_CONF;
 	if ((overrides = calloc((size_t)argc, sizeof(*overrides))) == NULL)
 		fatalx("out of memory");
-	while ((ch = getopt_long(argc, argv, "df:hno:V", longopts, NULL)) !=
+	while ((ch = getopt_long(argc, argv, "df:hIno:V", longopts, NULL)) !=
 	       -1) {
 		switch (ch) {
 		case 'd':
@@ -471,6 +475,9 @@ main(int argc, char **argv)
 			break;
 		case 'n':
 			check = 1;
+			break;
+		case 'I':
+			init = 1;
 			break;
 		case 'o':
 			overrides[noverrides++] = optarg;
@@ -491,6 +498,19 @@ main(int argc, char **argv)
 	free(overrides);
 	if (rc != 0)
 		return 1;
+	if (check && init)
+		usage(64);
+	/*
+	 * --init: the host key a first start makes, made now.  The systemd
+	 * unit runs it with full privileges (ExecStartPre=+), so that the
+	 * daemon itself runs with /etc read-only.
+	 */
+	if (init) {
+		rc = host_key(g.sd.sd_sc->sc_ssh_host_key, 0, &key);
+		ssh_key_free(key);
+		sconf_free(g.sd.sd_sc);
+		return rc == 0 ? 0 : 1;
+	}
 	if (check) {
 		struct akeys *as;
 

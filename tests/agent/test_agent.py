@@ -158,7 +158,7 @@ class ConfigCheckTest(AgentTestCase):
         then every session failed ("unknown user"); now -n warns of each
         (exit 0: they may appear later, and sessions look them up then)."""
         extra = ['user ncgrpc-no-such-user;', 'shell "/nonexistent/sh";',
-                 'netconf-command "exec LANG=C ncgrpc-no-such-netconf --flag";']
+                 'netconf-command "LANG=C exec ncgrpc-no-such-netconf --flag";']
         text = render_conf([Client("nms1", "r1", "s3cret", [self.addr(443)])],
                            "/tmp/unused.log", extra)
         path, rc, out, err = self.run_check(text)
@@ -171,7 +171,8 @@ class ConfigCheckTest(AgentTestCase):
         # What is there draws no warning; a command line the check cannot
         # read (shell syntax in its first word) is left alone.
         good = ['user root;', 'shell "/bin/sh";', 'netconf-command "exec cat";']
-        for nc in ('"exec cat"', '"/bin/cat -u"', '"X=1 cat"', '"(cat)"'):
+        for nc in ('"exec cat"', '"/bin/cat -u"', '"X=1 cat"', '"(cat)"', '"cd / && exec cat"',
+                   '"bin/netconf"', '"~/netconf"'):
             good[2] = 'netconf-command %s;' % nc
             text = render_conf([Client("nms1", "r1", "s3cret", [self.addr(443)])],
                                "/tmp/unused.log", good)

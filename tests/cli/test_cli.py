@@ -508,6 +508,43 @@ class FirstStartCheckTest(unittest.TestCase):
         self.assertIn(("ncgrpcd: certificate %s/server.crt is missing and cannot be made "
                        "there: No such file or directory" % certdir).encode(), r.stderr)
 
+    def test_init_makes_the_first_start_files(self):
+        """--init, which the unit runs outside its sandbox (ExecStartPre=+),
+        makes what the first start would, and nothing more, and then -n
+        (the sandboxed ExecStartPre) passes."""
+        certdir = os.path.join(self.dir, "tls")
+        self.check(certdir)  # writes the configuration
+        conf = os.path.join(self.dir, "ncgrpcd.conf")
+        r = subprocess.run([BIN["ncgrpcd"], "--init", "-f", conf], capture_output=True,
+                           timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        made = {p: os.stat(p).st_mode & 0o777 for p in (
+            os.path.join(certdir, "server.crt"), os.path.join(certdir, "server.key"),
+            os.path.join(certdir, "tls_ticket_key"), os.path.join(self.dir, "devices"))}
+        self.assertEqual(list(made.values()), [0o644, 0o600, 0o600, 0o600])
+        self.assertFalse(os.path.exists(os.path.join(self.dir, "ncgrpcd.log")))
+        self.assertFalse(os.path.exists(os.path.join(self.dir, "op.sock")))
+        before = {p: open(p, "rb").read() for p in made}
+        r = subprocess.run([BIN["ncgrpcd"], "-I", "-f", conf], capture_output=True, timeout=30)
+        self.assertEqual((r.returncode, r.stderr), (0, b""))
+        self.assertEqual({p: open(p, "rb").read() for p in made}, before, "kept as they were")
+        r = subprocess.run([BIN["ncgrpcd"], "-n", "-f", conf], capture_output=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(b": 0 devices", r.stdout)
+        r = subprocess.run([BIN["ncgrpcd"], "-n", "--init", "-f", conf], capture_output=True,
+                           timeout=30)
+        self.assertEqual(r.returncode, 64)
+
+    def test_certificate_without_its_key(self):
+        # As the start: a key without its certificate is an error, not a
+        # certificate to be made (one is made only where neither is).
+        open(os.path.join(self.dir, "server.key"), "w").close()
+        r = self.check(self.dir)
+        self.assertEqual(r.returncode, 1)
+        self.assertNotIn(b"certificate will be made", r.stdout)
+        self.assertIn(("ncgrpcd: cannot open '%s/server.crt': No such file or directory"
+                       % self.dir).encode(), r.stderr)
+
     def test_ticket_key_that_cannot_be_made_is_a_warning(self):
         ticket = os.path.join(self.dir, "no", "such", "tls_ticket_key")
         r = self.check(self.dir, ticket)

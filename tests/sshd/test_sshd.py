@@ -971,6 +971,23 @@ class NcgrpcdDownTest(SshdTestCase):
         self.assertIn(("%s: missing (an ed25519 host key will be made)\n" % fresh).encode(),
                       r.stdout)
         self.assertFalse(os.path.exists(os.path.dirname(fresh)))
+        # --init (the unit's ExecStartPre=+) makes it, and keeps it after.
+        r = subprocess.run([sshd, "--init", "-f", env.srv.conf_path,
+                            "-o", "ssh-host-key=" + fresh], capture_output=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(os.stat(fresh).st_mode & 0o777, 0o600)
+        self.assertTrue(os.path.exists(fresh + ".pub"))
+        with open(fresh, "rb") as f:
+            made = f.read()
+        r = subprocess.run([sshd, "-I", "-f", env.srv.conf_path,
+                            "-o", "ssh-host-key=" + fresh], capture_output=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        with open(fresh, "rb") as f:
+            self.assertEqual(f.read(), made)
+        r = subprocess.run([sshd, "-n", "-f", env.srv.conf_path,
+                            "-o", "ssh-host-key=" + fresh], capture_output=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertNotIn(b"missing", r.stdout)
         nowhere = os.path.join(env.tmp, "no", "such", "ssh_host_ed25519_key")
         r = subprocess.run([sshd, "-n", "-f", env.srv.conf_path,
                             "-o", "ssh-host-key=" + nowhere], capture_output=True, timeout=30)
