@@ -119,7 +119,6 @@ device_get(struct broker *b, const char *id, uint64_t instance,
 	log_info("device \"%s\" connected from %s (instance %" PRIu64 ")", id,
 	         peer, instance);
 	audit_event("device-connected", "device", id, "peer", peer, NULL);
-	notify(b, BROKER_EV_CONNECTED, d, "connected");
 	return d;
 }
 
@@ -387,6 +386,7 @@ on_verified(void *arg, int result)
 	struct broker *b = ic->ic_b;
 	struct device *d;
 	const char *why;
+	int ev = -1; /* the event for watchers, once d is up to date */
 
 	ic->ic_verify = NULL;
 	if (ic->ic_state == INIT_DONE) {
@@ -441,6 +441,7 @@ on_verified(void *arg, int result)
 	if (d != NULL && d->dv_instance != ic->ic_instance) {
 		struct initcall *old;
 
+		ev = BROKER_EV_RESTARTED;
 		log_info("device \"%s\" restarted (instance %" PRIu64
 		         " -> %" PRIu64 ")",
 		         d->dv_id, d->dv_instance, ic->ic_instance);
@@ -448,7 +449,6 @@ on_verified(void *arg, int result)
 		            ic->ic_peer.pe_text, NULL);
 		d->dv_instance = ic->ic_instance;
 		d->dv_since = (int64_t)time(NULL);
-		notify(b, BROKER_EV_RESTARTED, d, "new instance id");
 		/* The old instance's idle connections are stale now. */
 		while ((old = TAILQ_FIRST(&d->dv_idle)) != NULL) {
 			TAILQ_REMOVE(&d->dv_idle, old, ic_entry);
@@ -462,11 +462,15 @@ on_verified(void *arg, int result)
 			                 NULL);
 		}
 	}
-	if (d == NULL && (d = device_get(b, ic->ic_id, ic->ic_instance,
-	                                 ic->ic_peer.pe_text)) == NULL) {
-		grpc_call_finish(ic->ic_call, GRPC_STATUS_RESOURCE_EXHAUSTED,
-		                 "out of memory", NULL);
-		return;
+	if (d == NULL) {
+		if ((d = device_get(b, ic->ic_id, ic->ic_instance,
+		                    ic->ic_peer.pe_text)) == NULL) {
+			grpc_call_finish(ic->ic_call,
+			                 GRPC_STATUS_RESOURCE_EXHAUSTED,
+			                 "out of memory", NULL);
+			return;
+		}
+		ev = BROKER_EV_CONNECTED;
 	}
 	snprintf(d->dv_peer, sizeof(d->dv_peer), "%.63s", ic->ic_peer.pe_text);
 	ic->ic_dev = d;
@@ -478,6 +482,14 @@ on_verified(void *arg, int result)
 	log_debug("device \"%s\": idle connection from %s (%u idle%s)",
 	          d->dv_id, ic->ic_peer.pe_text, d->dv_nidle,
 	          ic->ic_resumed ? ", tls resumed" : "");
+	/*
+	 * Watchers see the device as it is now: its new peer, its instance's
+	 * idle connection (docs/operator-api.md), not the state before.
+	 */
+	if (ev == BROKER_EV_CONNECTED)
+		notify(b, ev, d, "connected");
+	else if (ev == BROKER_EV_RESTARTED)
+		notify(b, ev, d, "new instance id");
 	relay_try_grant(b, d);
 }
 

@@ -1099,12 +1099,20 @@ class RestartTest(ServerTestCase):
         old = self.new_emu(srv, "rs", "restart-secret", waittime=60)
         ev = w.wait_for(Kind.CONNECTED, "rs", 15)
         self.assertEqual(ev.device.instance_id, old.instance_id)
+        # Events show the device after the change: the connection that
+        # made it connected is idle (it said 0, and no event followed).
+        self.assertEqual(ev.device.idle_connections, 1)
+        old_peer = ev.device.peer
         new = self.new_emu(srv, "rs", "restart-secret")
         self.assertNotEqual(new.instance_id, old.instance_id)
         ev = w.wait_for(Kind.RESTARTED, "rs", 15)
         self.assertEqual(ev.device.instance_id, new.instance_id)
         self.assertTrue(ev.reason)
         self.assertEqual(opc.device("rs").instance_id, new.instance_id)
+        # ... and the new instance's peer, not the old one's.
+        self.assertNotEqual(ev.device.peer, old_peer)
+        self.assertEqual(ev.device.peer, opc.device("rs").peer)
+        self.assertEqual(ev.device.idle_connections, 1)
         # The stale idle connection was let go.
         srvlib.wait_until(lambda: old.errors, 10, "old instance's Initialize ended")
         self.assertEqual(old.errors[0][0], grpc.StatusCode.UNAVAILABLE)
