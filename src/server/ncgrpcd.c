@@ -590,8 +590,10 @@ listen_metrics(void)
 static int
 listen_operator(void)
 {
-	char *copy;
+	char *copy, *end;
+	const char *group;
 	struct group *gr;
+	unsigned long gid;
 	int rc;
 
 	if ((copy = strdup(ncd.sc->sc_operator_socket)) == NULL)
@@ -605,13 +607,28 @@ listen_operator(void)
 		          ncd.sc->sc_operator_socket, uv_strerror(rc));
 		return rc;
 	}
-	if (ncd.sc->sc_operator_socket_group != NULL) {
-		if ((gr = getgrnam(ncd.sc->sc_operator_socket_group)) == NULL ||
-		    chown(ncd.sc->sc_operator_socket, (uid_t)-1, gr->gr_gid) !=
-		        0)
-			log_warnx("cannot give \"%s\" to group \"%s\"",
-			          ncd.sc->sc_operator_socket,
-			          ncd.sc->sc_operator_socket_group);
+	if ((group = ncd.sc->sc_operator_socket_group) != NULL) {
+		/*
+		 * A name, else a numeric gid (docs/ncgrpcd.conf.md), as
+		 * chown(1) takes them.
+		 */
+		gid = strtoul(group, &end, 10);
+		if ((gr = getgrnam(group)) != NULL)
+			rc = chown(ncd.sc->sc_operator_socket, (uid_t)-1,
+			           gr->gr_gid);
+		else if (*end == '\0' && group[0] >= '0' && group[0] <= '9' &&
+		         gid < UINT32_MAX)
+			rc = chown(ncd.sc->sc_operator_socket, (uid_t)-1,
+			           (gid_t)gid);
+		else {
+			rc = -1;
+			errno = ENOENT;
+		}
+		if (rc != 0)
+			log_warnx("cannot give \"%s\" to group \"%s\": %s",
+			          ncd.sc->sc_operator_socket, group,
+			          errno == ENOENT ? "no such group"
+			                          : strerror(errno));
 	}
 	log_info("operator API on \"%s\" (mode %04o)",
 	         ncd.sc->sc_operator_socket, ncd.sc->sc_operator_socket_mode);

@@ -577,7 +577,14 @@ flush_lines(struct relay_half *op, int final)
 	}
 }
 
-/* Sends the whole NETCONF messages cut so far.  0 or the framer's error. */
+#define NETCONF_NOT_UTF8 "NETCONF input is not valid UTF-8"
+
+/*
+ * Sends the whole NETCONF messages cut so far.  0, the framer's error, or
+ * -EILSEQ for a message that is not UTF-8: replacing its bytes, as shell
+ * input's are (send_to_device()), would change the lengths that chunked
+ * framing declares, and XML is UTF-8 anyway, so the session ends instead.
+ */
 static int
 flush_netconf(struct relay_half *op)
 {
@@ -588,6 +595,8 @@ flush_netconf(struct relay_half *op)
 	int rc;
 
 	while ((rc = ncframe_next(&os->os_nf, &msg, &len)) == 1) {
+		if (!utf8_valid(msg, len))
+			return -EILSEQ;
 		if (ncframe_op_name(msg, len, opname, sizeof(opname)) == 0)
 			audit_input(os,
 			            strcmp(opname, "hello") == 0
@@ -718,6 +727,9 @@ opside_input(struct relay_half *op, const uint8_t *msg, size_t len)
 	else if (rc == -ERANGE)
 		os_end(os, GRPC_STATUS_INVALID_ARGUMENT, SRVM_END_PROTOCOL,
 		       "window size out of range");
+	else if (rc == -EILSEQ)
+		os_end(os, GRPC_STATUS_INVALID_ARGUMENT, SRVM_END_PROTOCOL,
+		       NETCONF_NOT_UTF8);
 	else
 		os_end(os, GRPC_STATUS_INVALID_ARGUMENT, SRVM_END_PROTOCOL,
 		       "unexpected SessionInput");
@@ -747,6 +759,7 @@ static void
 opside_flush(struct relay_half *op)
 {
 	struct opsess *os = op->rh_os;
+	int rc;
 
 	if (os->os_raw) {
 		if (os->os_ncarry > 0)
@@ -755,9 +768,11 @@ opside_flush(struct relay_half *op)
 		os->os_ncarry = 0;
 	} else if (os->os_type == BROKER_SHELL)
 		flush_lines(op, 1);
-	else if (ncframe_eof(&os->os_nf) < 0 || flush_netconf(op) < 0)
+	else if ((rc = ncframe_eof(&os->os_nf)) < 0 ||
+	         (rc = flush_netconf(op)) < 0)
 		os_end(os, GRPC_STATUS_INVALID_ARGUMENT, SRVM_END_PROTOCOL,
-		       "input ended inside a NETCONF message");
+		       rc == -EILSEQ ? NETCONF_NOT_UTF8
+		                     : "input ended inside a NETCONF message");
 }
 
 /*
@@ -838,10 +853,12 @@ devside_input(struct relay_half *dev, const uint8_t *msg, size_t len)
 	if (os->os_type == BROKER_NETCONF) {
 		ncframe_observe_device(&os->os_nf, data, n);
 		/* The framing may have just been decided. */
-		if (flush_netconf(dev->rh_peer) < 0) {
+		if ((rc = flush_netconf(dev->rh_peer)) < 0) {
 			os_end(os, GRPC_STATUS_INVALID_ARGUMENT,
 			       SRVM_END_PROTOCOL,
-			       "malformed NETCONF framing from the operator");
+			       rc == -EILSEQ ? NETCONF_NOT_UTF8
+			                     : "malformed NETCONF framing from "
+			                       "the operator");
 			rc = -1;
 			goto done;
 		}

@@ -590,6 +590,22 @@ class EmulatorTest(ServerTestCase):
         self.assertEqual(s.read_until(b"emu% ", 10), "caf\ufffd\nemu% ".encode())
         self.assertEqual(self.emu.sessions[0].commands, ["echo caf\ufffd"])
 
+    # NETCONF input is not replaced but refused: with 1.1 chunked framing
+    # a U+FFFD (3 bytes for 1) would belie the chunk sizes sent, and XML
+    # is UTF-8 anyway.  Nothing of the bad message reaches the device.
+    def test_invalid_utf8_netconf_input_is_refused(self):
+        s = self.opc.session("jun1", "netconf", wait_ms=10000)
+        s.wait_started(15)
+        s.read_until(EOM, 10)
+        s.send(CLIENT_HELLO + rpc(1, "<get-config><source><running/></source></get-config>"))
+        self.assertIn(b'message-id="1"', s.read_until(EOM, 10))
+        s.send(rpc(2, "<get><filter>cafX</filter></get>").replace(b"cafX", b"caf\xe9"))
+        s.read_all(10)
+        self.assertEqual(s.code, grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertEqual(s.details, "NETCONF input is not valid UTF-8")
+        self.assertTrue(self.emu.sessions[0].ended.wait(10), "the device's session to end")
+        self.assertFalse(any("<filter>" in c for c in self.emu.sessions[0].commands))
+
 
 # ---------------------------------------------------------------------------
 def unusual_bytes_field(num, data, kind):
@@ -983,6 +999,20 @@ class OperatorApiTest(ServerTestCase):
         emu.stop()
         w.wait_for(Kind.DISCONNECTED, "lb", 15)
         self.assertEqual(opc.list_devices(), [])
+
+    def test_operator_socket_group(self):
+        """operator-socket-group takes a name or, as documented, a numeric
+        gid (the number was looked up as a name, and only a warning said
+        that the group's members could not connect)."""
+        import grp
+        name = grp.getgrgid(1).gr_name  # "daemon" on Debian
+        for value, want in ((name, 1), ("4242", 4242)):
+            srv = self.new_server(extra=["operator-socket-group %s" % value])
+            self.assertEqual(os.stat(srv.sock).st_gid, want, value)
+            self.assertEqual(srv.log.find(r"cannot give"), [], value)
+            srv.stop()
+        srv = self.new_server(extra=["operator-socket-group ncgrpc-no-such-group"])
+        srv.log.wait(r'cannot give ".*" to group "ncgrpc-no-such-group": no such group', 10)
 
     def test_session_errors(self):
         srv = self.new_server({"e1": "err-secret-1"}, extra=["session-limit 2"])
