@@ -175,12 +175,22 @@ check_backends(const struct conf *cf)
 {
 	const struct conf_agent *ag = &cf->cf_agent;
 	const char *cmd = ag->ag_netconf_command, *eq;
+	struct passwd *pw;
 	size_t len;
 
-	if (ag->ag_user != NULL && getpwnam(ag->ag_user) == NULL)
+	pw = ag->ag_user != NULL ? getpwnam(ag->ag_user) : getpwuid(geteuid());
+	if (ag->ag_user != NULL && pw == NULL)
 		log_warnx("user \"%s\": no such user; every session will "
 		          "fail with \"unknown user\" until it exists",
 		          ag->ag_user);
+	/* A system account's login shell refuses logins: so would ours. */
+	if (ag->ag_shell == NULL && pw != NULL && pw->pw_shell != NULL &&
+	    (strstr(pw->pw_shell, "nologin") != NULL ||
+	     strcmp(pw->pw_shell, "/bin/false") == 0 ||
+	     strcmp(pw->pw_shell, "/usr/bin/false") == 0))
+		log_warnx("user \"%s\": the login shell is %s, so shell "
+		          "sessions end at once; give the agent a 'shell'",
+		          pw->pw_name, pw->pw_shell);
 	if (ag->ag_shell != NULL && access(ag->ag_shell, X_OK) != 0)
 		log_warnx("shell \"%s\": %s; shell sessions will fail",
 		          ag->ag_shell, strerror(errno));
@@ -261,10 +271,10 @@ apply_agent(const struct conf *cf)
 		path = NULL;
 	if (path == NULL)
 		fatalx("out of memory");
-	if (agent.log_path != NULL && strcmp(path, agent.log_path) == 0) {
-		free(path);
-		return;
-	}
+	/*
+	 * Opened again at each reload, the same path too: logrotate's
+	 * "create" renames the file and sends SIGHUP (docs/configuration.md).
+	 */
 	if ((rc = log_open(path)) != 0) {
 		log_warnx("cannot open log file \"%s\": %s", path,
 		          strerror(-rc));
@@ -333,6 +343,23 @@ find_client(const char *name)
 	return NULL;
 }
 
+/*
+ * Whether the agent block's connection settings differ.  The session
+ * settings (user, shell, netconf-command, session-limit) apply to the next
+ * session whatever happens, so they need no word.
+ */
+static int
+conn_settings_changed(const struct conf_agent *a, const struct conf_agent *b)
+{
+	return a->ag_keepalive_interval != b->ag_keepalive_interval ||
+	       a->ag_keepalive_timeout != b->ag_keepalive_timeout ||
+	       a->ag_keepalive_interval_max != b->ag_keepalive_interval_max ||
+	       a->ag_tcp_keepidle != b->ag_tcp_keepidle ||
+	       a->ag_tcp_keepintvl != b->ag_tcp_keepintvl ||
+	       a->ag_tcp_keepcnt != b->ag_tcp_keepcnt ||
+	       a->ag_dead_peer_timeout != b->ag_dead_peer_timeout;
+}
+
 static void
 reload(const char *trigger)
 {
@@ -357,6 +384,12 @@ reload(const char *trigger)
 		conf_free(cf);
 		return;
 	}
+	if (conn_settings_changed(&agent.conf->cf_agent, &cf->cf_agent))
+		log_info("configuration reload (%s): the new keepalive and "
+		         "dead-peer settings apply to connections opened from "
+		         "now on; waiting connections keep theirs until they "
+		         "are replaced",
+		         trigger);
 	apply_agent(cf);
 	check_conf_mode();
 	check_backends(cf);

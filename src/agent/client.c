@@ -84,6 +84,7 @@ struct caddr {
 	uint16_t ca_port;
 	struct tls_ctx *ca_ctx; /* NULL when the trust anchor is unusable */
 	struct trust *ca_trust; /* where ca_ctx comes from */
+	char *ca_file;          /* trusted-cert-file, or NULL */
 	char ca_ctx_err[256];
 };
 
@@ -139,6 +140,7 @@ struct client {
 
 static void client_connect(struct client *);
 static void caddr_free(struct caddr *);
+static int caddr_trust_file(struct caddr *);
 static void client_ping_decay(struct client *);
 
 const char *
@@ -734,6 +736,15 @@ client_connect(struct client *cl)
 		return;
 	}
 	client_ping_decay(cl);
+	/*
+	 * A trusted-cert-file that was missing or broken may have been put
+	 * right since: read it again at each try until it is usable.
+	 */
+	if (a->ca_ctx == NULL && a->ca_file != NULL &&
+	    caddr_trust_file(a) == 0 && a->ca_ctx != NULL)
+		log_info("client \"%s\": trusted-cert-file \"%s\" is usable "
+		         "now",
+		         cl->cl_name, a->ca_file);
 	if (a->ca_ctx == NULL) {
 		log_warnx("client \"%s\": skipping %s port %u: trusted-cert "
 		          "unusable: %s",
@@ -817,6 +828,7 @@ caddr_free(struct caddr *a)
 	struct trust *t = a->ca_trust;
 
 	free(a->ca_host);
+	free(a->ca_file);
 	if (t == NULL)
 		return;
 	tls_ctx_free(a->ca_ctx);
@@ -831,31 +843,46 @@ caddr_free(struct caddr *a)
 	free(t);
 }
 
-/* Returns -ENOMEM, else 0: an unusable anchor is noted in ca_ctx_err. */
+/*
+ * The anchor of ca_file.  Returns -ENOMEM, else 0: an unusable anchor is
+ * noted in ca_ctx_err.
+ */
 static int
-caddr_init(struct caddr *a, const struct conf_address *ad)
+caddr_trust_file(struct caddr *a)
 {
 	char *pem, tmp[sizeof(a->ca_ctx_err)];
 	size_t len;
 	int rc;
 
+	if ((rc = tls_file_read(a->ca_file, &pem, &len, a->ca_ctx_err,
+	                        sizeof(a->ca_ctx_err))) != 0)
+		return rc == -ENOMEM ? rc : 0;
+	rc = trust_get(a, pem, len, tmp, sizeof(tmp));
+	if (rc != 0)
+		ncg_seterr(a->ca_ctx_err, sizeof(a->ca_ctx_err), "%s: %s",
+		           a->ca_file, tmp);
+	tls_file_free(pem, len);
+	return rc == -ENOMEM ? rc : 0;
+}
+
+/* Returns -ENOMEM, else 0: an unusable anchor is noted in ca_ctx_err. */
+static int
+caddr_init(struct caddr *a, const struct conf_address *ad)
+{
+	int rc;
+
 	if ((a->ca_host = strdup(ad->ad_host)) == NULL)
 		return -ENOMEM;
 	a->ca_port = ad->ad_port;
-	if (ad->ad_trusted_cert != NULL)
+	if (ad->ad_trusted_cert != NULL) {
 		rc = trust_get(a, ad->ad_trusted_cert,
 		               strlen(ad->ad_trusted_cert), a->ca_ctx_err,
 		               sizeof(a->ca_ctx_err));
-	else if ((rc = tls_file_read(ad->ad_trusted_cert_file, &pem, &len,
-	                             a->ca_ctx_err, sizeof(a->ca_ctx_err))) ==
-	         0) {
-		rc = trust_get(a, pem, len, tmp, sizeof(tmp));
-		if (rc != 0)
-			ncg_seterr(a->ca_ctx_err, sizeof(a->ca_ctx_err),
-			           "%s: %s", ad->ad_trusted_cert_file, tmp);
-		tls_file_free(pem, len);
+		return rc == -ENOMEM ? rc : 0;
 	}
-	return rc == -ENOMEM ? rc : 0;
+	if ((a->ca_file = strdup(ad->ad_trusted_cert_file)) == NULL)
+		return -ENOMEM;
+	return caddr_trust_file(a);
 }
 
 int

@@ -180,6 +180,21 @@ class ConfigCheckTest(AgentTestCase):
             self.assertEqual(rc, 0, nc)
             self.assertNotIn("will fail", err, nc)
 
+    def test_nologin_shell_is_warned_of(self):
+        # render_conf() gives tests a shell: take it out.
+        text = re.sub(r'\n *shell "[^"]*";', "",
+                      render_conf([Client("nms1", "r1", "s3cret", [self.addr(443)])],
+                                  "/tmp/unused.log", ["user nobody;"]))
+        self.assertNotIn("shell", text)
+        path, rc, out, err = self.run_check(text)
+        self.assertEqual(rc, 0, out + err)
+        self.assertIn('user "nobody": the login shell is /usr/sbin/nologin, so shell sessions '
+                      "end at once", err)
+        text = render_conf([Client("nms1", "r1", "s3cret", [self.addr(443)])],
+                           "/tmp/unused.log", ["user nobody;", 'shell "/bin/sh";'])
+        path, rc, out, err = self.run_check(text)
+        self.assertNotIn("login shell", err)
+
     def test_junos_wrapped_form(self):
         text = ("system {\n  services {\n    outbound-https {\n"
                 "      client a { device-id r1; secret \"x\"; address 127.0.0.1 { port 1; "
@@ -894,6 +909,46 @@ class ReloadTest(AgentTestCase):
         self.assertEqual(sh_run(sb, "echo b-ok"), "b-ok\n")
         self.assertEqual(sh_run(sa, "echo a-survived"), "a-survived\n")
         self.assertFalse(agent.find(r'client "a": (connecting|stopping)', mark))
+
+    def test_log_reopened_at_sighup(self):
+        """logrotate's "create" renames the log and sends SIGHUP: the agent
+        went on writing into the renamed file for good."""
+        agent = self.new_agent(self.clients("a"), via_symlink=True)
+        self.nms.wait_waiting("ra", 10)
+        rotated = agent.log_path + ".1"
+        os.rename(agent.log_path, rotated)
+        agent.sighup()
+        agent.wait_log(r"configuration reloaded \(SIGHUP\)", 10)
+        with open(rotated) as f:
+            self.assertNotIn("configuration reloaded", f.read())
+
+    def test_connection_settings_apply_to_new_connections(self):
+        """A changed keepalive or dead-peer setting does not reach the
+        waiting connection: the reload says so instead of nothing."""
+        agent = self.new_agent(self.clients("a"), via_symlink=True)
+        self.nms.wait_waiting("ra", 10)
+        mark = agent.mark()
+        agent.configure(self.clients("a"), ['shell "/bin/sh";', "dead-peer-timeout 5;"])
+        agent.sighup()
+        agent.wait_log(r"configuration reload \(SIGHUP\): the new keepalive and dead-peer "
+                       r"settings apply to connections opened from now on", 10, start=mark)
+        mark = agent.mark()
+        agent.configure(self.clients("a"), ['shell "/bin/sh";', "dead-peer-timeout 5;"])
+        agent.sighup()
+        agent.wait_log(r"configuration reloaded \(SIGHUP\)", 10, start=mark)
+        self.assertFalse(agent.find(r"the new keepalive", mark))
+
+    def test_trusted_cert_file_that_appears_later(self):
+        """A trusted-cert-file missing at the start was never read again,
+        even after SIGHUP: the address was skipped until a restart."""
+        path = os.path.join(self.tmp, "late-ca.pem")
+        c = Client("a", "ra", "ka", [Addr(self.nms.port, cert_file=path)], waittime=1)
+        agent = self.new_agent([c])
+        agent.wait_log(r'client "a": skipping .*trusted-cert unusable', 10)
+        shutil.copy(os.path.join(CFG["certs"], "ca.pem"), path)
+        agent.wait_log(r'client "a": trusted-cert-file "%s" is usable now' % re.escape(path),
+                       10)
+        self.nms.wait_waiting("ra", 10)
 
     def test_add_client_file_change(self):
         agent = self.new_agent(self.clients("a"))
