@@ -241,6 +241,13 @@ parse_options(struct akey *ak, const char **pp, const char *end,
 		while (p < end && ((*p >= 'a' && *p <= 'z') || *p == '-'))
 			p++;
 		nlen = (size_t)(p - name);
+		if (nlen > 0 && p < end &&
+		    (*p == ',' || *p == ' ' || *p == '\t')) {
+			/* OpenSSH's no-pty, restrict, ...: none is ours. */
+			*why = "unknown option (known: operator, devices, "
+			       "sessions)";
+			return -EINVAL;
+		}
 		if (nlen == 0 || p + 1 >= end || p[0] != '=' || p[1] != '"') {
 			*why = "expected an option NAME=\"VALUE\" before the "
 			       "key (operator=, devices=, sessions=)";
@@ -354,6 +361,15 @@ parse_line(struct akey *ak, const char *p, const char *end, const char **why)
 	kt = ssh_key_type_from_name(type);
 	if (kt == SSH_KEYTYPE_UNKNOWN) {
 		*why = "unknown key type";
+		return -EINVAL;
+	}
+	/*
+	 * A certificate is matched by its key, not by itself, so one listed
+	 * here would never let anyone in: list the plain public key.
+	 */
+	if (strstr(type, "-cert-v01@openssh.com") != NULL) {
+		*why = "an OpenSSH certificate; list the plain public key "
+		       "instead";
 		return -EINVAL;
 	}
 	next_word(&p, end, &w, &wlen);
@@ -502,6 +518,33 @@ akeys_find(const struct akeys *as, const ssh_key key)
 		                SSH_KEY_CMP_PUBLIC) == 0)
 			return &as->as_keys[i];
 	return NULL;
+}
+
+const struct akey *
+akeys_find_fp(const struct akeys *as, const char *fp)
+{
+	size_t i;
+
+	if (as == NULL)
+		return NULL;
+	for (i = 0; i < as->as_nkeys; i++)
+		if (strcmp(as->as_keys[i].ak_fp, fp) == 0)
+			return &as->as_keys[i];
+	return NULL;
+}
+
+unsigned
+akeys_rights(const struct akey *ak, const char *device)
+{
+	unsigned bits = 0;
+
+	if (akeys_allows(ak, device, AKEYS_NETCONF))
+		bits |= AKEYS_NETCONF;
+	if (akeys_allows(ak, device, AKEYS_SHELL))
+		bits |= AKEYS_SHELL;
+	if (akeys_allows(ak, device, AKEYS_EXEC))
+		bits |= AKEYS_EXEC;
+	return bits;
 }
 
 int

@@ -78,6 +78,12 @@ void akeys_free(struct akeys *as);
 /* The entry of key, or NULL when the key is not listed. */
 const struct akey *akeys_find(const struct akeys *as, const ssh_key key);
 
+/* The entry whose ak_fp is fp, or NULL when no key has it. */
+const struct akey *akeys_find_fp(const struct akeys *as, const char *fp);
+
+/* The AKEYS_* bits ak allows on device. */
+unsigned akeys_rights(const struct akey *ak, const char *device);
+
 /*
  * Nonzero if ak may open a session of type (one AKEYS_* bit) on device.
  */

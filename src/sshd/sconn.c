@@ -554,8 +554,24 @@ static void
 chan_start(struct schan *ch)
 {
 	struct sconn *c = ch->ch_c;
+	const struct akey *ak;
 	char msg[400];
 
+	/*
+	 * The keys in force now decide, not those of the login: a key taken
+	 * out of ssh-authorized-keys (and SIGHUP) opens no more sessions on
+	 * connections it logged in, and changed options apply to the next
+	 * session.  Sessions already open are kept.
+	 */
+	if ((ak = akeys_find_fp(c->c_sd->sd_keys, c->c_fp)) == NULL ||
+	    strcmp(ak->ak_operator, c->c_op) != 0) {
+		chan_refuse(
+		    ch, "key no longer in ssh-authorized-keys",
+		    "this key was removed from ssh-authorized-keys since "
+		    "it logged in");
+		return;
+	}
+	c->c_allowed = akeys_rights(ak, c->c_dev);
 	if ((c->c_allowed & chan_type_bit(ch)) == 0) {
 		snprintf(msg, sizeof(msg),
 		         "operator '%s' may not open %s sessions on device "
@@ -1198,13 +1214,20 @@ fp_of(ssh_key key, char *out, size_t outlen)
 	ssh_string_free_char(fp);
 }
 
+/* Of a user name a peer sent before it logged in, what the audit keeps. */
+#define SCONN_AUDIT_USER_MAX 128
+
 static void
 auth_refused(struct sconn *c, const char *user, const char *key,
              const char *why)
 {
+	char u[SCONN_AUDIT_USER_MAX + 1];
+
+	/* The peer chose it: no more of it than a user name needs. */
+	snprintf(u, sizeof(u), "%s", user);
 	log_info("connection %" PRIu64 " from %s: login refused: %s", c->c_id,
 	         c->c_peer, why);
-	audit_event("ssh-login-refused", "user", user, "operator-key", key,
+	audit_event("ssh-login-refused", "user", u, "operator-key", key,
 	            "source", c->c_peer, "reason", why, NULL);
 }
 
@@ -1239,25 +1262,23 @@ cb_auth_pubkey(ssh_session ss, const char *user, struct ssh_key_struct *key,
 		auth_refused(c, user, fp, "unknown key");
 		return SSH_AUTH_DENIED;
 	}
-	if (op[0] != '\0' && strcmp(op, ak->ak_operator) != 0) {
-		auth_refused(c, user, fp,
-		             "the user name names another operator than the "
-		             "key's");
-		return SSH_AUTH_DENIED;
-	}
 	if (signature_state == SSH_PUBLICKEY_STATE_NONE)
 		return SSH_AUTH_SUCCESS; /* "this key would do": sign with it */
 	if (signature_state != SSH_PUBLICKEY_STATE_VALID) {
 		auth_refused(c, user, fp, "bad signature");
 		return SSH_AUTH_DENIED;
 	}
-	/* Rights are fixed at login: a reload does not change them. */
-	if (akeys_allows(ak, dev, AKEYS_NETCONF))
-		bits |= AKEYS_NETCONF;
-	if (akeys_allows(ak, dev, AKEYS_SHELL))
-		bits |= AKEYS_SHELL;
-	if (akeys_allows(ak, dev, AKEYS_EXEC))
-		bits |= AKEYS_EXEC;
+	/*
+	 * Only once the key is proven: who holds a public key alone must not
+	 * learn whose it is, nor write its operator's name into the audit.
+	 */
+	if (op[0] != '\0' && strcmp(op, ak->ak_operator) != 0) {
+		auth_refused(c, user, fp,
+		             "the user name names another operator than the "
+		             "key's");
+		return SSH_AUTH_DENIED;
+	}
+	bits = akeys_rights(ak, dev);
 	snprintf(c->c_op, sizeof(c->c_op), "%s", ak->ak_operator);
 	snprintf(c->c_dev, sizeof(c->c_dev), "%s", dev);
 	snprintf(c->c_fp, sizeof(c->c_fp), "%s", ak->ak_fp);

@@ -16,6 +16,7 @@
 #include <libgen.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -43,8 +44,12 @@ static struct {
 	int lfd;
 	uv_poll_t lpoll;
 	int lpoll_open;
+	uv_timer_t accept_again; /* after EMFILE: the poll rests a while */
 	uv_signal_t sighup, sigint, sigterm;
 } g;
+
+/* How long the listener rests when no descriptor is left for a connection. */
+#define SSHD_EMFILE_REST_MS 200
 
 static const struct option longopts[] = {
     {"help", no_argument, NULL, 'h'},
@@ -102,8 +107,8 @@ usage(int code)
 	    "broken file keeps\n"
 	    "the keys in force; open sessions are kept); SIGINT and SIGTERM "
 	    "shut down.\n"
-	    "Exit status: 0, or 1 on a configuration or startup error.  See "
-	    "ncgrpc-sshd(8)\n"
+	    "Exit status: 0; 1 on a configuration or startup error; 64 on a "
+	    "usage error.\nSee ncgrpc-sshd(8) "
 	    "and docs/ncgrpcd.conf.md.\n",
 	    SSHD_DEFAULT_CONF);
 	exit(code);
@@ -336,6 +341,39 @@ peer_name(const struct sockaddr_storage *ss, char *out, size_t outlen)
 		snprintf(out, outlen, "unknown");
 }
 
+static void on_accept(uv_poll_t *, int, int);
+
+static void
+on_accept_again(uv_timer_t *t)
+{
+	(void)t;
+	if (g.lpoll_open)
+		uv_poll_start(&g.lpoll, UV_READABLE, on_accept);
+}
+
+/*
+ * TCP keepalive and TCP_USER_TIMEOUT from dead-peer-timeout, as ncgrpcd's
+ * device connections have (xport_opts_dead_peer()): a client whose link
+ * is cut, or a half-open connection, gives back its slot, its ncgrpcd
+ * session and the device's session within that time.
+ */
+static void
+tune_tcp(int fd)
+{
+	unsigned s = g.sd.sd_sc->sc_dead_peer_timeout;
+	int one = 1, v;
+
+	if (s == 0)
+		return;
+	(void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+	v = s / 2 > 0 ? (int)(s / 2) : 1;
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &v, sizeof(v));
+	v = s / 6 > 0 ? (int)(s / 6) : 1;
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &v, sizeof(v));
+	v = (int)(s * 1000);
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &v, sizeof(v));
+}
+
 static void
 on_accept(uv_poll_t *p, int status, int events)
 {
@@ -354,11 +392,25 @@ on_accept(uv_poll_t *p, int status, int events)
 		fd = accept4(g.lfd, (struct sockaddr *)&ss, &sl,
 		             SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd == -1) {
-			if (errno != EAGAIN && errno != EINTR &&
-			    errno != ECONNABORTED)
+			if (errno == EMFILE || errno == ENFILE) {
+				/*
+				 * The connection stays in the backlog, and the
+				 * poll, level-triggered, would fire again at
+				 * once: rest until descriptors come back.
+				 */
+				if (sd->sd_dropped++ % 1000 == 0)
+					log_warn("accept (listener resting "
+					         "%d ms)",
+					         SSHD_EMFILE_REST_MS);
+				uv_poll_stop(&g.lpoll);
+				uv_timer_start(&g.accept_again, on_accept_again,
+				               SSHD_EMFILE_REST_MS, 0);
+			} else if (errno != EAGAIN && errno != EINTR &&
+			           errno != ECONNABORTED)
 				log_warn("accept");
 			return;
 		}
+		tune_tcp(fd);
 		peer_name(&ss, peer, sizeof(peer));
 		/* Over a cap: closed at once, like OpenSSH's MaxStartups. */
 		if (sd->sd_nconns >= sd->sd_sc->sc_ssh_max_conns ||
@@ -430,6 +482,7 @@ shutdown_all(void)
 	log_info("shutting down");
 	if (g.lpoll_open) {
 		g.lpoll_open = 0;
+		uv_close((uv_handle_t *)&g.accept_again, NULL);
 		uv_close((uv_handle_t *)&g.lpoll, NULL);
 		close(g.lfd);
 	}
@@ -566,6 +619,7 @@ main(int argc, char **argv)
 		       g.sd.sd_sc->sc_ssh_listen_host,
 		       g.sd.sd_sc->sc_ssh_listen_port);
 	uv_poll_init(&loop, &g.lpoll, g.lfd);
+	uv_timer_init(&loop, &g.accept_again);
 	uv_poll_start(&g.lpoll, UV_READABLE, on_accept);
 	g.lpoll_open = 1;
 	uv_signal_init(&loop, &g.sighup);

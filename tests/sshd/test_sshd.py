@@ -798,6 +798,41 @@ class RefusalTest(SshdTestCase):
         self.assertEqual(f["user"], "router-17")
         self.assertNotIn("hunter2", env.srv.audit.text() + env.sshd.log.text())
 
+    def test_removed_key_opens_no_more_channels(self):
+        """Rights were fixed at login: a connection of a key taken out of
+        ssh-authorized-keys (ControlMaster, say) went on opening sessions."""
+        env = self.env
+        t = env.paramiko("alice")
+        try:
+            c = t.open_session(timeout=10)
+            c.exec_command("echo one-$((1+1))")
+            c.settimeout(30)
+            self.assertIn(b"one-2", c.makefile("rb").read())
+            self.assertEqual(c.recv_exit_status(), 0)
+            env.write_akeys(['operator="bob",devices="router-17",sessions="netconf" %s'
+                             % env.pub("bob")])
+            mark = env.sshd.log.mark()
+            env.sshd.proc.send_signal(signal.SIGHUP)
+            env.sshd.log.wait(r"SIGHUP: 1 authorized keys loaded", 10, start=mark)
+            c = t.open_session(timeout=10)
+            c.exec_command("echo two")
+            c.settimeout(30)
+            self.assertEqual(c.makefile("rb").read(), b"")
+            self.assertIn(b"this key was removed from ssh-authorized-keys",
+                          c.makefile_stderr("rb").read())
+            self.assertEqual(c.recv_exit_status(), 1)
+            env.wait_audit("ssh-refused", operator="alice",
+                           reason="key no longer in ssh-authorized-keys")
+        finally:
+            t.close()
+            env.write_akeys([
+                'operator="alice",devices="router-*" %s' % env.pub("alice"),
+                'operator="bob",devices="router-17",sessions="netconf" %s' % env.pub("bob"),
+                'operator="carol",devices="*" %s' % env.pub("carol")])
+            mark = env.sshd.log.mark()
+            env.sshd.proc.send_signal(signal.SIGHUP)
+            env.sshd.log.wait(r"SIGHUP: 3 authorized keys loaded", 10, start=mark)
+
     def test_reload_keeps_sessions(self):
         env = self.env
         m = env.nc("alice", "router-17")
@@ -840,6 +875,34 @@ class HostileTest(SshdTestCase):
         r = self.env.ssh_text("alice", "router-17", "echo alive-$((5+5))")
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn(b"alive-10\n", r.stdout)
+
+    def test_long_user_name_is_cut_in_the_audit(self):
+        """A peer that has not logged in chose the whole user name written to
+        the audit log (20,000 bytes made a 20 KB line)."""
+        with self.assertRaises(paramiko.AuthenticationException):
+            self.env.paramiko("alice", user="x" * 5000 + "+" + "y" * 5000)
+        f = self.env.wait_audit("ssh-login-refused",
+                                reason="user name is not DEVICE or OPERATOR+DEVICE")
+        self.assertEqual(f["user"], "x" * 128)
+
+    def test_connections_have_keepalive(self):
+        """SSH connections had no dead-peer detection: a cut client kept its
+        slot and its sessions for good.  Now they carry TCP keepalive (and
+        TCP_USER_TIMEOUT) from dead-peer-timeout, as device links do."""
+        t = self.env.paramiko("alice")
+        try:
+            # Once nothing is in flight (a retransmission timer shows then).
+            for _ in range(50):
+                r = subprocess.run(["ss", "-tnoH", "state", "established",
+                                    "( sport = :%d )" % self.env.port],
+                                   capture_output=True, text=True, timeout=10)
+                self.assertEqual(r.returncode, 0, r.stderr)
+                if "timer:(on," not in r.stdout:
+                    break
+                time.sleep(0.1)
+            self.assertRegex(r.stdout, r"timer:\(keepalive,", r.stdout)
+        finally:
+            t.close()
 
     def test_garbage_before_banner(self):
         s = socket.create_connection(("127.0.0.1", self.env.port), 5)

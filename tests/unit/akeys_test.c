@@ -188,9 +188,19 @@ test_malformed(void **state)
 	parse_fails(line("operator=\"a\"", 0), -EINVAL,
 	            "ak:1: operator=\"NAME\" and devices=\"PATTERNS\" are "
 	            "required");
+	/* OpenSSH's options without a value are unknown ones, not garbage. */
 	parse_fails(line("operator=\"a\",devices=\"*\",no-pty", 0), -EINVAL,
-	            "ak:1: expected an option NAME=\"VALUE\" before the key "
-	            "(operator=, devices=, sessions=)");
+	            "ak:1: unknown option (known: operator, devices, "
+	            "sessions)");
+	parse_fails(line("restrict,operator=\"a\",devices=\"*\"", 0), -EINVAL,
+	            "ak:1: unknown option (known: operator, devices, "
+	            "sessions)");
+	/* A certificate would never match: its key is what a client shows. */
+	parse_fails("operator=\"a\",devices=\"*\" "
+	            "ssh-ed25519-cert-v01@openssh.com AAAA\n",
+	            -EINVAL,
+	            "ak:1: an OpenSSH certificate; list the plain public key "
+	            "instead");
 	parse_fails(line("operator=\"a\",devices=\"*\",command=\"x\"", 0),
 	            -EINVAL,
 	            "ak:1: unknown option (known: operator, devices, "
