@@ -481,6 +481,19 @@ out:
 
 /* --- Escaped PEM --- */
 
+/* A certificate file, whole: 0, or -errno of open() or fileio_read_fd(). */
+static int
+read_cert_text(const char *path, char **text, size_t *len)
+{
+	int fd, rc;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) == -1)
+		return -errno;
+	rc = fileio_read_fd(fd, CERTGEN_MAX_PEM, 0, 0, text, len);
+	close(fd);
+	return rc;
+}
+
 int
 certgen_names_host(const char *cert_path, const char *name)
 {
@@ -489,13 +502,9 @@ certgen_names_host(const char *cert_path, const char *name)
 	size_t len = 0;
 	X509 *x = NULL;
 	BIO *b;
-	int fd, rc;
+	int rc;
 
-	if ((fd = open(cert_path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) == -1)
-		return -errno;
-	rc = fileio_read_fd(fd, CERTGEN_MAX_PEM, 0, 0, &text, &len);
-	close(fd);
-	if (rc != 0)
+	if ((rc = read_cert_text(cert_path, &text, &len)) != 0)
 		return rc;
 	if ((b = BIO_new_mem_buf(text, (int)len)) == NULL)
 		rc = -ENOMEM;
@@ -517,13 +526,9 @@ certgen_pem_escaped(const char *cert_path, char **out)
 {
 	char *text = NULL, *esc, *q;
 	size_t len = 0, i;
-	int fd, rc;
+	int rc;
 
-	if ((fd = open(cert_path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) == -1)
-		return -errno;
-	rc = fileio_read_fd(fd, CERTGEN_MAX_PEM, 0, 0, &text, &len);
-	close(fd);
-	if (rc != 0)
+	if ((rc = read_cert_text(cert_path, &text, &len)) != 0)
 		return rc;
 	if (strlen(text) != len ||
 	    strstr(text, "-----BEGIN CERTIFICATE-----") == NULL ||
