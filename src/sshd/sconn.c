@@ -63,6 +63,11 @@
 #define SCONN_WRITE_CHUNK (32 * 1024)
 #define SCONN_MAX_AUTH    10   /* authentication requests per connection */
 #define SCONN_MAX_CMD     4096 /* bytes of an exec command */
+#define SCONN_STR_(x)     #x
+#define SCONN_STR(x)      SCONN_STR_(x)
+#define SCONN_BAD_CMD                                                          \
+	"the command must be one line of at most " SCONN_STR(                  \
+	    SCONN_MAX_CMD) " bytes, without control characters"
 /* A vanished client's session without a terminal may end by itself. */
 #define SCONN_DRAIN_MS 2000
 
@@ -828,6 +833,27 @@ cmd_valid(const char *cmd)
 	return n > 0;
 }
 
+/*
+ * A request refused before any session: the client is told why on stderr
+ * (its "request failed" alone says nothing), and the audit log keeps it,
+ * as it keeps every refused channel.
+ */
+static int
+refuse_request(struct schan *ch, const char *what, const char *why)
+{
+	struct sconn *c = ch->ch_c;
+	char line[200];
+
+	audit_event("ssh-refused", "operator", c->c_op, "operator-key", c->c_fp,
+	            "source", c->c_peer, "device", c->c_dev, "channel", what,
+	            "reason", why, NULL);
+	snprintf(line, sizeof(line), "ncgrpc-sshd: %s: %s\r\n", what, why);
+	if (ch->ch_ssh != NULL)
+		(void)ssh_channel_write_stderr(ch->ch_ssh, line,
+		                               (uint32_t)strlen(line));
+	return -1;
+}
+
 static int
 cb_exec(ssh_session ss, ssh_channel channel, const char *command, void *arg)
 {
@@ -835,8 +861,10 @@ cb_exec(ssh_session ss, ssh_channel channel, const char *command, void *arg)
 
 	(void)ss;
 	(void)channel;
-	if (ch->ch_state != CH_NEW || !cmd_valid(command))
+	if (ch->ch_state != CH_NEW)
 		return -1;
+	if (!cmd_valid(command))
+		return refuse_request(ch, "exec", SCONN_BAD_CMD);
 	if ((ch->ch_cmd = strdup(command)) == NULL)
 		return -1;
 	return take_request(ch, CH_EXEC);
@@ -849,7 +877,8 @@ cb_subsystem(ssh_session ss, ssh_channel channel, const char *subsystem,
 	(void)ss;
 	(void)channel;
 	if (strcmp(subsystem, "netconf") != 0)
-		return -1;
+		return refuse_request(arg, "subsystem",
+		                      "only the netconf subsystem is offered");
 	return take_request(arg, CH_NETCONF);
 }
 

@@ -798,6 +798,30 @@ class RefusalTest(SshdTestCase):
         self.assertEqual(f["user"], "router-17")
         self.assertNotIn("hunter2", env.srv.audit.text() + env.sshd.log.text())
 
+    def test_refused_requests_say_why(self):
+        """A subsystem other than netconf, or an exec command that is not one
+        line, got a bare "request failed": no reason, no audit line."""
+        env = self.env
+        t = env.paramiko("alice")
+        try:
+            for request, arg, why in (
+                    ("subsystem", "sftp", "only the netconf subsystem is offered"),
+                    ("exec", "echo a\necho b", "the command must be one line of at most "
+                     "4096 bytes, without control characters")):
+                c = t.open_session(timeout=10)
+                with self.assertRaises(paramiko.SSHException):
+                    if request == "subsystem":
+                        c.invoke_subsystem(arg)
+                    else:
+                        c.exec_command(arg)
+                c.settimeout(10)
+                self.assertIn(("ncgrpc-sshd: %s: %s" % (request, why)).encode(),
+                              c.recv_stderr(4096))
+                env.wait_audit("ssh-refused", operator="alice", channel=request, reason=why)
+                c.close()
+        finally:
+            t.close()
+
     def test_removed_key_opens_no_more_channels(self):
         """Rights were fixed at login: a connection of a key taken out of
         ssh-authorized-keys (ControlMaster, say) went on opening sessions."""
