@@ -5,6 +5,7 @@
  * cluster-listen).  "status" reads etcd (cluster.c, built with the etcd
  * client).
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -41,7 +42,8 @@ static const char cluster_usage[] =
     "                valid N days (default 825), for client and server\n"
     "                authentication.  Its CN is NAME; its subjectAltName\n"
     "                holds NAME and every --address (a host name or an IP\n"
-    "                address the other nodes dial, as in cluster-address).\n"
+    "                address the other nodes dial: cluster-address's host,\n"
+    "                without its port).\n"
     "\n"
     "Give each node its NAME.crt, NAME.key and the CA's ca.crt (never\n"
     "ca.key) as cluster-cert, cluster-key and cluster-ca (docs/cluster.md).\n";
@@ -133,6 +135,26 @@ ca_init(int argc, char **argv)
 	return CLI_EXIT_OK;
 }
 
+/*
+ * The host of --address as a certificate names it: "[V6]" loses its
+ * brackets; NULL for a "HOST:PORT" (the SubjectAltName would hold the port
+ * and match nothing).
+ */
+static char *
+address_host(char *arg)
+{
+	unsigned char a6[16];
+	size_t len = strlen(arg);
+
+	if (len > 2 && arg[0] == '[' && arg[len - 1] == ']') {
+		arg[len - 1] = '\0';
+		arg++;
+	}
+	if (strchr(arg, ':') != NULL && inet_pton(AF_INET6, arg, a6) != 1)
+		return NULL;
+	return arg;
+}
+
 static int
 node_cert(int argc, char **argv)
 {
@@ -167,7 +189,13 @@ node_cert(int argc, char **argv)
 			if (n > CLUSTER_MAX_NAMES)
 				return cluster_usage_error(
 				    "too many --address, at", optarg);
-			names[n++] = optarg;
+			if ((names[n] = address_host(optarg)) == NULL)
+				return cluster_usage_error(
+				    "--address is a host name or an IP "
+				    "address, "
+				    "without a port, not",
+				    optarg);
+			n++;
 			break;
 		case 'd':
 			if (parse_days(optarg, &days) != 0)

@@ -247,15 +247,27 @@ cl_key(const struct cluster *cl, enum clusterkey_kind kind, const char *name,
 
 /* --- the registry --- */
 
-/* A registry line fit for device id: "ID" and a blank, one line. */
+/*
+ * A registry line fit for device id: "ID" and a blank, one line, that the
+ * registry's parser takes.  Checked one key at a time, so that one bad
+ * value costs only its own device: the registry is parsed whole
+ * (cl_rebuild()), and a line it refuses would keep every change out.
+ */
 static int
 line_ok(const char *id, const char *v, size_t vlen)
 {
+	struct registry *reg;
 	size_t n = strlen(id);
+	char err[256];
 
-	return vlen > n && vlen <= REGISTRY_LINE_MAX && memcmp(v, id, n) == 0 &&
-	       (v[n] == ' ' || v[n] == '\t') && memchr(v, '\n', vlen) == NULL &&
-	       memchr(v, '\0', vlen) == NULL;
+	if (!(vlen > n && vlen <= REGISTRY_LINE_MAX && memcmp(v, id, n) == 0 &&
+	      (v[n] == ' ' || v[n] == '\t') && memchr(v, '\n', vlen) == NULL &&
+	      memchr(v, '\0', vlen) == NULL))
+		return 0;
+	if (registry_parse("etcd", v, vlen, &reg, err, sizeof(err)) != 0)
+		return 0;
+	registry_free(reg);
+	return 1;
 }
 
 struct text {
@@ -613,7 +625,7 @@ cl_apply(struct cluster *cl, struct map *maps, int live, const uint8_t *key,
 	if (kind == CLUSTERKEY_DEVICE && val != NULL &&
 	    !line_ok(name, (const char *)val, vlen)) {
 		log_warnx("cluster: ignoring the registry line of \"%s\" in "
-		          "etcd: not \"%s $scrypt$...\" on one line",
+		          "etcd: not a valid \"%s $scrypt$...\" line",
 		          name, name);
 		val = NULL;
 	}
@@ -957,6 +969,12 @@ on_lease_lost(struct etcd_lease *l, int status, const char *message, void *arg)
 	metrics_count(srvm.sm_etcd_errors, SRVM_ETCD_LEASE, 0, 1);
 	reclaim_free(cl);
 	cl_set_lease_state(cl, LEASE_NONE);
+	/*
+	 * Nothing is claimed without a lease, whatever the cache still says
+	 * while etcd cannot tell it otherwise; the next presence event after
+	 * the reclaim sets the gauge again.
+	 */
+	metrics_gauge_set(srvm.sm_cl_claimed, 0, 0, 0);
 	if (was_up)
 		log_warnx("cluster: lost the etcd lease (%s): node \"%s\" no "
 		          "longer claims its %zu devices; they stay connected; "

@@ -693,13 +693,37 @@ cannot_make(const char *path, const char *keyword)
 
 static const char *ticket_key_path(char *, size_t);
 
+/*
+ * A cluster without what forwarding needs is legal (say, a first node
+ * alone), but its sessions for devices on other nodes only wait out
+ * session-wait here: say so, at the start and with -n.
+ */
+static const char *
+forwarding_missing(void)
+{
+	const struct sconf *sc = ncd.sc;
+
+	if (sc->sc_cluster_etcd == NULL)
+		return NULL;
+	if (sc->sc_cluster_listen_host == NULL)
+		return "cluster-listen";
+	if (sc->sc_cluster_addr_host == NULL)
+		return "cluster-address";
+	return NULL;
+}
+
+#define FORWARDING_MISSING_FMT                                                 \
+	"cluster-etcd without %s: no session is forwarded between this node "  \
+	"and the others, so one for a device held by another node waits for "  \
+	"the device to connect here (docs/cluster.md)"
+
 static int
 check_only(void)
 {
 	struct registry *reg;
 	struct tls_ctx *ctx;
 	char err[512], buf[PATH_MAX];
-	const char *path;
+	const char *path, *what;
 	int rc;
 
 	if (ncd.sc->sc_cluster_etcd != NULL)
@@ -753,6 +777,9 @@ check_only(void)
 	tls_ctx_free(ncd.node_tls);
 	tls_ctx_free(ncd.fwd_tls);
 	ncd.node_tls = ncd.fwd_tls = NULL;
+	if ((what = forwarding_missing()) != NULL)
+		fprintf(stderr,
+		        "ncgrpcd: warning: " FORWARDING_MISSING_FMT "\n", what);
 	printf("%s: configuration OK\n", ncd.conf_path);
 	return 0;
 }
@@ -1237,6 +1264,8 @@ main(int argc, char **argv)
 		fatalx("tls: %s", err);
 	setup_resumption(&bo);
 	setup_cluster_tls();
+	if (forwarding_missing() != NULL)
+		log_warnx(FORWARDING_MISSING_FMT, forwarding_missing());
 	if (registry_throttle_new(&ncd.throttle) != 0)
 		fatalx("out of memory");
 	/*

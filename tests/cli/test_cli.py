@@ -545,6 +545,18 @@ class FirstStartCheckTest(unittest.TestCase):
         self.assertIn(("ncgrpcd: cannot open '%s/server.crt': No such file or directory"
                        % self.dir).encode(), r.stderr)
 
+    def test_cluster_without_forwarding_is_a_warning(self):
+        """A node of a cluster without cluster-listen or cluster-address
+        passed -n, and then never forwarded a session either way."""
+        r = self.check(self.dir)
+        conf = os.path.join(self.dir, "ncgrpcd.conf")
+        with open(conf, "a") as f:
+            f.write("cluster-etcd 127.0.0.1:2379\n")
+        r = subprocess.run([BIN["ncgrpcd"], "-n", "-f", conf], capture_output=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(b"ncgrpcd: warning: cluster-etcd without cluster-listen: no session is "
+                      b"forwarded", r.stderr)
+
     def test_ticket_key_that_cannot_be_made_is_a_warning(self):
         ticket = os.path.join(self.dir, "no", "such", "tls_ticket_key")
         r = self.check(self.dir, ticket)
@@ -552,6 +564,37 @@ class FirstStartCheckTest(unittest.TestCase):
         self.assertIn(("ncgrpcd: warning: tls-ticket-key %s is missing and cannot be made "
                        "there" % ticket).encode(), r.stderr)
         self.assertIn(b"configuration OK", r.stdout)
+
+
+class ClusterPkiTest(unittest.TestCase):
+    def test_node_cert_addresses(self):
+        """--address 10.0.0.4:7443 (cluster-address, as the help suggested)
+        became DNS:10.0.0.4:7443, and [fd00::1] DNS:[fd00::1]: names no
+        handshake matches."""
+        d = tempfile.mkdtemp(prefix="ncgrpc-pki-test-")
+        try:
+            ca = os.path.join(d, "ca")
+            r = subprocess.run([BIN["ncgrpc"], "cluster", "ca", "init", ca],
+                               capture_output=True, timeout=30)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            r = subprocess.run([BIN["ncgrpc"], "cluster", "node-cert", "--ca", ca, "--out", d,
+                                "n1", "--address", "10.0.0.4:7443"],
+                               capture_output=True, timeout=30)
+            self.assertEqual(r.returncode, 64)
+            self.assertIn(b'without a port, not "10.0.0.4:7443"', r.stderr)
+            self.assertFalse(os.path.exists(os.path.join(d, "n1.crt")))
+            r = subprocess.run([BIN["ncgrpc"], "cluster", "node-cert", "--ca", ca, "--out", d,
+                                "n1", "--address", "[fd00::1]", "--address", "10.0.0.4"],
+                               capture_output=True, timeout=30)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            r = subprocess.run(["openssl", "x509", "-in", os.path.join(d, "n1.crt"), "-noout",
+                                "-ext", "subjectAltName"], capture_output=True, text=True,
+                               timeout=30)
+            self.assertIn("IP Address:FD00:0:0:0:0:0:0:1", r.stdout)
+            self.assertIn("IP Address:10.0.0.4", r.stdout)
+            self.assertNotIn("[", r.stdout)
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def main():

@@ -254,6 +254,18 @@ def case_basic(w, ndev):
     dt = time.monotonic() - t_add
     figure("add_on_A_valid_on_C_s", "%.3f" % dt)
     expect(dt < 1.0, "the add took %.3f s to reach C" % dt)
+    # One bad value in etcd costs only its own device.  It used to stop the
+    # whole registry from parsing: every later change was kept out, and a
+    # node started then had no devices at all.
+    markC = w.nodes["C"].log.mark()
+    w.etcdctl("put", PREFIX + "devices/bogus", "bogus junk")
+    w.nodes["C"].log.wait(r'cluster: ignoring the registry line of "bogus" in etcd', 5,
+                          start=markC)
+    w.cli("A", "device", "add", "newdev2")
+    w.nodes["C"].log.wait(r"cluster: registry from etcd: %d devices" % (ndev + 2), 5,
+                          start=markC)
+    w.etcdctl("del", PREFIX + "devices/bogus")
+    w.cli("A", "device", "remove", "newdev2")
     again = w.cli("A", "device", "add", "newdev", check=False)
     expect(again.returncode != 0 and "already exists" in again.stderr,
            "second add: %d %s" % (again.returncode, again.stderr))
@@ -355,6 +367,10 @@ def case_etcd_down(w, ndev):
     for n in "ABC":
         expect(w.nodes[n].metric("ncgrpcd_cluster_etcd_up") == 0, "etcd_up 0 on %s" % n)
         expect((w.nodes[n].metric("ncgrpcd_etcd_errors_total") or 0) >= 0, "errors metric")
+        # Nothing is claimed without a lease (the gauge kept its last count).
+        expect(w.nodes[n].metric("ncgrpcd_cluster_devices_claimed") == 0,
+               "devices_claimed on %s: %s" % (n, w.nodes[n].metric(
+                   "ncgrpcd_cluster_devices_claimed")))
     # The devices stay connected meanwhile.
     time.sleep(2)
     held = 0
@@ -377,6 +393,12 @@ def case_etcd_down(w, ndev):
     for n in "ABC":
         wait_until(lambda n=n: w.nodes[n].metric("ncgrpcd_cluster_etcd_up") == 1, 5,
                    "etcd_up 1 on %s" % n)
+    p = w.keys("presence/")
+    for n in "ABC":
+        per = sum(1 for v in p.values() if v == n)
+        wait_until(lambda n=n, per=per:
+                   w.nodes[n].metric("ncgrpcd_cluster_devices_claimed") == per, 5,
+                   "devices_claimed %d on %s again" % (per, n))
 
 
 # --- sessions: forwarding with cluster presence --------------------------------
