@@ -31,6 +31,7 @@
 #include "certgen.h"
 #ifdef NCGRPC_HAVE_ETCD
 #include "cluster.h"
+#include "etcd.h"
 #endif
 #include "err.h"
 #include "fileio.h"
@@ -947,6 +948,29 @@ etcd_tls_check(char *err, size_t len)
 	char why[400];
 	int rc = 0;
 
+#ifdef NCGRPC_HAVE_ETCD
+	/* As cluster_start() checks them, so that -n fails where it would. */
+	if (sc->sc_cluster_etcd != NULL) {
+		struct etcd_endpoint eps[ETCD_MAX_ENDPOINTS];
+		size_t n;
+		int tls;
+
+		if (etcd_endpoints_parse(sc->sc_cluster_etcd, eps,
+		                         ETCD_MAX_ENDPOINTS, &n, &tls) != 0) {
+			snprintf(err, len,
+			         "cluster-etcd: \"%.128s\" is not a list of "
+			         "etcd endpoints (HOST:PORT, at most %d)",
+			         sc->sc_cluster_etcd, ETCD_MAX_ENDPOINTS);
+			return -1;
+		}
+		if (tls && sc->sc_cluster_etcd_ca == NULL) {
+			snprintf(err, len,
+			         "cluster-etcd: https endpoints need "
+			         "cluster-etcd-ca");
+			return -1;
+		}
+	}
+#endif
 	if (sc->sc_cluster_etcd_ca == NULL)
 		return 0;
 	if (tls_ctx_client_new_file(&ctx, sc->sc_cluster_etcd_ca, why,

@@ -556,6 +556,18 @@ class FirstStartCheckTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn(b"ncgrpcd: warning: cluster-etcd without cluster-listen: no session is "
                       b"forwarded", r.stderr)
+        # What the start refuses, -n refuses too (it said OK, and the unit's
+        # start failed).
+        with open(conf) as f:
+            base = f.read()
+        for etcd, why in (("127.0.0.1:2379:9", b'is not a list of etcd endpoints'),
+                          ("https://127.0.0.1:2379", b"https endpoints need cluster-etcd-ca")):
+            with open(conf, "w") as f:
+                f.write(base.replace("cluster-etcd 127.0.0.1:2379\n", "cluster-etcd %s\n" % etcd))
+            r = subprocess.run([BIN["ncgrpcd"], "-n", "-f", conf], capture_output=True,
+                               timeout=30)
+            self.assertEqual(r.returncode, 1, (etcd, r.stderr))
+            self.assertIn(why, r.stderr)
 
     def test_ticket_key_that_cannot_be_made_is_a_warning(self):
         ticket = os.path.join(self.dir, "no", "such", "tls_ticket_key")
