@@ -240,13 +240,36 @@ load_conf(struct conf **out, char *err, size_t errlen)
 	return 0;
 }
 
+/*
+ * Logs to path (ours now), and gives NETCONF backends' stderr the same
+ * file.  On failure the log stays where it was.
+ */
+static void
+open_log(char *path)
+{
+	int rc, fd;
+
+	if ((rc = log_open(path)) != 0) {
+		log_warnx("cannot open log file \"%s\": %s", path,
+		          strerror(-rc));
+		free(path);
+		return;
+	}
+	fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
+	if (agent.log_fd != -1)
+		close(agent.log_fd);
+	agent.log_fd = fd;
+	agent.cs.cs_session.se_stderr_fd = fd;
+	free(agent.log_path);
+	agent.log_path = path;
+}
+
 /* Applies the agent { } block: logging, keepalive and session settings. */
 static void
 apply_agent(const struct conf *cf)
 {
 	const struct conf_agent *ag = &cf->cf_agent;
 	char *path = NULL;
-	int rc, fd;
 
 	agent.cs.cs_ping_interval_ms = ag->ag_keepalive_interval * 1000;
 	agent.cs.cs_ping_timeout_ms = ag->ag_keepalive_timeout * 1000;
@@ -271,24 +294,12 @@ apply_agent(const struct conf *cf)
 		path = NULL;
 	if (path == NULL)
 		fatalx("out of memory");
-	/*
-	 * Opened again at each reload, the same path too: logrotate's
-	 * "create" renames the file and sends SIGHUP (docs/configuration.md).
-	 */
-	if ((rc = log_open(path)) != 0) {
-		log_warnx("cannot open log file \"%s\": %s", path,
-		          strerror(-rc));
+	/* The same file was opened again as the reload began (reload()). */
+	if (agent.log_path != NULL && strcmp(path, agent.log_path) == 0) {
 		free(path);
 		return;
 	}
-	/* NETCONF backends' stderr goes to the log too. */
-	fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
-	if (agent.log_fd != -1)
-		close(agent.log_fd);
-	agent.log_fd = fd;
-	agent.cs.cs_session.se_stderr_fd = fd;
-	free(agent.log_path);
-	agent.log_path = path;
+	open_log(path);
 }
 
 static void
@@ -365,13 +376,20 @@ reload(const char *trigger)
 {
 	struct agent_client *nc, *old;
 	struct conf *cf;
-	char err[512];
+	char err[512], *path;
 	unsigned added = 0, removed = 0, restarted = 0, kept = 0;
 	size_t i;
 	int rc;
 
 	if (agent.stopping)
 		return;
+	/*
+	 * The log first, whatever the new file holds: logrotate's "create"
+	 * renames it and sends SIGHUP (docs/configuration.md).
+	 */
+	if (agent.log_override == NULL && agent.log_path != NULL &&
+	    (path = strdup(agent.log_path)) != NULL)
+		open_log(path);
 	if ((rc = load_conf(&cf, err, sizeof(err))) != 0) {
 		log_warnx("configuration reload (%s) failed, keeping the "
 		          "running configuration: %s",

@@ -604,7 +604,10 @@ cl_update_gauges(struct cluster *cl)
 {
 	metrics_gauge_set(srvm.sm_cl_nodes, 0, 0,
 	                  (int64_t)cl->cl_maps[MAP_NODES].m_n);
-	metrics_gauge_set(srvm.sm_cl_claimed, 0, 0, (int64_t)cl->cl_claimed);
+	/* Nothing is claimed without a lease, whatever the cache says. */
+	metrics_gauge_set(srvm.sm_cl_claimed, 0, 0,
+	                  cl->cl_lstate == LEASE_UP ? (int64_t)cl->cl_claimed
+	                                            : 0);
 }
 
 /*
@@ -887,6 +890,7 @@ cl_set_lease_state(struct cluster *cl, enum lease_state s)
 	          lease_state_names[s]);
 	cl->cl_lstate = s;
 	metrics_gauge_set(srvm.sm_etcd_up, 0, 0, s == LEASE_UP);
+	cl_update_gauges(cl);
 }
 
 static void
@@ -969,12 +973,6 @@ on_lease_lost(struct etcd_lease *l, int status, const char *message, void *arg)
 	metrics_count(srvm.sm_etcd_errors, SRVM_ETCD_LEASE, 0, 1);
 	reclaim_free(cl);
 	cl_set_lease_state(cl, LEASE_NONE);
-	/*
-	 * Nothing is claimed without a lease, whatever the cache still says
-	 * while etcd cannot tell it otherwise; the next presence event after
-	 * the reclaim sets the gauge again.
-	 */
-	metrics_gauge_set(srvm.sm_cl_claimed, 0, 0, 0);
 	if (was_up)
 		log_warnx("cluster: lost the etcd lease (%s): node \"%s\" no "
 		          "longer claims its %zu devices; they stay connected; "

@@ -580,23 +580,88 @@ flush_lines(struct relay_half *op, int final)
 #define NETCONF_NOT_UTF8 "NETCONF input is not valid UTF-8"
 
 /*
+ * A chunked message (RFC 6242, 4.2), which the framer has checked, as one
+ * chunk: "\n#N\n", the data of its chunks joined, "\n##\n".  A chunk may
+ * end inside a UTF-8 character, as clients that write chunks of a fixed
+ * size do, so the message is valid UTF-8 only once its data is joined.
+ * Returns 0 and a new buffer in *out, -ENOMEM, or -EPROTO.
+ */
+static int
+netconf_one_chunk(const uint8_t *msg, size_t len, uint8_t **out, size_t *outlen)
+{
+	const uint8_t *p = msg, *end = msg + len;
+	uint8_t *data, *o;
+	size_t n, dlen = 0;
+	int hl;
+
+	if ((data = malloc(len)) == NULL)
+		return -ENOMEM;
+	for (;;) {
+		if (end - p < 3 || p[0] != '\n' || p[1] != '#')
+			goto bad;
+		p += 2;
+		if (p[0] == '#') {
+			if (end - p != 2 || p[1] != '\n')
+				goto bad;
+			break;
+		}
+		for (n = 0; p < end && *p >= '0' && *p <= '9' && n <= len; p++)
+			n = n * 10 + (size_t)(*p - '0');
+		if (p >= end || *p != '\n' || n == 0 ||
+		    n > (size_t)(end - p - 1))
+			goto bad;
+		memcpy(data + dlen, p + 1, n);
+		dlen += n;
+		p += 1 + n;
+	}
+	if (dlen == 0 || (o = malloc(dlen + 32)) == NULL) {
+		free(data);
+		return dlen == 0 ? -EPROTO : -ENOMEM;
+	}
+	hl = snprintf((char *)o, 32, "\n#%zu\n", dlen);
+	memcpy(o + hl, data, dlen);
+	memcpy(o + (size_t)hl + dlen, "\n##\n", 4);
+	free(data);
+	*out = o;
+	*outlen = (size_t)hl + dlen + 4;
+	return 0;
+bad:
+	free(data);
+	return -EPROTO;
+}
+
+/*
  * Sends the whole NETCONF messages cut so far.  0, the framer's error, or
- * -EILSEQ for a message that is not UTF-8: replacing its bytes, as shell
- * input's are (send_to_device()), would change the lengths that chunked
- * framing declares, and XML is UTF-8 anyway, so the session ends instead.
+ * -EILSEQ for a message that is not UTF-8 (in chunked framing: once its
+ * chunks are joined): replacing its bytes, as shell input's are
+ * (send_to_device()), would change the lengths that chunked framing
+ * declares, and XML is UTF-8 anyway, so the session ends instead.
  */
 static int
 flush_netconf(struct relay_half *op)
 {
 	struct opsess *os = op->rh_os;
 	const uint8_t *msg;
+	uint8_t *joined;
 	size_t len;
 	char opname[128];
-	int rc;
+	int rc, jr;
 
 	while ((rc = ncframe_next(&os->os_nf, &msg, &len)) == 1) {
-		if (!utf8_valid(msg, len))
-			return -EILSEQ;
+		joined = NULL;
+		if (!utf8_valid(msg, len)) {
+			if (ncframe_mode(&os->os_nf) != NCFRAME_CHUNKED ||
+			    (jr = netconf_one_chunk(msg, len, &joined, &len)) ==
+			        -EPROTO)
+				return -EILSEQ;
+			if (jr != 0)
+				return jr;
+			if (!utf8_valid(joined, len)) {
+				free(joined);
+				return -EILSEQ;
+			}
+			msg = joined;
+		}
 		if (ncframe_op_name(msg, len, opname, sizeof(opname)) == 0)
 			audit_input(os,
 			            strcmp(opname, "hello") == 0
@@ -604,6 +669,7 @@ flush_netconf(struct relay_half *op)
 			                : "netconf-rpc",
 			            opname);
 		send_to_device(op, DEVIN_NETCONF, msg, len, 0);
+		free(joined);
 	}
 	return rc;
 }

@@ -223,6 +223,19 @@ set_sessions(struct akey *ak, const char *v, const char **why)
 	return 0;
 }
 
+/* Whether word[0..len) names a key type: a line without options. */
+static int
+is_key_type(const char *word, size_t len)
+{
+	char type[64];
+
+	if (len >= sizeof(type))
+		return 0;
+	memcpy(type, word, len);
+	type[len] = '\0';
+	return ssh_key_type_from_name(type) != SSH_KEYTYPE_UNKNOWN;
+}
+
 /*
  * Parses the options at *pp into ak.  Returns 0 with *pp at the blank after
  * them, -EINVAL (why) or -ENOMEM.
@@ -242,7 +255,8 @@ parse_options(struct akey *ak, const char **pp, const char *end,
 			p++;
 		nlen = (size_t)(p - name);
 		if (nlen > 0 && p < end &&
-		    (*p == ',' || *p == ' ' || *p == '\t')) {
+		    (*p == ',' || *p == ' ' || *p == '\t') &&
+		    !is_key_type(name, nlen)) {
 			/* OpenSSH's no-pty, restrict, ...: none is ours. */
 			*why = "unknown option (known: operator, devices, "
 			       "sessions)";

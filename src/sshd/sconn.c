@@ -568,12 +568,18 @@ chan_start(struct schan *ch)
 	 * connections it logged in, and changed options apply to the next
 	 * session.  Sessions already open are kept.
 	 */
-	if ((ak = akeys_find_fp(c->c_sd->sd_keys, c->c_fp)) == NULL ||
-	    strcmp(ak->ak_operator, c->c_op) != 0) {
+	if ((ak = akeys_find_fp(c->c_sd->sd_keys, c->c_fp)) == NULL) {
 		chan_refuse(
 		    ch, "key no longer in ssh-authorized-keys",
 		    "this key was removed from ssh-authorized-keys since "
 		    "it logged in");
+		return;
+	}
+	if (strcmp(ak->ak_operator, c->c_op) != 0) {
+		chan_refuse(
+		    ch, "the key's operator changed",
+		    "ssh-authorized-keys names another operator for this "
+		    "key since it logged in: log in again");
 		return;
 	}
 	c->c_allowed = akeys_rights(ak, c->c_dev);
@@ -876,6 +882,8 @@ cb_subsystem(ssh_session ss, ssh_channel channel, const char *subsystem,
 {
 	(void)ss;
 	(void)channel;
+	if (((struct schan *)arg)->ch_state != CH_NEW)
+		return -1;
 	if (strcmp(subsystem, "netconf") != 0)
 		return refuse_request(arg, "subsystem",
 		                      "only the netconf subsystem is offered");

@@ -45,6 +45,7 @@ static struct {
 	uv_poll_t lpoll;
 	int lpoll_open;
 	uv_timer_t accept_again; /* after EMFILE: the poll rests a while */
+	uint64_t emfile;         /* accept() failures for want of an fd */
 	uv_signal_t sighup, sigint, sigterm;
 } g;
 
@@ -398,10 +399,11 @@ on_accept(uv_poll_t *p, int status, int events)
 				 * poll, level-triggered, would fire again at
 				 * once: rest until descriptors come back.
 				 */
-				if (sd->sd_dropped++ % 1000 == 0)
+				if (g.emfile++ % 1000 == 0)
 					log_warn("accept (listener resting "
-					         "%d ms)",
-					         SSHD_EMFILE_REST_MS);
+					         "%d ms; %llu times so far)",
+					         SSHD_EMFILE_REST_MS,
+					         (unsigned long long)g.emfile);
 				uv_poll_stop(&g.lpoll);
 				uv_timer_start(&g.accept_again, on_accept_again,
 				               SSHD_EMFILE_REST_MS, 0);

@@ -593,6 +593,38 @@ class EmulatorTest(ServerTestCase):
     # NETCONF input is not replaced but refused: with 1.1 chunked framing
     # a U+FFFD (3 bytes for 1) would belie the chunk sizes sent, and XML
     # is UTF-8 anyway.  Nothing of the bad message reaches the device.
+    # NETCONF 1.1: a chunk may end inside a character (clients that write
+    # chunks of a fixed size do).  The message is valid once its chunks are
+    # joined: the device gets it as one chunk, the character whole.
+    def test_chunk_boundary_inside_a_character(self):
+        hello11 = (self.emu.netconf_hello(0)
+                   .replace("base:1.0</capability>",
+                            "base:1.0</capability><capability>"
+                            "urn:ietf:params:netconf:base:1.1</capability>"))
+        self.emu.netconf_hello = lambda index: hello11
+        s = self.opc.session("jun1", "netconf", wait_ms=10000)
+        s.wait_started(15)
+        s.read_until(EOM, 10)
+        s.send(CLIENT_HELLO.replace(b"base:1.0</capability>",
+                                    b"base:1.0</capability><capability>"
+                                    b"urn:ietf:params:netconf:base:1.1</capability>"))
+        body = ('<rpc message-id="5" xmlns="%s"><get><filter>caf\u00e9</filter></get></rpc>'
+                % NC_NS).encode()
+        cut = body.index(b"\xc3") + 1  # between the two bytes of the e-acute
+        s.send(b"\n#%d\n" % cut + body[:cut] + b"\n#%d\n" % (len(body) - cut) + body[cut:]
+               + b"\n##\n")
+        sess = self.emu.sessions[0]
+        srvlib.wait_until(lambda: len(sess.commands) >= 2, 10, "the rpc at the device")
+        self.assertEqual(sess.commands[1],
+                         "\n#%d\n%s\n##\n" % (len(body), body.decode()))
+        # A character that is broken whichever way the chunks join is not.
+        bad = body.replace(b"\xc3\xa9", b"\xe9")
+        s.send(b"\n#%d\n" % len(bad) + bad + b"\n##\n")
+        s.read_all(10)
+        self.assertEqual(s.code, grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertEqual(s.details, "NETCONF input is not valid UTF-8")
+        self.assertEqual(len(sess.commands), 2)
+
     def test_invalid_utf8_netconf_input_is_refused(self):
         s = self.opc.session("jun1", "netconf", wait_ms=10000)
         s.wait_started(15)
@@ -1000,6 +1032,7 @@ class OperatorApiTest(ServerTestCase):
         w.wait_for(Kind.DISCONNECTED, "lb", 15)
         self.assertEqual(opc.list_devices(), [])
 
+    @unittest.skipUnless(os.geteuid() == 0, "giving a socket to another group needs root")
     def test_operator_socket_group(self):
         """operator-socket-group takes a name or, as documented, a numeric
         gid (the number was looked up as a name, and only a warning said

@@ -188,6 +188,10 @@ test_malformed(void **state)
 	parse_fails(line("operator=\"a\"", 0), -EINVAL,
 	            "ak:1: operator=\"NAME\" and devices=\"PATTERNS\" are "
 	            "required");
+	/* A line without options, whatever its key type. */
+	parse_fails("ssh-rsa AAAAB3NzaC1yc2E user@host\n", -EINVAL,
+	            "ak:1: expected an option NAME=\"VALUE\" before the key "
+	            "(operator=, devices=, sessions=)");
 	/* OpenSSH's options without a value are unknown ones, not garbage. */
 	parse_fails(line("operator=\"a\",devices=\"*\",no-pty", 0), -EINVAL,
 	            "ak:1: unknown option (known: operator, devices, "
