@@ -1381,6 +1381,13 @@ main(int argc, char **argv)
 	audit_close();
 	sconf_free(ncd.sc);
 	rc = uv_loop_close(ncd.loop);
+	/*
+	 * The threadpool's threads (where secrets are checked) exit now, while
+	 * OpenSSL is still up to free what it keeps for each thread; left to
+	 * libuv's destructor, they outlived OpenSSL's atexit cleanup and their
+	 * error state was lost (valgrind: "definitely lost").
+	 */
+	uv_library_shutdown();
 	log_info("stopped");
 	return rc == 0 ? 0 : 1;
 }

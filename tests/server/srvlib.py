@@ -11,6 +11,7 @@ import base64
 import hashlib
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -130,6 +131,13 @@ class LogFile:
             time.sleep(0.05)
 
 
+# $NCGRPC_SERVER_WRAPPER, when set, is a command prefix (split with shlex)
+# for ncgrpcd, such as valgrind with --error-exitcode=99: stop() raises when
+# ncgrpcd exits with that status (the CTest label "valgrind").
+SERVER_WRAPPER = shlex.split(os.environ.get("NCGRPC_SERVER_WRAPPER", ""))
+SERVER_WRAPPER_ERROR_RC = 99
+
+
 class Ncgrpcd:
     """One ncgrpcd with its configuration, registry, certificate and logs in workdir."""
 
@@ -175,7 +183,7 @@ class Ncgrpcd:
         self.write_conf()
         if not os.path.exists(self.devices_path):
             self.write_registry()
-        argv = [self.binary, "-f", self.conf_path]
+        argv = SERVER_WRAPPER + [self.binary, "-f", self.conf_path]
         if debug:
             argv.append("-d")
         self._out = open(self.stdout_path, "ab")
@@ -211,6 +219,9 @@ class Ncgrpcd:
             rc = self.proc.returncode
         self._out.close()
         self.proc = None
+        if SERVER_WRAPPER and rc == SERVER_WRAPPER_ERROR_RC:
+            raise AssertionError("ncgrpcd under %s found errors:\n%s"
+                                 % (SERVER_WRAPPER[0], self.stdout()[-6000:]))
         return rc
 
     def stdout(self):
