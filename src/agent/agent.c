@@ -10,7 +10,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <limits.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -119,27 +118,23 @@ check_conf_mode(void)
 }
 
 /*
- * Whether file names a program that a session could run: an absolute path
- * as given, a bare name in the sessions' PATH.
+ * Whether file[0..len) names a program a session could run: as the spawn
+ * finds it (proc_path_resolve()), with the sessions' PATH.
  */
 static int
 program_found(const char *file, size_t len)
 {
-	const char *dir = SESSION_DEFAULT_PATH, *end;
-	char path[PATH_MAX];
+	const char *envp[] = {"PATH=" SESSION_DEFAULT_PATH, NULL};
+	char *word, *path = NULL;
+	int rc;
 
-	if (file[0] == '/') {
-		snprintf(path, sizeof(path), "%.*s", (int)len, file);
-		return access(path, X_OK) == 0;
-	}
-	for (; *dir != '\0'; dir = *end == ':' ? end + 1 : end) {
-		end = strchrnul(dir, ':');
-		snprintf(path, sizeof(path), "%.*s/%.*s", (int)(end - dir), dir,
-		         (int)len, file);
-		if (access(path, X_OK) == 0)
-			return 1;
-	}
-	return 0;
+	if ((word = strndup(file, len)) == NULL)
+		return 1; /* no word on it: out of memory is not the backend's
+		           */
+	rc = proc_path_resolve(word, envp, &path);
+	free(word);
+	free(path);
+	return rc == 0 || rc == -ENOMEM;
 }
 
 /* Whether word is one the shell runs itself: a builtin or reserved word. */

@@ -2,9 +2,11 @@
  * Whole files, bounded (fileio.h).
  */
 #include <errno.h>
+#include <libgen.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -131,4 +133,17 @@ fileio_can_create(const char *path)
 	rc = dir_writable(dir);
 	free(dir);
 	return rc;
+}
+
+int
+fileio_make_parent(const char *path, mode_t mode)
+{
+	char *copy;
+	int made;
+
+	if ((copy = strdup(path)) == NULL)
+		return 0;
+	made = mkdir(dirname(copy), mode) == 0;
+	free(copy);
+	return made;
 }

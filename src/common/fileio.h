@@ -10,6 +10,7 @@
 #define NCGRPC_FILEIO_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 /* The file holds secrets: every copy made while growing is cleansed. */
 #define FILEIO_SECRET 0x1
@@ -38,5 +39,11 @@ void fileio_free(char *buf, size_t len, int flags);
  * a missing file at its first start.
  */
 int fileio_can_create(const char *path);
+
+/*
+ * Makes the directory that would hold path, one level (packagers usually
+ * provide the rest), with mode.  Returns 1 when it made it, else 0.
+ */
+int fileio_make_parent(const char *path, mode_t mode);
 
 #endif

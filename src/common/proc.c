@@ -384,8 +384,8 @@ cred_lookup(struct spawn *s, const char *user)
  * and checks that it is an executable file.  Relative PATH entries are
  * skipped: they would depend on the cwd.
  */
-static int
-path_resolve(const char *file, const char *const *envp, char **out)
+int
+proc_path_resolve(const char *file, const char *const *envp, char **out)
 {
 	const char *path = PROC_DEFAULT_PATH, *dir, *end;
 	char *cand;
@@ -504,7 +504,8 @@ spawn_prepare(struct spawn *s, const struct proc_opts *o)
 		if (geteuid() != 0)
 			return -EPERM;
 	}
-	if ((rc = path_resolve(o->po_argv[0], o->po_envp, &s->s_path)) != 0)
+	if ((rc = proc_path_resolve(o->po_argv[0], o->po_envp, &s->s_path)) !=
+	    0)
 		return rc;
 	if (s->s_pty) {
 		if ((rc = pty_open(s, o->po_rows, o->po_cols)) != 0)

@@ -162,6 +162,15 @@ size_t proc_scan_examined(void);
  * before the loop closes.  0 or a negative errno (then proc_spawn() stays
  * synchronous).
  */
+/*
+ * The program that spawning file would run, as proc_spawn() finds it: a
+ * path with a slash as given (an absolute one must be an executable
+ * regular file), else the first executable regular file of that name in
+ * envp's PATH (a default without one).  0 and a new string in *out,
+ * -ENOENT, -EACCES or -ENOMEM.
+ */
+int proc_path_resolve(const char *file, const char *const *envp, char **out);
+
 int proc_spawner_start(uv_loop_t *loop);
 void proc_spawner_stop(void);
 

@@ -8,7 +8,6 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <grp.h>
-#include <libgen.h>
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
@@ -155,13 +154,8 @@ usage(int code)
 static void
 ensure_parent(const char *path, mode_t mode)
 {
-	char *copy;
-
-	if (strcmp(path, "-") == 0 || (copy = strdup(path)) == NULL)
-		return;
-	if (mkdir(dirname(copy), mode) == 0)
-		log_info("created directory \"%s\"", copy);
-	free(copy);
+	if (strcmp(path, "-") != 0 && fileio_make_parent(path, mode))
+		log_info("created the directory of \"%s\"", path);
 }
 
 /* An empty registry file where there is none: 0, or -errno of open(). */
@@ -591,16 +585,13 @@ listen_metrics(void)
 static int
 listen_operator(void)
 {
-	char *copy, *end;
+	char *end;
 	const char *group;
 	struct group *gr;
 	unsigned long gid;
 	int rc;
 
-	if ((copy = strdup(ncd.sc->sc_operator_socket)) == NULL)
-		return -ENOMEM;
-	(void)mkdir(dirname(copy), 0755);
-	free(copy);
+	(void)fileio_make_parent(ncd.sc->sc_operator_socket, 0755);
 	rc = grpc_server_listen_unix(ncd.opsrv, ncd.sc->sc_operator_socket,
 	                             (int)ncd.sc->sc_operator_socket_mode);
 	if (rc != 0) {

@@ -13,7 +13,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
-#include <libgen.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -178,19 +177,6 @@ write_pub(ssh_key key, const char *path)
 	return 0;
 }
 
-/* Makes the directory that will hold path (one level, as ncgrpcd does). */
-static void
-make_parent(const char *path)
-{
-	char *copy;
-
-	if ((copy = strdup(path)) == NULL)
-		return;
-	if (mkdir(dirname(copy), 0755) == 0)
-		log_info("created directory \"%s\"", copy);
-	free(copy);
-}
-
 /*
  * Loads the host key, or makes an ed25519 one (mode 0600, .pub beside it)
  * when there is none.  Returns 0 and *out, or -1 after printing why.  With
@@ -228,7 +214,8 @@ host_key(const char *path, int check, ssh_key *out)
 			*out = NULL;
 			return 0;
 		}
-		make_parent(path);
+		if (fileio_make_parent(path, 0755))
+			log_info("created the directory of \"%s\"", path);
 		if (ssh_pki_generate(SSH_KEYTYPE_ED25519, 0, &key) != SSH_OK) {
 			fprintf(stderr,
 			        "ncgrpc-sshd: cannot make a host key\n");
